@@ -1,0 +1,106 @@
+//! Events: what happened to an account, numbered per account without gaps; the outbox rows that
+//! the notification relay publishes. Versioned JSON with a JSON Schema in `docs/events/`.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::Timestamp;
+use crate::account::{AccountStatus, Balances};
+use crate::ids::{AccountId, EventId, TransferId};
+use crate::money::Money;
+use crate::transfer::{Direction, TransferKind, VoidReason};
+
+/// The version of the event format that this code writes.
+pub const EVENT_VERSION: u32 = 1;
+
+/// One event of an account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    /// Stable id, derived from `account_id` and `seq`.
+    pub id: EventId,
+    /// The account it concerns.
+    pub account_id: AccountId,
+    /// Position in the account's events: 1, 2, 3, … without gaps.
+    pub seq: u64,
+    /// Format version.
+    pub version: u32,
+    /// When it happened.
+    pub at: Timestamp,
+    /// What happened.
+    #[serde(flatten)]
+    pub body: EventBody,
+}
+
+/// What happened, tagged by `type`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+pub enum EventBody {
+    /// The account was opened.
+    #[serde(rename = "account.opened")]
+    AccountOpened {
+        /// Balances at opening.
+        balances: Balances,
+    },
+    /// The account's status changed.
+    #[serde(rename = "account.status_changed")]
+    AccountStatusChanged {
+        /// The new status.
+        status: AccountStatus,
+    },
+    /// Money moved on this account.
+    #[serde(rename = "transfer.posted")]
+    TransferPosted {
+        /// The transfer.
+        transfer_id: TransferId,
+        /// Its kind.
+        kind: TransferKind,
+        /// Which side this account was on.
+        direction: Direction,
+        /// The amount.
+        amount: Money,
+        /// The other account.
+        counterparty: AccountId,
+        /// Balances after it.
+        balances: Balances,
+    },
+    /// A pending transfer now holds funds on this account.
+    #[serde(rename = "transfer.pending")]
+    TransferPending {
+        /// The transfer.
+        transfer_id: TransferId,
+        /// Its kind.
+        kind: TransferKind,
+        /// The amount held.
+        amount: Money,
+        /// The account it would pay.
+        counterparty: AccountId,
+        /// Balances after the hold.
+        balances: Balances,
+    },
+    /// A pending transfer was voided or failed; its hold is released.
+    #[serde(rename = "transfer.voided")]
+    TransferVoided {
+        /// The transfer.
+        transfer_id: TransferId,
+        /// Why.
+        reason: VoidReason,
+        /// The amount released.
+        amount: Money,
+        /// Balances after the release.
+        balances: Balances,
+    },
+}
+
+impl EventBody {
+    /// The `type` string of this body, as on the wire.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            EventBody::AccountOpened { .. } => "account.opened",
+            EventBody::AccountStatusChanged { .. } => "account.status_changed",
+            EventBody::TransferPosted { .. } => "transfer.posted",
+            EventBody::TransferPending { .. } => "transfer.pending",
+            EventBody::TransferVoided { .. } => "transfer.voided",
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! bp-core: the domain model, the ledger rules and the storage traits of the bp Bank Payments
+//! platform. No I/O and no async runtime: pure functions decide, traits abstract.
+//!
+//! Start at [`service::Ledger`], the façade integrators call, over a [`store::Store`] such as the
+//! [`memory::MemoryStore`] here or the SQLite store of `bp-storage`.
+
+#![deny(clippy::cast_possible_truncation, clippy::cast_possible_wrap, clippy::cast_sign_loss)]
+
+pub mod account;
+pub mod account_number;
+pub mod clock;
+pub mod command;
+pub mod customer;
+pub mod error;
+pub mod event;
+pub mod iban;
+pub mod ids;
+pub mod memory;
+pub mod money;
+pub mod rules;
+pub mod service;
+pub mod service_record;
+pub mod state;
+pub mod store;
+pub mod transfer;
+
+/// A point in time, UTC, kept to the microsecond.
+pub type Timestamp = chrono::DateTime<chrono::Utc>;
+
+pub use error::{Error, LedgerError, StoreError, StoreErrorKind};
+pub use ids::{AccountId, CustomerId, EventId, ServiceRecordId, TransferId};
+pub use money::{Currency, Money, MoneyError};
+pub use service::Ledger;
+pub use store::Store;

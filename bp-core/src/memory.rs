@@ -1,0 +1,171 @@
+//! The memory store: the whole ledger in process memory behind one lock. It is the test double for
+//! everything above the storage layer, and the reference the other stores must agree with.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+
+use crate::Timestamp;
+use crate::account::Account;
+use crate::clock::{Clock, SystemClock};
+use crate::command::{Command, Executed};
+use crate::customer::{Customer, Username};
+use crate::error::{Error, StoreError};
+use crate::event::Event;
+use crate::ids::{AccountId, CustomerId, TransferId};
+use crate::money::Currency;
+use crate::rules::{LedgerView, decide};
+use crate::state::LedgerState;
+use crate::store::{CurrencyTotal, HistoryQuery, OutboxEntry, Page, Store};
+use crate::transfer::{Posting, Transfer, TransferState};
+
+#[derive(Debug, Default)]
+struct Inner {
+    state: LedgerState,
+    postings: HashMap<AccountId, Vec<Posting>>,
+    events: HashMap<AccountId, Vec<Event>>,
+    outbox: Vec<Event>,
+}
+
+/// A [`Store`] in memory. Cloning shares the same ledger.
+#[derive(Clone, Debug)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<Inner>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    /// An empty ledger on the system clock.
+    pub fn new() -> Self {
+        Self::with_clock(Arc::new(SystemClock))
+    }
+
+    /// An empty ledger on `clock`.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        let inner = Inner { state: LedgerState::new(), ..Inner::default() };
+        Self { inner: Arc::new(Mutex::new(inner)), clock }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock happens only between deciding and applying, which
+        // touch no shared state until `apply`; the data stays consistent.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn execute(&self, cmd: Command) -> Result<Executed, Error> {
+        let mut inner = self.lock();
+        let decision = decide(&inner.state, &cmd, self.clock.now())?;
+        let effects = decision.effects;
+        inner.state.apply(&effects);
+        for p in effects.postings {
+            inner.postings.entry(p.account_id).or_default().push(p);
+        }
+        for e in effects.events {
+            inner.events.entry(e.account_id).or_default().push(e.clone());
+            inner.outbox.push(e);
+        }
+        Ok(decision.executed)
+    }
+
+    async fn customer(&self, id: CustomerId) -> Result<Option<Customer>, StoreError> {
+        Ok(self.lock().state.customer(id).cloned())
+    }
+
+    async fn customer_by_username(&self, username: &Username) -> Result<Option<Customer>, StoreError> {
+        let inner = self.lock();
+        Ok(inner.state.customer_by_username(username).and_then(|id| inner.state.customer(id)).cloned())
+    }
+
+    async fn account(&self, id: AccountId) -> Result<Option<Account>, StoreError> {
+        Ok(self.lock().state.account(id).cloned())
+    }
+
+    async fn accounts_of(&self, customer: CustomerId) -> Result<Vec<Account>, StoreError> {
+        let inner = self.lock();
+        let mut accounts: Vec<Account> =
+            inner.state.accounts().filter(|a| a.customer_id() == Some(customer)).cloned().collect();
+        accounts.sort_by_key(|a| (a.opened_at, a.number.serial()));
+        Ok(accounts)
+    }
+
+    async fn transfer(&self, id: TransferId) -> Result<Option<Transfer>, StoreError> {
+        Ok(self.lock().state.transfer(id).cloned())
+    }
+
+    async fn postings(&self, account: AccountId, query: &HistoryQuery) -> Result<Page<Posting>, StoreError> {
+        let inner = self.lock();
+        let limit = usize::try_from(query.limit()).unwrap_or(usize::MAX);
+        let mut items: Vec<Posting> = inner
+            .postings
+            .get(&account)
+            .map(|lines| lines.iter().rev().filter(|p| query.matches(p)).take(limit + 1).cloned().collect())
+            .unwrap_or_default();
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|p| p.seq)
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn events_after(&self, account: AccountId, after_seq: u64, limit: u32) -> Result<Vec<Event>, StoreError> {
+        let inner = self.lock();
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        Ok(inner
+            .events
+            .get(&account)
+            .map(|events| events.iter().filter(|e| e.seq > after_seq).take(limit).cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn outbox_after(&self, after: u64, limit: u32) -> Result<Vec<OutboxEntry>, StoreError> {
+        let inner = self.lock();
+        let start = usize::try_from(after).unwrap_or(usize::MAX);
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        Ok(inner
+            .outbox
+            .iter()
+            .enumerate()
+            .skip(start)
+            .take(limit)
+            .map(|(i, e)| OutboxEntry { position: u64::try_from(i).unwrap_or(u64::MAX) + 1, event: e.clone() })
+            .collect())
+    }
+
+    async fn pending_expired(&self, now: Timestamp, limit: u32) -> Result<Vec<TransferId>, StoreError> {
+        let inner = self.lock();
+        let mut due: Vec<&Transfer> = inner
+            .state
+            .transfers()
+            .filter(|t| t.state == TransferState::Pending && t.hold_until.is_some_and(|u| u < now))
+            .collect();
+        due.sort_by_key(|t| (t.hold_until, t.id));
+        Ok(due.into_iter().take(usize::try_from(limit).unwrap_or(usize::MAX)).map(|t| t.id).collect())
+    }
+
+    async fn totals(&self) -> Result<Vec<CurrencyTotal>, StoreError> {
+        let inner = self.lock();
+        let mut totals: HashMap<Currency, CurrencyTotal> = HashMap::new();
+        for a in inner.state.accounts() {
+            let t = totals
+                .entry(a.currency)
+                .or_insert(CurrencyTotal { currency: a.currency, posted_minor: 0, accounts: 0 });
+            t.posted_minor += i128::from(a.posted_minor);
+            t.accounts += 1;
+        }
+        let mut totals: Vec<CurrencyTotal> = totals.into_values().collect();
+        totals.sort_by_key(|t| t.currency);
+        Ok(totals)
+    }
+}

@@ -1,0 +1,722 @@
+//! The rules of the bank as pure functions: every store decides every command here, on the state
+//! it has loaded, and only writes the effects this returns. Nothing here does I/O.
+
+use crate::Timestamp;
+use crate::account::{
+    Account, AccountKind, AccountOwner, AccountStatus, NewAccount, SYSTEM_SERIAL_BASE, SystemAccount,
+};
+use crate::account_number::AccountNumber;
+use crate::command::{Command, Executed, Keys, Outcome};
+use crate::customer::{
+    Contact, Customer, CustomerUpdate, DOCUMENTS_MAX, EXTRA_BYTES_MAX, IdentityDocument, NewCustomer,
+    Party, TEXT_CHARS_MAX, Username,
+};
+use crate::error::LedgerError;
+use crate::event::{EVENT_VERSION, Event, EventBody};
+use crate::ids::{AccountId, CustomerId, EventId, TransferId};
+use crate::money::Money;
+use crate::transfer::{
+    Direction, Posting, REFERENCE_CHARS_MAX, Transfer, TransferKind, TransferRequest, TransferState,
+    VoidReason,
+};
+
+/// What the rules need to read. Stores load what [`keys`] names before calling [`decide`].
+pub trait LedgerView {
+    /// An account, if it exists (and is loaded).
+    fn account(&self, id: AccountId) -> Option<&Account>;
+    /// A transfer, if it exists (and is loaded).
+    fn transfer(&self, id: TransferId) -> Option<&Transfer>;
+    /// A customer, if it exists (and is loaded).
+    fn customer(&self, id: CustomerId) -> Option<&Customer>;
+    /// The customer who has `username`, if any.
+    fn customer_by_username(&self, username: &Username) -> Option<CustomerId>;
+    /// The serial the next customer account gets.
+    fn next_account_serial(&self) -> u64;
+}
+
+/// Whether a record is new or replaces the stored one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Write {
+    /// A new record.
+    Insert,
+    /// The new state of an existing record.
+    Update,
+}
+
+/// What a command writes. A store writes all of it atomically, or none.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Effects {
+    /// Customers written.
+    pub customers: Vec<(Write, Customer)>,
+    /// Accounts written (their final state after the command).
+    pub accounts: Vec<(Write, Account)>,
+    /// Transfers written.
+    pub transfers: Vec<(Write, Transfer)>,
+    /// Double-entry lines added.
+    pub postings: Vec<Posting>,
+    /// Events added: the outbox.
+    pub events: Vec<Event>,
+}
+
+impl Effects {
+    /// True when the command changes nothing (a replay).
+    pub fn is_empty(&self) -> bool {
+        self.customers.is_empty()
+            && self.accounts.is_empty()
+            && self.transfers.is_empty()
+            && self.postings.is_empty()
+            && self.events.is_empty()
+    }
+}
+
+/// A decided command: its answer, and what to write for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// The answer to give once the effects are durable.
+    pub executed: Executed,
+    /// What to write.
+    pub effects: Effects,
+}
+
+/// The ids `cmd` needs. Call it, load what is missing, and call it again: the second call adds the
+/// accounts of a transfer named by `PostPending` or `VoidPending` once that transfer is loaded.
+pub fn keys(cmd: &Command, view: &impl LedgerView) -> Keys {
+    let mut k = Keys::default();
+    match cmd {
+        Command::OpenCustomer(c) => {
+            k.customers.push(c.id);
+            k.usernames.push(c.username.clone());
+        }
+        Command::UpdateCustomer { id, .. } => k.customers.push(*id),
+        Command::OpenAccount(a) => {
+            k.accounts.push(a.id);
+            k.customers.push(a.customer_id);
+        }
+        Command::SetAccountStatus { id, .. } => k.accounts.push(*id),
+        Command::Transfer(t) => {
+            k.transfers.push(t.id);
+            k.accounts.extend([t.debit_account, t.credit_account]);
+        }
+        Command::PostPending { id } | Command::VoidPending { id, .. } => {
+            k.transfers.push(*id);
+            if let Some(t) = view.transfer(*id) {
+                k.accounts.extend([t.debit_account, t.credit_account]);
+            }
+        }
+    }
+    k
+}
+
+/// Decides `cmd` against `view` at time `now`: the answer and the effects, or the rule it breaks.
+pub fn decide(view: &impl LedgerView, cmd: &Command, now: Timestamp) -> Result<Decision, LedgerError> {
+    match cmd {
+        Command::OpenCustomer(req) => open_customer(view, req, now),
+        Command::UpdateCustomer { id, expected_version, update } => {
+            update_customer(view, *id, *expected_version, update, now)
+        }
+        Command::OpenAccount(req) => open_account(view, req, now),
+        Command::SetAccountStatus { id, status } => set_account_status(view, *id, *status, now),
+        Command::Transfer(req) => transfer(view, req, now),
+        Command::PostPending { id } => post_pending(view, *id, now),
+        Command::VoidPending { id, reason } => void_pending(view, *id, *reason, now),
+    }
+}
+
+fn replay(outcome: Outcome) -> Decision {
+    Decision { executed: Executed { outcome, replayed: true }, effects: Effects::default() }
+}
+
+fn applied(outcome: Outcome, effects: Effects) -> Decision {
+    Decision { executed: Executed { outcome, replayed: false }, effects }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Field validation
+
+fn check_text(field: &'static str, value: &str, allow_empty: bool) -> Result<(), LedgerError> {
+    if !allow_empty && value.trim().is_empty() {
+        return Err(LedgerError::InvalidField { field, reason: "must not be empty" });
+    }
+    if value.chars().count() > TEXT_CHARS_MAX {
+        return Err(LedgerError::InvalidField { field, reason: "longer than 200 characters" });
+    }
+    if value.chars().any(char::is_control) {
+        return Err(LedgerError::InvalidField { field, reason: "contains control characters" });
+    }
+    Ok(())
+}
+
+fn check_country(field: &'static str, value: &str) -> Result<(), LedgerError> {
+    if value.len() == 2 && value.bytes().all(|b| b.is_ascii_uppercase()) {
+        Ok(())
+    } else {
+        Err(LedgerError::InvalidField { field, reason: "must be an ISO 3166-1 alpha-2 code" })
+    }
+}
+
+fn check_party(party: &Party) -> Result<(), LedgerError> {
+    match party {
+        Party::Person(p) => {
+            check_text("given_name", &p.given_name, false)?;
+            check_text("family_name", &p.family_name, false)
+        }
+        Party::LegalEntity(l) => {
+            check_text("legal_name", &l.legal_name, false)?;
+            check_text("tax_id", &l.tax_id, false)?;
+            check_text("legal_representative", &l.legal_representative, false)?;
+            check_country("incorporation.country", &l.incorporation.country)?;
+            check_text("incorporation.registry_number", &l.incorporation.registry_number, false)
+        }
+    }
+}
+
+fn check_documents(documents: &[IdentityDocument]) -> Result<(), LedgerError> {
+    if documents.len() > DOCUMENTS_MAX {
+        return Err(LedgerError::InvalidField { field: "documents", reason: "more than 16 documents" });
+    }
+    for d in documents {
+        check_text("documents.number", &d.number, false)?;
+        check_country("documents.issuing_country", &d.issuing_country)?;
+    }
+    Ok(())
+}
+
+fn check_contact(contact: &Contact) -> Result<(), LedgerError> {
+    if let Some(email) = &contact.email {
+        check_text("contact.email", email, false)?;
+        if !email.contains('@') {
+            return Err(LedgerError::InvalidField { field: "contact.email", reason: "must contain '@'" });
+        }
+    }
+    if let Some(phone) = &contact.phone {
+        let digits = phone.strip_prefix('+').unwrap_or("");
+        if !(2..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(LedgerError::InvalidField {
+                field: "contact.phone",
+                reason: "must be in E.164 form, e.g. +34600123456",
+            });
+        }
+    }
+    if let Some(address) = &contact.address {
+        check_text("contact.address", address, false)?;
+    }
+    Ok(())
+}
+
+fn check_extra(extra: &serde_json::Map<String, serde_json::Value>) -> Result<(), LedgerError> {
+    let len = serde_json::to_vec(extra).map(|v| v.len()).unwrap_or(usize::MAX);
+    if len > EXTRA_BYTES_MAX {
+        return Err(LedgerError::InvalidField { field: "extra", reason: "larger than 16 KiB" });
+    }
+    Ok(())
+}
+
+fn check_photo_ref(photo_ref: Option<&String>) -> Result<(), LedgerError> {
+    photo_ref.map_or(Ok(()), |p| check_text("photo_ref", p, false))
+}
+
+/// Checks every field of a new customer.
+pub fn validate_new_customer(req: &NewCustomer) -> Result<(), LedgerError> {
+    check_party(&req.party)?;
+    check_documents(&req.documents)?;
+    check_contact(&req.contact)?;
+    check_photo_ref(req.photo_ref.as_ref())?;
+    check_extra(&req.extra)
+}
+
+/// Checks a transfer request on its own, before any account is looked at.
+pub fn validate_transfer_request(req: &TransferRequest, now: Timestamp) -> Result<(), LedgerError> {
+    if !req.amount.is_positive() {
+        return Err(LedgerError::NonPositiveAmount);
+    }
+    if req.debit_account == req.credit_account {
+        return Err(LedgerError::SameAccount);
+    }
+    if let Some(reference) = &req.reference {
+        if reference.chars().count() > REFERENCE_CHARS_MAX {
+            return Err(LedgerError::InvalidField { field: "reference", reason: "longer than 140 characters" });
+        }
+        if reference.chars().any(char::is_control) {
+            return Err(LedgerError::InvalidField { field: "reference", reason: "contains control characters" });
+        }
+    }
+    if req.hold_until.is_some_and(|t| t <= now) {
+        return Err(LedgerError::InvalidField { field: "hold_until", reason: "must be in the future" });
+    }
+    Ok(())
+}
+
+/// Which system account, if any, a transfer of `kind` must use, and on which side.
+/// Returns `(system account, true if it is the debit side)`.
+pub fn system_side(kind: TransferKind) -> Option<(SystemAccount, Option<bool>)> {
+    match kind {
+        TransferKind::Internal => None,
+        TransferKind::Deposit => Some((SystemAccount::Funding, Some(true))),
+        TransferKind::Withdrawal => Some((SystemAccount::Funding, Some(false))),
+        TransferKind::Fee => Some((SystemAccount::Fees, Some(false))),
+        TransferKind::Interbank => Some((SystemAccount::InterbankClearing, None)),
+        TransferKind::International => Some((SystemAccount::InternationalClearing, None)),
+        TransferKind::Loan => Some((SystemAccount::LoanFunding, None)),
+    }
+}
+
+/// Checks that the transfer kind fits the two accounts: internal transfers join two customer
+/// accounts; every other kind joins a customer account with its own system account.
+pub fn check_kind(kind: TransferKind, debit: &Account, credit: &Account) -> Result<(), LedgerError> {
+    let is = |a: &Account, s: SystemAccount| a.owner == AccountOwner::Bank { system: s };
+    match system_side(kind) {
+        None if debit.is_system() || credit.is_system() => {
+            Err(LedgerError::KindNotAllowed { kind, reason: "must join two customer accounts" })
+        }
+        None => Ok(()),
+        Some((system, side)) => {
+            let system_debit = is(debit, system) && !credit.is_system();
+            let system_credit = is(credit, system) && !debit.is_system();
+            let ok = match side {
+                Some(true) => system_debit,
+                Some(false) => system_credit,
+                None => system_debit || system_credit,
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err(LedgerError::KindNotAllowed {
+                    kind,
+                    reason: "must join a customer account with the bank's account for that kind",
+                })
+            }
+        }
+    }
+}
+
+/// Checks that money can move on `account` in `amount`'s currency.
+pub fn check_account_usable(account: &Account, amount: Money) -> Result<(), LedgerError> {
+    if account.currency != amount.currency() {
+        return Err(LedgerError::CurrencyMismatch {
+            account: account.id,
+            expected: account.currency,
+            actual: amount.currency(),
+        });
+    }
+    if account.status != AccountStatus::Active {
+        return Err(LedgerError::AccountNotActive { account: account.id, status: account.status });
+    }
+    Ok(())
+}
+
+/// Checks that `account` may be debited (or have a hold placed) for `amount_minor`: posted − held
+/// − amount must stay at or above −overdraft limit. System accounts have no limit.
+pub fn check_funds(account: &Account, amount_minor: i64) -> Result<(), LedgerError> {
+    if account.is_system() {
+        return Ok(());
+    }
+    let after = i128::from(account.posted_minor) - i128::from(account.held_minor) - i128::from(amount_minor);
+    if after < -i128::from(account.overdraft_limit_minor) {
+        return Err(LedgerError::InsufficientFunds { account: account.id });
+    }
+    Ok(())
+}
+
+fn add_posted(account: &mut Account, delta_minor: i64) -> Result<(), LedgerError> {
+    account.posted_minor = account
+        .posted_minor
+        .checked_add(delta_minor)
+        .ok_or(LedgerError::BalanceOverflow { account: account.id })?;
+    Ok(())
+}
+
+fn add_held(account: &mut Account, delta_minor: i64) -> Result<(), LedgerError> {
+    let held = account
+        .held_minor
+        .checked_add(delta_minor)
+        .ok_or(LedgerError::BalanceOverflow { account: account.id })?;
+    assert!(held >= 0, "holds never go negative: a release matches a hold");
+    account.held_minor = held;
+    Ok(())
+}
+
+/// Appends the next event of `account`, advancing its gap-free sequence and version.
+fn push_event(account: &mut Account, body: EventBody, now: Timestamp, events: &mut Vec<Event>) -> u64 {
+    account.last_event_seq += 1;
+    account.version += 1;
+    let seq = account.last_event_seq;
+    events.push(Event {
+        id: EventId::derive(account.id, seq),
+        account_id: account.id,
+        seq,
+        version: EVENT_VERSION,
+        at: now,
+        body,
+    });
+    seq
+}
+
+/// The account `id`, or, for a system account's fixed id, a fresh system account: the ledger
+/// opens each system account the first time a transfer uses it.
+fn account_or_system(view: &impl LedgerView, id: AccountId, now: Timestamp) -> Result<(Write, Account), LedgerError> {
+    if let Some(a) = view.account(id) {
+        return Ok((Write::Update, a.clone()));
+    }
+    let (system, currency) = SystemAccount::from_id(id).ok_or(LedgerError::AccountNotFound(id))?;
+    Ok((
+        Write::Insert,
+        Account {
+            id,
+            number: system.number(currency),
+            owner: AccountOwner::Bank { system },
+            kind: AccountKind::System,
+            currency,
+            status: AccountStatus::Active,
+            posted_minor: 0,
+            held_minor: 0,
+            overdraft_limit_minor: 0,
+            last_event_seq: 0,
+            version: 0,
+            opened_at: now,
+        },
+    ))
+}
+
+fn existing_account(view: &impl LedgerView, id: AccountId) -> Result<Account, LedgerError> {
+    view.account(id).cloned().ok_or(LedgerError::AccountNotFound(id))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Customers
+
+fn open_customer(view: &impl LedgerView, req: &NewCustomer, now: Timestamp) -> Result<Decision, LedgerError> {
+    if let Some(existing) = view.customer(req.id) {
+        return if existing.opening_request_matches(req) {
+            Ok(replay(Outcome::Customer(existing.clone())))
+        } else {
+            Err(LedgerError::IdempotencyConflict { id: req.id.to_string() })
+        };
+    }
+    validate_new_customer(req)?;
+    if view.customer_by_username(&req.username).is_some() {
+        return Err(LedgerError::UsernameTaken);
+    }
+    let customer = Customer {
+        id: req.id,
+        username: req.username.clone(),
+        party: req.party.clone(),
+        documents: req.documents.clone(),
+        contact: req.contact.clone(),
+        photo_ref: req.photo_ref.clone(),
+        biometric: crate::customer::BiometricEnrolment::NotEnrolled,
+        kyc: req.kyc,
+        extra: req.extra.clone(),
+        version: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    let effects = Effects { customers: vec![(Write::Insert, customer.clone())], ..Effects::default() };
+    Ok(applied(Outcome::Customer(customer), effects))
+}
+
+fn update_customer(
+    view: &impl LedgerView,
+    id: CustomerId,
+    expected_version: Option<u64>,
+    update: &CustomerUpdate,
+    now: Timestamp,
+) -> Result<Decision, LedgerError> {
+    let current = view.customer(id).ok_or(LedgerError::CustomerNotFound(id))?;
+    if let Some(expected) = expected_version
+        && expected != current.version
+    {
+        return Err(LedgerError::VersionConflict { expected, actual: current.version });
+    }
+    let mut c = current.clone();
+    if let Some(contact) = &update.contact {
+        check_contact(contact)?;
+        c.contact = contact.clone();
+    }
+    if let Some(photo_ref) = &update.photo_ref {
+        check_photo_ref(photo_ref.as_ref())?;
+        c.photo_ref = photo_ref.clone();
+    }
+    if let Some(biometric) = &update.biometric {
+        if let crate::customer::BiometricEnrolment::Enrolled { device_id, .. } = biometric {
+            check_text("biometric.device_id", device_id, false)?;
+        }
+        c.biometric = biometric.clone();
+    }
+    if let Some(kyc) = update.kyc {
+        c.kyc = kyc;
+    }
+    if let Some(documents) = &update.documents {
+        check_documents(documents)?;
+        c.documents = documents.clone();
+    }
+    if let Some(extra) = &update.extra {
+        for (key, value) in extra {
+            if value.is_null() {
+                c.extra.remove(key);
+            } else {
+                c.extra.insert(key.clone(), value.clone());
+            }
+        }
+        check_extra(&c.extra)?;
+    }
+    c.version += 1;
+    c.updated_at = now;
+    let effects = Effects { customers: vec![(Write::Update, c.clone())], ..Effects::default() };
+    Ok(applied(Outcome::Customer(c), effects))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accounts
+
+fn account_matches(a: &Account, req: &NewAccount) -> bool {
+    a.customer_id() == Some(req.customer_id)
+        && a.kind == req.kind
+        && a.currency == req.currency
+        && a.overdraft_limit_minor == req.overdraft_limit_minor
+}
+
+fn open_account(view: &impl LedgerView, req: &NewAccount, now: Timestamp) -> Result<Decision, LedgerError> {
+    if let Some(existing) = view.account(req.id) {
+        return if account_matches(existing, req) {
+            Ok(replay(Outcome::Account(existing.clone())))
+        } else {
+            Err(LedgerError::IdempotencyConflict { id: req.id.to_string() })
+        };
+    }
+    if req.kind == AccountKind::System || SystemAccount::from_id(req.id).is_some() {
+        return Err(LedgerError::InvalidField {
+            field: "kind",
+            reason: "system accounts are opened by the ledger itself",
+        });
+    }
+    if req.overdraft_limit_minor < 0 {
+        return Err(LedgerError::InvalidField { field: "overdraft_limit", reason: "must not be negative" });
+    }
+    if view.customer(req.customer_id).is_none() {
+        return Err(LedgerError::CustomerNotFound(req.customer_id));
+    }
+    let serial = view.next_account_serial();
+    let number = AccountNumber::from_serial(serial)
+        .ok()
+        .filter(|_| serial < SYSTEM_SERIAL_BASE)
+        .ok_or(LedgerError::InvalidField { field: "number", reason: "no account numbers left" })?;
+    let mut account = Account {
+        id: req.id,
+        number,
+        owner: AccountOwner::Customer { customer_id: req.customer_id },
+        kind: req.kind,
+        currency: req.currency,
+        status: AccountStatus::Active,
+        posted_minor: 0,
+        held_minor: 0,
+        overdraft_limit_minor: req.overdraft_limit_minor,
+        last_event_seq: 0,
+        version: 0,
+        opened_at: now,
+    };
+    let mut events = Vec::with_capacity(1);
+    let balances = account.balances();
+    push_event(&mut account, EventBody::AccountOpened { balances }, now, &mut events);
+    let effects = Effects { accounts: vec![(Write::Insert, account.clone())], events, ..Effects::default() };
+    Ok(applied(Outcome::Account(account), effects))
+}
+
+fn set_account_status(
+    view: &impl LedgerView,
+    id: AccountId,
+    status: AccountStatus,
+    now: Timestamp,
+) -> Result<Decision, LedgerError> {
+    let mut account = existing_account(view, id)?;
+    if account.is_system() {
+        return Err(LedgerError::InvalidField { field: "status", reason: "system accounts are always active" });
+    }
+    if account.status == status {
+        return Ok(replay(Outcome::Account(account)));
+    }
+    if account.status == AccountStatus::Closed {
+        return Err(LedgerError::InvalidField { field: "status", reason: "a closed account stays closed" });
+    }
+    if status == AccountStatus::Closed && (account.posted_minor != 0 || account.held_minor != 0) {
+        return Err(LedgerError::AccountNotEmpty { account: id });
+    }
+    account.status = status;
+    let mut events = Vec::with_capacity(1);
+    push_event(&mut account, EventBody::AccountStatusChanged { status }, now, &mut events);
+    let effects = Effects { accounts: vec![(Write::Update, account.clone())], events, ..Effects::default() };
+    Ok(applied(Outcome::Account(account), effects))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transfers
+
+/// Idempotency of a transfer request: the stored transfer with the same id is replayed if the
+/// request is the same, and a conflict otherwise.
+pub fn transfer_idempotency(existing: &Transfer, req: &TransferRequest) -> Result<Decision, LedgerError> {
+    if existing.was_requested_by(req) {
+        Ok(replay(Outcome::Transfer(existing.clone())))
+    } else {
+        Err(LedgerError::IdempotencyConflict { id: req.id.to_string() })
+    }
+}
+
+/// Moves `amount` from `debit` to `credit`, writing both postings and both events.
+fn post_money(
+    transfer: &Transfer,
+    debit: &mut Account,
+    credit: &mut Account,
+    release_hold: bool,
+    now: Timestamp,
+    effects: &mut Effects,
+) -> Result<(), LedgerError> {
+    let amount = transfer.amount.amount_minor();
+    if release_hold {
+        add_held(debit, -amount)?;
+    }
+    add_posted(debit, -amount)?;
+    add_posted(credit, amount)?;
+    for (account, direction, counterparty) in
+        [(debit, Direction::Debit, transfer.credit_account), (credit, Direction::Credit, transfer.debit_account)]
+    {
+        let body = EventBody::TransferPosted {
+            transfer_id: transfer.id,
+            kind: transfer.kind,
+            direction,
+            amount: transfer.amount,
+            counterparty,
+            balances: account.balances(),
+        };
+        let seq = push_event(account, body, now, &mut effects.events);
+        effects.postings.push(Posting {
+            seq,
+            account_id: account.id,
+            transfer_id: transfer.id,
+            kind: transfer.kind,
+            direction,
+            amount: transfer.amount,
+            balance_after: Money::new(account.posted_minor, account.currency),
+            counterparty,
+            reference: transfer.reference.clone(),
+            posted_at: now,
+        });
+    }
+    Ok(())
+}
+
+fn transfer(view: &impl LedgerView, req: &TransferRequest, now: Timestamp) -> Result<Decision, LedgerError> {
+    if let Some(existing) = view.transfer(req.id) {
+        return transfer_idempotency(existing, req);
+    }
+    validate_transfer_request(req, now)?;
+    let (debit_write, mut debit) = account_or_system(view, req.debit_account, now)?;
+    let (credit_write, mut credit) = account_or_system(view, req.credit_account, now)?;
+    check_account_usable(&debit, req.amount)?;
+    check_account_usable(&credit, req.amount)?;
+    check_kind(req.kind, &debit, &credit)?;
+    let amount = req.amount.amount_minor();
+    check_funds(&debit, amount)?;
+
+    let mut transfer = Transfer {
+        id: req.id,
+        kind: req.kind,
+        debit_account: req.debit_account,
+        credit_account: req.credit_account,
+        amount: req.amount,
+        reference: req.reference.clone(),
+        state: TransferState::Posted,
+        hold_until: req.hold_until,
+        void_reason: None,
+        created_at: now,
+        finished_at: Some(now),
+    };
+    let mut effects = Effects::default();
+    if req.hold_until.is_some() {
+        transfer.state = TransferState::Pending;
+        transfer.finished_at = None;
+        add_held(&mut debit, amount)?;
+        let body = EventBody::TransferPending {
+            transfer_id: transfer.id,
+            kind: transfer.kind,
+            amount: transfer.amount,
+            counterparty: transfer.credit_account,
+            balances: debit.balances(),
+        };
+        push_event(&mut debit, body, now, &mut effects.events);
+    } else {
+        post_money(&transfer, &mut debit, &mut credit, false, now, &mut effects)?;
+    }
+    if debit_write == Write::Insert || debit.version != view.account(debit.id).map_or(0, |a| a.version) {
+        effects.accounts.push((debit_write, debit));
+    }
+    if credit_write == Write::Insert || credit.version != view.account(credit.id).map_or(0, |a| a.version) {
+        effects.accounts.push((credit_write, credit));
+    }
+    effects.transfers.push((Write::Insert, transfer.clone()));
+    Ok(applied(Outcome::Transfer(transfer), effects))
+}
+
+fn pending_transfer(view: &impl LedgerView, id: TransferId) -> Result<&Transfer, LedgerError> {
+    view.transfer(id).ok_or(LedgerError::TransferNotFound(id))
+}
+
+fn post_pending(view: &impl LedgerView, id: TransferId, now: Timestamp) -> Result<Decision, LedgerError> {
+    let t = pending_transfer(view, id)?;
+    match t.state {
+        TransferState::Posted => return Ok(replay(Outcome::Transfer(t.clone()))),
+        TransferState::Voided | TransferState::Failed => {
+            return Err(LedgerError::InvalidTransition { transfer: id, from: t.state, to: TransferState::Posted });
+        }
+        TransferState::Pending => {}
+    }
+    if t.hold_until.is_some_and(|until| now > until) {
+        return Err(LedgerError::HoldExpired { transfer: id });
+    }
+    let mut debit = existing_account(view, t.debit_account)?;
+    let mut credit = existing_account(view, t.credit_account)?;
+    check_account_usable(&debit, t.amount)?;
+    check_account_usable(&credit, t.amount)?;
+    let mut transfer = t.clone();
+    transfer.state = TransferState::Posted;
+    transfer.finished_at = Some(now);
+    let mut effects = Effects::default();
+    post_money(&transfer, &mut debit, &mut credit, true, now, &mut effects)?;
+    effects.accounts.push((Write::Update, debit));
+    effects.accounts.push((Write::Update, credit));
+    effects.transfers.push((Write::Update, transfer.clone()));
+    Ok(applied(Outcome::Transfer(transfer), effects))
+}
+
+fn void_pending(
+    view: &impl LedgerView,
+    id: TransferId,
+    reason: VoidReason,
+    now: Timestamp,
+) -> Result<Decision, LedgerError> {
+    let t = pending_transfer(view, id)?;
+    let target = if reason == VoidReason::Rejected { TransferState::Failed } else { TransferState::Voided };
+    match t.state {
+        s if s == target && t.void_reason == Some(reason) => return Ok(replay(Outcome::Transfer(t.clone()))),
+        TransferState::Pending => {}
+        from => return Err(LedgerError::InvalidTransition { transfer: id, from, to: target }),
+    }
+    if reason == VoidReason::Expired && t.hold_until.is_none_or(|until| now <= until) {
+        return Err(LedgerError::HoldNotExpired { transfer: id });
+    }
+    let mut debit = existing_account(view, t.debit_account)?;
+    let mut transfer = t.clone();
+    transfer.state = target;
+    transfer.void_reason = Some(reason);
+    transfer.finished_at = Some(now);
+    let mut effects = Effects::default();
+    add_held(&mut debit, -transfer.amount.amount_minor())?;
+    let body = EventBody::TransferVoided {
+        transfer_id: id,
+        reason,
+        amount: transfer.amount,
+        balances: debit.balances(),
+    };
+    push_event(&mut debit, body, now, &mut effects.events);
+    effects.accounts.push((Write::Update, debit));
+    effects.transfers.push((Write::Update, transfer.clone()));
+    Ok(applied(Outcome::Transfer(transfer), effects))
+}

@@ -1,0 +1,160 @@
+//! The storage trait every adapter implements, and the history query it answers.
+
+use async_trait::async_trait;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::Timestamp;
+use crate::account::Account;
+use crate::command::{Command, Executed};
+use crate::customer::{Customer, Username};
+use crate::error::{Error, LedgerError, StoreError};
+use crate::event::Event;
+use crate::ids::{AccountId, CustomerId, TransferId};
+use crate::money::Currency;
+use crate::transfer::{Direction, Posting, Transfer, TransferKind};
+
+/// Default number of history lines in a page.
+pub const PAGE_LEN_DEFAULT: u32 = 50;
+/// Largest page of history lines or events a store returns.
+pub const PAGE_LEN_MAX: u32 = 500;
+
+/// Which lines of an account's history to return, newest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// Only lines posted at or after this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Timestamp>,
+    /// Only lines posted before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Timestamp>,
+    /// Only debits or only credits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<Direction>,
+    /// Only lines of at least this amount, in minor units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount_min_minor: Option<i64>,
+    /// Only lines of at most this amount, in minor units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount_max_minor: Option<i64>,
+    /// Only lines of this transfer kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<TransferKind>,
+    /// Continue after this cursor (from a previous page's `next_cursor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_seq: Option<u64>,
+    /// Page length, 1 to [`PAGE_LEN_MAX`]; [`PAGE_LEN_DEFAULT`] when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+impl HistoryQuery {
+    /// Checks the query's bounds.
+    pub fn validate(&self) -> Result<(), LedgerError> {
+        if self.limit.is_some_and(|l| l == 0 || l > PAGE_LEN_MAX) {
+            return Err(LedgerError::InvalidField { field: "limit", reason: "must be between 1 and 500" });
+        }
+        if let (Some(from), Some(to)) = (self.from, self.to)
+            && from >= to
+        {
+            return Err(LedgerError::InvalidField { field: "from", reason: "must be before 'to'" });
+        }
+        if self.amount_min_minor.is_some_and(|m| m < 0) || self.amount_max_minor.is_some_and(|m| m < 0) {
+            return Err(LedgerError::InvalidField { field: "amount", reason: "bounds must not be negative" });
+        }
+        if let (Some(min), Some(max)) = (self.amount_min_minor, self.amount_max_minor)
+            && min > max
+        {
+            return Err(LedgerError::InvalidField { field: "amount_min", reason: "must not exceed amount_max" });
+        }
+        Ok(())
+    }
+
+    /// The page length to use.
+    pub fn limit(&self) -> u32 {
+        self.limit.unwrap_or(PAGE_LEN_DEFAULT).clamp(1, PAGE_LEN_MAX)
+    }
+
+    /// Whether `p` passes the filters (the cursor included). Stores that filter in their query
+    /// language must agree with this; the conformance suite checks that they do.
+    pub fn matches(&self, p: &Posting) -> bool {
+        let amount = p.amount.amount_minor();
+        self.before_seq.is_none_or(|c| p.seq < c)
+            && self.from.is_none_or(|t| p.posted_at >= t)
+            && self.to.is_none_or(|t| p.posted_at < t)
+            && self.direction.is_none_or(|d| p.direction == d)
+            && self.amount_min_minor.is_none_or(|m| amount >= m)
+            && self.amount_max_minor.is_none_or(|m| amount <= m)
+            && self.kind.is_none_or(|k| p.kind == k)
+    }
+}
+
+/// One page of results, newest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Pass as `before_seq` to get the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<u64>,
+}
+
+/// The sum of all balances of one currency. The ledger keeps both sums at zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CurrencyTotal {
+    /// The currency.
+    pub currency: Currency,
+    /// Sum of posted balances of every account in this currency.
+    pub posted_minor: i128,
+    /// Number of accounts in this currency.
+    pub accounts: u64,
+}
+
+/// An event with its position in the store's outbox (a global, increasing number).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// Position in the outbox; the relay resumes after the last one it published.
+    pub position: u64,
+    /// The event.
+    pub event: Event,
+}
+
+/// A ledger store: applies commands atomically and durably through [`crate::rules::decide`], and
+/// answers reads. Every adapter passes the conformance suite in `bp_core::testing`.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Decides `cmd` with the rules and, if accepted, writes its effects atomically and durably
+    /// before answering. A rejected command changes nothing.
+    async fn execute(&self, cmd: Command) -> Result<Executed, Error>;
+
+    /// A customer by id.
+    async fn customer(&self, id: CustomerId) -> Result<Option<Customer>, StoreError>;
+
+    /// A customer by username.
+    async fn customer_by_username(&self, username: &Username) -> Result<Option<Customer>, StoreError>;
+
+    /// An account by id.
+    async fn account(&self, id: AccountId) -> Result<Option<Account>, StoreError>;
+
+    /// A customer's accounts, oldest first.
+    async fn accounts_of(&self, customer: CustomerId) -> Result<Vec<Account>, StoreError>;
+
+    /// A transfer by id.
+    async fn transfer(&self, id: TransferId) -> Result<Option<Transfer>, StoreError>;
+
+    /// A page of an account's postings, newest first, filtered by `query` (already validated).
+    async fn postings(&self, account: AccountId, query: &HistoryQuery) -> Result<Page<Posting>, StoreError>;
+
+    /// An account's events with `seq > after_seq`, oldest first, at most `limit`.
+    async fn events_after(&self, account: AccountId, after_seq: u64, limit: u32) -> Result<Vec<Event>, StoreError>;
+
+    /// Outbox entries with `position > after`, in commit order, at most `limit`.
+    async fn outbox_after(&self, after: u64, limit: u32) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// Pending transfers whose hold ended before `now`, at most `limit`: for the expiry sweeper.
+    async fn pending_expired(&self, now: Timestamp, limit: u32) -> Result<Vec<TransferId>, StoreError>;
+
+    /// The sum of posted balances per currency (the ledger keeps each at zero).
+    async fn totals(&self) -> Result<Vec<CurrencyTotal>, StoreError>;
+}

@@ -1,0 +1,218 @@
+//! Ledger benchmark: internal transfers through the SQLite store's public API into a fresh,
+//! durable database file, from 1,024 concurrent submitters over 10,000 funded accounts.
+//!
+//! `cargo run --release -p bp-storage --example ledger_bench`
+//!
+//! Prints one `name value` line per figure (see `docs/benchmarks.md`). Environment:
+//! `BP_BENCH_TRANSFERS` (default 400000) group-commit transfers per phase,
+//! `BP_BENCH_BASELINE_TRANSFERS` (default 20000) for the one-transaction-per-transfer baseline,
+//! `BP_BENCH_DIR` where the database files go (default: a temporary folder).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bp_core::customer::{Contact, KycStatus, NewCustomer, Party, PersonProfile, Username};
+use bp_core::ids::{AccountId, CustomerId, TransferId};
+use bp_core::money::{Currency, Money};
+use bp_core::service::current_account;
+use bp_core::{Ledger, Store};
+use bp_storage::sqlite::{SqliteConfig, SqliteStore};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+const ACCOUNTS: usize = 10_000;
+const SUBMITTERS: usize = 1_024;
+const CUSTOMERS: usize = 100;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// How submitters choose the two accounts of a transfer.
+#[derive(Clone)]
+enum Choice {
+    Uniform,
+    /// Prefix sums of integer weights ⌊10^18 / k²⌋ for ranks k = 1..=ACCOUNTS: Zipf, exponent 2.
+    Zipf(Arc<Vec<u64>>),
+}
+
+impl Choice {
+    fn zipf() -> Self {
+        let mut sums = Vec::with_capacity(ACCOUNTS);
+        let mut total = 0u64;
+        for k in 1..=ACCOUNTS as u64 {
+            total += 1_000_000_000_000_000_000 / (k * k);
+            sums.push(total);
+        }
+        Choice::Zipf(Arc::new(sums))
+    }
+
+    fn pick(&self, rng: &mut SmallRng) -> usize {
+        match self {
+            Choice::Uniform => rng.random_range(0..ACCOUNTS),
+            Choice::Zipf(sums) => {
+                let total = *sums.last().unwrap_or(&1);
+                let x = rng.random_range(0..total);
+                sums.partition_point(|&s| s <= x)
+            }
+        }
+    }
+
+    fn pair(&self, rng: &mut SmallRng) -> (usize, usize) {
+        loop {
+            let (a, b) = (self.pick(rng), self.pick(rng));
+            if a != b {
+                return (a, b);
+            }
+        }
+    }
+}
+
+async fn setup(path: &std::path::Path, config: SqliteConfig) -> (Ledger<SqliteStore>, Arc<Vec<AccountId>>) {
+    let store = SqliteStore::open(path, config).expect("open the store");
+    let ledger = Ledger::new(Arc::new(store));
+    let mut customers = Vec::with_capacity(CUSTOMERS);
+    for i in 0..CUSTOMERS {
+        let id = CustomerId::new_v7();
+        ledger
+            .open_customer(NewCustomer {
+                id,
+                username: Username::parse(&format!("bench{i}")).expect("valid username"),
+                party: Party::Person(PersonProfile {
+                    given_name: "Bench".into(),
+                    family_name: format!("Customer {i}"),
+                    date_of_birth: None,
+                }),
+                documents: Vec::new(),
+                contact: Contact::default(),
+                photo_ref: None,
+                kyc: KycStatus::Verified,
+                extra: serde_json::Map::new(),
+            })
+            .await
+            .expect("open customer");
+        customers.push(id);
+    }
+    // Open and fund the accounts concurrently, so setup itself goes through group commit.
+    let mut tasks = Vec::new();
+    for chunk in 0..64 {
+        let ledger = ledger.clone();
+        let customers = customers.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in (chunk..ACCOUNTS).step_by(64) {
+                let id = AccountId::new_v7();
+                ledger
+                    .open_account(current_account(id, customers[i % CUSTOMERS], Currency::EUR))
+                    .await
+                    .expect("open account");
+                ledger
+                    .fund(TransferId::new_v7(), id, Money::new(1_000_000_000_000, Currency::EUR))
+                    .await
+                    .expect("fund account");
+                ids.push(id);
+            }
+            ids
+        }));
+    }
+    let mut accounts = Vec::with_capacity(ACCOUNTS);
+    for t in tasks {
+        accounts.extend(t.await.expect("setup task"));
+    }
+    (ledger, Arc::new(accounts))
+}
+
+struct Run {
+    transfers_per_s: u64,
+    latencies_us: Vec<u64>,
+}
+
+async fn run(ledger: &Ledger<SqliteStore>, accounts: &Arc<Vec<AccountId>>, choice: Choice, total: usize, seed: u64) -> Run {
+    let per_task = total.div_ceil(SUBMITTERS);
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(SUBMITTERS);
+    for s in 0..SUBMITTERS {
+        let ledger = ledger.clone();
+        let accounts = Arc::clone(accounts);
+        let choice = choice.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = SmallRng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(s as u64));
+            let mut latencies = Vec::with_capacity(per_task);
+            for _ in 0..per_task {
+                let (a, b) = choice.pair(&mut rng);
+                let amount = Money::new(rng.random_range(1..=10_000), Currency::EUR);
+                let t0 = Instant::now();
+                ledger
+                    .internal_transfer(TransferId::new_v7(), accounts[a], accounts[b], amount, None)
+                    .await
+                    .expect("transfer accepted");
+                latencies.push(u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX));
+            }
+            latencies
+        }));
+    }
+    let mut latencies_us = Vec::with_capacity(per_task * SUBMITTERS);
+    for t in tasks {
+        latencies_us.extend(t.await.expect("submitter"));
+    }
+    let elapsed = start.elapsed();
+    let done = latencies_us.len() as u64;
+    Run { transfers_per_s: per_second(done, elapsed), latencies_us }
+}
+
+fn per_second(count: u64, elapsed: Duration) -> u64 {
+    let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX).max(1);
+    count.saturating_mul(1_000_000) / us
+}
+
+fn percentile_us(latencies: &mut [u64], per_mille: usize) -> u64 {
+    latencies.sort_unstable();
+    let i = (latencies.len() * per_mille / 1000).min(latencies.len().saturating_sub(1));
+    latencies.get(i).copied().unwrap_or(0)
+}
+
+/// Microseconds as milliseconds with three decimals, without floating point.
+fn ms(us: u64) -> String {
+    format!("{}.{:03}", us / 1000, us % 1000)
+}
+
+async fn verify(ledger: &Ledger<SqliteStore>) {
+    for t in ledger.store().as_ref().totals().await.expect("totals") {
+        assert_eq!(t.posted_minor, 0, "{} must sum to zero", t.currency);
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let transfers = env_usize("BP_BENCH_TRANSFERS", 400_000);
+    let baseline_transfers = env_usize("BP_BENCH_BASELINE_TRANSFERS", 20_000);
+    let tmp = tempfile::tempdir().expect("temporary folder");
+    let dir = std::env::var_os("BP_BENCH_DIR").map_or_else(|| tmp.path().to_path_buf(), Into::into);
+    std::fs::create_dir_all(&dir).expect("bench folder");
+    let group_path = dir.join("ledger-bench-group.db");
+    let baseline_path = dir.join("ledger-bench-baseline.db");
+    for p in [&group_path, &baseline_path] {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", p.display()));
+        }
+    }
+
+    let (ledger, accounts) = setup(&group_path, SqliteConfig::default()).await;
+    let mut uniform = run(&ledger, &accounts, Choice::Uniform, transfers, 1).await;
+    let hot = run(&ledger, &accounts, Choice::zipf(), transfers, 2).await;
+    verify(&ledger).await;
+    drop(ledger);
+
+    let baseline_config = SqliteConfig { batch_len_max: 1, ..SqliteConfig::default() };
+    let (baseline_ledger, baseline_accounts) = setup(&baseline_path, baseline_config).await;
+    let baseline = run(&baseline_ledger, &baseline_accounts, Choice::Uniform, baseline_transfers, 3).await;
+    verify(&baseline_ledger).await;
+
+    let p99 = percentile_us(&mut uniform.latencies_us, 990);
+    let speedup_x100 = uniform.transfers_per_s * 100 / baseline.transfers_per_s.max(1);
+    println!("group_commit_transfers_per_s {}", uniform.transfers_per_s);
+    println!("hot_account_transfers_per_s {}", hot.transfers_per_s);
+    println!("baseline_transfers_per_s {}", baseline.transfers_per_s);
+    println!("speedup {}.{:02}", speedup_x100 / 100, speedup_x100 % 100);
+    println!("p99_commit_latency_ms {}", ms(p99));
+}

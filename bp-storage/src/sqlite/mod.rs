@@ -1,0 +1,252 @@
+//! The SQLite store, the embedded default: one file, WAL, `synchronous=FULL`, one writer thread
+//! with group commit, and a small pool of read connections.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), bp_core::Error> {
+//! use std::sync::Arc;
+//! use bp_core::Ledger;
+//! use bp_storage::sqlite::{SqliteConfig, SqliteStore};
+//!
+//! let store = SqliteStore::open("data/ledger.db", SqliteConfig::default())?;
+//! let ledger = Ledger::new(Arc::new(store));
+//! # let _ = ledger; Ok(()) }
+//! ```
+
+mod codec;
+mod reads;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bp_core::account::Account;
+use bp_core::clock::{Clock, SystemClock};
+use bp_core::command::{Command, Executed};
+use bp_core::customer::{Customer, Username};
+use bp_core::event::Event;
+use bp_core::ids::{AccountId, CustomerId, TransferId};
+use bp_core::store::{CurrencyTotal, HistoryQuery, OutboxEntry, Page, Store};
+use bp_core::transfer::{Posting, Transfer};
+use bp_core::{Error, StoreError, StoreErrorKind, Timestamp};
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+pub use schema::SCHEMA_VERSION;
+
+/// Maps a SQLite error to the store's error kinds.
+pub(crate) fn sql_err(e: rusqlite::Error) -> StoreError {
+    let kind = match &e {
+        rusqlite::Error::SqliteFailure(f, _) => match f.code {
+            rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase => StoreErrorKind::Corrupt,
+            _ => StoreErrorKind::Unavailable,
+        },
+        rusqlite::Error::FromSqlConversionFailure(..) | rusqlite::Error::InvalidColumnType(..) => {
+            StoreErrorKind::Corrupt
+        }
+        _ => StoreErrorKind::Unavailable,
+    };
+    StoreError::with_source(kind, "SQLite failed", e)
+}
+
+/// Settings of the SQLite store. Durability is not a setting: it is always WAL with
+/// `synchronous=FULL`.
+#[derive(Clone, Debug)]
+pub struct SqliteConfig {
+    /// Most commands in one transaction (one fsync).
+    pub batch_len_max: usize,
+    /// Most commands waiting for the writer; senders wait when it is full (back-pressure).
+    pub queue_len_max: usize,
+    /// Read connections in the pool.
+    pub read_connections: usize,
+    /// Page cache of each connection, in KiB.
+    pub cache_size_kib: u32,
+    /// Transfers the writer keeps in memory for idempotency and state checks before it forgets
+    /// them (they are then read back from the database when needed).
+    pub transfer_cache_len_max: usize,
+    /// The clock that stamps every change.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for SqliteConfig {
+    fn default() -> Self {
+        Self {
+            batch_len_max: 4096,
+            queue_len_max: 16_384,
+            read_connections: 4,
+            cache_size_kib: 256 * 1024,
+            transfer_cache_len_max: 200_000,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+fn open_connection(path: &Path, flags: OpenFlags, cache_size_kib: u32) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(path, flags).map_err(sql_err)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(sql_err)?;
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA cache_size = -{cache_size_kib}; \
+         PRAGMA temp_store = MEMORY; PRAGMA foreign_keys = OFF;"
+    ))
+    .map_err(sql_err)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).map_err(sql_err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::new(StoreErrorKind::Unavailable, "the database cannot use WAL mode"));
+    }
+    Ok(conn)
+}
+
+/// The pool of read connections. Reads run on tokio's blocking threads.
+#[derive(Debug)]
+struct ReadPool {
+    connections: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+}
+
+impl ReadPool {
+    async fn with<T, F>(self: &Arc<Self>, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::new(StoreErrorKind::Closed, "the store is closed"))?;
+        let pool = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let conn = pool
+                .connections
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop()
+                .ok_or_else(|| StoreError::new(StoreErrorKind::Unavailable, "no read connection free"))?;
+            let result = f(&conn);
+            pool.connections.lock().unwrap_or_else(PoisonError::into_inner).push(conn);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::with_source(StoreErrorKind::Unavailable, "a read task failed", e))?
+    }
+}
+
+/// The SQLite [`Store`]. Cloning shares the same writer and pool.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    jobs: mpsc::Sender<writer::Job>,
+    reads: Arc<ReadPool>,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the ledger in the file at `path`, migrating its schema, and
+    /// checks the ledger's invariants before accepting any command.
+    ///
+    /// Must be called inside a tokio runtime only if the caller then uses the store from it; the
+    /// writer runs on its own thread.
+    pub fn open(path: impl AsRef<Path>, config: SqliteConfig) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let rw = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conn = open_connection(&path, rw, config.cache_size_kib)?;
+        schema::migrate(&mut conn)?;
+        reads::check_invariants(&conn)?;
+
+        let ro = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let read_connections = config.read_connections.max(1);
+        let connections = (0..read_connections)
+            .map(|_| {
+                let c = open_connection(&path, ro, config.cache_size_kib / 4)?;
+                c.execute_batch("PRAGMA query_only = ON").map_err(sql_err)?;
+                Ok(c)
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+
+        let (jobs, rx) = mpsc::channel(config.queue_len_max.max(1));
+        let writer_config = writer::WriterConfig {
+            batch_len_max: config.batch_len_max.max(1),
+            transfer_cache_len_max: config.transfer_cache_len_max,
+        };
+        let clock = Arc::clone(&config.clock);
+        std::thread::Builder::new()
+            .name("bp-sqlite-writer".into())
+            .spawn(move || writer::run(conn, rx, clock, writer_config))
+            .map_err(|e| StoreError::with_source(StoreErrorKind::Unavailable, "cannot start the writer thread", e))?;
+
+        Ok(Self {
+            jobs,
+            reads: Arc::new(ReadPool { connections: Mutex::new(connections), permits: Semaphore::new(read_connections) }),
+            path,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.reads.with(f).await
+    }
+}
+
+fn closed() -> Error {
+    Error::Store(StoreError::new(StoreErrorKind::Closed, "the writer has stopped"))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn execute(&self, cmd: Command) -> Result<Executed, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs.send(writer::Job { cmd, reply }).await.map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+
+    async fn customer(&self, id: CustomerId) -> Result<Option<Customer>, StoreError> {
+        self.read(move |c| reads::customer_by_id(c, id)).await
+    }
+
+    async fn customer_by_username(&self, username: &Username) -> Result<Option<Customer>, StoreError> {
+        let username = username.clone();
+        self.read(move |c| reads::customer_by_username(c, &username)).await
+    }
+
+    async fn account(&self, id: AccountId) -> Result<Option<Account>, StoreError> {
+        self.read(move |c| reads::account(c, id)).await
+    }
+
+    async fn accounts_of(&self, customer: CustomerId) -> Result<Vec<Account>, StoreError> {
+        self.read(move |c| reads::accounts_of(c, customer)).await
+    }
+
+    async fn transfer(&self, id: TransferId) -> Result<Option<Transfer>, StoreError> {
+        self.read(move |c| reads::transfer(c, id)).await
+    }
+
+    async fn postings(&self, account: AccountId, query: &HistoryQuery) -> Result<Page<Posting>, StoreError> {
+        let query = query.clone();
+        self.read(move |c| reads::postings(c, account, &query)).await
+    }
+
+    async fn events_after(&self, account: AccountId, after_seq: u64, limit: u32) -> Result<Vec<Event>, StoreError> {
+        self.read(move |c| reads::events_after(c, account, after_seq, limit)).await
+    }
+
+    async fn outbox_after(&self, after: u64, limit: u32) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.read(move |c| reads::outbox_after(c, after, limit)).await
+    }
+
+    async fn pending_expired(&self, now: Timestamp, limit: u32) -> Result<Vec<TransferId>, StoreError> {
+        self.read(move |c| reads::pending_expired(c, now, limit)).await
+    }
+
+    async fn totals(&self) -> Result<Vec<CurrencyTotal>, StoreError> {
+        self.read(reads::totals).await
+    }
+}

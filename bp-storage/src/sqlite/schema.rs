@@ -1,0 +1,94 @@
+//! The SQLite schema and its versioned migrations. A database written by a newer version of bp is
+//! refused, never modified.
+
+use rusqlite::Connection;
+
+use bp_core::{StoreError, StoreErrorKind};
+
+use super::sql_err;
+
+/// The schema version this code writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Each migration takes the schema from version `index` to `index + 1`.
+const MIGRATIONS: [&str; 1] = [r"
+-- Customers are documents: the profile evolves without migrations (FR4, flexible documents).
+CREATE TABLE customers (
+    key       INTEGER PRIMARY KEY,
+    id        BLOB NOT NULL UNIQUE,
+    username  TEXT NOT NULL UNIQUE,
+    doc       TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE accounts (
+    key                   INTEGER PRIMARY KEY,
+    id                    BLOB NOT NULL UNIQUE,
+    serial                INTEGER NOT NULL UNIQUE,
+    customer_key          INTEGER REFERENCES customers(key),
+    system_kind           INTEGER,
+    kind                  INTEGER NOT NULL,
+    currency              TEXT NOT NULL,
+    status                INTEGER NOT NULL,
+    posted_minor          INTEGER NOT NULL,
+    held_minor            INTEGER NOT NULL CHECK (held_minor >= 0),
+    overdraft_limit_minor INTEGER NOT NULL CHECK (overdraft_limit_minor >= 0),
+    last_event_seq        INTEGER NOT NULL,
+    version               INTEGER NOT NULL,
+    opened_at             INTEGER NOT NULL
+) STRICT;
+CREATE INDEX accounts_by_customer ON accounts(customer_key) WHERE customer_key IS NOT NULL;
+
+CREATE TABLE transfers (
+    key          INTEGER PRIMARY KEY,
+    id           BLOB NOT NULL UNIQUE,
+    kind         INTEGER NOT NULL,
+    debit_key    INTEGER NOT NULL,
+    credit_key   INTEGER NOT NULL,
+    amount_minor INTEGER NOT NULL CHECK (amount_minor > 0),
+    reference    TEXT,
+    state        INTEGER NOT NULL,
+    hold_until   INTEGER,
+    void_reason  INTEGER,
+    created_at   INTEGER NOT NULL,
+    finished_at  INTEGER
+) STRICT;
+CREATE INDEX transfers_pending_by_hold ON transfers(hold_until) WHERE state = 0;
+
+-- The account journal: every event of every account, in commit order. It is the outbox the
+-- notification relay publishes from (position = rowid), and its transfer.posted rows are the
+-- double-entry postings the history (FR2) reads. Event bodies are rebuilt from the columns.
+CREATE TABLE entries (
+    position         INTEGER PRIMARY KEY,
+    account_key      INTEGER NOT NULL,
+    seq              INTEGER NOT NULL,
+    type             INTEGER NOT NULL,
+    at               INTEGER NOT NULL,
+    transfer_key     INTEGER,
+    counterparty_key INTEGER,
+    amount_minor     INTEGER,
+    code             INTEGER,
+    posted_after     INTEGER NOT NULL,
+    held_after       INTEGER NOT NULL
+) STRICT;
+CREATE UNIQUE INDEX entries_by_account ON entries(account_key, seq);
+"];
+
+/// Brings the database to [`SCHEMA_VERSION`], or refuses a newer one.
+pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(sql_err)?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::new(
+            StoreErrorKind::Incompatible,
+            format!("the database has schema version {version}; this build reads up to {SCHEMA_VERSION}"),
+        ));
+    }
+    let start = usize::try_from(version)
+        .map_err(|_| StoreError::new(StoreErrorKind::Corrupt, "negative schema version"))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(start) {
+        let tx = conn.transaction().map_err(sql_err)?;
+        tx.execute_batch(sql).map_err(sql_err)?;
+        tx.pragma_update(None, "user_version", i64::try_from(i + 1).unwrap_or(i64::MAX)).map_err(sql_err)?;
+        tx.commit().map_err(sql_err)?;
+    }
+    Ok(())
+}
