@@ -53,7 +53,7 @@ pub enum Command {
 #[serde(tag = "type", content = "value", rename_all = "snake_case")]
 pub enum Outcome {
     /// A customer.
-    Customer(Customer),
+    Customer(Box<Customer>),
     /// An account.
     Account(Account),
     /// A transfer.

@@ -291,8 +291,8 @@ pub struct CustomerUpdate {
     /// New contact data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contact: Option<Contact>,
-    /// New photo reference (`Some(None)` removes it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// New photo reference (`Some(None)`, on the wire `null`, removes it).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present_or_null")]
     pub photo_ref: Option<Option<String>>,
     /// New biometric enrolment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -306,4 +306,14 @@ pub struct CustomerUpdate {
     /// Keys to set in `extra` (a JSON null removes the key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extra: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Reads a field that is absent (`None`, by `default`), `null` (`Some(None)`) or a value
+/// (`Some(Some(v))`): JSON's way of saying "remove" apart from "leave as it is".
+fn present_or_null<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }

@@ -22,6 +22,8 @@ pub mod service;
 pub mod service_record;
 pub mod state;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod transfer;
 
 /// A point in time, UTC, kept to the microsecond.

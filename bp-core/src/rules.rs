@@ -387,7 +387,7 @@ fn existing_account(view: &impl LedgerView, id: AccountId) -> Result<Account, Le
 fn open_customer(view: &impl LedgerView, req: &NewCustomer, now: Timestamp) -> Result<Decision, LedgerError> {
     if let Some(existing) = view.customer(req.id) {
         return if existing.opening_request_matches(req) {
-            Ok(replay(Outcome::Customer(existing.clone())))
+            Ok(replay(Outcome::Customer(Box::new(existing.clone()))))
         } else {
             Err(LedgerError::IdempotencyConflict { id: req.id.to_string() })
         };
@@ -411,7 +411,7 @@ fn open_customer(view: &impl LedgerView, req: &NewCustomer, now: Timestamp) -> R
         updated_at: now,
     };
     let effects = Effects { customers: vec![(Write::Insert, customer.clone())], ..Effects::default() };
-    Ok(applied(Outcome::Customer(customer), effects))
+    Ok(applied(Outcome::Customer(Box::new(customer)), effects))
 }
 
 fn update_customer(
@@ -462,7 +462,7 @@ fn update_customer(
     c.version += 1;
     c.updated_at = now;
     let effects = Effects { customers: vec![(Write::Update, c.clone())], ..Effects::default() };
-    Ok(applied(Outcome::Customer(c), effects))
+    Ok(applied(Outcome::Customer(Box::new(c)), effects))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ fn unexpected(what: &'static str) -> Error {
 
 fn into_customer(e: Executed) -> Result<Customer, Error> {
     match e.outcome {
-        Outcome::Customer(c) => Ok(c),
+        Outcome::Customer(c) => Ok(*c),
         _ => Err(unexpected("a customer command")),
     }
 }

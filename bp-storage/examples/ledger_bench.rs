@@ -176,6 +176,27 @@ fn ms(us: u64) -> String {
     format!("{}.{:03}", us / 1000, us % 1000)
 }
 
+/// Where the writer's time went, on stderr (stdout carries only the figures).
+fn report(phase: &str, ledger: &Ledger<SqliteStore>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = ledger.store().writer_stats();
+    let commands = s.commands.load(Relaxed).max(1);
+    eprintln!(
+        "{phase}: batches {} commands {} mean_batch {} per_command_us execute {}.{:02} index {}.{:02} commit {}.{:02} answer {}.{:02}",
+        s.batches.load(Relaxed),
+        commands,
+        commands / s.batches.load(Relaxed).max(1),
+        s.execute_us.load(Relaxed) / commands,
+        s.execute_us.load(Relaxed) * 100 / commands % 100,
+        s.index_us.load(Relaxed) / commands,
+        s.index_us.load(Relaxed) * 100 / commands % 100,
+        s.commit_us.load(Relaxed) / commands,
+        s.commit_us.load(Relaxed) * 100 / commands % 100,
+        s.answer_us.load(Relaxed) / commands,
+        s.answer_us.load(Relaxed) * 100 / commands % 100,
+    );
+}
+
 async fn verify(ledger: &Ledger<SqliteStore>) {
     for t in ledger.store().as_ref().totals().await.expect("totals") {
         assert_eq!(t.posted_minor, 0, "{} must sum to zero", t.currency);
@@ -198,14 +219,18 @@ async fn main() {
     }
 
     let (ledger, accounts) = setup(&group_path, SqliteConfig::default()).await;
+    report("setup", &ledger);
     let mut uniform = run(&ledger, &accounts, Choice::Uniform, transfers, 1).await;
+    report("setup+uniform", &ledger);
     let hot = run(&ledger, &accounts, Choice::zipf(), transfers, 2).await;
+    report("setup+uniform+hot", &ledger);
     verify(&ledger).await;
     drop(ledger);
 
     let baseline_config = SqliteConfig { batch_len_max: 1, ..SqliteConfig::default() };
     let (baseline_ledger, baseline_accounts) = setup(&baseline_path, baseline_config).await;
     let baseline = run(&baseline_ledger, &baseline_accounts, Choice::Uniform, baseline_transfers, 3).await;
+    report("baseline setup+uniform", &baseline_ledger);
     verify(&baseline_ledger).await;
 
     let p99 = percentile_us(&mut uniform.latencies_us, 990);

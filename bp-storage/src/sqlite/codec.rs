@@ -65,21 +65,18 @@ int_enum!(state_to, state_from, TransferState, "transfer state", {
 int_enum!(reason_to, reason_from, VoidReason, "void reason", {
     VoidReason::Cancelled => 0, VoidReason::Expired => 1, VoidReason::Rejected => 2,
 });
-int_enum!(direction_to, direction_from, Direction, "direction", {
-    Direction::Debit => 0, Direction::Credit => 1,
-});
 
-/// Journal row types.
-pub(crate) const ENTRY_OPENED: i64 = 1;
-pub(crate) const ENTRY_STATUS: i64 = 2;
-pub(crate) const ENTRY_POSTED: i64 = 3;
-pub(crate) const ENTRY_PENDING: i64 = 4;
-pub(crate) const ENTRY_VOIDED: i64 = 5;
+/// Journal row kinds.
+pub(crate) const KIND_OPENED: i64 = 1;
+pub(crate) const KIND_STATUS: i64 = 2;
+pub(crate) const KIND_POSTED: i64 = 3;
+pub(crate) const KIND_PENDING: i64 = 4;
+pub(crate) const KIND_VOIDED: i64 = 5;
 
 /// The columns of [`account_from_row`], in order, for `SELECT`s on `accounts a` joined with
 /// `customers c` on the owner.
 pub(crate) const ACCOUNT_COLUMNS: &str = "a.key, a.id, a.serial, c.id, a.system_kind, a.kind, a.currency, a.status, \
-     a.posted_minor, a.held_minor, a.overdraft_limit_minor, a.last_event_seq, a.version, a.opened_at";
+     a.posted_minor, a.held_minor, a.overdraft_limit_minor, a.last_event_seq, a.opened_at";
 
 pub(crate) fn u64_col(row: &Row<'_>, i: usize) -> Result<u64, StoreError> {
     let v: i64 = row.get(i).map_err(super::sql_err)?;
@@ -111,8 +108,9 @@ pub(crate) fn account_from_row(row: &Row<'_>) -> Result<(i64, Account), StoreErr
         held_minor: row.get(9).map_err(get_err)?,
         overdraft_limit_minor: row.get(10).map_err(get_err)?,
         last_event_seq: u64_col(row, 11)?,
-        version: u64_col(row, 12)?,
-        opened_at: time(row.get(13).map_err(get_err)?)?,
+        // Every change of an account is an event, so its version is its latest event's number.
+        version: u64_col(row, 11)?,
+        opened_at: time(row.get(12).map_err(get_err)?)?,
     };
     Ok((key, account))
 }
@@ -149,96 +147,181 @@ pub(crate) fn transfer_from_row(row: &Row<'_>) -> Result<(i64, Transfer), StoreE
     Ok((key, transfer))
 }
 
-/// The columns of [`entry_from_row`], for `entries e` joined with `accounts a` (the account),
-/// `transfers t` and `accounts x` (the counterparty).
-pub(crate) const ENTRY_COLUMNS: &str = "e.position, e.seq, e.type, e.at, e.amount_minor, e.code, e.posted_after, e.held_after, \
-     a.id, a.currency, t.id, t.kind, x.id, t.reference";
+/// The columns of [`JournalRow::from_row`]: `journal j` with its side accounts `a` and `b`,
+/// its transfer `t`, and the transfer's credit account `tc`.
+pub(crate) const JOURNAL_COLUMNS: &str = "j.position, j.kind, j.at, j.amount_minor, j.code, \
+     j.a_key, j.a_seq, j.a_posted, j.a_held, a.id, a.currency, \
+     j.b_key, j.b_seq, j.b_posted, j.b_held, b.id, \
+     t.id, t.kind, t.reference, tc.id";
+
+/// The joins that [`JOURNAL_COLUMNS`] needs after `journal j`.
+pub(crate) const JOURNAL_SIDE_JOINS: &str = "JOIN accounts a ON a.key = j.a_key \
+     LEFT JOIN accounts b ON b.key = j.b_key LEFT JOIN transfers t ON t.key = j.transfer_key \
+     LEFT JOIN accounts tc ON tc.key = t.credit_key";
+
+/// `FROM journal j` with the joins that [`JOURNAL_COLUMNS`] needs.
+pub(crate) const JOURNAL_JOINS: &str = "FROM journal j JOIN accounts a ON a.key = j.a_key \
+     LEFT JOIN accounts b ON b.key = j.b_key LEFT JOIN transfers t ON t.key = j.transfer_key \
+     LEFT JOIN accounts tc ON tc.key = t.credit_key";
+
+/// One side of a journal row: an event of one account.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Side {
+    pub key: i64,
+    pub seq: u64,
+    pub posted: i64,
+    pub held: i64,
+}
 
 /// A decoded journal row.
-pub(crate) struct EntryRow {
-    pub position: u64,
-    pub event: Event,
-    pub reference: Option<String>,
+#[derive(Clone, Debug)]
+pub(crate) struct JournalRow {
+    pub position: i64,
+    pub kind: i64,
+    pub at: Timestamp,
+    pub amount_minor: Option<i64>,
+    pub code: Option<i64>,
+    pub a: Side,
+    pub a_id: AccountId,
+    pub currency: Currency,
+    pub b: Option<(Side, AccountId)>,
+    pub transfer: Option<(TransferId, TransferKind, Option<String>)>,
+    pub transfer_credit: Option<AccountId>,
 }
 
-/// An event (and its outbox position) from a row of [`ENTRY_COLUMNS`].
-pub(crate) fn entry_from_row(row: &Row<'_>) -> Result<EntryRow, StoreError> {
-    let get_err = super::sql_err;
-    let position = u64_col(row, 0)?;
-    let seq = u64_col(row, 1)?;
-    let kind: i64 = row.get(2).map_err(get_err)?;
-    let at = time(row.get(3).map_err(get_err)?)?;
-    let amount_minor: Option<i64> = row.get(4).map_err(get_err)?;
-    let code: Option<i64> = row.get(5).map_err(get_err)?;
-    let posted: i64 = row.get(6).map_err(get_err)?;
-    let held: i64 = row.get(7).map_err(get_err)?;
-    let account: Vec<u8> = row.get(8).map_err(get_err)?;
-    let cur = currency(&row.get::<_, String>(9).map_err(get_err)?)?;
-    let transfer: Option<Vec<u8>> = row.get(10).map_err(get_err)?;
-    let transfer_kind: Option<i64> = row.get(11).map_err(get_err)?;
-    let counterparty: Option<Vec<u8>> = row.get(12).map_err(get_err)?;
-    let reference: Option<String> = row.get(13).map_err(get_err)?;
-
-    let account_id = AccountId::from_uuid(uuid(&account)?);
-    let balances = Balances {
-        posted: Money::new(posted, cur),
-        held: Money::new(held, cur),
-        available: Money::new(posted.saturating_sub(held), cur),
-    };
-    let amount = || amount_minor.map(|a| Money::new(a, cur)).ok_or_else(|| corrupt("entry amount"));
-    let transfer_id = || -> Result<TransferId, StoreError> {
-        Ok(TransferId::from_uuid(uuid(transfer.as_deref().ok_or_else(|| corrupt("entry transfer"))?)?))
-    };
-    let kind_of = || transfer_kind.ok_or_else(|| corrupt("entry transfer")).and_then(transfer_kind_from);
-    let counterparty_id = || -> Result<AccountId, StoreError> {
-        Ok(AccountId::from_uuid(uuid(counterparty.as_deref().ok_or_else(|| corrupt("entry counterparty"))?)?))
-    };
-    let code = || code.ok_or_else(|| corrupt("entry code"));
-    let body = match kind {
-        ENTRY_OPENED => EventBody::AccountOpened { balances },
-        ENTRY_STATUS => EventBody::AccountStatusChanged { status: status_from(code()?)? },
-        ENTRY_POSTED => EventBody::TransferPosted {
-            transfer_id: transfer_id()?,
-            kind: kind_of()?,
-            direction: direction_from(code()?)?,
-            amount: amount()?,
-            counterparty: counterparty_id()?,
-            balances,
-        },
-        ENTRY_PENDING => EventBody::TransferPending {
-            transfer_id: transfer_id()?,
-            kind: kind_of()?,
-            amount: amount()?,
-            counterparty: counterparty_id()?,
-            balances,
-        },
-        ENTRY_VOIDED => EventBody::TransferVoided {
-            transfer_id: transfer_id()?,
-            reason: reason_from(code()?)?,
-            amount: amount()?,
-            balances,
-        },
-        _ => return Err(corrupt("entry type")),
-    };
-    let event = Event { id: EventId::derive(account_id, seq), account_id, seq, version: EVENT_VERSION, at, body };
-    Ok(EntryRow { position, event, reference })
+fn opt_id(row: &Row<'_>, i: usize) -> Result<Option<Uuid>, StoreError> {
+    let bytes: Option<Vec<u8>> = row.get(i).map_err(super::sql_err)?;
+    bytes.map(|b| uuid(&b)).transpose()
 }
 
-/// The posting a `transfer.posted` event records.
-pub(crate) fn posting_from_entry(entry: EntryRow) -> Result<Posting, StoreError> {
-    match entry.event.body {
-        EventBody::TransferPosted { transfer_id, kind, direction, amount, counterparty, balances } => Ok(Posting {
-            seq: entry.event.seq,
-            account_id: entry.event.account_id,
-            transfer_id,
-            kind,
-            direction,
-            amount,
-            balance_after: balances.posted,
-            counterparty,
-            reference: entry.reference,
-            posted_at: entry.event.at,
-        }),
-        _ => Err(corrupt("posting")),
+impl JournalRow {
+    /// Decodes a row of [`JOURNAL_COLUMNS`].
+    pub(crate) fn from_row(row: &Row<'_>) -> Result<Self, StoreError> {
+        let get_err = super::sql_err;
+        let side = |base: usize| -> Result<Option<Side>, StoreError> {
+            let key: Option<i64> = row.get(base).map_err(get_err)?;
+            let Some(key) = key else { return Ok(None) };
+            let seq: i64 = row.get(base + 1).map_err(get_err)?;
+            Ok(Some(Side {
+                key,
+                seq: u64::try_from(seq).map_err(|_| corrupt("journal seq"))?,
+                posted: row.get(base + 2).map_err(get_err)?,
+                held: row.get(base + 3).map_err(get_err)?,
+            }))
+        };
+        let a = side(5)?.ok_or_else(|| corrupt("journal side"))?;
+        let a_id = AccountId::from_uuid(opt_id(row, 9)?.ok_or_else(|| corrupt("journal account"))?);
+        let code: String = row.get(10).map_err(get_err)?;
+        let b = match side(11)? {
+            Some(b) => Some((b, AccountId::from_uuid(opt_id(row, 15)?.ok_or_else(|| corrupt("journal account"))?))),
+            None => None,
+        };
+        let transfer = match opt_id(row, 16)? {
+            Some(id) => {
+                let kind: i64 = row.get(17).map_err(get_err)?;
+                Some((TransferId::from_uuid(id), transfer_kind_from(kind)?, row.get(18).map_err(get_err)?))
+            }
+            None => None,
+        };
+        Ok(Self {
+            position: row.get(0).map_err(get_err)?,
+            kind: row.get(1).map_err(get_err)?,
+            at: time(row.get(2).map_err(get_err)?)?,
+            amount_minor: row.get(3).map_err(get_err)?,
+            code: row.get(4).map_err(get_err)?,
+            a,
+            a_id,
+            currency: currency(&code)?,
+            b,
+            transfer,
+            transfer_credit: opt_id(row, 19)?.map(AccountId::from_uuid),
+        })
+    }
+
+    /// The sides of this row: `(side number, side)`.
+    pub(crate) fn sides(&self) -> impl Iterator<Item = (u8, Side)> + '_ {
+        std::iter::once((0, self.a)).chain(self.b.map(|(b, _)| (1, b)))
+    }
+
+    /// The side of `account_key`, if the row has one.
+    pub(crate) fn side_of(&self, account_key: i64) -> Option<u8> {
+        self.sides().find(|(_, s)| s.key == account_key).map(|(n, _)| n)
+    }
+
+    /// The event of side `n`.
+    pub(crate) fn event(&self, n: u8) -> Result<Event, StoreError> {
+        let (side, account_id, other) = match (n, &self.b) {
+            (0, b) => (self.a, self.a_id, b.as_ref().map(|(_, id)| *id)),
+            (1, Some((b, id))) => (*b, *id, Some(self.a_id)),
+            _ => return Err(corrupt("journal side")),
+        };
+        let cur = self.currency;
+        let balances = Balances {
+            posted: Money::new(side.posted, cur),
+            held: Money::new(side.held, cur),
+            available: Money::new(side.posted.saturating_sub(side.held), cur),
+        };
+        let amount = || self.amount_minor.map(|a| Money::new(a, cur)).ok_or_else(|| corrupt("journal amount"));
+        let transfer = || self.transfer.as_ref().ok_or_else(|| corrupt("journal transfer"));
+        let code = || self.code.ok_or_else(|| corrupt("journal code"));
+        let body = match self.kind {
+            KIND_OPENED => EventBody::AccountOpened { balances },
+            KIND_STATUS => EventBody::AccountStatusChanged { status: status_from(code()?)? },
+            KIND_POSTED => EventBody::TransferPosted {
+                transfer_id: transfer()?.0,
+                kind: transfer()?.1,
+                direction: if n == 0 { Direction::Debit } else { Direction::Credit },
+                amount: amount()?,
+                counterparty: other.ok_or_else(|| corrupt("journal counterparty"))?,
+                balances,
+            },
+            KIND_PENDING => EventBody::TransferPending {
+                transfer_id: transfer()?.0,
+                kind: transfer()?.1,
+                amount: amount()?,
+                counterparty: self.transfer_credit.ok_or_else(|| corrupt("journal counterparty"))?,
+                balances,
+            },
+            KIND_VOIDED => EventBody::TransferVoided {
+                transfer_id: transfer()?.0,
+                reason: reason_from(code()?)?,
+                amount: amount()?,
+                balances,
+            },
+            _ => return Err(corrupt("journal kind")),
+        };
+        Ok(Event {
+            id: EventId::derive(account_id, side.seq),
+            account_id,
+            seq: side.seq,
+            version: EVENT_VERSION,
+            at: self.at,
+            body,
+        })
+    }
+
+    /// The posting of side `n`, if this row posts money.
+    pub(crate) fn posting(&self, n: u8) -> Result<Option<Posting>, StoreError> {
+        if self.kind != KIND_POSTED {
+            return Ok(None);
+        }
+        let event = self.event(n)?;
+        match event.body {
+            EventBody::TransferPosted { transfer_id, kind, direction, amount, counterparty, balances } => {
+                Ok(Some(Posting {
+                    seq: event.seq,
+                    account_id: event.account_id,
+                    transfer_id,
+                    kind,
+                    direction,
+                    amount,
+                    balance_after: balances.posted,
+                    counterparty,
+                    reference: self.transfer.as_ref().and_then(|t| t.2.clone()),
+                    posted_at: event.at,
+                }))
+            }
+            _ => Err(corrupt("posting")),
+        }
     }
 }

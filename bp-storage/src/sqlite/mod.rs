@@ -35,6 +35,7 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 pub use schema::SCHEMA_VERSION;
+pub use writer::WriterStats;
 
 /// Maps a SQLite error to the store's error kinds.
 pub(crate) fn sql_err(e: rusqlite::Error) -> StoreError {
@@ -98,18 +99,42 @@ fn open_connection(path: &Path, flags: OpenFlags, cache_size_kib: u32) -> Result
     Ok(conn)
 }
 
+/// Copies committed WAL frames back into the database file every few milliseconds, without
+/// blocking the writer (a passive checkpoint), until `stop` is set.
+fn spawn_checkpointer(conn: Connection, stop: Arc<std::sync::atomic::AtomicBool>) -> Result<(), StoreError> {
+    std::thread::Builder::new()
+        .name("bp-sqlite-checkpoint".into())
+        .spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // (busy, frames in the WAL, frames copied). A failed checkpoint only delays the
+                // next one; the WAL keeps every commit.
+                let progress = conn
+                    .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)));
+                // Caught up: the writer restarts the WAL from its beginning at its next commit.
+                if progress.is_ok_and(|(log, done)| log == done) {
+                    std::thread::sleep(CHECKPOINT_INTERVAL);
+                }
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| StoreError::with_source(StoreErrorKind::Unavailable, "cannot start the checkpoint thread", e))
+}
+
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(5);
+
 /// The pool of read connections. Reads run on tokio's blocking threads.
 #[derive(Debug)]
 struct ReadPool {
     connections: Mutex<Vec<Connection>>,
     permits: Semaphore,
+    live: writer::SharedLive,
 }
 
 impl ReadPool {
     async fn with<T, F>(self: &Arc<Self>, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection, &writer::SharedLive) -> Result<T, StoreError> + Send + 'static,
     {
         let _permit = self
             .permits
@@ -124,7 +149,7 @@ impl ReadPool {
                 .unwrap_or_else(PoisonError::into_inner)
                 .pop()
                 .ok_or_else(|| StoreError::new(StoreErrorKind::Unavailable, "no read connection free"))?;
-            let result = f(&conn);
+            let result = f(&conn, &pool.live);
             pool.connections.lock().unwrap_or_else(PoisonError::into_inner).push(conn);
             result
         })
@@ -139,6 +164,7 @@ pub struct SqliteStore {
     jobs: mpsc::Sender<writer::Job>,
     reads: Arc<ReadPool>,
     path: PathBuf,
+    stats: Arc<WriterStats>,
 }
 
 impl SqliteStore {
@@ -152,7 +178,8 @@ impl SqliteStore {
         let rw = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let mut conn = open_connection(&path, rw, config.cache_size_kib)?;
         schema::migrate(&mut conn)?;
-        reads::check_invariants(&conn)?;
+        // Checkpoints run on their own thread, so that commits never wait for one.
+        conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(sql_err)?;
 
         let ro = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let read_connections = config.read_connections.max(1);
@@ -169,17 +196,33 @@ impl SqliteStore {
             batch_len_max: config.batch_len_max.max(1),
             transfer_cache_len_max: config.transfer_cache_len_max,
         };
-        let clock = Arc::clone(&config.clock);
-        std::thread::Builder::new()
-            .name("bp-sqlite-writer".into())
-            .spawn(move || writer::run(conn, rx, clock, writer_config))
-            .map_err(|e| StoreError::with_source(StoreErrorKind::Unavailable, "cannot start the writer thread", e))?;
-
-        Ok(Self {
+        let checkpointer = open_connection(&path, rw, 1024)?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        spawn_checkpointer(checkpointer, Arc::clone(&stop))?;
+        let live: writer::SharedLive = Arc::default();
+        let stats = Arc::new(WriterStats::default());
+        writer::spawn(conn, rx, Arc::clone(&live), Arc::clone(&config.clock), writer_config, Arc::clone(&stats))?;
+        let store = Self {
             jobs,
-            reads: Arc::new(ReadPool { connections: Mutex::new(connections), permits: Semaphore::new(read_connections) }),
+            reads: Arc::new(ReadPool {
+                connections: Mutex::new(connections),
+                permits: Semaphore::new(read_connections),
+                live,
+            }),
             path,
-        })
+            stats,
+        };
+        {
+            let conns = store.reads.connections.lock().unwrap_or_else(PoisonError::into_inner);
+            let conn = conns.first().ok_or_else(|| StoreError::new(StoreErrorKind::Unavailable, "no read connection"))?;
+            reads::check_invariants(conn, &store.reads.live)?;
+        }
+        Ok(store)
+    }
+
+    /// The writer's cumulative counters.
+    pub fn writer_stats(&self) -> &WriterStats {
+        &self.stats
     }
 
     /// The database file.
@@ -190,7 +233,7 @@ impl SqliteStore {
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection, &writer::SharedLive) -> Result<T, StoreError> + Send + 'static,
     {
         self.reads.with(f).await
     }
@@ -209,41 +252,41 @@ impl Store for SqliteStore {
     }
 
     async fn customer(&self, id: CustomerId) -> Result<Option<Customer>, StoreError> {
-        self.read(move |c| reads::customer_by_id(c, id)).await
+        self.read(move |c, _| reads::customer_by_id(c, id)).await
     }
 
     async fn customer_by_username(&self, username: &Username) -> Result<Option<Customer>, StoreError> {
         let username = username.clone();
-        self.read(move |c| reads::customer_by_username(c, &username)).await
+        self.read(move |c, _| reads::customer_by_username(c, &username)).await
     }
 
     async fn account(&self, id: AccountId) -> Result<Option<Account>, StoreError> {
-        self.read(move |c| reads::account(c, id)).await
+        self.read(move |c, l| reads::account(c, l, id)).await
     }
 
     async fn accounts_of(&self, customer: CustomerId) -> Result<Vec<Account>, StoreError> {
-        self.read(move |c| reads::accounts_of(c, customer)).await
+        self.read(move |c, l| reads::accounts_of(c, l, customer)).await
     }
 
     async fn transfer(&self, id: TransferId) -> Result<Option<Transfer>, StoreError> {
-        self.read(move |c| reads::transfer(c, id)).await
+        self.read(move |c, _| reads::transfer(c, id)).await
     }
 
     async fn postings(&self, account: AccountId, query: &HistoryQuery) -> Result<Page<Posting>, StoreError> {
         let query = query.clone();
-        self.read(move |c| reads::postings(c, account, &query)).await
+        self.read(move |c, l| reads::postings(c, l, account, &query)).await
     }
 
     async fn events_after(&self, account: AccountId, after_seq: u64, limit: u32) -> Result<Vec<Event>, StoreError> {
-        self.read(move |c| reads::events_after(c, account, after_seq, limit)).await
+        self.read(move |c, l| reads::events_after(c, l, account, after_seq, limit)).await
     }
 
     async fn outbox_after(&self, after: u64, limit: u32) -> Result<Vec<OutboxEntry>, StoreError> {
-        self.read(move |c| reads::outbox_after(c, after, limit)).await
+        self.read(move |c, _| reads::outbox_after(c, after, limit)).await
     }
 
     async fn pending_expired(&self, now: Timestamp, limit: u32) -> Result<Vec<TransferId>, StoreError> {
-        self.read(move |c| reads::pending_expired(c, now, limit)).await
+        self.read(move |c, _| reads::pending_expired(c, now, limit)).await
     }
 
     async fn totals(&self) -> Result<Vec<CurrencyTotal>, StoreError> {

@@ -1,26 +1,44 @@
-//! The queries of the read connections.
+//! The queries of the read connections. An account's latest events may not be in the per-account
+//! index yet: those come from the writer's published tail ([`Live`]), the rest from the index, so
+//! that every read sees a gap-free prefix of each account's events.
+
+use std::collections::HashMap;
+use std::sync::PoisonError;
 
 use bp_core::account::Account;
 use bp_core::customer::{Customer, Username};
 use bp_core::event::Event;
 use bp_core::ids::{AccountId, CustomerId, TransferId};
+use bp_core::money::Currency;
 use bp_core::store::{CurrencyTotal, HistoryQuery, OutboxEntry, PAGE_LEN_MAX, Page};
-use bp_core::transfer::{Posting, Transfer};
+use bp_core::transfer::{Direction, Posting, Transfer};
 use bp_core::{StoreError, StoreErrorKind, Timestamp};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::codec::{
-    ACCOUNT_COLUMNS, ENTRY_COLUMNS, ENTRY_POSTED, TRANSFER_COLUMNS, account_from_row, corrupt, currency,
-    direction_to, entry_from_row, micros, posting_from_entry, transfer_from_row, transfer_kind_to,
+    ACCOUNT_COLUMNS, JOURNAL_COLUMNS, JOURNAL_JOINS, JOURNAL_SIDE_JOINS, JournalRow, KIND_POSTED, TRANSFER_COLUMNS,
+    account_from_row, corrupt, currency, micros, transfer_from_row, transfer_kind_to,
 };
 use super::sql_err;
-
-const ENTRY_JOINS: &str = "FROM entries e JOIN accounts a ON a.key = e.account_key \
-     LEFT JOIN transfers t ON t.key = e.transfer_key LEFT JOIN accounts x ON x.key = e.counterparty_key";
+use super::writer::{LiveAccount, SharedLive};
 
 fn int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn live_account(live: &SharedLive, id: AccountId) -> Option<LiveAccount> {
+    live.read().unwrap_or_else(PoisonError::into_inner).accounts.get(&id).cloned()
+}
+
+/// Runs `f` inside one read transaction, so that its statements share one snapshot.
+fn snapshot<T>(conn: &Connection, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    conn.execute_batch("BEGIN").map_err(sql_err)?;
+    let result = f();
+    let end = conn.execute_batch("COMMIT").map_err(sql_err);
+    let value = result?;
+    end?;
+    Ok(value)
 }
 
 fn customer_where(conn: &Connection, sql: &str, value: &dyn rusqlite::ToSql) -> Result<Option<Customer>, StoreError> {
@@ -39,7 +57,11 @@ pub(crate) fn customer_by_username(conn: &Connection, username: &Username) -> Re
     customer_where(conn, "SELECT doc FROM customers WHERE username = ?1", &username.as_str())
 }
 
-pub(crate) fn account(conn: &Connection, id: AccountId) -> Result<Option<Account>, StoreError> {
+/// An account: its published state if the writer has one, else its row.
+pub(crate) fn account(conn: &Connection, live: &SharedLive, id: AccountId) -> Result<Option<Account>, StoreError> {
+    if let Some(l) = live_account(live, id) {
+        return Ok(Some(l.account));
+    }
     let sql = format!(
         "SELECT {ACCOUNT_COLUMNS} FROM accounts a LEFT JOIN customers c ON c.key = a.customer_key WHERE a.id = ?1"
     );
@@ -48,7 +70,7 @@ pub(crate) fn account(conn: &Connection, id: AccountId) -> Result<Option<Account
     rows.next().map_err(sql_err)?.map(|r| account_from_row(r).map(|(_, a)| a)).transpose()
 }
 
-pub(crate) fn accounts_of(conn: &Connection, customer: CustomerId) -> Result<Vec<Account>, StoreError> {
+pub(crate) fn accounts_of(conn: &Connection, live: &SharedLive, customer: CustomerId) -> Result<Vec<Account>, StoreError> {
     let sql = format!(
         "SELECT {ACCOUNT_COLUMNS} FROM accounts a JOIN customers c ON c.key = a.customer_key \
          WHERE c.id = ?1 ORDER BY a.opened_at, a.serial"
@@ -57,7 +79,8 @@ pub(crate) fn accounts_of(conn: &Connection, customer: CustomerId) -> Result<Vec
     let mut rows = stmt.query([customer.as_uuid().as_bytes()]).map_err(sql_err)?;
     let mut out = Vec::new();
     while let Some(row) = rows.next().map_err(sql_err)? {
-        out.push(account_from_row(row)?.1);
+        let (_, a) = account_from_row(row)?;
+        out.push(live_account(live, a.id).map_or(a, |l| l.account));
     }
     Ok(out)
 }
@@ -78,48 +101,53 @@ fn account_key(conn: &Connection, id: AccountId) -> Result<Option<i64>, StoreErr
         .map_err(sql_err)
 }
 
-/// The history query in SQL. Its filters mirror [`HistoryQuery::matches`]; the conformance suite
-/// holds the two to the same answers.
-pub(crate) fn postings(conn: &Connection, account: AccountId, q: &HistoryQuery) -> Result<Page<Posting>, StoreError> {
-    let Some(key) = account_key(conn, account)? else {
+fn journal_at(conn: &Connection, position: i64) -> Result<JournalRow, StoreError> {
+    let sql = format!("SELECT {JOURNAL_COLUMNS} {JOURNAL_JOINS} WHERE j.position = ?1");
+    let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
+    let mut rows = stmt.query([position]).map_err(sql_err)?;
+    match rows.next().map_err(sql_err)? {
+        Some(row) => JournalRow::from_row(row),
+        None => Err(corrupt("journal position of a published tail")),
+    }
+}
+
+/// Where an account's events are: its row key, the last indexed sequence number (`None`: all of
+/// them), and the positions of the rest.
+fn locate(conn: &Connection, live: &SharedLive, id: AccountId) -> Result<Option<(i64, Option<u64>, Vec<i64>)>, StoreError> {
+    if let Some(l) = live_account(live, id) {
+        return Ok(Some((l.key, Some(l.indexed_seq), l.tail)));
+    }
+    Ok(account_key(conn, id)?.map(|k| (k, None, Vec::new())))
+}
+
+/// A page of postings. The tail is filtered by [`HistoryQuery::matches`]; the indexed part in
+/// SQL with the same filters (the conformance suite holds the two to the same answers).
+pub(crate) fn postings(conn: &Connection, live: &SharedLive, account: AccountId, q: &HistoryQuery) -> Result<Page<Posting>, StoreError> {
+    // The published tail is read before the snapshot starts: the snapshot then holds at least
+    // the indexed prefix the tail continues.
+    let Some((key, indexed, tail)) = locate(conn, live, account)? else {
         return Ok(Page { items: Vec::new(), next_cursor: None });
     };
-    let limit = q.limit().min(PAGE_LEN_MAX);
-    let mut sql = format!("SELECT {ENTRY_COLUMNS} {ENTRY_JOINS} WHERE e.account_key = ?1 AND e.type = ?2");
-    let mut args: Vec<Value> = vec![Value::Integer(key), Value::Integer(ENTRY_POSTED)];
-    let mut filter = |clause: &str, v: Value| {
-        args.push(v);
-        sql.push_str(&format!(" AND {clause} ?{}", args.len()));
-    };
-    if let Some(c) = q.before_seq {
-        filter("e.seq <", Value::Integer(int(c)));
-    }
-    if let Some(t) = q.from {
-        filter("e.at >=", Value::Integer(micros(t)));
-    }
-    if let Some(t) = q.to {
-        filter("e.at <", Value::Integer(micros(t)));
-    }
-    if let Some(d) = q.direction {
-        filter("e.code =", Value::Integer(direction_to(d)));
-    }
-    if let Some(m) = q.amount_min_minor {
-        filter("e.amount_minor >=", Value::Integer(m));
-    }
-    if let Some(m) = q.amount_max_minor {
-        filter("e.amount_minor <=", Value::Integer(m));
-    }
-    if let Some(k) = q.kind {
-        filter("t.kind =", Value::Integer(transfer_kind_to(k)));
-    }
-    sql.push_str(&format!(" ORDER BY e.seq DESC LIMIT {}", limit + 1));
-    let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
-    let mut rows = stmt.query(params_from_iter(args)).map_err(sql_err)?;
-    let mut items = Vec::new();
-    while let Some(row) = rows.next().map_err(sql_err)? {
-        items.push(posting_from_entry(entry_from_row(row)?)?);
-    }
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let limit = usize::try_from(q.limit().min(PAGE_LEN_MAX)).unwrap_or(usize::MAX);
+    let mut items = snapshot(conn, || {
+        let mut items: Vec<Posting> = Vec::new();
+        for position in tail.iter().rev() {
+            if items.len() > limit {
+                break;
+            }
+            let row = journal_at(conn, *position)?;
+            let side = row.side_of(key).ok_or_else(|| corrupt("tail side"))?;
+            if let Some(p) = row.posting(side)?
+                && q.matches(&p)
+            {
+                items.push(p);
+            }
+        }
+        if items.len() <= limit {
+            indexed_postings(conn, key, indexed, q, limit + 1 - items.len(), &mut items)?;
+        }
+        Ok(items)
+    })?;
     let next_cursor = if items.len() > limit {
         items.truncate(limit);
         items.last().map(|p| p.seq)
@@ -129,28 +157,123 @@ pub(crate) fn postings(conn: &Connection, account: AccountId, q: &HistoryQuery) 
     Ok(Page { items, next_cursor })
 }
 
-pub(crate) fn events_after(conn: &Connection, account: AccountId, after_seq: u64, limit: u32) -> Result<Vec<Event>, StoreError> {
-    let Some(key) = account_key(conn, account)? else {
-        return Ok(Vec::new());
+fn indexed_postings(
+    conn: &Connection,
+    key: i64,
+    indexed: Option<u64>,
+    q: &HistoryQuery,
+    want: usize,
+    out: &mut Vec<Posting>,
+) -> Result<(), StoreError> {
+    let mut sql = format!(
+        "SELECT {JOURNAL_COLUMNS}, aj.seq FROM account_journal aj JOIN journal j ON j.position = aj.position \
+         {JOURNAL_SIDE_JOINS} WHERE aj.account_key = ?1 AND j.kind = ?2"
+    );
+    let mut args: Vec<Value> = vec![Value::Integer(key), Value::Integer(KIND_POSTED)];
+    let mut filter = |clause: &str, v: Value| {
+        args.push(v);
+        sql.push_str(&format!(" AND {clause} ?{}", args.len()));
     };
-    let sql = format!("SELECT {ENTRY_COLUMNS} {ENTRY_JOINS} WHERE e.account_key = ?1 AND e.seq > ?2 ORDER BY e.seq LIMIT ?3");
-    let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
-    let mut rows = stmt.query(params![key, int(after_seq), limit.min(PAGE_LEN_MAX)]).map_err(sql_err)?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next().map_err(sql_err)? {
-        out.push(entry_from_row(row)?.event);
+    if let Some(k) = indexed {
+        filter("aj.seq <=", Value::Integer(int(k)));
     }
-    Ok(out)
+    if let Some(c) = q.before_seq {
+        filter("aj.seq <", Value::Integer(int(c)));
+    }
+    if let Some(t) = q.from {
+        filter("j.at >=", Value::Integer(micros(t)));
+    }
+    if let Some(t) = q.to {
+        filter("j.at <", Value::Integer(micros(t)));
+    }
+    match q.direction {
+        Some(Direction::Debit) => filter("j.a_key =", Value::Integer(key)),
+        Some(Direction::Credit) => filter("j.b_key =", Value::Integer(key)),
+        None => {}
+    }
+    if let Some(m) = q.amount_min_minor {
+        filter("j.amount_minor >=", Value::Integer(m));
+    }
+    if let Some(m) = q.amount_max_minor {
+        filter("j.amount_minor <=", Value::Integer(m));
+    }
+    if let Some(k) = q.kind {
+        filter("t.kind =", Value::Integer(transfer_kind_to(k)));
+    }
+    sql.push_str(&format!(" ORDER BY aj.seq DESC LIMIT {want}"));
+    let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
+    let mut rows = stmt.query(params_from_iter(args)).map_err(sql_err)?;
+    while let Some(row) = rows.next().map_err(sql_err)? {
+        let j = JournalRow::from_row(row)?;
+        let side = j.side_of(key).ok_or_else(|| corrupt("indexed side"))?;
+        out.push(j.posting(side)?.ok_or_else(|| corrupt("indexed posting"))?);
+    }
+    Ok(())
 }
 
+pub(crate) fn events_after(
+    conn: &Connection,
+    live: &SharedLive,
+    account: AccountId,
+    after_seq: u64,
+    limit: u32,
+) -> Result<Vec<Event>, StoreError> {
+    let Some((key, indexed, tail)) = locate(conn, live, account)? else {
+        return Ok(Vec::new());
+    };
+    let limit = usize::try_from(limit.min(PAGE_LEN_MAX)).unwrap_or(usize::MAX);
+    snapshot(conn, || {
+        let mut out = Vec::new();
+        if indexed.is_none_or(|k| after_seq < k) {
+            let sql = format!(
+                "SELECT {JOURNAL_COLUMNS} FROM account_journal aj JOIN journal j ON j.position = aj.position \
+                 {JOURNAL_SIDE_JOINS} WHERE aj.account_key = ?1 AND aj.seq > ?2 AND aj.seq <= ?3 ORDER BY aj.seq LIMIT ?4"
+            );
+            let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
+            let upper = indexed.map_or(i64::MAX, int);
+            let mut rows = stmt
+                .query(params![key, int(after_seq), upper, i64::try_from(limit).unwrap_or(i64::MAX)])
+                .map_err(sql_err)?;
+            while let Some(row) = rows.next().map_err(sql_err)? {
+                let j = JournalRow::from_row(row)?;
+                out.push(j.event(j.side_of(key).ok_or_else(|| corrupt("indexed side"))?)?);
+            }
+        }
+        if let Some(k) = indexed {
+            for (i, position) in tail.iter().enumerate() {
+                let seq = k + 1 + u64::try_from(i).unwrap_or(u64::MAX);
+                if out.len() >= limit {
+                    break;
+                }
+                if seq <= after_seq {
+                    continue;
+                }
+                let j = journal_at(conn, *position)?;
+                out.push(j.event(j.side_of(key).ok_or_else(|| corrupt("tail side"))?)?);
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// Events in commit order: event position = 2 × journal position + side.
 pub(crate) fn outbox_after(conn: &Connection, after: u64, limit: u32) -> Result<Vec<OutboxEntry>, StoreError> {
-    let sql = format!("SELECT {ENTRY_COLUMNS} {ENTRY_JOINS} WHERE e.position > ?1 ORDER BY e.position LIMIT ?2");
+    let limit = usize::try_from(limit.min(PAGE_LEN_MAX)).unwrap_or(usize::MAX);
+    // The first row may hold only events at or before `after`, so one row more than `limit`.
+    let sql = format!("SELECT {JOURNAL_COLUMNS} {JOURNAL_JOINS} WHERE j.position >= ?1 ORDER BY j.position LIMIT ?2 + 1");
     let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
-    let mut rows = stmt.query(params![int(after), limit.min(PAGE_LEN_MAX)]).map_err(sql_err)?;
+    let mut rows = stmt
+        .query(params![int(after / 2), i64::try_from(limit).unwrap_or(i64::MAX)])
+        .map_err(sql_err)?;
     let mut out = Vec::new();
     while let Some(row) = rows.next().map_err(sql_err)? {
-        let entry = entry_from_row(row)?;
-        out.push(OutboxEntry { position: entry.position, event: entry.event });
+        let j = JournalRow::from_row(row)?;
+        for (n, _) in j.sides() {
+            let position = u64::try_from(j.position).map_err(|_| corrupt("position"))? * 2 + u64::from(n);
+            if position > after && out.len() < limit {
+                out.push(OutboxEntry { position, event: j.event(n)? });
+            }
+        }
     }
     Ok(out)
 }
@@ -168,30 +291,36 @@ pub(crate) fn pending_expired(conn: &Connection, now: Timestamp, limit: u32) -> 
     Ok(out)
 }
 
-pub(crate) fn totals(conn: &Connection) -> Result<Vec<CurrencyTotal>, StoreError> {
-    let mut stmt = conn
-        .prepare_cached("SELECT currency, sum(posted_minor), count(*) FROM accounts GROUP BY currency ORDER BY currency")
-        .map_err(sql_err)?;
+/// Sums every account's posted balance per currency, taking published states over rows.
+pub(crate) fn totals(conn: &Connection, live: &SharedLive) -> Result<Vec<CurrencyTotal>, StoreError> {
+    let published: HashMap<Vec<u8>, i64> = live
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .accounts
+        .values()
+        .map(|l| (l.account.id.as_uuid().as_bytes().to_vec(), l.account.posted_minor))
+        .collect();
+    let mut stmt = conn.prepare_cached("SELECT id, currency, posted_minor FROM accounts").map_err(sql_err)?;
     let mut rows = stmt.query([]).map_err(sql_err)?;
-    let mut out = Vec::new();
+    let mut totals: HashMap<Currency, CurrencyTotal> = HashMap::new();
     while let Some(row) = rows.next().map_err(sql_err)? {
-        let code: String = row.get(0).map_err(sql_err)?;
-        // SQLite sums 64-bit integers exactly or fails with "integer overflow".
-        let sum: i64 = row.get(1).map_err(sql_err)?;
-        let count: i64 = row.get(2).map_err(sql_err)?;
-        out.push(CurrencyTotal {
-            currency: currency(&code)?,
-            posted_minor: i128::from(sum),
-            accounts: u64::try_from(count).map_err(|_| corrupt("count"))?,
-        });
+        let id: Vec<u8> = row.get(0).map_err(sql_err)?;
+        let code: String = row.get(1).map_err(sql_err)?;
+        let row_posted: i64 = row.get(2).map_err(sql_err)?;
+        let posted = published.get(&id).copied().unwrap_or(row_posted);
+        let c = currency(&code)?;
+        let t = totals.entry(c).or_insert(CurrencyTotal { currency: c, posted_minor: 0, accounts: 0 });
+        t.posted_minor += i128::from(posted);
+        t.accounts += 1;
     }
+    let mut out: Vec<CurrencyTotal> = totals.into_values().collect();
     out.sort_by_key(|t| t.currency);
     Ok(out)
 }
 
 /// Refuses to serve a ledger whose balances do not sum to zero per currency.
-pub(crate) fn check_invariants(conn: &Connection) -> Result<(), StoreError> {
-    for t in totals(conn)? {
+pub(crate) fn check_invariants(conn: &Connection, live: &SharedLive) -> Result<(), StoreError> {
+    for t in totals(conn, live)? {
         if t.posted_minor != 0 {
             return Err(StoreError::new(
                 StoreErrorKind::Corrupt,

@@ -12,6 +12,12 @@ pub const SCHEMA_VERSION: i64 = 1;
 
 /// Each migration takes the schema from version `index` to `index + 1`.
 const MIGRATIONS: [&str; 1] = [r"
+-- Small named counters of the store itself.
+CREATE TABLE meta (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+
 -- Customers are documents: the profile evolves without migrations (FR4, flexible documents).
 CREATE TABLE customers (
     key       INTEGER PRIMARY KEY,
@@ -20,6 +26,9 @@ CREATE TABLE customers (
     doc       TEXT NOT NULL
 ) STRICT;
 
+-- An account row is a checkpoint: its balances and status are as of event `last_event_seq`.
+-- Later events of the account are in the journal (and the writer's memory) until the writer
+-- indexes them and moves the checkpoint forward.
 CREATE TABLE accounts (
     key                   INTEGER PRIMARY KEY,
     id                    BLOB NOT NULL UNIQUE,
@@ -33,7 +42,6 @@ CREATE TABLE accounts (
     held_minor            INTEGER NOT NULL CHECK (held_minor >= 0),
     overdraft_limit_minor INTEGER NOT NULL CHECK (overdraft_limit_minor >= 0),
     last_event_seq        INTEGER NOT NULL,
-    version               INTEGER NOT NULL,
     opened_at             INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX accounts_by_customer ON accounts(customer_key) WHERE customer_key IS NOT NULL;
@@ -54,23 +62,36 @@ CREATE TABLE transfers (
 ) STRICT;
 CREATE INDEX transfers_pending_by_hold ON transfers(hold_until) WHERE state = 0;
 
--- The account journal: every event of every account, in commit order. It is the outbox the
--- notification relay publishes from (position = rowid), and its transfer.posted rows are the
--- double-entry postings the history (FR2) reads. Event bodies are rebuilt from the columns.
-CREATE TABLE entries (
-    position         INTEGER PRIMARY KEY,
-    account_key      INTEGER NOT NULL,
-    seq              INTEGER NOT NULL,
-    type             INTEGER NOT NULL,
-    at               INTEGER NOT NULL,
-    transfer_key     INTEGER,
-    counterparty_key INTEGER,
-    amount_minor     INTEGER,
-    code             INTEGER,
-    posted_after     INTEGER NOT NULL,
-    held_after       INTEGER NOT NULL
+-- The journal: every change of every account, in commit order, appended and never updated.
+-- A row has one or two sides (a and b), each an event of one account with its gap-free
+-- sequence number and its balances after the change; for a posted transfer, side a is the
+-- debit line and side b the credit line of the double-entry posting. It is the outbox the
+-- notification relay publishes from (event position = 2 * position + side).
+CREATE TABLE journal (
+    position     INTEGER PRIMARY KEY,
+    kind         INTEGER NOT NULL,
+    at           INTEGER NOT NULL,
+    transfer_key INTEGER,
+    amount_minor INTEGER,
+    code         INTEGER,
+    a_key        INTEGER NOT NULL,
+    a_seq        INTEGER NOT NULL,
+    a_posted     INTEGER NOT NULL,
+    a_held       INTEGER NOT NULL,
+    b_key        INTEGER,
+    b_seq        INTEGER,
+    b_posted     INTEGER,
+    b_held       INTEGER
 ) STRICT;
-CREATE UNIQUE INDEX entries_by_account ON entries(account_key, seq);
+
+-- The per-account index of the journal, written in deferred, key-ordered runs (see the
+-- writer): for every account it holds a prefix 1..=last_event_seq of its events.
+CREATE TABLE account_journal (
+    account_key INTEGER NOT NULL,
+    seq         INTEGER NOT NULL,
+    position    INTEGER NOT NULL,
+    PRIMARY KEY (account_key, seq)
+) STRICT, WITHOUT ROWID;
 "];
 
 /// Brings the database to [`SCHEMA_VERSION`], or refuses a newer one.

@@ -1,29 +1,47 @@
 //! The single writer thread and its group commit: it drains the queue into one transaction and one
 //! fsync, deciding every command in memory with the rules of bp-core before writing its effects,
 //! so a rejected command never fails its batch.
+//!
+//! What a transfer writes in its batch is only appended: one `transfers` row and one `journal` row
+//! (both sides of the posting). The per-account index of the journal (`account_journal`) and the
+//! account rows' balances are written later, in deferred runs that visit accounts in key order
+//! and carry each account's pending events at once, so that the random B-tree writes of the
+//! history index are shared by many events. Until an account's events are indexed, its latest
+//! state and the positions of those events are published in memory ([`Live`]) for the readers,
+//! and recovered from the journal on start.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use bp_core::account::{Account, AccountOwner};
 use bp_core::clock::Clock;
 use bp_core::command::{Command, Executed};
-use bp_core::customer::{Customer, Username};
+use bp_core::customer::Customer;
 use bp_core::event::{Event, EventBody};
 use bp_core::ids::{AccountId, CustomerId, TransferId};
-use bp_core::rules::{Effects, LedgerView, Write, decide, keys};
+use bp_core::rules::{Decision, Effects, LedgerView, Write, decide, keys};
 use bp_core::state::LedgerState;
-use bp_core::transfer::Transfer;
+use bp_core::transfer::Direction;
 use bp_core::{Error, StoreError, StoreErrorKind};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::codec::{
-    ACCOUNT_COLUMNS, ENTRY_OPENED, ENTRY_PENDING, ENTRY_POSTED, ENTRY_STATUS, ENTRY_VOIDED, TRANSFER_COLUMNS,
-    account_from_row, account_kind_to, corrupt, direction_to, micros, reason_to, state_to, status_to, system_to,
-    transfer_from_row, transfer_kind_to,
+    ACCOUNT_COLUMNS, JOURNAL_COLUMNS, JOURNAL_JOINS, JournalRow, KIND_OPENED, KIND_PENDING, KIND_POSTED, KIND_STATUS,
+    KIND_VOIDED, TRANSFER_COLUMNS, account_from_row, account_kind_to, corrupt, micros, reason_to, state_to,
+    status_from, status_to, system_to, transfer_from_row, transfer_kind_to,
 };
 use super::sql_err;
+
+/// An account whose events past `indexed_seq` are not yet in `account_journal`.
+const TAIL_LEN_FORCE: usize = 512;
+/// The deferred index run of a batch carries at least this share of all unindexed events.
+const TAIL_SHARE_DIVISOR: usize = 64;
+/// How often the low-water mark of the journal is moved.
+const LOW_WATER_EVERY_BATCHES: u32 = 64;
+/// How often the writer itself checkpoints, so that the WAL restarts from its beginning.
+const CHECKPOINT_EVERY_BATCHES: u32 = 32;
 
 /// A command waiting for the writer, with where to send its answer.
 #[derive(Debug)]
@@ -39,20 +57,86 @@ pub(crate) struct WriterConfig {
     pub transfer_cache_len_max: usize,
 }
 
-/// The writer's view of the ledger: the records the rules decide on, and their row keys. It is a
-/// cache: the database is the source of truth, and it is rebuilt from it after any failed commit.
+/// An account whose row in the database is behind: its committed state, and the journal positions
+/// of its events `indexed_seq + 1 ..= account.last_event_seq`, in order.
+#[derive(Clone, Debug)]
+pub(crate) struct LiveAccount {
+    pub key: i64,
+    pub account: Account,
+    pub indexed_seq: u64,
+    pub tail: Vec<i64>,
+}
+
+/// What the writer publishes to readers after each commit. An account missing here has an
+/// up-to-date row in the database.
+#[derive(Debug, Default)]
+pub(crate) struct Live {
+    pub accounts: HashMap<AccountId, LiveAccount>,
+}
+
+pub(crate) type SharedLive = Arc<RwLock<Live>>;
+
+/// Cumulative counters of the writer, for metrics and for finding what bounds its throughput.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Transactions committed.
+    pub batches: AtomicU64,
+    /// Commands answered (accepted or rejected) in committed transactions.
+    pub commands: AtomicU64,
+    /// Time deciding commands and writing their rows, in microseconds.
+    pub execute_us: AtomicU64,
+    /// Time in the deferred index runs, in microseconds.
+    pub index_us: AtomicU64,
+    /// Time in `COMMIT` (WAL write and fsync), in microseconds.
+    pub commit_us: AtomicU64,
+    /// Time publishing state to readers and sending answers, in microseconds.
+    pub answer_us: AtomicU64,
+}
+
+fn add_us(counter: &AtomicU64, since: std::time::Instant) {
+    counter.fetch_add(u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+}
+
+/// Per loaded account: its row key, the checkpoint of its row, and its unindexed events.
+#[derive(Clone, Debug)]
+struct Meta {
+    key: i64,
+    indexed_seq: u64,
+    tail: Vec<i64>,
+}
+
+/// The writer's view of the ledger: the records the rules decide on, their row keys and the
+/// deferred index state. It is a cache: the database is the source of truth, and it is rebuilt
+/// from it (with the journal) after any failed commit.
 struct Cache {
     state: LedgerState,
+    meta: HashMap<AccountId, Meta>,
+    /// Accounts with a non-empty tail, by row key: the order of the deferred index runs.
+    with_tail: BTreeMap<i64, AccountId>,
+    tail_rows: usize,
+    run_cursor: i64,
     customer_keys: HashMap<CustomerId, i64>,
-    account_keys: HashMap<AccountId, i64>,
     transfer_keys: HashMap<TransferId, i64>,
     next_customer_key: i64,
     next_account_key: i64,
     next_transfer_key: i64,
     next_position: i64,
+    low_water: i64,
+    batches_since_low_water: u32,
+    batches_since_checkpoint: u32,
+}
+
+fn int(v: u64) -> i64 {
+    // Counters and serials stay far below 2^63.
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation)
 }
 
 impl Cache {
+    /// Loads the counters and recovers the unindexed tail of the journal.
     fn load(conn: &Connection) -> Result<Self, StoreError> {
         let next = |sql: &str| -> Result<i64, StoreError> {
             conn.query_row(sql, [], |r| r.get::<_, i64>(0)).map(|max| max + 1).map_err(sql_err)
@@ -61,21 +145,75 @@ impl Cache {
         let max_serial: i64 = conn
             .query_row(
                 "SELECT coalesce(max(serial), 0) FROM accounts WHERE serial < ?1",
-                [i64::try_from(bp_core::account::SYSTEM_SERIAL_BASE).unwrap_or(i64::MAX)],
+                [int(bp_core::account::SYSTEM_SERIAL_BASE)],
                 |r| r.get(0),
             )
             .map_err(sql_err)?;
         state.raise_next_account_serial(u64::try_from(max_serial).map_err(|_| corrupt("serial"))? + 1);
-        Ok(Self {
+        let next_position = next("SELECT coalesce(max(position), 0) FROM journal")?;
+        let low_water: i64 = conn
+            .query_row("SELECT value FROM meta WHERE name = 'low_water'", [], |r| r.get(0))
+            .optional()
+            .map_err(sql_err)?
+            .unwrap_or(1);
+        let mut cache = Self {
             state,
+            meta: HashMap::new(),
+            with_tail: BTreeMap::new(),
+            tail_rows: 0,
+            run_cursor: 0,
             customer_keys: HashMap::new(),
-            account_keys: HashMap::new(),
             transfer_keys: HashMap::new(),
             next_customer_key: next("SELECT coalesce(max(key), 0) FROM customers")?,
             next_account_key: next("SELECT coalesce(max(key), 0) FROM accounts")?,
             next_transfer_key: next("SELECT coalesce(max(key), 0) FROM transfers")?,
-            next_position: next("SELECT coalesce(max(position), 0) FROM entries")?,
-        })
+            next_position,
+            low_water,
+            batches_since_low_water: 0,
+            batches_since_checkpoint: 0,
+        };
+        cache.recover(conn)?;
+        Ok(cache)
+    }
+
+    /// Replays the journal from the low-water mark onto the account rows: every event past an
+    /// account's checkpoint becomes part of its tail again.
+    fn recover(&mut self, conn: &Connection) -> Result<(), StoreError> {
+        let sql = format!("SELECT {JOURNAL_COLUMNS} {JOURNAL_JOINS} WHERE j.position >= ?1 ORDER BY j.position");
+        let mut stmt = conn.prepare(&sql).map_err(sql_err)?;
+        let mut rows = stmt.query([self.low_water]).map_err(sql_err)?;
+        while let Some(row) = rows.next().map_err(sql_err)? {
+            let j = JournalRow::from_row(row)?;
+            for (n, side) in j.sides() {
+                let id = if n == 0 { j.a_id } else { j.b.as_ref().map(|(_, id)| *id).ok_or_else(|| corrupt("side"))? };
+                if !self.meta.contains_key(&id) {
+                    self.load_account(conn, id)?;
+                }
+                let meta = self.meta.get_mut(&id).ok_or_else(|| corrupt("journal account"))?;
+                if side.seq <= meta.indexed_seq {
+                    continue;
+                }
+                let account = self.state.account(id).ok_or_else(|| corrupt("journal account"))?.clone();
+                if side.seq != account.last_event_seq + 1 {
+                    return Err(corrupt("journal sequence (gap)"));
+                }
+                let mut account = account;
+                account.posted_minor = side.posted;
+                account.held_minor = side.held;
+                account.last_event_seq = side.seq;
+                account.version = side.seq;
+                if j.kind == KIND_STATUS {
+                    account.status = status_from(j.code.ok_or_else(|| corrupt("journal code"))?)?;
+                }
+                if meta.tail.is_empty() {
+                    self.with_tail.insert(meta.key, id);
+                }
+                meta.tail.push(j.position);
+                self.tail_rows += 1;
+                self.state.insert_account(account);
+            }
+        }
+        Ok(())
     }
 
     fn load_customer_where(&mut self, conn: &Connection, column: &str, value: &dyn rusqlite::ToSql) -> Result<(), StoreError> {
@@ -92,6 +230,8 @@ impl Cache {
         Ok(())
     }
 
+    /// Loads an account row. Only for accounts not loaded yet: a loaded account's row may be
+    /// behind its state.
     fn load_account(&mut self, conn: &Connection, id: AccountId) -> Result<(), StoreError> {
         let sql = format!(
             "SELECT {ACCOUNT_COLUMNS} FROM accounts a LEFT JOIN customers c ON c.key = a.customer_key WHERE a.id = ?1"
@@ -100,7 +240,7 @@ impl Cache {
         let mut rows = stmt.query([id.as_uuid().as_bytes()]).map_err(sql_err)?;
         if let Some(row) = rows.next().map_err(sql_err)? {
             let (key, account) = account_from_row(row)?;
-            self.account_keys.insert(account.id, key);
+            self.meta.insert(account.id, Meta { key, indexed_seq: account.last_event_seq, tail: Vec::new() });
             self.state.insert_account(account);
         }
         Ok(())
@@ -121,8 +261,13 @@ impl Cache {
         Ok(())
     }
 
-    /// Loads from the database whatever `cmd` needs and the cache lacks.
+    /// Loads from the database whatever `cmd` needs and the cache lacks. A new transfer's own id
+    /// is not looked up: its insert meets the unique index instead (see `execute_one`).
     fn prefetch(&mut self, conn: &Connection, cmd: &Command) -> Result<(), StoreError> {
+        let own_transfer = match cmd {
+            Command::Transfer(t) => Some(t.id),
+            _ => None,
+        };
         // Two rounds: the second sees the accounts of a transfer the first loaded.
         for _ in 0..2 {
             let k = keys(cmd, &self.state);
@@ -137,21 +282,24 @@ impl Cache {
                 }
             }
             for id in k.accounts {
-                if !self.state.has_account(id) {
+                if !self.meta.contains_key(&id) {
                     self.load_account(conn, id)?;
                 }
             }
             for id in k.transfers {
-                if !self.state.has_transfer(id) {
+                if Some(id) != own_transfer && !self.state.has_transfer(id) {
                     self.load_transfer(conn, id)?;
                 }
+            }
+            if !matches!(cmd, Command::PostPending { .. } | Command::VoidPending { .. }) {
+                break;
             }
         }
         Ok(())
     }
 
-    fn key_of_account(&self, id: AccountId) -> Result<i64, StoreError> {
-        self.account_keys.get(&id).copied().ok_or_else(|| corrupt("account key"))
+    fn key_of(&self, id: AccountId) -> Result<i64, StoreError> {
+        self.meta.get(&id).map(|m| m.key).ok_or_else(|| corrupt("account key"))
     }
 
     fn key_of_transfer(&self, id: TransferId) -> Result<i64, StoreError> {
@@ -159,18 +307,99 @@ impl Cache {
     }
 }
 
-fn int(v: u64) -> i64 {
-    // Counters and serials stay far below 2^63.
-    i64::try_from(v).unwrap_or(i64::MAX)
+/// Why a command's writes stopped.
+enum WriteError {
+    /// The transfer id is already in the database (the cache had forgotten it).
+    DuplicateTransfer,
+    Store(StoreError),
 }
 
-/// Writes one command's effects inside the open transaction and applies them to the cache.
-fn write_effects(conn: &Connection, cache: &mut Cache, effects: &Effects, dirty: &mut HashSet<AccountId>) -> Result<(), StoreError> {
+impl From<StoreError> for WriteError {
+    fn from(e: StoreError) -> Self {
+        WriteError::Store(e)
+    }
+}
+
+fn sql(e: rusqlite::Error) -> WriteError {
+    WriteError::Store(sql_err(e))
+}
+
+/// What the current batch changed, for the deferred index run and for publishing.
+#[derive(Default)]
+struct BatchState {
+    touched: HashSet<AccountId>,
+    appended_rows: usize,
+}
+
+/// Writes one command's effects inside the open transaction, then applies them to the cache.
+fn write_effects(conn: &Connection, cache: &mut Cache, effects: &Effects, batch: &mut BatchState) -> Result<(), WriteError> {
     // Debits equal credits: assert it where the data is written.
     let net: i128 = effects.postings.iter().map(|p| i128::from(p.signed_minor())).sum();
     assert_eq!(net, 0, "a command's postings must balance");
 
-    cache.state.apply(effects);
+    // Keys for new accounts first, so that a transfer row can refer to them.
+    let mut new_keys: HashMap<AccountId, i64> = HashMap::new();
+    for (write, a) in &effects.accounts {
+        if *write == Write::Insert {
+            new_keys.insert(a.id, cache.next_account_key + i64::try_from(new_keys.len()).unwrap_or(i64::MAX));
+        }
+    }
+    let key_of = |cache: &Cache, id: AccountId| -> Result<i64, StoreError> {
+        new_keys.get(&id).copied().map_or_else(|| cache.key_of(id), Ok)
+    };
+
+    // The transfer row goes first: if its id exists already, nothing else has been written.
+    let mut new_transfer_keys: HashMap<TransferId, i64> = HashMap::new();
+    for (write, t) in &effects.transfers {
+        let key = match write {
+            Write::Insert => cache.next_transfer_key + i64::try_from(new_transfer_keys.len()).unwrap_or(i64::MAX),
+            Write::Update => cache.key_of_transfer(t.id)?,
+        };
+        match write {
+            Write::Insert => {
+                let debit_key = key_of(cache, t.debit_account)?;
+                let credit_key = key_of(cache, t.credit_account)?;
+                let inserted = conn
+                    .prepare_cached(
+                        "INSERT INTO transfers (key, id, kind, debit_key, credit_key, amount_minor, reference, state, \
+                         hold_until, void_reason, created_at, finished_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    )
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            key,
+                            t.id.as_uuid().as_bytes(),
+                            transfer_kind_to(t.kind),
+                            debit_key,
+                            credit_key,
+                            t.amount.amount_minor(),
+                            t.reference,
+                            state_to(t.state),
+                            t.hold_until.map(micros),
+                            t.void_reason.map(reason_to),
+                            micros(t.created_at),
+                            t.finished_at.map(micros),
+                        ])
+                    });
+                match inserted {
+                    Ok(_) => {}
+                    Err(e) if is_unique_violation(&e) => return Err(WriteError::DuplicateTransfer),
+                    Err(e) => return Err(sql(e)),
+                }
+                new_transfer_keys.insert(t.id, key);
+            }
+            Write::Update => {
+                conn.prepare_cached("UPDATE transfers SET state = ?2, void_reason = ?3, finished_at = ?4 WHERE key = ?1")
+                    .and_then(|mut s| {
+                        s.execute(params![key, state_to(t.state), t.void_reason.map(reason_to), t.finished_at.map(micros)])
+                    })
+                    .map_err(sql)?;
+            }
+        }
+    }
+    cache.next_transfer_key += i64::try_from(new_transfer_keys.len()).unwrap_or(0);
+    cache.transfer_keys.extend(new_transfer_keys);
+
     for (write, customer) in &effects.customers {
         let doc = serde_json::to_string(customer)
             .map_err(|e| StoreError::with_source(StoreErrorKind::Corrupt, "cannot encode customer", e))?;
@@ -179,7 +408,7 @@ fn write_effects(conn: &Connection, cache: &mut Cache, effects: &Effects, dirty:
                 let key = cache.next_customer_key;
                 conn.prepare_cached("INSERT INTO customers (key, id, username, doc) VALUES (?1, ?2, ?3, ?4)")
                     .and_then(|mut s| s.execute(params![key, customer.id.as_uuid().as_bytes(), customer.username.as_str(), doc]))
-                    .map_err(sql_err)?;
+                    .map_err(sql)?;
                 cache.next_customer_key += 1;
                 cache.customer_keys.insert(customer.id, key);
             }
@@ -187,39 +416,173 @@ fn write_effects(conn: &Connection, cache: &mut Cache, effects: &Effects, dirty:
                 let key = cache.customer_keys.get(&customer.id).copied().ok_or_else(|| corrupt("customer key"))?;
                 conn.prepare_cached("UPDATE customers SET doc = ?2 WHERE key = ?1")
                     .and_then(|mut s| s.execute(params![key, doc]))
-                    .map_err(sql_err)?;
+                    .map_err(sql)?;
             }
         }
     }
-    for (write, account) in &effects.accounts {
-        match write {
-            Write::Insert => insert_account(conn, cache, account)?,
-            Write::Update => {
-                dirty.insert(account.id);
+
+    // New accounts: the row holds their state after this command and all their events so far
+    // are indexed at once.
+    for (write, a) in &effects.accounts {
+        if *write == Write::Insert {
+            insert_account(conn, cache, a, new_keys[&a.id])?;
+        }
+    }
+    cache.next_account_key += i64::try_from(new_keys.len()).unwrap_or(0);
+
+    for row in journal_rows(&effects.events) {
+        let position = cache.next_position;
+        insert_journal(conn, cache, &row, position, &key_of)?;
+        cache.next_position += 1;
+        for event in row.sides() {
+            let key = key_of(cache, event.account_id)?;
+            if new_keys.contains_key(&event.account_id) {
+                conn.prepare_cached("INSERT INTO account_journal (account_key, seq, position) VALUES (?1, ?2, ?3)")
+                    .and_then(|mut s| s.execute(params![key, int(event.seq), position]))
+                    .map_err(sql)?;
+            } else {
+                let meta = cache.meta.get_mut(&event.account_id).ok_or_else(|| corrupt("account meta"))?;
+                if meta.tail.is_empty() {
+                    cache.with_tail.insert(key, event.account_id);
+                }
+                meta.tail.push(position);
+                cache.tail_rows += 1;
+                batch.appended_rows += 1;
             }
         }
     }
-    for (write, t) in &effects.transfers {
-        match write {
-            Write::Insert => insert_transfer(conn, cache, t)?,
-            Write::Update => {
-                let key = cache.key_of_transfer(t.id)?;
-                conn.prepare_cached("UPDATE transfers SET state = ?2, void_reason = ?3, finished_at = ?4 WHERE key = ?1")
-                    .and_then(|mut s| {
-                        s.execute(params![key, state_to(t.state), t.void_reason.map(reason_to), t.finished_at.map(micros)])
-                    })
-                    .map_err(sql_err)?;
-            }
+    for (write, a) in &effects.accounts {
+        if *write == Write::Insert {
+            cache.meta.insert(a.id, Meta { key: new_keys[&a.id], indexed_seq: a.last_event_seq, tail: Vec::new() });
         }
+        batch.touched.insert(a.id);
     }
-    for event in &effects.events {
-        insert_entry(conn, cache, event)?;
-    }
+    cache.state.apply(effects);
     Ok(())
 }
 
-fn insert_account(conn: &Connection, cache: &mut Cache, a: &Account) -> Result<(), StoreError> {
-    let key = cache.next_account_key;
+/// One journal row: one event, or the two events (debit, credit) of a posting.
+enum JournalEvents<'a> {
+    One(&'a Event),
+    Posting(&'a Event, &'a Event),
+}
+
+impl<'a> JournalEvents<'a> {
+    fn sides(&self) -> impl Iterator<Item = &'a Event> {
+        match *self {
+            JournalEvents::One(e) => [Some(e), None],
+            JournalEvents::Posting(d, c) => [Some(d), Some(c)],
+        }
+        .into_iter()
+        .flatten()
+    }
+}
+
+/// Pairs each `transfer.posted` debit event with the credit event that follows it.
+fn journal_rows(events: &[Event]) -> Vec<JournalEvents<'_>> {
+    let mut rows = Vec::with_capacity(events.len());
+    let mut i = 0;
+    while i < events.len() {
+        let e = &events[i];
+        let pair = match (&e.body, events.get(i + 1).map(|n| &n.body)) {
+            (
+                EventBody::TransferPosted { transfer_id: a, direction: Direction::Debit, .. },
+                Some(EventBody::TransferPosted { transfer_id: b, direction: Direction::Credit, .. }),
+            ) => a == b,
+            _ => false,
+        };
+        if pair {
+            rows.push(JournalEvents::Posting(e, &events[i + 1]));
+            i += 2;
+        } else {
+            assert!(
+                !matches!(e.body, EventBody::TransferPosted { .. }),
+                "a transfer.posted event always comes as a debit-credit pair"
+            );
+            rows.push(JournalEvents::One(e));
+            i += 1;
+        }
+    }
+    rows
+}
+
+fn insert_journal(
+    conn: &Connection,
+    cache: &Cache,
+    row: &JournalEvents<'_>,
+    position: i64,
+    key_of: &dyn Fn(&Cache, AccountId) -> Result<i64, StoreError>,
+) -> Result<(), WriteError> {
+    let a = match row {
+        JournalEvents::One(e) | JournalEvents::Posting(e, _) => *e,
+    };
+    let (kind, transfer, amount, code) = match &a.body {
+        EventBody::AccountOpened { .. } => (KIND_OPENED, None, None, None),
+        EventBody::AccountStatusChanged { status } => (KIND_STATUS, None, None, Some(status_to(*status))),
+        EventBody::TransferPosted { transfer_id, amount, .. } => {
+            (KIND_POSTED, Some(*transfer_id), Some(amount.amount_minor()), None)
+        }
+        EventBody::TransferPending { transfer_id, amount, .. } => {
+            (KIND_PENDING, Some(*transfer_id), Some(amount.amount_minor()), None)
+        }
+        EventBody::TransferVoided { transfer_id, reason, amount, .. } => {
+            (KIND_VOIDED, Some(*transfer_id), Some(amount.amount_minor()), Some(reason_to(*reason)))
+        }
+    };
+    let balances = |e: &Event| -> Result<(i64, i64), StoreError> {
+        Ok(match &e.body {
+            EventBody::AccountOpened { balances }
+            | EventBody::TransferPosted { balances, .. }
+            | EventBody::TransferPending { balances, .. }
+            | EventBody::TransferVoided { balances, .. } => (balances.posted.amount_minor(), balances.held.amount_minor()),
+            // A status change leaves the balances as the account has them before this command.
+            EventBody::AccountStatusChanged { .. } => {
+                let acc = cache.state.account(e.account_id).ok_or_else(|| corrupt("event account"))?;
+                (acc.posted_minor, acc.held_minor)
+            }
+        })
+    };
+    let (a_posted, a_held) = balances(a)?;
+    let b = match row {
+        JournalEvents::Posting(_, c) => Some(*c),
+        JournalEvents::One(_) => None,
+    };
+    let b_cols = match b {
+        Some(c) => {
+            let (p, h) = balances(c)?;
+            (Some(key_of(cache, c.account_id)?), Some(int(c.seq)), Some(p), Some(h))
+        }
+        None => (None, None, None, None),
+    };
+    let transfer_key = transfer.map(|t| cache.key_of_transfer(t)).transpose()?;
+    let a_key = key_of(cache, a.account_id)?;
+    conn.prepare_cached(
+        "INSERT INTO journal (position, kind, at, transfer_key, amount_minor, code, a_key, a_seq, a_posted, a_held, \
+         b_key, b_seq, b_posted, b_held) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            position,
+            kind,
+            micros(a.at),
+            transfer_key,
+            amount,
+            code,
+            a_key,
+            int(a.seq),
+            a_posted,
+            a_held,
+            b_cols.0,
+            b_cols.1,
+            b_cols.2,
+            b_cols.3,
+        ])
+    })
+    .map_err(sql)?;
+    Ok(())
+}
+
+fn insert_account(conn: &Connection, cache: &Cache, a: &Account, key: i64) -> Result<(), WriteError> {
     let (customer_key, system_kind) = match a.owner {
         AccountOwner::Customer { customer_id } => {
             (Some(cache.customer_keys.get(&customer_id).copied().ok_or_else(|| corrupt("customer key"))?), None)
@@ -228,8 +591,8 @@ fn insert_account(conn: &Connection, cache: &mut Cache, a: &Account) -> Result<(
     };
     conn.prepare_cached(
         "INSERT INTO accounts (key, id, serial, customer_key, system_kind, kind, currency, status, posted_minor, \
-         held_minor, overdraft_limit_minor, last_event_seq, version, opened_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+         held_minor, overdraft_limit_minor, last_event_seq, opened_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -245,129 +608,159 @@ fn insert_account(conn: &Connection, cache: &mut Cache, a: &Account) -> Result<(
             a.held_minor,
             a.overdraft_limit_minor,
             int(a.last_event_seq),
-            int(a.version),
             micros(a.opened_at),
         ])
     })
-    .map_err(sql_err)?;
-    cache.next_account_key += 1;
-    cache.account_keys.insert(a.id, key);
+    .map_err(sql)?;
     Ok(())
 }
 
-fn insert_transfer(conn: &Connection, cache: &mut Cache, t: &Transfer) -> Result<(), StoreError> {
-    let key = cache.next_transfer_key;
-    let debit_key = cache.key_of_account(t.debit_account)?;
-    let credit_key = cache.key_of_account(t.credit_account)?;
-    conn.prepare_cached(
-        "INSERT INTO transfers (key, id, kind, debit_key, credit_key, amount_minor, reference, state, hold_until, \
-         void_reason, created_at, finished_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            key,
-            t.id.as_uuid().as_bytes(),
-            transfer_kind_to(t.kind),
-            debit_key,
-            credit_key,
-            t.amount.amount_minor(),
-            t.reference,
-            state_to(t.state),
-            t.hold_until.map(micros),
-            t.void_reason.map(reason_to),
-            micros(t.created_at),
-            t.finished_at.map(micros),
-        ])
-    })
-    .map_err(sql_err)?;
-    cache.next_transfer_key += 1;
-    cache.transfer_keys.insert(t.id, key);
-    Ok(())
-}
-
-fn insert_entry(conn: &Connection, cache: &mut Cache, e: &Event) -> Result<(), StoreError> {
-    let position = cache.next_position;
-    let account_key = cache.key_of_account(e.account_id)?;
-    let (kind, transfer, counterparty, amount, code, balances) = match &e.body {
-        EventBody::AccountOpened { balances } => (ENTRY_OPENED, None, None, None, None, Some(*balances)),
-        EventBody::AccountStatusChanged { status } => (ENTRY_STATUS, None, None, None, Some(status_to(*status)), None),
-        EventBody::TransferPosted { transfer_id, direction, amount, counterparty, balances, .. } => (
-            ENTRY_POSTED,
-            Some(*transfer_id),
-            Some(*counterparty),
-            Some(amount.amount_minor()),
-            Some(direction_to(*direction)),
-            Some(*balances),
-        ),
-        EventBody::TransferPending { transfer_id, amount, counterparty, balances, .. } => {
-            (ENTRY_PENDING, Some(*transfer_id), Some(*counterparty), Some(amount.amount_minor()), None, Some(*balances))
+/// The deferred index run of a batch: picks accounts (those whose tail is long, then the next
+/// ones in key order), writes their tails into `account_journal` and their state into their
+/// rows, in key order. Returns the accounts it checkpointed.
+fn index_run(conn: &Connection, cache: &mut Cache, batch: &BatchState) -> Result<Vec<AccountId>, StoreError> {
+    let budget = cache.tail_rows / TAIL_SHARE_DIVISOR;
+    let mut chosen: BTreeMap<i64, AccountId> = BTreeMap::new();
+    let mut rows = 0usize;
+    for id in &batch.touched {
+        if let Some(m) = cache.meta.get(id)
+            && m.tail.len() >= TAIL_LEN_FORCE
+        {
+            chosen.insert(m.key, *id);
+            rows += m.tail.len();
         }
-        EventBody::TransferVoided { transfer_id, reason, amount, balances } => {
-            (ENTRY_VOIDED, Some(*transfer_id), None, Some(amount.amount_minor()), Some(reason_to(*reason)), Some(*balances))
+    }
+    if rows < budget {
+        let after = cache.with_tail.range(cache.run_cursor..).chain(cache.with_tail.range(..cache.run_cursor));
+        for (key, id) in after {
+            if rows >= budget {
+                break;
+            }
+            if chosen.insert(*key, *id).is_none() {
+                rows += cache.meta.get(id).map_or(0, |m| m.tail.len());
+            }
+            cache.run_cursor = key + 1;
         }
-    };
-    let (posted, held) = match balances {
-        Some(b) => (b.posted.amount_minor(), b.held.amount_minor()),
-        // A status change leaves the balances as the account has them now.
-        None => {
-            let a = cache.state.account(e.account_id).ok_or_else(|| corrupt("event account"))?;
-            (a.posted_minor, a.held_minor)
-        }
-    };
-    let transfer_key = transfer.map(|t| cache.key_of_transfer(t)).transpose()?;
-    let counterparty_key = counterparty.map(|c| cache.key_of_account(c)).transpose()?;
-    conn.prepare_cached(
-        "INSERT INTO entries (position, account_key, seq, type, at, transfer_key, counterparty_key, amount_minor, \
-         code, posted_after, held_after) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            position,
-            account_key,
-            int(e.seq),
-            kind,
-            micros(e.at),
-            transfer_key,
-            counterparty_key,
-            amount,
-            code,
-            posted,
-            held
-        ])
-    })
-    .map_err(sql_err)?;
-    cache.next_position += 1;
-    Ok(())
-}
-
-/// Writes the final state of every account the batch changed: once per account, however many
-/// transfers touched it.
-fn flush_accounts(conn: &Connection, cache: &Cache, dirty: &HashSet<AccountId>) -> Result<(), StoreError> {
-    let mut stmt = conn
+    }
+    let mut insert = conn
+        .prepare_cached("INSERT INTO account_journal (account_key, seq, position) VALUES (?1, ?2, ?3)")
+        .map_err(sql_err)?;
+    let mut update = conn
         .prepare_cached(
-            "UPDATE accounts SET status = ?2, posted_minor = ?3, held_minor = ?4, last_event_seq = ?5, version = ?6 \
-             WHERE key = ?1",
+            "UPDATE accounts SET status = ?2, posted_minor = ?3, held_minor = ?4, last_event_seq = ?5 WHERE key = ?1",
         )
         .map_err(sql_err)?;
-    let mut keyed: Vec<(i64, &Account)> = dirty
-        .iter()
-        .map(|id| Ok((cache.key_of_account(*id)?, cache.state.account(*id).ok_or_else(|| corrupt("account"))?)))
-        .collect::<Result<_, StoreError>>()?;
-    // In key order, so the B-tree pages are visited once each, front to back.
-    keyed.sort_unstable_by_key(|(k, _)| *k);
-    for (key, a) in keyed {
-        stmt.execute(params![key, status_to(a.status), a.posted_minor, a.held_minor, int(a.last_event_seq), int(a.version)])
+    let mut done = Vec::with_capacity(chosen.len());
+    for (key, id) in chosen {
+        let account = cache.state.account(id).ok_or_else(|| corrupt("account"))?;
+        let meta = cache.meta.get_mut(&id).ok_or_else(|| corrupt("account meta"))?;
+        assert_eq!(
+            meta.indexed_seq + u64::try_from(meta.tail.len()).unwrap_or(u64::MAX),
+            account.last_event_seq,
+            "an account's tail holds exactly its events past the checkpoint"
+        );
+        for (i, position) in meta.tail.iter().enumerate() {
+            let seq = meta.indexed_seq + 1 + u64::try_from(i).unwrap_or(u64::MAX);
+            insert.execute(params![key, int(seq), position]).map_err(sql_err)?;
+        }
+        update
+            .execute(params![
+                key,
+                status_to(account.status),
+                account.posted_minor,
+                account.held_minor,
+                int(account.last_event_seq)
+            ])
             .map_err(sql_err)?;
+        cache.tail_rows -= meta.tail.len();
+        meta.tail.clear();
+        meta.indexed_seq = account.last_event_seq;
+        cache.with_tail.remove(&key);
+        done.push(id);
     }
+    // The journal before the oldest unindexed event is never read again on start. Finding it
+    // walks every tail, so it is done every few batches only: a low-water mark that lags is
+    // still correct, recovery just reads a little more.
+    cache.batches_since_low_water += 1;
+    if cache.batches_since_low_water < LOW_WATER_EVERY_BATCHES {
+        return Ok(done);
+    }
+    cache.batches_since_low_water = 0;
+    let low_water = cache
+        .with_tail
+        .values()
+        .filter_map(|id| cache.meta.get(id).and_then(|m| m.tail.first().copied()))
+        .min()
+        .unwrap_or(cache.next_position);
+    if low_water != cache.low_water {
+        conn.prepare_cached("INSERT INTO meta (name, value) VALUES ('low_water', ?1) ON CONFLICT (name) DO UPDATE SET value = ?1")
+            .and_then(|mut s| s.execute([low_water]))
+            .map_err(sql_err)?;
+        cache.low_water = low_water;
+    }
+    Ok(done)
+}
+
+/// Publishes the committed state of the accounts the batch touched or checkpointed.
+fn publish(live: &SharedLive, cache: &Cache, batch: &BatchState, checkpointed: &[AccountId]) {
+    let mut live = live.write().unwrap_or_else(PoisonError::into_inner);
+    for id in batch.touched.iter().chain(checkpointed) {
+        let (Some(meta), Some(account)) = (cache.meta.get(id), cache.state.account(*id)) else { continue };
+        if meta.tail.is_empty() {
+            live.accounts.remove(id);
+        } else {
+            live.accounts.insert(
+                *id,
+                LiveAccount { key: meta.key, account: account.clone(), indexed_seq: meta.indexed_seq, tail: meta.tail.clone() },
+            );
+        }
+    }
+}
+
+/// Replaces the published state with the cache's (after loading or recovering).
+fn publish_all(live: &SharedLive, cache: &Cache) {
+    let mut fresh = Live::default();
+    for id in cache.with_tail.values() {
+        if let (Some(meta), Some(account)) = (cache.meta.get(id), cache.state.account(*id)) {
+            fresh.accounts.insert(
+                *id,
+                LiveAccount { key: meta.key, account: account.clone(), indexed_seq: meta.indexed_seq, tail: meta.tail.clone() },
+            );
+        }
+    }
+    *live.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+}
+
+/// Loads the writer's state from the database (recovering the journal's unindexed tail),
+/// publishes it for the readers, and starts the writer thread.
+pub(crate) fn spawn(
+    conn: Connection,
+    rx: mpsc::Receiver<Job>,
+    live: SharedLive,
+    clock: Arc<dyn Clock>,
+    config: WriterConfig,
+    stats: Arc<WriterStats>,
+) -> Result<(), StoreError> {
+    let cache = Cache::load(&conn)?;
+    publish_all(&live, &cache);
+    std::thread::Builder::new()
+        .name("bp-sqlite-writer".into())
+        .spawn(move || run(conn, rx, cache, live, clock, config, stats))
+        .map_err(|e| StoreError::with_source(StoreErrorKind::Unavailable, "cannot start the writer thread", e))?;
     Ok(())
 }
 
 /// Runs the writer until every sender is dropped.
-pub(crate) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, clock: Arc<dyn Clock>, config: WriterConfig) {
-    let mut cache = match Cache::load(&conn) {
-        Ok(c) => Some(c),
-        Err(_) => None,
-    };
+fn run(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Job>,
+    initial: Cache,
+    live: SharedLive,
+    clock: Arc<dyn Clock>,
+    config: WriterConfig,
+    stats: Arc<WriterStats>,
+) {
+    let mut cache = Some(initial);
     let mut batch: Vec<Job> = Vec::with_capacity(config.batch_len_max);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -379,10 +772,10 @@ pub(crate) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, clock: Arc<
         }
         let loaded = match cache.take() {
             Some(c) => Ok(c),
-            None => Cache::load(&conn),
+            None => Cache::load(&conn).inspect(|c| publish_all(&live, c)),
         };
         cache = match loaded {
-            Ok(c) => commit_batch(&mut conn, c, &mut batch, clock.as_ref(), config),
+            Ok(c) => commit_batch(&mut conn, c, &mut batch, &live, clock.as_ref(), config, &stats),
             Err(e) => {
                 fail_all(&mut batch, &e);
                 None
@@ -399,37 +792,83 @@ fn fail_all(batch: &mut Vec<Job>, e: &StoreError) {
     }
 }
 
+/// Decides and writes one command. A rejected command writes nothing.
+fn execute_one(
+    conn: &Connection,
+    cache: &mut Cache,
+    cmd: &Command,
+    now: bp_core::Timestamp,
+    batch: &mut BatchState,
+) -> Result<Result<Executed, Error>, StoreError> {
+    cache.prefetch(conn, cmd)?;
+    let decision: Decision = match decide(&cache.state, cmd, now) {
+        Ok(d) => d,
+        Err(rejected) => return Ok(Err(Error::Ledger(rejected))),
+    };
+    match write_effects(conn, cache, &decision.effects, batch) {
+        Ok(()) => Ok(Ok(decision.executed)),
+        Err(WriteError::DuplicateTransfer) => {
+            // The id is in the database but was not in the cache: decide again knowing it, which
+            // replays the original or reports the conflict, and writes nothing.
+            if let Command::Transfer(t) = cmd {
+                cache.load_transfer(conn, t.id)?;
+            }
+            match decide(&cache.state, cmd, now) {
+                Ok(d) if d.effects.is_empty() => Ok(Ok(d.executed)),
+                Ok(_) => Err(corrupt("transfer id (unique index and cache disagree)")),
+                Err(rejected) => Ok(Err(Error::Ledger(rejected))),
+            }
+        }
+        Err(WriteError::Store(e)) => Err(e),
+    }
+}
+
 /// Decides and writes one batch in one transaction. Returns the cache to keep, or `None` when the
 /// batch failed and the cache may hold effects that never reached the disk.
 fn commit_batch(
     conn: &mut Connection,
     mut cache: Cache,
     batch: &mut Vec<Job>,
+    live: &SharedLive,
     clock: &dyn Clock,
     config: WriterConfig,
+    stats: &WriterStats,
 ) -> Option<Cache> {
     let now = clock.now();
     let mut answers: Vec<Result<Executed, Error>> = Vec::with_capacity(batch.len());
-    let mut dirty: HashSet<AccountId> = HashSet::new();
-    let result = (|| -> Result<(), StoreError> {
+    let mut state = BatchState::default();
+    let result = (|| -> Result<Vec<AccountId>, StoreError> {
+        let start = std::time::Instant::now();
         conn.execute_batch("BEGIN IMMEDIATE").map_err(sql_err)?;
         for job in batch.iter() {
-            cache.prefetch(conn, &job.cmd)?;
-            match decide(&cache.state, &job.cmd, now) {
-                Ok(decision) => {
-                    write_effects(conn, &mut cache, &decision.effects, &mut dirty)?;
-                    answers.push(Ok(decision.executed));
-                }
-                Err(rejected) => answers.push(Err(Error::Ledger(rejected))),
-            }
+            answers.push(execute_one(conn, &mut cache, &job.cmd, now, &mut state)?);
         }
-        flush_accounts(conn, &cache, &dirty)?;
-        conn.execute_batch("COMMIT").map_err(sql_err)
+        add_us(&stats.execute_us, start);
+        let start = std::time::Instant::now();
+        let checkpointed = index_run(conn, &mut cache, &state)?;
+        add_us(&stats.index_us, start);
+        let start = std::time::Instant::now();
+        conn.execute_batch("COMMIT").map_err(sql_err)?;
+        add_us(&stats.commit_us, start);
+        Ok(checkpointed)
     })();
     match result {
-        Ok(()) => {
+        Ok(checkpointed) => {
+            let start = std::time::Instant::now();
+            publish(live, &cache, &state, &checkpointed);
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+            stats.commands.fetch_add(u64::try_from(batch.len()).unwrap_or(0), Ordering::Relaxed);
             for (job, answer) in batch.drain(..).zip(answers) {
                 let _ = job.reply.send(answer);
+            }
+            add_us(&stats.answer_us, start);
+            cache.batches_since_checkpoint += 1;
+            if cache.batches_since_checkpoint >= CHECKPOINT_EVERY_BATCHES {
+                // The checkpoint thread has copied most frames already. Finishing here, right
+                // before this thread's next write, lets SQLite restart the WAL from its start
+                // instead of growing it. A failure only postpones that.
+                cache.batches_since_checkpoint = 0;
+                let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
             }
             if cache.state.transfer_count() > config.transfer_cache_len_max {
                 cache.state.clear_transfers();
@@ -443,13 +882,4 @@ fn commit_batch(
             None
         }
     }
-}
-
-/// Whether `username` exists, for callers outside the writer (unused by the writer itself).
-#[allow(dead_code)]
-fn username_exists(conn: &Connection, username: &Username) -> Result<bool, StoreError> {
-    conn.query_row("SELECT 1 FROM customers WHERE username = ?1", [username.as_str()], |_| Ok(()))
-        .optional()
-        .map(|r| r.is_some())
-        .map_err(sql_err)
 }

@@ -1,0 +1,204 @@
+//! The conformance suite of the [`Store`] trait: one set of cases, written once, run against
+//! every backend (the memory store here, SQLite and MongoDB in `bp-storage`).
+//!
+//! A backend plugs in through a [`StoreFactory`], which makes a fresh, empty store on a given
+//! [`ManualClock`] for every case. The easiest way to run the suite is the
+//! [`conformance_tests!`](crate::conformance_tests) macro, which expands into one
+//! `#[tokio::test]` per case, so that a failure names its case:
+//!
+//! ```ignore
+//! // tests/sqlite_conformance.rs of an adapter crate (needs `tokio` with the `macros` and
+//! // `rt-multi-thread` features as a dev-dependency, and bp-core with the `testing` feature).
+//! mod sqlite {
+//!     bp_core::conformance_tests!(bp_core::testing::factory_fn(|clock| async move {
+//!         // Open a store in a fresh temporary file, on `clock`.
+//!         std::sync::Arc::new(my_store_on(clock))
+//!     }));
+//! }
+//! ```
+//!
+//! [`run_all`] runs every case in one test instead, and each case is also a public `async fn`
+//! of this module (listed in [`CASES`]) for adapters that want to pick.
+//!
+//! Every case checks each rejected command twice: the error must be the rule the case breaks,
+//! and nothing may have changed (balances, holds, events, postings, the outbox, the totals). Each
+//! case ends by re-reading the whole ledger and checking its invariants (balances equal the sum
+//! of postings, gap-free event numbers, every currency summing to zero, ...).
+//!
+//! Randomised cases draw from a seeded generator; set `BP_CONFORMANCE_SEED` to replay a seed
+//! that a failure printed.
+
+// Amounts in the cases are written as major_minor units: `100_00` is 100.00 EUR.
+#![allow(clippy::inconsistent_digit_grouping)]
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::clock::ManualClock;
+use crate::store::Store;
+
+mod accounts;
+mod concurrency;
+mod customers;
+mod events;
+mod harness;
+mod history;
+mod pending;
+mod transfers;
+
+pub use accounts::{account_open, account_status};
+pub use concurrency::{concurrent_idempotency, concurrent_transfers};
+pub use customers::{customer_open, customer_update, customer_validation};
+pub use events::events_and_outbox;
+pub use history::{history_filters, history_invalid, history_pagination};
+pub use pending::{pending_errors, pending_expiry, pending_lifecycle};
+pub use transfers::{
+    balance_overflow, funding_and_internal_transfer, idempotency, kind_rules, overdraft_boundary,
+    transfer_rejections,
+};
+
+/// Makes the stores the suite runs on: a new, empty store for every case.
+///
+/// The factory outlives every store it makes, so it is the place for resources a store needs,
+/// such as the temporary directory of a database file.
+pub trait StoreFactory {
+    /// The store.
+    type S: Store + ?Sized;
+
+    /// A new, empty store that reads the time from `clock`.
+    fn fresh(&self, clock: Arc<ManualClock>) -> impl Future<Output = Arc<Self::S>> + Send;
+}
+
+/// A [`StoreFactory`] made from a closure; see [`factory_fn`].
+pub struct FnFactory<F>(F);
+
+impl<F> fmt::Debug for FnFactory<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FnFactory")
+    }
+}
+
+/// A [`StoreFactory`] from a closure that takes the clock and returns a future of the store:
+/// `factory_fn(|clock| async move { Arc::new(MemoryStore::with_clock(clock)) })`.
+pub fn factory_fn<S, Fut, F>(f: F) -> FnFactory<F>
+where
+    S: Store + ?Sized,
+    Fut: Future<Output = Arc<S>> + Send,
+    F: Fn(Arc<ManualClock>) -> Fut,
+{
+    FnFactory(f)
+}
+
+impl<S, Fut, F> StoreFactory for FnFactory<F>
+where
+    S: Store + ?Sized,
+    Fut: Future<Output = Arc<S>> + Send,
+    F: Fn(Arc<ManualClock>) -> Fut,
+{
+    type S = S;
+
+    fn fresh(&self, clock: Arc<ManualClock>) -> impl Future<Output = Arc<S>> + Send {
+        (self.0)(clock)
+    }
+}
+
+/// Runs one case; if it panics, names the case on stderr after the panic message.
+pub async fn run_case<Fut: Future<Output = ()>>(name: &str, case: Fut) {
+    /// Prints the case's name when dropped by a panic unwinding through the case.
+    struct Named<'a>(&'a str);
+
+    impl Drop for Named<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                eprintln!("store conformance case `{}` failed", self.0);
+            }
+        }
+    }
+
+    let _named = Named(name);
+    case.await;
+}
+
+/// Runs every case of the suite, one after the other, each on a fresh store from `factory`.
+/// Panics on the first failure, naming the case.
+pub async fn run_all<F: StoreFactory>(factory: &F) {
+    crate::__store_conformance_cases!(@run_all factory);
+}
+
+/// The names of the cases, in the order [`run_all`] runs them; each is a function of this module.
+pub const CASES: &[&str] = crate::__store_conformance_cases!(@names);
+
+/// Expands into one `#[tokio::test(flavor = "multi_thread", worker_threads = 4)]` per case of the
+/// store conformance suite, each on a fresh store from the factory expression (an
+/// `impl StoreFactory`, evaluated once per test). Invoke it inside a module of its own; the crate
+/// needs `tokio` (features `macros`, `rt-multi-thread`) as a dev-dependency.
+///
+/// ```no_run
+/// mod memory {
+///     bp_core::conformance_tests!(bp_core::testing::factory_fn(|clock| async move {
+///         std::sync::Arc::new(bp_core::memory::MemoryStore::with_clock(clock))
+///     }));
+/// }
+/// ```
+#[macro_export]
+macro_rules! conformance_tests {
+    ($factory:expr) => {
+        $crate::__store_conformance_cases!(@tests ($factory));
+    };
+}
+
+/// The list of cases, written once for [`run_all`], [`CASES`] and [`conformance_tests!`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __store_conformance_cases {
+    (@list @tests ($factory:expr) $($case:ident)*) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                let factory = $factory;
+                $crate::testing::run_case(
+                    ::core::stringify!($case),
+                    $crate::testing::$case(&factory),
+                )
+                .await;
+            }
+        )*
+    };
+    (@list @run_all $factory:ident $($case:ident)*) => {
+        $(
+            $crate::testing::run_case(
+                ::core::stringify!($case),
+                $crate::testing::$case($factory),
+            )
+            .await;
+        )*
+    };
+    (@list @names $($case:ident)*) => {
+        &[$(::core::stringify!($case)),*]
+    };
+    ($($mode:tt)*) => {
+        $crate::__store_conformance_cases! { @list $($mode)*
+            customer_open
+            customer_validation
+            customer_update
+            account_open
+            account_status
+            funding_and_internal_transfer
+            transfer_rejections
+            kind_rules
+            overdraft_boundary
+            balance_overflow
+            idempotency
+            pending_lifecycle
+            pending_expiry
+            pending_errors
+            history_pagination
+            history_filters
+            history_invalid
+            events_and_outbox
+            concurrent_transfers
+            concurrent_idempotency
+        }
+    };
+}
