@@ -59,11 +59,14 @@ impl SystemAccount {
     }
 
     /// The fixed id of this system account in `currency`: every store and every process agrees
-    /// on it without a lookup.
+    /// on it without a lookup. It is an RFC 9562 version-8 (custom) UUID: `bpsyst`, the version
+    /// byte, the kind, the variant byte, the currency code, then zeros.
     pub fn id(self, currency: Currency) -> AccountId {
         let mut bytes = [0u8; 16];
-        bytes[..8].copy_from_slice(b"bp-systm");
-        bytes[8] = self.code();
+        bytes[..6].copy_from_slice(SYSTEM_ID_PREFIX);
+        bytes[6] = 0x80;
+        bytes[7] = self.code();
+        bytes[8] = 0x80;
         bytes[9..12].copy_from_slice(currency.code().as_bytes());
         AccountId::from_uuid(Uuid::from_bytes(bytes))
     }
@@ -80,15 +83,18 @@ impl SystemAccount {
     /// Which system account `id` is, if it is one.
     pub fn from_id(id: AccountId) -> Option<(SystemAccount, Currency)> {
         let bytes = id.as_uuid().as_bytes();
-        if &bytes[..8] != b"bp-systm" || bytes[12..] != [0; 4] {
+        if &bytes[..6] != SYSTEM_ID_PREFIX || bytes[6] != 0x80 || bytes[8] != 0x80 || bytes[12..] != [0; 4] {
             return None;
         }
-        let kind = SystemAccount::ALL.into_iter().find(|k| k.code() == bytes[8])?;
+        let kind = SystemAccount::ALL.into_iter().find(|k| k.code() == bytes[7])?;
         let code = std::str::from_utf8(&bytes[9..12]).ok()?;
         let currency = Currency::from_code(code).ok()?;
         Some((kind, currency))
     }
 }
+
+/// The first bytes of every system account id.
+const SYSTEM_ID_PREFIX: &[u8; 6] = b"bpsyst";
 
 /// First serial of the range reserved for system accounts.
 pub const SYSTEM_SERIAL_BASE: u64 = 9_900_000_000;

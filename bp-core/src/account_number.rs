@@ -88,39 +88,27 @@ impl AccountNumber {
             return Err(AccountNumberError::Empty);
         }
         let bytes = s.as_bytes();
-        if !bytes
-            .iter()
-            .all(|b| b.is_ascii_digit() || *b == b' ' || *b == b'-')
-        {
+        if !bytes.iter().all(|b| b.is_ascii_digit() || *b == b' ' || *b == b'-') {
             return Err(AccountNumberError::InvalidCharacter);
         }
         let digit_count = bytes.iter().filter(|b| b.is_ascii_digit()).count();
         if digit_count != TOTAL_DIGITS {
-            return Err(AccountNumberError::WrongLength {
-                actual: digit_count,
-            });
+            return Err(AccountNumberError::WrongLength { actual: digit_count });
         }
         if bytes.len() != TOTAL_DIGITS {
-            let grouped = bytes.len() == GROUPED_LEN
-                && (bytes[4] == b' ' || bytes[4] == b'-')
-                && bytes[9] == bytes[4];
+            let grouped = bytes.len() == GROUPED_LEN && (bytes[4] == b' ' || bytes[4] == b'-') && bytes[9] == bytes[4];
             if !grouped {
                 return Err(AccountNumberError::InvalidGrouping);
             }
         }
         // Exactly 12 ASCII digits remain, so the values below fit easily.
-        let (serial, check) = bytes
-            .iter()
-            .filter(|b| b.is_ascii_digit())
-            .map(|b| u64::from(b - b'0'))
-            .enumerate()
-            .fold((0u64, 0u64), |(serial, check), (i, d)| {
-                if i < SERIAL_DIGITS {
-                    (serial * 10 + d, check)
-                } else {
-                    (serial, check * 10 + d)
-                }
-            });
+        let (serial, check) =
+            bytes.iter().filter(|b| b.is_ascii_digit()).map(|b| u64::from(b - b'0')).enumerate().fold(
+                (0u64, 0u64),
+                |(serial, check), (i, d)| {
+                    if i < SERIAL_DIGITS { (serial * 10 + d, check) } else { (serial, check * 10 + d) }
+                },
+            );
         if check != check_digits_of(serial) {
             return Err(AccountNumberError::BadCheckDigits);
         }
@@ -205,10 +193,7 @@ mod tests {
         let s = n.to_string();
         assert_eq!(s.len(), 12);
         assert!(s.starts_with("0000000042"));
-        assert_eq!(
-            n.formatted(),
-            format!("{} {} {}", &s[..4], &s[4..8], &s[8..])
-        );
+        assert_eq!(n.formatted(), format!("{} {} {}", &s[..4], &s[4..8], &s[8..]));
     }
 
     #[test]
@@ -225,9 +210,7 @@ mod tests {
     fn serial_out_of_range() {
         assert_eq!(
             AccountNumber::from_serial(SERIAL_LIMIT),
-            Err(AccountNumberError::SerialOutOfRange {
-                serial: SERIAL_LIMIT
-            })
+            Err(AccountNumberError::SerialOutOfRange { serial: SERIAL_LIMIT })
         );
         assert!(AccountNumber::from_serial(u64::MAX).is_err());
     }
@@ -260,14 +243,8 @@ mod tests {
     fn full_number_congruence_is_not_enough() {
         // Serial 0 has check digits 98; "0000000000" + "01" is also ≡ 1 mod 97
         // but is not the canonical check, and must be rejected.
-        assert_eq!(
-            AccountNumber::from_serial(0).unwrap().to_string(),
-            "000000000098"
-        );
-        assert_eq!(
-            AccountNumber::parse("000000000001"),
-            Err(AccountNumberError::BadCheckDigits)
-        );
+        assert_eq!(AccountNumber::from_serial(0).unwrap().to_string(), "000000000098");
+        assert_eq!(AccountNumber::parse("000000000001"), Err(AccountNumberError::BadCheckDigits));
     }
 
     #[test]
@@ -289,9 +266,6 @@ mod tests {
             AccountNumberError::WrongLength { actual: 3 }.to_string(),
             "account number must have 12 digits, found 3"
         );
-        assert_eq!(
-            AccountNumberError::BadCheckDigits.to_string(),
-            "account number check digits are wrong"
-        );
+        assert_eq!(AccountNumberError::BadCheckDigits.to_string(), "account number check digits are wrong");
     }
 }

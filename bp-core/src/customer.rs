@@ -28,9 +28,8 @@ impl Username {
     pub fn parse(s: &str) -> Result<Self, LedgerError> {
         let ok_len = (3..=32).contains(&s.len());
         let ok_first = s.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-        let ok_chars = s
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'));
+        let ok_chars =
+            s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'));
         if ok_len && ok_first && ok_chars {
             Ok(Self(s.to_owned()))
         } else {
@@ -278,9 +277,7 @@ impl Customer {
     /// Whether `req` is the request that opened this customer (its identity fields, which never
     /// change), so that a retried opening replays instead of conflicting.
     pub fn opening_request_matches(&self, req: &NewCustomer) -> bool {
-        self.id == req.id
-            && self.username == req.username
-            && self.party == req.party
+        self.id == req.id && self.username == req.username && self.party == req.party
     }
 }
 

@@ -167,28 +167,17 @@ pub struct Iban(String);
 /// Value of an uppercase alphanumeric character in the MOD 97 computation
 /// (`0`–`9` → 0–9, `A`–`Z` → 10–35).
 fn char_value(b: u8) -> u32 {
-    if b.is_ascii_digit() {
-        u32::from(b - b'0')
-    } else {
-        u32::from(b - b'A') + 10
-    }
+    if b.is_ascii_digit() { u32::from(b - b'0') } else { u32::from(b - b'A') + 10 }
 }
 
 /// Remainder modulo 97 of the rearranged IBAN (`bban + country + check`),
 /// computed digit by digit so that no big integer is needed. All bytes must be
 /// ASCII digits or uppercase letters.
 fn mod97(country: &[u8], check: &[u8], bban: &[u8]) -> u32 {
-    bban.iter()
-        .chain(country)
-        .chain(check)
-        .fold(0u32, |rem, &b| {
-            let v = char_value(b);
-            if v < 10 {
-                (rem * 10 + v) % 97
-            } else {
-                (rem * 100 + v) % 97
-            }
-        })
+    bban.iter().chain(country).chain(check).fold(0u32, |rem, &b| {
+        let v = char_value(b);
+        if v < 10 { (rem * 10 + v) % 97 } else { (rem * 100 + v) % 97 }
+    })
 }
 
 impl Iban {
@@ -198,11 +187,7 @@ impl Iban {
         if s.len() > MAX_INPUT_LEN {
             return Err(IbanError::TooLong);
         }
-        let compact: Vec<u8> = s
-            .bytes()
-            .filter(|b| *b != b' ')
-            .map(|b| b.to_ascii_uppercase())
-            .collect();
+        let compact: Vec<u8> = s.bytes().filter(|b| *b != b' ').map(|b| b.to_ascii_uppercase()).collect();
         if compact.len() < MIN_LEN {
             return Err(IbanError::TooShort);
         }
@@ -210,25 +195,17 @@ impl Iban {
         let (check, bban) = rest.split_at(2);
         if !country.iter().all(u8::is_ascii_uppercase)
             || !check.iter().all(u8::is_ascii_digit)
-            || !bban
-                .iter()
-                .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+            || !bban.iter().all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
         {
             return Err(IbanError::InvalidCharacter);
         }
         // Only ASCII letters/digits remain, so this is valid UTF-8 and the
         // country slice is exactly two ASCII letters.
         let country_str = String::from_utf8_lossy(country).into_owned();
-        let expected =
-            country_iban_length(&country_str).ok_or_else(|| IbanError::UnknownCountry {
-                country: country_str.clone(),
-            })?;
+        let expected = country_iban_length(&country_str)
+            .ok_or_else(|| IbanError::UnknownCountry { country: country_str.clone() })?;
         if compact.len() != expected {
-            return Err(IbanError::WrongLength {
-                country: country_str,
-                expected,
-                actual: compact.len(),
-            });
+            return Err(IbanError::WrongLength { country: country_str, expected, actual: compact.len() });
         }
         // ISO 13616 check digits are 02..=98; 00, 01 and 99 are never issued
         // even though 01/99 can satisfy the congruence.
@@ -246,18 +223,12 @@ impl Iban {
             return Err(IbanError::TooLong);
         }
         let country_up = country.to_ascii_uppercase();
-        let bban_up: Vec<u8> = bban
-            .bytes()
-            .filter(|b| *b != b' ')
-            .map(|b| b.to_ascii_uppercase())
-            .collect();
+        let bban_up: Vec<u8> = bban.bytes().filter(|b| *b != b' ').map(|b| b.to_ascii_uppercase()).collect();
         if country_up.len() != 2 || bban_up.is_empty() {
             return Err(IbanError::TooShort);
         }
         if !country_up.bytes().all(|b| b.is_ascii_uppercase())
-            || !bban_up
-                .iter()
-                .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+            || !bban_up.iter().all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
         {
             return Err(IbanError::InvalidCharacter);
         }
@@ -361,10 +332,7 @@ mod tests {
     const VALID: [(&str, &str); 5] = [
         ("DE89 3704 0044 0532 0130 00", "DE89370400440532013000"),
         ("GB82 WEST 1234 5698 7654 32", "GB82WEST12345698765432"),
-        (
-            "FR14 2004 1010 0505 0001 3M02 606",
-            "FR1420041010050500013M02606",
-        ),
+        ("FR14 2004 1010 0505 0001 3M02 606", "FR1420041010050500013M02606"),
         ("NL91ABNA0417164300", "NL91ABNA0417164300"),
         ("CH9300762011623852957", "CH9300762011623852957"),
     ];
@@ -402,11 +370,7 @@ mod tests {
     #[test]
     fn parses_known_valid_ibans() {
         for (print, electronic) in VALID {
-            for input in [
-                print.to_string(),
-                electronic.to_string(),
-                print.to_lowercase(),
-            ] {
+            for input in [print.to_string(), electronic.to_string(), print.to_lowercase()] {
                 let iban = Iban::parse(&input).unwrap();
                 assert_eq!(iban.as_str(), electronic);
                 assert_eq!(
@@ -437,12 +401,7 @@ mod tests {
             let iban = Iban::from_bban(&electronic[..2], &electronic[4..]).unwrap();
             assert_eq!(iban.as_str(), electronic);
         }
-        assert_eq!(
-            Iban::from_bban("US", "123456789012345"),
-            Err(IbanError::UnknownCountry {
-                country: "US".into()
-            })
-        );
+        assert_eq!(Iban::from_bban("US", "123456789012345"), Err(IbanError::UnknownCountry { country: "US".into() }));
     }
 
     #[test]
@@ -459,28 +418,9 @@ mod tests {
             ("DE89-3704-0044-0532-0130-00", InvalidCharacter),
             ("DE89 3704 0044 0532 0130 0ä", InvalidCharacter),
             ("DE89\t370400440532013000", InvalidCharacter),
-            (
-                "US64SVBKUS6S3300958879",
-                UnknownCountry {
-                    country: "US".into(),
-                },
-            ),
-            (
-                "DE89 3704 0044 0532 0130 000",
-                WrongLength {
-                    country: "DE".into(),
-                    expected: 22,
-                    actual: 23,
-                },
-            ),
-            (
-                "NL91ABNA041716430",
-                WrongLength {
-                    country: "NL".into(),
-                    expected: 18,
-                    actual: 17,
-                },
-            ),
+            ("US64SVBKUS6S3300958879", UnknownCountry { country: "US".into() }),
+            ("DE89 3704 0044 0532 0130 000", WrongLength { country: "DE".into(), expected: 22, actual: 23 }),
+            ("NL91ABNA041716430", WrongLength { country: "NL".into(), expected: 18, actual: 17 }),
             ("DE88 3704 0044 0532 0130 00", BadCheckDigits),
             ("DE89 3704 0044 0532 0130 01", BadCheckDigits),
             ("GB82 WEST 1234 5698 7654 23", BadCheckDigits),
@@ -513,25 +453,11 @@ mod tests {
     #[test]
     fn error_messages() {
         assert_eq!(
-            IbanError::WrongLength {
-                country: "DE".into(),
-                expected: 22,
-                actual: 21
-            }
-            .to_string(),
+            IbanError::WrongLength { country: "DE".into(), expected: 22, actual: 21 }.to_string(),
             "IBAN for DE must have 22 characters, found 21"
         );
-        assert_eq!(
-            IbanError::UnknownCountry {
-                country: "US".into()
-            }
-            .to_string(),
-            "unknown IBAN country \"US\""
-        );
-        assert_eq!(
-            IbanError::TooLong.to_string(),
-            "IBAN input too long: at most 64 characters"
-        );
+        assert_eq!(IbanError::UnknownCountry { country: "US".into() }.to_string(), "unknown IBAN country \"US\"");
+        assert_eq!(IbanError::TooLong.to_string(), "IBAN input too long: at most 64 characters");
     }
 
     #[test]

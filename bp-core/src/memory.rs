@@ -17,7 +17,7 @@ use crate::ids::{AccountId, CustomerId, TransferId};
 use crate::money::Currency;
 use crate::rules::{LedgerView, decide};
 use crate::state::LedgerState;
-use crate::store::{CurrencyTotal, HistoryQuery, OutboxEntry, Page, Store};
+use crate::store::{CurrencyTotal, HistoryQuery, OutboxEntry, PAGE_LEN_MAX, Page, Store};
 use crate::transfer::{Posting, Transfer, TransferState};
 
 #[derive(Debug, Default)]
@@ -121,7 +121,7 @@ impl Store for MemoryStore {
 
     async fn events_after(&self, account: AccountId, after_seq: u64, limit: u32) -> Result<Vec<Event>, StoreError> {
         let inner = self.lock();
-        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let limit = usize::try_from(limit.min(PAGE_LEN_MAX)).unwrap_or(usize::MAX);
         Ok(inner
             .events
             .get(&account)
@@ -132,7 +132,7 @@ impl Store for MemoryStore {
     async fn outbox_after(&self, after: u64, limit: u32) -> Result<Vec<OutboxEntry>, StoreError> {
         let inner = self.lock();
         let start = usize::try_from(after).unwrap_or(usize::MAX);
-        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let limit = usize::try_from(limit.min(PAGE_LEN_MAX)).unwrap_or(usize::MAX);
         Ok(inner
             .outbox
             .iter()
@@ -151,16 +151,19 @@ impl Store for MemoryStore {
             .filter(|t| t.state == TransferState::Pending && t.hold_until.is_some_and(|u| u < now))
             .collect();
         due.sort_by_key(|t| (t.hold_until, t.id));
-        Ok(due.into_iter().take(usize::try_from(limit).unwrap_or(usize::MAX)).map(|t| t.id).collect())
+        let limit = usize::try_from(limit.min(PAGE_LEN_MAX)).unwrap_or(usize::MAX);
+        Ok(due.into_iter().take(limit).map(|t| t.id).collect())
     }
 
     async fn totals(&self) -> Result<Vec<CurrencyTotal>, StoreError> {
         let inner = self.lock();
         let mut totals: HashMap<Currency, CurrencyTotal> = HashMap::new();
         for a in inner.state.accounts() {
-            let t = totals
-                .entry(a.currency)
-                .or_insert(CurrencyTotal { currency: a.currency, posted_minor: 0, accounts: 0 });
+            let t = totals.entry(a.currency).or_insert(CurrencyTotal {
+                currency: a.currency,
+                posted_minor: 0,
+                accounts: 0,
+            });
             t.posted_minor += i128::from(a.posted_minor);
             t.accounts += 1;
         }

@@ -59,10 +59,7 @@ pub enum MoneyError {
 
 impl MoneyError {
     fn invalid(input: &str, reason: &'static str) -> Self {
-        MoneyError::InvalidAmount {
-            input_len: input.len(),
-            reason,
-        }
+        MoneyError::InvalidAmount { input_len: input.len(), reason }
     }
 }
 
@@ -70,11 +67,7 @@ impl MoneyError {
 fn echo(input: &str) -> String {
     let mut chars = input.chars();
     let head: String = chars.by_ref().take(MAX_ECHO_CHARS).collect();
-    if chars.next().is_some() {
-        format!("{head}…")
-    } else {
-        head
-    }
+    if chars.next().is_some() { format!("{head}…") } else { head }
 }
 
 // ---------------------------------------------------------------------------
@@ -320,9 +313,7 @@ impl Currency {
         if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_uppercase()) {
             return Err(unknown());
         }
-        let index = TABLE
-            .binary_search_by(|info| info.code.cmp(code))
-            .map_err(|_| unknown())?;
+        let index = TABLE.binary_search_by(|info| info.code.cmp(code)).map_err(|_| unknown())?;
         u8::try_from(index).map(Currency).map_err(|_| unknown())
     }
 
@@ -432,11 +423,7 @@ pub fn parse_amount_minor(s: &str, exponent: u8) -> Result<i64, MoneyError> {
 
     // Structure first, so that the reported reason is about the shape of the
     // input rather than about whichever limit happened to be hit first.
-    if let Some(bad) = int_part
-        .bytes()
-        .chain(frac_part.unwrap_or("").bytes())
-        .find(|b| !b.is_ascii_digit())
-    {
+    if let Some(bad) = int_part.bytes().chain(frac_part.unwrap_or("").bytes()).find(|b| !b.is_ascii_digit()) {
         let reason = match bad {
             b'.' => "more than one decimal point",
             b'-' => "misplaced minus sign",
@@ -457,10 +444,7 @@ pub fn parse_amount_minor(s: &str, exponent: u8) -> Result<i64, MoneyError> {
         None => "",
     };
     if frac.len() > usize::from(exponent) {
-        return Err(MoneyError::TooManyDecimals {
-            exponent,
-            currency: None,
-        });
+        return Err(MoneyError::TooManyDecimals { exponent, currency: None });
     }
 
     // Magnitude is accumulated in i128 and bounded by |i64::MIN| after every
@@ -469,11 +453,7 @@ pub fn parse_amount_minor(s: &str, exponent: u8) -> Result<i64, MoneyError> {
     let mut magnitude: i128 = 0;
     let push = |magnitude: i128, digit: u8| -> Result<i128, MoneyError> {
         let next = magnitude * 10 + i128::from(digit - b'0');
-        if next > limit {
-            Err(MoneyError::Overflow)
-        } else {
-            Ok(next)
-        }
+        if next > limit { Err(MoneyError::Overflow) } else { Ok(next) }
     };
     for digit in int_part.bytes().chain(frac.bytes()) {
         magnitude = push(magnitude, digit)?;
@@ -526,10 +506,7 @@ pub struct Money {
 impl Money {
     /// Builds an amount from a count of minor units (e.g. cents).
     pub fn new(amount_minor: i64, currency: Currency) -> Money {
-        Money {
-            amount_minor,
-            currency,
-        }
+        Money { amount_minor, currency }
     }
 
     /// Zero in the given currency.
@@ -543,10 +520,9 @@ impl Money {
     pub fn parse(s: &str, currency: Currency) -> Result<Money, MoneyError> {
         match parse_amount_minor(s, currency.exponent()) {
             Ok(amount_minor) => Ok(Money::new(amount_minor, currency)),
-            Err(MoneyError::TooManyDecimals { exponent, .. }) => Err(MoneyError::TooManyDecimals {
-                exponent,
-                currency: Some(currency),
-            }),
+            Err(MoneyError::TooManyDecimals { exponent, .. }) => {
+                Err(MoneyError::TooManyDecimals { exponent, currency: Some(currency) })
+            }
             Err(other) => Err(other),
         }
     }
@@ -586,10 +562,7 @@ impl Money {
         if self.currency == other.currency {
             Ok(())
         } else {
-            Err(MoneyError::CurrencyMismatch {
-                left: self.currency,
-                right: other.currency,
-            })
+            Err(MoneyError::CurrencyMismatch { left: self.currency, right: other.currency })
         }
     }
 
@@ -613,10 +586,7 @@ impl Money {
 
     /// `-self`; fails only for the most negative amount.
     pub fn checked_neg(&self) -> Result<Money, MoneyError> {
-        self.amount_minor
-            .checked_neg()
-            .map(|neg| Money::new(neg, self.currency))
-            .ok_or(MoneyError::Overflow)
+        self.amount_minor.checked_neg().map(|neg| Money::new(neg, self.currency)).ok_or(MoneyError::Overflow)
     }
 
     /// `self * factor` for an integer factor; fails on overflow.
@@ -651,11 +621,7 @@ struct MoneyRepr<'a> {
 
 impl Serialize for Money {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        MoneyRepr {
-            amount: Cow::Owned(self.to_decimal_string()),
-            currency: self.currency,
-        }
-        .serialize(serializer)
+        MoneyRepr { amount: Cow::Owned(self.to_decimal_string()), currency: self.currency }.serialize(serializer)
     }
 }
 
@@ -705,12 +671,7 @@ mod tests {
     #[test]
     fn table_is_sorted_unique_and_well_formed() {
         for pair in TABLE.windows(2) {
-            assert!(
-                pair[0].code < pair[1].code,
-                "{} !< {}",
-                pair[0].code,
-                pair[1].code
-            );
+            assert!(pair[0].code < pair[1].code, "{} !< {}", pair[0].code, pair[1].code);
         }
         for info in &TABLE {
             assert_eq!(info.code.len(), 3);
@@ -725,15 +686,7 @@ mod tests {
 
     #[test]
     fn currency_examples() {
-        let cases = [
-            ("JPY", 0),
-            ("EUR", 2),
-            ("USD", 2),
-            ("KWD", 3),
-            ("BHD", 3),
-            ("CLF", 4),
-            ("UYW", 4),
-        ];
+        let cases = [("JPY", 0), ("EUR", 2), ("USD", 2), ("KWD", 3), ("BHD", 3), ("CLF", 4), ("UYW", 4)];
         for (code, exp) in cases {
             let cur = Currency::from_code(code).unwrap();
             assert_eq!(cur.code(), code);
@@ -755,13 +708,7 @@ mod tests {
     #[test]
     fn unknown_currency() {
         for code in ["eur", "EU", "EURO", "", "XXX", "XAU", "HRK", "E1R", "ÉUR"] {
-            assert!(
-                matches!(
-                    Currency::from_code(code),
-                    Err(MoneyError::UnknownCurrency { .. })
-                ),
-                "{code}"
-            );
+            assert!(matches!(Currency::from_code(code), Err(MoneyError::UnknownCurrency { .. })), "{code}");
         }
         let err = Currency::from_code("ABC").unwrap_err();
         assert_eq!(err.to_string(), "unknown currency code \"ABC\"");
@@ -780,10 +727,7 @@ mod tests {
         assert!(serde_json::from_str::<Currency>("42").is_err());
         // Also from an owned (non-borrowed) string.
         let value = serde_json::Value::String("USD".into());
-        assert_eq!(
-            serde_json::from_value::<Currency>(value).unwrap(),
-            Currency::USD
-        );
+        assert_eq!(serde_json::from_value::<Currency>(value).unwrap(), Currency::USD);
     }
 
     #[test]
@@ -795,28 +739,11 @@ mod tests {
         assert_eq!(eur("-0.05").unwrap().amount_minor(), -5);
         assert_eq!(eur("-0").unwrap(), Money::zero(Currency::EUR));
         assert_eq!(eur("-0.00").unwrap(), Money::zero(Currency::EUR));
-        assert_eq!(
-            Money::parse("100", Currency::JPY).unwrap().amount_minor(),
-            100
-        );
-        assert_eq!(
-            Money::parse("1.5", Currency::KWD).unwrap().amount_minor(),
-            1500
-        );
-        assert_eq!(
-            Money::parse("0.0001", Currency::from_code("CLF").unwrap())
-                .unwrap()
-                .amount_minor(),
-            1
-        );
-        assert_eq!(
-            eur("92233720368547758.07").unwrap().amount_minor(),
-            i64::MAX
-        );
-        assert_eq!(
-            eur("-92233720368547758.08").unwrap().amount_minor(),
-            i64::MIN
-        );
+        assert_eq!(Money::parse("100", Currency::JPY).unwrap().amount_minor(), 100);
+        assert_eq!(Money::parse("1.5", Currency::KWD).unwrap().amount_minor(), 1500);
+        assert_eq!(Money::parse("0.0001", Currency::from_code("CLF").unwrap()).unwrap().amount_minor(), 1);
+        assert_eq!(eur("92233720368547758.07").unwrap().amount_minor(), i64::MAX);
+        assert_eq!(eur("-92233720368547758.08").unwrap().amount_minor(), i64::MIN);
     }
 
     fn reason(result: Result<Money, MoneyError>) -> &'static str {
@@ -837,10 +764,7 @@ mod tests {
         assert_eq!(reason(eur(" 5")), "whitespace not allowed");
         assert_eq!(reason(eur("5 ")), "whitespace not allowed");
         assert_eq!(reason(eur("1e3")), "exponent notation not allowed");
-        assert_eq!(
-            reason(eur("1,000.00")),
-            "digit group separators not allowed"
-        );
+        assert_eq!(reason(eur("1,000.00")), "digit group separators not allowed");
         assert_eq!(reason(eur("1_000")), "digit group separators not allowed");
         assert_eq!(reason(eur("1.2.3")), "more than one decimal point");
         assert_eq!(reason(eur("--1")), "misplaced minus sign");
@@ -848,47 +772,17 @@ mod tests {
         assert_eq!(reason(eur("abc")), "unexpected character");
         assert_eq!(reason(eur("١٢")), "unexpected character");
         let err = eur("12x").unwrap_err();
-        assert_eq!(
-            err,
-            MoneyError::InvalidAmount {
-                input_len: 3,
-                reason: "unexpected character"
-            }
-        );
-        assert_eq!(
-            err.to_string(),
-            "invalid amount (3 bytes): unexpected character"
-        );
+        assert_eq!(err, MoneyError::InvalidAmount { input_len: 3, reason: "unexpected character" });
+        assert_eq!(err.to_string(), "invalid amount (3 bytes): unexpected character");
     }
 
     #[test]
     fn parse_rejects_too_many_decimals() {
-        assert_eq!(
-            eur("1.005"),
-            Err(MoneyError::TooManyDecimals {
-                exponent: 2,
-                currency: Some(Currency::EUR)
-            })
-        );
-        assert_eq!(
-            eur("1.005").unwrap_err().to_string(),
-            "too many decimal places: EUR allows at most 2"
-        );
-        assert!(matches!(
-            Money::parse("100.0", Currency::JPY),
-            Err(MoneyError::TooManyDecimals { exponent: 0, .. })
-        ));
-        assert!(matches!(
-            Money::parse("1.0000", Currency::KWD),
-            Err(MoneyError::TooManyDecimals { exponent: 3, .. })
-        ));
-        assert_eq!(
-            parse_amount_minor("1.005", 2),
-            Err(MoneyError::TooManyDecimals {
-                exponent: 2,
-                currency: None
-            })
-        );
+        assert_eq!(eur("1.005"), Err(MoneyError::TooManyDecimals { exponent: 2, currency: Some(Currency::EUR) }));
+        assert_eq!(eur("1.005").unwrap_err().to_string(), "too many decimal places: EUR allows at most 2");
+        assert!(matches!(Money::parse("100.0", Currency::JPY), Err(MoneyError::TooManyDecimals { exponent: 0, .. })));
+        assert!(matches!(Money::parse("1.0000", Currency::KWD), Err(MoneyError::TooManyDecimals { exponent: 3, .. })));
+        assert_eq!(parse_amount_minor("1.005", 2), Err(MoneyError::TooManyDecimals { exponent: 2, currency: None }));
         assert_eq!(
             parse_amount_minor("1.005", 2).unwrap_err().to_string(),
             "too many decimal places: the amount allows at most 2"
@@ -922,14 +816,8 @@ mod tests {
         assert_eq!(Money::new(100, Currency::JPY).to_string(), "100");
         assert_eq!(Money::new(-100, Currency::JPY).to_string(), "-100");
         assert_eq!(Money::new(1000, Currency::KWD).to_string(), "1.000");
-        assert_eq!(
-            Money::new(i64::MIN, Currency::EUR).to_decimal_string(),
-            "-92233720368547758.08"
-        );
-        assert_eq!(
-            Money::new(i64::MAX, Currency::EUR).to_decimal_string(),
-            "92233720368547758.07"
-        );
+        assert_eq!(Money::new(i64::MIN, Currency::EUR).to_decimal_string(), "-92233720368547758.08");
+        assert_eq!(Money::new(i64::MAX, Currency::EUR).to_decimal_string(), "92233720368547758.07");
         assert_eq!(format_amount_minor(i64::MIN, 0), "-9223372036854775808");
         assert_eq!(format_amount_minor(7, 4), "0.0007");
         assert_eq!(format_amount_minor(-7, 25).len(), 28);
@@ -960,10 +848,7 @@ mod tests {
         assert_eq!(min.checked_neg(), Err(MoneyError::Overflow));
         assert_eq!(max.checked_mul_int(2), Err(MoneyError::Overflow));
         let usd = Money::new(1, Currency::USD);
-        let mismatch = MoneyError::CurrencyMismatch {
-            left: Currency::EUR,
-            right: Currency::USD,
-        };
+        let mismatch = MoneyError::CurrencyMismatch { left: Currency::EUR, right: Currency::USD };
         assert_eq!(a.checked_add(usd), Err(mismatch.clone()));
         assert_eq!(a.checked_sub(usd), Err(mismatch.clone()));
         assert_eq!(mismatch.to_string(), "currency mismatch: EUR vs USD");
@@ -980,8 +865,7 @@ mod tests {
         let jpy: Money = serde_json::from_str(r#"{"currency":"JPY","amount":"-7"}"#).unwrap();
         assert_eq!(jpy, Money::new(-7, Currency::JPY));
         // Escaped strings are not borrowable; they must still work.
-        let escaped: Money =
-            serde_json::from_str(r#"{"amount":"1\u002e5","currency":"EUR"}"#).unwrap();
+        let escaped: Money = serde_json::from_str(r#"{"amount":"1\u002e5","currency":"EUR"}"#).unwrap();
         assert_eq!(escaped.amount_minor(), 150);
         for bad in [
             r#"{"amount":"1.005","currency":"EUR"}"#,
@@ -994,9 +878,7 @@ mod tests {
         ] {
             assert!(serde_json::from_str::<Money>(bad).is_err(), "{bad}");
         }
-        let err = serde_json::from_str::<Money>(r#"{"amount":"1.005","currency":"EUR"}"#)
-            .unwrap_err()
-            .to_string();
+        let err = serde_json::from_str::<Money>(r#"{"amount":"1.005","currency":"EUR"}"#).unwrap_err().to_string();
         assert!(err.contains("too many decimal places"), "{err}");
     }
 

@@ -6,18 +6,18 @@ use crate::account::{
     Account, AccountKind, AccountOwner, AccountStatus, NewAccount, SYSTEM_SERIAL_BASE, SystemAccount,
 };
 use crate::account_number::AccountNumber;
+use crate::clock::truncate_to_micros;
 use crate::command::{Command, Executed, Keys, Outcome};
 use crate::customer::{
-    Contact, Customer, CustomerUpdate, DOCUMENTS_MAX, EXTRA_BYTES_MAX, IdentityDocument, NewCustomer,
-    Party, TEXT_CHARS_MAX, Username,
+    Contact, Customer, CustomerUpdate, DOCUMENTS_MAX, EXTRA_BYTES_MAX, IdentityDocument, NewCustomer, Party,
+    TEXT_CHARS_MAX, Username,
 };
 use crate::error::LedgerError;
 use crate::event::{EVENT_VERSION, Event, EventBody};
 use crate::ids::{AccountId, CustomerId, EventId, TransferId};
 use crate::money::Money;
 use crate::transfer::{
-    Direction, Posting, REFERENCE_CHARS_MAX, Transfer, TransferKind, TransferRequest, TransferState,
-    VoidReason,
+    Direction, Posting, REFERENCE_CHARS_MAX, Transfer, TransferKind, TransferRequest, TransferState, VoidReason,
 };
 
 /// What the rules need to read. Stores load what [`keys`] names before calling [`decide`].
@@ -318,18 +318,14 @@ pub fn check_funds(account: &Account, amount_minor: i64) -> Result<(), LedgerErr
 }
 
 fn add_posted(account: &mut Account, delta_minor: i64) -> Result<(), LedgerError> {
-    account.posted_minor = account
-        .posted_minor
-        .checked_add(delta_minor)
-        .ok_or(LedgerError::BalanceOverflow { account: account.id })?;
+    account.posted_minor =
+        account.posted_minor.checked_add(delta_minor).ok_or(LedgerError::BalanceOverflow { account: account.id })?;
     Ok(())
 }
 
 fn add_held(account: &mut Account, delta_minor: i64) -> Result<(), LedgerError> {
-    let held = account
-        .held_minor
-        .checked_add(delta_minor)
-        .ok_or(LedgerError::BalanceOverflow { account: account.id })?;
+    let held =
+        account.held_minor.checked_add(delta_minor).ok_or(LedgerError::BalanceOverflow { account: account.id })?;
     assert!(held >= 0, "holds never go negative: a release matches a hold");
     account.held_minor = held;
     Ok(())
@@ -624,7 +620,7 @@ fn transfer(view: &impl LedgerView, req: &TransferRequest, now: Timestamp) -> Re
         amount: req.amount,
         reference: req.reference.clone(),
         state: TransferState::Posted,
-        hold_until: req.hold_until,
+        hold_until: req.hold_until.map(truncate_to_micros),
         void_reason: None,
         created_at: now,
         finished_at: Some(now),
@@ -709,12 +705,8 @@ fn void_pending(
     transfer.finished_at = Some(now);
     let mut effects = Effects::default();
     add_held(&mut debit, -transfer.amount.amount_minor())?;
-    let body = EventBody::TransferVoided {
-        transfer_id: id,
-        reason,
-        amount: transfer.amount,
-        balances: debit.balances(),
-    };
+    let body =
+        EventBody::TransferVoided { transfer_id: id, reason, amount: transfer.amount, balances: debit.balances() };
     push_event(&mut debit, body, now, &mut effects.events);
     effects.accounts.push((Write::Update, debit));
     effects.transfers.push((Write::Update, transfer.clone()));

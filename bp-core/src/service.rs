@@ -35,7 +35,10 @@ pub struct TransferReceipt {
 }
 
 fn unexpected(what: &'static str) -> Error {
-    Error::Store(StoreError::new(StoreErrorKind::Corrupt, format!("the store answered with the wrong record kind for {what}")))
+    Error::Store(StoreError::new(
+        StoreErrorKind::Corrupt,
+        format!("the store answered with the wrong record kind for {what}"),
+    ))
 }
 
 fn into_customer(e: Executed) -> Result<Customer, Error> {
@@ -197,7 +200,10 @@ impl<S: Store + ?Sized> Ledger<S> {
     /// [`PAGE_LEN_MAX`]).
     pub async fn events_after(&self, account: AccountId, after_seq: u64, limit: u32) -> Result<Vec<Event>, Error> {
         if limit == 0 || limit > PAGE_LEN_MAX {
-            return Err(Error::Ledger(LedgerError::InvalidField { field: "limit", reason: "must be between 1 and 500" }));
+            return Err(Error::Ledger(LedgerError::InvalidField {
+                field: "limit",
+                reason: "must be between 1 and 500",
+            }));
         }
         self.account(account).await?;
         Ok(self.store.events_after(account, after_seq, limit).await?)

@@ -1,5 +1,6 @@
 //! Service records: the envelope of interbank transfers, international transfers and loans (FR3,
-//! FR6). The external-services work fills them; the ledger stores and lists them.
+//! FR6). The type is here so that the API, the SDK and the external-services work share it; no
+//! store keeps service records yet (the external-services work adds that).
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

@@ -146,13 +146,16 @@ pub trait Store: Send + Sync + 'static {
     /// A page of an account's postings, newest first, filtered by `query` (already validated).
     async fn postings(&self, account: AccountId, query: &HistoryQuery) -> Result<Page<Posting>, StoreError>;
 
-    /// An account's events with `seq > after_seq`, oldest first, at most `limit`.
+    /// An account's events with `seq > after_seq`, oldest first, at most `limit` (and at most
+    /// [`PAGE_LEN_MAX`]).
     async fn events_after(&self, account: AccountId, after_seq: u64, limit: u32) -> Result<Vec<Event>, StoreError>;
 
-    /// Outbox entries with `position > after`, in commit order, at most `limit`.
+    /// Outbox entries with `position > after`, in commit order, at most `limit` (and at most
+    /// [`PAGE_LEN_MAX`]).
     async fn outbox_after(&self, after: u64, limit: u32) -> Result<Vec<OutboxEntry>, StoreError>;
 
-    /// Pending transfers whose hold ended before `now`, at most `limit`: for the expiry sweeper.
+    /// Pending transfers whose hold ended before `now`, at most `limit` (and at most
+    /// [`PAGE_LEN_MAX`]): for the expiry sweeper.
     async fn pending_expired(&self, now: Timestamp, limit: u32) -> Result<Vec<TransferId>, StoreError>;
 
     /// The sum of posted balances per currency (the ledger keeps each at zero).

@@ -6,7 +6,7 @@
 //! [`conformance_tests!`](crate::conformance_tests) macro, which expands into one
 //! `#[tokio::test]` per case, so that a failure names its case:
 //!
-//! ```ignore
+//! ```text
 //! // tests/sqlite_conformance.rs of an adapter crate (needs `tokio` with the `macros` and
 //! // `rt-multi-thread` features as a dev-dependency, and bp-core with the `testing` feature).
 //! mod sqlite {
@@ -54,8 +54,7 @@ pub use events::events_and_outbox;
 pub use history::{history_filters, history_invalid, history_pagination};
 pub use pending::{pending_errors, pending_expiry, pending_lifecycle};
 pub use transfers::{
-    balance_overflow, funding_and_internal_transfer, idempotency, kind_rules, overdraft_boundary,
-    transfer_rejections,
+    balance_overflow, funding_and_internal_transfer, idempotency, kind_rules, overdraft_boundary, transfer_rejections,
 };
 
 /// Makes the stores the suite runs on: a new, empty store for every case.

@@ -16,9 +16,7 @@ const KNOWN_VALID: [&str; 5] = [
 ];
 
 fn valid_account() -> impl Strategy<Value = AccountNumber> {
-    (0..SERIAL_LIMIT).prop_map(|serial| {
-        AccountNumber::from_serial(serial).unwrap_or_else(|e| panic!("{serial}: {e}"))
-    })
+    (0..SERIAL_LIMIT).prop_map(|serial| AccountNumber::from_serial(serial).unwrap_or_else(|e| panic!("{serial}: {e}")))
 }
 
 /// Reference MOD 97 over the rearranged IBAN, written independently of the
@@ -48,11 +46,8 @@ fn make_iban(country: &str, bban: &str) -> String {
 /// A random valid IBAN for a random registry country with an alphanumeric BBAN.
 fn random_iban() -> impl Strategy<Value = String> {
     prop::sample::select(iban_countries().collect::<Vec<_>>()).prop_flat_map(|(country, len)| {
-        prop::collection::vec(
-            prop::sample::select(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ".to_vec()),
-            len - 4,
-        )
-        .prop_map(move |bytes| make_iban(country, &String::from_utf8(bytes).unwrap()))
+        prop::collection::vec(prop::sample::select(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ".to_vec()), len - 4)
+            .prop_map(move |bytes| make_iban(country, &String::from_utf8(bytes).unwrap()))
     })
 }
 
@@ -62,20 +57,11 @@ fn random_de_iban() -> impl Strategy<Value = String> {
 }
 
 fn any_valid_iban() -> impl Strategy<Value = String> {
-    prop_oneof![
-        prop::sample::select(KNOWN_VALID.to_vec()).prop_map(String::from),
-        random_de_iban(),
-        random_iban(),
-    ]
+    prop_oneof![prop::sample::select(KNOWN_VALID.to_vec()).prop_map(String::from), random_de_iban(), random_iban(),]
 }
 
 fn print_format(electronic: &str) -> String {
-    electronic
-        .as_bytes()
-        .chunks(4)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect::<Vec<_>>()
-        .join(" ")
+    electronic.as_bytes().chunks(4).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>().join(" ")
 }
 
 proptest! {

@@ -31,22 +31,14 @@ fn canonical(s: &str, exponent: u8) -> String {
     };
     let (int_part, frac_part) = unsigned.split_once('.').unwrap_or((unsigned, ""));
     let int_trimmed = int_part.trim_start_matches('0');
-    let int_digits = if int_trimmed.is_empty() {
-        "0"
-    } else {
-        int_trimmed
-    };
+    let int_digits = if int_trimmed.is_empty() { "0" } else { int_trimmed };
     let mut frac = frac_part.to_string();
     while frac.len() < usize::from(exponent) {
         frac.push('0');
     }
     let is_zero = int_digits == "0" && frac.bytes().all(|b| b == b'0');
     let sign = if negative && !is_zero { "-" } else { "" };
-    if exponent == 0 {
-        format!("{sign}{int_digits}")
-    } else {
-        format!("{sign}{int_digits}.{frac}")
-    }
+    if exponent == 0 { format!("{sign}{int_digits}") } else { format!("{sign}{int_digits}.{frac}") }
 }
 
 proptest! {

@@ -8,48 +8,34 @@
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use bp_core::account::{
-    Account, AccountKind, AccountOwner, AccountStatus, Balances, NewAccount, SystemAccount,
-};
+use bp_core::account::{Account, AccountKind, AccountOwner, AccountStatus, Balances, NewAccount, SystemAccount};
 use bp_core::clock::ManualClock;
 use bp_core::command::{Command, Executed, Outcome};
 use bp_core::customer::{
-    BiometricEnrolment, Contact, Customer, CustomerUpdate, DocumentKind, IdentityDocument,
-    Incorporation, KycStatus, LegalEntityProfile, NewCustomer, Party, PersonProfile, Username,
+    BiometricEnrolment, Contact, Customer, CustomerUpdate, DocumentKind, IdentityDocument, Incorporation, KycStatus,
+    LegalEntityProfile, NewCustomer, Party, PersonProfile, Username,
 };
 use bp_core::event::{EVENT_VERSION, Event, EventBody};
 use bp_core::memory::MemoryStore;
 use bp_core::service::current_account;
 use bp_core::service_record::{ServiceKind, ServiceRecord, ServiceStatus};
 use bp_core::store::{CurrencyTotal, HistoryQuery, OutboxEntry, PAGE_LEN_MAX, Page, Store};
-use bp_core::transfer::{
-    Direction, Posting, Transfer, TransferKind, TransferRequest, TransferState, VoidReason,
-};
-use bp_core::{
-    AccountId, Currency, CustomerId, EventId, Ledger, Money, ServiceRecordId, Timestamp, TransferId,
-};
+use bp_core::transfer::{Direction, Posting, Transfer, TransferKind, TransferRequest, TransferState, VoidReason};
+use bp_core::{AccountId, Currency, CustomerId, EventId, Ledger, Money, ServiceRecordId, Timestamp, TransferId};
 use chrono::NaiveDate;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 fn roundtrip<T: Serialize + DeserializeOwned + PartialEq + Debug>(what: &str, value: &T) {
     let text = serde_json::to_string(value).unwrap_or_else(|e| panic!("{what}: serialise: {e}"));
-    let back: T =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: deserialise {text}: {e}"));
+    let back: T = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: deserialise {text}: {e}"));
     assert_eq!(&back, value, "{what}: through the string {text}");
-    assert_eq!(
-        serde_json::to_string(&back).ok().as_deref(),
-        Some(text.as_str()),
-        "{what}: serialises stably"
-    );
+    assert_eq!(serde_json::to_string(&back).ok().as_deref(), Some(text.as_str()), "{what}: serialises stably");
     let tree = serde_json::to_value(value).unwrap_or_else(|e| panic!("{what}: to_value: {e}"));
-    let back: T = serde_json::from_value(tree.clone())
-        .unwrap_or_else(|e| panic!("{what}: from_value {tree}: {e}"));
+    let back: T = serde_json::from_value(tree.clone()).unwrap_or_else(|e| panic!("{what}: from_value {tree}: {e}"));
     assert_eq!(&back, value, "{what}: through the value {tree}");
-    let pretty =
-        serde_json::to_string_pretty(value).unwrap_or_else(|e| panic!("{what}: pretty: {e}"));
-    let back: T =
-        serde_json::from_str(&pretty).unwrap_or_else(|e| panic!("{what}: deserialise pretty: {e}"));
+    let pretty = serde_json::to_string_pretty(value).unwrap_or_else(|e| panic!("{what}: pretty: {e}"));
+    let back: T = serde_json::from_str(&pretty).unwrap_or_else(|e| panic!("{what}: deserialise pretty: {e}"));
     assert_eq!(&back, value, "{what}: through pretty JSON");
 }
 
@@ -162,14 +148,7 @@ fn balances(posted: i64, held: i64, currency: Currency) -> Balances {
 
 fn event(body: EventBody) -> Event {
     let account_id = AccountId::new_v7();
-    Event {
-        id: EventId::derive(account_id, 9),
-        account_id,
-        seq: 9,
-        version: EVENT_VERSION,
-        at: at(5),
-        body,
-    }
+    Event { id: EventId::derive(account_id, 9), account_id, seq: 9, version: EVENT_VERSION, at: at(5), body }
 }
 
 fn posting(reference: Option<String>) -> Posting {
@@ -191,14 +170,8 @@ fn posting(reference: Option<String>) -> Posting {
 fn customers_and_their_requests() {
     for req in [new_person(), new_company()] {
         roundtrip("NewCustomer", &req);
-        roundtrip(
-            "Customer",
-            &customer_of(&req, BiometricEnrolment::NotEnrolled),
-        );
-        let enrolled = BiometricEnrolment::Enrolled {
-            device_id: "device-1".to_owned(),
-            enrolled_at: at(3),
-        };
+        roundtrip("Customer", &customer_of(&req, BiometricEnrolment::NotEnrolled));
+        let enrolled = BiometricEnrolment::Enrolled { device_id: "device-1".to_owned(), enrolled_at: at(3) };
         roundtrip("Customer (enrolled)", &customer_of(&req, enrolled));
     }
 }
@@ -210,36 +183,19 @@ fn customer_updates() {
         (
             "every field",
             CustomerUpdate {
-                contact: Some(Contact {
-                    email: Some("a@b.example".to_owned()),
-                    phone: None,
-                    address: None,
-                }),
+                contact: Some(Contact { email: Some("a@b.example".to_owned()), phone: None, address: None }),
                 photo_ref: Some(Some("photos/new.png".to_owned())),
-                biometric: Some(BiometricEnrolment::Enrolled {
-                    device_id: "d".to_owned(),
-                    enrolled_at: at(4),
-                }),
+                biometric: Some(BiometricEnrolment::Enrolled { device_id: "d".to_owned(), enrolled_at: at(4) }),
                 kyc: Some(KycStatus::Rejected),
                 documents: Some(Vec::new()),
                 extra: Some(json_map(serde_json::json!({ "remove": null, "set": 1 }))),
             },
         ),
-        (
-            "photo removed",
-            CustomerUpdate {
-                photo_ref: Some(None),
-                ..CustomerUpdate::default()
-            },
-        ),
+        ("photo removed", CustomerUpdate { photo_ref: Some(None), ..CustomerUpdate::default() }),
     ];
     for (what, update) in updates {
         roundtrip(&format!("CustomerUpdate ({what})"), &update);
-        let cmd = Command::UpdateCustomer {
-            id: CustomerId::new_v7(),
-            expected_version: Some(3),
-            update,
-        };
+        let cmd = Command::UpdateCustomer { id: CustomerId::new_v7(), expected_version: Some(3), update };
         roundtrip(&format!("Command::UpdateCustomer ({what})"), &cmd);
     }
 }
@@ -247,21 +203,13 @@ fn customer_updates() {
 #[test]
 fn accounts() {
     let owners = [
-        AccountOwner::Customer {
-            customer_id: CustomerId::new_v7(),
-        },
-        AccountOwner::Bank {
-            system: SystemAccount::LoanFunding,
-        },
+        AccountOwner::Customer { customer_id: CustomerId::new_v7() },
+        AccountOwner::Bank { system: SystemAccount::LoanFunding },
     ];
-    for (owner, status) in owners
-        .into_iter()
-        .zip([AccountStatus::Frozen, AccountStatus::Active])
-    {
+    for (owner, status) in owners.into_iter().zip([AccountStatus::Frozen, AccountStatus::Active]) {
         let account = Account {
             id: AccountId::new_v7(),
-            number: bp_core::account_number::AccountNumber::from_serial(1_234_567_890)
-                .expect("a serial"),
+            number: bp_core::account_number::AccountNumber::from_serial(1_234_567_890).expect("a serial"),
             owner,
             kind: AccountKind::Savings,
             currency: Currency::CHF,
@@ -275,21 +223,13 @@ fn accounts() {
         };
         roundtrip("Account", &account);
     }
-    roundtrip(
-        "NewAccount",
-        &current_account(AccountId::new_v7(), CustomerId::new_v7(), Currency::USD),
-    );
+    roundtrip("NewAccount", &current_account(AccountId::new_v7(), CustomerId::new_v7(), Currency::USD));
     roundtrip("Balances", &balances(-5, 10, Currency::EUR));
 }
 
 #[test]
 fn transfers_postings_and_requests() {
-    for state in [
-        TransferState::Pending,
-        TransferState::Posted,
-        TransferState::Voided,
-        TransferState::Failed,
-    ] {
+    for state in [TransferState::Pending, TransferState::Posted, TransferState::Voided, TransferState::Failed] {
         roundtrip("Transfer", &transfer(state, true));
         roundtrip("Transfer (no optional fields)", &transfer(state, false));
     }
@@ -303,14 +243,7 @@ fn transfers_postings_and_requests() {
         hold_until: Some(at(60)),
     };
     roundtrip("TransferRequest", &req);
-    roundtrip(
-        "TransferRequest (bare)",
-        &TransferRequest {
-            reference: None,
-            hold_until: None,
-            ..req
-        },
-    );
+    roundtrip("TransferRequest (bare)", &TransferRequest { reference: None, hold_until: None, ..req });
     roundtrip("Posting", &posting(Some("fee".to_owned())));
     roundtrip("Posting (no reference)", &posting(None));
 }
@@ -319,12 +252,8 @@ fn transfers_postings_and_requests() {
 fn events_of_every_type() {
     let eur = Currency::EUR;
     let bodies = [
-        EventBody::AccountOpened {
-            balances: balances(0, 0, eur),
-        },
-        EventBody::AccountStatusChanged {
-            status: AccountStatus::Closed,
-        },
+        EventBody::AccountOpened { balances: balances(0, 0, eur) },
+        EventBody::AccountStatusChanged { status: AccountStatus::Closed },
         EventBody::TransferPosted {
             transfer_id: TransferId::new_v7(),
             kind: TransferKind::Internal,
@@ -353,13 +282,7 @@ fn events_of_every_type() {
         roundtrip(what, &e);
         let tree = serde_json::to_value(&e).expect("serialise");
         assert_eq!(tree["type"], what, "the wire type of {what}");
-        roundtrip(
-            "OutboxEntry",
-            &OutboxEntry {
-                position: 17,
-                event: e,
-            },
-        );
+        roundtrip("OutboxEntry", &OutboxEntry { position: 17, event: e });
     }
 }
 
@@ -379,52 +302,21 @@ fn queries_pages_totals_and_service_records() {
     roundtrip("HistoryQuery (every filter)", &full);
     roundtrip(
         "Page (with cursor)",
-        &Page {
-            items: vec![posting(None), posting(Some("x".to_owned()))],
-            next_cursor: Some(12),
-        },
+        &Page { items: vec![posting(None), posting(Some("x".to_owned()))], next_cursor: Some(12) },
     );
-    roundtrip(
-        "Page (last)",
-        &Page::<Posting> {
-            items: Vec::new(),
-            next_cursor: None,
-        },
-    );
+    roundtrip("Page (last)", &Page::<Posting> { items: Vec::new(), next_cursor: None });
+    roundtrip("CurrencyTotal", &CurrencyTotal { currency: Currency::JPY, posted_minor: 0, accounts: 3 });
     roundtrip(
         "CurrencyTotal",
-        &CurrencyTotal {
-            currency: Currency::JPY,
-            posted_minor: 0,
-            accounts: 3,
-        },
-    );
-    roundtrip(
-        "CurrencyTotal",
-        &CurrencyTotal {
-            currency: Currency::EUR,
-            posted_minor: i128::from(i64::MIN),
-            accounts: 1,
-        },
+        &CurrencyTotal { currency: Currency::EUR, posted_minor: i128::from(i64::MIN), accounts: 1 },
     );
     // Beyond 64 bits a total only fits the text form (a `serde_json::Value` number is 64-bit).
-    let wide = CurrencyTotal {
-        currency: Currency::EUR,
-        posted_minor: i128::from(i64::MIN) * 4,
-        accounts: 9,
-    };
+    let wide = CurrencyTotal { currency: Currency::EUR, posted_minor: i128::from(i64::MIN) * 4, accounts: 9 };
     let text = serde_json::to_string(&wide).expect("serialise");
-    assert_eq!(
-        serde_json::from_str::<CurrencyTotal>(&text).expect("deserialise"),
-        wide,
-        "{text}"
-    );
+    assert_eq!(serde_json::from_str::<CurrencyTotal>(&text).expect("deserialise"), wide, "{text}");
     for (kind, status) in [
         (ServiceKind::InterbankTransfer, ServiceStatus::Requested),
-        (
-            ServiceKind::InternationalTransfer,
-            ServiceStatus::InProgress,
-        ),
+        (ServiceKind::InternationalTransfer, ServiceStatus::InProgress),
         (ServiceKind::Loan, ServiceStatus::Completed),
         (ServiceKind::Loan, ServiceStatus::Rejected),
         (ServiceKind::InterbankTransfer, ServiceStatus::Cancelled),
@@ -437,9 +329,7 @@ fn queries_pages_totals_and_service_records() {
             account_id: AccountId::new_v7(),
             amount: Money::new(99_999, Currency::GBP),
             transfers: vec![TransferId::new_v7(), TransferId::new_v7()],
-            details: json_map(
-                serde_json::json!({ "iban": "DE89370400440532013000", "fx": { "rate": "1.0842" } }),
-            ),
+            details: json_map(serde_json::json!({ "iban": "DE89370400440532013000", "fx": { "rate": "1.0842" } })),
             created_at: at(0),
             updated_at: at(1),
         };
@@ -452,11 +342,7 @@ fn commands_and_their_answers() {
     let commands = [
         Command::OpenCustomer(Box::new(new_person())),
         Command::OpenCustomer(Box::new(new_company())),
-        Command::UpdateCustomer {
-            id: CustomerId::new_v7(),
-            expected_version: None,
-            update: CustomerUpdate::default(),
-        },
+        Command::UpdateCustomer { id: CustomerId::new_v7(), expected_version: None, update: CustomerUpdate::default() },
         Command::OpenAccount(NewAccount {
             id: AccountId::new_v7(),
             customer_id: CustomerId::new_v7(),
@@ -464,10 +350,7 @@ fn commands_and_their_answers() {
             currency: Currency::JPY,
             overdraft_limit_minor: 100,
         }),
-        Command::SetAccountStatus {
-            id: AccountId::new_v7(),
-            status: AccountStatus::Frozen,
-        },
+        Command::SetAccountStatus { id: AccountId::new_v7(), status: AccountStatus::Frozen },
         Command::Transfer(TransferRequest {
             id: TransferId::new_v7(),
             kind: TransferKind::Deposit,
@@ -477,13 +360,8 @@ fn commands_and_their_answers() {
             reference: None,
             hold_until: None,
         }),
-        Command::PostPending {
-            id: TransferId::new_v7(),
-        },
-        Command::VoidPending {
-            id: TransferId::new_v7(),
-            reason: VoidReason::Cancelled,
-        },
+        Command::PostPending { id: TransferId::new_v7() },
+        Command::VoidPending { id: TransferId::new_v7(), reason: VoidReason::Cancelled },
     ];
     for cmd in &commands {
         roundtrip("Command", cmd);
@@ -493,9 +371,7 @@ fn commands_and_their_answers() {
         Outcome::Account(Account {
             id: AccountId::new_v7(),
             number: SystemAccount::Fees.number(Currency::EUR),
-            owner: AccountOwner::Bank {
-                system: SystemAccount::Fees,
-            },
+            owner: AccountOwner::Bank { system: SystemAccount::Fees },
             kind: AccountKind::System,
             currency: Currency::EUR,
             status: AccountStatus::Active,
@@ -518,37 +394,16 @@ fn commands_and_their_answers() {
 #[tokio::test]
 async fn records_of_a_real_run() {
     let clock = Arc::new(ManualClock::new(at(0)));
-    let store = Arc::new(MemoryStore::with_clock(
-        Arc::clone(&clock) as Arc<dyn bp_core::clock::Clock>
-    ));
+    let store = Arc::new(MemoryStore::with_clock(Arc::clone(&clock) as Arc<dyn bp_core::clock::Clock>));
     let ledger = Ledger::new(Arc::clone(&store));
     let ada = ledger.open_customer(new_person()).await.expect("open");
     let acme = ledger.open_customer(new_company()).await.expect("open");
-    let a = ledger
-        .open_account(current_account(AccountId::new_v7(), ada.id, Currency::EUR))
-        .await
-        .expect("open");
-    let b = ledger
-        .open_account(current_account(AccountId::new_v7(), acme.id, Currency::EUR))
-        .await
-        .expect("open");
-    ledger
-        .fund(
-            TransferId::new_v7(),
-            a.id,
-            Money::new(100_00, Currency::EUR),
-        )
-        .await
-        .expect("fund");
+    let a = ledger.open_account(current_account(AccountId::new_v7(), ada.id, Currency::EUR)).await.expect("open");
+    let b = ledger.open_account(current_account(AccountId::new_v7(), acme.id, Currency::EUR)).await.expect("open");
+    ledger.fund(TransferId::new_v7(), a.id, Money::new(100_00, Currency::EUR)).await.expect("fund");
     clock.set(at(60));
     let paid = ledger
-        .internal_transfer(
-            TransferId::new_v7(),
-            a.id,
-            b.id,
-            Money::new(12_34, Currency::EUR),
-            Some("rent".to_owned()),
-        )
+        .internal_transfer(TransferId::new_v7(), a.id, b.id, Money::new(12_34, Currency::EUR), Some("rent".to_owned()))
         .await
         .expect("pay");
     let hold = |amount| TransferRequest {
@@ -565,63 +420,25 @@ async fn records_of_a_real_run() {
         ledger.transfer(p.clone()).await.expect("hold");
     }
     ledger.post_pending(p1.id).await.expect("post");
-    ledger
-        .void_pending(p2.id, VoidReason::Cancelled)
-        .await
-        .expect("void");
-    ledger
-        .void_pending(p3.id, VoidReason::Rejected)
-        .await
-        .expect("reject");
-    ledger
-        .set_account_status(b.id, AccountStatus::Frozen)
-        .await
-        .expect("freeze");
-    let update = CustomerUpdate {
-        photo_ref: Some(None),
-        kyc: Some(KycStatus::Pending),
-        ..CustomerUpdate::default()
-    };
-    ledger
-        .update_customer(ada.id, None, update)
-        .await
-        .expect("update");
+    ledger.void_pending(p2.id, VoidReason::Cancelled).await.expect("void");
+    ledger.void_pending(p3.id, VoidReason::Rejected).await.expect("reject");
+    ledger.set_account_status(b.id, AccountStatus::Frozen).await.expect("freeze");
+    let update = CustomerUpdate { photo_ref: Some(None), kyc: Some(KycStatus::Pending), ..CustomerUpdate::default() };
+    ledger.update_customer(ada.id, None, update).await.expect("update");
 
     for id in [ada.id, acme.id] {
-        roundtrip(
-            "stored Customer",
-            &store.customer(id).await.expect("read").expect("exists"),
-        );
+        roundtrip("stored Customer", &store.customer(id).await.expect("read").expect("exists"));
     }
-    for id in [
-        a.id,
-        b.id,
-        SystemAccount::Funding.id(Currency::EUR),
-        SystemAccount::InterbankClearing.id(Currency::EUR),
-    ] {
-        roundtrip(
-            "stored Account",
-            &store.account(id).await.expect("read").expect("exists"),
-        );
+    for id in [a.id, b.id, SystemAccount::Funding.id(Currency::EUR), SystemAccount::InterbankClearing.id(Currency::EUR)]
+    {
+        roundtrip("stored Account", &store.account(id).await.expect("read").expect("exists"));
         roundtrip(
             "history Page",
-            &ledger
-                .history(
-                    id,
-                    &HistoryQuery {
-                        limit: Some(2),
-                        ..HistoryQuery::default()
-                    },
-                )
-                .await
-                .expect("history"),
+            &ledger.history(id, &HistoryQuery { limit: Some(2), ..HistoryQuery::default() }).await.expect("history"),
         );
     }
     for id in [paid.transfer.id, p1.id, p2.id, p3.id] {
-        roundtrip(
-            "stored Transfer",
-            &store.transfer(id).await.expect("read").expect("exists"),
-        );
+        roundtrip("stored Transfer", &store.transfer(id).await.expect("read").expect("exists"));
     }
     let outbox = store.outbox_after(0, PAGE_LEN_MAX).await.expect("outbox");
     let mut types: Vec<&str> = outbox.iter().map(|e| e.event.body.type_name()).collect();
@@ -634,9 +451,6 @@ async fn records_of_a_real_run() {
     for t in store.totals().await.expect("totals") {
         roundtrip("stored CurrencyTotal", &t);
     }
-    let replay = store
-        .execute(Command::PostPending { id: p1.id })
-        .await
-        .expect("replay");
+    let replay = store.execute(Command::PostPending { id: p1.id }).await.expect("replay");
     roundtrip("a replay's Executed", &replay);
 }

@@ -127,7 +127,13 @@ struct Run {
     latencies_us: Vec<u64>,
 }
 
-async fn run(ledger: &Ledger<SqliteStore>, accounts: &Arc<Vec<AccountId>>, choice: Choice, total: usize, seed: u64) -> Run {
+async fn run(
+    ledger: &Ledger<SqliteStore>,
+    accounts: &Arc<Vec<AccountId>>,
+    choice: Choice,
+    total: usize,
+    seed: u64,
+) -> Run {
     let per_task = total.div_ceil(SUBMITTERS);
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(SUBMITTERS);
@@ -181,8 +187,13 @@ fn report(phase: &str, ledger: &Ledger<SqliteStore>) {
     use std::sync::atomic::Ordering::Relaxed;
     let s = ledger.store().writer_stats();
     let commands = s.commands.load(Relaxed).max(1);
+    // Bytes this process has written to storage so far (Linux only), to relate throughput to I/O.
+    let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+    let field =
+        |name: &str| io.lines().find_map(|l| l.strip_prefix(name).map(str::to_owned)).unwrap_or_else(|| "?".into());
+    let written = format!("{} write_syscalls {}", field("write_bytes: "), field("syscw: "));
     eprintln!(
-        "{phase}: batches {} commands {} mean_batch {} per_command_us execute {}.{:02} index {}.{:02} commit {}.{:02} answer {}.{:02}",
+        "{phase}: written_bytes {written} batches {} commands {} mean_batch {} per_command_us execute {}.{:02} index {}.{:02} commit {}.{:02} answer {}.{:02}",
         s.batches.load(Relaxed),
         commands,
         commands / s.batches.load(Relaxed).max(1),

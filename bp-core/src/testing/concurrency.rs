@@ -21,9 +21,7 @@ use crate::ids::{AccountId, TransferId};
 use crate::money::{Currency, Money};
 use crate::service::{Ledger, TransferReceipt};
 use crate::store::Store;
-use crate::transfer::{
-    Direction, Transfer, TransferKind, TransferRequest, TransferState, VoidReason,
-};
+use crate::transfer::{Direction, Transfer, TransferKind, TransferRequest, TransferState, VoidReason};
 
 /// The seed used unless `BP_CONFORMANCE_SEED` gives another.
 const SEED_DEFAULT: u64 = 0x5EED_0B0A_2026_0001;
@@ -47,10 +45,7 @@ const AMOUNT_MAX_MINOR: i64 = 20_000;
 const OVERDRAFT_MINOR: i64 = 5_000;
 
 fn seed() -> u64 {
-    std::env::var("BP_CONFORMANCE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(SEED_DEFAULT)
+    std::env::var("BP_CONFORMANCE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(SEED_DEFAULT)
 }
 
 /// Prints the seed when a panic unwinds through the case, so that the run can be replayed.
@@ -113,19 +108,11 @@ pub async fn concurrent_transfers<F: StoreFactory>(f: &F) {
     }
     let mut plan: Vec<(NewAccount, i64)> = Vec::with_capacity(EUR_ACCOUNTS + USD_ACCOUNTS);
     for i in 0..EUR_ACCOUNTS + USD_ACCOUNTS {
-        let currency = if i < EUR_ACCOUNTS {
-            Currency::EUR
-        } else {
-            Currency::USD
-        };
+        let currency = if i < EUR_ACCOUNTS { Currency::EUR } else { Currency::USD };
         let req = NewAccount {
             id: AccountId::new_v7(),
             customer_id: customers[i % CUSTOMERS].id,
-            kind: if i % 7 == 0 {
-                AccountKind::Savings
-            } else {
-                AccountKind::Current
-            },
+            kind: if i % 7 == 0 { AccountKind::Savings } else { AccountKind::Current },
             currency,
             overdraft_limit_minor: if i % 5 == 0 { OVERDRAFT_MINOR } else { 0 },
         };
@@ -144,12 +131,7 @@ pub async fn concurrent_transfers<F: StoreFactory>(f: &F) {
                 assert_eq!(account.id, req.id);
                 if fund_minor > 0 {
                     let id = TransferId::new_v7();
-                    let r = ok(
-                        "fund",
-                        ledger
-                            .fund(id, req.id, Money::new(fund_minor, req.currency))
-                            .await,
-                    );
+                    let r = ok("fund", ledger.fund(id, req.id, Money::new(fund_minor, req.currency)).await);
                     funded.push(r.transfer);
                 }
             }
@@ -159,11 +141,7 @@ pub async fn concurrent_transfers<F: StoreFactory>(f: &F) {
     let fundings: Vec<Transfer> = join_all(set).await.into_iter().flatten().collect();
     let slots: Vec<Slot> = plan
         .iter()
-        .map(|(req, _)| Slot {
-            id: req.id,
-            currency: req.currency,
-            overdraft_minor: req.overdraft_limit_minor,
-        })
+        .map(|(req, _)| Slot { id: req.id, currency: req.currency, overdraft_minor: req.overdraft_limit_minor })
         .collect();
     let (eur, usd) = slots.split_at(EUR_ACCOUNTS);
     let hot = &eur[..HOT];
@@ -173,9 +151,8 @@ pub async fn concurrent_transfers<F: StoreFactory>(f: &F) {
     for task in 0..TASKS {
         let ledger: Ledger<F::S> = h.ledger.clone();
         let (eur, usd, hot) = (eur.to_vec(), usd.to_vec(), hot.to_vec());
-        let mut rng = StdRng::seed_from_u64(
-            seed ^ (u64::try_from(task).unwrap_or(0) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        );
+        let mut rng =
+            StdRng::seed_from_u64(seed ^ (u64::try_from(task).unwrap_or(0) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         set.spawn(async move {
             let mut results: Vec<(TransferRequest, Result<Transfer, LedgerError>)> = Vec::new();
             for _ in 0..TRANSFERS_PER_TASK {
@@ -188,44 +165,26 @@ pub async fn concurrent_transfers<F: StoreFactory>(f: &F) {
                             break o;
                         }
                     };
-                    if rng.random_range(0..2) == 0 {
-                        (hot, other)
-                    } else {
-                        (other, hot)
-                    }
+                    if rng.random_range(0..2) == 0 { (hot, other) } else { (other, hot) }
                 } else if roll < 95 {
                     pair(&mut rng, &eur)
                 } else {
                     pair(&mut rng, &usd)
                 };
                 let amount = rng.random_range(1..=AMOUNT_MAX_MINOR);
-                let req = request(
-                    TransferKind::Internal,
-                    debit.id,
-                    credit.id,
-                    amount,
-                    debit.currency,
-                );
+                let req = request(TransferKind::Internal, debit.id, credit.id, amount, debit.currency);
                 match ledger.transfer(req.clone()).await {
                     Ok(TransferReceipt { transfer, replayed }) => {
                         assert!(!replayed, "a new transfer was answered as a replay");
                         assert_eq!(transfer.state, TransferState::Posted);
-                        assert!(
-                            transfer.was_requested_by(&req),
-                            "the answer is another transfer: {transfer:?}"
-                        );
+                        assert!(transfer.was_requested_by(&req), "the answer is another transfer: {transfer:?}");
                         results.push((req, Ok(transfer)));
                     }
                     Err(Error::Ledger(e @ LedgerError::InsufficientFunds { account })) => {
-                        assert_eq!(
-                            account, req.debit_account,
-                            "insufficient funds names the debit account"
-                        );
+                        assert_eq!(account, req.debit_account, "insufficient funds names the debit account");
                         results.push((req, Err(e)));
                     }
-                    Err(e) => panic!(
-                        "transfer {req:?} failed with {e:?}; only InsufficientFunds is expected"
-                    ),
+                    Err(e) => panic!("transfer {req:?} failed with {e:?}; only InsufficientFunds is expected"),
                 }
             }
             results
@@ -233,31 +192,13 @@ pub async fn concurrent_transfers<F: StoreFactory>(f: &F) {
     }
     let results: Vec<(TransferRequest, Result<Transfer, LedgerError>)> =
         join_all(set).await.into_iter().flatten().collect();
-    let accepted: Vec<&Transfer> = fundings
-        .iter()
-        .chain(results.iter().filter_map(|(_, r)| r.as_ref().ok()))
-        .collect();
-    let rejected: Vec<&TransferRequest> = results
-        .iter()
-        .filter(|(_, r)| r.is_err())
-        .map(|(req, _)| req)
-        .collect();
-    h.track_transfers(
-        accepted
-            .iter()
-            .map(|t| t.id)
-            .chain(rejected.iter().map(|r| r.id)),
-    );
+    let accepted: Vec<&Transfer> = fundings.iter().chain(results.iter().filter_map(|(_, r)| r.as_ref().ok())).collect();
+    let rejected: Vec<&TransferRequest> = results.iter().filter(|(_, r)| r.is_err()).map(|(req, _)| req).collect();
+    h.track_transfers(accepted.iter().map(|t| t.id).chain(rejected.iter().map(|r| r.id)));
     let workload_accepted = results.len() - rejected.len();
     assert_eq!(results.len(), TASKS * TRANSFERS_PER_TASK);
-    assert!(
-        !rejected.is_empty(),
-        "the workload must meet insufficient funds to test them (seed {seed})"
-    );
-    assert!(
-        workload_accepted >= results.len() / 4,
-        "too few transfers accepted: {workload_accepted} (seed {seed})"
-    );
+    assert!(!rejected.is_empty(), "the workload must meet insufficient funds to test them (seed {seed})");
+    assert!(workload_accepted >= results.len() / 4, "too few transfers accepted: {workload_accepted} (seed {seed})");
     let hot_ids: HashSet<AccountId> = hot.iter().map(|s| s.id).collect();
     assert!(
         accepted.iter().any(|t| hot_ids.contains(&t.debit_account))
@@ -270,14 +211,7 @@ pub async fn concurrent_transfers<F: StoreFactory>(f: &F) {
     let outbox = h.outbox().await;
     let mut posted: HashMap<TransferId, Vec<Posted>> = HashMap::new();
     for entry in &outbox {
-        if let EventBody::TransferPosted {
-            transfer_id,
-            direction,
-            amount,
-            balances,
-            ..
-        } = &entry.event.body
-        {
+        if let EventBody::TransferPosted { transfer_id, direction, amount, balances, .. } = &entry.event.body {
             assert_eq!(
                 balances.available.amount_minor(),
                 balances.posted.amount_minor() - balances.held.amount_minor()
@@ -294,56 +228,35 @@ pub async fn concurrent_transfers<F: StoreFactory>(f: &F) {
     }
     let accepted_ids: HashSet<TransferId> = accepted.iter().map(|t| t.id).collect();
     for id in posted.keys() {
-        assert!(
-            accepted_ids.contains(id),
-            "the outbox posts transfer {id}, which no one was told was accepted"
-        );
+        assert!(accepted_ids.contains(id), "the outbox posts transfer {id}, which no one was told was accepted");
     }
     for req in &rejected {
-        assert!(
-            !posted.contains_key(&req.id),
-            "refused transfer {} has events",
-            req.id
-        );
-        assert_eq!(
-            ok("read", h.store().transfer(req.id).await),
-            None,
-            "refused transfer {} is stored",
-            req.id
-        );
+        assert!(!posted.contains_key(&req.id), "refused transfer {} has events", req.id);
+        assert_eq!(ok("read", h.store().transfer(req.id).await), None, "refused transfer {} is stored", req.id);
     }
 
     // Replay the accepted transfers in commit order on a single-threaded model.
     let mut order: Vec<(u64, &Transfer)> = Vec::with_capacity(accepted.len());
     for t in &accepted {
         let events = posted.get(&t.id).map(Vec::as_slice).unwrap_or_default();
-        assert_eq!(
-            events.len(),
-            2,
-            "accepted transfer {} must have exactly two transfer.posted events",
-            t.id
-        );
+        assert_eq!(events.len(), 2, "accepted transfer {} must have exactly two transfer.posted events", t.id);
         order.push((events.iter().map(|e| e.0).min().unwrap_or(u64::MAX), t));
     }
     order.sort_by_key(|(position, _)| *position);
-    let overdraft: HashMap<AccountId, i64> =
-        slots.iter().map(|s| (s.id, s.overdraft_minor)).collect();
+    let overdraft: HashMap<AccountId, i64> = slots.iter().map(|s| (s.id, s.overdraft_minor)).collect();
     let mut model: HashMap<AccountId, i64> = HashMap::new();
     for (_, t) in order {
         let amount = t.amount.amount_minor();
-        for (account, direction, delta) in [
-            (t.debit_account, Direction::Debit, -amount),
-            (t.credit_account, Direction::Credit, amount),
-        ] {
+        for (account, direction, delta) in
+            [(t.debit_account, Direction::Debit, -amount), (t.credit_account, Direction::Credit, amount)]
+        {
             let balance = model.entry(account).or_insert(0);
             *balance += delta;
             let events = &posted[&t.id];
             let event = events
                 .iter()
                 .find(|e| e.1 == account && e.2 == direction)
-                .unwrap_or_else(|| {
-                    panic!("transfer {}: no {direction:?} event on {account}", t.id)
-                });
+                .unwrap_or_else(|| panic!("transfer {}: no {direction:?} event on {account}", t.id));
             assert_eq!(event.3, t.amount, "transfer {}: event amount", t.id);
             assert_eq!(
                 (event.4, event.5),
@@ -353,49 +266,30 @@ pub async fn concurrent_transfers<F: StoreFactory>(f: &F) {
                 t.id
             );
             if let Some(limit) = overdraft.get(&account) {
-                assert!(
-                    *balance >= -limit,
-                    "account {account} went below its overdraft limit: {balance}"
-                );
+                assert!(*balance >= -limit, "account {account} went below its overdraft limit: {balance}");
             }
         }
     }
     for s in &slots {
         let account = h.get_account(s.id).await;
-        assert_eq!(
-            account.posted_minor,
-            model.get(&s.id).copied().unwrap_or(0),
-            "final balance of {}",
-            s.id
-        );
+        assert_eq!(account.posted_minor, model.get(&s.id).copied().unwrap_or(0), "final balance of {}", s.id);
         assert_eq!(account.held_minor, 0);
     }
     for currency in [Currency::EUR, Currency::USD] {
         let id = SystemAccount::Funding.id(currency);
-        assert_eq!(
-            h.get_account(id).await.posted_minor,
-            model.get(&id).copied().unwrap_or(0),
-            "funding of {currency}"
-        );
+        assert_eq!(h.get_account(id).await.posted_minor, model.get(&id).copied().unwrap_or(0), "funding of {currency}");
     }
     let totals = ok("totals", h.store().totals().await);
     for t in &totals {
         assert_eq!(t.posted_minor, 0, "{} must sum to zero", t.currency);
     }
     assert_eq!(
-        totals
-            .iter()
-            .map(|t| (t.currency, t.accounts))
-            .collect::<HashMap<_, _>>(),
+        totals.iter().map(|t| (t.currency, t.accounts)).collect::<HashMap<_, _>>(),
         HashMap::from([(Currency::EUR, 301), (Currency::USD, 13)]),
         "accounts per currency"
     );
     for t in &accepted {
-        assert_eq!(
-            &&h.get_transfer(t.id).await,
-            t,
-            "the store returns every accepted transfer as answered"
-        );
+        assert_eq!(&&h.get_transfer(t.id).await, t, "the store returns every accepted transfer as answered");
     }
     // Postings (exactly two per accepted transfer, none per refused), balance chains, event
     // numbering and holds.
@@ -433,11 +327,7 @@ fn send_transfer<S: Store + ?Sized>(ledger: Ledger<S>, req: TransferRequest) -> 
 
 fn send_finish<S: Store + ?Sized>(ledger: Ledger<S>, (id, void): (TransferId, bool)) -> Sent {
     Box::pin(async move {
-        if void {
-            ledger.void_pending(id, VoidReason::Cancelled).await
-        } else {
-            ledger.post_pending(id).await
-        }
+        if void { ledger.void_pending(id, VoidReason::Cancelled).await } else { ledger.post_pending(id).await }
     })
 }
 
@@ -456,30 +346,15 @@ pub async fn concurrent_idempotency<F: StoreFactory>(f: &F) {
     let req = request(TransferKind::Internal, a.id, b.id, 10_00, Currency::EUR);
     h.track_transfers([req.id]);
     let results = race(&h.ledger, vec![req.clone(); RACERS], send_transfer::<F::S>).await;
-    let receipts: Vec<TransferReceipt> = results
-        .into_iter()
-        .map(|(i, r)| ok(&format!("racer {i}"), r))
-        .collect();
+    let receipts: Vec<TransferReceipt> = results.into_iter().map(|(i, r)| ok(&format!("racer {i}"), r)).collect();
     let stored = h.get_transfer(req.id).await;
     assert!(stored.was_requested_by(&req));
     for r in &receipts {
         assert_eq!(r.transfer, stored, "every racer gets the one transfer");
     }
-    assert_eq!(
-        receipts.iter().filter(|r| !r.replayed).count(),
-        1,
-        "exactly one racer applied the transfer"
-    );
-    assert_eq!(
-        h.get_account(a.id).await.posted_minor,
-        990_00,
-        "money moved once"
-    );
-    assert_eq!(
-        h.get_account(b.id).await.posted_minor,
-        10_00,
-        "money moved once"
-    );
+    assert_eq!(receipts.iter().filter(|r| !r.replayed).count(), 1, "exactly one racer applied the transfer");
+    assert_eq!(h.get_account(a.id).await.posted_minor, 990_00, "money moved once");
+    assert_eq!(h.get_account(b.id).await.posted_minor, 10_00, "money moved once");
 
     // 16 variants of one id: the requests equal to the winner succeed, the others conflict.
     let id = TransferId::new_v7();
@@ -487,13 +362,7 @@ pub async fn concurrent_idempotency<F: StoreFactory>(f: &F) {
     let variants: Vec<TransferRequest> = (0..RACERS)
         .map(|i| TransferRequest {
             id,
-            ..request(
-                TransferKind::Internal,
-                a.id,
-                b.id,
-                1_00 + i64::try_from(i % 4).unwrap_or(0),
-                Currency::EUR,
-            )
+            ..request(TransferKind::Internal, a.id, b.id, 1_00 + i64::try_from(i % 4).unwrap_or(0), Currency::EUR)
         })
         .collect();
     let results = race(&h.ledger, variants.clone(), send_transfer::<F::S>).await;
@@ -513,18 +382,13 @@ pub async fn concurrent_idempotency<F: StoreFactory>(f: &F) {
         }
     }
     assert_eq!(applied, 1, "exactly one variant was applied");
-    assert_eq!(
-        h.get_account(a.id).await.posted_minor,
-        990_00 - winner.amount.amount_minor(),
-        "money moved once"
-    );
+    assert_eq!(h.get_account(a.id).await.posted_minor, 990_00 - winner.amount.amount_minor(), "money moved once");
 
     // 16 different transfers racing for the same funds: exactly three fit.
     let c = h.customer_account("cyd", Currency::EUR).await;
     h.fund(&c, 100_00).await;
-    let spends: Vec<TransferRequest> = (0..RACERS)
-        .map(|_| request(TransferKind::Internal, c.id, b.id, 25_01, Currency::EUR))
-        .collect();
+    let spends: Vec<TransferRequest> =
+        (0..RACERS).map(|_| request(TransferKind::Internal, c.id, b.id, 25_01, Currency::EUR)).collect();
     h.track_transfers(spends.iter().map(|r| r.id));
     let results = race(&h.ledger, spends, send_transfer::<F::S>).await;
     let mut won = 0;
@@ -558,10 +422,7 @@ pub async fn concurrent_idempotency<F: StoreFactory>(f: &F) {
     type Answers = Vec<(bool, Result<TransferReceipt, Error>)>;
     let mut by_id: HashMap<TransferId, Answers> = HashMap::new();
     for (i, result) in results {
-        by_id
-            .entry(finishes[i].0)
-            .or_default()
-            .push((finishes[i].1, result));
+        by_id.entry(finishes[i].0).or_default().push((finishes[i].1, result));
     }
     for (id, outcomes) in by_id {
         let stored = h.get_transfer(id).await;
@@ -575,27 +436,15 @@ pub async fn concurrent_idempotency<F: StoreFactory>(f: &F) {
                 let r = ok("the winner", result);
                 assert_eq!((r.transfer, r.replayed), (stored.clone(), false));
             } else {
-                let to = if void {
-                    TransferState::Voided
-                } else {
-                    TransferState::Posted
-                };
+                let to = if void { TransferState::Voided } else { TransferState::Posted };
                 super::harness::expect_rule(
                     "the loser",
                     result,
-                    &LedgerError::InvalidTransition {
-                        transfer: id,
-                        from: stored.state,
-                        to,
-                    },
+                    &LedgerError::InvalidTransition { transfer: id, from: stored.state, to },
                 );
             }
         }
     }
-    assert_eq!(
-        h.get_account(a.id).await.held_minor,
-        0,
-        "every hold was released"
-    );
+    assert_eq!(h.get_account(a.id).await.held_minor, 0, "every hold was released");
     h.check_invariants().await;
 }

@@ -32,35 +32,17 @@ async fn step<S: Store + ?Sized, T: Debug>(
     let before = h.outbox().await;
     let after_pos = before.last().map_or(0, |e| e.position);
     ok(what, op.await);
-    let new = ok(
-        "outbox",
-        h.store().outbox_after(after_pos, PAGE_LEN_MAX).await,
-    );
+    let new = ok("outbox", h.store().outbox_after(after_pos, PAGE_LEN_MAX).await);
     let all = h.outbox().await;
-    assert_eq!(
-        all[..before.len()],
-        before[..],
-        "{what}: earlier outbox entries changed"
-    );
-    assert_eq!(
-        all[before.len()..],
-        new[..],
-        "{what}: outbox_after({after_pos}) must return the new entries"
-    );
-    let mut got: Vec<(AccountId, &str)> = new
-        .iter()
-        .map(|e| (e.event.account_id, e.event.body.type_name()))
-        .collect();
+    assert_eq!(all[..before.len()], before[..], "{what}: earlier outbox entries changed");
+    assert_eq!(all[before.len()..], new[..], "{what}: outbox_after({after_pos}) must return the new entries");
+    let mut got: Vec<(AccountId, &str)> = new.iter().map(|e| (e.event.account_id, e.event.body.type_name())).collect();
     let mut want = expected.to_vec();
     got.sort_unstable();
     want.sort_unstable();
     assert_eq!(got, want, "{what}: the events it wrote");
     for e in &new {
-        assert_eq!(
-            e.event.at,
-            h.now(),
-            "{what}: events carry the time of their command"
-        );
+        assert_eq!(e.event.at, h.now(), "{what}: events carry the time of their command");
         assert_eq!(e.event.version, EVENT_VERSION);
     }
 }
@@ -70,24 +52,9 @@ async fn step<S: Store + ?Sized, T: Debug>(
 pub async fn events_and_outbox<F: StoreFactory>(f: &F) {
     let h = Harness::new(f).await;
     let ada = h.customer("ada").await;
-    step(
-        &h,
-        "open a customer",
-        &[],
-        h.try_open_customer(person("eve")),
-    )
-    .await;
-    let update = CustomerUpdate {
-        kyc: Some(KycStatus::Rejected),
-        ..CustomerUpdate::default()
-    };
-    step(
-        &h,
-        "update a customer",
-        &[],
-        h.ledger.update_customer(ada.id, None, update),
-    )
-    .await;
+    step(&h, "open a customer", &[], h.try_open_customer(person("eve"))).await;
+    let update = CustomerUpdate { kyc: Some(KycStatus::Rejected), ..CustomerUpdate::default() };
+    step(&h, "update a customer", &[], h.ledger.update_customer(ada.id, None, update)).await;
     let a = h.account(ada.id, EUR, 0).await;
     let b = h.customer_account("bob", EUR).await;
     let c = h.customer_account("cyd", EUR).await;
@@ -101,109 +68,33 @@ pub async fn events_and_outbox<F: StoreFactory>(f: &F) {
 
     let new_account = crate::service::current_account(crate::ids::AccountId::new_v7(), ada.id, EUR);
     let d = new_account.id;
-    step(
-        &h,
-        "open an account",
-        &[(d, OPENED)],
-        h.try_open_account(new_account),
-    )
-    .await;
+    step(&h, "open an account", &[(d, OPENED)], h.try_open_account(new_account)).await;
     let fund = request(TransferKind::Deposit, funding, a.id, 100_00, EUR);
-    step(
-        &h,
-        "fund",
-        &[(funding, POSTED), (a.id, POSTED)],
-        h.transfer(fund.clone()),
-    )
-    .await;
+    step(&h, "fund", &[(funding, POSTED), (a.id, POSTED)], h.transfer(fund.clone())).await;
     step(&h, "replay the funding", &[], h.transfer(fund)).await;
-    step(
-        &h,
-        "pay",
-        &[(a.id, POSTED), (b.id, POSTED)],
-        h.pay(&a, b.id, 10_00),
-    )
-    .await;
+    step(&h, "pay", &[(a.id, POSTED), (b.id, POSTED)], h.pay(&a, b.id, 10_00)).await;
     let until = h.now() + TimeDelta::hours(1);
-    let p1 = TransferRequest {
-        hold_until: Some(until),
-        ..request(TransferKind::Interbank, a.id, clearing, 5_00, EUR)
-    };
+    let p1 = TransferRequest { hold_until: Some(until), ..request(TransferKind::Interbank, a.id, clearing, 5_00, EUR) };
     step(&h, "hold", &[(a.id, PENDING)], h.transfer(p1.clone())).await;
-    step(
-        &h,
-        "void",
-        &[(a.id, VOIDED)],
-        h.ledger.void_pending(p1.id, VoidReason::Cancelled),
-    )
-    .await;
-    step(
-        &h,
-        "freeze",
-        &[(b.id, STATUS)],
-        h.ledger.set_account_status(b.id, AccountStatus::Frozen),
-    )
-    .await;
+    step(&h, "void", &[(a.id, VOIDED)], h.ledger.void_pending(p1.id, VoidReason::Cancelled)).await;
+    step(&h, "freeze", &[(b.id, STATUS)], h.ledger.set_account_status(b.id, AccountStatus::Frozen)).await;
     let before = h.outbox().await;
     h.rejects(
         "pay a frozen account",
         h.pay(&a, b.id, 1),
-        LedgerError::AccountNotActive {
-            account: b.id,
-            status: AccountStatus::Frozen,
-        },
+        LedgerError::AccountNotActive { account: b.id, status: AccountStatus::Frozen },
     )
     .await;
-    assert_eq!(
-        h.outbox().await,
-        before,
-        "a rejected command writes no event"
-    );
-    step(
-        &h,
-        "unfreeze",
-        &[(b.id, STATUS)],
-        h.ledger.set_account_status(b.id, AccountStatus::Active),
-    )
-    .await;
-    step(
-        &h,
-        "pay on",
-        &[(b.id, POSTED), (c.id, POSTED)],
-        h.pay(&b, c.id, 3_00),
-    )
-    .await;
-    let p2 = TransferRequest {
-        hold_until: Some(until),
-        ..request(TransferKind::Internal, a.id, c.id, 2_00, EUR)
-    };
-    step(
-        &h,
-        "hold between customers",
-        &[(a.id, PENDING)],
-        h.transfer(p2.clone()),
-    )
-    .await;
-    step(
-        &h,
-        "post",
-        &[(a.id, POSTED), (c.id, POSTED)],
-        h.ledger.post_pending(p2.id),
-    )
-    .await;
+    assert_eq!(h.outbox().await, before, "a rejected command writes no event");
+    step(&h, "unfreeze", &[(b.id, STATUS)], h.ledger.set_account_status(b.id, AccountStatus::Active)).await;
+    step(&h, "pay on", &[(b.id, POSTED), (c.id, POSTED)], h.pay(&b, c.id, 3_00)).await;
+    let p2 = TransferRequest { hold_until: Some(until), ..request(TransferKind::Internal, a.id, c.id, 2_00, EUR) };
+    step(&h, "hold between customers", &[(a.id, PENDING)], h.transfer(p2.clone())).await;
+    step(&h, "post", &[(a.id, POSTED), (c.id, POSTED)], h.ledger.post_pending(p2.id)).await;
     step(&h, "post again", &[], h.ledger.post_pending(p2.id)).await;
-    let p3 = TransferRequest {
-        hold_until: Some(until),
-        ..request(TransferKind::Interbank, c.id, clearing, 1_00, EUR)
-    };
+    let p3 = TransferRequest { hold_until: Some(until), ..request(TransferKind::Interbank, c.id, clearing, 1_00, EUR) };
     step(&h, "hold", &[(c.id, PENDING)], h.transfer(p3.clone())).await;
-    step(
-        &h,
-        "reject",
-        &[(c.id, VOIDED)],
-        h.ledger.void_pending(p3.id, VoidReason::Rejected),
-    )
-    .await;
+    step(&h, "reject", &[(c.id, VOIDED)], h.ledger.void_pending(p3.id, VoidReason::Rejected)).await;
     step(
         &h,
         "interbank out",
@@ -213,97 +104,36 @@ pub async fn events_and_outbox<F: StoreFactory>(f: &F) {
     .await;
 
     // Each account's events: numbered 1.. without gaps, ids derived, in the order things happened.
-    let types = |events: &[Event]| {
-        events
-            .iter()
-            .map(|e| e.body.type_name())
-            .collect::<Vec<_>>()
-    };
+    let types = |events: &[Event]| events.iter().map(|e| e.body.type_name()).collect::<Vec<_>>();
     let a_events = h.events(a.id).await;
-    assert_eq!(
-        types(&a_events),
-        [
-            OPENED, POSTED, POSTED, PENDING, VOIDED, PENDING, POSTED, POSTED
-        ]
-    );
-    assert_eq!(
-        types(&h.events(b.id).await),
-        [OPENED, POSTED, STATUS, STATUS, POSTED]
-    );
-    assert_eq!(
-        types(&h.events(c.id).await),
-        [OPENED, POSTED, POSTED, PENDING, VOIDED]
-    );
+    assert_eq!(types(&a_events), [OPENED, POSTED, POSTED, PENDING, VOIDED, PENDING, POSTED, POSTED]);
+    assert_eq!(types(&h.events(b.id).await), [OPENED, POSTED, STATUS, STATUS, POSTED]);
+    assert_eq!(types(&h.events(c.id).await), [OPENED, POSTED, POSTED, PENDING, VOIDED]);
     assert_eq!(types(&h.events(funding).await), [POSTED]);
     assert_eq!(types(&h.events(clearing).await), [POSTED]);
     let last = h.get_account(a.id).await.last_event_seq;
     assert_eq!(last, 8);
     for (i, e) in (1u64..).zip(&a_events) {
-        assert_eq!(
-            (e.seq, e.id, e.account_id),
-            (i, EventId::derive(a.id, i), a.id)
-        );
+        assert_eq!((e.seq, e.id, e.account_id), (i, EventId::derive(a.id, i), a.id));
     }
     for after in 0..=last {
         let got = ok("events_after", h.store().events_after(a.id, after, 2).await);
-        let want: Vec<Event> = a_events
-            .iter()
-            .filter(|e| e.seq > after)
-            .take(2)
-            .cloned()
-            .collect();
+        let want: Vec<Event> = a_events.iter().filter(|e| e.seq > after).take(2).cloned().collect();
         assert_eq!(got, want, "events_after({after}, limit 2)");
     }
-    assert!(
-        ok(
-            "after the last",
-            h.store().events_after(a.id, u64::MAX, 10).await
-        )
-        .is_empty()
-    );
-    assert!(
-        ok(
-            "unknown account",
-            h.store().events_after(AccountId::new_v7(), 0, 10).await
-        )
-        .is_empty()
-    );
-    assert_eq!(
-        ok("façade", h.ledger.events_after(a.id, 0, PAGE_LEN_MAX).await),
-        a_events
-    );
-    assert_eq!(
-        ok("façade", h.ledger.events_after(a.id, 3, 1).await),
-        a_events[3..4]
-    );
-    h.rejects(
-        "limit 0",
-        h.ledger.events_after(a.id, 0, 0),
-        invalid("limit"),
-    )
-    .await;
-    h.rejects(
-        "limit 501",
-        h.ledger.events_after(a.id, 0, PAGE_LEN_MAX + 1),
-        invalid("limit"),
-    )
-    .await;
+    assert!(ok("after the last", h.store().events_after(a.id, u64::MAX, 10).await).is_empty());
+    assert!(ok("unknown account", h.store().events_after(AccountId::new_v7(), 0, 10).await).is_empty());
+    assert_eq!(ok("façade", h.ledger.events_after(a.id, 0, PAGE_LEN_MAX).await), a_events);
+    assert_eq!(ok("façade", h.ledger.events_after(a.id, 3, 1).await), a_events[3..4]);
+    h.rejects("limit 0", h.ledger.events_after(a.id, 0, 0), invalid("limit")).await;
+    h.rejects("limit 501", h.ledger.events_after(a.id, 0, PAGE_LEN_MAX + 1), invalid("limit")).await;
     let unknown = AccountId::new_v7();
-    h.rejects(
-        "unknown account",
-        h.ledger.events_after(unknown, 0, 10),
-        LedgerError::AccountNotFound(unknown),
-    )
-    .await;
+    h.rejects("unknown account", h.ledger.events_after(unknown, 0, 10), LedgerError::AccountNotFound(unknown)).await;
 
     // The outbox: every event exactly once, however it is paged, in each account's order.
     let full = h.outbox().await;
     for page_len in [1, 2, 3, 500] {
-        assert_eq!(
-            read_outbox(h.store(), page_len).await,
-            full,
-            "outbox in pages of {page_len}"
-        );
+        assert_eq!(read_outbox(h.store(), page_len).await, full, "outbox in pages of {page_len}");
     }
     let ids: HashSet<EventId> = full.iter().map(|e| e.event.id).collect();
     assert_eq!(ids.len(), full.len(), "each event once");
@@ -312,11 +142,8 @@ pub async fn events_and_outbox<F: StoreFactory>(f: &F) {
         let mut n = 0;
         for id in accounts {
             let events = h.events(id).await;
-            let in_outbox: Vec<Event> = full
-                .iter()
-                .filter(|e| e.event.account_id == id)
-                .map(|e| e.event.clone())
-                .collect();
+            let in_outbox: Vec<Event> =
+                full.iter().filter(|e| e.event.account_id == id).map(|e| e.event.clone()).collect();
             assert_eq!(in_outbox, events, "the outbox holds {id}'s events in order");
             n += events.len();
         }
@@ -324,24 +151,11 @@ pub async fn events_and_outbox<F: StoreFactory>(f: &F) {
     };
     assert_eq!(per_account, full.len(), "the outbox holds nothing else");
     for k in 0..full.len() {
-        let got = ok(
-            "outbox_after",
-            h.store().outbox_after(full[k].position, 2).await,
-        );
-        assert_eq!(
-            got[..],
-            full[k + 1..(k + 3).min(full.len())],
-            "outbox_after the {k}th position"
-        );
+        let got = ok("outbox_after", h.store().outbox_after(full[k].position, 2).await);
+        assert_eq!(got[..], full[k + 1..(k + 3).min(full.len())], "outbox_after the {k}th position");
     }
     let last_pos = full.last().map_or(0, |e| e.position);
     assert!(ok("after the end", h.store().outbox_after(last_pos, 10).await).is_empty());
-    assert!(
-        ok(
-            "far after the end",
-            h.store().outbox_after(u64::MAX, 10).await
-        )
-        .is_empty()
-    );
+    assert!(ok("far after the end", h.store().outbox_after(u64::MAX, 10).await).is_empty());
     h.check_invariants().await;
 }

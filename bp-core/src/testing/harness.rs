@@ -14,8 +14,8 @@ use crate::account::{Account, AccountKind, NewAccount, SystemAccount};
 use crate::clock::{Clock, ManualClock};
 use crate::command::{Command, Executed};
 use crate::customer::{
-    Contact, Customer, DocumentKind, IdentityDocument, Incorporation, KycStatus,
-    LegalEntityProfile, NewCustomer, Party, PersonProfile, Username,
+    Contact, Customer, DocumentKind, IdentityDocument, Incorporation, KycStatus, LegalEntityProfile, NewCustomer,
+    Party, PersonProfile, Username,
 };
 use crate::error::{Error, LedgerError};
 use crate::event::{EVENT_VERSION, Event, EventBody};
@@ -50,14 +50,8 @@ pub(crate) fn kind_not_allowed(kind: TransferKind) -> LedgerError {
 /// Whether `actual` is the rule `expected` names. Reasons are prose and not compared.
 pub(crate) fn same_rule(actual: &LedgerError, expected: &LedgerError) -> bool {
     match (actual, expected) {
-        (
-            LedgerError::InvalidField { field: a, .. },
-            LedgerError::InvalidField { field: b, .. },
-        ) => a == b,
-        (
-            LedgerError::KindNotAllowed { kind: a, .. },
-            LedgerError::KindNotAllowed { kind: b, .. },
-        ) => a == b,
+        (LedgerError::InvalidField { field: a, .. }, LedgerError::InvalidField { field: b, .. }) => a == b,
+        (LedgerError::KindNotAllowed { kind: a, .. }, LedgerError::KindNotAllowed { kind: b, .. }) => a == b,
         _ => actual == expected,
     }
 }
@@ -129,11 +123,7 @@ pub(crate) fn company(username: &str) -> NewCustomer {
             },
         }),
         documents: Vec::new(),
-        contact: Contact {
-            email: Some(format!("{username}@acme.example")),
-            phone: None,
-            address: None,
-        },
+        contact: Contact { email: Some(format!("{username}@acme.example")), phone: None, address: None },
         photo_ref: None,
         kyc: KycStatus::Pending,
         extra: serde_json::Map::new(),
@@ -185,10 +175,7 @@ impl Snapshot {
     /// Asserts that nothing changed between `self` and `after`, naming the first difference.
     fn assert_unchanged(&self, what: &str, after: &Snapshot) {
         assert_eq!(self.customers, after.customers, "{what}: customers changed");
-        assert_eq!(
-            self.accounts_of, after.accounts_of,
-            "{what}: the lists of accounts changed"
-        );
+        assert_eq!(self.accounts_of, after.accounts_of, "{what}: the lists of accounts changed");
         assert_eq!(self.accounts, after.accounts, "{what}: accounts changed");
         assert_eq!(self.transfers, after.transfers, "{what}: transfers changed");
         assert_eq!(self.postings, after.postings, "{what}: postings changed");
@@ -211,24 +198,11 @@ impl<S: Store + ?Sized> Harness<S> {
     pub(crate) async fn new<F: StoreFactory<S = S>>(factory: &F) -> Self {
         let clock = Arc::new(ManualClock::new(start_time()));
         let store = factory.fresh(Arc::clone(&clock)).await;
-        let harness = Self {
-            clock,
-            ledger: Ledger::new(store),
-            known: Mutex::new(Known::default()),
-        };
+        let harness = Self { clock, ledger: Ledger::new(store), known: Mutex::new(Known::default()) };
         let totals = ok("totals of a fresh store", harness.store().totals().await);
-        assert!(
-            totals.is_empty(),
-            "a fresh store must be empty, has totals {totals:?}"
-        );
-        let outbox = ok(
-            "outbox of a fresh store",
-            harness.store().outbox_after(0, PAGE_LEN_MAX).await,
-        );
-        assert!(
-            outbox.is_empty(),
-            "a fresh store must be empty, has events {outbox:?}"
-        );
+        assert!(totals.is_empty(), "a fresh store must be empty, has totals {totals:?}");
+        let outbox = ok("outbox of a fresh store", harness.store().outbox_after(0, PAGE_LEN_MAX).await);
+        assert!(outbox.is_empty(), "a fresh store must be empty, has events {outbox:?}");
         harness
     }
 
@@ -292,10 +266,7 @@ impl<S: Store + ?Sized> Harness<S> {
 
     /// Executes a command on the store directly. The ids it names are tracked at once, so that
     /// a snapshot taken before the returned future runs covers them.
-    pub(crate) fn execute(
-        &self,
-        cmd: Command,
-    ) -> impl Future<Output = Result<Executed, Error>> + '_ {
+    pub(crate) fn execute(&self, cmd: Command) -> impl Future<Output = Result<Executed, Error>> + '_ {
         match &cmd {
             Command::OpenCustomer(c) => self.track_customer(c.id),
             Command::UpdateCustomer { id, .. } => self.track_customer(*id),
@@ -306,35 +277,24 @@ impl<S: Store + ?Sized> Harness<S> {
             }
             Command::SetAccountStatus { id, .. } => self.track_account(*id),
             Command::Transfer(t) => self.track_request(t),
-            Command::PostPending { id } | Command::VoidPending { id, .. } => {
-                self.track_transfers([*id])
-            }
+            Command::PostPending { id } | Command::VoidPending { id, .. } => self.track_transfers([*id]),
         }
         self.store().execute(cmd)
     }
 
     /// Opens a customer through the façade (tracked at once).
-    pub(crate) fn try_open_customer(
-        &self,
-        req: NewCustomer,
-    ) -> impl Future<Output = Result<Customer, Error>> + '_ {
+    pub(crate) fn try_open_customer(&self, req: NewCustomer) -> impl Future<Output = Result<Customer, Error>> + '_ {
         self.track_customer(req.id);
         self.ledger.open_customer(req)
     }
 
     /// Opens a natural person called `username`, which must succeed.
     pub(crate) async fn customer(&self, username: &str) -> Customer {
-        ok(
-            &format!("open customer {username}"),
-            self.try_open_customer(person(username)).await,
-        )
+        ok(&format!("open customer {username}"), self.try_open_customer(person(username)).await)
     }
 
     /// Opens an account through the façade (tracked at once).
-    pub(crate) fn try_open_account(
-        &self,
-        req: NewAccount,
-    ) -> impl Future<Output = Result<Account, Error>> + '_ {
+    pub(crate) fn try_open_account(&self, req: NewAccount) -> impl Future<Output = Result<Account, Error>> + '_ {
         self.track_account(req.id);
         self.track_customer(req.customer_id);
         self.track_currency(req.currency);
@@ -342,12 +302,7 @@ impl<S: Store + ?Sized> Harness<S> {
     }
 
     /// Opens a current account, which must succeed.
-    pub(crate) async fn account(
-        &self,
-        customer: CustomerId,
-        currency: Currency,
-        overdraft_minor: i64,
-    ) -> Account {
+    pub(crate) async fn account(&self, customer: CustomerId, currency: Currency, overdraft_minor: i64) -> Account {
         let req = NewAccount {
             id: AccountId::new_v7(),
             customer_id: customer,
@@ -365,10 +320,7 @@ impl<S: Store + ?Sized> Harness<S> {
     }
 
     /// Sends a transfer request through the façade (tracked at once).
-    pub(crate) fn transfer(
-        &self,
-        req: TransferRequest,
-    ) -> impl Future<Output = Result<TransferReceipt, Error>> + '_ {
+    pub(crate) fn transfer(&self, req: TransferRequest) -> impl Future<Output = Result<TransferReceipt, Error>> + '_ {
         self.track_request(&req);
         self.ledger.transfer(req)
     }
@@ -394,33 +346,21 @@ impl<S: Store + ?Sized> Harness<S> {
         to: AccountId,
         amount_minor: i64,
     ) -> impl Future<Output = Result<TransferReceipt, Error>> + '_ {
-        self.transfer(request(
-            TransferKind::Internal,
-            from.id,
-            to,
-            amount_minor,
-            from.currency,
-        ))
+        self.transfer(request(TransferKind::Internal, from.id, to, amount_minor, from.currency))
     }
 
     /// An account as the store has it now; it must exist.
     pub(crate) async fn get_account(&self, id: AccountId) -> Account {
-        ok("read account", self.store().account(id).await)
-            .unwrap_or_else(|| panic!("account {id} does not exist"))
+        ok("read account", self.store().account(id).await).unwrap_or_else(|| panic!("account {id} does not exist"))
     }
 
     /// A transfer as the store has it now; it must exist.
     pub(crate) async fn get_transfer(&self, id: TransferId) -> Transfer {
-        ok("read transfer", self.store().transfer(id).await)
-            .unwrap_or_else(|| panic!("transfer {id} does not exist"))
+        ok("read transfer", self.store().transfer(id).await).unwrap_or_else(|| panic!("transfer {id} does not exist"))
     }
 
     /// Every posting of an account, newest first, read page by page through `query`'s filters.
-    pub(crate) async fn history_all(
-        &self,
-        account: AccountId,
-        query: &HistoryQuery,
-    ) -> Vec<Posting> {
+    pub(crate) async fn history_all(&self, account: AccountId, query: &HistoryQuery) -> Vec<Posting> {
         read_history(self.store(), account, query).await
     }
 
@@ -463,10 +403,7 @@ impl<S: Store + ?Sized> Harness<S> {
         let mut accounts_of = Vec::new();
         for id in customer_ids {
             customers.push((id, ok("read customer", store.customer(id).await)));
-            accounts_of.push((
-                id,
-                ok("read accounts of customer", store.accounts_of(id).await),
-            ));
+            accounts_of.push((id, ok("read accounts of customer", store.accounts_of(id).await)));
         }
         let mut accounts = Vec::new();
         let mut postings = Vec::new();
@@ -509,11 +446,7 @@ impl<S: Store + ?Sized> Harness<S> {
     }
 
     /// Runs `op`, which must succeed and change nothing (a replay); returns its result.
-    pub(crate) async fn unchanged<T: Debug>(
-        &self,
-        what: &str,
-        op: impl Future<Output = Result<T, Error>>,
-    ) -> T {
+    pub(crate) async fn unchanged<T: Debug>(&self, what: &str, op: impl Future<Output = Result<T, Error>>) -> T {
         let before = self.snapshot().await;
         let value = ok(what, op.await);
         let after = self.snapshot().await;
@@ -531,15 +464,8 @@ impl<S: Store + ?Sized> Harness<S> {
         let mut outbox_ids = HashSet::new();
         let mut outbox_by_account: HashMap<AccountId, Vec<&Event>> = HashMap::new();
         for entry in &outbox {
-            assert!(
-                outbox_ids.insert(entry.event.id),
-                "event {} is twice in the outbox",
-                entry.event.id
-            );
-            outbox_by_account
-                .entry(entry.event.account_id)
-                .or_default()
-                .push(&entry.event);
+            assert!(outbox_ids.insert(entry.event.id), "event {} is twice in the outbox", entry.event.id);
+            outbox_by_account.entry(entry.event.account_id).or_default().push(&entry.event);
         }
 
         let mut accounts = Vec::new();
@@ -547,10 +473,7 @@ impl<S: Store + ?Sized> Harness<S> {
         let mut events_total = 0usize;
         for id in accounts_known {
             let Some(account) = ok("read account", store.account(id).await) else {
-                assert!(
-                    !outbox_by_account.contains_key(&id),
-                    "account {id} has events but does not exist"
-                );
+                assert!(!outbox_by_account.contains_key(&id), "account {id} has events but does not exist");
                 continue;
             };
             assert_eq!(account.id, id, "account {id} was read back with another id");
@@ -570,11 +493,7 @@ impl<S: Store + ?Sized> Harness<S> {
             }
             accounts.push(account);
         }
-        assert_eq!(
-            events_total,
-            outbox.len(),
-            "the outbox holds events of accounts that do not exist"
-        );
+        assert_eq!(events_total, outbox.len(), "the outbox holds events of accounts that do not exist");
 
         // Every currency sums to zero, over exactly the accounts that exist.
         let totals = ok("totals", store.totals().await);
@@ -586,43 +505,20 @@ impl<S: Store + ?Sized> Harness<S> {
         }
         let mut seen_currencies = HashSet::new();
         for t in &totals {
-            assert!(
-                seen_currencies.insert(t.currency),
-                "totals list {} twice",
-                t.currency
-            );
-            assert_eq!(
-                t.posted_minor, 0,
-                "the balances of {} must sum to zero: {totals:?}",
-                t.currency
-            );
+            assert!(seen_currencies.insert(t.currency), "totals list {} twice", t.currency);
+            assert_eq!(t.posted_minor, 0, "the balances of {} must sum to zero: {totals:?}", t.currency);
             let (sum, count) = expected.get(&t.currency).copied().unwrap_or_default();
-            assert_eq!(
-                t.posted_minor, sum,
-                "totals of {} disagree with the accounts",
-                t.currency
-            );
-            assert_eq!(
-                t.accounts, count,
-                "totals of {} count other accounts than exist",
-                t.currency
-            );
+            assert_eq!(t.posted_minor, sum, "totals of {} disagree with the accounts", t.currency);
+            assert_eq!(t.accounts, count, "totals of {} count other accounts than exist", t.currency);
         }
-        assert_eq!(
-            seen_currencies.len(),
-            expected.len(),
-            "totals miss a currency: {totals:?}"
-        );
+        assert_eq!(seen_currencies.len(), expected.len(), "totals miss a currency: {totals:?}");
 
         // Transfers: posted ones have their two lines, others none; holds are the pending ones.
         let transfer_ids = self.known().transfers.clone();
         let mut held: HashMap<AccountId, i64> = HashMap::new();
         for id in transfer_ids {
             let Some(t) = ok("read transfer", store.transfer(id).await) else {
-                assert!(
-                    !all_postings.contains_key(&id),
-                    "transfer {id} has postings but does not exist"
-                );
+                assert!(!all_postings.contains_key(&id), "transfer {id} has postings but does not exist");
                 continue;
             };
             assert_eq!(t.id, id, "transfer {id} was read back with another id");
@@ -651,21 +547,10 @@ impl<S: Store + ?Sized> Harness<S> {
         let customer_ids = self.known().customers.clone();
         for id in customer_ids {
             if let Some(c) = ok("read customer", store.customer(id).await) {
-                let by_name = ok(
-                    "customer by username",
-                    store.customer_by_username(&c.username).await,
-                );
-                assert_eq!(
-                    by_name.as_ref(),
-                    Some(&c),
-                    "customer {id} is not found by its username"
-                );
+                let by_name = ok("customer by username", store.customer_by_username(&c.username).await);
+                assert_eq!(by_name.as_ref(), Some(&c), "customer {id} is not found by its username");
                 for a in ok("accounts of", store.accounts_of(id).await) {
-                    assert_eq!(
-                        a.customer_id(),
-                        Some(id),
-                        "accounts_of({id}) lists another customer's account"
-                    );
+                    assert_eq!(a.customer_id(), Some(id), "accounts_of({id}) lists another customer's account");
                 }
             }
         }
@@ -676,15 +561,9 @@ impl<S: Store + ?Sized> Harness<S> {
 fn check_account_events(account: &Account, events: &[Event]) {
     let id = account.id;
     assert!(account.held_minor >= 0, "account {id}: negative holds");
-    assert!(
-        account.overdraft_limit_minor >= 0,
-        "account {id}: negative overdraft limit"
-    );
+    assert!(account.overdraft_limit_minor >= 0, "account {id}: negative overdraft limit");
     if account.kind == AccountKind::System {
-        assert!(
-            account.is_system(),
-            "account {id}: kind System but a customer owner"
-        );
+        assert!(account.is_system(), "account {id}: kind System but a customer owner");
     } else {
         let available = i128::from(account.posted_minor) - i128::from(account.held_minor);
         assert!(
@@ -698,24 +577,10 @@ fn check_account_events(account: &Account, events: &[Event]) {
         "account {id}: the number of events must be last_event_seq"
     );
     for (i, e) in (1u64..).zip(events) {
-        assert_eq!(
-            e.seq, i,
-            "account {id}: event numbers must be 1, 2, 3, … without gaps"
-        );
-        assert_eq!(
-            e.account_id, id,
-            "account {id}: events_after returned another account's event"
-        );
-        assert_eq!(
-            e.id,
-            EventId::derive(id, e.seq),
-            "account {id}: event {} has an id not derived",
-            e.seq
-        );
-        assert_eq!(
-            e.version, EVENT_VERSION,
-            "account {id}: event format version"
-        );
+        assert_eq!(e.seq, i, "account {id}: event numbers must be 1, 2, 3, … without gaps");
+        assert_eq!(e.account_id, id, "account {id}: events_after returned another account's event");
+        assert_eq!(e.id, EventId::derive(id, e.seq), "account {id}: event {} has an id not derived", e.seq);
+        assert_eq!(e.version, EVENT_VERSION, "account {id}: event format version");
     }
 }
 
@@ -725,27 +590,13 @@ fn check_account_postings(account: &Account, postings: &[Posting], events: &[Eve
     let mut running: i64 = 0;
     let mut last_seq = 0;
     for p in postings.iter().rev() {
-        assert_eq!(
-            p.account_id, id,
-            "account {id}: history lists another account's posting"
-        );
-        assert!(
-            p.seq > last_seq,
-            "account {id}: history is not newest first"
-        );
+        assert_eq!(p.account_id, id, "account {id}: history lists another account's posting");
+        assert!(p.seq > last_seq, "account {id}: history is not newest first");
         last_seq = p.seq;
-        assert!(
-            p.amount.is_positive(),
-            "account {id}: posting amounts are positive"
-        );
-        assert_eq!(
-            p.amount.currency(),
-            account.currency,
-            "account {id}: posting in another currency"
-        );
-        running = running
-            .checked_add(p.signed_minor())
-            .unwrap_or_else(|| panic!("account {id}: the postings overflow"));
+        assert!(p.amount.is_positive(), "account {id}: posting amounts are positive");
+        assert_eq!(p.amount.currency(), account.currency, "account {id}: posting in another currency");
+        running =
+            running.checked_add(p.signed_minor()).unwrap_or_else(|| panic!("account {id}: the postings overflow"));
         assert_eq!(
             p.balance_after,
             Money::new(running, account.currency),
@@ -758,78 +609,42 @@ fn check_account_postings(account: &Account, postings: &[Posting], events: &[Eve
             .and_then(|i| events.get(i))
             .unwrap_or_else(|| panic!("account {id}: posting {} has no event", p.seq));
         match &event.body {
-            EventBody::TransferPosted {
-                transfer_id,
-                kind,
-                direction,
-                amount,
-                counterparty,
-                balances,
-            } => {
+            EventBody::TransferPosted { transfer_id, kind, direction, amount, counterparty, balances } => {
                 assert_eq!(
                     (*transfer_id, *kind, *direction, *amount, *counterparty),
                     (p.transfer_id, p.kind, p.direction, p.amount, p.counterparty),
                     "account {id}: posting {} disagrees with its event",
                     p.seq
                 );
-                assert_eq!(
-                    balances.posted, p.balance_after,
-                    "account {id}: event {} balance",
-                    p.seq
-                );
+                assert_eq!(balances.posted, p.balance_after, "account {id}: event {} balance", p.seq);
                 assert_eq!(event.at, p.posted_at, "account {id}: event {} time", p.seq);
             }
             other => panic!("account {id}: posting {} has event {other:?}", p.seq),
         }
     }
-    assert_eq!(
-        running, account.posted_minor,
-        "account {id}: the balance must be the sum of its postings"
-    );
-    let posted_events = events
-        .iter()
-        .filter(|e| matches!(e.body, EventBody::TransferPosted { .. }))
-        .count();
-    assert_eq!(
-        posted_events,
-        postings.len(),
-        "account {id}: every transfer.posted event has its posting"
-    );
+    assert_eq!(running, account.posted_minor, "account {id}: the balance must be the sum of its postings");
+    let posted_events = events.iter().filter(|e| matches!(e.body, EventBody::TransferPosted { .. })).count();
+    assert_eq!(posted_events, postings.len(), "account {id}: every transfer.posted event has its posting");
 }
 
 /// Checks that a posted transfer has exactly its debit line and its credit line.
 fn check_transfer_lines(t: &Transfer, lines: &[Posting]) {
     let id = t.id;
-    assert_eq!(
-        lines.len(),
-        2,
-        "posted transfer {id} must have exactly two postings, has {lines:?}"
-    );
+    assert_eq!(lines.len(), 2, "posted transfer {id} must have exactly two postings, has {lines:?}");
     let debit = lines.iter().find(|p| p.direction == Direction::Debit);
     let credit = lines.iter().find(|p| p.direction == Direction::Credit);
     let (Some(debit), Some(credit)) = (debit, credit) else {
         panic!("posted transfer {id} must have one debit and one credit line: {lines:?}");
     };
-    for (line, account, counterparty) in [
-        (debit, t.debit_account, t.credit_account),
-        (credit, t.credit_account, t.debit_account),
-    ] {
-        assert_eq!(
-            line.account_id, account,
-            "transfer {id}: line on the wrong account"
-        );
-        assert_eq!(
-            line.counterparty, counterparty,
-            "transfer {id}: line with the wrong counterparty"
-        );
+    for (line, account, counterparty) in
+        [(debit, t.debit_account, t.credit_account), (credit, t.credit_account, t.debit_account)]
+    {
+        assert_eq!(line.account_id, account, "transfer {id}: line on the wrong account");
+        assert_eq!(line.counterparty, counterparty, "transfer {id}: line with the wrong counterparty");
         assert_eq!(line.amount, t.amount, "transfer {id}: line amount");
         assert_eq!(line.kind, t.kind, "transfer {id}: line kind");
         assert_eq!(line.reference, t.reference, "transfer {id}: line reference");
-        assert_eq!(
-            Some(line.posted_at),
-            t.finished_at,
-            "transfer {id}: line time"
-        );
+        assert_eq!(Some(line.posted_at), t.finished_at, "transfer {id}: line time");
     }
 }
 
@@ -847,10 +662,7 @@ pub(crate) async fn read_history<S: Store + ?Sized>(
     let mut all: Vec<Posting> = Vec::new();
     for _ in 0..PAGES_MAX {
         let page = ok("read history", store.postings(account, &q).await);
-        assert!(
-            page.items.len() <= limit,
-            "a history page is longer than its limit"
-        );
+        assert!(page.items.len() <= limit, "a history page is longer than its limit");
         all.extend(page.items);
         match page.next_cursor {
             None => return all,
@@ -872,22 +684,13 @@ pub(crate) async fn read_events<S: Store + ?Sized>(store: &S, account: AccountId
     let mut all: Vec<Event> = Vec::new();
     for _ in 0..PAGES_MAX {
         let after = all.last().map_or(0, |e| e.seq);
-        let page = ok(
-            "read events",
-            store.events_after(account, after, PAGE_LEN_MAX).await,
-        );
-        assert!(
-            page.len() <= usize::try_from(PAGE_LEN_MAX).unwrap_or(usize::MAX),
-            "events page too long"
-        );
+        let page = ok("read events", store.events_after(account, after, PAGE_LEN_MAX).await);
+        assert!(page.len() <= usize::try_from(PAGE_LEN_MAX).unwrap_or(usize::MAX), "events page too long");
         if page.is_empty() {
             return all;
         }
         for e in page {
-            assert!(
-                e.seq > all.last().map_or(after, |l| l.seq),
-                "events_after must go up from after_seq"
-            );
+            assert!(e.seq > all.last().map_or(after, |l| l.seq), "events_after must go up from after_seq");
             all.push(e);
         }
     }
@@ -900,18 +703,12 @@ pub(crate) async fn read_outbox<S: Store + ?Sized>(store: &S, page_len: u32) -> 
     for _ in 0..PAGES_MAX * 10 {
         let after = all.last().map_or(0, |e| e.position);
         let page = ok("read outbox", store.outbox_after(after, page_len).await);
-        assert!(
-            page.len() <= usize::try_from(page_len).unwrap_or(usize::MAX),
-            "outbox page too long"
-        );
+        assert!(page.len() <= usize::try_from(page_len).unwrap_or(usize::MAX), "outbox page too long");
         if page.is_empty() {
             return all;
         }
         for e in page {
-            assert!(
-                e.position > all.last().map_or(after, |l| l.position),
-                "outbox positions must go up from `after`"
-            );
+            assert!(e.position > all.last().map_or(after, |l| l.position), "outbox positions must go up from `after`");
             all.push(e);
         }
     }

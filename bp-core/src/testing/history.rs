@@ -30,24 +30,10 @@ struct Op {
 }
 
 /// What the model expects of one history line.
-type Line = (
-    TransferId,
-    Direction,
-    i64,
-    TransferKind,
-    Timestamp,
-    AccountId,
-);
+type Line = (TransferId, Direction, i64, TransferKind, Timestamp, AccountId);
 
 fn line_of(p: &Posting) -> Line {
-    (
-        p.transfer_id,
-        p.direction,
-        p.amount.amount_minor(),
-        p.kind,
-        p.posted_at,
-        p.counterparty,
-    )
+    (p.transfer_id, p.direction, p.amount.amount_minor(), p.kind, p.posted_at, p.counterparty)
 }
 
 /// The model's history of `account`, newest first.
@@ -55,24 +41,10 @@ fn model_lines(ops: &[Op], account: AccountId) -> Vec<Line> {
     let mut lines = Vec::new();
     for op in ops.iter().rev() {
         if op.credit == account {
-            lines.push((
-                op.id,
-                Direction::Credit,
-                op.amount_minor,
-                op.kind,
-                op.at,
-                op.debit,
-            ));
+            lines.push((op.id, Direction::Credit, op.amount_minor, op.kind, op.at, op.debit));
         }
         if op.debit == account {
-            lines.push((
-                op.id,
-                Direction::Debit,
-                op.amount_minor,
-                op.kind,
-                op.at,
-                op.credit,
-            ));
+            lines.push((op.id, Direction::Debit, op.amount_minor, op.kind, op.at, op.credit));
         }
     }
     lines
@@ -87,8 +59,7 @@ fn model_selects(q: &HistoryQuery, line: &Line) -> bool {
     if q.direction.is_some_and(|d| d != direction) || q.kind.is_some_and(|k| k != kind) {
         return false;
     }
-    !(q.amount_min_minor.is_some_and(|m| amount < m)
-        || q.amount_max_minor.is_some_and(|m| amount > m))
+    !(q.amount_min_minor.is_some_and(|m| amount < m) || q.amount_max_minor.is_some_and(|m| amount > m))
 }
 
 /// Three accounts and [`OPS`] transfers of every kind between them, a minute apart.
@@ -125,25 +96,14 @@ async fn world<S: Store + ?Sized>(h: &Harness<S>) -> World {
             ..request(kind, debit, credit, amount_minor, EUR)
         };
         let t = ok("history transfer", h.transfer(req.clone()).await).transfer;
-        ops.push(Op {
-            id: t.id,
-            kind,
-            debit,
-            credit,
-            amount_minor,
-            at: h.now(),
-        });
+        ops.push(Op { id: t.id, kind, debit, credit, amount_minor, at: h.now() });
     }
     World { a, b, c, ops }
 }
 
 /// Every page of `account`'s history through the façade, following `next_cursor`; checks that
 /// every page but the last is full and that only the last has no cursor.
-async fn pages<S: Store + ?Sized>(
-    h: &Harness<S>,
-    account: AccountId,
-    query: &HistoryQuery,
-) -> Vec<Vec<Posting>> {
+async fn pages<S: Store + ?Sized>(h: &Harness<S>, account: AccountId, query: &HistoryQuery) -> Vec<Vec<Posting>> {
     let limit = usize::try_from(query.limit()).unwrap_or(usize::MAX);
     let mut q = query.clone();
     let mut pages = Vec::new();
@@ -156,10 +116,7 @@ async fn pages<S: Store + ?Sized>(
         };
         assert_eq!(page.items.len(), limit, "a page with a cursor is full");
         let last_seq = page.items.last().map_or(0, |p| p.seq);
-        assert!(
-            cursor <= last_seq,
-            "the cursor {cursor} skips lines after the page's last, {last_seq}"
-        );
+        assert!(cursor <= last_seq, "the cursor {cursor} skips lines after the page's last, {last_seq}");
         q.before_seq = Some(cursor);
         pages.push(page.items);
         assert!(pages.len() <= 10_000, "the cursor never ends");
@@ -171,10 +128,7 @@ pub async fn history_pagination<F: StoreFactory>(f: &F) {
     let h = Harness::new(f).await;
     let w = world(&h).await;
 
-    let q500 = HistoryQuery {
-        limit: Some(PAGE_LEN_MAX),
-        ..HistoryQuery::default()
-    };
+    let q500 = HistoryQuery { limit: Some(PAGE_LEN_MAX), ..HistoryQuery::default() };
     let full = ok("full history", h.ledger.history(w.a.id, &q500).await);
     assert_eq!(full.next_cursor, None, "everything fits in one page of 500");
     let full = full.items;
@@ -183,107 +137,50 @@ pub async fn history_pagination<F: StoreFactory>(f: &F) {
         model_lines(&w.ops, w.a.id),
         "a's history is what happened, newest first"
     );
-    assert!(
-        full.windows(2).all(|p| p[0].seq > p[1].seq),
-        "newest first, by seq"
-    );
+    assert!(full.windows(2).all(|p| p[0].seq > p[1].seq), "newest first, by seq");
     assert!(
         full.len() > usize::try_from(PAGE_LEN_DEFAULT).unwrap_or(usize::MAX),
         "the world is larger than a default page"
     );
     for acc in [&w.b, &w.c] {
         let lines = h.history_all(acc.id, &q500).await;
-        assert_eq!(
-            lines.iter().map(line_of).collect::<Vec<_>>(),
-            model_lines(&w.ops, acc.id)
-        );
+        assert_eq!(lines.iter().map(line_of).collect::<Vec<_>>(), model_lines(&w.ops, acc.id));
     }
     let funding = SystemAccount::Funding.id(EUR);
     let lines = h.history_all(funding, &q500).await;
-    assert_eq!(
-        lines.iter().map(line_of).collect::<Vec<_>>(),
-        model_lines(&w.ops, funding)
-    );
+    assert_eq!(lines.iter().map(line_of).collect::<Vec<_>>(), model_lines(&w.ops, funding));
 
     // The default page length.
-    let first = ok(
-        "default page",
-        h.ledger.history(w.a.id, &HistoryQuery::default()).await,
-    );
-    assert_eq!(
-        first.items[..],
-        full[..usize::try_from(PAGE_LEN_DEFAULT).unwrap_or(0)],
-        "the default page"
-    );
+    let first = ok("default page", h.ledger.history(w.a.id, &HistoryQuery::default()).await);
+    assert_eq!(first.items[..], full[..usize::try_from(PAGE_LEN_DEFAULT).unwrap_or(0)], "the default page");
     assert!(first.next_cursor.is_some());
 
     // Every page size covers every line exactly once, in order.
     let len = full.len();
     for limit in [1, 2, 3, 7, 50, len - 1, len, len + 1, 500] {
-        let q = HistoryQuery {
-            limit: Some(u32::try_from(limit).unwrap_or(PAGE_LEN_MAX)),
-            ..HistoryQuery::default()
-        };
+        let q = HistoryQuery { limit: Some(u32::try_from(limit).unwrap_or(PAGE_LEN_MAX)), ..HistoryQuery::default() };
         let pages = pages(&h, w.a.id, &q).await;
-        assert_eq!(
-            pages.len(),
-            len.div_ceil(limit).max(1),
-            "limit {limit}: number of pages"
-        );
+        assert_eq!(pages.len(), len.div_ceil(limit).max(1), "limit {limit}: number of pages");
         let joined: Vec<Posting> = pages.into_iter().flatten().collect();
-        assert_eq!(
-            joined, full,
-            "limit {limit}: the pages together are the whole history"
-        );
+        assert_eq!(joined, full, "limit {limit}: the pages together are the whole history");
     }
 
     // Cursors taken from anywhere.
-    let from_middle = HistoryQuery {
-        before_seq: Some(full[10].seq),
-        ..q500.clone()
-    };
+    let from_middle = HistoryQuery { before_seq: Some(full[10].seq), ..q500.clone() };
+    assert_eq!(ok("from the middle", h.ledger.history(w.a.id, &from_middle).await).items, full[11..]);
+    let before_first = HistoryQuery { before_seq: Some(1), ..q500.clone() };
     assert_eq!(
-        ok(
-            "from the middle",
-            h.ledger.history(w.a.id, &from_middle).await
-        )
-        .items,
-        full[11..]
+        ok("before the first", h.ledger.history(w.a.id, &before_first).await),
+        Page { items: Vec::new(), next_cursor: None }
     );
-    let before_first = HistoryQuery {
-        before_seq: Some(1),
-        ..q500.clone()
-    };
-    assert_eq!(
-        ok(
-            "before the first",
-            h.ledger.history(w.a.id, &before_first).await
-        ),
-        Page {
-            items: Vec::new(),
-            next_cursor: None
-        }
-    );
-    let past_last = HistoryQuery {
-        before_seq: Some(u64::MAX),
-        ..q500.clone()
-    };
-    assert_eq!(
-        ok("past the last", h.ledger.history(w.a.id, &past_last).await).items,
-        full
-    );
+    let past_last = HistoryQuery { before_seq: Some(u64::MAX), ..q500.clone() };
+    assert_eq!(ok("past the last", h.ledger.history(w.a.id, &past_last).await).items, full);
 
     // An account without postings.
     let empty = h.account(w.a.customer_id().expect("owned"), EUR, 0).await;
     assert_eq!(
-        ok(
-            "empty history",
-            h.ledger.history(empty.id, &HistoryQuery::default()).await
-        ),
-        Page {
-            items: Vec::new(),
-            next_cursor: None
-        }
+        ok("empty history", h.ledger.history(empty.id, &HistoryQuery::default()).await),
+        Page { items: Vec::new(), next_cursor: None }
     );
     h.check_invariants().await;
 }
@@ -303,154 +200,36 @@ pub async fn history_filters<F: StoreFactory>(f: &F) {
 
     let base = HistoryQuery::default();
     let queries: Vec<(&str, HistoryQuery, bool)> = vec![
-        (
-            "from",
-            HistoryQuery {
-                from: Some(at(20)),
-                ..base.clone()
-            },
-            true,
-        ),
-        (
-            "to",
-            HistoryQuery {
-                to: Some(at(20)),
-                ..base.clone()
-            },
-            true,
-        ),
-        (
-            "from and to",
-            HistoryQuery {
-                from: Some(at(10)),
-                to: Some(at(30)),
-                ..base.clone()
-            },
-            true,
-        ),
+        ("from", HistoryQuery { from: Some(at(20)), ..base.clone() }, true),
+        ("to", HistoryQuery { to: Some(at(20)), ..base.clone() }, true),
+        ("from and to", HistoryQuery { from: Some(at(10)), to: Some(at(30)), ..base.clone() }, true),
         (
             "one minute",
-            HistoryQuery {
-                from: Some(at(7)),
-                to: Some(at(7) + TimeDelta::seconds(1)),
-                ..base.clone()
-            },
+            HistoryQuery { from: Some(at(7)), to: Some(at(7) + TimeDelta::seconds(1)), ..base.clone() },
             true,
         ),
         (
             "between transfers",
-            HistoryQuery {
-                from: Some(at(7) + TimeDelta::seconds(1)),
-                to: Some(at(8)),
-                ..base.clone()
-            },
+            HistoryQuery { from: Some(at(7) + TimeDelta::seconds(1)), to: Some(at(8)), ..base.clone() },
             false,
         ),
-        (
-            "before everything",
-            HistoryQuery {
-                to: Some(at(0)),
-                ..base.clone()
-            },
-            false,
-        ),
-        (
-            "after everything",
-            HistoryQuery {
-                from: Some(at(OPS) + TimeDelta::seconds(1)),
-                ..base.clone()
-            },
-            false,
-        ),
-        (
-            "debits",
-            HistoryQuery {
-                direction: Some(Direction::Debit),
-                ..base.clone()
-            },
-            true,
-        ),
-        (
-            "credits",
-            HistoryQuery {
-                direction: Some(Direction::Credit),
-                ..base.clone()
-            },
-            true,
-        ),
-        (
-            "at least 1000",
-            HistoryQuery {
-                amount_min_minor: Some(1_000),
-                ..base.clone()
-            },
-            true,
-        ),
-        (
-            "at most 600",
-            HistoryQuery {
-                amount_max_minor: Some(600),
-                ..base.clone()
-            },
-            true,
-        ),
+        ("before everything", HistoryQuery { to: Some(at(0)), ..base.clone() }, false),
+        ("after everything", HistoryQuery { from: Some(at(OPS) + TimeDelta::seconds(1)), ..base.clone() }, false),
+        ("debits", HistoryQuery { direction: Some(Direction::Debit), ..base.clone() }, true),
+        ("credits", HistoryQuery { direction: Some(Direction::Credit), ..base.clone() }, true),
+        ("at least 1000", HistoryQuery { amount_min_minor: Some(1_000), ..base.clone() }, true),
+        ("at most 600", HistoryQuery { amount_max_minor: Some(600), ..base.clone() }, true),
         (
             "exactly one amount",
-            HistoryQuery {
-                amount_min_minor: Some(some_amount),
-                amount_max_minor: Some(some_amount),
-                ..base.clone()
-            },
+            HistoryQuery { amount_min_minor: Some(some_amount), amount_max_minor: Some(some_amount), ..base.clone() },
             true,
         ),
-        (
-            "at least zero",
-            HistoryQuery {
-                amount_min_minor: Some(0),
-                ..base.clone()
-            },
-            true,
-        ),
-        (
-            "deposits",
-            HistoryQuery {
-                kind: Some(TransferKind::Deposit),
-                ..base.clone()
-            },
-            true,
-        ),
-        (
-            "internal",
-            HistoryQuery {
-                kind: Some(TransferKind::Internal),
-                ..base.clone()
-            },
-            true,
-        ),
-        (
-            "withdrawals",
-            HistoryQuery {
-                kind: Some(TransferKind::Withdrawal),
-                ..base.clone()
-            },
-            true,
-        ),
-        (
-            "fees",
-            HistoryQuery {
-                kind: Some(TransferKind::Fee),
-                ..base.clone()
-            },
-            true,
-        ),
-        (
-            "loans",
-            HistoryQuery {
-                kind: Some(TransferKind::Loan),
-                ..base.clone()
-            },
-            false,
-        ),
+        ("at least zero", HistoryQuery { amount_min_minor: Some(0), ..base.clone() }, true),
+        ("deposits", HistoryQuery { kind: Some(TransferKind::Deposit), ..base.clone() }, true),
+        ("internal", HistoryQuery { kind: Some(TransferKind::Internal), ..base.clone() }, true),
+        ("withdrawals", HistoryQuery { kind: Some(TransferKind::Withdrawal), ..base.clone() }, true),
+        ("fees", HistoryQuery { kind: Some(TransferKind::Fee), ..base.clone() }, true),
+        ("loans", HistoryQuery { kind: Some(TransferKind::Loan), ..base.clone() }, false),
         (
             "everything at once",
             HistoryQuery {
@@ -466,20 +245,13 @@ pub async fn history_filters<F: StoreFactory>(f: &F) {
         ),
         (
             "credits of internal transfers",
-            HistoryQuery {
-                direction: Some(Direction::Credit),
-                kind: Some(TransferKind::Internal),
-                ..base.clone()
-            },
+            HistoryQuery { direction: Some(Direction::Credit), kind: Some(TransferKind::Internal), ..base.clone() },
             true,
         ),
     ];
     for (what, query, nonempty) in queries {
         let expected: Vec<Posting> = full.iter().filter(|p| query.matches(p)).cloned().collect();
-        let model: Vec<Line> = model_lines(&w.ops, w.a.id)
-            .into_iter()
-            .filter(|l| model_selects(&query, l))
-            .collect();
+        let model: Vec<Line> = model_lines(&w.ops, w.a.id).into_iter().filter(|l| model_selects(&query, l)).collect();
         assert_eq!(
             expected.iter().map(line_of).collect::<Vec<_>>(),
             model,
@@ -492,33 +264,15 @@ pub async fn history_filters<F: StoreFactory>(f: &F) {
             if nonempty { "some" } else { "no" }
         );
         for limit in [2, PAGE_LEN_MAX] {
-            let q = HistoryQuery {
-                limit: Some(limit),
-                ..query.clone()
-            };
+            let q = HistoryQuery { limit: Some(limit), ..query.clone() };
             let joined: Vec<Posting> = pages(&h, w.a.id, &q).await.into_iter().flatten().collect();
-            assert_eq!(
-                joined, expected,
-                "{what}, pages of {limit}: the store's filter disagrees"
-            );
+            assert_eq!(joined, expected, "{what}, pages of {limit}: the store's filter disagrees");
         }
         // A cursor combines with the filter.
         if let Some(mid) = expected.get(expected.len() / 2) {
-            let q = HistoryQuery {
-                before_seq: Some(mid.seq),
-                limit: Some(PAGE_LEN_MAX),
-                ..query.clone()
-            };
-            let rest: Vec<Posting> = expected
-                .iter()
-                .filter(|p| p.seq < mid.seq)
-                .cloned()
-                .collect();
-            assert_eq!(
-                ok(what, h.ledger.history(w.a.id, &q).await).items,
-                rest,
-                "{what}: filter with a cursor"
-            );
+            let q = HistoryQuery { before_seq: Some(mid.seq), limit: Some(PAGE_LEN_MAX), ..query.clone() };
+            let rest: Vec<Posting> = expected.iter().filter(|p| p.seq < mid.seq).cloned().collect();
+            assert_eq!(ok(what, h.ledger.history(w.a.id, &q).await).items, rest, "{what}: filter with a cursor");
         }
     }
     h.check_invariants().await;
@@ -532,77 +286,25 @@ pub async fn history_invalid<F: StoreFactory>(f: &F) {
     let now = h.now();
     let base = HistoryQuery::default();
     let cases = [
-        (
-            "limit 0",
-            HistoryQuery {
-                limit: Some(0),
-                ..base.clone()
-            },
-            "limit",
-        ),
-        (
-            "limit 501",
-            HistoryQuery {
-                limit: Some(PAGE_LEN_MAX + 1),
-                ..base.clone()
-            },
-            "limit",
-        ),
-        (
-            "limit u32::MAX",
-            HistoryQuery {
-                limit: Some(u32::MAX),
-                ..base.clone()
-            },
-            "limit",
-        ),
-        (
-            "from equals to",
-            HistoryQuery {
-                from: Some(now),
-                to: Some(now),
-                ..base.clone()
-            },
-            "from",
-        ),
+        ("limit 0", HistoryQuery { limit: Some(0), ..base.clone() }, "limit"),
+        ("limit 501", HistoryQuery { limit: Some(PAGE_LEN_MAX + 1), ..base.clone() }, "limit"),
+        ("limit u32::MAX", HistoryQuery { limit: Some(u32::MAX), ..base.clone() }, "limit"),
+        ("from equals to", HistoryQuery { from: Some(now), to: Some(now), ..base.clone() }, "from"),
         (
             "from after to",
-            HistoryQuery {
-                from: Some(now + TimeDelta::seconds(1)),
-                to: Some(now),
-                ..base.clone()
-            },
+            HistoryQuery { from: Some(now + TimeDelta::seconds(1)), to: Some(now), ..base.clone() },
             "from",
         ),
         (
             "min above max",
-            HistoryQuery {
-                amount_min_minor: Some(101),
-                amount_max_minor: Some(100),
-                ..base.clone()
-            },
+            HistoryQuery { amount_min_minor: Some(101), amount_max_minor: Some(100), ..base.clone() },
             "amount_min",
         ),
-        (
-            "negative min",
-            HistoryQuery {
-                amount_min_minor: Some(-1),
-                ..base.clone()
-            },
-            "amount",
-        ),
-        (
-            "negative max",
-            HistoryQuery {
-                amount_max_minor: Some(-1),
-                ..base.clone()
-            },
-            "amount",
-        ),
+        ("negative min", HistoryQuery { amount_min_minor: Some(-1), ..base.clone() }, "amount"),
+        ("negative max", HistoryQuery { amount_max_minor: Some(-1), ..base.clone() }, "amount"),
     ];
     for (what, q, field) in cases {
-        h.rejects(what, h.ledger.history(a.id, &q), invalid(field))
-            .await;
+        h.rejects(what, h.ledger.history(a.id, &q), invalid(field)).await;
     }
     let q = HistoryQuery {
         limit: Some(PAGE_LEN_MAX),
@@ -610,19 +312,9 @@ pub async fn history_invalid<F: StoreFactory>(f: &F) {
         to: Some(now + TimeDelta::seconds(1)),
         ..base.clone()
     };
-    assert_eq!(
-        ok("the bounds themselves", h.ledger.history(a.id, &q).await)
-            .items
-            .len(),
-        1
-    );
+    assert_eq!(ok("the bounds themselves", h.ledger.history(a.id, &q).await).items.len(), 1);
     let unknown = AccountId::new_v7();
-    h.rejects(
-        "unknown account",
-        h.ledger.history(unknown, &base),
-        LedgerError::AccountNotFound(unknown),
-    )
-    .await;
+    h.rejects("unknown account", h.ledger.history(unknown, &base), LedgerError::AccountNotFound(unknown)).await;
     let unused_system = SystemAccount::LoanFunding.id(EUR);
     h.rejects(
         "a system account not opened yet",

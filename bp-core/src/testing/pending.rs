@@ -18,25 +18,12 @@ use crate::transfer::{Direction, TransferKind, TransferRequest, TransferState, V
 
 const EUR: Currency = Currency::EUR;
 
-fn hold(
-    debit: &Account,
-    credit: AccountId,
-    kind: TransferKind,
-    amount: i64,
-    until: Timestamp,
-) -> TransferRequest {
-    TransferRequest {
-        hold_until: Some(until),
-        ..request(kind, debit.id, credit, amount, debit.currency)
-    }
+fn hold(debit: &Account, credit: AccountId, kind: TransferKind, amount: i64, until: Timestamp) -> TransferRequest {
+    TransferRequest { hold_until: Some(until), ..request(kind, debit.id, credit, amount, debit.currency) }
 }
 
 fn balances(posted: i64, held: i64) -> Balances {
-    Balances {
-        posted: Money::new(posted, EUR),
-        held: Money::new(held, EUR),
-        available: Money::new(posted - held, EUR),
-    }
+    Balances { posted: Money::new(posted, EUR), held: Money::new(held, EUR), available: Money::new(posted - held, EUR) }
 }
 
 fn transition(transfer: TransferId, from: TransferState, to: TransferState) -> LedgerError {
@@ -65,10 +52,7 @@ pub async fn pending_lifecycle<F: StoreFactory>(f: &F) {
         (t.id, t.state, t.hold_until, t.finished_at, t.void_reason),
         (p1.id, TransferState::Pending, Some(until), None, None)
     );
-    assert_eq!(
-        (t.debit_account, t.credit_account, t.amount, t.created_at),
-        (a.id, clearing, p1.amount, t0)
-    );
+    assert_eq!((t.debit_account, t.credit_account, t.amount, t.created_at), (a.id, clearing, p1.amount, t0));
     let after = h.get_account(a.id).await;
     assert_eq!(after.balances(), balances(100_00, 30_00));
     assert_eq!(after.last_event_seq, before.last_event_seq + 1);
@@ -84,37 +68,15 @@ pub async fn pending_lifecycle<F: StoreFactory>(f: &F) {
             balances: balances(100_00, 30_00),
         }
     );
-    assert!(
-        h.events(clearing).await.is_empty(),
-        "a hold writes no event on the credit account"
-    );
-    assert!(
-        h.history_all(clearing, &HistoryQuery::default())
-            .await
-            .is_empty(),
-        "a hold writes no posting"
-    );
-    assert_eq!(
-        h.history_all(a.id, &HistoryQuery::default()).await.len(),
-        1,
-        "a hold writes no posting"
-    );
+    assert!(h.events(clearing).await.is_empty(), "a hold writes no event on the credit account");
+    assert!(h.history_all(clearing, &HistoryQuery::default()).await.is_empty(), "a hold writes no posting");
+    assert_eq!(h.history_all(a.id, &HistoryQuery::default()).await.len(), 1, "a hold writes no posting");
     assert_eq!(h.get_transfer(p1.id).await, t);
 
     // The hold counts against later transfers.
-    h.rejects(
-        "spend the held funds",
-        h.pay(&a, b.id, 70_01),
-        LedgerError::InsufficientFunds { account: a.id },
-    )
-    .await;
+    h.rejects("spend the held funds", h.pay(&a, b.id, 70_01), LedgerError::InsufficientFunds { account: a.id }).await;
     let h2 = hold(&a, clearing, TransferKind::Interbank, 70_01, until);
-    h.rejects(
-        "hold the held funds",
-        h.transfer(h2),
-        LedgerError::InsufficientFunds { account: a.id },
-    )
-    .await;
+    h.rejects("hold the held funds", h.transfer(h2), LedgerError::InsufficientFunds { account: a.id }).await;
     ok("spend the rest", h.pay(&a, b.id, 40_00).await);
 
     // Post: the money moves, the hold is released, two postings.
@@ -123,58 +85,29 @@ pub async fn pending_lifecycle<F: StoreFactory>(f: &F) {
     let r = ok("post", h.ledger.post_pending(p1.id).await);
     assert!(!r.replayed);
     assert_eq!(
-        (
-            r.transfer.state,
-            r.transfer.finished_at,
-            r.transfer.created_at
-        ),
+        (r.transfer.state, r.transfer.finished_at, r.transfer.created_at),
         (TransferState::Posted, Some(t1), t0)
     );
     assert_eq!(h.get_transfer(p1.id).await, r.transfer);
     assert_eq!(h.get_account(a.id).await.balances(), balances(30_00, 0));
     assert_eq!(h.get_account(clearing).await.posted_minor, 30_00);
-    let line = h
-        .history_all(a.id, &HistoryQuery::default())
-        .await
-        .remove(0);
+    let line = h.history_all(a.id, &HistoryQuery::default()).await.remove(0);
     assert_eq!(
-        (
-            line.transfer_id,
-            line.direction,
-            line.amount,
-            line.counterparty
-        ),
+        (line.transfer_id, line.direction, line.amount, line.counterparty),
         (p1.id, Direction::Debit, p1.amount, clearing)
     );
-    assert_eq!(
-        (line.kind, line.balance_after, line.posted_at),
-        (TransferKind::Interbank, Money::new(30_00, EUR), t1)
-    );
+    assert_eq!((line.kind, line.balance_after, line.posted_at), (TransferKind::Interbank, Money::new(30_00, EUR), t1));
     let line = h.history_all(clearing, &HistoryQuery::default()).await;
     assert_eq!(line.len(), 1);
-    assert_eq!(
-        (line[0].transfer_id, line[0].direction),
-        (p1.id, Direction::Credit)
-    );
+    assert_eq!((line[0].transfer_id, line[0].direction), (p1.id, Direction::Credit));
     let event = h.events(a.id).await.pop().expect("an event");
-    let EventBody::TransferPosted {
-        transfer_id,
-        direction,
-        balances: after,
-        ..
-    } = event.body
-    else {
+    let EventBody::TransferPosted { transfer_id, direction, balances: after, .. } = event.body else {
         panic!("posting writes transfer.posted, not {event:?}");
     };
-    assert_eq!(
-        (transfer_id, direction, after),
-        (p1.id, Direction::Debit, balances(30_00, 0))
-    );
+    assert_eq!((transfer_id, direction, after), (p1.id, Direction::Debit, balances(30_00, 0)));
     assert_eq!(h.events(clearing).await.len(), 1);
 
-    let again = h
-        .unchanged("post again", h.ledger.post_pending(p1.id))
-        .await;
+    let again = h.unchanged("post again", h.ledger.post_pending(p1.id)).await;
     assert_eq!((again.transfer, again.replayed), (r.transfer.clone(), true));
     for (reason, to) in [
         (VoidReason::Cancelled, TransferState::Voided),
@@ -190,32 +123,15 @@ pub async fn pending_lifecycle<F: StoreFactory>(f: &F) {
     }
 
     // Void: the hold is released, nothing posted.
-    let p2 = hold(
-        &a,
-        clearing,
-        TransferKind::Interbank,
-        10_00,
-        h.now() + TimeDelta::hours(1),
-    );
+    let p2 = hold(&a, clearing, TransferKind::Interbank, 10_00, h.now() + TimeDelta::hours(1));
     ok("hold", h.transfer(p2.clone()).await);
     assert_eq!(h.get_account(a.id).await.balances(), balances(30_00, 10_00));
     h.advance_secs(5);
-    let r = ok(
-        "void",
-        h.ledger.void_pending(p2.id, VoidReason::Cancelled).await,
-    );
+    let r = ok("void", h.ledger.void_pending(p2.id, VoidReason::Cancelled).await);
     assert!(!r.replayed);
     assert_eq!(
-        (
-            r.transfer.state,
-            r.transfer.void_reason,
-            r.transfer.finished_at
-        ),
-        (
-            TransferState::Voided,
-            Some(VoidReason::Cancelled),
-            Some(h.now())
-        )
+        (r.transfer.state, r.transfer.void_reason, r.transfer.finished_at),
+        (TransferState::Voided, Some(VoidReason::Cancelled), Some(h.now()))
     );
     assert_eq!(h.get_account(a.id).await.balances(), balances(30_00, 0));
     let event = h.events(a.id).await.pop().expect("an event");
@@ -228,18 +144,8 @@ pub async fn pending_lifecycle<F: StoreFactory>(f: &F) {
             balances: balances(30_00, 0)
         }
     );
-    assert!(
-        h.history_all(a.id, &HistoryQuery::default())
-            .await
-            .iter()
-            .all(|p| p.transfer_id != p2.id)
-    );
-    let again = h
-        .unchanged(
-            "void again",
-            h.ledger.void_pending(p2.id, VoidReason::Cancelled),
-        )
-        .await;
+    assert!(h.history_all(a.id, &HistoryQuery::default()).await.iter().all(|p| p.transfer_id != p2.id));
+    let again = h.unchanged("void again", h.ledger.void_pending(p2.id, VoidReason::Cancelled)).await;
     assert_eq!((again.transfer, again.replayed), (r.transfer, true));
     h.rejects(
         "post a voided transfer",
@@ -261,29 +167,12 @@ pub async fn pending_lifecycle<F: StoreFactory>(f: &F) {
     .await;
 
     // Rejected by the other side: the transfer fails.
-    let p3 = hold(
-        &a,
-        clearing,
-        TransferKind::Interbank,
-        5_00,
-        h.now() + TimeDelta::hours(1),
-    );
+    let p3 = hold(&a, clearing, TransferKind::Interbank, 5_00, h.now() + TimeDelta::hours(1));
     ok("hold", h.transfer(p3.clone()).await);
-    let r = ok(
-        "reject",
-        h.ledger.void_pending(p3.id, VoidReason::Rejected).await,
-    );
-    assert_eq!(
-        (r.transfer.state, r.transfer.void_reason),
-        (TransferState::Failed, Some(VoidReason::Rejected))
-    );
+    let r = ok("reject", h.ledger.void_pending(p3.id, VoidReason::Rejected).await);
+    assert_eq!((r.transfer.state, r.transfer.void_reason), (TransferState::Failed, Some(VoidReason::Rejected)));
     assert_eq!(h.get_account(a.id).await.balances(), balances(30_00, 0));
-    let again = h
-        .unchanged(
-            "reject again",
-            h.ledger.void_pending(p3.id, VoidReason::Rejected),
-        )
-        .await;
+    let again = h.unchanged("reject again", h.ledger.void_pending(p3.id, VoidReason::Rejected)).await;
     assert!(again.replayed);
     h.rejects(
         "post a failed transfer",
@@ -299,21 +188,11 @@ pub async fn pending_lifecycle<F: StoreFactory>(f: &F) {
     .await;
 
     // An internal pending transfer between two customers.
-    let p4 = hold(
-        &a,
-        b.id,
-        TransferKind::Internal,
-        7_00,
-        h.now() + TimeDelta::hours(1),
-    );
+    let p4 = hold(&a, b.id, TransferKind::Internal, 7_00, h.now() + TimeDelta::hours(1));
     ok("internal hold", h.transfer(p4.clone()).await);
     assert_eq!(
         h.get_account(b.id).await.balances(),
-        Balances {
-            posted: Money::new(40_00, EUR),
-            held: Money::zero(EUR),
-            available: Money::new(40_00, EUR)
-        }
+        Balances { posted: Money::new(40_00, EUR), held: Money::zero(EUR), available: Money::new(40_00, EUR) }
     );
     ok("post internal", h.ledger.post_pending(p4.id).await);
     assert_eq!(h.get_account(a.id).await.balances(), balances(23_00, 0));
@@ -342,29 +221,16 @@ pub async fn pending_expiry<F: StoreFactory>(f: &F) {
     let due = |now: Timestamp, limit: u32| {
         let h = &h;
         async move {
-            let ids = ok(
-                "pending_expired",
-                h.store().pending_expired(now, limit).await,
-            );
+            let ids = ok("pending_expired", h.store().pending_expired(now, limit).await);
             let set: HashSet<TransferId> = ids.iter().copied().collect();
-            assert_eq!(
-                set.len(),
-                ids.len(),
-                "pending_expired lists a transfer twice"
-            );
-            assert!(
-                ids.len() <= usize::try_from(limit).unwrap_or(usize::MAX),
-                "pending_expired ignores its limit"
-            );
+            assert_eq!(set.len(), ids.len(), "pending_expired lists a transfer twice");
+            assert!(ids.len() <= usize::try_from(limit).unwrap_or(usize::MAX), "pending_expired ignores its limit");
             set
         }
     };
 
     assert!(due(t0, 100).await.is_empty());
-    assert!(
-        due(hour(1), 100).await.is_empty(),
-        "a hold ending exactly now is not yet due"
-    );
+    assert!(due(hour(1), 100).await.is_empty(), "a hold ending exactly now is not yet due");
     h.rejects(
         "expire before the end",
         h.ledger.void_pending(p1.id, VoidReason::Expired),
@@ -378,35 +244,16 @@ pub async fn pending_expiry<F: StoreFactory>(f: &F) {
         LedgerError::HoldNotExpired { transfer: p1.id },
     )
     .await;
-    let posted = ok(
-        "post at the last instant",
-        h.ledger.post_pending(p4.id).await,
-    );
+    let posted = ok("post at the last instant", h.ledger.post_pending(p4.id).await);
     assert_eq!(posted.transfer.state, TransferState::Posted);
-    assert_eq!(
-        due(hour(1) + sec, 100).await,
-        HashSet::from([p1.id]),
-        "due holds, not posted ones"
-    );
+    assert_eq!(due(hour(1) + sec, 100).await, HashSet::from([p1.id]), "due holds, not posted ones");
 
     h.clock.set(hour(1) + sec);
-    h.rejects(
-        "post after the end",
-        h.ledger.post_pending(p1.id),
-        LedgerError::HoldExpired { transfer: p1.id },
-    )
-    .await;
+    h.rejects("post after the end", h.ledger.post_pending(p1.id), LedgerError::HoldExpired { transfer: p1.id }).await;
     assert_eq!(due(hour(2) + sec, 100).await, HashSet::from([p1.id, p2.id]));
     let one = due(hour(2) + sec, 1).await;
-    assert!(
-        one.len() == 1 && one.is_subset(&HashSet::from([p1.id, p2.id])),
-        "limit 1 lists one due hold: {one:?}"
-    );
-    assert_eq!(
-        due(hour(10), PAGE_LEN_MAX).await,
-        HashSet::from([p1.id, p2.id, p3.id]),
-        "due as of the given time"
-    );
+    assert!(one.len() == 1 && one.is_subset(&HashSet::from([p1.id, p2.id])), "limit 1 lists one due hold: {one:?}");
+    assert_eq!(due(hour(10), PAGE_LEN_MAX).await, HashSet::from([p1.id, p2.id, p3.id]), "due as of the given time");
 
     // The sweeper voids what is due at the time it is given.
     h.clock.set(hour(2) + sec);
@@ -416,11 +263,7 @@ pub async fn pending_expiry<F: StoreFactory>(f: &F) {
         let t = h.get_transfer(p.id).await;
         assert_eq!(
             (t.state, t.void_reason, t.finished_at),
-            (
-                TransferState::Voided,
-                Some(VoidReason::Expired),
-                Some(h.now())
-            )
+            (TransferState::Voided, Some(VoidReason::Expired), Some(h.now()))
         );
     }
     let reasons: Vec<VoidReason> = h
@@ -435,19 +278,8 @@ pub async fn pending_expiry<F: StoreFactory>(f: &F) {
     assert_eq!(reasons, vec![VoidReason::Expired, VoidReason::Expired]);
     assert_eq!(h.get_account(a.id).await.balances(), balances(95_00, 10_00));
     assert!(due(h.now(), 100).await.is_empty());
-    assert_eq!(
-        ok(
-            "nothing left to expire",
-            h.ledger.expire_holds(h.now(), 100).await
-        ),
-        0
-    );
-    let again = h
-        .unchanged(
-            "expire again",
-            h.ledger.void_pending(p1.id, VoidReason::Expired),
-        )
-        .await;
+    assert_eq!(ok("nothing left to expire", h.ledger.expire_holds(h.now(), 100).await), 0);
+    let again = h.unchanged("expire again", h.ledger.void_pending(p1.id, VoidReason::Expired)).await;
     assert!(again.replayed);
     h.rejects(
         "expire p3 early",
@@ -456,24 +288,14 @@ pub async fn pending_expiry<F: StoreFactory>(f: &F) {
     )
     .await;
     h.clock.set(hour(3) + sec);
-    let r = ok(
-        "expire p3 by hand",
-        h.ledger.void_pending(p3.id, VoidReason::Expired).await,
-    );
-    assert_eq!(
-        (r.transfer.state, r.transfer.void_reason),
-        (TransferState::Voided, Some(VoidReason::Expired))
-    );
+    let r = ok("expire p3 by hand", h.ledger.void_pending(p3.id, VoidReason::Expired).await);
+    assert_eq!((r.transfer.state, r.transfer.void_reason), (TransferState::Voided, Some(VoidReason::Expired)));
     assert_eq!(h.get_account(a.id).await.balances(), balances(95_00, 0));
 
     // The sweeper's limit.
     let until = h.now() + TimeDelta::minutes(5);
     for _ in 0..3 {
-        ok(
-            "hold",
-            h.transfer(hold(&a, clearing, TransferKind::Interbank, 1_00, until))
-                .await,
-        );
+        ok("hold", h.transfer(hold(&a, clearing, TransferKind::Interbank, 1_00, until)).await);
     }
     h.advance_secs(301);
     assert_eq!(ok("sweep 1", h.ledger.expire_holds(h.now(), 2).await), 2);
@@ -495,17 +317,8 @@ pub async fn pending_errors<F: StoreFactory>(f: &F) {
 
     let unknown = TransferId::new_v7();
     h.track_transfers([unknown]);
-    h.rejects(
-        "post an unknown transfer",
-        h.ledger.post_pending(unknown),
-        LedgerError::TransferNotFound(unknown),
-    )
-    .await;
-    for reason in [
-        VoidReason::Cancelled,
-        VoidReason::Expired,
-        VoidReason::Rejected,
-    ] {
+    h.rejects("post an unknown transfer", h.ledger.post_pending(unknown), LedgerError::TransferNotFound(unknown)).await;
+    for reason in [VoidReason::Cancelled, VoidReason::Expired, VoidReason::Rejected] {
         h.rejects(
             "void an unknown transfer",
             h.ledger.void_pending(unknown, reason),
@@ -525,19 +338,9 @@ pub async fn pending_errors<F: StoreFactory>(f: &F) {
         "hold in another currency",
         h.transfer(TransferRequest {
             amount: Money::new(1, EUR),
-            ..hold(
-                &u,
-                SystemAccount::InterbankClearing.id(Currency::USD),
-                TransferKind::Interbank,
-                1,
-                until,
-            )
+            ..hold(&u, SystemAccount::InterbankClearing.id(Currency::USD), TransferKind::Interbank, 1, until)
         }),
-        LedgerError::CurrencyMismatch {
-            account: u.id,
-            expected: Currency::USD,
-            actual: EUR,
-        },
+        LedgerError::CurrencyMismatch { account: u.id, expected: Currency::USD, actual: EUR },
     )
     .await;
     h.rejects(
@@ -556,39 +359,19 @@ pub async fn pending_errors<F: StoreFactory>(f: &F) {
     // Posting needs the accounts active; voiding does not.
     let p = hold(&a, clearing, TransferKind::Interbank, 4_00, until);
     ok("hold", h.transfer(p.clone()).await);
-    ok(
-        "freeze",
-        h.ledger
-            .set_account_status(a.id, AccountStatus::Frozen)
-            .await,
-    );
+    ok("freeze", h.ledger.set_account_status(a.id, AccountStatus::Frozen).await);
     h.rejects(
         "post from a frozen account",
         h.ledger.post_pending(p.id),
-        LedgerError::AccountNotActive {
-            account: a.id,
-            status: AccountStatus::Frozen,
-        },
+        LedgerError::AccountNotActive { account: a.id, status: AccountStatus::Frozen },
     )
     .await;
-    ok(
-        "unfreeze",
-        h.ledger
-            .set_account_status(a.id, AccountStatus::Active)
-            .await,
-    );
+    ok("unfreeze", h.ledger.set_account_status(a.id, AccountStatus::Active).await);
     ok("post once active", h.ledger.post_pending(p.id).await);
 
     // An immediate transfer was never pending: posting replays it, voiding is a bad transition.
-    let t = ok(
-        "immediate",
-        h.pay(&a, h.customer_account("bob", EUR).await.id, 1_00)
-            .await,
-    )
-    .transfer;
-    let again = h
-        .unchanged("post an immediate transfer", h.ledger.post_pending(t.id))
-        .await;
+    let t = ok("immediate", h.pay(&a, h.customer_account("bob", EUR).await.id, 1_00).await).transfer;
+    let again = h.unchanged("post an immediate transfer", h.ledger.post_pending(t.id)).await;
     assert_eq!((again.transfer, again.replayed), (t.clone(), true));
     h.rejects(
         "void an immediate transfer",
@@ -601,9 +384,5 @@ pub async fn pending_errors<F: StoreFactory>(f: &F) {
 
 async fn expect_not_found<S: crate::store::Store + ?Sized>(h: &Harness<S>, id: TransferId) {
     assert_eq!(ok("read", h.store().transfer(id).await), None);
-    super::harness::expect_rule(
-        "façade read",
-        h.ledger.transfer_by_id(id).await,
-        &LedgerError::TransferNotFound(id),
-    );
+    super::harness::expect_rule("façade read", h.ledger.transfer_by_id(id).await, &LedgerError::TransferNotFound(id));
 }

@@ -64,8 +64,9 @@ pub struct SqliteConfig {
     pub read_connections: usize,
     /// Page cache of each connection, in KiB.
     pub cache_size_kib: u32,
-    /// Transfers the writer keeps in memory for idempotency and state checks before it forgets
-    /// them (they are then read back from the database when needed).
+    /// Transfers the writer keeps in memory between batches before it forgets them. A forgotten
+    /// transfer is read back when a command needs it; a retried one is found by the unique index
+    /// on its id, so idempotency never depends on this cache.
     pub transfer_cache_len_max: usize,
     /// The clock that stamps every change.
     pub clock: Arc<dyn Clock>,
@@ -78,7 +79,7 @@ impl Default for SqliteConfig {
             queue_len_max: 16_384,
             read_connections: 4,
             cache_size_kib: 256 * 1024,
-            transfer_cache_len_max: 200_000,
+            transfer_cache_len_max: 4096,
             clock: Arc::new(SystemClock),
         }
     }
@@ -101,23 +102,52 @@ fn open_connection(path: &Path, flags: OpenFlags, cache_size_kib: u32) -> Result
 
 /// Copies committed WAL frames back into the database file every few milliseconds, without
 /// blocking the writer (a passive checkpoint), until `stop` is set.
-fn spawn_checkpointer(conn: Connection, stop: Arc<std::sync::atomic::AtomicBool>) -> Result<(), StoreError> {
+fn spawn_checkpointer(
+    conn: Connection,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>, StoreError> {
     std::thread::Builder::new()
         .name("bp-sqlite-checkpoint".into())
         .spawn(move || {
+            let mut copied_before = -1;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 // (busy, frames in the WAL, frames copied). A failed checkpoint only delays the
                 // next one; the WAL keeps every commit.
-                let progress = conn
-                    .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)));
-                // Caught up: the writer restarts the WAL from its beginning at its next commit.
-                if progress.is_ok_and(|(log, done)| log == done) {
+                let progress = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                    Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                });
+                // Go again at once only while there is more to copy and the last round copied
+                // something; when caught up (the writer then restarts the WAL from its start),
+                // failing, or held back by a reader's snapshot, wait.
+                let busy = match progress {
+                    Ok((log, copied)) => {
+                        let more = log != copied && copied != copied_before;
+                        copied_before = copied;
+                        more
+                    }
+                    Err(_) => false,
+                };
+                if !busy {
                     std::thread::sleep(CHECKPOINT_INTERVAL);
                 }
             }
         })
-        .map(|_| ())
         .map_err(|e| StoreError::with_source(StoreErrorKind::Unavailable, "cannot start the checkpoint thread", e))
+}
+
+/// The store's threads. Dropped with the last handle of the store: the checkpoint thread stops
+/// then, and the writer stops by itself once every sender of its queue is gone.
+#[derive(Debug)]
+struct Threads {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    checkpointer: Option<std::thread::JoinHandle<()>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Threads {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(5);
@@ -136,11 +166,8 @@ impl ReadPool {
         T: Send + 'static,
         F: FnOnce(&Connection, &writer::SharedLive) -> Result<T, StoreError> + Send + 'static,
     {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| StoreError::new(StoreErrorKind::Closed, "the store is closed"))?;
+        let _permit =
+            self.permits.acquire().await.map_err(|_| StoreError::new(StoreErrorKind::Closed, "the store is closed"))?;
         let pool = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             let conn = pool
@@ -165,6 +192,7 @@ pub struct SqliteStore {
     reads: Arc<ReadPool>,
     path: PathBuf,
     stats: Arc<WriterStats>,
+    threads: Arc<Threads>,
 }
 
 impl SqliteStore {
@@ -176,6 +204,9 @@ impl SqliteStore {
     pub fn open(path: impl AsRef<Path>, config: SqliteConfig) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         let rw = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        // A newer database is refused before anything is written to it: even switching its
+        // journal to WAL would change the file.
+        schema::refuse_newer(&Connection::open_with_flags(&path, rw).map_err(sql_err)?)?;
         let mut conn = open_connection(&path, rw, config.cache_size_kib)?;
         schema::migrate(&mut conn)?;
         // Checkpoints run on their own thread, so that commits never wait for one.
@@ -198,10 +229,19 @@ impl SqliteStore {
         };
         let checkpointer = open_connection(&path, rw, 1024)?;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        spawn_checkpointer(checkpointer, Arc::clone(&stop))?;
+        // From here on, an early return drops `threads`, which stops the checkpoint thread.
+        let mut threads =
+            Threads { checkpointer: Some(spawn_checkpointer(checkpointer, Arc::clone(&stop))?), stop, writer: None };
         let live: writer::SharedLive = Arc::default();
         let stats = Arc::new(WriterStats::default());
-        writer::spawn(conn, rx, Arc::clone(&live), Arc::clone(&config.clock), writer_config, Arc::clone(&stats))?;
+        threads.writer = Some(writer::spawn(
+            conn,
+            rx,
+            Arc::clone(&live),
+            Arc::clone(&config.clock),
+            writer_config,
+            Arc::clone(&stats),
+        )?);
         let store = Self {
             jobs,
             reads: Arc::new(ReadPool {
@@ -211,13 +251,38 @@ impl SqliteStore {
             }),
             path,
             stats,
+            threads: Arc::new(threads),
         };
         {
             let conns = store.reads.connections.lock().unwrap_or_else(PoisonError::into_inner);
-            let conn = conns.first().ok_or_else(|| StoreError::new(StoreErrorKind::Unavailable, "no read connection"))?;
+            let conn =
+                conns.first().ok_or_else(|| StoreError::new(StoreErrorKind::Unavailable, "no read connection"))?;
             reads::check_invariants(conn, &store.reads.live)?;
         }
         Ok(store)
+    }
+
+    /// Closes this handle of the store. Closing is optional: dropping every handle stops the
+    /// store too, but without waiting for it.
+    ///
+    /// The last handle to go (by `close` or drop) shuts the store down. If this is that handle,
+    /// `close` waits until the writer has answered every command already queued and closed its
+    /// connection, and the checkpoint thread has stopped, so that the file can be opened again,
+    /// copied or removed at once; otherwise it returns at once. It fails only if one of those
+    /// threads panicked.
+    pub async fn close(self) -> Result<(), StoreError> {
+        let Self { jobs, reads, threads, .. } = self;
+        drop(jobs);
+        drop(reads);
+        let Some(mut threads) = Arc::into_inner(threads) else { return Ok(()) };
+        threads.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let handles = [threads.writer.take(), threads.checkpointer.take()];
+        tokio::task::spawn_blocking(move || handles.into_iter().flatten().all(|h| h.join().is_ok()))
+            .await
+            .ok()
+            .filter(|joined| *joined)
+            .map(|_| ())
+            .ok_or_else(|| StoreError::new(StoreErrorKind::Unavailable, "a thread of the store panicked"))
     }
 
     /// The writer's cumulative counters.

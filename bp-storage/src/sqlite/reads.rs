@@ -42,10 +42,8 @@ fn snapshot<T>(conn: &Connection, f: impl FnOnce() -> Result<T, StoreError>) -> 
 }
 
 fn customer_where(conn: &Connection, sql: &str, value: &dyn rusqlite::ToSql) -> Result<Option<Customer>, StoreError> {
-    let doc: Option<String> = conn
-        .prepare_cached(sql)
-        .and_then(|mut s| s.query_row([value], |r| r.get(0)).optional())
-        .map_err(sql_err)?;
+    let doc: Option<String> =
+        conn.prepare_cached(sql).and_then(|mut s| s.query_row([value], |r| r.get(0)).optional()).map_err(sql_err)?;
     doc.map(|d| serde_json::from_str(&d).map_err(|_| corrupt("customer"))).transpose()
 }
 
@@ -70,7 +68,11 @@ pub(crate) fn account(conn: &Connection, live: &SharedLive, id: AccountId) -> Re
     rows.next().map_err(sql_err)?.map(|r| account_from_row(r).map(|(_, a)| a)).transpose()
 }
 
-pub(crate) fn accounts_of(conn: &Connection, live: &SharedLive, customer: CustomerId) -> Result<Vec<Account>, StoreError> {
+pub(crate) fn accounts_of(
+    conn: &Connection,
+    live: &SharedLive,
+    customer: CustomerId,
+) -> Result<Vec<Account>, StoreError> {
     let sql = format!(
         "SELECT {ACCOUNT_COLUMNS} FROM accounts a JOIN customers c ON c.key = a.customer_key \
          WHERE c.id = ?1 ORDER BY a.opened_at, a.serial"
@@ -113,7 +115,10 @@ fn journal_at(conn: &Connection, position: i64) -> Result<JournalRow, StoreError
 
 /// Where an account's events are: its row key, the last indexed sequence number (`None`: all of
 /// them), and the positions of the rest.
-fn locate(conn: &Connection, live: &SharedLive, id: AccountId) -> Result<Option<(i64, Option<u64>, Vec<i64>)>, StoreError> {
+type Located = (i64, Option<u64>, Vec<i64>);
+
+/// Finds where an account's events are ([`Located`]), if the account exists.
+fn locate(conn: &Connection, live: &SharedLive, id: AccountId) -> Result<Option<Located>, StoreError> {
     if let Some(l) = live_account(live, id) {
         return Ok(Some((l.key, Some(l.indexed_seq), l.tail)));
     }
@@ -122,7 +127,12 @@ fn locate(conn: &Connection, live: &SharedLive, id: AccountId) -> Result<Option<
 
 /// A page of postings. The tail is filtered by [`HistoryQuery::matches`]; the indexed part in
 /// SQL with the same filters (the conformance suite holds the two to the same answers).
-pub(crate) fn postings(conn: &Connection, live: &SharedLive, account: AccountId, q: &HistoryQuery) -> Result<Page<Posting>, StoreError> {
+pub(crate) fn postings(
+    conn: &Connection,
+    live: &SharedLive,
+    account: AccountId,
+    q: &HistoryQuery,
+) -> Result<Page<Posting>, StoreError> {
     // The published tail is read before the snapshot starts: the snapshot then holds at least
     // the indexed prefix the tail continues.
     let Some((key, indexed, tail)) = locate(conn, live, account)? else {
@@ -260,11 +270,10 @@ pub(crate) fn events_after(
 pub(crate) fn outbox_after(conn: &Connection, after: u64, limit: u32) -> Result<Vec<OutboxEntry>, StoreError> {
     let limit = usize::try_from(limit.min(PAGE_LEN_MAX)).unwrap_or(usize::MAX);
     // The first row may hold only events at or before `after`, so one row more than `limit`.
-    let sql = format!("SELECT {JOURNAL_COLUMNS} {JOURNAL_JOINS} WHERE j.position >= ?1 ORDER BY j.position LIMIT ?2 + 1");
+    let sql =
+        format!("SELECT {JOURNAL_COLUMNS} {JOURNAL_JOINS} WHERE j.position >= ?1 ORDER BY j.position LIMIT ?2 + 1");
     let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
-    let mut rows = stmt
-        .query(params![int(after / 2), i64::try_from(limit).unwrap_or(i64::MAX)])
-        .map_err(sql_err)?;
+    let mut rows = stmt.query(params![int(after / 2), i64::try_from(limit).unwrap_or(i64::MAX)]).map_err(sql_err)?;
     let mut out = Vec::new();
     while let Some(row) = rows.next().map_err(sql_err)? {
         let j = JournalRow::from_row(row)?;
@@ -291,23 +300,40 @@ pub(crate) fn pending_expired(conn: &Connection, now: Timestamp, limit: u32) -> 
     Ok(out)
 }
 
-/// Sums every account's posted balance per currency, taking published states over rows.
-pub(crate) fn totals(conn: &Connection, live: &SharedLive) -> Result<Vec<CurrencyTotal>, StoreError> {
-    let published: HashMap<Vec<u8>, i64> = live
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .accounts
-        .values()
-        .map(|l| (l.account.id.as_uuid().as_bytes().to_vec(), l.account.posted_minor))
-        .collect();
-    let mut stmt = conn.prepare_cached("SELECT id, currency, posted_minor FROM accounts").map_err(sql_err)?;
+/// Sums every account's posted balance per currency, from one snapshot of the database: an
+/// account's balance is its row's, or, if the journal has later events of the account (its
+/// unindexed tail, all past the low-water mark), the balance after the latest of them.
+///
+/// The published tails are not used: they and the rows are not read at one instant, and an
+/// index run committed in between would count a transfer on one side only.
+pub(crate) fn totals(conn: &Connection, _live: &SharedLive) -> Result<Vec<CurrencyTotal>, StoreError> {
+    // One statement, so one snapshot. With a single max() aggregate, SQLite takes the bare
+    // column `posted` from the row holding the maximum.
+    let mut stmt = conn
+        .prepare_cached(
+            "WITH low(position) AS (SELECT coalesce((SELECT value FROM meta WHERE name = 'low_water'), 1)), \
+             sides(key, seq, posted) AS ( \
+                 SELECT a_key, a_seq, a_posted FROM journal WHERE position >= (SELECT position FROM low) \
+                 UNION ALL \
+                 SELECT b_key, b_seq, b_posted FROM journal \
+                 WHERE position >= (SELECT position FROM low) AND b_key IS NOT NULL), \
+             latest(key, seq, posted) AS (SELECT key, max(seq), posted FROM sides GROUP BY key) \
+             SELECT a.currency, a.posted_minor, a.last_event_seq, l.seq, l.posted \
+             FROM accounts a LEFT JOIN latest l ON l.key = a.key",
+        )
+        .map_err(sql_err)?;
     let mut rows = stmt.query([]).map_err(sql_err)?;
     let mut totals: HashMap<Currency, CurrencyTotal> = HashMap::new();
     while let Some(row) = rows.next().map_err(sql_err)? {
-        let id: Vec<u8> = row.get(0).map_err(sql_err)?;
-        let code: String = row.get(1).map_err(sql_err)?;
-        let row_posted: i64 = row.get(2).map_err(sql_err)?;
-        let posted = published.get(&id).copied().unwrap_or(row_posted);
+        let code: String = row.get(0).map_err(sql_err)?;
+        let row_posted: i64 = row.get(1).map_err(sql_err)?;
+        let row_seq: i64 = row.get(2).map_err(sql_err)?;
+        let tail_seq: Option<i64> = row.get(3).map_err(sql_err)?;
+        let tail_posted: Option<i64> = row.get(4).map_err(sql_err)?;
+        let posted = match (tail_seq, tail_posted) {
+            (Some(seq), Some(posted)) if seq > row_seq => posted,
+            _ => row_posted,
+        };
         let c = currency(&code)?;
         let t = totals.entry(c).or_insert(CurrencyTotal { currency: c, posted_minor: 0, accounts: 0 });
         t.posted_minor += i128::from(posted);

@@ -94,8 +94,9 @@ CREATE TABLE account_journal (
 ) STRICT, WITHOUT ROWID;
 "];
 
-/// Brings the database to [`SCHEMA_VERSION`], or refuses a newer one.
-pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+/// Refuses a database written by a newer version of bp; returns the database's schema version.
+/// Only reads.
+pub fn refuse_newer(conn: &Connection) -> Result<i64, StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(sql_err)?;
     if version > SCHEMA_VERSION {
         return Err(StoreError::new(
@@ -103,8 +104,14 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             format!("the database has schema version {version}; this build reads up to {SCHEMA_VERSION}"),
         ));
     }
-    let start = usize::try_from(version)
-        .map_err(|_| StoreError::new(StoreErrorKind::Corrupt, "negative schema version"))?;
+    Ok(version)
+}
+
+/// Brings the database to [`SCHEMA_VERSION`], or refuses a newer one.
+pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version = refuse_newer(conn)?;
+    let start =
+        usize::try_from(version).map_err(|_| StoreError::new(StoreErrorKind::Corrupt, "negative schema version"))?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(start) {
         let tx = conn.transaction().map_err(sql_err)?;
         tx.execute_batch(sql).map_err(sql_err)?;

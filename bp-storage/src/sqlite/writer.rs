@@ -10,7 +10,9 @@
 //! state and the positions of those events are published in memory ([`Live`]) for the readers,
 //! and recovered from the journal on start.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -158,12 +160,12 @@ impl Cache {
             .unwrap_or(1);
         let mut cache = Self {
             state,
-            meta: HashMap::new(),
+            meta: HashMap::default(),
             with_tail: BTreeMap::new(),
             tail_rows: 0,
             run_cursor: 0,
-            customer_keys: HashMap::new(),
-            transfer_keys: HashMap::new(),
+            customer_keys: HashMap::default(),
+            transfer_keys: HashMap::default(),
             next_customer_key: next("SELECT coalesce(max(key), 0) FROM customers")?,
             next_account_key: next("SELECT coalesce(max(key), 0) FROM accounts")?,
             next_transfer_key: next("SELECT coalesce(max(key), 0) FROM transfers")?,
@@ -185,7 +187,8 @@ impl Cache {
         while let Some(row) = rows.next().map_err(sql_err)? {
             let j = JournalRow::from_row(row)?;
             for (n, side) in j.sides() {
-                let id = if n == 0 { j.a_id } else { j.b.as_ref().map(|(_, id)| *id).ok_or_else(|| corrupt("side"))? };
+                let id =
+                    if n == 0 { j.a_id } else { j.b.as_ref().map(|(_, id)| *id).ok_or_else(|| corrupt("side"))? };
                 if !self.meta.contains_key(&id) {
                     self.load_account(conn, id)?;
                 }
@@ -216,7 +219,12 @@ impl Cache {
         Ok(())
     }
 
-    fn load_customer_where(&mut self, conn: &Connection, column: &str, value: &dyn rusqlite::ToSql) -> Result<(), StoreError> {
+    fn load_customer_where(
+        &mut self,
+        conn: &Connection,
+        column: &str,
+        value: &dyn rusqlite::ToSql,
+    ) -> Result<(), StoreError> {
         let sql = format!("SELECT key, doc FROM customers WHERE {column} = ?1");
         let row: Option<(i64, String)> = conn
             .prepare_cached(&sql)
@@ -332,24 +340,29 @@ struct BatchState {
 }
 
 /// Writes one command's effects inside the open transaction, then applies them to the cache.
-fn write_effects(conn: &Connection, cache: &mut Cache, effects: &Effects, batch: &mut BatchState) -> Result<(), WriteError> {
+fn write_effects(
+    conn: &Connection,
+    cache: &mut Cache,
+    effects: &Effects,
+    batch: &mut BatchState,
+) -> Result<(), WriteError> {
     // Debits equal credits: assert it where the data is written.
     let net: i128 = effects.postings.iter().map(|p| i128::from(p.signed_minor())).sum();
     assert_eq!(net, 0, "a command's postings must balance");
 
     // Keys for new accounts first, so that a transfer row can refer to them.
-    let mut new_keys: HashMap<AccountId, i64> = HashMap::new();
+    let mut new_keys: Vec<(AccountId, i64)> = Vec::new();
     for (write, a) in &effects.accounts {
         if *write == Write::Insert {
-            new_keys.insert(a.id, cache.next_account_key + i64::try_from(new_keys.len()).unwrap_or(i64::MAX));
+            new_keys.push((a.id, cache.next_account_key + i64::try_from(new_keys.len()).unwrap_or(i64::MAX)));
         }
     }
-    let key_of = |cache: &Cache, id: AccountId| -> Result<i64, StoreError> {
-        new_keys.get(&id).copied().map_or_else(|| cache.key_of(id), Ok)
-    };
+    let new_key = |id: AccountId| new_keys.iter().find(|(n, _)| *n == id).map(|(_, k)| *k);
+    let key_of =
+        |cache: &Cache, id: AccountId| -> Result<i64, StoreError> { new_key(id).map_or_else(|| cache.key_of(id), Ok) };
 
     // The transfer row goes first: if its id exists already, nothing else has been written.
-    let mut new_transfer_keys: HashMap<TransferId, i64> = HashMap::new();
+    let mut new_transfer_keys: Vec<(TransferId, i64)> = Vec::new();
     for (write, t) in &effects.transfers {
         let key = match write {
             Write::Insert => cache.next_transfer_key + i64::try_from(new_transfer_keys.len()).unwrap_or(i64::MAX),
@@ -386,14 +399,16 @@ fn write_effects(conn: &Connection, cache: &mut Cache, effects: &Effects, batch:
                     Err(e) if is_unique_violation(&e) => return Err(WriteError::DuplicateTransfer),
                     Err(e) => return Err(sql(e)),
                 }
-                new_transfer_keys.insert(t.id, key);
+                new_transfer_keys.push((t.id, key));
             }
             Write::Update => {
-                conn.prepare_cached("UPDATE transfers SET state = ?2, void_reason = ?3, finished_at = ?4 WHERE key = ?1")
-                    .and_then(|mut s| {
-                        s.execute(params![key, state_to(t.state), t.void_reason.map(reason_to), t.finished_at.map(micros)])
-                    })
-                    .map_err(sql)?;
+                conn.prepare_cached(
+                    "UPDATE transfers SET state = ?2, void_reason = ?3, finished_at = ?4 WHERE key = ?1",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![key, state_to(t.state), t.void_reason.map(reason_to), t.finished_at.map(micros)])
+                })
+                .map_err(sql)?;
             }
         }
     }
@@ -407,7 +422,9 @@ fn write_effects(conn: &Connection, cache: &mut Cache, effects: &Effects, batch:
             Write::Insert => {
                 let key = cache.next_customer_key;
                 conn.prepare_cached("INSERT INTO customers (key, id, username, doc) VALUES (?1, ?2, ?3, ?4)")
-                    .and_then(|mut s| s.execute(params![key, customer.id.as_uuid().as_bytes(), customer.username.as_str(), doc]))
+                    .and_then(|mut s| {
+                        s.execute(params![key, customer.id.as_uuid().as_bytes(), customer.username.as_str(), doc])
+                    })
                     .map_err(sql)?;
                 cache.next_customer_key += 1;
                 cache.customer_keys.insert(customer.id, key);
@@ -425,7 +442,7 @@ fn write_effects(conn: &Connection, cache: &mut Cache, effects: &Effects, batch:
     // are indexed at once.
     for (write, a) in &effects.accounts {
         if *write == Write::Insert {
-            insert_account(conn, cache, a, new_keys[&a.id])?;
+            insert_account(conn, cache, a, new_key(a.id).ok_or_else(|| corrupt("new account key"))?)?;
         }
     }
     cache.next_account_key += i64::try_from(new_keys.len()).unwrap_or(0);
@@ -436,7 +453,7 @@ fn write_effects(conn: &Connection, cache: &mut Cache, effects: &Effects, batch:
         cache.next_position += 1;
         for event in row.sides() {
             let key = key_of(cache, event.account_id)?;
-            if new_keys.contains_key(&event.account_id) {
+            if new_key(event.account_id).is_some() {
                 conn.prepare_cached("INSERT INTO account_journal (account_key, seq, position) VALUES (?1, ?2, ?3)")
                     .and_then(|mut s| s.execute(params![key, int(event.seq), position]))
                     .map_err(sql)?;
@@ -453,7 +470,8 @@ fn write_effects(conn: &Connection, cache: &mut Cache, effects: &Effects, batch:
     }
     for (write, a) in &effects.accounts {
         if *write == Write::Insert {
-            cache.meta.insert(a.id, Meta { key: new_keys[&a.id], indexed_seq: a.last_event_seq, tail: Vec::new() });
+            let key = new_key(a.id).ok_or_else(|| corrupt("new account key"))?;
+            cache.meta.insert(a.id, Meta { key, indexed_seq: a.last_event_seq, tail: Vec::new() });
         }
         batch.touched.insert(a.id);
     }
@@ -534,7 +552,9 @@ fn insert_journal(
             EventBody::AccountOpened { balances }
             | EventBody::TransferPosted { balances, .. }
             | EventBody::TransferPending { balances, .. }
-            | EventBody::TransferVoided { balances, .. } => (balances.posted.amount_minor(), balances.held.amount_minor()),
+            | EventBody::TransferVoided { balances, .. } => {
+                (balances.posted.amount_minor(), balances.held.amount_minor())
+            }
             // A status change leaves the balances as the account has them before this command.
             EventBody::AccountStatusChanged { .. } => {
                 let acc = cache.state.account(e.account_id).ok_or_else(|| corrupt("event account"))?;
@@ -693,9 +713,11 @@ fn index_run(conn: &Connection, cache: &mut Cache, batch: &BatchState) -> Result
         .min()
         .unwrap_or(cache.next_position);
     if low_water != cache.low_water {
-        conn.prepare_cached("INSERT INTO meta (name, value) VALUES ('low_water', ?1) ON CONFLICT (name) DO UPDATE SET value = ?1")
-            .and_then(|mut s| s.execute([low_water]))
-            .map_err(sql_err)?;
+        conn.prepare_cached(
+            "INSERT INTO meta (name, value) VALUES ('low_water', ?1) ON CONFLICT (name) DO UPDATE SET value = ?1",
+        )
+        .and_then(|mut s| s.execute([low_water]))
+        .map_err(sql_err)?;
         cache.low_water = low_water;
     }
     Ok(done)
@@ -711,7 +733,12 @@ fn publish(live: &SharedLive, cache: &Cache, batch: &BatchState, checkpointed: &
         } else {
             live.accounts.insert(
                 *id,
-                LiveAccount { key: meta.key, account: account.clone(), indexed_seq: meta.indexed_seq, tail: meta.tail.clone() },
+                LiveAccount {
+                    key: meta.key,
+                    account: account.clone(),
+                    indexed_seq: meta.indexed_seq,
+                    tail: meta.tail.clone(),
+                },
             );
         }
     }
@@ -724,7 +751,12 @@ fn publish_all(live: &SharedLive, cache: &Cache) {
         if let (Some(meta), Some(account)) = (cache.meta.get(id), cache.state.account(*id)) {
             fresh.accounts.insert(
                 *id,
-                LiveAccount { key: meta.key, account: account.clone(), indexed_seq: meta.indexed_seq, tail: meta.tail.clone() },
+                LiveAccount {
+                    key: meta.key,
+                    account: account.clone(),
+                    indexed_seq: meta.indexed_seq,
+                    tail: meta.tail.clone(),
+                },
             );
         }
     }
@@ -740,14 +772,13 @@ pub(crate) fn spawn(
     clock: Arc<dyn Clock>,
     config: WriterConfig,
     stats: Arc<WriterStats>,
-) -> Result<(), StoreError> {
+) -> Result<std::thread::JoinHandle<()>, StoreError> {
     let cache = Cache::load(&conn)?;
     publish_all(&live, &cache);
     std::thread::Builder::new()
         .name("bp-sqlite-writer".into())
         .spawn(move || run(conn, rx, cache, live, clock, config, stats))
-        .map_err(|e| StoreError::with_source(StoreErrorKind::Unavailable, "cannot start the writer thread", e))?;
-    Ok(())
+        .map_err(|e| StoreError::with_source(StoreErrorKind::Unavailable, "cannot start the writer thread", e))
 }
 
 /// Runs the writer until every sender is dropped.
@@ -803,7 +834,21 @@ fn execute_one(
     cache.prefetch(conn, cmd)?;
     let decision: Decision = match decide(&cache.state, cmd, now) {
         Ok(d) => d,
-        Err(rejected) => return Ok(Err(Error::Ledger(rejected))),
+        // The rules answer a known transfer id before checking anything else, but the cache may
+        // have forgotten the transfer: a retry the rules would now reject (a frozen payer, a
+        // changed request) must still replay or conflict. Rejections are rare, so the id is
+        // looked up only then.
+        Err(rejected) => {
+            if let Command::Transfer(t) = cmd
+                && !cache.state.has_transfer(t.id)
+            {
+                cache.load_transfer(conn, t.id)?;
+                if cache.state.has_transfer(t.id) {
+                    return decide_known_transfer(cache, cmd, now);
+                }
+            }
+            return Ok(Err(Error::Ledger(rejected)));
+        }
     };
     match write_effects(conn, cache, &decision.effects, batch) {
         Ok(()) => Ok(Ok(decision.executed)),
@@ -813,13 +858,23 @@ fn execute_one(
             if let Command::Transfer(t) = cmd {
                 cache.load_transfer(conn, t.id)?;
             }
-            match decide(&cache.state, cmd, now) {
-                Ok(d) if d.effects.is_empty() => Ok(Ok(d.executed)),
-                Ok(_) => Err(corrupt("transfer id (unique index and cache disagree)")),
-                Err(rejected) => Ok(Err(Error::Ledger(rejected))),
-            }
+            decide_known_transfer(cache, cmd, now)
         }
         Err(WriteError::Store(e)) => Err(e),
+    }
+}
+
+/// Decides a transfer request whose id the cache has just read back from the database: a replay
+/// or a conflict, which writes nothing.
+fn decide_known_transfer(
+    cache: &Cache,
+    cmd: &Command,
+    now: bp_core::Timestamp,
+) -> Result<Result<Executed, Error>, StoreError> {
+    match decide(&cache.state, cmd, now) {
+        Ok(d) if d.effects.is_empty() => Ok(Ok(d.executed)),
+        Ok(_) => Err(corrupt("transfer id (unique index and cache disagree)")),
+        Err(rejected) => Ok(Err(Error::Ledger(rejected))),
     }
 }
 
