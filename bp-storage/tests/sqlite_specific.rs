@@ -252,11 +252,12 @@ impl Known {
     }
 }
 
-/// Rows of the per-account index and events in the journal (two per posting row), read from the
+/// Events in the per-account index and events in the journal (two per posting row), read from the
 /// file directly.
 fn index_and_journal_events(path: &Path) -> (i64, i64) {
     let conn = ok("open with rusqlite", rusqlite::Connection::open(path));
-    let indexed: i64 = ok("count", conn.query_row("SELECT count(*) FROM account_journal", [], |r| r.get(0)));
+    let indexed: i64 =
+        ok("count", conn.query_row("SELECT coalesce(sum(len), 0) FROM account_journal", [], |r| r.get(0)));
     let events: i64 = ok("count", conn.query_row("SELECT count(*) + count(b_key) FROM journal", [], |r| r.get(0)));
     (indexed, events)
 }

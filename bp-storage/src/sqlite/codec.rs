@@ -154,11 +154,6 @@ pub(crate) const JOURNAL_COLUMNS: &str = "j.position, j.kind, j.at, j.amount_min
      j.b_key, j.b_seq, j.b_posted, j.b_held, b.id, \
      t.id, t.kind, t.reference, tc.id";
 
-/// The joins that [`JOURNAL_COLUMNS`] needs after `journal j`.
-pub(crate) const JOURNAL_SIDE_JOINS: &str = "JOIN accounts a ON a.key = j.a_key \
-     LEFT JOIN accounts b ON b.key = j.b_key LEFT JOIN transfers t ON t.key = j.transfer_key \
-     LEFT JOIN accounts tc ON tc.key = t.credit_key";
-
 /// `FROM journal j` with the joins that [`JOURNAL_COLUMNS`] needs.
 pub(crate) const JOURNAL_JOINS: &str = "FROM journal j JOIN accounts a ON a.key = j.a_key \
      LEFT JOIN accounts b ON b.key = j.b_key LEFT JOIN transfers t ON t.key = j.transfer_key \
@@ -323,5 +318,72 @@ impl JournalRow {
             }
             _ => Err(corrupt("posting")),
         }
+    }
+}
+
+/// Most positions in one `account_journal` row.
+pub(crate) const RUN_POSITIONS_MAX: usize = 256;
+
+/// Encodes increasing journal positions: the first as a varint, then each difference to the one
+/// before (LEB128: seven bits a byte, high bit set on all but the last byte).
+pub(crate) fn encode_positions(positions: &[i64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(positions.len() * 3);
+    let mut before = 0i64;
+    for &p in positions {
+        assert!(p > before, "journal positions increase");
+        let mut v = u64::try_from(p - before).unwrap_or(0);
+        before = p;
+        loop {
+            let low = u8::try_from(v & 0x7f).unwrap_or(0);
+            v >>= 7;
+            if v == 0 {
+                out.push(low);
+                break;
+            }
+            out.push(low | 0x80);
+        }
+    }
+    out
+}
+
+/// Decodes what [`encode_positions`] wrote; `len` is the number of positions expected.
+pub(crate) fn decode_positions(bytes: &[u8], len: usize) -> Result<Vec<i64>, StoreError> {
+    let mut out = Vec::with_capacity(len);
+    let mut value = 0i64;
+    let mut delta = 0u64;
+    let mut shift = 0u32;
+    for &b in bytes {
+        if shift > 56 {
+            return Err(corrupt("position list"));
+        }
+        delta |= u64::from(b & 0x7f) << shift;
+        shift += 7;
+        if b & 0x80 == 0 {
+            value = value
+                .checked_add(i64::try_from(delta).map_err(|_| corrupt("position list"))?)
+                .ok_or_else(|| corrupt("position list"))?;
+            out.push(value);
+            delta = 0;
+            shift = 0;
+        }
+    }
+    if out.len() != len || shift != 0 {
+        return Err(corrupt("position list"));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{decode_positions, encode_positions};
+
+    #[test]
+    fn position_lists_round_trip() {
+        for positions in [vec![1], vec![1, 2, 3], vec![5, 130, 131, 20_000, 1 << 40, (1 << 40) + 1, i64::MAX]] {
+            let bytes = encode_positions(&positions);
+            assert_eq!(decode_positions(&bytes, positions.len()).expect("decodes"), positions);
+            assert!(decode_positions(&bytes, positions.len() + 1).is_err(), "a wrong length is caught");
+        }
+        assert!(decode_positions(&[0x80], 1).is_err(), "a truncated varint is caught");
     }
 }

@@ -11,14 +11,13 @@ use bp_core::event::Event;
 use bp_core::ids::{AccountId, CustomerId, TransferId};
 use bp_core::money::Currency;
 use bp_core::store::{CurrencyTotal, HistoryQuery, OutboxEntry, PAGE_LEN_MAX, Page};
-use bp_core::transfer::{Direction, Posting, Transfer};
+use bp_core::transfer::{Posting, Transfer};
 use bp_core::{StoreError, StoreErrorKind, Timestamp};
-use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::codec::{
-    ACCOUNT_COLUMNS, JOURNAL_COLUMNS, JOURNAL_JOINS, JOURNAL_SIDE_JOINS, JournalRow, KIND_POSTED, TRANSFER_COLUMNS,
-    account_from_row, corrupt, currency, micros, transfer_from_row, transfer_kind_to,
+    ACCOUNT_COLUMNS, JOURNAL_COLUMNS, JOURNAL_JOINS, JournalRow, RUN_POSITIONS_MAX, TRANSFER_COLUMNS, account_from_row,
+    corrupt, currency, decode_positions, micros, transfer_from_row, u64_col,
 };
 use super::sql_err;
 use super::writer::{LiveAccount, SharedLive};
@@ -125,8 +124,69 @@ fn locate(conn: &Connection, live: &SharedLive, id: AccountId) -> Result<Option<
     Ok(account_key(conn, id)?.map(|k| (k, None, Vec::new())))
 }
 
-/// A page of postings. The tail is filtered by [`HistoryQuery::matches`]; the indexed part in
-/// SQL with the same filters (the conformance suite holds the two to the same answers).
+/// Visits the indexed events of account `key` with `seq` in `lo..=hi`, newest first or oldest
+/// first, as `(seq, journal position)`, until `visit` returns `false`.
+fn visit_indexed(
+    conn: &Connection,
+    key: i64,
+    lo: u64,
+    hi: u64,
+    newest_first: bool,
+    mut visit: impl FnMut(u64, i64) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    if lo > hi {
+        return Ok(());
+    }
+    // A row holds at most RUN_POSITIONS_MAX events, so the row holding `lo` starts after
+    // `lo - RUN_POSITIONS_MAX`.
+    let run_max = i64::try_from(RUN_POSITIONS_MAX).unwrap_or(i64::MAX);
+    let (sql, floor) = if newest_first {
+        (
+            "SELECT first_seq, len, positions FROM account_journal WHERE account_key = ?1 AND first_seq > ?2 \
+          AND first_seq <= ?3 ORDER BY first_seq DESC",
+            i64::MIN,
+        )
+    } else {
+        (
+            "SELECT first_seq, len, positions FROM account_journal WHERE account_key = ?1 AND first_seq > ?2 \
+          AND first_seq <= ?3 ORDER BY first_seq",
+            int(lo).saturating_sub(run_max),
+        )
+    };
+    let mut stmt = conn.prepare_cached(sql).map_err(sql_err)?;
+    let mut rows = stmt.query(params![key, floor, int(hi)]).map_err(sql_err)?;
+    while let Some(row) = rows.next().map_err(sql_err)? {
+        let first = u64_col(row, 0)?;
+        let len = usize::try_from(u64_col(row, 1)?).map_err(|_| corrupt("index row"))?;
+        let blob: Vec<u8> = row.get(2).map_err(sql_err)?;
+        let positions = decode_positions(&blob, len)?;
+        let seqs = (first..).zip(positions);
+        let mut keep_going = |(seq, position): (u64, i64)| -> Result<bool, StoreError> {
+            if seq < lo || seq > hi { Ok(true) } else { visit(seq, position) }
+        };
+        if newest_first {
+            if first + u64::try_from(len).unwrap_or(0) <= lo {
+                break;
+            }
+            for pair in seqs.collect::<Vec<_>>().into_iter().rev() {
+                if !keep_going(pair)? {
+                    return Ok(());
+                }
+            }
+        } else {
+            for pair in seqs {
+                if !keep_going(pair)? {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A page of postings, newest first. Filters are [`HistoryQuery::matches`], the one definition;
+/// the walk stops early at the first event older than `from`, since an account's events are in
+/// time order (the writer never stamps a batch earlier than the one before).
 pub(crate) fn postings(
     conn: &Connection,
     live: &SharedLive,
@@ -139,22 +199,36 @@ pub(crate) fn postings(
         return Ok(Page { items: Vec::new(), next_cursor: None });
     };
     let limit = usize::try_from(q.limit().min(PAGE_LEN_MAX)).unwrap_or(usize::MAX);
+    let below = q.before_seq.map_or(u64::MAX, |c| c.saturating_sub(1));
     let mut items = snapshot(conn, || {
         let mut items: Vec<Posting> = Vec::new();
-        for position in tail.iter().rev() {
-            if items.len() > limit {
-                break;
+        // Takes one event; false when the page is complete or the walk went past `from`.
+        let mut take = |position: i64| -> Result<bool, StoreError> {
+            let row = journal_at(conn, position)?;
+            if q.from.is_some_and(|from| row.at < from) {
+                return Ok(false);
             }
-            let row = journal_at(conn, *position)?;
-            let side = row.side_of(key).ok_or_else(|| corrupt("tail side"))?;
+            let side = row.side_of(key).ok_or_else(|| corrupt("journal side"))?;
             if let Some(p) = row.posting(side)?
                 && q.matches(&p)
             {
                 items.push(p);
             }
+            Ok(items.len() <= limit)
+        };
+        let mut going = true;
+        if let Some(k) = indexed {
+            for (i, position) in tail.iter().enumerate().rev() {
+                let seq = k + 1 + u64::try_from(i).unwrap_or(u64::MAX);
+                if seq <= below && !take(*position)? {
+                    going = false;
+                    break;
+                }
+            }
         }
-        if items.len() <= limit {
-            indexed_postings(conn, key, indexed, q, limit + 1 - items.len(), &mut items)?;
+        if going {
+            let hi = indexed.unwrap_or(u64::MAX).min(below);
+            visit_indexed(conn, key, 1, hi, true, |_, position| take(position))?;
         }
         Ok(items)
     })?;
@@ -165,60 +239,6 @@ pub(crate) fn postings(
         None
     };
     Ok(Page { items, next_cursor })
-}
-
-fn indexed_postings(
-    conn: &Connection,
-    key: i64,
-    indexed: Option<u64>,
-    q: &HistoryQuery,
-    want: usize,
-    out: &mut Vec<Posting>,
-) -> Result<(), StoreError> {
-    let mut sql = format!(
-        "SELECT {JOURNAL_COLUMNS}, aj.seq FROM account_journal aj JOIN journal j ON j.position = aj.position \
-         {JOURNAL_SIDE_JOINS} WHERE aj.account_key = ?1 AND j.kind = ?2"
-    );
-    let mut args: Vec<Value> = vec![Value::Integer(key), Value::Integer(KIND_POSTED)];
-    let mut filter = |clause: &str, v: Value| {
-        args.push(v);
-        sql.push_str(&format!(" AND {clause} ?{}", args.len()));
-    };
-    if let Some(k) = indexed {
-        filter("aj.seq <=", Value::Integer(int(k)));
-    }
-    if let Some(c) = q.before_seq {
-        filter("aj.seq <", Value::Integer(int(c)));
-    }
-    if let Some(t) = q.from {
-        filter("j.at >=", Value::Integer(micros(t)));
-    }
-    if let Some(t) = q.to {
-        filter("j.at <", Value::Integer(micros(t)));
-    }
-    match q.direction {
-        Some(Direction::Debit) => filter("j.a_key =", Value::Integer(key)),
-        Some(Direction::Credit) => filter("j.b_key =", Value::Integer(key)),
-        None => {}
-    }
-    if let Some(m) = q.amount_min_minor {
-        filter("j.amount_minor >=", Value::Integer(m));
-    }
-    if let Some(m) = q.amount_max_minor {
-        filter("j.amount_minor <=", Value::Integer(m));
-    }
-    if let Some(k) = q.kind {
-        filter("t.kind =", Value::Integer(transfer_kind_to(k)));
-    }
-    sql.push_str(&format!(" ORDER BY aj.seq DESC LIMIT {want}"));
-    let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
-    let mut rows = stmt.query(params_from_iter(args)).map_err(sql_err)?;
-    while let Some(row) = rows.next().map_err(sql_err)? {
-        let j = JournalRow::from_row(row)?;
-        let side = j.side_of(key).ok_or_else(|| corrupt("indexed side"))?;
-        out.push(j.posting(side)?.ok_or_else(|| corrupt("indexed posting"))?);
-    }
-    Ok(())
 }
 
 pub(crate) fn events_after(
@@ -234,32 +254,23 @@ pub(crate) fn events_after(
     let limit = usize::try_from(limit.min(PAGE_LEN_MAX)).unwrap_or(usize::MAX);
     snapshot(conn, || {
         let mut out = Vec::new();
-        if indexed.is_none_or(|k| after_seq < k) {
-            let sql = format!(
-                "SELECT {JOURNAL_COLUMNS} FROM account_journal aj JOIN journal j ON j.position = aj.position \
-                 {JOURNAL_SIDE_JOINS} WHERE aj.account_key = ?1 AND aj.seq > ?2 AND aj.seq <= ?3 ORDER BY aj.seq LIMIT ?4"
-            );
-            let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
-            let upper = indexed.map_or(i64::MAX, int);
-            let mut rows = stmt
-                .query(params![key, int(after_seq), upper, i64::try_from(limit).unwrap_or(i64::MAX)])
-                .map_err(sql_err)?;
-            while let Some(row) = rows.next().map_err(sql_err)? {
-                let j = JournalRow::from_row(row)?;
-                out.push(j.event(j.side_of(key).ok_or_else(|| corrupt("indexed side"))?)?);
-            }
-        }
-        if let Some(k) = indexed {
+        let Some(first) = after_seq.checked_add(1) else { return Ok(out) };
+        let mut take = |position: i64| -> Result<bool, StoreError> {
+            let j = journal_at(conn, position)?;
+            out.push(j.event(j.side_of(key).ok_or_else(|| corrupt("journal side"))?)?);
+            Ok(out.len() < limit)
+        };
+        let mut going = true;
+        visit_indexed(conn, key, first, indexed.unwrap_or(u64::MAX), false, |_, position| {
+            going = take(position)?;
+            Ok(going)
+        })?;
+        if let Some(k) = indexed.filter(|_| going) {
             for (i, position) in tail.iter().enumerate() {
                 let seq = k + 1 + u64::try_from(i).unwrap_or(u64::MAX);
-                if out.len() >= limit {
+                if seq > after_seq && !take(*position)? {
                     break;
                 }
-                if seq <= after_seq {
-                    continue;
-                }
-                let j = journal_at(conn, *position)?;
-                out.push(j.event(j.side_of(key).ok_or_else(|| corrupt("tail side"))?)?);
             }
         }
         Ok(out)

@@ -85,12 +85,16 @@ CREATE TABLE journal (
 ) STRICT;
 
 -- The per-account index of the journal, written in deferred, key-ordered runs (see the
--- writer): for every account it holds a prefix 1..=last_event_seq of its events.
+-- writer): a row lists the journal positions of `len` consecutive events of one account,
+-- `first_seq` on (at most 256, delta-encoded varints), so one run of an account writes one row
+-- whatever the number of its events. For every account the rows cover a prefix
+-- 1..=last_event_seq of its events.
 CREATE TABLE account_journal (
     account_key INTEGER NOT NULL,
-    seq         INTEGER NOT NULL,
-    position    INTEGER NOT NULL,
-    PRIMARY KEY (account_key, seq)
+    first_seq   INTEGER NOT NULL,
+    len         INTEGER NOT NULL CHECK (len BETWEEN 1 AND 256),
+    positions   BLOB NOT NULL,
+    PRIMARY KEY (account_key, first_seq)
 ) STRICT, WITHOUT ROWID;
 "];
 

@@ -31,13 +31,28 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::codec::{
     ACCOUNT_COLUMNS, JOURNAL_COLUMNS, JOURNAL_JOINS, JournalRow, KIND_OPENED, KIND_PENDING, KIND_POSTED, KIND_STATUS,
-    KIND_VOIDED, TRANSFER_COLUMNS, account_from_row, account_kind_to, corrupt, micros, reason_to, state_to,
-    status_from, status_to, system_to, transfer_from_row, transfer_kind_to,
+    KIND_VOIDED, RUN_POSITIONS_MAX, TRANSFER_COLUMNS, account_from_row, account_kind_to, corrupt, encode_positions,
+    micros, reason_to, state_to, status_from, status_to, system_to, transfer_from_row, transfer_kind_to,
 };
 use super::sql_err;
 
 /// An account whose events past `indexed_seq` are not yet in `account_journal`.
 const TAIL_LEN_FORCE: usize = 512;
+/// Indexes the events `after_seq + 1 ..` of an account at `positions`, in rows of at most
+/// [`RUN_POSITIONS_MAX`].
+fn insert_index_rows(conn: &Connection, key: i64, after_seq: u64, positions: &[i64]) -> Result<(), StoreError> {
+    let mut insert = conn
+        .prepare_cached("INSERT INTO account_journal (account_key, first_seq, len, positions) VALUES (?1, ?2, ?3, ?4)")
+        .map_err(sql_err)?;
+    let mut first_seq = after_seq + 1;
+    for chunk in positions.chunks(RUN_POSITIONS_MAX) {
+        let len = u64::try_from(chunk.len()).unwrap_or(u64::MAX);
+        insert.execute(params![key, int(first_seq), int(len), encode_positions(chunk)]).map_err(sql_err)?;
+        first_seq += len;
+    }
+    Ok(())
+}
+
 /// The deferred index run of a batch carries at least this share of all unindexed events.
 const TAIL_SHARE_DIVISOR: usize = 64;
 /// How often the low-water mark of the journal is moved.
@@ -126,6 +141,8 @@ struct Cache {
     low_water: i64,
     batches_since_low_water: u32,
     batches_since_checkpoint: u32,
+    /// The time stamped on the last batch.
+    last_now: bp_core::Timestamp,
 }
 
 fn int(v: u64) -> i64 {
@@ -153,6 +170,13 @@ impl Cache {
             .map_err(sql_err)?;
         state.raise_next_account_serial(u64::try_from(max_serial).map_err(|_| corrupt("serial"))? + 1);
         let next_position = next("SELECT coalesce(max(position), 0) FROM journal")?;
+        let last_at = conn
+            .query_row("SELECT at FROM journal ORDER BY position DESC LIMIT 1", [], |r| r.get::<_, i64>(0))
+            .optional()
+            .map_err(sql_err)?
+            .map(super::codec::time)
+            .transpose()?
+            .unwrap_or(chrono::DateTime::UNIX_EPOCH);
         let low_water: i64 = conn
             .query_row("SELECT value FROM meta WHERE name = 'low_water'", [], |r| r.get(0))
             .optional()
@@ -173,6 +197,7 @@ impl Cache {
             low_water,
             batches_since_low_water: 0,
             batches_since_checkpoint: 0,
+            last_now: last_at,
         };
         cache.recover(conn)?;
         Ok(cache)
@@ -447,6 +472,8 @@ fn write_effects(
     }
     cache.next_account_key += i64::try_from(new_keys.len()).unwrap_or(0);
 
+    // Events of accounts opened by this command, indexed at once: (key, positions from seq 1).
+    let mut opened: Vec<(i64, Vec<i64>)> = Vec::new();
     for row in journal_rows(&effects.events) {
         let position = cache.next_position;
         insert_journal(conn, cache, &row, position, &key_of)?;
@@ -454,9 +481,10 @@ fn write_effects(
         for event in row.sides() {
             let key = key_of(cache, event.account_id)?;
             if new_key(event.account_id).is_some() {
-                conn.prepare_cached("INSERT INTO account_journal (account_key, seq, position) VALUES (?1, ?2, ?3)")
-                    .and_then(|mut s| s.execute(params![key, int(event.seq), position]))
-                    .map_err(sql)?;
+                match opened.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, positions)) => positions.push(position),
+                    None => opened.push((key, vec![position])),
+                }
             } else {
                 let meta = cache.meta.get_mut(&event.account_id).ok_or_else(|| corrupt("account meta"))?;
                 if meta.tail.is_empty() {
@@ -467,6 +495,9 @@ fn write_effects(
                 batch.appended_rows += 1;
             }
         }
+    }
+    for (key, positions) in &opened {
+        insert_index_rows(conn, *key, 0, positions).map_err(WriteError::Store)?;
     }
     for (write, a) in &effects.accounts {
         if *write == Write::Insert {
@@ -662,9 +693,6 @@ fn index_run(conn: &Connection, cache: &mut Cache, batch: &BatchState) -> Result
             cache.run_cursor = key + 1;
         }
     }
-    let mut insert = conn
-        .prepare_cached("INSERT INTO account_journal (account_key, seq, position) VALUES (?1, ?2, ?3)")
-        .map_err(sql_err)?;
     let mut update = conn
         .prepare_cached(
             "UPDATE accounts SET status = ?2, posted_minor = ?3, held_minor = ?4, last_event_seq = ?5 WHERE key = ?1",
@@ -679,10 +707,7 @@ fn index_run(conn: &Connection, cache: &mut Cache, batch: &BatchState) -> Result
             account.last_event_seq,
             "an account's tail holds exactly its events past the checkpoint"
         );
-        for (i, position) in meta.tail.iter().enumerate() {
-            let seq = meta.indexed_seq + 1 + u64::try_from(i).unwrap_or(u64::MAX);
-            insert.execute(params![key, int(seq), position]).map_err(sql_err)?;
-        }
+        insert_index_rows(conn, key, meta.indexed_seq, &meta.tail)?;
         update
             .execute(params![
                 key,
@@ -889,7 +914,10 @@ fn commit_batch(
     config: WriterConfig,
     stats: &WriterStats,
 ) -> Option<Cache> {
-    let now = clock.now();
+    // Batch times never go backwards, even if the clock does: readers rely on an account's
+    // events being in time order.
+    let now = clock.now().max(cache.last_now);
+    cache.last_now = now;
     let mut answers: Vec<Result<Executed, Error>> = Vec::with_capacity(batch.len());
     let mut state = BatchState::default();
     let result = (|| -> Result<Vec<AccountId>, StoreError> {
