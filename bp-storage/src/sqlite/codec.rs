@@ -117,34 +117,32 @@ pub(crate) fn account_from_row(row: &Row<'_>) -> Result<(i64, Account), StoreErr
 
 /// The columns of [`transfer_from_row`], for `transfers t` joined with `accounts d` (debit) and
 /// `accounts c` (credit).
-pub(crate) const TRANSFER_COLUMNS: &str = "t.key, t.id, t.kind, d.id, c.id, t.amount_minor, d.currency, t.reference, \
+pub(crate) const TRANSFER_COLUMNS: &str = "t.id, t.kind, d.id, c.id, t.amount_minor, d.currency, t.reference, \
      t.state, t.hold_until, t.void_reason, t.created_at, t.finished_at";
 
-/// A transfer and its row key from a row of [`TRANSFER_COLUMNS`].
-pub(crate) fn transfer_from_row(row: &Row<'_>) -> Result<(i64, Transfer), StoreError> {
+/// A transfer from a row of [`TRANSFER_COLUMNS`].
+pub(crate) fn transfer_from_row(row: &Row<'_>) -> Result<Transfer, StoreError> {
     let get_err = super::sql_err;
-    let key: i64 = row.get(0).map_err(get_err)?;
-    let id: Vec<u8> = row.get(1).map_err(get_err)?;
-    let debit: Vec<u8> = row.get(3).map_err(get_err)?;
-    let credit: Vec<u8> = row.get(4).map_err(get_err)?;
-    let code: String = row.get(6).map_err(get_err)?;
-    let hold_until: Option<i64> = row.get(9).map_err(get_err)?;
-    let void_reason: Option<i64> = row.get(10).map_err(get_err)?;
-    let finished_at: Option<i64> = row.get(12).map_err(get_err)?;
-    let transfer = Transfer {
+    let id: Vec<u8> = row.get(0).map_err(get_err)?;
+    let debit: Vec<u8> = row.get(2).map_err(get_err)?;
+    let credit: Vec<u8> = row.get(3).map_err(get_err)?;
+    let code: String = row.get(5).map_err(get_err)?;
+    let hold_until: Option<i64> = row.get(8).map_err(get_err)?;
+    let void_reason: Option<i64> = row.get(9).map_err(get_err)?;
+    let finished_at: Option<i64> = row.get(11).map_err(get_err)?;
+    Ok(Transfer {
         id: TransferId::from_uuid(uuid(&id)?),
-        kind: transfer_kind_from(row.get(2).map_err(get_err)?)?,
+        kind: transfer_kind_from(row.get(1).map_err(get_err)?)?,
         debit_account: AccountId::from_uuid(uuid(&debit)?),
         credit_account: AccountId::from_uuid(uuid(&credit)?),
-        amount: Money::new(row.get(5).map_err(get_err)?, currency(&code)?),
-        reference: row.get(7).map_err(get_err)?,
-        state: state_from(row.get(8).map_err(get_err)?)?,
+        amount: Money::new(row.get(4).map_err(get_err)?, currency(&code)?),
+        reference: row.get(6).map_err(get_err)?,
+        state: state_from(row.get(7).map_err(get_err)?)?,
         hold_until: hold_until.map(time).transpose()?,
         void_reason: void_reason.map(reason_from).transpose()?,
-        created_at: time(row.get(11).map_err(get_err)?)?,
+        created_at: time(row.get(10).map_err(get_err)?)?,
         finished_at: finished_at.map(time).transpose()?,
-    };
-    Ok((key, transfer))
+    })
 }
 
 /// The columns of [`JournalRow::from_row`]: `journal j` with its side accounts `a` and `b`,
@@ -156,7 +154,7 @@ pub(crate) const JOURNAL_COLUMNS: &str = "j.position, j.kind, j.at, j.amount_min
 
 /// `FROM journal j` with the joins that [`JOURNAL_COLUMNS`] needs.
 pub(crate) const JOURNAL_JOINS: &str = "FROM journal j JOIN accounts a ON a.key = j.a_key \
-     LEFT JOIN accounts b ON b.key = j.b_key LEFT JOIN transfers t ON t.key = j.transfer_key \
+     LEFT JOIN accounts b ON b.key = j.b_key LEFT JOIN transfers t ON t.id = j.transfer_id \
      LEFT JOIN accounts tc ON tc.key = t.credit_key";
 
 /// One side of a journal row: an event of one account.

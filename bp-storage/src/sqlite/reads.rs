@@ -93,7 +93,7 @@ pub(crate) fn transfer(conn: &Connection, id: TransferId) -> Result<Option<Trans
     );
     let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
     let mut rows = stmt.query([id.as_uuid().as_bytes()]).map_err(sql_err)?;
-    rows.next().map_err(sql_err)?.map(|r| transfer_from_row(r).map(|(_, t)| t)).transpose()
+    rows.next().map_err(sql_err)?.map(transfer_from_row).transpose()
 }
 
 fn account_key(conn: &Connection, id: AccountId) -> Result<Option<i64>, StoreError> {

@@ -46,9 +46,10 @@ CREATE TABLE accounts (
 ) STRICT;
 CREATE INDEX accounts_by_customer ON accounts(customer_key) WHERE customer_key IS NOT NULL;
 
+-- Keyed by the client's id: one B-tree, appended to when ids are time-ordered (UUIDv7), and the
+-- unique key that makes a retried transfer find its original.
 CREATE TABLE transfers (
-    key          INTEGER PRIMARY KEY,
-    id           BLOB NOT NULL UNIQUE,
+    id           BLOB PRIMARY KEY,
     kind         INTEGER NOT NULL,
     debit_key    INTEGER NOT NULL,
     credit_key   INTEGER NOT NULL,
@@ -59,7 +60,7 @@ CREATE TABLE transfers (
     void_reason  INTEGER,
     created_at   INTEGER NOT NULL,
     finished_at  INTEGER
-) STRICT;
+) STRICT, WITHOUT ROWID;
 CREATE INDEX transfers_pending_by_hold ON transfers(hold_until) WHERE state = 0;
 
 -- The journal: every change of every account, in commit order, appended and never updated.
@@ -71,7 +72,7 @@ CREATE TABLE journal (
     position     INTEGER PRIMARY KEY,
     kind         INTEGER NOT NULL,
     at           INTEGER NOT NULL,
-    transfer_key INTEGER,
+    transfer_id  BLOB,
     amount_minor INTEGER,
     code         INTEGER,
     a_key        INTEGER NOT NULL,

@@ -133,10 +133,8 @@ struct Cache {
     tail_rows: usize,
     run_cursor: i64,
     customer_keys: HashMap<CustomerId, i64>,
-    transfer_keys: HashMap<TransferId, i64>,
     next_customer_key: i64,
     next_account_key: i64,
-    next_transfer_key: i64,
     next_position: i64,
     low_water: i64,
     batches_since_low_water: u32,
@@ -189,10 +187,8 @@ impl Cache {
             tail_rows: 0,
             run_cursor: 0,
             customer_keys: HashMap::default(),
-            transfer_keys: HashMap::default(),
             next_customer_key: next("SELECT coalesce(max(key), 0) FROM customers")?,
             next_account_key: next("SELECT coalesce(max(key), 0) FROM accounts")?,
-            next_transfer_key: next("SELECT coalesce(max(key), 0) FROM transfers")?,
             next_position,
             low_water,
             batches_since_low_water: 0,
@@ -287,8 +283,7 @@ impl Cache {
         let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
         let mut rows = stmt.query([id.as_uuid().as_bytes()]).map_err(sql_err)?;
         if let Some(row) = rows.next().map_err(sql_err)? {
-            let (key, transfer) = transfer_from_row(row)?;
-            self.transfer_keys.insert(transfer.id, key);
+            let transfer = transfer_from_row(row)?;
             self.state.insert_transfer(transfer);
         }
         Ok(())
@@ -333,10 +328,6 @@ impl Cache {
 
     fn key_of(&self, id: AccountId) -> Result<i64, StoreError> {
         self.meta.get(&id).map(|m| m.key).ok_or_else(|| corrupt("account key"))
-    }
-
-    fn key_of_transfer(&self, id: TransferId) -> Result<i64, StoreError> {
-        self.transfer_keys.get(&id).copied().ok_or_else(|| corrupt("transfer key"))
     }
 }
 
@@ -387,26 +378,21 @@ fn write_effects(
         |cache: &Cache, id: AccountId| -> Result<i64, StoreError> { new_key(id).map_or_else(|| cache.key_of(id), Ok) };
 
     // The transfer row goes first: if its id exists already, nothing else has been written.
-    let mut new_transfer_keys: Vec<(TransferId, i64)> = Vec::new();
     for (write, t) in &effects.transfers {
-        let key = match write {
-            Write::Insert => cache.next_transfer_key + i64::try_from(new_transfer_keys.len()).unwrap_or(i64::MAX),
-            Write::Update => cache.key_of_transfer(t.id)?,
-        };
+        let id = t.id.as_uuid().as_bytes();
         match write {
             Write::Insert => {
                 let debit_key = key_of(cache, t.debit_account)?;
                 let credit_key = key_of(cache, t.credit_account)?;
                 let inserted = conn
                     .prepare_cached(
-                        "INSERT INTO transfers (key, id, kind, debit_key, credit_key, amount_minor, reference, state, \
+                        "INSERT INTO transfers (id, kind, debit_key, credit_key, amount_minor, reference, state, \
                          hold_until, void_reason, created_at, finished_at) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                     )
                     .and_then(|mut s| {
                         s.execute(params![
-                            key,
-                            t.id.as_uuid().as_bytes(),
+                            id,
                             transfer_kind_to(t.kind),
                             debit_key,
                             credit_key,
@@ -424,21 +410,18 @@ fn write_effects(
                     Err(e) if is_unique_violation(&e) => return Err(WriteError::DuplicateTransfer),
                     Err(e) => return Err(sql(e)),
                 }
-                new_transfer_keys.push((t.id, key));
             }
             Write::Update => {
                 conn.prepare_cached(
-                    "UPDATE transfers SET state = ?2, void_reason = ?3, finished_at = ?4 WHERE key = ?1",
+                    "UPDATE transfers SET state = ?2, void_reason = ?3, finished_at = ?4 WHERE id = ?1",
                 )
                 .and_then(|mut s| {
-                    s.execute(params![key, state_to(t.state), t.void_reason.map(reason_to), t.finished_at.map(micros)])
+                    s.execute(params![id, state_to(t.state), t.void_reason.map(reason_to), t.finished_at.map(micros)])
                 })
                 .map_err(sql)?;
             }
         }
     }
-    cache.next_transfer_key += i64::try_from(new_transfer_keys.len()).unwrap_or(0);
-    cache.transfer_keys.extend(new_transfer_keys);
 
     for (write, customer) in &effects.customers {
         let doc = serde_json::to_string(customer)
@@ -605,10 +588,10 @@ fn insert_journal(
         }
         None => (None, None, None, None),
     };
-    let transfer_key = transfer.map(|t| cache.key_of_transfer(t)).transpose()?;
+    let transfer_id = transfer.map(|t| *t.as_uuid().as_bytes());
     let a_key = key_of(cache, a.account_id)?;
     conn.prepare_cached(
-        "INSERT INTO journal (position, kind, at, transfer_key, amount_minor, code, a_key, a_seq, a_posted, a_held, \
+        "INSERT INTO journal (position, kind, at, transfer_id, amount_minor, code, a_key, a_seq, a_posted, a_held, \
          b_key, b_seq, b_posted, b_held) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )
     .and_then(|mut s| {
@@ -616,7 +599,7 @@ fn insert_journal(
             position,
             kind,
             micros(a.at),
-            transfer_key,
+            transfer_id,
             amount,
             code,
             a_key,
@@ -955,7 +938,6 @@ fn commit_batch(
             }
             if cache.state.transfer_count() > config.transfer_cache_len_max {
                 cache.state.clear_transfers();
-                cache.transfer_keys.clear();
             }
             Some(cache)
         }
