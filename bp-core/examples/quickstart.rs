@@ -10,7 +10,6 @@
 use std::sync::Arc;
 
 use bp_core::account::SystemAccount;
-use bp_core::clock::truncate_to_micros;
 use bp_core::customer::{KycStatus, NewCustomer, Party, PersonProfile, Username};
 use bp_core::memory::MemoryStore;
 use bp_core::service::current_account;
@@ -60,9 +59,8 @@ async fn main() -> Result<(), Error> {
     assert_eq!(first.transfer, retry.transfer);
 
     // An interbank payment holds the funds until the other bank answers, then posts (or voids).
-    // Stores keep times to the microsecond: a retried request must carry the stored value.
     let interbank = TransferId::new_v7();
-    let until = truncate_to_micros(chrono::Utc::now() + chrono::TimeDelta::days(1));
+    let until = chrono::Utc::now() + chrono::TimeDelta::days(1);
     let pending = ledger
         .transfer(TransferRequest {
             id: interbank,

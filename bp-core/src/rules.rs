@@ -240,7 +240,8 @@ pub fn validate_transfer_request(req: &TransferRequest, now: Timestamp) -> Resul
             return Err(LedgerError::InvalidField { field: "reference", reason: "contains control characters" });
         }
     }
-    if req.hold_until.is_some_and(|t| t <= now) {
+    // Compared as recorded: stores keep times to the microsecond.
+    if req.hold_until.is_some_and(|t| truncate_to_micros(t) <= now) {
         return Err(LedgerError::InvalidField { field: "hold_until", reason: "must be in the future" });
     }
     Ok(())
@@ -711,4 +712,37 @@ fn void_pending(
     effects.accounts.push((Write::Update, debit));
     effects.transfers.push((Write::Update, transfer.clone()));
     Ok(applied(Outcome::Transfer(transfer), effects))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_transfer_request;
+    use crate::error::LedgerError;
+    use crate::ids::{AccountId, TransferId};
+    use crate::money::{Currency, Money};
+    use crate::transfer::{TransferKind, TransferRequest};
+
+    fn request(hold_until: Option<crate::Timestamp>) -> TransferRequest {
+        TransferRequest {
+            id: TransferId::new_v7(),
+            kind: TransferKind::Internal,
+            debit_account: AccountId::new_v7(),
+            credit_account: AccountId::new_v7(),
+            amount: Money::new(100, Currency::EUR),
+            reference: None,
+            hold_until,
+        }
+    }
+
+    #[test]
+    fn hold_until_is_judged_at_the_precision_it_is_recorded_with() {
+        let now = chrono::DateTime::from_timestamp_micros(1_700_000_000_000_000).expect("valid time");
+        let within_the_same_microsecond = now + chrono::TimeDelta::nanoseconds(500);
+        let next_microsecond = now + chrono::TimeDelta::microseconds(1);
+        assert_eq!(
+            validate_transfer_request(&request(Some(within_the_same_microsecond)), now),
+            Err(LedgerError::InvalidField { field: "hold_until", reason: "must be in the future" })
+        );
+        assert_eq!(validate_transfer_request(&request(Some(next_microsecond)), now), Ok(()));
+    }
 }

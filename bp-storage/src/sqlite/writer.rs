@@ -10,9 +10,7 @@
 //! state and the positions of those events are published in memory ([`Live`]) for the readers,
 //! and recovered from the journal on start.
 
-use std::collections::BTreeMap;
-
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -26,7 +24,7 @@ use bp_core::rules::{Decision, Effects, LedgerView, Write, decide, keys};
 use bp_core::state::LedgerState;
 use bp_core::transfer::Direction;
 use bp_core::{Error, StoreError, StoreErrorKind};
-use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::codec::{
@@ -36,7 +34,7 @@ use super::codec::{
 };
 use super::sql_err;
 
-/// An account whose events past `indexed_seq` are not yet in `account_journal`.
+/// An account with this many unindexed events is indexed in the batch that reaches it.
 const TAIL_LEN_FORCE: usize = 512;
 /// Indexes the events `after_seq + 1 ..` of an account at `positions`, in rows of at most
 /// [`RUN_POSITIONS_MAX`].
@@ -148,8 +146,10 @@ fn int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn is_unique_violation(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation)
+/// Whether `e` is a transfer row meeting an existing row with the same id (its primary key), and
+/// not any other constraint (a CHECK failing is a bug to report as such).
+fn is_duplicate_id(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
 }
 
 impl Cache {
@@ -407,7 +407,7 @@ fn write_effects(
                     });
                 match inserted {
                     Ok(_) => {}
-                    Err(e) if is_unique_violation(&e) => return Err(WriteError::DuplicateTransfer),
+                    Err(e) if is_duplicate_id(&e) => return Err(WriteError::DuplicateTransfer),
                     Err(e) => return Err(sql(e)),
                 }
             }
