@@ -52,7 +52,7 @@ fn insert_index_rows(conn: &Connection, key: i64, after_seq: u64, positions: &[i
 }
 
 /// The deferred index run of a batch carries at least this share of all unindexed events.
-const TAIL_SHARE_DIVISOR: usize = 64;
+const TAIL_SHARE_DIVISOR: usize = 512;
 /// How often the low-water mark of the journal is moved.
 const LOW_WATER_EVERY_BATCHES: u32 = 64;
 /// How often the writer itself checkpoints, so that the WAL restarts from its beginning.
@@ -738,16 +738,24 @@ fn publish(live: &SharedLive, cache: &Cache, batch: &BatchState, checkpointed: &
         let (Some(meta), Some(account)) = (cache.meta.get(id), cache.state.account(*id)) else { continue };
         if meta.tail.is_empty() {
             live.accounts.remove(id);
-        } else {
-            live.accounts.insert(
-                *id,
-                LiveAccount {
+            continue;
+        }
+        match live.accounts.get_mut(id) {
+            // Same checkpoint: the published tail is a prefix of the writer's; copy what is new.
+            Some(published) if published.indexed_seq == meta.indexed_seq && published.tail.len() <= meta.tail.len() => {
+                published.account.clone_from(account);
+                let have = published.tail.len();
+                published.tail.extend_from_slice(&meta.tail[have..]);
+            }
+            _ => {
+                let fresh = LiveAccount {
                     key: meta.key,
                     account: account.clone(),
                     indexed_seq: meta.indexed_seq,
                     tail: meta.tail.clone(),
-                },
-            );
+                };
+                live.accounts.insert(*id, fresh);
+            }
         }
     }
 }
@@ -801,6 +809,16 @@ fn run(
 ) {
     let mut cache = Some(initial);
     let mut batch: Vec<Job> = Vec::with_capacity(config.batch_len_max);
+    // Waking the submitters costs a system call or two each: a thread of its own does it, so the
+    // writer goes on to the next batch at once. It gets each committed batch's answers in order.
+    let (answers_tx, answers_rx) = std::sync::mpsc::channel::<Answers>();
+    let answerer = std::thread::Builder::new()
+        .name("bp-sqlite-answer".into())
+        .spawn(move || answers_rx.into_iter().for_each(send_answers))
+        .ok();
+    // Without that thread, the writer answers by itself.
+    let answers_tx = answerer.is_some().then_some(answers_tx);
+    let ctx = Context { live: &live, clock: clock.as_ref(), config, stats: &stats, answerer: answers_tx.as_ref() };
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < config.batch_len_max {
@@ -814,14 +832,30 @@ fn run(
             None => Cache::load(&conn).inspect(|c| publish_all(&live, c)),
         };
         cache = match loaded {
-            Ok(c) => commit_batch(&mut conn, c, &mut batch, &live, clock.as_ref(), config, &stats),
+            Ok(c) => commit_batch(&mut conn, c, &mut batch, &ctx),
             Err(e) => {
                 fail_all(&mut batch, &e);
                 None
             }
         };
     }
+    // Dropping the sender ends the answer thread once it has sent every answer; `close` waits
+    // for this thread, so it waits for those answers too.
+    drop(answers_tx);
+    if let Some(handle) = answerer {
+        let _ = handle.join();
+    }
 }
+
+fn send_answers(answers: Answers) {
+    for (reply, answer) in answers {
+        // The caller may have given up waiting; nothing to do then.
+        let _ = reply.send(answer);
+    }
+}
+
+/// The answers of one committed batch, in order.
+type Answers = Vec<(oneshot::Sender<Result<Executed, Error>>, Result<Executed, Error>)>;
 
 fn fail_all(batch: &mut Vec<Job>, e: &StoreError) {
     for job in batch.drain(..) {
@@ -886,17 +920,21 @@ fn decide_known_transfer(
     }
 }
 
+/// What a batch is committed with, besides the connection and the cache.
+#[derive(Clone, Copy)]
+struct Context<'a> {
+    live: &'a SharedLive,
+    clock: &'a dyn Clock,
+    config: WriterConfig,
+    stats: &'a WriterStats,
+    /// The thread that sends the answers, if it could be started.
+    answerer: Option<&'a std::sync::mpsc::Sender<Answers>>,
+}
+
 /// Decides and writes one batch in one transaction. Returns the cache to keep, or `None` when the
 /// batch failed and the cache may hold effects that never reached the disk.
-fn commit_batch(
-    conn: &mut Connection,
-    mut cache: Cache,
-    batch: &mut Vec<Job>,
-    live: &SharedLive,
-    clock: &dyn Clock,
-    config: WriterConfig,
-    stats: &WriterStats,
-) -> Option<Cache> {
+fn commit_batch(conn: &mut Connection, mut cache: Cache, batch: &mut Vec<Job>, ctx: &Context<'_>) -> Option<Cache> {
+    let Context { live, clock, config, stats, answerer } = *ctx;
     // Batch times never go backwards, even if the clock does: readers rely on an account's
     // events being in time order.
     let now = clock.now().max(cache.last_now);
@@ -924,8 +962,15 @@ fn commit_batch(
             publish(live, &cache, &state, &checkpointed);
             stats.batches.fetch_add(1, Ordering::Relaxed);
             stats.commands.fetch_add(u64::try_from(batch.len()).unwrap_or(0), Ordering::Relaxed);
-            for (job, answer) in batch.drain(..).zip(answers) {
-                let _ = job.reply.send(answer);
+            let answers: Answers = batch.drain(..).map(|job| job.reply).zip(answers).collect();
+            match answerer {
+                Some(thread) => {
+                    // If the answer thread is gone, answer here.
+                    if let Err(std::sync::mpsc::SendError(answers)) = thread.send(answers) {
+                        send_answers(answers);
+                    }
+                }
+                None => send_answers(answers),
             }
             add_us(&stats.answer_us, start);
             cache.batches_since_checkpoint += 1;
