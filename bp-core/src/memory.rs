@@ -105,18 +105,12 @@ impl Store for MemoryStore {
     async fn postings(&self, account: AccountId, query: &HistoryQuery) -> Result<Page<Posting>, StoreError> {
         let inner = self.lock();
         let limit = usize::try_from(query.limit()).unwrap_or(usize::MAX);
-        let mut items: Vec<Posting> = inner
+        let items: Vec<Posting> = inner
             .postings
             .get(&account)
             .map(|lines| lines.iter().rev().filter(|p| query.matches(p)).take(limit + 1).cloned().collect())
             .unwrap_or_default();
-        let next_cursor = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|p| p.seq)
-        } else {
-            None
-        };
-        Ok(Page { items, next_cursor })
+        Ok(Page::from_overfetch(items, limit))
     }
 
     async fn events_after(&self, account: AccountId, after_seq: u64, limit: u32) -> Result<Vec<Event>, StoreError> {

@@ -100,6 +100,20 @@ pub struct Page<T> {
     pub next_cursor: Option<u64>,
 }
 
+impl Page<Posting> {
+    /// A page of at most `limit` lines from lines fetched newest first, up to `limit + 1` of them:
+    /// the one past the limit shows there is more, and the last line kept is the cursor.
+    pub fn from_overfetch(mut items: Vec<Posting>, limit: usize) -> Self {
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|p| p.seq)
+        } else {
+            None
+        };
+        Self { items, next_cursor }
+    }
+}
+
 /// The sum of all balances of one currency. The ledger keeps both sums at zero.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CurrencyTotal {

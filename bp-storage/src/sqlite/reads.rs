@@ -200,7 +200,7 @@ pub(crate) fn postings(
     };
     let limit = usize::try_from(q.limit().min(PAGE_LEN_MAX)).unwrap_or(usize::MAX);
     let below = q.before_seq.map_or(u64::MAX, |c| c.saturating_sub(1));
-    let mut items = snapshot(conn, || {
+    let items = snapshot(conn, || {
         let mut items: Vec<Posting> = Vec::new();
         // Takes one event; false when the page is complete or the walk went past `from`.
         let mut take = |position: i64| -> Result<bool, StoreError> {
@@ -232,13 +232,7 @@ pub(crate) fn postings(
         }
         Ok(items)
     })?;
-    let next_cursor = if items.len() > limit {
-        items.truncate(limit);
-        items.last().map(|p| p.seq)
-    } else {
-        None
-    };
-    Ok(Page { items, next_cursor })
+    Ok(Page::from_overfetch(items, limit))
 }
 
 pub(crate) fn events_after(
