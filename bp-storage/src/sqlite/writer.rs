@@ -36,22 +36,7 @@ use super::sql_err;
 
 /// An account with this many unindexed events is indexed in the batch that reaches it.
 const TAIL_LEN_FORCE: usize = 512;
-/// Indexes the events `after_seq + 1 ..` of an account at `positions`, in rows of at most
-/// [`RUN_POSITIONS_MAX`].
-fn insert_index_rows(conn: &Connection, key: i64, after_seq: u64, positions: &[i64]) -> Result<(), StoreError> {
-    let mut insert = conn
-        .prepare_cached("INSERT INTO account_journal (account_key, first_seq, len, positions) VALUES (?1, ?2, ?3, ?4)")
-        .map_err(sql_err)?;
-    let mut first_seq = after_seq + 1;
-    for chunk in positions.chunks(RUN_POSITIONS_MAX) {
-        let len = u64::try_from(chunk.len()).unwrap_or(u64::MAX);
-        insert.execute(params![key, int(first_seq), int(len), encode_positions(chunk)]).map_err(sql_err)?;
-        first_seq += len;
-    }
-    Ok(())
-}
-
-/// The deferred index run of a batch carries at least this share of all unindexed events.
+/// The deferred index run of a batch carries at least 1/`TAIL_SHARE_DIVISOR` of all unindexed events.
 const TAIL_SHARE_DIVISOR: usize = 512;
 /// How often the low-water mark of the journal is moved.
 const LOW_WATER_EVERY_BATCHES: u32 = 64;
@@ -646,6 +631,21 @@ fn insert_account(conn: &Connection, cache: &Cache, a: &Account, key: i64) -> Re
         ])
     })
     .map_err(sql)?;
+    Ok(())
+}
+
+/// Indexes the events `after_seq + 1 ..` of an account at `positions`, in rows of at most
+/// [`RUN_POSITIONS_MAX`].
+fn insert_index_rows(conn: &Connection, key: i64, after_seq: u64, positions: &[i64]) -> Result<(), StoreError> {
+    let mut insert = conn
+        .prepare_cached("INSERT INTO account_journal (account_key, first_seq, len, positions) VALUES (?1, ?2, ?3, ?4)")
+        .map_err(sql_err)?;
+    let mut first_seq = after_seq + 1;
+    for chunk in positions.chunks(RUN_POSITIONS_MAX) {
+        let len = u64::try_from(chunk.len()).unwrap_or(u64::MAX);
+        insert.execute(params![key, int(first_seq), int(len), encode_positions(chunk)]).map_err(sql_err)?;
+        first_seq += len;
+    }
     Ok(())
 }
 
