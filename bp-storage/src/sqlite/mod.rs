@@ -88,6 +88,8 @@ impl Default for SqliteConfig {
 fn open_connection(path: &Path, flags: OpenFlags, cache_size_kib: u32) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(path, flags).map_err(sql_err)?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(sql_err)?;
+    // Room for every statement the store uses, so none is ever prepared twice.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_LEN);
     conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA cache_size = -{cache_size_kib}; \
          PRAGMA temp_store = MEMORY; PRAGMA foreign_keys = OFF;"
@@ -149,6 +151,9 @@ impl Drop for Threads {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// Prepared statements kept per connection (the store uses about 25 distinct ones).
+const STATEMENT_CACHE_LEN: usize = 64;
 
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(5);
 

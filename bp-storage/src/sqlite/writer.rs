@@ -24,7 +24,7 @@ use bp_core::rules::{Decision, Effects, LedgerView, Write, decide, keys};
 use bp_core::state::LedgerState;
 use bp_core::transfer::Direction;
 use bp_core::{Error, StoreError, StoreErrorKind};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::codec::{
@@ -333,12 +333,32 @@ fn sql(e: rusqlite::Error) -> WriteError {
     WriteError::Store(sql_err(e))
 }
 
-/// What the current batch changed, for the deferred index run and for publishing.
-#[derive(Default)]
-struct BatchState {
+/// What the current batch changed, for the deferred index run and for publishing, and the two
+/// statements every transfer runs, prepared once per batch.
+struct BatchState<'c> {
     touched: HashSet<AccountId>,
     appended_rows: usize,
+    insert_transfer: CachedStatement<'c>,
+    insert_journal: CachedStatement<'c>,
 }
+
+impl<'c> BatchState<'c> {
+    fn new(conn: &'c Connection) -> Result<Self, StoreError> {
+        Ok(Self {
+            touched: HashSet::new(),
+            appended_rows: 0,
+            insert_transfer: conn.prepare_cached(INSERT_TRANSFER).map_err(sql_err)?,
+            insert_journal: conn.prepare_cached(INSERT_JOURNAL).map_err(sql_err)?,
+        })
+    }
+}
+
+const INSERT_TRANSFER: &str = "INSERT INTO transfers (id, kind, debit_key, credit_key, amount_minor, reference, \
+     state, hold_until, void_reason, created_at, finished_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+
+const INSERT_JOURNAL: &str = "INSERT INTO journal (position, kind, at, transfer_id, amount_minor, code, a_key, a_seq, \
+     a_posted, a_held, b_key, b_seq, b_posted, b_held) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
 
 /// Writes one command's effects inside the open transaction, then applies them to the cache.
 fn write_effects(
@@ -369,27 +389,19 @@ fn write_effects(
             Write::Insert => {
                 let debit_key = key_of(cache, t.debit_account)?;
                 let credit_key = key_of(cache, t.credit_account)?;
-                let inserted = conn
-                    .prepare_cached(
-                        "INSERT INTO transfers (id, kind, debit_key, credit_key, amount_minor, reference, state, \
-                         hold_until, void_reason, created_at, finished_at) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                    )
-                    .and_then(|mut s| {
-                        s.execute(params![
-                            id,
-                            transfer_kind_to(t.kind),
-                            debit_key,
-                            credit_key,
-                            t.amount.amount_minor(),
-                            t.reference,
-                            state_to(t.state),
-                            t.hold_until.map(micros),
-                            t.void_reason.map(reason_to),
-                            micros(t.created_at),
-                            t.finished_at.map(micros),
-                        ])
-                    });
+                let inserted = batch.insert_transfer.execute(params![
+                    id,
+                    transfer_kind_to(t.kind),
+                    debit_key,
+                    credit_key,
+                    t.amount.amount_minor(),
+                    t.reference,
+                    state_to(t.state),
+                    t.hold_until.map(micros),
+                    t.void_reason.map(reason_to),
+                    micros(t.created_at),
+                    t.finished_at.map(micros),
+                ]);
                 match inserted {
                     Ok(_) => {}
                     Err(e) if is_duplicate_id(&e) => return Err(WriteError::DuplicateTransfer),
@@ -444,7 +456,7 @@ fn write_effects(
     let mut opened: Vec<(i64, Vec<i64>)> = Vec::new();
     for row in journal_rows(&effects.events) {
         let position = cache.next_position;
-        insert_journal(conn, cache, &row, position, &key_of)?;
+        insert_journal(&mut batch.insert_journal, cache, &row, position, &key_of)?;
         cache.next_position += 1;
         for event in row.sides() {
             let key = key_of(cache, event.account_id)?;
@@ -524,7 +536,7 @@ fn journal_rows(events: &[Event]) -> Vec<JournalEvents<'_>> {
 }
 
 fn insert_journal(
-    conn: &Connection,
+    insert: &mut CachedStatement<'_>,
     cache: &Cache,
     row: &JournalEvents<'_>,
     position: i64,
@@ -575,12 +587,8 @@ fn insert_journal(
     };
     let transfer_id = transfer.map(|t| *t.as_uuid().as_bytes());
     let a_key = key_of(cache, a.account_id)?;
-    conn.prepare_cached(
-        "INSERT INTO journal (position, kind, at, transfer_id, amount_minor, code, a_key, a_seq, a_posted, a_held, \
-         b_key, b_seq, b_posted, b_held) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
+    insert
+        .execute(params![
             position,
             kind,
             micros(a.at),
@@ -596,8 +604,7 @@ fn insert_journal(
             b_cols.2,
             b_cols.3,
         ])
-    })
-    .map_err(sql)?;
+        .map_err(sql)?;
     Ok(())
 }
 
@@ -799,7 +806,7 @@ pub(crate) fn spawn(
 
 /// Runs the writer until every sender is dropped.
 fn run(
-    mut conn: Connection,
+    conn: Connection,
     mut rx: mpsc::Receiver<Job>,
     initial: Cache,
     live: SharedLive,
@@ -832,7 +839,7 @@ fn run(
             None => Cache::load(&conn).inspect(|c| publish_all(&live, c)),
         };
         cache = match loaded {
-            Ok(c) => commit_batch(&mut conn, c, &mut batch, &ctx),
+            Ok(c) => commit_batch(&conn, c, &mut batch, &ctx),
             Err(e) => {
                 fail_all(&mut batch, &e);
                 None
@@ -933,14 +940,20 @@ struct Context<'a> {
 
 /// Decides and writes one batch in one transaction. Returns the cache to keep, or `None` when the
 /// batch failed and the cache may hold effects that never reached the disk.
-fn commit_batch(conn: &mut Connection, mut cache: Cache, batch: &mut Vec<Job>, ctx: &Context<'_>) -> Option<Cache> {
+fn commit_batch(conn: &Connection, mut cache: Cache, batch: &mut Vec<Job>, ctx: &Context<'_>) -> Option<Cache> {
     let Context { live, clock, config, stats, answerer } = *ctx;
     // Batch times never go backwards, even if the clock does: readers rely on an account's
     // events being in time order.
     let now = clock.now().max(cache.last_now);
     cache.last_now = now;
     let mut answers: Vec<Result<Executed, Error>> = Vec::with_capacity(batch.len());
-    let mut state = BatchState::default();
+    let mut state = match BatchState::new(conn) {
+        Ok(state) => state,
+        Err(e) => {
+            fail_all(batch, &e);
+            return None;
+        }
+    };
     let result = (|| -> Result<Vec<AccountId>, StoreError> {
         let start = std::time::Instant::now();
         conn.execute_batch("BEGIN IMMEDIATE").map_err(sql_err)?;
