@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use bp_core::account::SystemAccount;
-use bp_core::customer::{KycStatus, NewCustomer, Party, PersonProfile, Username};
+use bp_core::customer::{KycStatus, NewCustomer, Username};
 use bp_core::memory::MemoryStore;
 use bp_core::service::current_account;
 use bp_core::store::HistoryQuery;
@@ -20,20 +20,13 @@ use bp_core::{AccountId, Currency, CustomerId, Error, Ledger, Money, Store, Tran
 /// A request to open a natural person. The id is made by the caller: retrying the same request
 /// returns the same customer.
 fn person(username: &str, given_name: &str, family_name: &str) -> Result<NewCustomer, Error> {
-    Ok(NewCustomer {
-        id: CustomerId::new_v7(),
-        username: Username::parse(username)?,
-        party: Party::Person(PersonProfile {
-            given_name: given_name.into(),
-            family_name: family_name.into(),
-            date_of_birth: None,
-        }),
-        documents: Vec::new(),
-        contact: Default::default(),
-        photo_ref: None,
-        kyc: KycStatus::Verified,
-        extra: Default::default(),
-    })
+    Ok(NewCustomer::person(
+        CustomerId::new_v7(),
+        Username::parse(username)?,
+        given_name,
+        family_name,
+        KycStatus::Verified,
+    ))
 }
 
 #[tokio::main]

@@ -234,6 +234,27 @@ pub struct NewCustomer {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
+impl NewCustomer {
+    /// A request to open a natural person known so far by name only: no documents, contact
+    /// data, photo or extra fields yet (each can be added later by a profile update).
+    pub fn person(id: CustomerId, username: Username, given_name: &str, family_name: &str, kyc: KycStatus) -> Self {
+        Self {
+            id,
+            username,
+            party: Party::Person(PersonProfile {
+                given_name: given_name.to_owned(),
+                family_name: family_name.to_owned(),
+                date_of_birth: None,
+            }),
+            documents: Vec::new(),
+            contact: Contact::default(),
+            photo_ref: None,
+            kyc,
+            extra: serde_json::Map::new(),
+        }
+    }
+}
+
 /// A customer of the bank.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -266,6 +287,24 @@ pub struct Customer {
 }
 
 impl Customer {
+    /// The customer that `req` opens at `at`: version 1, not enrolled for biometrics.
+    pub fn opened(req: &NewCustomer, at: Timestamp) -> Self {
+        Self {
+            id: req.id,
+            username: req.username.clone(),
+            party: req.party.clone(),
+            documents: req.documents.clone(),
+            contact: req.contact.clone(),
+            photo_ref: req.photo_ref.clone(),
+            biometric: BiometricEnrolment::NotEnrolled,
+            kyc: req.kyc,
+            extra: req.extra.clone(),
+            version: 1,
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
     /// The display name: the person's full name or the company's legal name.
     pub fn display_name(&self) -> String {
         match &self.party {

@@ -393,20 +393,7 @@ fn open_customer(view: &impl LedgerView, req: &NewCustomer, now: Timestamp) -> R
     if view.customer_by_username(&req.username).is_some() {
         return Err(LedgerError::UsernameTaken);
     }
-    let customer = Customer {
-        id: req.id,
-        username: req.username.clone(),
-        party: req.party.clone(),
-        documents: req.documents.clone(),
-        contact: req.contact.clone(),
-        photo_ref: req.photo_ref.clone(),
-        biometric: crate::customer::BiometricEnrolment::NotEnrolled,
-        kyc: req.kyc,
-        extra: req.extra.clone(),
-        version: 1,
-        created_at: now,
-        updated_at: now,
-    };
+    let customer = Customer::opened(req, now);
     let effects = Effects { customers: vec![(Write::Insert, customer.clone())], ..Effects::default() };
     Ok(applied(Outcome::Customer(Box::new(customer)), effects))
 }
@@ -642,10 +629,11 @@ fn transfer(view: &impl LedgerView, req: &TransferRequest, now: Timestamp) -> Re
     } else {
         post_money(&transfer, &mut debit, &mut credit, false, now, &mut effects)?;
     }
-    if debit_write == Write::Insert || debit.version != view.account(debit.id).map_or(0, |a| a.version) {
-        effects.accounts.push((debit_write, debit));
-    }
-    if credit_write == Write::Insert || credit.version != view.account(credit.id).map_or(0, |a| a.version) {
+    // The debit always changes (a hold or a posting); the credit only when money moves, or when
+    // it is a system account opened by this transfer.
+    let holds_only = req.hold_until.is_some();
+    effects.accounts.push((debit_write, debit));
+    if credit_write == Write::Insert || !holds_only {
         effects.accounts.push((credit_write, credit));
     }
     effects.transfers.push((Write::Insert, transfer.clone()));

@@ -57,13 +57,8 @@ impl LedgerState {
         self.transfers.insert(t.id, t);
     }
 
-    /// Drops a transfer from the state (a cache may forget records; the rules then ask for them
-    /// again through `keys`).
-    pub fn forget_transfer(&mut self, id: TransferId) {
-        self.transfers.remove(&id);
-    }
-
-    /// Drops every transfer from the state (a cache bounding its size; see `forget_transfer`).
+    /// Drops every transfer from the state: a cache bounding its size. The rules then ask for a
+    /// forgotten transfer again through `keys`.
     pub fn clear_transfers(&mut self) {
         self.transfers.clear();
     }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bp_core::account::{Account, AccountStatus, SystemAccount};
 use bp_core::clock::ManualClock;
-use bp_core::customer::{KycStatus, NewCustomer, Party, PersonProfile, Username};
+use bp_core::customer::{KycStatus, NewCustomer, Username};
 use bp_core::event::Event;
 use bp_core::memory::MemoryStore;
 use bp_core::service::current_account;
@@ -128,20 +128,13 @@ fn start() -> Timestamp {
 }
 
 fn person(id: CustomerId, username: &str, given_name: &str) -> NewCustomer {
-    NewCustomer {
+    NewCustomer::person(
         id,
-        username: Username::parse(username).expect("a valid username"),
-        party: Party::Person(PersonProfile {
-            given_name: given_name.into(),
-            family_name: "Example".into(),
-            date_of_birth: None,
-        }),
-        documents: Vec::new(),
-        contact: Default::default(),
-        photo_ref: None,
-        kyc: KycStatus::Verified,
-        extra: Default::default(),
-    }
+        Username::parse(username).expect("a valid username"),
+        given_name,
+        "Example",
+        KycStatus::Verified,
+    )
 }
 
 fn held(id: TransferId, kind: TransferKind, from: AccountId, to: AccountId) -> TransferRequest {

@@ -106,20 +106,7 @@ fn new_company() -> NewCustomer {
 }
 
 fn customer_of(req: &NewCustomer, biometric: BiometricEnrolment) -> Customer {
-    Customer {
-        id: req.id,
-        username: req.username.clone(),
-        party: req.party.clone(),
-        documents: req.documents.clone(),
-        contact: req.contact.clone(),
-        photo_ref: req.photo_ref.clone(),
-        biometric,
-        kyc: req.kyc,
-        extra: req.extra.clone(),
-        version: 7,
-        created_at: at(0),
-        updated_at: at(90),
-    }
+    Customer { biometric, version: 7, updated_at: at(90), ..Customer::opened(req, at(0)) }
 }
 
 fn transfer(state: TransferState, full: bool) -> Transfer {

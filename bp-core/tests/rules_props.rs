@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use bp_core::account::{AccountKind, AccountOwner, NewAccount, SystemAccount};
 use bp_core::command::{Command, Outcome};
-use bp_core::customer::{Contact, KycStatus, NewCustomer, Party, PersonProfile, Username};
+use bp_core::customer::{KycStatus, NewCustomer, Username};
 use bp_core::event::EventBody;
 use bp_core::ids::{AccountId, CustomerId, TransferId};
 use bp_core::money::{Currency, Money};
@@ -71,20 +71,9 @@ fn run(state: &mut LedgerState, cmd: &Command, now: Timestamp) -> Result<Outcome
 fn opened() -> LedgerState {
     let mut state = LedgerState::new();
     let customer = CustomerId::from_uuid(Uuid::from_u128(0x000c_0570_0000_7000_8000_0000_0000_0001));
-    let open = Command::OpenCustomer(Box::new(NewCustomer {
-        id: customer,
-        username: Username::parse("prop").expect("valid username"),
-        party: Party::Person(PersonProfile {
-            given_name: "Pro".into(),
-            family_name: "Perty".into(),
-            date_of_birth: None,
-        }),
-        documents: Vec::new(),
-        contact: Contact::default(),
-        photo_ref: None,
-        kyc: KycStatus::Verified,
-        extra: serde_json::Map::new(),
-    }));
+    let username = Username::parse("prop").expect("valid username");
+    let open =
+        Command::OpenCustomer(Box::new(NewCustomer::person(customer, username, "Pro", "Perty", KycStatus::Verified)));
     run(&mut state, &open, start()).expect("open customer");
     for n in 0..ACCOUNTS {
         let cmd = Command::OpenAccount(NewAccount {

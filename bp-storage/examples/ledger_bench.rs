@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bp_core::customer::{Contact, KycStatus, NewCustomer, Party, PersonProfile, Username};
+use bp_core::customer::{KycStatus, NewCustomer, Username};
 use bp_core::ids::{AccountId, CustomerId, TransferId};
 use bp_core::money::{Currency, Money};
 use bp_core::service::current_account;
@@ -75,20 +75,13 @@ async fn setup(path: &std::path::Path, config: SqliteConfig) -> (Ledger<SqliteSt
     for i in 0..CUSTOMERS {
         let id = CustomerId::new_v7();
         ledger
-            .open_customer(NewCustomer {
+            .open_customer(NewCustomer::person(
                 id,
-                username: Username::parse(&format!("bench{i}")).expect("valid username"),
-                party: Party::Person(PersonProfile {
-                    given_name: "Bench".into(),
-                    family_name: format!("Customer {i}"),
-                    date_of_birth: None,
-                }),
-                documents: Vec::new(),
-                contact: Contact::default(),
-                photo_ref: None,
-                kyc: KycStatus::Verified,
-                extra: serde_json::Map::new(),
-            })
+                Username::parse(&format!("bench{i}")).expect("valid username"),
+                "Bench",
+                &format!("Customer {i}"),
+                KycStatus::Verified,
+            ))
             .await
             .expect("open customer");
         customers.push(id);

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use bp_core::account::{AccountKind, NewAccount, SystemAccount};
 use bp_core::clock::{Clock, SystemClock};
-use bp_core::customer::{Contact, KycStatus, NewCustomer, Party, PersonProfile, Username};
+use bp_core::customer::{KycStatus, NewCustomer, Username};
 use bp_core::event::{Event, EventBody};
 use bp_core::ids::{AccountId, CustomerId, TransferId};
 use bp_core::money::{Currency, Money};
@@ -278,20 +278,13 @@ async fn setup(path: &Path, log: &mut Log) -> CustomerId {
     let customer = ok(
         "customer",
         ledger
-            .open_customer(NewCustomer {
-                id: CustomerId::new_v7(),
-                username: ok("username", Username::parse("crash")),
-                party: Party::Person(PersonProfile {
-                    given_name: "Crash".to_owned(),
-                    family_name: "Test".to_owned(),
-                    date_of_birth: None,
-                }),
-                documents: Vec::new(),
-                contact: Contact::default(),
-                photo_ref: None,
-                kyc: KycStatus::Verified,
-                extra: serde_json::Map::new(),
-            })
+            .open_customer(NewCustomer::person(
+                CustomerId::new_v7(),
+                ok("username", Username::parse("crash")),
+                "Crash",
+                "Test",
+                KycStatus::Verified,
+            ))
             .await,
     );
     for i in 0..ACCOUNTS {
