@@ -70,6 +70,23 @@ uuid_id!(
     ServiceRecordId
 );
 
+uuid_id!(
+    /// Identifies a registered device key of a customer (possession factor of SCA).
+    DeviceId
+);
+uuid_id!(
+    /// Identifies a strong-customer-authentication challenge.
+    ChallengeId
+);
+uuid_id!(
+    /// Identifies a trusted beneficiary (payee) of a customer.
+    BeneficiaryId
+);
+uuid_id!(
+    /// Identifies a sign-in session: the family of refresh tokens one login started.
+    SessionId
+);
+
 /// Namespace for the name-based event ids (a fixed random UUID).
 const EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2a0e_94b5_4c52_8f0e_5d3b_91a7_c2e4);
 

@@ -18,6 +18,7 @@ pub mod ids;
 pub mod memory;
 pub mod money;
 pub mod rules;
+pub mod security;
 pub mod service;
 pub mod service_record;
 pub mod state;
@@ -30,7 +31,9 @@ pub mod transfer;
 pub type Timestamp = chrono::DateTime<chrono::Utc>;
 
 pub use error::{Error, LedgerError, StoreError, StoreErrorKind};
-pub use ids::{AccountId, CustomerId, EventId, ServiceRecordId, TransferId};
+pub use ids::{
+    AccountId, BeneficiaryId, ChallengeId, CustomerId, DeviceId, EventId, ServiceRecordId, SessionId, TransferId,
+};
 pub use money::{Currency, Money, MoneyError};
 pub use service::Ledger;
 pub use store::Store;

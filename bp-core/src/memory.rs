@@ -8,6 +8,7 @@ use async_trait::async_trait;
 
 use crate::Timestamp;
 use crate::account::Account;
+use crate::account_number::AccountNumber;
 use crate::clock::{Clock, SystemClock};
 use crate::command::{Command, Executed};
 use crate::customer::{Customer, Username};
@@ -88,6 +89,11 @@ impl Store for MemoryStore {
 
     async fn account(&self, id: AccountId) -> Result<Option<Account>, StoreError> {
         Ok(self.lock().state.account(id).cloned())
+    }
+
+    async fn account_by_number(&self, number: AccountNumber) -> Result<Option<Account>, StoreError> {
+        // The memory store is a test double: a scan is fine.
+        Ok(self.lock().state.accounts().find(|a| a.number == number).cloned())
     }
 
     async fn accounts_of(&self, customer: CustomerId) -> Result<Vec<Account>, StoreError> {

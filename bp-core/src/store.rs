@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Timestamp;
 use crate::account::Account;
+use crate::account_number::AccountNumber;
 use crate::command::{Command, Executed};
 use crate::customer::{Customer, Username};
 use crate::error::{Error, LedgerError, StoreError};
@@ -150,6 +151,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// An account by id.
     async fn account(&self, id: AccountId) -> Result<Option<Account>, StoreError>;
+
+    /// An account by its number.
+    async fn account_by_number(&self, number: AccountNumber) -> Result<Option<Account>, StoreError>;
 
     /// A customer's accounts, oldest first.
     async fn accounts_of(&self, customer: CustomerId) -> Result<Vec<Account>, StoreError>;

@@ -76,6 +76,19 @@ pub async fn account_open<F: StoreFactory>(f: &F) {
     assert_eq!(listed, vec![a1.clone(), a2.clone(), a3.clone()], "accounts_of lists oldest first");
     assert_eq!(ok("accounts_of", h.ledger.accounts_of(bob.id).await), vec![b1.clone()]);
 
+    // By number: the payee lookup of a payment.
+    for a in [&a1, &a2, &a3, &b1] {
+        assert_eq!(ok("account_by_number", h.store().account_by_number(a.number).await).as_ref(), Some(a));
+    }
+    let eur_fees = SystemAccount::Fees.number(Currency::EUR);
+    let unused = AccountNumber::from_serial(9_899_999_999).expect("a valid serial");
+    assert_eq!(ok("unknown number", h.store().account_by_number(unused).await), None);
+    assert!(
+        ok("system number", h.store().account_by_number(eur_fees).await)
+            .is_none_or(|a| a.id == SystemAccount::Fees.id(Currency::EUR)),
+        "a system account's number finds that account or nothing before it opened"
+    );
+
     // Replays return the original account and change nothing.
     h.advance_secs(60);
     let replay = h.unchanged("replay open", h.execute(Command::OpenAccount(req1.clone()))).await;

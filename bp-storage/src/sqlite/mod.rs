@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bp_core::account::Account;
+use bp_core::account_number::AccountNumber;
 use bp_core::clock::{Clock, SystemClock};
 use bp_core::command::{Command, Executed};
 use bp_core::customer::{Customer, Username};
@@ -332,6 +333,10 @@ impl Store for SqliteStore {
 
     async fn account(&self, id: AccountId) -> Result<Option<Account>, StoreError> {
         self.read(move |c, l| reads::account(c, l, id)).await
+    }
+
+    async fn account_by_number(&self, number: AccountNumber) -> Result<Option<Account>, StoreError> {
+        self.read(move |c, l| reads::account_by_number(c, l, number)).await
     }
 
     async fn accounts_of(&self, customer: CustomerId) -> Result<Vec<Account>, StoreError> {

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::PoisonError;
 
 use bp_core::account::Account;
+use bp_core::account_number::AccountNumber;
 use bp_core::customer::{Customer, Username};
 use bp_core::event::Event;
 use bp_core::ids::{AccountId, CustomerId, TransferId};
@@ -65,6 +66,24 @@ pub(crate) fn account(conn: &Connection, live: &SharedLive, id: AccountId) -> Re
     let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
     let mut rows = stmt.query([id.as_uuid().as_bytes()]).map_err(sql_err)?;
     rows.next().map_err(sql_err)?.map(|r| account_from_row(r).map(|(_, a)| a)).transpose()
+}
+
+pub(crate) fn account_by_number(
+    conn: &Connection,
+    live: &SharedLive,
+    number: AccountNumber,
+) -> Result<Option<Account>, StoreError> {
+    let serial = i64::try_from(number.serial()).map_err(|_| StoreError::new(StoreErrorKind::Corrupt, "serial"))?;
+    let mut stmt = conn.prepare_cached("SELECT id FROM accounts WHERE serial = ?1").map_err(sql_err)?;
+    let id: Option<Vec<u8>> = stmt.query_row([serial], |r| r.get(0)).optional().map_err(sql_err)?;
+    match id {
+        Some(bytes) => {
+            let uuid =
+                uuid::Uuid::from_slice(&bytes).map_err(|_| StoreError::new(StoreErrorKind::Corrupt, "account id"))?;
+            account(conn, live, AccountId::from_uuid(uuid))
+        }
+        None => Ok(None),
+    }
 }
 
 pub(crate) fn accounts_of(

@@ -1,0 +1,644 @@
+//! Security records and the store that keeps them: credentials, device keys, sign-in sessions
+//! (refresh-token families), strong-customer-authentication challenges, trusted beneficiaries,
+//! per-customer lockout and exemption counters, profile photos, and the append-only audit log.
+//!
+//! The rules that use these records (password and TOTP checks, token rotation, dynamic linking,
+//! exemptions) live with the authorization server; this module only says what is kept and makes
+//! the few state changes that must be atomic (rotating a refresh token, answering a challenge)
+//! single store operations.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::Timestamp;
+use crate::account_number::AccountNumber;
+use crate::error::StoreError;
+use crate::ids::{BeneficiaryId, ChallengeId, CustomerId, DeviceId, SessionId, TransferId};
+use crate::money::{Currency, Money};
+
+/// Upper bound of a device's or beneficiary's display name, in characters.
+pub const NAME_CHARS_MAX: usize = 100;
+/// Upper bound of a profile photo, in bytes.
+pub const PHOTO_BYTES_MAX: usize = 512 * 1024;
+/// Upper bound of the devices one customer may register.
+pub const DEVICES_MAX: usize = 10;
+/// Upper bound of one customer's trusted beneficiaries.
+pub const BENEFICIARIES_MAX: usize = 200;
+/// Upper bound of a page of the audit log.
+pub const AUDIT_PAGE_LEN_MAX: u32 = 1000;
+
+/// What a customer knows and has: the password hash and, if enrolled, the TOTP secret.
+/// Its `Debug` shows neither.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    /// Whose.
+    pub customer_id: CustomerId,
+    /// The password's Argon2id hash in PHC string format.
+    pub password_hash: String,
+    /// The RFC 6238 shared secret, raw bytes; `None` when the customer has no authenticator app.
+    pub totp_secret: Option<Vec<u8>>,
+    /// When they last changed.
+    pub updated_at: Timestamp,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("customer_id", &self.customer_id)
+            .field("password_hash", &"<redacted>")
+            .field("totp_secret", &self.totp_secret.as_ref().map(|_| "<redacted>"))
+            .field("updated_at", &self.updated_at)
+            .finish()
+    }
+}
+
+/// A device key registered by a customer: the public half of an ECDSA P-256 key pair whose
+/// private half stays in the phone's keystore (Android Keystore, iOS Secure Enclave).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    /// Id.
+    pub id: DeviceId,
+    /// Whose.
+    pub customer_id: CustomerId,
+    /// The customer's name for it ("Pixel 9").
+    pub name: String,
+    /// The public key, SEC1 uncompressed encoding (65 bytes).
+    pub public_key: Vec<u8>,
+    /// When it was registered.
+    pub created_at: Timestamp,
+    /// When it was removed; a removed device answers no challenge.
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// Where a refresh token is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefreshTokenState {
+    /// May be exchanged once.
+    Active,
+    /// Was exchanged for its successor; presenting it again is reuse.
+    Used,
+    /// Its session was revoked.
+    Revoked,
+}
+
+/// A refresh token as the server keeps it: only the SHA-256 of the opaque token, never the
+/// token itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshToken {
+    /// SHA-256 of the token.
+    pub hash: [u8; 32],
+    /// The sign-in session (token family) it belongs to.
+    pub session: SessionId,
+    /// Whose.
+    pub customer_id: CustomerId,
+    /// The OAuth2 client it was issued to.
+    pub client_id: String,
+    /// Granted scopes, space-separated.
+    pub scope: String,
+    /// Authentication methods of the sign-in (RFC 8176 values such as `pwd`, `otp`, `hwk`).
+    pub amr: Vec<String>,
+    /// When the customer signed in.
+    pub auth_time: Timestamp,
+    /// When this token was issued.
+    pub issued_at: Timestamp,
+    /// When it stops being accepted.
+    pub expires_at: Timestamp,
+    /// State.
+    pub state: RefreshTokenState,
+}
+
+/// What presenting a refresh token for rotation did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rotation {
+    /// It was active: it is now used and its successor active. Carries the old token.
+    Rotated(RefreshToken),
+    /// It had been used before: the whole session is now revoked.
+    Reused {
+        /// The revoked session.
+        session: SessionId,
+        /// Whose.
+        customer_id: CustomerId,
+    },
+    /// Its session is revoked.
+    Revoked,
+    /// It expired.
+    Expired,
+    /// No such token.
+    Unknown,
+}
+
+/// What an SCA challenge authorizes; the device signs exactly these values (dynamic linking).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ChallengePurpose {
+    /// Posting a payment.
+    Payment {
+        /// The transfer, pending until the challenge is answered.
+        transfer_id: TransferId,
+        /// Amount and currency.
+        amount: Money,
+        /// The payee's account number.
+        payee: AccountNumber,
+    },
+    /// Trusting a beneficiary (exempting later payments to it).
+    Beneficiary {
+        /// The beneficiary, pending until the challenge is answered.
+        beneficiary_id: BeneficiaryId,
+        /// The beneficiary's account number.
+        payee: AccountNumber,
+    },
+}
+
+/// How a challenge was answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ScaMethod {
+    /// A registered device key signed it.
+    DeviceSignature,
+    /// A TOTP code (only where the configured rules allow it).
+    Totp,
+}
+
+/// Where a challenge is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ChallengeState {
+    /// Waiting for its answer.
+    Open,
+    /// Answered; the answer is spent.
+    Answered {
+        /// When.
+        at: Timestamp,
+        /// How.
+        method: ScaMethod,
+        /// The device that signed, for device signatures.
+        device_id: Option<DeviceId>,
+    },
+    /// Too many wrong answers; it can no longer be answered.
+    Failed,
+}
+
+/// A strong-customer-authentication challenge.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScaChallenge {
+    /// Id.
+    pub id: ChallengeId,
+    /// Whose.
+    pub customer_id: CustomerId,
+    /// What it authorizes.
+    pub purpose: ChallengePurpose,
+    /// Random, unpredictable, part of what is signed.
+    pub nonce: String,
+    /// Made at.
+    pub created_at: Timestamp,
+    /// Unanswerable after.
+    pub expires_at: Timestamp,
+    /// Wrong answers so far.
+    pub failures: u32,
+    /// State.
+    pub state: ChallengeState,
+}
+
+/// What answering a challenge did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChallengeAnswer {
+    /// It was open and unexpired: it is now answered. Carries the answered challenge.
+    Accepted(ScaChallenge),
+    /// It could not be answered; carries it as it is (answered, failed or expired).
+    Refused(ScaChallenge),
+    /// No such challenge.
+    Unknown,
+}
+
+/// Whether a beneficiary may be paid without SCA yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BeneficiaryState {
+    /// Waiting for the SCA that trusts it.
+    Pending,
+    /// Trusted: payments to it are exempt from SCA.
+    Trusted,
+}
+
+/// A payee a customer trusts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Beneficiary {
+    /// Id.
+    pub id: BeneficiaryId,
+    /// Whose list it is on.
+    pub customer_id: CustomerId,
+    /// The customer's name for the payee.
+    pub name: String,
+    /// The payee's account number.
+    pub account_number: AccountNumber,
+    /// State.
+    pub state: BeneficiaryState,
+    /// When it was added.
+    pub created_at: Timestamp,
+}
+
+/// A customer's authentication failures, lockout, and the low-value exemption counters since
+/// the last SCA.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityState {
+    /// Consecutive failed password, second-factor or challenge answers.
+    pub failures: u32,
+    /// Lockouts so far without a successful sign-in in between (makes lockout progressive).
+    pub lockouts: u32,
+    /// Locked until.
+    pub locked_until: Option<Timestamp>,
+    /// Payments made under the low-value exemption since the last SCA.
+    pub low_value_count: u32,
+    /// Their cumulative amount per currency, in minor units.
+    pub low_value_total_minor: BTreeMap<Currency, i64>,
+}
+
+/// What kind of security event an audit entry records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditKind {
+    /// Signed in with both factors.
+    LoginSucceeded,
+    /// Wrong username or password.
+    PasswordFailed,
+    /// Wrong TOTP code or device signature at sign-in.
+    SecondFactorFailed,
+    /// Locked out after repeated failures.
+    LockedOut,
+    /// A sign-in was refused because the customer was locked out.
+    LockedOutAttempt,
+    /// A device key was registered.
+    DeviceAdded,
+    /// A device key was removed.
+    DeviceRemoved,
+    /// A used refresh token was presented again; its session was revoked.
+    RefreshTokenReuse,
+    /// A session was revoked (sign-out).
+    SessionRevoked,
+    /// An SCA challenge was answered.
+    ChallengeAnswered,
+    /// A wrong answer to an SCA challenge.
+    ChallengeFailed,
+    /// A payment was exempted from SCA (the rule is in the detail).
+    ScaExempted,
+    /// A trusted beneficiary was added.
+    BeneficiaryTrusted,
+    /// A trusted beneficiary was removed.
+    BeneficiaryRemoved,
+    /// Credentials were set or changed.
+    CredentialsChanged,
+    /// An access token from the configured external issuer was accepted for the first time in a session.
+    ExternalTokenAccepted,
+}
+
+/// One entry of the append-only audit log. It names the customer by id and never holds a
+/// secret (no password, code, token or signature) or a document number.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AuditEntry {
+    /// Position in the log, assigned by the store (1, 2, …).
+    pub position: u64,
+    /// When.
+    pub at: Timestamp,
+    /// What.
+    pub kind: AuditKind,
+    /// Whose, when known.
+    pub customer_id: Option<CustomerId>,
+    /// Free-form, secret-free context (client id, device id, rule, remote address).
+    pub detail: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A stored profile photo.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Photo {
+    /// Media type (`image/png`, `image/jpeg`, `image/svg+xml`).
+    pub content_type: String,
+    /// The bytes, at most [`PHOTO_BYTES_MAX`].
+    pub bytes: Vec<u8>,
+}
+
+impl fmt::Debug for Photo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Photo").field("content_type", &self.content_type).field("len", &self.bytes.len()).finish()
+    }
+}
+
+/// Keeps the security records. Every method is one atomic store operation.
+#[async_trait]
+pub trait SecurityStore: Send + Sync + 'static {
+    /// Sets (inserts or replaces) a customer's credentials.
+    async fn put_credentials(&self, credentials: Credentials) -> Result<(), StoreError>;
+    /// A customer's credentials.
+    async fn credentials(&self, customer: CustomerId) -> Result<Option<Credentials>, StoreError>;
+
+    /// Registers a device (its id is new).
+    async fn add_device(&self, device: Device) -> Result<(), StoreError>;
+    /// A device by id.
+    async fn device(&self, id: DeviceId) -> Result<Option<Device>, StoreError>;
+    /// A customer's devices, removed ones included, oldest first.
+    async fn devices_of(&self, customer: CustomerId) -> Result<Vec<Device>, StoreError>;
+    /// Marks a device removed; false when it is not the customer's or already removed.
+    async fn revoke_device(&self, customer: CustomerId, id: DeviceId, at: Timestamp) -> Result<bool, StoreError>;
+
+    /// Stores a new refresh token (the first of a session, or none exists with its hash).
+    async fn insert_refresh_token(&self, token: RefreshToken) -> Result<(), StoreError>;
+    /// Atomically exchanges the token hashed `old` for `new` (of the same session), at `now`.
+    async fn rotate_refresh_token(
+        &self,
+        old: [u8; 32],
+        new: RefreshToken,
+        now: Timestamp,
+    ) -> Result<Rotation, StoreError>;
+    /// The token hashed `hash`.
+    async fn refresh_token(&self, hash: [u8; 32]) -> Result<Option<RefreshToken>, StoreError>;
+    /// Revokes a whole session; false when it was already revoked or unknown.
+    async fn revoke_session(&self, session: SessionId, at: Timestamp) -> Result<bool, StoreError>;
+    /// Sessions revoked at or after `since` (the server keeps them to refuse their access tokens).
+    async fn sessions_revoked_since(&self, since: Timestamp) -> Result<Vec<SessionId>, StoreError>;
+
+    /// Stores a new challenge, or replaces an open one with the same id.
+    async fn put_challenge(&self, challenge: ScaChallenge) -> Result<(), StoreError>;
+    /// A challenge by id.
+    async fn challenge(&self, id: ChallengeId) -> Result<Option<ScaChallenge>, StoreError>;
+    /// Atomically marks an open, unexpired challenge answered.
+    async fn answer_challenge(
+        &self,
+        id: ChallengeId,
+        method: ScaMethod,
+        device_id: Option<DeviceId>,
+        now: Timestamp,
+    ) -> Result<ChallengeAnswer, StoreError>;
+    /// Counts a wrong answer; at `failures_max` the challenge fails. Returns it as it is now.
+    async fn fail_challenge(&self, id: ChallengeId, failures_max: u32) -> Result<Option<ScaChallenge>, StoreError>;
+
+    /// Inserts or replaces a beneficiary.
+    async fn put_beneficiary(&self, beneficiary: Beneficiary) -> Result<(), StoreError>;
+    /// A beneficiary by id.
+    async fn beneficiary(&self, id: BeneficiaryId) -> Result<Option<Beneficiary>, StoreError>;
+    /// A customer's beneficiaries, oldest first.
+    async fn beneficiaries_of(&self, customer: CustomerId) -> Result<Vec<Beneficiary>, StoreError>;
+    /// Deletes a beneficiary of the customer; false when there was none.
+    async fn delete_beneficiary(&self, customer: CustomerId, id: BeneficiaryId) -> Result<bool, StoreError>;
+
+    /// A customer's lockout and exemption state (the default when none is stored).
+    async fn security_state(&self, customer: CustomerId) -> Result<SecurityState, StoreError>;
+    /// Replaces a customer's lockout and exemption state.
+    async fn put_security_state(&self, customer: CustomerId, state: SecurityState) -> Result<(), StoreError>;
+
+    /// Sets a customer's photo.
+    async fn put_photo(&self, customer: CustomerId, photo: Photo) -> Result<(), StoreError>;
+    /// A customer's photo.
+    async fn photo(&self, customer: CustomerId) -> Result<Option<Photo>, StoreError>;
+
+    /// Appends to the audit log (the entry's `position` is ignored); returns the position given.
+    async fn append_audit(&self, entry: AuditEntry) -> Result<u64, StoreError>;
+    /// Audit entries after `position`, oldest first, at most `limit` (≤ [`AUDIT_PAGE_LEN_MAX`]).
+    async fn audit_after(&self, position: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    credentials: HashMap<CustomerId, Credentials>,
+    devices: Vec<Device>,
+    refresh_tokens: HashMap<[u8; 32], RefreshToken>,
+    revoked_sessions: HashMap<SessionId, Timestamp>,
+    challenges: HashMap<ChallengeId, ScaChallenge>,
+    beneficiaries: Vec<Beneficiary>,
+    states: HashMap<CustomerId, SecurityState>,
+    photos: HashMap<CustomerId, Photo>,
+    audit: Vec<AuditEntry>,
+}
+
+/// A [`SecurityStore`] in memory. Cloning shares the same records.
+#[derive(Clone, Debug, Default)]
+pub struct MemorySecurityStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl MemorySecurityStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every method finishes its change before it can panic; the records stay consistent.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The rotation rule every store applies atomically: what presenting `old` does, given the
+/// stored token and whether its session is revoked.
+pub fn rotation_of(stored: Option<&RefreshToken>, session_revoked: bool, now: Timestamp) -> Rotation {
+    match stored {
+        None => Rotation::Unknown,
+        Some(t) if session_revoked || t.state == RefreshTokenState::Revoked => Rotation::Revoked,
+        Some(t) if t.state == RefreshTokenState::Used => {
+            Rotation::Reused { session: t.session, customer_id: t.customer_id }
+        }
+        Some(t) if t.expires_at <= now => Rotation::Expired,
+        Some(t) => Rotation::Rotated(t.clone()),
+    }
+}
+
+/// The answering rule every store applies atomically.
+pub fn answer_of(challenge: &ScaChallenge, now: Timestamp) -> bool {
+    challenge.state == ChallengeState::Open && now < challenge.expires_at
+}
+
+#[async_trait]
+impl SecurityStore for MemorySecurityStore {
+    async fn put_credentials(&self, credentials: Credentials) -> Result<(), StoreError> {
+        self.lock().credentials.insert(credentials.customer_id, credentials);
+        Ok(())
+    }
+
+    async fn credentials(&self, customer: CustomerId) -> Result<Option<Credentials>, StoreError> {
+        Ok(self.lock().credentials.get(&customer).cloned())
+    }
+
+    async fn add_device(&self, device: Device) -> Result<(), StoreError> {
+        self.lock().devices.push(device);
+        Ok(())
+    }
+
+    async fn device(&self, id: DeviceId) -> Result<Option<Device>, StoreError> {
+        Ok(self.lock().devices.iter().find(|d| d.id == id).cloned())
+    }
+
+    async fn devices_of(&self, customer: CustomerId) -> Result<Vec<Device>, StoreError> {
+        Ok(self.lock().devices.iter().filter(|d| d.customer_id == customer).cloned().collect())
+    }
+
+    async fn revoke_device(&self, customer: CustomerId, id: DeviceId, at: Timestamp) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        match inner.devices.iter_mut().find(|d| d.id == id && d.customer_id == customer && d.revoked_at.is_none()) {
+            Some(d) => {
+                d.revoked_at = Some(at);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn insert_refresh_token(&self, token: RefreshToken) -> Result<(), StoreError> {
+        self.lock().refresh_tokens.insert(token.hash, token);
+        Ok(())
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        old: [u8; 32],
+        new: RefreshToken,
+        now: Timestamp,
+    ) -> Result<Rotation, StoreError> {
+        let mut inner = self.lock();
+        let stored = inner.refresh_tokens.get(&old);
+        let revoked = stored.is_some_and(|t| inner.revoked_sessions.contains_key(&t.session));
+        let rotation = rotation_of(stored, revoked, now);
+        match &rotation {
+            Rotation::Rotated(_) => {
+                if let Some(t) = inner.refresh_tokens.get_mut(&old) {
+                    t.state = RefreshTokenState::Used;
+                }
+                inner.refresh_tokens.insert(new.hash, new);
+            }
+            Rotation::Reused { session, .. } => {
+                let session = *session;
+                inner.revoked_sessions.entry(session).or_insert(now);
+                for t in inner.refresh_tokens.values_mut().filter(|t| t.session == session) {
+                    t.state = RefreshTokenState::Revoked;
+                }
+            }
+            Rotation::Revoked | Rotation::Expired | Rotation::Unknown => {}
+        }
+        Ok(rotation)
+    }
+
+    async fn refresh_token(&self, hash: [u8; 32]) -> Result<Option<RefreshToken>, StoreError> {
+        Ok(self.lock().refresh_tokens.get(&hash).cloned())
+    }
+
+    async fn revoke_session(&self, session: SessionId, at: Timestamp) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        if inner.revoked_sessions.contains_key(&session) {
+            return Ok(false);
+        }
+        inner.revoked_sessions.insert(session, at);
+        for t in inner.refresh_tokens.values_mut().filter(|t| t.session == session) {
+            t.state = RefreshTokenState::Revoked;
+        }
+        Ok(true)
+    }
+
+    async fn sessions_revoked_since(&self, since: Timestamp) -> Result<Vec<SessionId>, StoreError> {
+        Ok(self.lock().revoked_sessions.iter().filter(|(_, at)| **at >= since).map(|(s, _)| *s).collect())
+    }
+
+    async fn put_challenge(&self, challenge: ScaChallenge) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if inner.challenges.get(&challenge.id).is_some_and(|c| c.state != ChallengeState::Open) {
+            return Err(StoreError::new(
+                crate::StoreErrorKind::InvalidRequest,
+                "a challenge that is no longer open cannot be replaced",
+            ));
+        }
+        inner.challenges.insert(challenge.id, challenge);
+        Ok(())
+    }
+
+    async fn challenge(&self, id: ChallengeId) -> Result<Option<ScaChallenge>, StoreError> {
+        Ok(self.lock().challenges.get(&id).cloned())
+    }
+
+    async fn answer_challenge(
+        &self,
+        id: ChallengeId,
+        method: ScaMethod,
+        device_id: Option<DeviceId>,
+        now: Timestamp,
+    ) -> Result<ChallengeAnswer, StoreError> {
+        let mut inner = self.lock();
+        let Some(c) = inner.challenges.get_mut(&id) else { return Ok(ChallengeAnswer::Unknown) };
+        if !answer_of(c, now) {
+            return Ok(ChallengeAnswer::Refused(c.clone()));
+        }
+        c.state = ChallengeState::Answered { at: now, method, device_id };
+        Ok(ChallengeAnswer::Accepted(c.clone()))
+    }
+
+    async fn fail_challenge(&self, id: ChallengeId, failures_max: u32) -> Result<Option<ScaChallenge>, StoreError> {
+        let mut inner = self.lock();
+        let Some(c) = inner.challenges.get_mut(&id) else { return Ok(None) };
+        if c.state == ChallengeState::Open {
+            c.failures = c.failures.saturating_add(1);
+            if c.failures >= failures_max {
+                c.state = ChallengeState::Failed;
+            }
+        }
+        Ok(Some(c.clone()))
+    }
+
+    async fn put_beneficiary(&self, beneficiary: Beneficiary) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        match inner.beneficiaries.iter_mut().find(|b| b.id == beneficiary.id) {
+            Some(b) => *b = beneficiary,
+            None => inner.beneficiaries.push(beneficiary),
+        }
+        Ok(())
+    }
+
+    async fn beneficiary(&self, id: BeneficiaryId) -> Result<Option<Beneficiary>, StoreError> {
+        Ok(self.lock().beneficiaries.iter().find(|b| b.id == id).cloned())
+    }
+
+    async fn beneficiaries_of(&self, customer: CustomerId) -> Result<Vec<Beneficiary>, StoreError> {
+        Ok(self.lock().beneficiaries.iter().filter(|b| b.customer_id == customer).cloned().collect())
+    }
+
+    async fn delete_beneficiary(&self, customer: CustomerId, id: BeneficiaryId) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let before = inner.beneficiaries.len();
+        inner.beneficiaries.retain(|b| !(b.id == id && b.customer_id == customer));
+        Ok(inner.beneficiaries.len() != before)
+    }
+
+    async fn security_state(&self, customer: CustomerId) -> Result<SecurityState, StoreError> {
+        Ok(self.lock().states.get(&customer).cloned().unwrap_or_default())
+    }
+
+    async fn put_security_state(&self, customer: CustomerId, state: SecurityState) -> Result<(), StoreError> {
+        self.lock().states.insert(customer, state);
+        Ok(())
+    }
+
+    async fn put_photo(&self, customer: CustomerId, photo: Photo) -> Result<(), StoreError> {
+        if photo.bytes.len() > PHOTO_BYTES_MAX {
+            return Err(StoreError::new(crate::StoreErrorKind::InvalidRequest, "photo too large"));
+        }
+        self.lock().photos.insert(customer, photo);
+        Ok(())
+    }
+
+    async fn photo(&self, customer: CustomerId) -> Result<Option<Photo>, StoreError> {
+        Ok(self.lock().photos.get(&customer).cloned())
+    }
+
+    async fn append_audit(&self, mut entry: AuditEntry) -> Result<u64, StoreError> {
+        let mut inner = self.lock();
+        let position = u64::try_from(inner.audit.len()).unwrap_or(u64::MAX).saturating_add(1);
+        entry.position = position;
+        inner.audit.push(entry);
+        Ok(position)
+    }
+
+    async fn audit_after(&self, position: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        let limit = usize::try_from(limit.min(AUDIT_PAGE_LEN_MAX)).unwrap_or(usize::MAX);
+        Ok(self.lock().audit.iter().filter(|e| e.position > position).take(limit).cloned().collect())
+    }
+}
