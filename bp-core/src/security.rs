@@ -257,6 +257,9 @@ pub struct SecurityState {
     pub low_value_count: u32,
     /// Their cumulative amount per currency, in minor units.
     pub low_value_total_minor: BTreeMap<Currency, i64>,
+    /// The last TOTP time step accepted, so that a code is accepted once.
+    #[serde(default)]
+    pub totp_last_step: Option<u64>,
 }
 
 /// What kind of security event an audit entry records.
@@ -336,18 +339,24 @@ pub trait SecurityStore: Send + Sync + 'static {
     /// A customer's credentials.
     async fn credentials(&self, customer: CustomerId) -> Result<Option<Credentials>, StoreError>;
 
-    /// Registers a device (its id is new).
+    /// Registers a device; `InvalidRequest`, changing nothing, when its id is taken.
     async fn add_device(&self, device: Device) -> Result<(), StoreError>;
     /// A device by id.
     async fn device(&self, id: DeviceId) -> Result<Option<Device>, StoreError>;
-    /// A customer's devices, removed ones included, oldest first.
+    /// A customer's devices, removed ones included, oldest first (by `created_at`, ties in the
+    /// order they were added).
     async fn devices_of(&self, customer: CustomerId) -> Result<Vec<Device>, StoreError>;
     /// Marks a device removed; false when it is not the customer's or already removed.
     async fn revoke_device(&self, customer: CustomerId, id: DeviceId, at: Timestamp) -> Result<bool, StoreError>;
 
-    /// Stores a new refresh token (the first of a session, or none exists with its hash).
+    /// Stores a new refresh token (the first of a session); `InvalidRequest`, changing nothing,
+    /// when a token with its hash exists.
     async fn insert_refresh_token(&self, token: RefreshToken) -> Result<(), StoreError>;
-    /// Atomically exchanges the token hashed `old` for `new` (of the same session), at `now`.
+    /// Atomically exchanges the token hashed `old` for `new` (of the same session), at `now`,
+    /// deciding with [`rotation_of`]: `Rotated` stores `new` and marks the old token used;
+    /// `Reused` revokes the whole session at `now`; the other answers change nothing.
+    /// `InvalidRequest`, changing nothing, when the token would rotate but `new` is of another
+    /// session or its hash is taken.
     async fn rotate_refresh_token(
         &self,
         old: [u8; 32],
@@ -356,16 +365,18 @@ pub trait SecurityStore: Send + Sync + 'static {
     ) -> Result<Rotation, StoreError>;
     /// The token hashed `hash`.
     async fn refresh_token(&self, hash: [u8; 32]) -> Result<Option<RefreshToken>, StoreError>;
-    /// Revokes a whole session; false when it was already revoked or unknown.
+    /// Revokes a whole session (every token of it); false when it was already revoked or no
+    /// token of it is stored.
     async fn revoke_session(&self, session: SessionId, at: Timestamp) -> Result<bool, StoreError>;
     /// Sessions revoked at or after `since` (the server keeps them to refuse their access tokens).
     async fn sessions_revoked_since(&self, since: Timestamp) -> Result<Vec<SessionId>, StoreError>;
 
-    /// Stores a new challenge, or replaces an open one with the same id.
+    /// Stores a new challenge, or replaces an open one with the same id; `InvalidRequest`,
+    /// changing nothing, when the one with its id is answered or failed.
     async fn put_challenge(&self, challenge: ScaChallenge) -> Result<(), StoreError>;
     /// A challenge by id.
     async fn challenge(&self, id: ChallengeId) -> Result<Option<ScaChallenge>, StoreError>;
-    /// Atomically marks an open, unexpired challenge answered.
+    /// Atomically marks an open, unexpired challenge answered (deciding with [`answer_of`]).
     async fn answer_challenge(
         &self,
         id: ChallengeId,
@@ -373,14 +384,16 @@ pub trait SecurityStore: Send + Sync + 'static {
         device_id: Option<DeviceId>,
         now: Timestamp,
     ) -> Result<ChallengeAnswer, StoreError>;
-    /// Counts a wrong answer; at `failures_max` the challenge fails. Returns it as it is now.
+    /// Counts a wrong answer to an open challenge; at `failures_max` it fails. An answered or
+    /// failed challenge is left as it is. Returns it as it is now (`None` when unknown).
     async fn fail_challenge(&self, id: ChallengeId, failures_max: u32) -> Result<Option<ScaChallenge>, StoreError>;
 
     /// Inserts or replaces a beneficiary.
     async fn put_beneficiary(&self, beneficiary: Beneficiary) -> Result<(), StoreError>;
     /// A beneficiary by id.
     async fn beneficiary(&self, id: BeneficiaryId) -> Result<Option<Beneficiary>, StoreError>;
-    /// A customer's beneficiaries, oldest first.
+    /// A customer's beneficiaries, oldest first (by `created_at`, ties in the order they were
+    /// first added).
     async fn beneficiaries_of(&self, customer: CustomerId) -> Result<Vec<Beneficiary>, StoreError>;
     /// Deletes a beneficiary of the customer; false when there was none.
     async fn delete_beneficiary(&self, customer: CustomerId, id: BeneficiaryId) -> Result<bool, StoreError>;
@@ -390,7 +403,7 @@ pub trait SecurityStore: Send + Sync + 'static {
     /// Replaces a customer's lockout and exemption state.
     async fn put_security_state(&self, customer: CustomerId, state: SecurityState) -> Result<(), StoreError>;
 
-    /// Sets a customer's photo.
+    /// Sets a customer's photo; `InvalidRequest` when it is over [`PHOTO_BYTES_MAX`].
     async fn put_photo(&self, customer: CustomerId, photo: Photo) -> Result<(), StoreError>;
     /// A customer's photo.
     async fn photo(&self, customer: CustomerId) -> Result<Option<Photo>, StoreError>;
@@ -446,9 +459,39 @@ pub fn rotation_of(stored: Option<&RefreshToken>, session_revoked: bool, now: Ti
     }
 }
 
+/// Checks the successor of a token that rotates: of the same session, with a hash of its own
+/// (`hash_taken`: a token with `new`'s hash is stored). Every store checks it before writing.
+pub fn successor_fits(stored: &RefreshToken, new: &RefreshToken, hash_taken: bool) -> Result<(), StoreError> {
+    if new.session != stored.session {
+        return Err(invalid("the successor of a refresh token must be of the same session"));
+    }
+    if hash_taken {
+        return Err(invalid("a refresh token with the successor's hash exists"));
+    }
+    Ok(())
+}
+
+fn invalid(message: &'static str) -> StoreError {
+    StoreError::new(crate::StoreErrorKind::InvalidRequest, message)
+}
+
 /// The answering rule every store applies atomically.
 pub fn answer_of(challenge: &ScaChallenge, now: Timestamp) -> bool {
     challenge.state == ChallengeState::Open && now < challenge.expires_at
+}
+
+/// The wrong-answer rule every store applies atomically: an open challenge counts the failure
+/// and fails at `failures_max`; an answered or failed one stays as it is. Returns whether the
+/// challenge changed.
+pub fn count_failure(challenge: &mut ScaChallenge, failures_max: u32) -> bool {
+    if challenge.state != ChallengeState::Open {
+        return false;
+    }
+    challenge.failures = challenge.failures.saturating_add(1);
+    if challenge.failures >= failures_max {
+        challenge.state = ChallengeState::Failed;
+    }
+    true
 }
 
 #[async_trait]
@@ -463,7 +506,11 @@ impl SecurityStore for MemorySecurityStore {
     }
 
     async fn add_device(&self, device: Device) -> Result<(), StoreError> {
-        self.lock().devices.push(device);
+        let mut inner = self.lock();
+        if inner.devices.iter().any(|d| d.id == device.id) {
+            return Err(invalid("a device with this id exists"));
+        }
+        inner.devices.push(device);
         Ok(())
     }
 
@@ -472,7 +519,11 @@ impl SecurityStore for MemorySecurityStore {
     }
 
     async fn devices_of(&self, customer: CustomerId) -> Result<Vec<Device>, StoreError> {
-        Ok(self.lock().devices.iter().filter(|d| d.customer_id == customer).cloned().collect())
+        let mut devices: Vec<Device> =
+            self.lock().devices.iter().filter(|d| d.customer_id == customer).cloned().collect();
+        // Stable: ties stay in the order they were added.
+        devices.sort_by_key(|d| d.created_at);
+        Ok(devices)
     }
 
     async fn revoke_device(&self, customer: CustomerId, id: DeviceId, at: Timestamp) -> Result<bool, StoreError> {
@@ -487,7 +538,11 @@ impl SecurityStore for MemorySecurityStore {
     }
 
     async fn insert_refresh_token(&self, token: RefreshToken) -> Result<(), StoreError> {
-        self.lock().refresh_tokens.insert(token.hash, token);
+        let mut inner = self.lock();
+        if inner.refresh_tokens.contains_key(&token.hash) {
+            return Err(invalid("a refresh token with this hash exists"));
+        }
+        inner.refresh_tokens.insert(token.hash, token);
         Ok(())
     }
 
@@ -502,7 +557,8 @@ impl SecurityStore for MemorySecurityStore {
         let revoked = stored.is_some_and(|t| inner.revoked_sessions.contains_key(&t.session));
         let rotation = rotation_of(stored, revoked, now);
         match &rotation {
-            Rotation::Rotated(_) => {
+            Rotation::Rotated(stored) => {
+                successor_fits(stored, &new, inner.refresh_tokens.contains_key(&new.hash))?;
                 if let Some(t) = inner.refresh_tokens.get_mut(&old) {
                     t.state = RefreshTokenState::Used;
                 }
@@ -526,7 +582,8 @@ impl SecurityStore for MemorySecurityStore {
 
     async fn revoke_session(&self, session: SessionId, at: Timestamp) -> Result<bool, StoreError> {
         let mut inner = self.lock();
-        if inner.revoked_sessions.contains_key(&session) {
+        if inner.revoked_sessions.contains_key(&session) || !inner.refresh_tokens.values().any(|t| t.session == session)
+        {
             return Ok(false);
         }
         inner.revoked_sessions.insert(session, at);
@@ -543,10 +600,7 @@ impl SecurityStore for MemorySecurityStore {
     async fn put_challenge(&self, challenge: ScaChallenge) -> Result<(), StoreError> {
         let mut inner = self.lock();
         if inner.challenges.get(&challenge.id).is_some_and(|c| c.state != ChallengeState::Open) {
-            return Err(StoreError::new(
-                crate::StoreErrorKind::InvalidRequest,
-                "a challenge that is no longer open cannot be replaced",
-            ));
+            return Err(invalid("a challenge that is no longer open cannot be replaced"));
         }
         inner.challenges.insert(challenge.id, challenge);
         Ok(())
@@ -575,12 +629,7 @@ impl SecurityStore for MemorySecurityStore {
     async fn fail_challenge(&self, id: ChallengeId, failures_max: u32) -> Result<Option<ScaChallenge>, StoreError> {
         let mut inner = self.lock();
         let Some(c) = inner.challenges.get_mut(&id) else { return Ok(None) };
-        if c.state == ChallengeState::Open {
-            c.failures = c.failures.saturating_add(1);
-            if c.failures >= failures_max {
-                c.state = ChallengeState::Failed;
-            }
-        }
+        count_failure(c, failures_max);
         Ok(Some(c.clone()))
     }
 
@@ -598,7 +647,11 @@ impl SecurityStore for MemorySecurityStore {
     }
 
     async fn beneficiaries_of(&self, customer: CustomerId) -> Result<Vec<Beneficiary>, StoreError> {
-        Ok(self.lock().beneficiaries.iter().filter(|b| b.customer_id == customer).cloned().collect())
+        let mut beneficiaries: Vec<Beneficiary> =
+            self.lock().beneficiaries.iter().filter(|b| b.customer_id == customer).cloned().collect();
+        // Stable: ties stay in the order they were first added.
+        beneficiaries.sort_by_key(|b| b.created_at);
+        Ok(beneficiaries)
     }
 
     async fn delete_beneficiary(&self, customer: CustomerId, id: BeneficiaryId) -> Result<bool, StoreError> {
@@ -619,7 +672,7 @@ impl SecurityStore for MemorySecurityStore {
 
     async fn put_photo(&self, customer: CustomerId, photo: Photo) -> Result<(), StoreError> {
         if photo.bytes.len() > PHOTO_BYTES_MAX {
-            return Err(StoreError::new(crate::StoreErrorKind::InvalidRequest, "photo too large"));
+            return Err(invalid("photo too large"));
         }
         self.lock().photos.insert(customer, photo);
         Ok(())

@@ -25,6 +25,10 @@
 //! case ends by re-reading the whole ledger and checking its invariants (balances equal the sum
 //! of postings, gap-free event numbers, every currency summing to zero, ...).
 //!
+//! The suite of the [`SecurityStore`](crate::security::SecurityStore) trait is in [`security`],
+//! with its own factory and its own macro,
+//! [`security_conformance_tests!`](crate::security_conformance_tests).
+//!
 //! Randomised cases draw from a seeded generator; set `BP_CONFORMANCE_SEED` to replay a seed
 //! that a failure printed.
 
@@ -45,6 +49,7 @@ mod events;
 mod harness;
 mod history;
 mod pending;
+pub mod security;
 mod transfers;
 
 pub use accounts::{account_open, account_status};

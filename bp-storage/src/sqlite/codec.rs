@@ -7,6 +7,7 @@ use bp_core::account_number::AccountNumber;
 use bp_core::event::{EVENT_VERSION, Event, EventBody};
 use bp_core::ids::{AccountId, CustomerId, EventId, TransferId};
 use bp_core::money::{Currency, Money};
+use bp_core::security::RefreshTokenState;
 use bp_core::transfer::{Direction, Posting, Transfer, TransferKind, TransferState, VoidReason};
 use bp_core::{StoreError, StoreErrorKind};
 use rusqlite::Row;
@@ -64,6 +65,9 @@ int_enum!(state_to, state_from, TransferState, "transfer state", {
 });
 int_enum!(reason_to, reason_from, VoidReason, "void reason", {
     VoidReason::Cancelled => 0, VoidReason::Expired => 1, VoidReason::Rejected => 2,
+});
+int_enum!(token_state_to, token_state_from, RefreshTokenState, "refresh token state", {
+    RefreshTokenState::Active => 0, RefreshTokenState::Used => 1, RefreshTokenState::Revoked => 2,
 });
 
 /// Journal row kinds.

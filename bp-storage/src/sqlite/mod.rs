@@ -1,5 +1,6 @@
 //! The SQLite store, the embedded default: one file, WAL, `synchronous=FULL`, one writer thread
-//! with group commit, and a small pool of read connections.
+//! with group commit, a small pool of read connections, and one connection that writes the
+//! security records ([`bp_core::security::SecurityStore`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), bp_core::Error> {
@@ -15,6 +16,7 @@
 mod codec;
 mod reads;
 mod schema;
+mod security;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -153,7 +155,16 @@ impl Drop for Threads {
     }
 }
 
-/// Prepared statements kept per connection (the store uses about 25 distinct ones).
+/// Takes turns at SQLite's one write lock of the file between the ledger writer (a turn per
+/// batch) and the security connection (a turn per call), first come first served: tokio's mutex
+/// is fair. Without it they would meet only in SQLite's busy handler, which polls with growing
+/// sleeps, and under a steady stream of batches a security write could wait out its whole busy
+/// timeout; with it, a security write waits at most for the batch in progress, and a batch for
+/// the security writes queued before it. Other processes on the file still meet the store in
+/// the busy handler.
+pub(crate) type WriteTurn = Arc<tokio::sync::Mutex<()>>;
+
+/// Prepared statements kept per connection (the store uses about 45 distinct ones).
 const STATEMENT_CACHE_LEN: usize = 64;
 
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(5);
@@ -191,11 +202,16 @@ impl ReadPool {
     }
 }
 
-/// The SQLite [`Store`]. Cloning shares the same writer and pool.
+/// The SQLite [`Store`] and [`SecurityStore`](bp_core::security::SecurityStore). Cloning shares
+/// the same writer, pool and security connection.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     jobs: mpsc::Sender<writer::Job>,
     reads: Arc<ReadPool>,
+    /// Writes the security records, one transaction at a time, beside the ledger writer.
+    security: Arc<Mutex<Connection>>,
+    /// Shared with the writer.
+    write_turn: WriteTurn,
     path: PathBuf,
     stats: Arc<WriterStats>,
     threads: Arc<Threads>,
@@ -233,6 +249,9 @@ impl SqliteStore {
             batch_len_max: config.batch_len_max.max(1),
             transfer_cache_len_max: config.transfer_cache_len_max,
         };
+        let security = open_connection(&path, rw, 1024)?;
+        // Like the ledger writer's, its commits leave checkpoints to the checkpoint thread.
+        security.pragma_update(None, "wal_autocheckpoint", 0).map_err(sql_err)?;
         let checkpointer = open_connection(&path, rw, 1024)?;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         // From here on, an early return drops `threads`, which stops the checkpoint thread.
@@ -240,14 +259,14 @@ impl SqliteStore {
             Threads { checkpointer: Some(spawn_checkpointer(checkpointer, Arc::clone(&stop))?), stop, writer: None };
         let live: writer::SharedLive = Arc::default();
         let stats = Arc::new(WriterStats::default());
-        threads.writer = Some(writer::spawn(
-            conn,
-            rx,
-            Arc::clone(&live),
-            Arc::clone(&config.clock),
-            writer_config,
-            Arc::clone(&stats),
-        )?);
+        let write_turn = WriteTurn::default();
+        let shared = writer::Shared {
+            live: Arc::clone(&live),
+            clock: Arc::clone(&config.clock),
+            stats: Arc::clone(&stats),
+            turn: Arc::clone(&write_turn),
+        };
+        threads.writer = Some(writer::spawn(conn, rx, writer_config, shared)?);
         let store = Self {
             jobs,
             reads: Arc::new(ReadPool {
@@ -255,6 +274,8 @@ impl SqliteStore {
                 permits: Semaphore::new(read_connections),
                 live,
             }),
+            security: Arc::new(Mutex::new(security)),
+            write_turn,
             path,
             stats,
             threads: Arc::new(threads),
@@ -277,9 +298,10 @@ impl SqliteStore {
     /// copied or removed at once; otherwise it returns at once. It fails only if one of those
     /// threads panicked.
     pub async fn close(self) -> Result<(), StoreError> {
-        let Self { jobs, reads, threads, .. } = self;
+        let Self { jobs, reads, security, threads, .. } = self;
         drop(jobs);
         drop(reads);
+        drop(security);
         let Some(mut threads) = Arc::into_inner(threads) else { return Ok(()) };
         threads.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let handles = [threads.writer.take(), threads.checkpointer.take()];

@@ -8,10 +8,12 @@ use bp_core::{StoreError, StoreErrorKind};
 use super::sql_err;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
-/// Each migration takes the schema from version `index` to `index + 1`.
-const MIGRATIONS: [&str; 1] = [r"
+/// Each migration takes the schema from version `index` to `index + 1`. A released migration is
+/// never edited: databases that ran it must keep matching it.
+const MIGRATIONS: [&str; 2] = [
+    r"
 -- Small named counters of the store itself.
 CREATE TABLE meta (
     name  TEXT PRIMARY KEY,
@@ -97,7 +99,95 @@ CREATE TABLE account_journal (
     positions   BLOB NOT NULL,
     PRIMARY KEY (account_key, first_seq)
 ) STRICT, WITHOUT ROWID;
-"];
+",
+    // 2: the security records of `bp_core::security`, written by the store's security
+    // connection (never by the ledger writer). Ids, hashes and times are typed columns where
+    // they are keys or queried; the rest of a flexible record is a JSON document.
+    r"
+-- Credentials hold secrets; nothing else reads this table.
+CREATE TABLE credentials (
+    customer_id   BLOB PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    totp_secret   BLOB,
+    updated_at    INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+
+-- `key` keeps the order devices were added in, for ties of `created_at`.
+CREATE TABLE devices (
+    key         INTEGER PRIMARY KEY,
+    id          BLOB NOT NULL UNIQUE,
+    customer_id BLOB NOT NULL,
+    name        TEXT NOT NULL,
+    public_key  BLOB NOT NULL,
+    created_at  INTEGER NOT NULL,
+    revoked_at  INTEGER
+) STRICT;
+CREATE INDEX devices_by_customer ON devices(customer_id, created_at, key);
+
+-- Refresh tokens by the SHA-256 of the token; `state` 0 active, 1 used, 2 revoked. The document
+-- holds the grant (client, scope, methods, times of sign-in and issue).
+CREATE TABLE refresh_tokens (
+    hash        BLOB PRIMARY KEY CHECK (length(hash) = 32),
+    session     BLOB NOT NULL,
+    customer_id BLOB NOT NULL,
+    state       INTEGER NOT NULL CHECK (state BETWEEN 0 AND 2),
+    expires_at  INTEGER NOT NULL,
+    doc         TEXT NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE INDEX refresh_tokens_by_session ON refresh_tokens(session);
+
+CREATE TABLE revoked_sessions (
+    session    BLOB PRIMARY KEY,
+    revoked_at INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE INDEX revoked_sessions_by_time ON revoked_sessions(revoked_at);
+
+-- A challenge is a document (purpose, nonce, failures, state); answering rewrites it.
+CREATE TABLE challenges (
+    id          BLOB PRIMARY KEY,
+    customer_id BLOB NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    doc         TEXT NOT NULL
+) STRICT, WITHOUT ROWID;
+
+-- `key` keeps the order beneficiaries were first added in, for ties of `created_at`.
+CREATE TABLE beneficiaries (
+    key         INTEGER PRIMARY KEY,
+    id          BLOB NOT NULL UNIQUE,
+    customer_id BLOB NOT NULL,
+    created_at  INTEGER NOT NULL,
+    doc         TEXT NOT NULL
+) STRICT;
+CREATE INDEX beneficiaries_by_customer ON beneficiaries(customer_id, created_at, key);
+
+-- Lockout and exemption counters: a document, so that new counters need no migration.
+CREATE TABLE security_states (
+    customer_id BLOB PRIMARY KEY,
+    doc         TEXT NOT NULL
+) STRICT, WITHOUT ROWID;
+
+-- A rowid table: photos are large rows, which WITHOUT ROWID tables store poorly.
+CREATE TABLE photos (
+    customer_id  BLOB NOT NULL UNIQUE,
+    content_type TEXT NOT NULL,
+    bytes        BLOB NOT NULL
+) STRICT;
+
+-- The audit log: appended in position order and never changed; the triggers refuse any
+-- UPDATE or DELETE, so that a bug cannot rewrite history either.
+CREATE TABLE audit (
+    position    INTEGER PRIMARY KEY,
+    at          INTEGER NOT NULL,
+    kind        TEXT NOT NULL,
+    customer_id BLOB,
+    detail      TEXT NOT NULL
+) STRICT;
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+",
+];
 
 /// Refuses a database written by a newer version of bp; returns the database's schema version.
 /// Only reads.
@@ -124,4 +214,68 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tx.commit().map_err(sql_err)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use bp_core::ids::CustomerId;
+    use bp_core::security::{AuditEntry, AuditKind, SecurityStore};
+    use bp_core::store::Store;
+    use rusqlite::Connection;
+
+    use super::{MIGRATIONS, SCHEMA_VERSION};
+    use crate::sqlite::{SqliteConfig, SqliteStore};
+
+    /// A database at version 1 (the ledger tables, as the first release left them) upgrades to the
+    /// current version on open, keeping its rows, and then keeps security records too.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn version_1_upgrades() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("v1.db");
+        {
+            let mut conn = Connection::open(&path).expect("open");
+            let tx = conn.transaction().expect("begin");
+            tx.execute_batch(MIGRATIONS[0]).expect("migration 1");
+            tx.execute("INSERT INTO meta (name, value) VALUES ('v1_marker', 42)", []).expect("a v1 row");
+            tx.pragma_update(None, "user_version", 1).expect("version 1");
+            tx.commit().expect("commit");
+        }
+
+        let store = SqliteStore::open(&path, SqliteConfig::default()).expect("a version 1 database opens");
+        let customer = CustomerId::new_v7();
+        let entry = AuditEntry {
+            position: 0,
+            at: chrono::DateTime::from_timestamp(1_767_225_600, 0).expect("a valid time"),
+            kind: AuditKind::CredentialsChanged,
+            customer_id: Some(customer),
+            detail: serde_json::Map::new(),
+        };
+        assert_eq!(store.append_audit(entry).await.expect("append to the new audit table"), 1);
+        assert_eq!(store.security_state(customer).await.expect("read a new table").failures, 0);
+        let totals = store.totals().await;
+        assert!(totals.is_ok_and(|t| t.is_empty()), "the upgraded ledger reads");
+        store.close().await.expect("close");
+
+        let conn = Connection::open(&path).expect("reopen");
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("version");
+        assert_eq!(version, SCHEMA_VERSION);
+        let marker: i64 =
+            conn.query_row("SELECT value FROM meta WHERE name = 'v1_marker'", [], |r| r.get(0)).expect("the v1 row");
+        assert_eq!(marker, 42, "the upgrade keeps the rows of version 1");
+    }
+
+    /// The audit log refuses to be rewritten, whoever tries.
+    #[test]
+    fn audit_log_is_append_only() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        super::migrate(&mut conn).expect("migrate");
+        conn.execute("INSERT INTO audit (at, kind, customer_id, detail) VALUES (1, 'login_succeeded', NULL, '{}')", [])
+            .expect("append");
+        for sql in ["UPDATE audit SET kind = 'locked_out'", "DELETE FROM audit"] {
+            let err = conn.execute(sql, []).expect_err(sql);
+            assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+        }
+        let rows: i64 = conn.query_row("SELECT count(*) FROM audit", [], |r| r.get(0)).expect("count");
+        assert_eq!(rows, 1);
+    }
 }

@@ -32,7 +32,7 @@ use super::codec::{
     KIND_VOIDED, RUN_POSITIONS_MAX, TRANSFER_COLUMNS, account_from_row, account_kind_to, corrupt, encode_positions,
     micros, reason_to, state_to, status_from, status_to, system_to, transfer_from_row, transfer_kind_to,
 };
-use super::sql_err;
+use super::{WriteTurn, sql_err};
 
 /// An account with this many unindexed events is indexed in the batch that reaches it.
 const TAIL_LEN_FORCE: usize = 512;
@@ -786,34 +786,34 @@ fn publish_all(live: &SharedLive, cache: &Cache) {
     *live.write().unwrap_or_else(PoisonError::into_inner) = fresh;
 }
 
+/// What the writer thread shares with the rest of the store.
+pub(crate) struct Shared {
+    pub live: SharedLive,
+    pub clock: Arc<dyn Clock>,
+    pub stats: Arc<WriterStats>,
+    /// Taken for each batch's transaction.
+    pub turn: WriteTurn,
+}
+
 /// Loads the writer's state from the database (recovering the journal's unindexed tail),
 /// publishes it for the readers, and starts the writer thread.
 pub(crate) fn spawn(
     conn: Connection,
     rx: mpsc::Receiver<Job>,
-    live: SharedLive,
-    clock: Arc<dyn Clock>,
     config: WriterConfig,
-    stats: Arc<WriterStats>,
+    shared: Shared,
 ) -> Result<std::thread::JoinHandle<()>, StoreError> {
     let cache = Cache::load(&conn)?;
-    publish_all(&live, &cache);
+    publish_all(&shared.live, &cache);
     std::thread::Builder::new()
         .name("bp-sqlite-writer".into())
-        .spawn(move || run(conn, rx, cache, live, clock, config, stats))
+        .spawn(move || run(conn, rx, cache, config, shared))
         .map_err(|e| StoreError::with_source(StoreErrorKind::Unavailable, "cannot start the writer thread", e))
 }
 
 /// Runs the writer until every sender is dropped.
-fn run(
-    conn: Connection,
-    mut rx: mpsc::Receiver<Job>,
-    initial: Cache,
-    live: SharedLive,
-    clock: Arc<dyn Clock>,
-    config: WriterConfig,
-    stats: Arc<WriterStats>,
-) {
+fn run(conn: Connection, mut rx: mpsc::Receiver<Job>, initial: Cache, config: WriterConfig, shared: Shared) {
+    let Shared { live, clock, stats, turn } = shared;
     let mut cache = Some(initial);
     let mut batch: Vec<Job> = Vec::with_capacity(config.batch_len_max);
     // Waking the submitters costs a system call or two each: a thread of its own does it, so the
@@ -825,7 +825,14 @@ fn run(
         .ok();
     // Without that thread, the writer answers by itself.
     let answers_tx = answerer.is_some().then_some(answers_tx);
-    let ctx = Context { live: &live, clock: clock.as_ref(), config, stats: &stats, answerer: answers_tx.as_ref() };
+    let ctx = Context {
+        live: &live,
+        clock: clock.as_ref(),
+        config,
+        stats: &stats,
+        turn: &turn,
+        answerer: answers_tx.as_ref(),
+    };
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < config.batch_len_max {
@@ -934,6 +941,7 @@ struct Context<'a> {
     clock: &'a dyn Clock,
     config: WriterConfig,
     stats: &'a WriterStats,
+    turn: &'a WriteTurn,
     /// The thread that sends the answers, if it could be started.
     answerer: Option<&'a std::sync::mpsc::Sender<Answers>>,
 }
@@ -941,7 +949,7 @@ struct Context<'a> {
 /// Decides and writes one batch in one transaction. Returns the cache to keep, or `None` when the
 /// batch failed and the cache may hold effects that never reached the disk.
 fn commit_batch(conn: &Connection, mut cache: Cache, batch: &mut Vec<Job>, ctx: &Context<'_>) -> Option<Cache> {
-    let Context { live, clock, config, stats, answerer } = *ctx;
+    let Context { live, clock, config, stats, turn, answerer } = *ctx;
     // Batch times never go backwards, even if the clock does: readers rely on an account's
     // events being in time order.
     let now = clock.now().max(cache.last_now);
@@ -954,6 +962,9 @@ fn commit_batch(conn: &Connection, mut cache: Cache, batch: &mut Vec<Job>, ctx: 
             return None;
         }
     };
+    // The transaction holds SQLite's write lock: take turns at it with the security connection,
+    // from before it begins until it has ended either way.
+    let turn = turn.blocking_lock();
     let result = (|| -> Result<Vec<AccountId>, StoreError> {
         let start = std::time::Instant::now();
         conn.execute_batch("BEGIN IMMEDIATE").map_err(sql_err)?;
@@ -969,6 +980,10 @@ fn commit_batch(conn: &Connection, mut cache: Cache, batch: &mut Vec<Job>, ctx: 
         add_us(&stats.commit_us, start);
         Ok(checkpointed)
     })();
+    if result.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    drop(turn);
     match result {
         Ok(checkpointed) => {
             let start = std::time::Instant::now();
@@ -1000,7 +1015,6 @@ fn commit_batch(conn: &Connection, mut cache: Cache, batch: &mut Vec<Job>, ctx: 
             Some(cache)
         }
         Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
             fail_all(batch, &e);
             None
         }
