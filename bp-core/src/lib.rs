@@ -8,6 +8,7 @@
 
 pub mod account;
 pub mod account_number;
+pub mod api;
 pub mod clock;
 pub mod command;
 pub mod customer;

@@ -389,9 +389,10 @@ impl JsonSchema for Currency {
     }
 
     fn json_schema(_generator: &mut SchemaGenerator) -> Schema {
+        let codes: Vec<&str> = Currency::all().map(|c| c.code()).collect();
         json_schema!({
             "type": "string",
-            "pattern": "^[A-Z]{3}$",
+            "enum": codes,
             "description": "ISO 4217 alphabetic currency code",
         })
     }
@@ -886,7 +887,10 @@ mod tests {
     fn json_schema_shapes() {
         let currency = serde_json::to_value(schemars::schema_for!(Currency)).unwrap();
         assert_eq!(currency["type"], "string");
-        assert_eq!(currency["pattern"], "^[A-Z]{3}$");
+        // Exactly the codes the parser accepts, so that a schema-valid currency is never refused.
+        let codes: Vec<&str> = currency["enum"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+        assert_eq!(codes.len(), Currency::all().count());
+        assert!(codes.iter().all(|c| Currency::from_code(c).is_ok()));
         let money = serde_json::to_value(schemars::schema_for!(Money)).unwrap();
         assert_eq!(money["type"], "object");
         assert_eq!(money["properties"]["amount"]["type"], "string");

@@ -1,0 +1,523 @@
+//! The JSON wire types of the v1 HTTP API: requests, responses and problems. The reference
+//! server and the client SDK both use these, so they cannot drift. Amounts travel as decimal
+//! strings inside [`Money`]; requests reject unknown fields, so a misspelt field of a payment is
+//! an error rather than silently ignored.
+
+use std::fmt::Write as _;
+
+use chrono::NaiveDate;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::Timestamp;
+use crate::account::{Account, AccountKind, AccountStatus, Balances};
+use crate::account_number::AccountNumber;
+use crate::customer::{BiometricEnrolment, Contact, Customer, DocumentKind, KycStatus, Party};
+use crate::ids::{AccountId, BeneficiaryId, ChallengeId, CustomerId, DeviceId, TransferId};
+use crate::money::{Currency, Money};
+use crate::security::{Beneficiary, BeneficiaryState, ChallengePurpose, Device, ScaChallenge, ScaMethod};
+use crate::service_record::ServiceRecord;
+use crate::transfer::{Direction, Posting, Transfer, TransferKind, TransferState, VoidReason};
+
+/// An RFC 9457 problem: what went wrong, in words a customer or a support desk can act on.
+/// `type` is a stable URI per kind of problem; nothing internal is ever in it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Problem {
+    /// Stable URI naming the kind of problem.
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    /// Short summary of the kind of problem.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong in this occurrence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The request id, for support.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+}
+
+/// The signed-in customer's profile (FR1, FR4).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Profile {
+    /// Customer id.
+    pub id: CustomerId,
+    /// Login name.
+    pub username: String,
+    /// Name to show: the person's full name or the company's legal name.
+    pub display_name: String,
+    /// Person or legal entity, with the fields of each.
+    pub party: Party,
+    /// Identity documents.
+    pub documents: Vec<DocumentView>,
+    /// Contact data.
+    pub contact: Contact,
+    /// Where to fetch the photo (`/v1/me/photo`), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub photo_url: Option<String>,
+    /// Biometric enrolment of a device (never biometric data).
+    pub biometric: BiometricEnrolment,
+    /// KYC status.
+    pub kyc: KycStatus,
+    /// Extra fields of the customer record.
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Profile {
+    /// The profile of `customer`; `has_photo` says whether a photo is stored.
+    pub fn of(customer: &Customer, has_photo: bool) -> Self {
+        Self {
+            id: customer.id,
+            username: customer.username.as_str().to_owned(),
+            display_name: customer.display_name(),
+            party: customer.party.clone(),
+            documents: customer
+                .documents
+                .iter()
+                .map(|d| DocumentView {
+                    kind: d.kind,
+                    number: d.number.clone(),
+                    number_masked: d.masked_number(),
+                    issuing_country: d.issuing_country.clone(),
+                    expires_on: d.expires_on,
+                })
+                .collect(),
+            contact: customer.contact.clone(),
+            photo_url: has_photo.then(|| "/v1/me/photo".to_owned()),
+            biometric: customer.biometric.clone(),
+            kyc: customer.kyc,
+            extra: customer.extra.clone(),
+        }
+    }
+}
+
+/// An identity document as the API shows it to its owner: the full number for the mobile
+/// profile (FR4) and a masked one for screens that must not show it whole.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DocumentView {
+    /// Kind.
+    pub kind: DocumentKind,
+    /// The number.
+    pub number: String,
+    /// The number with all but its last four characters masked.
+    pub number_masked: String,
+    /// ISO 3166-1 alpha-2 issuing country.
+    pub issuing_country: String,
+    /// Expiry date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_on: Option<NaiveDate>,
+}
+
+impl std::fmt::Debug for DocumentView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DocumentView").field("kind", &self.kind).field("number", &"<redacted>").finish()
+    }
+}
+
+/// An account of the signed-in customer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AccountView {
+    /// Id.
+    pub id: AccountId,
+    /// Account number (10 digits, check digits included).
+    pub number: String,
+    /// Currency.
+    pub currency: Currency,
+    /// Kind.
+    pub kind: AccountKind,
+    /// Status.
+    pub status: AccountStatus,
+    /// Balances.
+    pub balances: Balances,
+    /// Overdraft limit.
+    pub overdraft_limit: Money,
+    /// The sequence number of the account's latest event (matches the event stream).
+    pub last_event_seq: u64,
+    /// When it was opened.
+    pub opened_at: Timestamp,
+}
+
+impl From<&Account> for AccountView {
+    fn from(a: &Account) -> Self {
+        Self {
+            id: a.id,
+            number: a.number.to_string(),
+            currency: a.currency,
+            kind: a.kind,
+            status: a.status,
+            balances: a.balances(),
+            overdraft_limit: Money::new(a.overdraft_limit_minor, a.currency),
+            last_event_seq: a.last_event_seq,
+            opened_at: a.opened_at,
+        }
+    }
+}
+
+/// The signed-in customer's accounts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AccountList {
+    /// Oldest first.
+    pub accounts: Vec<AccountView>,
+}
+
+/// One line of an account's history (FR2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TransactionView {
+    /// The account's event sequence number of this line.
+    pub seq: u64,
+    /// The transfer.
+    pub transfer_id: TransferId,
+    /// Kind of transfer.
+    pub kind: TransferKind,
+    /// Debit (money left) or credit (money entered).
+    pub direction: Direction,
+    /// Amount, positive.
+    pub amount: Money,
+    /// Posted balance after this line.
+    pub balance_after: Money,
+    /// The other account.
+    pub counterparty_account_id: AccountId,
+    /// The transfer's reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// When it was posted.
+    pub posted_at: Timestamp,
+}
+
+impl From<&Posting> for TransactionView {
+    fn from(p: &Posting) -> Self {
+        Self {
+            seq: p.seq,
+            transfer_id: p.transfer_id,
+            kind: p.kind,
+            direction: p.direction,
+            amount: p.amount,
+            balance_after: p.balance_after,
+            counterparty_account_id: p.counterparty,
+            reference: p.reference.clone(),
+            posted_at: p.posted_at,
+        }
+    }
+}
+
+/// A page of an account's history, newest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TransactionPage {
+    /// The lines.
+    pub items: Vec<TransactionView>,
+    /// Pass as `cursor` to get the next (older) page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// A payment to another account of this bank (FR5). The transfer's id is derived from the
+/// caller's `Idempotency-Key` header.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTransfer {
+    /// The customer's account the money leaves.
+    pub from_account: AccountId,
+    /// The payee's account number.
+    pub to_account_number: AccountNumber,
+    /// Amount and currency (the currency of both accounts).
+    pub amount: Money,
+    /// Free text shown to both sides (at most 140 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 140))]
+    pub reference: Option<String>,
+}
+
+/// A transfer as its payer sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TransferView {
+    /// Id.
+    pub id: TransferId,
+    /// Kind.
+    pub kind: TransferKind,
+    /// State: `pending` while waiting for SCA, then `posted`, or `voided` when it expired.
+    pub state: TransferState,
+    /// The account the money leaves.
+    pub from_account: AccountId,
+    /// The account the money enters.
+    pub to_account: AccountId,
+    /// Amount.
+    pub amount: Money,
+    /// Reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// Why it was voided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub void_reason: Option<VoidReason>,
+    /// When it was accepted.
+    pub created_at: Timestamp,
+    /// When it reached a final state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+}
+
+impl From<&Transfer> for TransferView {
+    fn from(t: &Transfer) -> Self {
+        Self {
+            id: t.id,
+            kind: t.kind,
+            state: t.state,
+            from_account: t.debit_account,
+            to_account: t.credit_account,
+            amount: t.amount,
+            reference: t.reference.clone(),
+            void_reason: t.void_reason,
+            created_at: t.created_at,
+            finished_at: t.finished_at,
+        }
+    }
+}
+
+/// Why a payment needed no SCA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Exemption {
+    /// Between two accounts of the same customer.
+    OwnAccounts,
+    /// To a trusted beneficiary.
+    TrustedBeneficiary,
+    /// A low-value payment within the cumulative limits.
+    LowValue,
+}
+
+/// An SCA challenge to answer: sign `message` with a registered device key (ECDSA P-256,
+/// SHA-256), or, where `methods` allows it, enter a TOTP code.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ChallengeView {
+    /// Id.
+    pub id: ChallengeId,
+    /// The exact text to sign (UTF-8); it names amount, currency, payee and transfer.
+    pub message: String,
+    /// Accepted ways to answer.
+    pub methods: Vec<ScaMethod>,
+    /// Unanswerable after.
+    pub expires_at: Timestamp,
+}
+
+impl ChallengeView {
+    /// The view of `challenge`, answerable by `methods`.
+    pub fn of(challenge: &ScaChallenge, methods: Vec<ScaMethod>) -> Self {
+        Self { id: challenge.id, message: signing_message(challenge), methods, expires_at: challenge.expires_at }
+    }
+}
+
+/// The text a device signs to answer `challenge`: every value the challenge authorizes, one
+/// per line, so that a changed amount, currency, payee or transfer gives another text.
+pub fn signing_message(challenge: &ScaChallenge) -> String {
+    let mut out = String::from("bp-sca-v1\n");
+    let _ = writeln!(out, "challenge:{}", challenge.id);
+    match &challenge.purpose {
+        ChallengePurpose::Payment { transfer_id, amount, payee } => {
+            let _ = writeln!(out, "purpose:payment");
+            let _ = writeln!(out, "transfer:{transfer_id}");
+            let _ = writeln!(out, "amount:{}", amount.to_decimal_string());
+            let _ = writeln!(out, "currency:{}", amount.currency());
+            let _ = writeln!(out, "payee:{payee}");
+        }
+        ChallengePurpose::Beneficiary { beneficiary_id, payee } => {
+            let _ = writeln!(out, "purpose:trust_beneficiary");
+            let _ = writeln!(out, "beneficiary:{beneficiary_id}");
+            let _ = writeln!(out, "payee:{payee}");
+        }
+    }
+    let _ = write!(out, "nonce:{}", challenge.nonce);
+    out
+}
+
+/// The answer to a transfer's creation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TransferResponse {
+    /// The transfer.
+    pub transfer: TransferView,
+    /// Present when the transfer waits for SCA: answer it at `/v1/transfers/{id}/confirm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sca: Option<ChallengeView>,
+    /// Present when the transfer was posted without SCA: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exemption: Option<Exemption>,
+}
+
+/// An answer to an SCA challenge.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ScaAnswer {
+    /// A registered device key's signature of the challenge's `message`.
+    DeviceSignature {
+        /// The challenge.
+        challenge_id: ChallengeId,
+        /// The device.
+        device_id: DeviceId,
+        /// ECDSA P-256 / SHA-256 signature, DER or 64-byte r‖s, base64url without padding.
+        #[schemars(length(min = 86, max = 96), regex(pattern = r"^[A-Za-z0-9_-]+$"))]
+        signature: String,
+    },
+    /// A TOTP code, where the challenge's `methods` allows it.
+    Totp {
+        /// The challenge.
+        challenge_id: ChallengeId,
+        /// The six-digit code.
+        #[schemars(regex(pattern = r"^[0-9]{6}$"))]
+        code: String,
+    },
+}
+
+impl ScaAnswer {
+    /// The challenge answered.
+    pub fn challenge_id(&self) -> ChallengeId {
+        match self {
+            ScaAnswer::DeviceSignature { challenge_id, .. } | ScaAnswer::Totp { challenge_id, .. } => *challenge_id,
+        }
+    }
+}
+
+/// A device key to register (requires a fully authenticated session).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewDevice {
+    /// The customer's name for the device.
+    #[schemars(
+        length(min = 1, max = 100),
+        regex(
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+        )
+    )]
+    pub name: String,
+    /// The ECDSA P-256 public key, SEC1 uncompressed (65 bytes), base64url without padding.
+    #[schemars(length(min = 87, max = 87), regex(pattern = r"^[A-Za-z0-9_-]+$"))]
+    pub public_key: String,
+    /// Proof of possession: the key's signature of [`device_registration_message`] for this
+    /// customer and key, base64url without padding (DER or 64-byte r‖s).
+    #[schemars(length(min = 86, max = 96), regex(pattern = r"^[A-Za-z0-9_-]+$"))]
+    pub proof: String,
+}
+
+/// The text a device signs to prove it holds the private key it registers.
+pub fn device_registration_message(customer: CustomerId, public_key_b64: &str) -> String {
+    format!("bp-device-registration-v1\ncustomer:{customer}\nkey:{public_key_b64}")
+}
+
+/// A registered device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DeviceView {
+    /// Id.
+    pub id: DeviceId,
+    /// Name.
+    pub name: String,
+    /// When it was registered.
+    pub created_at: Timestamp,
+}
+
+impl From<&Device> for DeviceView {
+    fn from(d: &Device) -> Self {
+        Self { id: d.id, name: d.name.clone(), created_at: d.created_at }
+    }
+}
+
+/// The customer's registered devices.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DeviceList {
+    /// Oldest first; removed devices are not listed.
+    pub devices: Vec<DeviceView>,
+}
+
+/// A payee to trust (adding one requires SCA).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewBeneficiary {
+    /// The customer's name for the payee.
+    #[schemars(
+        length(min = 1, max = 100),
+        regex(
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+        )
+    )]
+    pub name: String,
+    /// The payee's account number.
+    pub account_number: AccountNumber,
+}
+
+/// A beneficiary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct BeneficiaryView {
+    /// Id.
+    pub id: BeneficiaryId,
+    /// Name.
+    pub name: String,
+    /// The payee's account number.
+    pub account_number: String,
+    /// `pending` until its SCA is answered, then `trusted`.
+    pub state: BeneficiaryState,
+    /// When it was added.
+    pub created_at: Timestamp,
+}
+
+impl From<&Beneficiary> for BeneficiaryView {
+    fn from(b: &Beneficiary) -> Self {
+        Self {
+            id: b.id,
+            name: b.name.clone(),
+            account_number: b.account_number.to_string(),
+            state: b.state,
+            created_at: b.created_at,
+        }
+    }
+}
+
+/// The answer to adding a beneficiary: it stays pending until `sca` is answered at
+/// `/v1/beneficiaries/{id}/confirm`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct BeneficiaryResponse {
+    /// The beneficiary.
+    pub beneficiary: BeneficiaryView,
+    /// The challenge to answer; absent once trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sca: Option<ChallengeView>,
+}
+
+/// The customer's beneficiaries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct BeneficiaryList {
+    /// Oldest first.
+    pub beneficiaries: Vec<BeneficiaryView>,
+}
+
+/// The customer's use of external services (FR3).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ServiceList {
+    /// Newest first.
+    pub services: Vec<ServiceRecord>,
+    /// Whether external services are connected to this server. While they are not, the list
+    /// is empty for everyone, and clients should say so rather than show it as the customer's
+    /// history.
+    pub external_services_connected: bool,
+}
+
+/// The OAuth2 token endpoint's answer (RFC 6749 §5.1, OpenID Connect Core §3.1.3.3).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TokenResponse {
+    /// The access token (a signed JWT).
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    /// The rotating refresh token (opaque), when `offline_access` was granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// The OpenID Connect id token, on the authorization-code grant with scope `openid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+    /// Granted scopes, space-separated.
+    pub scope: String,
+}
+
+impl std::fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenResponse").field("expires_in", &self.expires_in).field("scope", &self.scope).finish()
+    }
+}

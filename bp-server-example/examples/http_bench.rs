@@ -1,0 +1,185 @@
+//! HTTP benchmark of the reference server on SQLite (durable, `synchronous=FULL`), client and
+//! server in this one process on loopback, request logs formatted as in production (to a sink):
+//!
+//! - `http_transfers_per_s`, `http_p50_ms`, `http_p99_ms`: authenticated SCA-exempt transfers
+//!   (between a customer's own accounts) over keep-alive HTTP, `BP_BENCH_CONNECTIONS` (32)
+//!   clients for `BP_BENCH_SECONDS` (10) after a warm-up;
+//! - `token_refresh_per_s`: one client rotating a refresh token in a loop;
+//! - `password_logins_per_s`: one client signing in through the login pages (password with the
+//!   OWASP Argon2id cost, then TOTP, code and token) in a loop.
+//!
+//! `cargo run --release -p bp-server-example --example http_bench`
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The `per_mille`-th per-mille latency, nearest rank.
+fn percentile(sorted: &[Duration], per_mille: usize) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (sorted.len() * per_mille).div_ceil(1000);
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Milliseconds with two decimals, without floating point.
+fn ms(d: Duration) -> String {
+    let us = d.as_micros();
+    format!("{}.{:02}", us / 1000, (us % 1000) / 10)
+}
+
+/// Events per second, rounded down, without floating point.
+fn per_s(count: u64, elapsed: Duration) -> u128 {
+    u128::from(count) * 1_000_000 / elapsed.as_micros().max(1)
+}
+
+#[tokio::main]
+async fn main() {
+    // Request logs as in production, formatted and discarded.
+    tracing_subscriber::fmt().json().with_writer(std::io::sink).with_env_filter("info").init();
+    let connections = env_u64("BP_BENCH_CONNECTIONS", 32) as usize;
+    let seconds = env_u64("BP_BENCH_SECONDS", 10);
+    let h = support::harness(|c| {
+        c.auth.login_attempts_per_minute = 1_000_000;
+        c.server.concurrency_max = 4096;
+    })
+    .await;
+    eprintln!("preparing {connections} customers…");
+    let mut clients = Vec::new();
+    for i in 0..connections {
+        let p = h.person(&format!("bench-{i}"), 2, 1_000_000_000).await;
+        let tokens = support::login(&h.base, &p, "openid accounts payments", support::step_now()).await;
+        let token = tokens["access_token"].as_str().expect("token").to_owned();
+        let numbers = {
+            let http = reqwest::Client::new();
+            let mut n = Vec::new();
+            for a in &p.accounts {
+                let v: serde_json::Value = http
+                    .get(format!("{}/v1/accounts/{a}", h.base))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .expect("account")
+                    .json()
+                    .await
+                    .expect("json");
+                n.push(v["number"].as_str().expect("number").to_owned());
+            }
+            n
+        };
+        clients.push((p, token, numbers));
+    }
+
+    // Transfers at fixed concurrency.
+    let http = reqwest::Client::builder().pool_max_idle_per_host(connections).build().expect("client");
+    let stop = Arc::new(AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for (i, (p, token, numbers)) in clients.into_iter().enumerate() {
+        let (http, base, stop, measuring) = (http.clone(), h.base.clone(), stop.clone(), measuring.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let (from, to) = if n % 2 == 0 { (p.accounts[0], &numbers[1]) } else { (p.accounts[1], &numbers[0]) };
+                let body = json!({ "from_account": from, "to_account_number": to, "amount": { "amount": "0.01", "currency": "EUR" } });
+                let started = Instant::now();
+                let r = http
+                    .post(format!("{base}/v1/transfers"))
+                    .bearer_auth(&token)
+                    .header("Idempotency-Key", format!("bench-{i}-{n}"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("transfer");
+                assert_eq!(r.status(), reqwest::StatusCode::CREATED, "transfer posted");
+                let _ = r.bytes().await;
+                if measuring.load(Ordering::Relaxed) {
+                    latencies.push(started.elapsed());
+                }
+                n += 1;
+            }
+            latencies
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    measuring.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("join"));
+    }
+    all.sort();
+    println!("http_transfers_per_s {}", per_s(all.len() as u64, elapsed));
+    println!("http_p50_ms {}", ms(percentile(&all, 500)));
+    println!("http_p99_ms {}", ms(percentile(&all, 990)));
+
+    // Refresh-token rotation, one client.
+    let p = h.person("bench-refresh", 1, 0).await;
+    let tokens = support::login(&h.base, &p, "openid accounts offline_access", support::step_now()).await;
+    let mut refresh = tokens["refresh_token"].as_str().expect("refresh").to_owned();
+    let form_client = reqwest::Client::new();
+    let started = Instant::now();
+    let mut count = 0u64;
+    while started.elapsed() < Duration::from_secs(5) {
+        let v: serde_json::Value = form_client
+            .post(format!("{}/oauth2/token", h.base))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh.as_str()),
+                ("client_id", support::CLIENT),
+            ])
+            .send()
+            .await
+            .expect("refresh")
+            .json()
+            .await
+            .expect("json");
+        refresh = v["refresh_token"].as_str().expect("rotated").to_owned();
+        count += 1;
+    }
+    println!("token_refresh_per_s {}", per_s(count, started.elapsed()));
+
+    // Password logins, one client: each customer has three fresh TOTP steps (now−1, now, now+1).
+    let pool = env_u64("BP_BENCH_LOGIN_CUSTOMERS", 60);
+    let mut people = Vec::new();
+    for i in 0..pool {
+        people.push(h.person(&format!("bench-login-{i}"), 1, 0).await);
+    }
+    let mut next_step = vec![0u64; people.len()];
+    let started = Instant::now();
+    let mut logins = 0u64;
+    let mut idle_rounds = 0;
+    while started.elapsed() < Duration::from_secs(10) && idle_rounds < 2 {
+        let mut any = false;
+        for (i, p) in people.iter().enumerate() {
+            let now = support::step_now();
+            let step = next_step[i].max(now - 1);
+            if step > now + 1 || started.elapsed() >= Duration::from_secs(10) {
+                continue;
+            }
+            let t = support::login(&h.base, p, "openid", step).await;
+            assert!(t["access_token"].is_string(), "signed in");
+            next_step[i] = step + 1;
+            logins += 1;
+            any = true;
+        }
+        idle_rounds = if any { 0 } else { idle_rounds + 1 };
+    }
+    let rate_centi = u128::from(logins) * 100_000_000 / started.elapsed().as_micros().max(1);
+    println!("password_logins_per_s {}.{:02}", rate_centi / 100, rate_centi % 100);
+    h.started.running.stop().await.expect("stop");
+}

@@ -1,0 +1,373 @@
+//! Configuration: defaults, then a TOML file, then `BP_`-prefixed environment variables
+//! (`BP_SERVER__LISTEN=0.0.0.0:8443` sets `server.listen`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Whether the server runs for a developer's laptop or for real customers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Demo data on first start; refuses a non-loopback address without TLS.
+    Development,
+    /// No demo data; a configured signing key is required.
+    Production,
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Development or production.
+    pub mode: Mode,
+    /// Seed the demo customers on the first start (development mode only).
+    pub demo: bool,
+    /// HTTP listener.
+    pub server: ServerConfig,
+    /// Where the data lives.
+    pub storage: StorageConfig,
+    /// The authorization server and token checks.
+    pub auth: AuthConfig,
+    /// Strong customer authentication and its exemptions.
+    pub sca: ScaConfig,
+    /// Lockout after failed authentication.
+    pub lockout: LockoutConfig,
+    /// Logs.
+    pub log: LogConfig,
+}
+
+/// HTTP listener settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address and port to bind.
+    pub listen: SocketAddr,
+    /// The URL clients reach the server at: the OAuth2 issuer. Defaults to `http(s)://listen`.
+    pub public_url: Option<String>,
+    /// PEM certificate chain; with `tls_key_path`, serves HTTPS.
+    pub tls_cert_path: Option<PathBuf>,
+    /// PEM private key.
+    pub tls_key_path: Option<PathBuf>,
+    /// Requests taking longer are answered 503.
+    pub request_timeout_ms: u64,
+    /// Larger request bodies are refused with 413.
+    pub body_bytes_max: usize,
+    /// Requests in flight at once, beyond which requests wait.
+    pub concurrency_max: usize,
+    /// How long graceful shutdown waits for in-flight requests.
+    pub shutdown_grace_ms: u64,
+}
+
+/// Storage settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Folder for the database, the signing key and the demo credentials.
+    pub data_dir: PathBuf,
+    /// The SQLite database file; relative paths are inside `data_dir`.
+    pub sqlite_file: PathBuf,
+}
+
+/// A registered OAuth2 client (public: PKCE, no secret).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// `client_id`.
+    pub id: String,
+    /// Name shown on the login page.
+    pub name: String,
+    /// Redirect URIs, matched exactly.
+    pub redirect_uris: Vec<String>,
+}
+
+/// An external OpenID provider whose access tokens the API accepts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalIssuerConfig {
+    /// Its `iss`.
+    pub issuer: String,
+    /// Where its JWKS is served.
+    pub jwks_uri: String,
+    /// The `aud` its tokens must carry for this API.
+    pub audience: String,
+    /// The claim holding the bp username of the customer.
+    pub username_claim: String,
+    /// How long a fetched JWKS is trusted before it is fetched again.
+    pub jwks_refresh_s: u64,
+}
+
+/// Authorization-server settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// PKCS#8 PEM file of the ES256 signing key; relative paths are inside `data_dir`.
+    /// Generated on first start in development mode.
+    pub signing_key_file: PathBuf,
+    /// Access-token lifetime (at most 300).
+    pub access_token_ttl_s: u64,
+    /// Refresh-token lifetime (of each token; each use rotates it).
+    pub refresh_token_ttl_s: u64,
+    /// A session ends this long after sign-in, however often it is refreshed.
+    pub session_ttl_s: u64,
+    /// Authorization-code lifetime (at most 60).
+    pub code_ttl_s: u64,
+    /// How long the login page may take from first view to second factor.
+    pub login_ttl_s: u64,
+    /// The `aud` of access tokens this server issues.
+    pub audience: String,
+    /// Registered clients.
+    pub clients: Vec<ClientConfig>,
+    /// Accept access tokens of this external provider as well.
+    pub external: Option<ExternalIssuerConfig>,
+    /// Password-hash cost: Argon2id memory in KiB (OWASP: 19456 with 2 passes, or 12288 with 3, …).
+    pub argon2_memory_kib: u32,
+    /// Argon2id passes.
+    pub argon2_iterations: u32,
+    /// Sign-in attempts per client address per minute.
+    pub login_attempts_per_minute: u32,
+}
+
+/// SCA settings (EU PSD2 RTS articles 13, 16 and 18 as defaults).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaConfig {
+    /// A challenge is answerable this long.
+    pub challenge_ttl_s: u64,
+    /// Wrong answers before a challenge fails.
+    pub challenge_failures_max: u32,
+    /// Transfers between a customer's own accounts need no SCA.
+    pub exempt_own_accounts: bool,
+    /// Transfers to trusted beneficiaries need no SCA.
+    pub exempt_trusted_beneficiaries: bool,
+    /// Low-value payments below this many currency units need no SCA (0 turns it off)…
+    pub low_value_amount_max_units: i64,
+    /// …while the payments since the last SCA stay below this cumulative amount…
+    pub low_value_total_max_units: i64,
+    /// …and number.
+    pub low_value_count_max: u32,
+    /// A customer without a registered device may answer a payment challenge with a TOTP code
+    /// for amounts up to this many units (0: never; payments then need a device key).
+    pub totp_payment_amount_max_units: i64,
+}
+
+/// Lockout settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockoutConfig {
+    /// Consecutive failures that lock the customer out.
+    pub failures_max: u32,
+    /// First lockout duration; each further lockout doubles it.
+    pub lock_s: u64,
+    /// Longest lockout.
+    pub lock_max_s: u64,
+}
+
+/// Log settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `tracing` filter directive, e.g. `info` or `bp_server_example=debug,info`.
+    pub filter: String,
+    /// JSON lines (default) or human-readable text.
+    pub json: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Development,
+            demo: true,
+            server: ServerConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+                public_url: None,
+                tls_cert_path: None,
+                tls_key_path: None,
+                request_timeout_ms: 10_000,
+                body_bytes_max: 64 * 1024,
+                concurrency_max: 1024,
+                shutdown_grace_ms: 10_000,
+            },
+            storage: StorageConfig { data_dir: PathBuf::from("./data"), sqlite_file: PathBuf::from("bp.sqlite") },
+            auth: AuthConfig {
+                signing_key_file: PathBuf::from("signing-key.pem"),
+                access_token_ttl_s: 300,
+                refresh_token_ttl_s: 8 * 3600,
+                session_ttl_s: 24 * 3600,
+                code_ttl_s: 60,
+                login_ttl_s: 600,
+                audience: "bp-api".to_owned(),
+                clients: vec![
+                    ClientConfig {
+                        id: "bp-web".to_owned(),
+                        name: "bp web banking".to_owned(),
+                        redirect_uris: vec!["http://127.0.0.1:8080/callback".to_owned()],
+                    },
+                    ClientConfig {
+                        id: "bp-mobile".to_owned(),
+                        name: "bp mobile banking".to_owned(),
+                        redirect_uris: vec!["bp.mobile://oauth/callback".to_owned()],
+                    },
+                ],
+                external: None,
+                argon2_memory_kib: 19 * 1024,
+                argon2_iterations: 2,
+                login_attempts_per_minute: 30,
+            },
+            sca: ScaConfig {
+                challenge_ttl_s: 300,
+                challenge_failures_max: 3,
+                exempt_own_accounts: true,
+                exempt_trusted_beneficiaries: true,
+                low_value_amount_max_units: 30,
+                low_value_total_max_units: 100,
+                low_value_count_max: 5,
+                totp_payment_amount_max_units: 500,
+            },
+            lockout: LockoutConfig { failures_max: 5, lock_s: 60, lock_max_s: 3600 },
+            log: LogConfig { filter: "info".to_owned(), json: true },
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file or variable does not parse.
+    #[error("configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    /// Values parse but do not make sense together.
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Defaults, then `file` (when given; it must exist), then `BP_…` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(ConfigError::Invalid(format!("no configuration file at {}", file.display())));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        let config: Config = figment.merge(Env::prefixed("BP_").split("__")).extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the rules no type expresses.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.auth.access_token_ttl_s == 0 || self.auth.access_token_ttl_s > 300 {
+            return bad("auth.access_token_ttl_s must be 1..=300");
+        }
+        if self.auth.code_ttl_s == 0 || self.auth.code_ttl_s > 60 {
+            return bad("auth.code_ttl_s must be 1..=60");
+        }
+        if self.auth.refresh_token_ttl_s == 0 || self.auth.session_ttl_s < self.auth.refresh_token_ttl_s {
+            return bad("auth.refresh_token_ttl_s must be positive and at most auth.session_ttl_s");
+        }
+        if self.auth.argon2_memory_kib < 8 * 1024 || self.auth.argon2_iterations == 0 {
+            return bad("auth.argon2_memory_kib must be at least 8192 and auth.argon2_iterations positive");
+        }
+        if self.auth.clients.iter().any(|c| c.redirect_uris.is_empty()) {
+            return bad("every client needs at least one redirect URI");
+        }
+        if self.sca.challenge_ttl_s == 0 || self.sca.challenge_failures_max == 0 {
+            return bad("sca.challenge_ttl_s and sca.challenge_failures_max must be positive");
+        }
+        if self.lockout.failures_max == 0 || self.lockout.lock_s == 0 || self.lockout.lock_max_s < self.lockout.lock_s {
+            return bad("lockout: failures_max and lock_s must be positive and lock_max_s ≥ lock_s");
+        }
+        if self.server.tls_cert_path.is_some() != self.server.tls_key_path.is_some() {
+            return bad("server.tls_cert_path and server.tls_key_path go together");
+        }
+        if self.server.body_bytes_max == 0 || self.server.request_timeout_ms == 0 || self.server.concurrency_max == 0 {
+            return bad("server.body_bytes_max, request_timeout_ms and concurrency_max must be positive");
+        }
+        if self.mode == Mode::Development && !self.tls() && !self.server.listen.ip().is_loopback() {
+            return bad("development mode serves plain HTTP on loopback addresses only: configure TLS \
+                 (server.tls_cert_path, server.tls_key_path) or listen on 127.0.0.1");
+        }
+        if self.mode == Mode::Production && !self.tls() && !self.server.listen.ip().is_loopback() {
+            return bad("production mode needs TLS on a non-loopback address (or a TLS-terminating proxy on loopback)");
+        }
+        Ok(())
+    }
+
+    /// Whether HTTPS is configured.
+    pub fn tls(&self) -> bool {
+        self.server.tls_cert_path.is_some()
+    }
+
+    /// The issuer URL (no trailing slash).
+    pub fn issuer(&self) -> String {
+        match &self.server.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("{}://{}", if self.tls() { "https" } else { "http" }, self.server.listen),
+        }
+    }
+
+    /// A path inside the data folder unless absolute.
+    pub fn data_path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() { p.to_owned() } else { self.storage.data_dir.join(p) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_loopback() {
+        let c = Config::default();
+        c.validate().expect("defaults validate");
+        assert!(c.server.listen.ip().is_loopback());
+        assert_eq!(c.issuer(), "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn development_mode_refuses_a_public_address_without_tls() {
+        let mut c = Config::default();
+        c.server.listen = "0.0.0.0:8080".parse().expect("address");
+        let err = c.validate().expect_err("must refuse");
+        assert!(err.to_string().contains("loopback"), "{err}");
+        c.server.tls_cert_path = Some("cert.pem".into());
+        c.server.tls_key_path = Some("key.pem".into());
+        c.validate().expect("TLS makes it acceptable");
+    }
+
+    #[test]
+    fn token_lifetimes_are_bounded() {
+        let mut c = Config::default();
+        c.auth.access_token_ttl_s = 301;
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.auth.code_ttl_s = 61;
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    // figment's Jail fixes the closure's error type; it is figment's, and large.
+    #[allow(clippy::result_large_err)]
+    fn file_and_environment_override_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("bp.toml");
+        std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:9999\"\n[sca]\nlow_value_count_max = 3\n")
+            .expect("write");
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("BP_SCA__LOW_VALUE_AMOUNT_MAX_UNITS", "20");
+            let c = Config::load(Some(&file)).expect("loads");
+            assert_eq!(c.server.listen.port(), 9999);
+            assert_eq!(c.sca.low_value_count_max, 3);
+            assert_eq!(c.sca.low_value_amount_max_units, 20);
+            Ok(())
+        });
+        let err = Config::load(Some(&dir.path().join("missing.toml"))).expect_err("missing file");
+        assert!(err.to_string().contains("no configuration file"));
+    }
+}

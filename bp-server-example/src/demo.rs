@@ -1,0 +1,266 @@
+//! Demo data for development mode, and enrolling a customer's credentials (used by the demo
+//! and by the `create-customer` command). Demo ids are derived from fixed names, so a seed that
+//! stopped half-way simply runs again.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use bp_core::account::{AccountKind, NewAccount};
+use bp_core::customer::{
+    Contact, DocumentKind, IdentityDocument, Incorporation, KycStatus, LegalEntityProfile, NewCustomer, Party,
+    PersonProfile, Username,
+};
+use bp_core::ids::{AccountId, CustomerId, TransferId};
+use bp_core::money::{Currency, Money};
+use bp_core::security::{AuditKind, Credentials, Photo};
+use chrono::NaiveDate;
+use uuid::Uuid;
+
+use crate::crypto::{random_bytes, random_token, totp_base32, totp_uri};
+use crate::state::AppState;
+
+/// Namespace of the demo's name-based ids.
+const DEMO_NAMESPACE: Uuid = Uuid::from_u128(0x5b1f_7e0a_3c2d_4e9b_8a61_d4c3_b2a1_9f08);
+
+fn demo_uuid(name: &str) -> Uuid {
+    Uuid::new_v5(&DEMO_NAMESPACE, name.as_bytes())
+}
+
+/// A customer's freshly set credentials, to hand to them once.
+#[derive(Clone)]
+pub struct Enrolled {
+    /// Username.
+    pub username: String,
+    /// The password.
+    pub password: String,
+    /// The TOTP secret, base32.
+    pub totp_base32: String,
+    /// The `otpauth://` URI.
+    pub totp_uri: String,
+    /// The raw TOTP secret.
+    pub totp_secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for Enrolled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enrolled").field("username", &self.username).finish_non_exhaustive()
+    }
+}
+
+/// Sets `password` and a new TOTP secret for `customer`.
+pub async fn enrol(state: &AppState, customer: CustomerId, username: &str, password: &str) -> Result<Enrolled, String> {
+    let hasher = state.hasher.clone();
+    let pw = password.to_owned();
+    let hash = tokio::task::spawn_blocking(move || hasher.hash(&pw)).await.map_err(|e| e.to_string())??;
+    let secret = random_bytes(20);
+    state
+        .security
+        .put_credentials(Credentials {
+            customer_id: customer,
+            password_hash: hash,
+            totp_secret: Some(secret.clone()),
+            updated_at: state.now(),
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    state
+        .audit(AuditKind::CredentialsChanged, Some(customer), serde_json::json!({}))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Enrolled {
+        username: username.to_owned(),
+        password: password.to_owned(),
+        totp_base32: totp_base32(&secret),
+        totp_uri: totp_uri(&secret, "bp", username),
+        totp_secret: secret,
+    })
+}
+
+struct DemoCustomer {
+    username: &'static str,
+    party: Party,
+    documents: Vec<IdentityDocument>,
+    contact: Contact,
+    initials: &'static str,
+    funds: [(Currency, i64); 2],
+}
+
+fn date(y: i32, m: u32, d: u32) -> Option<NaiveDate> {
+    NaiveDate::from_ymd_opt(y, m, d)
+}
+
+fn demo_customers() -> Vec<DemoCustomer> {
+    let doc = |kind, number: &str, country: &str, expires| IdentityDocument {
+        kind,
+        number: number.to_owned(),
+        issuing_country: country.to_owned(),
+        expires_on: expires,
+    };
+    vec![
+        DemoCustomer {
+            username: "ada",
+            party: Party::Person(PersonProfile {
+                given_name: "Ada".into(),
+                family_name: "Lovelace".into(),
+                date_of_birth: date(1990, 12, 10),
+            }),
+            documents: vec![
+                doc(DocumentKind::IdentityCard, "IDC7310528", "GB", date(2031, 5, 1)),
+                doc(DocumentKind::Passport, "P5561842", "GB", date(2033, 9, 30)),
+            ],
+            contact: Contact {
+                email: Some("ada@example.com".into()),
+                phone: Some("+441632960001".into()),
+                address: Some("12 Analytical Row, London".into()),
+            },
+            initials: "AL",
+            funds: [(Currency::EUR, 250_000), (Currency::USD, 120_050)],
+        },
+        DemoCustomer {
+            username: "bob",
+            party: Party::Person(PersonProfile {
+                given_name: "Bob".into(),
+                family_name: "Marley".into(),
+                date_of_birth: date(1985, 2, 6),
+            }),
+            documents: vec![doc(DocumentKind::IdentityCard, "IDC4402917", "JM", date(2030, 2, 6))],
+            contact: Contact { email: Some("bob@example.com".into()), phone: None, address: None },
+            initials: "BM",
+            funds: [(Currency::EUR, 80_000), (Currency::USD, 15_000)],
+        },
+        DemoCustomer {
+            username: "acme",
+            party: Party::LegalEntity(LegalEntityProfile {
+                legal_name: "Acme Trading Ltd".into(),
+                tax_id: "GB123456789".into(),
+                legal_representative: "Grace Hopper".into(),
+                incorporation: Incorporation {
+                    country: "GB".into(),
+                    date: date(2012, 3, 14).unwrap_or_default(),
+                    registry_number: "08012345".into(),
+                },
+            }),
+            documents: Vec::new(),
+            contact: Contact {
+                email: Some("treasury@acme.example".into()),
+                phone: Some("+441632960099".into()),
+                address: Some("1 Commerce Way, Manchester".into()),
+            },
+            initials: "AT",
+            funds: [(Currency::EUR, 5_000_000), (Currency::USD, 2_500_000)],
+        },
+    ]
+}
+
+fn avatar(initials: &str) -> Photo {
+    let svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"128\" height=\"128\" viewBox=\"0 0 128 128\">\
+         <rect width=\"128\" height=\"128\" rx=\"64\" fill=\"#0b5cad\"/>\
+         <text x=\"64\" y=\"78\" font-family=\"sans-serif\" font-size=\"44\" fill=\"#fff\" text-anchor=\"middle\">{initials}</text></svg>"
+    );
+    Photo { content_type: "image/svg+xml".to_owned(), bytes: svg.into_bytes() }
+}
+
+/// Seeds the demo customers, their accounts and money, and sets new credentials, unless
+/// `credentials_file` exists already (then the demo was seeded before). Returns what to print.
+pub async fn seed(state: &AppState, credentials_file: &Path) -> Result<Option<Vec<Enrolled>>, String> {
+    if credentials_file.exists() {
+        return Ok(None);
+    }
+    let mut enrolled = Vec::new();
+    for c in demo_customers() {
+        let id = CustomerId::from_uuid(demo_uuid(c.username));
+        let username = Username::parse(c.username).map_err(|e| e.to_string())?;
+        let request = NewCustomer {
+            id,
+            username,
+            party: c.party,
+            documents: c.documents,
+            contact: c.contact,
+            photo_ref: Some("photo".to_owned()),
+            kyc: KycStatus::Verified,
+            extra: serde_json::Map::new(),
+        };
+        state.ledger.open_customer(request).await.map_err(|e| e.to_string())?;
+        state.security.put_photo(id, avatar(c.initials)).await.map_err(|e| e.to_string())?;
+        for (currency, amount_minor) in c.funds {
+            let account_id = AccountId::from_uuid(demo_uuid(&format!("{}/{currency}", c.username)));
+            let account = NewAccount {
+                id: account_id,
+                customer_id: id,
+                kind: AccountKind::Current,
+                currency,
+                overdraft_limit_minor: 0,
+            };
+            state.ledger.open_account(account).await.map_err(|e| e.to_string())?;
+            let funding = TransferId::from_uuid(demo_uuid(&format!("{}/{currency}/funding", c.username)));
+            state
+                .ledger
+                .fund(funding, account_id, Money::new(amount_minor, currency))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        enrolled.push(enrol(state, id, c.username, &random_token(12)).await?);
+    }
+    write_credentials(credentials_file, &enrolled)
+        .map_err(|e| format!("writing {}: {e}", credentials_file.display()))?;
+    Ok(Some(enrolled))
+}
+
+/// The text of the demo credentials (for the console and the file).
+pub fn credentials_text(enrolled: &[Enrolled], issuer: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "bp demo customers (development mode) — shown once, also in data/demo-credentials.txt");
+    let _ = writeln!(out, "Sign in at {issuer}/ ; add each TOTP secret to an authenticator app, or run");
+    let _ = writeln!(out, "`cargo run -p bp-server-example -- totp <secret>` to print the current code.");
+    for e in enrolled {
+        let _ = writeln!(out, "  username: {:<6} password: {}  totp secret: {}", e.username, e.password, e.totp_base32);
+        let _ = writeln!(out, "    {}", e.totp_uri);
+    }
+    out
+}
+
+fn write_credentials(path: &Path, enrolled: &[Enrolled]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&tmp)?;
+    file.write_all(credentials_text(enrolled, "").as_bytes())?;
+    let json =
+        serde_json::json!(enrolled
+        .iter()
+        .map(|e| serde_json::json!({ "username": e.username, "password": e.password, "totp_secret": e.totp_base32 }))
+        .collect::<Vec<_>>());
+    writeln!(file, "JSON {json}")?;
+    file.sync_all()?;
+    std::fs::rename(tmp, path)
+}
+
+/// Reads the demo credentials back (for tests, benchmarks and tools): username, password and
+/// raw TOTP secret of each demo customer.
+pub fn read_credentials(path: &Path) -> std::io::Result<Vec<(String, String, Vec<u8>)>> {
+    let text = std::fs::read_to_string(path)?;
+    let json = text
+        .lines()
+        .find_map(|l| l.strip_prefix("JSON "))
+        .ok_or_else(|| std::io::Error::other("no JSON line in the credentials file"))?;
+    let list: Vec<serde_json::Value> = serde_json::from_str(json).map_err(std::io::Error::other)?;
+    list.iter()
+        .map(|v| {
+            let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
+            let secret = s("totp_secret")
+                .and_then(|b| totp_rs::Secret::Encoded(b).to_bytes().ok())
+                .ok_or_else(|| std::io::Error::other("bad TOTP secret"))?;
+            Ok((s("username").unwrap_or_default(), s("password").unwrap_or_default(), secret))
+        })
+        .collect()
+}

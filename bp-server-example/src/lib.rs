@@ -1,0 +1,71 @@
+//! bp-server-example: the reference API server of the bp Bank Payments platform. It serves the
+//! v1 REST API, its own OAuth2 authorization server and OpenID provider, and strong customer
+//! authentication, over the embedded SQLite store.
+//!
+//! [`start`] runs a server from a [`config::Config`]; the binary adds a CLI around it.
+
+pub mod app;
+pub mod config;
+pub mod crypto;
+pub mod demo;
+pub mod extract;
+pub mod oauth;
+pub mod problem;
+pub mod sca;
+pub mod state;
+pub mod tokens;
+pub mod v1;
+
+use std::sync::Arc;
+
+use bp_core::clock::SystemClock;
+use bp_storage::sqlite::{SqliteConfig, SqliteStore};
+
+use crate::config::{Config, Mode};
+use crate::state::AppState;
+use crate::tokens::Keys;
+
+/// A started server and what it seeded.
+#[derive(Debug)]
+pub struct Started {
+    /// The server.
+    pub running: app::Running,
+    /// The shared state (for tools and tests embedding the server).
+    pub state: Arc<AppState>,
+    /// Demo credentials, when this start seeded the demo.
+    pub demo: Option<Vec<demo::Enrolled>>,
+}
+
+/// Opens the store and keys of `config`, seeds the demo on a first development start, binds
+/// the listener and serves. `signals`: stop on Ctrl-C / SIGTERM as well.
+pub async fn start(config: Config, signals: bool) -> Result<Started, String> {
+    config.validate().map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&config.storage.data_dir)
+        .map_err(|e| format!("creating {}: {e}", config.storage.data_dir.display()))?;
+    let db = config.data_path(&config.storage.sqlite_file);
+    let store =
+        SqliteStore::open(&db, SqliteConfig::default()).map_err(|e| format!("opening {}: {e}", db.display()))?;
+    let store = Arc::new(store);
+    let key_path = config.data_path(&config.auth.signing_key_file);
+    let keys = Keys::load_or_create(&key_path, config.mode == Mode::Development).map_err(|e| e.to_string())?;
+    let listener = std::net::TcpListener::bind(config.server.listen)
+        .map_err(|e| format!("binding {}: {e}", config.server.listen))?;
+    let mut config = config;
+    // An ephemeral port (0) becomes the real one, so that the issuer URL is right.
+    config.server.listen = listener.local_addr().map_err(|e| e.to_string())?;
+    let state = AppState::new(config, store.clone(), store, keys, Arc::new(SystemClock))?;
+    let state = Arc::new(state);
+    // Sessions revoked within an access token's lifetime stay refused across restarts.
+    let since = state.now() - chrono::Duration::seconds(600);
+    for session in state.security.sessions_revoked_since(since).await.map_err(|e| e.to_string())? {
+        state.verifier.revoke(session);
+    }
+    let demo = if state.config.mode == Mode::Development && state.config.demo {
+        let file = state.config.data_path(std::path::Path::new("demo-credentials.txt"));
+        demo::seed(&state, &file).await?
+    } else {
+        None
+    };
+    let running = app::serve(state.clone(), listener, signals).await.map_err(|e| e.to_string())?;
+    Ok(Started { running, state, demo })
+}

@@ -1,0 +1,262 @@
+//! Errors as RFC 9457 `application/problem+json`: one variant per kind of problem, each with a
+//! stable `type` URI, a status, and a detail that never holds internals or personal data.
+
+use aide::OperationOutput;
+use aide::generate::GenContext;
+use aide::openapi::{MediaType, Operation, Response, SchemaObject};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response as AxumResponse};
+use bp_core::api::Problem;
+use bp_core::{Error, LedgerError, StoreError, StoreErrorKind};
+
+/// The media type of problems.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Every problem the API answers with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No valid access token.
+    #[error("a valid access token is required")]
+    Unauthorized(&'static str),
+    /// The token lacks a scope or an authentication method.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// No such resource for this customer (also what another customer's ids get).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The request is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The request is well-formed but breaks a rule.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// Missing `Idempotency-Key`.
+    #[error("the Idempotency-Key header is required: a unique value per payment, reused on every retry")]
+    IdempotencyKeyMissing,
+    /// The same key with another request.
+    #[error("this Idempotency-Key was used for a different request")]
+    IdempotencyConflict,
+    /// Not enough money.
+    #[error("the account's available balance is too low for this payment")]
+    InsufficientFunds,
+    /// Account or currency problem of a payment.
+    #[error("{0}")]
+    AccountUnusable(String),
+    /// The state does not allow the operation.
+    #[error("{0}")]
+    Conflict(String),
+    /// An SCA answer was wrong.
+    #[error("the authentication answer is not valid for this challenge")]
+    ScaFailed,
+    /// The SCA challenge can no longer be answered.
+    #[error("{0}")]
+    ChallengeClosed(&'static str),
+    /// Too many failures; locked for a while.
+    #[error("too many failed attempts; try again later")]
+    LockedOut {
+        /// Seconds until it unlocks.
+        retry_after_s: u64,
+    },
+    /// Too many requests.
+    #[error("too many requests; slow down")]
+    RateLimited {
+        /// Seconds to wait.
+        retry_after_s: u64,
+    },
+    /// The body is not JSON.
+    #[error("send the body as application/json")]
+    UnsupportedMediaType,
+    /// The body is too large.
+    #[error("the request body is too large")]
+    PayloadTooLarge,
+    /// Store overloaded or unreachable.
+    #[error("the service is temporarily unavailable; retry with the same Idempotency-Key")]
+    Unavailable,
+    /// A bug or an unexpected failure; details are in the logs under the request id.
+    #[error("an unexpected error occurred")]
+    Internal,
+}
+
+impl ApiError {
+    /// Status, stable slug and title.
+    pub fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        use StatusCode as S;
+        match self {
+            ApiError::Unauthorized(_) => (S::UNAUTHORIZED, "unauthorized", "Authentication required"),
+            ApiError::Forbidden(_) => (S::FORBIDDEN, "forbidden", "Not allowed"),
+            ApiError::NotFound(_) => (S::NOT_FOUND, "not-found", "Not found"),
+            ApiError::BadRequest(_) => (S::BAD_REQUEST, "bad-request", "Malformed request"),
+            ApiError::Unprocessable(_) => (S::UNPROCESSABLE_ENTITY, "invalid-request", "Invalid request"),
+            ApiError::IdempotencyKeyMissing => {
+                (S::BAD_REQUEST, "idempotency-key-missing", "Idempotency-Key header required")
+            }
+            ApiError::IdempotencyConflict => (S::CONFLICT, "idempotency-conflict", "Idempotency-Key reused"),
+            ApiError::InsufficientFunds => (S::UNPROCESSABLE_ENTITY, "insufficient-funds", "Insufficient funds"),
+            ApiError::AccountUnusable(_) => (S::UNPROCESSABLE_ENTITY, "account-unusable", "Account cannot be used"),
+            ApiError::Conflict(_) => (S::CONFLICT, "conflict", "Conflict with the current state"),
+            ApiError::ScaFailed => (S::FORBIDDEN, "sca-failed", "Strong customer authentication failed"),
+            ApiError::ChallengeClosed(_) => (S::CONFLICT, "challenge-closed", "Challenge no longer answerable"),
+            ApiError::LockedOut { .. } => (S::TOO_MANY_REQUESTS, "locked-out", "Temporarily locked"),
+            ApiError::RateLimited { .. } => (S::TOO_MANY_REQUESTS, "rate-limited", "Too many requests"),
+            ApiError::UnsupportedMediaType => {
+                (S::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type")
+            }
+            ApiError::PayloadTooLarge => (S::PAYLOAD_TOO_LARGE, "payload-too-large", "Request body too large"),
+            ApiError::Unavailable => (S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
+            ApiError::Internal => (S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
+        }
+    }
+
+    /// The problem document.
+    pub fn problem(&self) -> Problem {
+        let (status, slug, title) = self.parts();
+        Problem {
+            type_uri: type_uri(slug),
+            title: title.to_owned(),
+            status: status.as_u16(),
+            detail: Some(self.to_string()),
+            instance: None,
+        }
+    }
+}
+
+/// The stable `type` URI of a problem slug.
+pub fn type_uri(slug: &str) -> String {
+    format!("urn:bp:problem:{slug}")
+}
+
+/// A problem response of any status and slug (used by the fallbacks and middleware).
+pub fn problem_response(status: StatusCode, slug: &str, title: &str, detail: &str) -> AxumResponse {
+    let problem = Problem {
+        type_uri: type_uri(slug),
+        title: title.to_owned(),
+        status: status.as_u16(),
+        detail: Some(detail.to_owned()),
+        instance: None,
+    };
+    let mut response = (status, axum::Json(problem)).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    response
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> AxumResponse {
+        let (status, slug, title) = self.parts();
+        let mut response = problem_response(status, slug, title, &self.to_string());
+        let headers = response.headers_mut();
+        match &self {
+            ApiError::Unauthorized(reason) => {
+                let value = format!("Bearer error=\"invalid_token\", error_description=\"{reason}\"");
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    headers.insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            ApiError::LockedOut { retry_after_s } | ApiError::RateLimited { retry_after_s } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
+            }
+            ApiError::Unavailable => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        if status.is_server_error() {
+            // The cause is logged where it happened; the response says nothing more.
+            tracing::warn!(problem = slug, "answered with a server error");
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e.kind() {
+            StoreErrorKind::Unavailable | StoreErrorKind::Overloaded | StoreErrorKind::Closed => {
+                tracing::warn!(error = %e, "store unavailable");
+                ApiError::Unavailable
+            }
+            _ => {
+                tracing::error!(error = %e, "store failure");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Ledger(l) => l.into(),
+            Error::Store(s) => s.into(),
+            other => {
+                tracing::error!(error = %other, "unexpected ledger error");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(e: LedgerError) -> Self {
+        match e {
+            LedgerError::InsufficientFunds { .. } => ApiError::InsufficientFunds,
+            LedgerError::IdempotencyConflict { .. } => ApiError::IdempotencyConflict,
+            LedgerError::CurrencyMismatch { expected, actual, .. } => {
+                ApiError::AccountUnusable(format!("the account is in {expected}, the amount in {actual}"))
+            }
+            LedgerError::AccountNotActive { status, .. } => {
+                ApiError::AccountUnusable(format!("the account is {}", format!("{status:?}").to_lowercase()))
+            }
+            LedgerError::SameAccount => ApiError::Unprocessable("payer and payee accounts must differ".to_owned()),
+            LedgerError::NonPositiveAmount => ApiError::Unprocessable("the amount must be positive".to_owned()),
+            LedgerError::Money(m) => ApiError::Unprocessable(m.to_string()),
+            LedgerError::InvalidField { field, reason } => {
+                ApiError::Unprocessable(format!("invalid {field}: {reason}"))
+            }
+            LedgerError::BalanceOverflow { .. } => {
+                ApiError::Unprocessable("the amount is too large for the account".to_owned())
+            }
+            LedgerError::AccountNotFound(_) => ApiError::NotFound("account"),
+            LedgerError::TransferNotFound(_) => ApiError::NotFound("transfer"),
+            LedgerError::CustomerNotFound(_) => ApiError::NotFound("customer"),
+            LedgerError::HoldExpired { .. } => ApiError::ChallengeClosed("the payment expired before it was confirmed"),
+            LedgerError::InvalidTransition { to, .. } => {
+                ApiError::Conflict(format!("the transfer can no longer become {}", format!("{to:?}").to_lowercase()))
+            }
+            other => {
+                tracing::error!(error = %other, "unexpected rule violation");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+impl OperationOutput for ApiError {
+    type Inner = Problem;
+
+    fn operation_response(ctx: &mut GenContext, _operation: &mut Operation) -> Option<Response> {
+        let schema = ctx.schema.subschema_for::<Problem>();
+        Some(Response {
+            description: "A problem (RFC 9457)".into(),
+            content: [(
+                PROBLEM_JSON.to_owned(),
+                MediaType {
+                    schema: Some(SchemaObject { json_schema: schema, example: None, external_docs: None }),
+                    ..Default::default()
+                },
+            )]
+            .into(),
+            ..Default::default()
+        })
+    }
+
+    fn inferred_responses(
+        ctx: &mut GenContext,
+        operation: &mut Operation,
+    ) -> Vec<(Option<aide::openapi::StatusCode>, Response)> {
+        // Document the default response as a problem; the specific statuses are listed per route.
+        Self::operation_response(ctx, operation).map(|r| vec![(None, r)]).unwrap_or_default()
+    }
+}
+
+/// The result type of handlers.
+pub type ApiResult<T> = Result<T, ApiError>;

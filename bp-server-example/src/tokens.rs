@@ -1,0 +1,412 @@
+//! Tokens: the ES256 signing key and its JWKS, issuing access and id tokens, and checking the
+//! access tokens the API receives (our own, or an external issuer's by its JWKS). Verified
+//! tokens are cached by their hash until they expire, so a busy client costs one signature
+//! check per token, not per request; sessions revoked since are refused on every request.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use bp_core::ids::{CustomerId, SessionId};
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use p256::ecdsa::SigningKey;
+use p256::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _, LineEnding};
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::{b64, sha256};
+
+/// Most verified tokens kept in the cache.
+const VERIFIED_CACHE_LEN_MAX: usize = 100_000;
+
+/// A token that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// Malformed, badly signed, expired, for another audience, or revoked.
+    #[error("{0}")]
+    Invalid(&'static str),
+    /// The key file cannot be read or written.
+    #[error("signing key: {0}")]
+    Key(String),
+}
+
+/// The ES256 key that signs our tokens.
+pub struct Keys {
+    kid: String,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    jwks: serde_json::Value,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys").field("kid", &self.kid).finish_non_exhaustive()
+    }
+}
+
+impl Keys {
+    /// Loads the PKCS#8 PEM key at `path`, or, when `create` and there is none, makes one and
+    /// writes it there (owner-readable only).
+    pub fn load_or_create(path: &Path, create: bool) -> Result<Self, TokenError> {
+        let key = if path.exists() {
+            let pem = std::fs::read_to_string(path).map_err(|e| TokenError::Key(e.to_string()))?;
+            SigningKey::from_pkcs8_pem(&pem).map_err(|e| TokenError::Key(e.to_string()))?
+        } else if create {
+            let key = SigningKey::random(&mut rand_core::OsRng);
+            let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| TokenError::Key(e.to_string()))?;
+            write_private(path, pem.as_bytes()).map_err(|e| TokenError::Key(e.to_string()))?;
+            key
+        } else {
+            return Err(TokenError::Key(format!("no signing key at {}", path.display())));
+        };
+        Self::from_signing_key(&key)
+    }
+
+    /// Keys from a P-256 signing key.
+    pub fn from_signing_key(key: &SigningKey) -> Result<Self, TokenError> {
+        let der = key.to_pkcs8_der().map_err(|e| TokenError::Key(e.to_string()))?;
+        let point = key.verifying_key().to_encoded_point(false);
+        let (x, y) = (point.x().map(|x| b64(x)), point.y().map(|y| b64(y)));
+        let (Some(x), Some(y)) = (x, y) else { return Err(TokenError::Key("not an uncompressed point".into())) };
+        let kid = b64(&sha256(point.as_bytes())[..12]);
+        let decoding = DecodingKey::from_ec_components(&x, &y).map_err(|e| TokenError::Key(e.to_string()))?;
+        let jwks = serde_json::json!({
+            "keys": [{ "kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": kid, "use": "sig", "alg": "ES256" }]
+        });
+        Ok(Self { kid, encoding: EncodingKey::from_ec_der(der.as_bytes()), decoding, jwks })
+    }
+
+    /// The key id in our tokens' headers.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The public JWKS document.
+    pub fn jwks(&self) -> &serde_json::Value {
+        &self.jwks
+    }
+
+    /// Signs `claims` as a JWT.
+    pub fn sign<T: Serialize>(&self, claims: &T, typ: &str) -> Result<String, TokenError> {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        header.typ = Some(typ.to_owned());
+        jsonwebtoken::encode(&header, claims, &self.encoding).map_err(|_| TokenError::Invalid("cannot sign"))
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// The claims of our access tokens (RFC 9068).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    /// Issuer.
+    pub iss: String,
+    /// The customer id.
+    pub sub: String,
+    /// The API.
+    pub aud: String,
+    /// Expiry (seconds since the epoch).
+    pub exp: u64,
+    /// Issued at.
+    pub iat: u64,
+    /// Unique id.
+    pub jti: String,
+    /// The OAuth2 client.
+    pub client_id: String,
+    /// Granted scopes, space-separated.
+    pub scope: String,
+    /// The sign-in session.
+    pub sid: String,
+    /// Authentication methods (RFC 8176).
+    pub amr: Vec<String>,
+    /// When the customer signed in.
+    pub auth_time: u64,
+}
+
+/// The claims of our id tokens (OpenID Connect Core §2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdClaims {
+    /// Issuer.
+    pub iss: String,
+    /// The customer id.
+    pub sub: String,
+    /// The client.
+    pub aud: String,
+    /// Expiry.
+    pub exp: u64,
+    /// Issued at.
+    pub iat: u64,
+    /// When the customer signed in.
+    pub auth_time: u64,
+    /// The client's nonce.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// Authentication methods.
+    pub amr: Vec<String>,
+    /// The session.
+    pub sid: String,
+}
+
+/// Who is calling, as an access token proves it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// The customer.
+    pub customer_id: CustomerId,
+    /// Granted scopes.
+    pub scopes: HashSet<String>,
+    /// Authentication methods of the sign-in.
+    pub amr: Vec<String>,
+    /// Our session, for our own tokens.
+    pub session: Option<SessionId>,
+    /// The client.
+    pub client_id: String,
+    /// The token's expiry (seconds since the epoch).
+    pub exp: u64,
+}
+
+impl Caller {
+    /// Whether the token carries `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.contains(scope)
+    }
+
+    /// Whether the sign-in used two factors: knowledge and possession.
+    pub fn fully_authenticated(&self) -> bool {
+        let knowledge = self.amr.iter().any(|m| m == "pwd");
+        let possession = self.amr.iter().any(|m| m == "otp" || m == "hwk" || m == "swk");
+        knowledge && possession
+    }
+}
+
+/// An external issuer's verification material.
+pub struct External {
+    /// Its configuration.
+    pub config: crate::config::ExternalIssuerConfig,
+    jwks: RwLock<Option<(Instant, JwkSet)>>,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for External {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("External").field("issuer", &self.config.issuer).finish_non_exhaustive()
+    }
+}
+
+impl External {
+    /// For `config`.
+    pub fn new(config: crate::config::ExternalIssuerConfig) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Self { config, jwks: RwLock::new(None), http }
+    }
+
+    async fn keys(&self, force: bool) -> Result<JwkSet, TokenError> {
+        let max_age = Duration::from_secs(self.config.jwks_refresh_s);
+        if !force
+            && let Some((at, set)) = self.jwks.read().unwrap_or_else(PoisonError::into_inner).as_ref()
+            && at.elapsed() < max_age
+        {
+            return Ok(set.clone());
+        }
+        let response = self
+            .http
+            .get(&self.config.jwks_uri)
+            .send()
+            .await
+            .map_err(|_| TokenError::Invalid("the external issuer's keys are unreachable"))?;
+        let set: JwkSet =
+            response.json().await.map_err(|_| TokenError::Invalid("the external issuer's keys are malformed"))?;
+        *self.jwks.write().unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), set.clone()));
+        Ok(set)
+    }
+
+    /// The verified claims of an external token.
+    pub async fn verify(&self, token: &str) -> Result<serde_json::Map<String, serde_json::Value>, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid("malformed token"))?;
+        let kid = header.kid.ok_or(TokenError::Invalid("token without kid"))?;
+        let mut set = self.keys(false).await?;
+        if set.find(&kid).is_none() {
+            // A new key of the issuer: fetch once more (rate-bounded by the issuer's own cache).
+            set = self.keys(true).await?;
+        }
+        let jwk = set.find(&kid).ok_or(TokenError::Invalid("unknown signing key"))?;
+        let key = DecodingKey::from_jwk(jwk).map_err(|_| TokenError::Invalid("unusable signing key"))?;
+        let alg = match jwk.common.key_algorithm.and_then(|a| a.to_string().parse::<Algorithm>().ok()) {
+            Some(a) => a,
+            None => header.alg,
+        };
+        if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+            return Err(TokenError::Invalid("symmetric algorithms are not accepted"));
+        }
+        let mut validation = Validation::new(alg);
+        validation.set_issuer(&[&self.config.issuer]);
+        validation.set_audience(&[&self.config.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = 30;
+        jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &key, &validation)
+            .map(|d| d.claims)
+            .map_err(|_| TokenError::Invalid("the token is not valid"))
+    }
+}
+
+/// Checks access tokens and remembers revoked sessions.
+pub struct Verifier {
+    issuer: String,
+    audience: String,
+    decoding: DecodingKey,
+    cache: Mutex<HashMap<[u8; 32], Caller>>,
+    revoked: RwLock<HashSet<SessionId>>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier").field("issuer", &self.issuer).finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    /// For tokens of `keys` issued by `issuer` for `audience`.
+    pub fn new(keys: &Keys, issuer: String, audience: String) -> Self {
+        Self {
+            issuer,
+            audience,
+            decoding: keys.decoding.clone(),
+            cache: Mutex::new(HashMap::new()),
+            revoked: RwLock::new(HashSet::new()),
+        }
+    }
+
+    /// Refuses, from now on, every access token of `session`.
+    pub fn revoke(&self, session: SessionId) {
+        self.revoked.write().unwrap_or_else(PoisonError::into_inner).insert(session);
+    }
+
+    fn is_revoked(&self, session: Option<SessionId>) -> bool {
+        session.is_some_and(|s| self.revoked.read().unwrap_or_else(PoisonError::into_inner).contains(&s))
+    }
+
+    /// The caller of one of our access tokens at `now_s`.
+    pub fn verify(&self, token: &str, now_s: u64) -> Result<Caller, TokenError> {
+        let hash = sha256(token.as_bytes());
+        let cached = self.cache.lock().unwrap_or_else(PoisonError::into_inner).get(&hash).cloned();
+        let caller = match cached {
+            Some(c) => c,
+            None => {
+                let caller = self.verify_signature(token)?;
+                let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+                if cache.len() >= VERIFIED_CACHE_LEN_MAX {
+                    cache.retain(|_, c| c.exp > now_s);
+                    if cache.len() >= VERIFIED_CACHE_LEN_MAX {
+                        cache.clear();
+                    }
+                }
+                cache.insert(hash, caller.clone());
+                caller
+            }
+        };
+        if caller.exp <= now_s {
+            return Err(TokenError::Invalid("the access token has expired"));
+        }
+        if self.is_revoked(caller.session) {
+            return Err(TokenError::Invalid("the session was signed out"));
+        }
+        Ok(caller)
+    }
+
+    fn verify_signature(&self, token: &str) -> Result<Caller, TokenError> {
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = 0;
+        let data = jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &validation)
+            .map_err(|_| TokenError::Invalid("the access token is not valid"))?;
+        if data.header.typ.as_deref() != Some("at+jwt") {
+            return Err(TokenError::Invalid("not an access token"));
+        }
+        let c = data.claims;
+        let customer_id = c.sub.parse().map_err(|_| TokenError::Invalid("malformed subject"))?;
+        let session = c.sid.parse().map_err(|_| TokenError::Invalid("malformed session"))?;
+        Ok(Caller {
+            customer_id,
+            scopes: c.scope.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+            amr: c.amr,
+            session: Some(session),
+            client_id: c.client_id,
+            exp: c.exp,
+        })
+    }
+
+    /// The session of one of our access tokens whose signature is valid, expired or not (for
+    /// revocation).
+    pub fn session_of(&self, token: &str) -> Option<SessionId> {
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.validate_exp = false;
+        jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &validation).ok()?.claims.sid.parse().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(exp: u64) -> AccessClaims {
+        AccessClaims {
+            iss: "http://issuer".into(),
+            sub: CustomerId::new_v7().to_string(),
+            aud: "bp-api".into(),
+            exp,
+            iat: exp - 300,
+            jti: "j".into(),
+            client_id: "bp-web".into(),
+            scope: "openid accounts".into(),
+            sid: SessionId::new_v7().to_string(),
+            amr: vec!["pwd".into(), "otp".into()],
+            auth_time: exp - 300,
+        }
+    }
+
+    #[test]
+    fn tokens_verify_until_expiry_and_revocation() {
+        let keys = Keys::from_signing_key(&SigningKey::random(&mut rand_core::OsRng)).expect("keys");
+        let verifier = Verifier::new(&keys, "http://issuer".into(), "bp-api".into());
+        let now = 2_000_000_000;
+        let c = claims(now + 300);
+        let token = keys.sign(&c, "at+jwt").expect("sign");
+        let caller = verifier.verify(&token, now).expect("valid");
+        assert!(caller.has_scope("accounts") && !caller.has_scope("payments"));
+        assert!(caller.fully_authenticated());
+        assert!(verifier.verify(&token, now + 300).is_err(), "expired");
+        verifier.revoke(caller.session.expect("session"));
+        assert!(verifier.verify(&token, now).is_err(), "revoked");
+
+        let id_typed = keys.sign(&claims(now + 300), "JWT").expect("sign");
+        assert!(verifier.verify(&id_typed, now).is_err(), "only at+jwt tokens are access tokens");
+        let mut tampered = token.clone();
+        tampered.replace_range(token.len() - 3.., "AAA");
+        assert!(Verifier::new(&keys, "http://issuer".into(), "bp-api".into()).verify(&tampered, now).is_err());
+        let other = Verifier::new(&keys, "http://other".into(), "bp-api".into());
+        assert!(other.verify(&token, now).is_err(), "another issuer");
+    }
+}

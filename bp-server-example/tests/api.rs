@@ -1,0 +1,434 @@
+//! The v1 API over real HTTP: transfers with dynamic linking signed by a P-256 key made here,
+//! tampered and replayed answers, every exemption, idempotent retries, beneficiaries, devices,
+//! and the cross-customer matrix.
+
+mod common;
+
+use bp_core::api::device_registration_message;
+use bp_server_example::crypto::b64;
+use common::{Api, Customer, Server, assert_problem};
+use p256::ecdsa::signature::Signer as _;
+use p256::ecdsa::{Signature, SigningKey};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const ALL: &str = "openid profile accounts payments offline_access";
+
+struct Phone {
+    key: SigningKey,
+    device_id: String,
+}
+
+impl Phone {
+    fn sign(&self, message: &str) -> String {
+        let sig: Signature = self.key.sign(message.as_bytes());
+        b64(sig.to_der().as_bytes())
+    }
+
+    fn answer(&self, challenge: &Value) -> Value {
+        json!({
+            "method": "device_signature",
+            "challenge_id": challenge["id"],
+            "device_id": self.device_id,
+            "signature": self.sign(challenge["message"].as_str().expect("message")),
+        })
+    }
+}
+
+async fn register_phone(api: &Api, customer: &Customer) -> Phone {
+    let key = SigningKey::random(&mut rand_core::OsRng);
+    let public = b64(key.verifying_key().to_encoded_point(false).as_bytes());
+    let proof: Signature = key.sign(device_registration_message(customer.id, &public).as_bytes());
+    let (status, body) = api
+        .post(
+            "/v1/devices",
+            &json!({ "name": "Test phone", "public_key": public, "proof": b64(&proof.to_bytes()) }),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    Phone { key, device_id: body["id"].as_str().expect("id").to_owned() }
+}
+
+async fn number(api: &Api, account: &bp_core::ids::AccountId) -> String {
+    let (status, body) = api.get(&format!("/v1/accounts/{account}")).await;
+    assert_eq!(status, StatusCode::OK);
+    body["number"].as_str().expect("number").to_owned()
+}
+
+fn pay(from: &bp_core::ids::AccountId, to: &str, amount: &str) -> Value {
+    json!({ "from_account": from, "to_account_number": to, "amount": { "amount": amount, "currency": "EUR" } })
+}
+
+async fn balance(api: &Api, account: &bp_core::ids::AccountId) -> String {
+    let (_, body) = api.get(&format!("/v1/accounts/{account}")).await;
+    body["balances"]["posted"]["amount"].as_str().expect("posted").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_are_dynamically_linked_to_amount_and_payee() {
+    let mut server = Server::start().await;
+    let ada = server.customer("ada-t", 1_000_000, 0).await;
+    let bob = server.customer("bob-t", 0, 0).await;
+    let api = Api::new(&server, &server.login(&ada, ALL).await);
+    let bob_api = Api::new(&server, &server.login(&bob, ALL).await);
+    let phone = register_phone(&api, &ada).await;
+    let bob_eur = number(&bob_api, &bob.eur).await;
+
+    // 150.00 to someone else: SCA needed; the transfer waits, pending, holding the money.
+    let (status, created) = api.post("/v1/transfers", &pay(&ada.eur, &bob_eur, "150.00"), Some("p-1")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{created}");
+    assert_eq!(created["transfer"]["state"], "pending");
+    let challenge = created["sca"].clone();
+    let message = challenge["message"].as_str().expect("message");
+    assert!(message.contains("amount:150.00") && message.contains("currency:EUR"));
+    assert!(message.contains(&format!("payee:{bob_eur}")));
+    assert!(message.contains(&format!("transfer:{}", created["transfer"]["id"].as_str().expect("id"))));
+    assert_eq!(challenge["methods"], json!(["device_signature"]));
+    let id = created["transfer"]["id"].as_str().expect("id").to_owned();
+    let confirm = format!("/v1/transfers/{id}/confirm");
+
+    // Signed with a changed amount: refused, and nothing moves.
+    let tampered = message.replace("amount:150.00", "amount:1.50");
+    let answer = json!({ "method": "device_signature", "challenge_id": challenge["id"], "device_id": phone.device_id, "signature": phone.sign(&tampered) });
+    let (status, body) = api.post(&confirm, &answer, None).await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN, "sca-failed");
+    let tampered = message.replace(&bob_eur, "0000000000");
+    let answer = json!({ "method": "device_signature", "challenge_id": challenge["id"], "device_id": phone.device_id, "signature": phone.sign(&tampered) });
+    assert_eq!(api.post(&confirm, &answer, None).await.0, StatusCode::FORBIDDEN, "a changed payee is refused");
+    assert_eq!(balance(&bob_api, &bob.eur).await, "0.00");
+    // TOTP is not accepted once the customer has a device key.
+    let (status, body) =
+        api.post(&confirm, &json!({ "method": "totp", "challenge_id": challenge["id"], "code": "123456" }), None).await;
+    assert_problem(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+
+    // The right signature posts it.
+    let good = phone.answer(&challenge);
+    let (status, body) = api.post(&confirm, &good, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["transfer"]["state"], "posted");
+    assert_eq!(balance(&bob_api, &bob.eur).await, "150.00");
+    assert_eq!(balance(&api, &ada.eur).await, "9850.00");
+    // The same signature again: single-use.
+    let (status, body) = api.post(&confirm, &good, None).await;
+    assert_problem(status, &body, StatusCode::CONFLICT, "challenge-closed");
+    assert_eq!(balance(&bob_api, &bob.eur).await, "150.00");
+
+    // A new payment: its challenge differs (nonce, transfer), so the old signature fails it.
+    let (_, second) = api.post("/v1/transfers", &pay(&ada.eur, &bob_eur, "150.00"), Some("p-2")).await;
+    let second_id = second["transfer"]["id"].as_str().expect("id");
+    let replayed = json!({ "method": "device_signature", "challenge_id": second["sca"]["id"], "device_id": phone.device_id, "signature": good["signature"] });
+    let (status, _) = api.post(&format!("/v1/transfers/{second_id}/confirm"), &replayed, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // After too many wrong answers the challenge fails for good.
+    for _ in 0..2 {
+        api.post(&format!("/v1/transfers/{second_id}/confirm"), &replayed, None).await;
+    }
+    let (status, body) =
+        api.post(&format!("/v1/transfers/{second_id}/confirm"), &phone.answer(&second["sca"]), None).await;
+    assert_problem(status, &body, StatusCode::CONFLICT, "challenge-closed");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exemptions_own_accounts_low_value_and_trusted_beneficiaries() {
+    let mut server = Server::start().await;
+    let ada = server.customer("ada-e", 1_000_000, 100_000).await;
+    let bob = server.customer("bob-e", 0, 0).await;
+    let api = Api::new(&server, &server.login(&ada, ALL).await);
+    let bob_api = Api::new(&server, &server.login(&bob, ALL).await);
+    let bob_eur = number(&bob_api, &bob.eur).await;
+    let ada_eur2 = {
+        // A second EUR account of Ada's, for an own-accounts transfer.
+        let id = bp_core::ids::AccountId::new_v7();
+        server
+            .state
+            .ledger
+            .open_account(bp_core::service::current_account(id, ada.id, bp_core::money::Currency::EUR))
+            .await
+            .expect("open");
+        id
+    };
+    let own = number(&api, &ada_eur2).await;
+
+    let (status, body) = api.post("/v1/transfers", &pay(&ada.eur, &own, "5000.00"), Some("own-1")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["exemption"], "own_accounts");
+    assert_eq!(body["transfer"]["state"], "posted");
+
+    // Low value: below 30.00, at most 5 in a row and 100.00 in total since the last SCA.
+    for i in 0..3 {
+        let (status, body) =
+            api.post("/v1/transfers", &pay(&ada.eur, &bob_eur, "29.99"), Some(&format!("lv-{i}"))).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(body["exemption"], "low_value");
+    }
+    let (status, body) = api.post("/v1/transfers", &pay(&ada.eur, &bob_eur, "29.99"), Some("lv-3")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "the cumulative 100.00 would be passed: {body}");
+    let (status, _) = api.post("/v1/transfers", &pay(&ada.eur, &bob_eur, "30.00"), Some("lv-4")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "30.00 is not below 30");
+
+    // Without a device, a TOTP code answers a payment up to the configured amount.
+    let challenge = body["sca"].clone();
+    assert_eq!(challenge["methods"], json!(["totp"]));
+    let id = body["transfer"]["id"].as_str().expect("id");
+    let answer = json!({ "method": "totp", "challenge_id": challenge["id"], "code": server.totp(&ada) });
+    let (status, body) = api.post(&format!("/v1/transfers/{id}/confirm"), &answer, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["transfer"]["state"], "posted");
+    // The SCA reset the low-value counters.
+    let (status, body) = api.post("/v1/transfers", &pay(&ada.eur, &bob_eur, "29.99"), Some("lv-5")).await;
+    assert_eq!((status, &body["exemption"]), (StatusCode::CREATED, &json!("low_value")));
+    // Above the TOTP limit, a device key is required.
+    let (status, body) = api.post("/v1/transfers", &pay(&ada.eur, &bob_eur, "600.00"), Some("big")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(body["sca"]["methods"], json!([]));
+
+    // Trusting Bob needs SCA; then payments to him need none.
+    let (status, added) =
+        api.post("/v1/beneficiaries", &json!({ "name": "Bob", "account_number": bob_eur }), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{added}");
+    assert_eq!(added["beneficiary"]["state"], "pending");
+    let (status, _) = api.post("/v1/transfers", &pay(&ada.eur, &bob_eur, "500.00"), Some("tb-0")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "not trusted yet");
+    let bid = added["beneficiary"]["id"].as_str().expect("id");
+    let answer = json!({ "method": "totp", "challenge_id": added["sca"]["id"], "code": server.totp(&ada) });
+    let (status, body) = api.post(&format!("/v1/beneficiaries/{bid}/confirm"), &answer, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["beneficiary"]["state"], "trusted");
+    let (status, body) = api.post("/v1/transfers", &pay(&ada.eur, &bob_eur, "500.00"), Some("tb-1")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["exemption"], "trusted_beneficiary");
+    let (_, list) = api.get("/v1/beneficiaries").await;
+    assert_eq!(list["beneficiaries"].as_array().expect("list").len(), 1);
+    assert_eq!(api.delete(&format!("/v1/beneficiaries/{bid}")).await.0, StatusCode::NO_CONTENT);
+    let (status, _) = api.post("/v1/transfers", &pay(&ada.eur, &bob_eur, "500.00"), Some("tb-2")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "removed: SCA again");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_with_the_same_key_move_money_once() {
+    let mut server = Server::start().await;
+    let ada = server.customer("ada-i", 100_000, 0).await;
+    let api = Api::new(&server, &server.login(&ada, ALL).await);
+    let second = bp_core::ids::AccountId::new_v7();
+    server
+        .state
+        .ledger
+        .open_account(bp_core::service::current_account(second, ada.id, bp_core::money::Currency::EUR))
+        .await
+        .expect("open");
+    let to = number(&api, &second).await;
+    let body = pay(&ada.eur, &to, "10.00");
+    let (s1, first) = api.post("/v1/transfers", &body, Some("retry-me")).await;
+    let (s2, again) = api.post("/v1/transfers", &body, Some("retry-me")).await;
+    assert_eq!((s1, s2), (StatusCode::CREATED, StatusCode::CREATED));
+    assert_eq!(first, again, "the same answer");
+    assert_eq!(balance(&api, &second).await, "10.00", "moved once");
+    // Concurrent retries too.
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let api = api.clone();
+            let body = pay(&ada.eur, &to, "1.00");
+            tokio::spawn(async move { api.post("/v1/transfers", &body, Some("burst")).await })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for t in tasks {
+        let (status, body) = t.await.expect("task");
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        ids.insert(body["transfer"]["id"].as_str().expect("id").to_owned());
+    }
+    assert_eq!(ids.len(), 1);
+    assert_eq!(balance(&api, &second).await, "11.00");
+    // The same key with another body: a conflict, nothing moves.
+    let (status, body) = api.post("/v1/transfers", &pay(&ada.eur, &to, "10.01"), Some("retry-me")).await;
+    assert_problem(status, &body, StatusCode::CONFLICT, "idempotency-conflict");
+    // No key: refused.
+    let (status, body) = api.post("/v1/transfers", &pay(&ada.eur, &to, "1.00"), None).await;
+    assert_problem(status, &body, StatusCode::BAD_REQUEST, "idempotency-key-missing");
+    // Unknown fields of a payment are refused, not ignored.
+    let mut extra = pay(&ada.eur, &to, "1.00");
+    extra["amount_eur"] = json!("1000000");
+    let (status, body) = api.post("/v1/transfers", &extra, Some("x")).await;
+    assert_problem(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    // Floats are not amounts.
+    let float =
+        json!({ "from_account": ada.eur, "to_account_number": to, "amount": { "amount": 1.5, "currency": "EUR" } });
+    assert_eq!(api.post("/v1/transfers", &float, Some("f")).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    // Too much money, a wrong currency.
+    let (status, body) = api.post("/v1/transfers", &pay(&ada.eur, &to, "5000.00"), Some("big")).await;
+    assert_problem(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "insufficient-funds");
+    let usd =
+        json!({ "from_account": ada.eur, "to_account_number": to, "amount": { "amount": "1.00", "currency": "USD" } });
+    let (status, body) = api.post("/v1/transfers", &usd, Some("usd")).await;
+    assert_problem(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "account-unusable");
+    assert_eq!(balance(&api, &ada.eur).await, "989.00");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_customer_reaches_another_customers_data() {
+    let mut server = Server::start().await;
+    let ada = server.customer("ada-x", 100_000, 0).await;
+    let bob = server.customer("bob-x", 100_000, 0).await;
+    let ada_api = Api::new(&server, &server.login(&ada, ALL).await);
+    let bob_api = Api::new(&server, &server.login(&bob, ALL).await);
+    let ada_eur = number(&ada_api, &ada.eur).await;
+    let bob_eur = number(&bob_api, &bob.eur).await;
+    // Bob's own things: a transfer, a beneficiary, a device.
+    let bob_phone = register_phone(&bob_api, &bob).await;
+    let (_, t) = bob_api.post("/v1/transfers", &pay(&bob.eur, &ada_eur, "200.00"), Some("b1")).await;
+    let bob_transfer = t["transfer"]["id"].as_str().expect("id").to_owned();
+    let (_, b) = bob_api.post("/v1/beneficiaries", &json!({ "name": "Ada", "account_number": ada_eur }), None).await;
+    let bob_beneficiary = b["beneficiary"]["id"].as_str().expect("id").to_owned();
+
+    // Ada tries every route with Bob's ids: the same 404 as for ids that do not exist.
+    let reads = [
+        format!("/v1/accounts/{}", bob.eur),
+        format!("/v1/accounts/{}/transactions", bob.eur),
+        format!("/v1/transfers/{bob_transfer}"),
+    ];
+    for path in &reads {
+        let (status, body) = ada_api.get(path).await;
+        assert_problem(status, &body, StatusCode::NOT_FOUND, "not-found");
+    }
+    let answer = bob_phone.answer(&t["sca"]);
+    let writes = [
+        (format!("/v1/transfers/{bob_transfer}/confirm"), answer.clone()),
+        (
+            format!("/v1/beneficiaries/{bob_beneficiary}/confirm"),
+            json!({ "method": "totp", "challenge_id": b["sca"]["id"], "code": "000000" }),
+        ),
+    ];
+    for (path, body) in &writes {
+        let (status, problem) = ada_api.post(path, body, None).await;
+        assert_problem(status, &problem, StatusCode::NOT_FOUND, "not-found");
+    }
+    for path in [format!("/v1/beneficiaries/{bob_beneficiary}"), format!("/v1/devices/{}", bob_phone.device_id)] {
+        let (status, problem) = ada_api.delete(&path).await;
+        assert_problem(status, &problem, StatusCode::NOT_FOUND, "not-found");
+    }
+    // Paying from Bob's account.
+    let (status, body) = ada_api.post("/v1/transfers", &pay(&bob.eur, &ada_eur, "1.00"), Some("steal")).await;
+    assert_problem(status, &body, StatusCode::NOT_FOUND, "not-found");
+    // Lists show only one's own.
+    let (_, accounts) = ada_api.get("/v1/accounts").await;
+    assert!(accounts["accounts"].as_array().expect("list").iter().all(|a| a["id"] != json!(bob.eur)));
+    assert_eq!(ada_api.get("/v1/beneficiaries").await.1["beneficiaries"], json!([]));
+    assert_eq!(ada_api.get("/v1/devices").await.1["devices"], json!([]));
+    // Bob's things are intact, and his payment still confirms.
+    let (status, body) = bob_api.post(&format!("/v1/transfers/{bob_transfer}/confirm"), &answer, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(bob_api.get("/v1/devices").await.1["devices"].as_array().expect("list").len(), 1);
+    // The payee sees the transfer too (it credits their account), the profile is one's own.
+    assert_eq!(ada_api.get(&format!("/v1/transfers/{bob_transfer}")).await.0, StatusCode::OK);
+    let (_, me) = ada_api.get("/v1/me").await;
+    assert_eq!(me["username"], "ada-x");
+    let _ = bob_eur;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_filters_and_pages_and_errors_are_problems() {
+    let mut server = Server::start().await;
+    let ada = server.customer("ada-h", 100_000, 0).await;
+    let api = Api::new(&server, &server.login(&ada, ALL).await);
+    let second = bp_core::ids::AccountId::new_v7();
+    server
+        .state
+        .ledger
+        .open_account(bp_core::service::current_account(second, ada.id, bp_core::money::Currency::EUR))
+        .await
+        .expect("open");
+    let to = number(&api, &second).await;
+    for i in 1..=5 {
+        let (status, _) =
+            api.post("/v1/transfers", &pay(&ada.eur, &to, &format!("{i}.00")), Some(&format!("h{i}"))).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let path = format!("/v1/accounts/{}/transactions", ada.eur);
+    let (status, page) = api.get(&format!("{path}?limit=2&direction=debit")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let items = page["items"].as_array().expect("items");
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["amount"]["amount"], "5.00", "newest first");
+    let cursor = page["next_cursor"].as_str().expect("more");
+    let (_, next) = api.get(&format!("{path}?limit=2&direction=debit&cursor={cursor}")).await;
+    assert_eq!(next["items"][0]["amount"]["amount"], "3.00");
+    let (_, ranged) = api.get(&format!("{path}?amount_min=2.00&amount_max=3.00")).await;
+    assert_eq!(ranged["items"].as_array().expect("items").len(), 2);
+    let (_, deposits) = api.get(&format!("{path}?kind=deposit")).await;
+    assert_eq!(deposits["items"].as_array().expect("items").len(), 1);
+    for bad in ["?limit=0", "?cursor=zz", "?direction=sideways", "?colour=red", "?from=yesterday"] {
+        let (status, body) = api.get(&format!("{path}{bad}")).await;
+        assert_problem(status, &body, StatusCode::BAD_REQUEST, "bad-request");
+    }
+    // Amounts are read in the account's currency: EUR has two decimals.
+    for bad in ["?amount_min=abc", "?amount_max=1.001"] {
+        let (status, body) = api.get(&format!("{path}{bad}")).await;
+        assert_problem(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    }
+    // An empty range is an empty answer.
+    let (status, empty) = api.get(&format!("{path}?amount_min=3.00&amount_max=2.00")).await;
+    assert_eq!((status, empty["items"].as_array().map(Vec::len)), (StatusCode::OK, Some(0)));
+    // Errors everywhere are problem documents.
+    let r = reqwest::Client::new().get(server.url("/v1/nowhere")).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let r = reqwest::Client::new().get(server.url("/v1/accounts")).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(r.headers()["www-authenticate"].to_str().expect("ascii").starts_with("Bearer"));
+    let r = reqwest::Client::new()
+        .post(server.url("/v1/transfers"))
+        .bearer_auth(&api.token)
+        .header("Idempotency-Key", "big")
+        .header("content-type", "application/json")
+        .body(vec![b' '; 100 * 1024])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let r = reqwest::Client::new()
+        .post(server.url("/v1/transfers"))
+        .bearer_auth(&api.token)
+        .header("Idempotency-Key", "txt")
+        .body("hello")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // The profile and photo.
+    let (status, me) = api.get("/v1/me").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(me["party"]["type"], "person");
+    assert!(me.get("password").is_none());
+    let (_, services) = api.get("/v1/services").await;
+    assert_eq!(services, json!({ "services": [], "external_services_connected": false }));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_registration_needs_proof_of_the_key() {
+    let mut server = Server::start().await;
+    let ada = server.customer("ada-d", 0, 0).await;
+    let api = Api::new(&server, &server.login(&ada, ALL).await);
+    let key = SigningKey::random(&mut rand_core::OsRng);
+    let public = b64(key.verifying_key().to_encoded_point(false).as_bytes());
+    let other = SigningKey::random(&mut rand_core::OsRng);
+    let wrong: Signature = other.sign(device_registration_message(ada.id, &public).as_bytes());
+    let (status, body) = api
+        .post("/v1/devices", &json!({ "name": "phone", "public_key": public, "proof": b64(&wrong.to_bytes()) }), None)
+        .await;
+    assert_problem(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    let (status, body) =
+        api.post("/v1/devices", &json!({ "name": "phone", "public_key": "AAAA", "proof": "AAAA" }), None).await;
+    assert_problem(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    let phone = register_phone(&api, &ada).await;
+    let audit = server.state.security.audit_after(0, 1000).await.expect("audit");
+    assert!(audit.iter().any(|e| e.kind == bp_core::security::AuditKind::DeviceAdded));
+    assert_eq!(api.delete(&format!("/v1/devices/{}", phone.device_id)).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(api.get("/v1/devices").await.1["devices"], json!([]));
+    server.stop().await;
+}

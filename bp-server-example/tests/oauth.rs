@@ -1,0 +1,242 @@
+//! The OAuth2 / OpenID provider over real HTTP: the complete sign-in, PKCE, codes, refresh
+//! rotation with reuse detection, revocation, lockout, discovery and an external issuer.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::{Api, CLIENT, CodeFlow, REDIRECT, Server, assert_problem, browser};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+fn jwt_claims(token: &str) -> Value {
+    let payload = token.split('.').nth(1).expect("a JWT");
+    serde_json::from_slice(&bp_server_example::crypto::unb64(payload).expect("base64url")).expect("json")
+}
+
+async fn refresh(server: &Server, token: &str) -> reqwest::Response {
+    browser()
+        .post(server.url("/oauth2/token"))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", token), ("client_id", CLIENT)])
+        .send()
+        .await
+        .expect("refresh")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn complete_sign_in_gives_tokens_that_the_api_accepts() {
+    let mut server = Server::start().await;
+    let ada = server.customer("ada", 10_000, 0).await;
+    let flow = server.login_until_code(&ada, "openid profile accounts payments offline_access").await;
+
+    // A wrong verifier is refused, and burns the code.
+    let wrong = flow.exchange(&server, &bp_server_example::crypto::random_token(48)).await;
+    assert_eq!(wrong.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(wrong.json::<Value>().await.expect("json")["error"], "invalid_grant");
+    let again = flow.exchange(&server, &flow.verifier).await;
+    assert_eq!(again.status(), StatusCode::BAD_REQUEST, "a code is single-use, even after a failed attempt");
+
+    // A fresh sign-in with the right verifier.
+    let flow = server.login_until_code(&ada, "openid profile accounts payments offline_access").await;
+    let response = flow.exchange(&server, &flow.verifier).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let tokens: Value = response.json().await.expect("json");
+    assert_eq!(tokens["token_type"], "Bearer");
+    assert!(tokens["expires_in"].as_u64().expect("expires_in") <= 300);
+    let access = jwt_claims(tokens["access_token"].as_str().expect("access"));
+    assert_eq!(access["sub"], ada.id.to_string());
+    assert_eq!(access["aud"], "bp-api");
+    assert_eq!(access["iss"], server.base);
+    assert_eq!(access["amr"], json!(["pwd", "otp"]));
+    let id = jwt_claims(tokens["id_token"].as_str().expect("id token"));
+    assert_eq!(id["nonce"], flow.nonce);
+    assert_eq!(id["aud"], CLIENT);
+    // The code is single-use.
+    let replay = flow.exchange(&server, &flow.verifier).await;
+    assert_eq!(replay.status(), StatusCode::BAD_REQUEST);
+    // Replaying the code revoked what it gave.
+    let api = Api::new(&server, &tokens);
+    let (status, body) = api.get("/v1/accounts").await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+
+    // Userinfo and the API with a good session.
+    let tokens = server.login(&ada, "openid profile accounts").await;
+    let api = Api::new(&server, &tokens);
+    let (status, info) = api.get("/oauth2/userinfo").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(info["preferred_username"], "ada");
+    let (status, accounts) = api.get("/v1/accounts").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(accounts["accounts"].as_array().expect("list").len(), 2);
+    assert!(tokens.get("refresh_token").is_none(), "no refresh token without offline_access");
+    // Scopes are enforced: no 'payments' in this token.
+    let (status, body) = api.post("/v1/transfers", &json!({}), Some("k")).await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_requests_are_validated_before_anything_else() {
+    let mut server = Server::start().await;
+    let http = browser();
+    let good = CodeFlow::authorize_url(&server, "openid", "v".repeat(43).as_str(), "s", "n");
+    // Unknown client and unregistered redirect URI: an error page, never a redirect.
+    for (from, to) in [("client_id=bp-test", "client_id=nobody"), ("callback", "evil")] {
+        let r = http.get(good.replace(from, to)).send().await.expect("authorize");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{to}");
+        assert!(r.headers().get("location").is_none());
+        assert!(r.headers()["content-type"].to_str().expect("ascii").starts_with("text/html"));
+    }
+    // Known client and redirect: errors go back to the client with state and iss (RFC 9207).
+    for (from, to, error) in [
+        ("code_challenge_method=S256", "code_challenge_method=plain", "invalid_request"),
+        ("response_type=code", "response_type=token", "unsupported_response_type"),
+        ("scope=openid", "scope=admin", "invalid_scope"),
+    ] {
+        let r = http.get(good.replace(from, to)).send().await.expect("authorize");
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{to}");
+        let location = url::Url::parse(r.headers()["location"].to_str().expect("ascii")).expect("url");
+        let q: HashMap<String, String> = location.query_pairs().into_owned().collect();
+        assert!(location.as_str().starts_with(REDIRECT));
+        assert_eq!(q["error"], error);
+        assert_eq!(q["state"], "s");
+        assert_eq!(q["iss"], server.base);
+    }
+    // The login page: plain HTML, no script, a strict CSP.
+    let r = http.get(&good).send().await.expect("authorize");
+    assert_eq!(r.status(), StatusCode::OK);
+    let csp = r.headers()["content-security-policy"].to_str().expect("ascii").to_owned();
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    let page = r.text().await.expect("page");
+    assert!(!page.contains("<script"), "the login page works without JavaScript");
+    assert!(page.contains("type=\"password\""));
+    // A form posted without the browser's login cookie is refused.
+    let tx = common::hidden(&page, "tx").expect("tx");
+    let other_browser = browser();
+    let r = other_browser
+        .post(server.url("/oauth2/login/password"))
+        .form(&[("tx", tx.as_str()), ("username", "x"), ("password", "y")])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_tokens_rotate_and_reuse_revokes_the_session() {
+    let mut server = Server::start().await;
+    let bob = server.customer("bob", 0, 0).await;
+    let tokens = server.login(&bob, "openid accounts offline_access").await;
+    let first = tokens["refresh_token"].as_str().expect("refresh").to_owned();
+
+    let r = refresh(&server, &first).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let second: Value = r.json().await.expect("json");
+    let second_refresh = second["refresh_token"].as_str().expect("rotated").to_owned();
+    assert_ne!(second_refresh, first, "rotated on every use");
+    let api = Api::new(&server, &second);
+    assert_eq!(api.get("/v1/accounts").await.0, StatusCode::OK);
+
+    // The old token again: reuse. The whole session is revoked, the newest token included.
+    let r = refresh(&server, &first).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.json::<Value>().await.expect("json")["error"], "invalid_grant");
+    let r = refresh(&server, &second_refresh).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "the successor is revoked too");
+    let (status, body) = api.get("/v1/accounts").await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+    // The reuse is in the audit log.
+    let audit = server.state.security.audit_after(0, 1000).await.expect("audit");
+    assert!(audit.iter().any(|e| e.kind == bp_core::security::AuditKind::RefreshTokenReuse));
+
+    // Revocation (sign-out) ends a session: refresh and access tokens stop working.
+    let tokens = server.login(&bob, "openid accounts offline_access").await;
+    let api = Api::new(&server, &tokens);
+    assert_eq!(api.get("/v1/accounts").await.0, StatusCode::OK);
+    let r = browser()
+        .post(server.url("/oauth2/revoke"))
+        .form(&[("token", tokens["refresh_token"].as_str().expect("refresh")), ("client_id", CLIENT)])
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(api.get("/v1/accounts").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        refresh(&server, tokens["refresh_token"].as_str().expect("refresh")).await.status(),
+        StatusCode::BAD_REQUEST
+    );
+    // Unknown tokens: 200 as RFC 7009 says.
+    let r = browser()
+        .post(server.url("/oauth2/revoke"))
+        .form(&[("token", "nonsense"), ("client_id", CLIENT)])
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(r.status(), StatusCode::OK);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failures_lock_the_customer_out_progressively() {
+    let mut server = Server::start_with(|c| {
+        c.lockout.failures_max = 3;
+        c.lockout.lock_s = 120;
+    })
+    .await;
+    let eve = server.customer("eve", 0, 0).await;
+    let mut flow = CodeFlow::begin(&server, "openid").await;
+    for _ in 0..3 {
+        let page = flow.password(&server, "eve", "wrong password!").await;
+        assert!(page.contains("Wrong username or password."), "{page}");
+    }
+    // Locked: even the right password is refused now.
+    let page = flow.password(&server, "eve", &eve.password).await;
+    assert!(page.contains("Too many failed attempts"), "{page}");
+    let state = server.state.security.security_state(eve.id).await.expect("state");
+    assert_eq!(state.lockouts, 1);
+    assert!(state.locked_until.is_some());
+    // An unknown username gets the same answer as a wrong password.
+    let page = flow.password(&server, "nobody-here", "whatever").await;
+    assert!(page.contains("Wrong username or password."));
+    let kinds: Vec<_> =
+        server.state.security.audit_after(0, 1000).await.expect("audit").into_iter().map(|e| e.kind).collect();
+    use bp_core::security::AuditKind as K;
+    assert_eq!(kinds.iter().filter(|k| **k == K::PasswordFailed).count(), 4);
+    assert!(kinds.contains(&K::LockedOut) && kinds.contains(&K::LockedOutAttempt));
+
+    // Wrong second factors count too.
+    let mallory = server.customer("mallory", 0, 0).await;
+    let mut flow = CodeFlow::begin(&server, "openid").await;
+    flow.password(&server, "mallory", &mallory.password).await;
+    for _ in 0..3 {
+        let r = flow.second_factor(&server, &[("code", "000000")]).await;
+        assert_eq!(r.status(), StatusCode::OK, "the form again, with an error");
+    }
+    let r = flow.second_factor(&server, &[("code", server.totp(&mallory).as_str())]).await;
+    assert!(r.text().await.expect("page").contains("Too many failed attempts"));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_and_jwks_describe_the_provider() {
+    let mut server = Server::start().await;
+    let http = browser();
+    let d: Value = http
+        .get(server.url("/.well-known/openid-configuration"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(d["issuer"], server.base);
+    assert_eq!(d["code_challenge_methods_supported"], json!(["S256"]));
+    assert_eq!(d["authorization_response_iss_parameter_supported"], true);
+    let jwks: Value = http.get(server.url("/oauth2/jwks")).send().await.expect("get").json().await.expect("json");
+    assert_eq!(jwks["keys"][0]["crv"], "P-256");
+    assert!(jwks["keys"][0].get("d").is_none(), "no private part");
+    server.stop().await;
+}

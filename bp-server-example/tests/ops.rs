@@ -1,0 +1,329 @@
+//! Operations: the binary with its demo data, logs that hold no secret or personal datum,
+//! health and metrics endpoints, security headers, graceful shutdown, TLS, and an external
+//! OpenID provider's tokens verified by its JWKS.
+
+mod common;
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bp_server_example::crypto::{TOTP_STEP_S, b64, sha256, totp_code};
+use common::{Api, Server, browser};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// Runs the real binary in development mode; returns its address, its log lines so far
+/// (shared, growing), its stderr and the child.
+fn spawn_binary(dir: &std::path::Path) -> (String, Arc<Mutex<Vec<String>>>, std::process::Child) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bp-server-example"))
+        .env("BP_SERVER__LISTEN", "127.0.0.1:0")
+        .env("BP_STORAGE__DATA_DIR", dir)
+        .env("BP_AUTH__ARGON2_MEMORY_KIB", "8192")
+        .env("BP_AUTH__ARGON2_ITERATIONS", "1")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the server");
+    let stdout = child.stdout.take().expect("stdout");
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("\"serving\"") {
+                let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+                let _ = tx.send(v["address"].as_str().unwrap_or_default().to_owned());
+            }
+            sink.lock().expect("lock").push(line);
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("the server logs its address");
+    (format!("http://{addr}"), lines, child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_the_demo_and_logs_no_secret_or_personal_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (base, lines, mut child) = spawn_binary(dir.path());
+    let credentials =
+        bp_server_example::demo::read_credentials(&dir.path().join("demo-credentials.txt")).expect("credentials");
+    assert_eq!(credentials.len(), 3);
+    let (username, password, secret) = credentials[0].clone();
+
+    // Sign in as a demo customer through the web client, refresh, move money, fail a login.
+    let http = browser();
+    let verifier = "v".repeat(50);
+    let q = serde_urlencoded::to_string([
+        ("response_type", "code"),
+        ("client_id", "bp-web"),
+        ("redirect_uri", "http://127.0.0.1:8080/callback"),
+        ("scope", "openid profile accounts payments offline_access"),
+        ("state", "st"),
+        ("code_challenge", b64(&sha256(verifier.as_bytes())).as_str()),
+        ("code_challenge_method", "S256"),
+    ])
+    .expect("query");
+    let page = http.get(format!("{base}/oauth2/authorize?{q}")).send().await.expect("get").text().await.expect("page");
+    let tx = common::hidden(&page, "tx").expect("tx");
+    let wrong = http
+        .post(format!("{base}/oauth2/login/password"))
+        .form(&[("tx", tx.as_str()), ("username", username.as_str()), ("password", "not-the-password-42")])
+        .send()
+        .await
+        .expect("post");
+    assert!(wrong.text().await.expect("page").contains("Wrong username or password"));
+    http.post(format!("{base}/oauth2/login/password"))
+        .form(&[("tx", tx.as_str()), ("username", username.as_str()), ("password", password.as_str())])
+        .send()
+        .await
+        .expect("post");
+    let now = common::now_s();
+    let code = totp_code(&secret, now / TOTP_STEP_S);
+    let r = http
+        .post(format!("{base}/oauth2/login/second-factor"))
+        .form(&[("tx", tx.as_str()), ("code", code.as_str())])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let location = url::Url::parse(r.headers()["location"].to_str().expect("ascii")).expect("url");
+    let auth_code = location.query_pairs().find(|(k, _)| k == "code").expect("code").1.into_owned();
+    let tokens: Value = http
+        .post(format!("{base}/oauth2/token"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", auth_code.as_str()),
+            ("redirect_uri", "http://127.0.0.1:8080/callback"),
+            ("client_id", "bp-web"),
+            ("code_verifier", verifier.as_str()),
+        ])
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("json");
+    let refreshed: Value = http
+        .post(format!("{base}/oauth2/token"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", tokens["refresh_token"].as_str().expect("rt")),
+            ("client_id", "bp-web"),
+        ])
+        .send()
+        .await
+        .expect("refresh")
+        .json()
+        .await
+        .expect("json");
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: base.clone(),
+        token: refreshed["access_token"].as_str().expect("at").to_owned(),
+    };
+    let (status, me) = api.get("/v1/me").await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, accounts) = api.get("/v1/accounts").await;
+    let list = accounts["accounts"].as_array().expect("accounts");
+    assert_eq!(list.len(), 2, "two currencies");
+    assert!(list.iter().all(|a| a["balances"]["posted"]["amount"] != "0.00"), "funded");
+    let payee = list[0]["number"].as_str().expect("number").to_owned();
+    let body = json!({ "from_account": list[0]["id"], "to_account_number": payee, "amount": { "amount": "1.00", "currency": list[0]["currency"] } });
+    let (status, _) = api.post("/v1/transfers", &body, Some("same-account")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "payer and payee must differ");
+    assert_eq!(reqwest::get(format!("{base}/metrics")).await.expect("metrics").status(), StatusCode::OK);
+
+    // Stop with SIGTERM: a graceful exit.
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "graceful shutdown exits 0: {status:?}");
+    let mut stderr = String::new();
+    child.stderr.take().expect("stderr").read_to_string(&mut stderr).expect("read");
+    assert!(stderr.contains(&password), "the demo credentials are printed once, on the terminal");
+
+    // The logs: JSON lines with request ids, and none of the secrets or personal data.
+    let logs = lines.lock().expect("lock").join("\n");
+    assert!(logs.lines().count() > 10);
+    for line in logs.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|_| panic!("a JSON log line: {line}"));
+        if v["message"] == "request" {
+            assert!(v["request_id"].as_str().is_some_and(|r| r.len() >= 32), "{line}");
+        }
+    }
+    let mut secrets: Vec<String> = Vec::new();
+    for (_, pw, secret) in &credentials {
+        secrets.push(pw.clone());
+        secrets.push(totp_rs::Secret::Raw(secret.clone()).to_encoded().to_string());
+    }
+    for t in [&tokens, &refreshed] {
+        for k in ["access_token", "refresh_token", "id_token"] {
+            if let Some(v) = t[k].as_str() {
+                secrets.push(v.to_owned());
+            }
+        }
+    }
+    secrets.extend([auth_code, code, verifier, "not-the-password-42".to_owned()]);
+    for doc in me["documents"].as_array().expect("documents") {
+        secrets.push(doc["number"].as_str().expect("number").to_owned());
+    }
+    secrets.extend(["IDC7310528", "P5561842", "IDC4402917", "ada@example.com", "Lovelace"].map(str::to_owned));
+    for s in &secrets {
+        assert!(!logs.contains(s.as_str()), "the logs contain a secret or personal datum ({} characters)", s.len());
+    }
+
+    // A restart keeps the data and does not seed again.
+    let (base, _, mut child) = spawn_binary(dir.path());
+    let again =
+        bp_server_example::demo::read_credentials(&dir.path().join("demo-credentials.txt")).expect("credentials");
+    assert_eq!(again, credentials, "not seeded twice");
+    assert_eq!(reqwest::get(format!("{base}/readyz")).await.expect("readyz").status(), StatusCode::OK);
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_metrics_and_security_headers() {
+    let mut server = Server::start().await;
+    let http = reqwest::Client::new();
+    let live = http.get(server.url("/livez")).send().await.expect("livez");
+    assert_eq!(live.status(), StatusCode::OK);
+    for (name, value) in
+        [("x-content-type-options", "nosniff"), ("x-frame-options", "DENY"), ("referrer-policy", "no-referrer")]
+    {
+        assert_eq!(live.headers()[name], value);
+    }
+    assert!(live.headers().get("strict-transport-security").is_none(), "no HSTS over plain HTTP");
+    assert!(live.headers().get("x-request-id").is_some());
+    assert_eq!(http.get(server.url("/readyz")).send().await.expect("readyz").status(), StatusCode::OK);
+    let ada = server.customer("ada-m", 10_000, 0).await;
+    let _ = server.login(&ada, "openid accounts").await;
+    let metrics = http.get(server.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("bp_http_request_duration_seconds_bucket"), "latency histogram");
+    assert!(metrics.contains("route=\"/oauth2/token\""), "by route");
+    assert!(metrics.contains("bp_logins_total"), "logins");
+    let api = http.get(server.url("/openapi.json")).send().await.expect("openapi");
+    assert_eq!(api.status(), StatusCode::OK);
+    assert_eq!(api.json::<Value>().await.expect("json")["openapi"], "3.1.0");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_requests_in_flight() {
+    let mut server = Server::start().await;
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    // A request whose body is half sent when shutdown begins.
+    let body = "grant_type=refresh_token&client_id=nobody&refresh_token=abc";
+    let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
+    write!(
+        stream,
+        "POST /oauth2/token HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{}",
+        body.len(),
+        &body[..10]
+    )
+    .expect("write");
+    stream.flush().expect("flush");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = server.started.take().expect("running");
+    let stopping = tokio::spawn(started.running.stop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!stopping.is_finished(), "waits for the request in flight");
+    stream.write_all(&body.as_bytes()[10..]).expect("write rest");
+    let mut response = String::new();
+    let mut reader = BufReader::new(stream);
+    reader.read_line(&mut response).expect("status line");
+    assert!(response.starts_with("HTTP/1.1 401"), "the request in flight was answered: {response}");
+    drop(reader);
+    tokio::time::timeout(Duration::from_secs(10), stopping).await.expect("stops").expect("join").expect("ok");
+    assert!(std::net::TcpStream::connect(&addr).is_err(), "no longer accepting");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_of_an_external_provider_are_verified_by_its_jwks() {
+    // The "external provider": a key made here and its JWKS served by this test.
+    let key = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+    let keys = bp_server_example::tokens::Keys::from_signing_key(&key).expect("keys");
+    let jwks = keys.jwks().clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let jwks_url = format!("http://{}/jwks", listener.local_addr().expect("addr"));
+    let app = axum::Router::new().route("/jwks", axum::routing::get(move || async move { axum::Json(jwks.clone()) }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let url = jwks_url.clone();
+    let mut server = Server::start_with(move |c| {
+        c.auth.external = Some(bp_server_example::config::ExternalIssuerConfig {
+            issuer: "https://idp.example".to_owned(),
+            jwks_uri: url,
+            audience: "bp-api".to_owned(),
+            username_claim: "preferred_username".to_owned(),
+            jwks_refresh_s: 300,
+        });
+    })
+    .await;
+    let ada = server.customer("ada-ext", 10_000, 0).await;
+    let now = common::now_s();
+    let claims = |iss: &str, aud: &str, user: &str| json!({ "iss": iss, "aud": aud, "sub": "external-123", "preferred_username": user, "exp": now + 300, "iat": now, "scope": "accounts profile", "amr": ["pwd", "hwk"] });
+    let sign = |c: &Value| keys.sign(c, "at+jwt").expect("sign");
+    let call = |token: String| {
+        let base = server.base.clone();
+        async move {
+            let api = Api { http: reqwest::Client::new(), base, token };
+            api.get("/v1/accounts").await
+        }
+    };
+    let (status, body) = call(sign(&claims("https://idp.example", "bp-api", "ada-ext"))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["accounts"][0]["id"], json!(ada.eur));
+    for (what, c) in [
+        ("another issuer", claims("https://evil.example", "bp-api", "ada-ext")),
+        ("another audience", claims("https://idp.example", "other-api", "ada-ext")),
+        ("an unknown customer", claims("https://idp.example", "bp-api", "nobody-here")),
+    ] {
+        assert_eq!(call(sign(&c)).await.0, StatusCode::UNAUTHORIZED, "{what}");
+    }
+    // Signed by a key the provider does not publish.
+    let stranger =
+        bp_server_example::tokens::Keys::from_signing_key(&p256::ecdsa::SigningKey::random(&mut rand_core::OsRng))
+            .expect("keys");
+    let forged = stranger.sign(&claims("https://idp.example", "bp-api", "ada-ext"), "at+jwt").expect("sign");
+    assert_eq!(call(forged).await.0, StatusCode::UNAUTHORIZED);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_when_a_certificate_is_configured() {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).expect("write");
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("write");
+    let mut server = Server::start_with(|c| {
+        c.server.tls_cert_path = Some(cert_path.clone());
+        c.server.tls_key_path = Some(key_path.clone());
+    })
+    .await;
+    assert!(server.base.starts_with("http://"), "harness base");
+    let https = server.base.replace("http://127.0.0.1", "https://localhost");
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).expect("cert"))
+        .resolve("localhost", server.started.as_ref().expect("running").running.addr)
+        .build()
+        .expect("client");
+    let r = client.get(format!("{https}/livez")).send().await.expect("https");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers()["strict-transport-security"].to_str().expect("ascii").contains("max-age="));
+    let d: Value = client
+        .get(format!("{https}/.well-known/openid-configuration"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert!(d["issuer"].as_str().expect("issuer").starts_with("https://"));
+    assert!(reqwest::get(format!("{}/livez", server.base)).await.is_err(), "no plain HTTP on the TLS port");
+    server.stop().await;
+}
