@@ -8,7 +8,8 @@
 //! - `password_logins_per_s`: one client signing in through the login pages (password with the
 //!   OWASP Argon2id cost, then TOTP, code and token) in a loop.
 //!
-//! `cargo run --release -p bp-server-example --example http_bench`
+//! `cargo run --release -p bp-server-example --example http_bench` (`BP_BENCH_ONLY=transfers`,
+//! `refresh` or `logins` runs one part, for profiling).
 
 mod support;
 
@@ -53,6 +54,20 @@ async fn main() {
         c.server.concurrency_max = 4096;
     })
     .await;
+    let only = std::env::var("BP_BENCH_ONLY").unwrap_or_default();
+    if only.is_empty() || only == "transfers" {
+        transfers(&h, connections, seconds).await;
+    }
+    if only.is_empty() || only == "refresh" {
+        refresh(&h).await;
+    }
+    if only.is_empty() || only == "logins" {
+        logins(&h).await;
+    }
+    h.started.running.stop().await.expect("stop");
+}
+
+async fn transfers(h: &support::Harness, connections: usize, seconds: u64) {
     eprintln!("preparing {connections} customers…");
     let mut clients = Vec::new();
     for i in 0..connections {
@@ -126,8 +141,10 @@ async fn main() {
     println!("http_transfers_per_s {}", per_s(all.len() as u64, elapsed));
     println!("http_p50_ms {}", ms(percentile(&all, 500)));
     println!("http_p99_ms {}", ms(percentile(&all, 990)));
+}
 
-    // Refresh-token rotation, one client.
+/// Refresh-token rotation, one client.
+async fn refresh(h: &support::Harness) {
     let p = h.person("bench-refresh", 1, 0).await;
     let tokens = support::login(&h.base, &p, "openid accounts offline_access", support::step_now()).await;
     let mut refresh = tokens["refresh_token"].as_str().expect("refresh").to_owned();
@@ -152,7 +169,10 @@ async fn main() {
         count += 1;
     }
     println!("token_refresh_per_s {}", per_s(count, started.elapsed()));
+}
 
+/// Full sign-ins, one client.
+async fn logins(h: &support::Harness) {
     // Password logins, one client: each customer has three fresh TOTP steps (now−1, now, now+1).
     let pool = env_u64("BP_BENCH_LOGIN_CUSTOMERS", 60);
     let mut people = Vec::new();
@@ -181,5 +201,4 @@ async fn main() {
     }
     let rate_centi = u128::from(logins) * 100_000_000 / started.elapsed().as_micros().max(1);
     println!("password_logins_per_s {}.{:02}", rate_centi / 100, rate_centi % 100);
-    h.started.running.stop().await.expect("stop");
 }

@@ -104,7 +104,7 @@ pub struct ExternalIssuerConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
-    /// PKCS#8 PEM file of the ES256 signing key; relative paths are inside `data_dir`.
+    /// PKCS#8 PEM file of the Ed25519 token-signing key; relative paths are inside `data_dir`.
     /// Generated on first start in development mode.
     pub signing_key_file: PathBuf,
     /// Access-token lifetime (at most 300).
@@ -254,7 +254,10 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        let config: Config = figment.merge(Env::prefixed("BP_").split("__")).extract().map_err(Box::new)?;
+        // Only `BP_MODE`, `BP_DEMO` and `BP_SECTION__KEY` are configuration; other `BP_…`
+        // variables belong to tools and tests (`BP_CONFIG`, `BP_CONFORMANCE_SEED`, …).
+        let env = Env::prefixed("BP_").filter(|k| k == "mode" || k == "demo" || k.as_str().contains("__")).split("__");
+        let config: Config = figment.merge(env).extract().map_err(Box::new)?;
         config.validate()?;
         Ok(config)
     }
@@ -361,6 +364,7 @@ mod tests {
             .expect("write");
         figment::Jail::expect_with(|jail| {
             jail.set_env("BP_SCA__LOW_VALUE_AMOUNT_MAX_UNITS", "20");
+            jail.set_env("BP_SOME_TOOL_SETTING", "ignored");
             let c = Config::load(Some(&file)).expect("loads");
             assert_eq!(c.server.listen.port(), 9999);
             assert_eq!(c.sca.low_value_count_max, 3);

@@ -1,4 +1,4 @@
-//! Tokens: the ES256 signing key and its JWKS, issuing access and id tokens, and checking the
+//! Tokens: the EdDSA (Ed25519) signing key and its JWKS, issuing access and id tokens, and checking the
 //! access tokens the API receives (our own, or an external issuer's by its JWKS). Verified
 //! tokens are cached by their hash until they expire, so a busy client costs one signature
 //! check per token, not per request; sessions revoked since are refused on every request.
@@ -9,10 +9,10 @@ use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use bp_core::ids::{CustomerId, SessionId};
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _, spki::der::pem::LineEnding};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use p256::ecdsa::SigningKey;
-use p256::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _, LineEnding};
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::{b64, sha256};
@@ -31,7 +31,8 @@ pub enum TokenError {
     Key(String),
 }
 
-/// The ES256 key that signs our tokens.
+/// The Ed25519 key that signs our tokens (JWS `EdDSA`): a signature costs microseconds, where
+/// ES256 with a portable P-256 implementation costs a large part of a millisecond.
 pub struct Keys {
     kid: String,
     encoding: EncodingKey,
@@ -53,7 +54,7 @@ impl Keys {
             let pem = std::fs::read_to_string(path).map_err(|e| TokenError::Key(e.to_string()))?;
             SigningKey::from_pkcs8_pem(&pem).map_err(|e| TokenError::Key(e.to_string()))?
         } else if create {
-            let key = SigningKey::random(&mut rand_core::OsRng);
+            let key = SigningKey::generate(&mut rand_core::OsRng);
             let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| TokenError::Key(e.to_string()))?;
             write_private(path, pem.as_bytes()).map_err(|e| TokenError::Key(e.to_string()))?;
             key
@@ -63,18 +64,17 @@ impl Keys {
         Self::from_signing_key(&key)
     }
 
-    /// Keys from a P-256 signing key.
+    /// Keys from an Ed25519 signing key.
     pub fn from_signing_key(key: &SigningKey) -> Result<Self, TokenError> {
         let der = key.to_pkcs8_der().map_err(|e| TokenError::Key(e.to_string()))?;
-        let point = key.verifying_key().to_encoded_point(false);
-        let (x, y) = (point.x().map(|x| b64(x)), point.y().map(|y| b64(y)));
-        let (Some(x), Some(y)) = (x, y) else { return Err(TokenError::Key("not an uncompressed point".into())) };
-        let kid = b64(&sha256(point.as_bytes())[..12]);
-        let decoding = DecodingKey::from_ec_components(&x, &y).map_err(|e| TokenError::Key(e.to_string()))?;
+        let public = key.verifying_key().to_bytes();
+        let x = b64(&public);
+        let kid = b64(&sha256(&public)[..12]);
+        let decoding = DecodingKey::from_ed_components(&x).map_err(|e| TokenError::Key(e.to_string()))?;
         let jwks = serde_json::json!({
-            "keys": [{ "kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": kid, "use": "sig", "alg": "ES256" }]
+            "keys": [{ "kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "use": "sig", "alg": "EdDSA" }]
         });
-        Ok(Self { kid, encoding: EncodingKey::from_ec_der(der.as_bytes()), decoding, jwks })
+        Ok(Self { kid, encoding: EncodingKey::from_ed_der(der.as_bytes()), decoding, jwks })
     }
 
     /// The key id in our tokens' headers.
@@ -89,7 +89,7 @@ impl Keys {
 
     /// Signs `claims` as a JWT.
     pub fn sign<T: Serialize>(&self, claims: &T, typ: &str) -> Result<String, TokenError> {
-        let mut header = Header::new(Algorithm::ES256);
+        let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
         header.typ = Some(typ.to_owned());
         jsonwebtoken::encode(&header, claims, &self.encoding).map_err(|_| TokenError::Invalid("cannot sign"))
@@ -333,7 +333,7 @@ impl Verifier {
     }
 
     fn verify_signature(&self, token: &str) -> Result<Caller, TokenError> {
-        let mut validation = Validation::new(Algorithm::ES256);
+        let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
@@ -359,7 +359,7 @@ impl Verifier {
     /// The session of one of our access tokens whose signature is valid, expired or not (for
     /// revocation).
     pub fn session_of(&self, token: &str) -> Option<SessionId> {
-        let mut validation = Validation::new(Algorithm::ES256);
+        let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
         validation.validate_exp = false;
@@ -389,7 +389,7 @@ mod tests {
 
     #[test]
     fn tokens_verify_until_expiry_and_revocation() {
-        let keys = Keys::from_signing_key(&SigningKey::random(&mut rand_core::OsRng)).expect("keys");
+        let keys = Keys::from_signing_key(&SigningKey::generate(&mut rand_core::OsRng)).expect("keys");
         let verifier = Verifier::new(&keys, "http://issuer".into(), "bp-api".into());
         let now = 2_000_000_000;
         let c = claims(now + 300);

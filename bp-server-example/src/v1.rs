@@ -307,9 +307,8 @@ async fn create_transfer(
     let id = transfer_id(customer, &key.0);
     let from = own_account(&state, customer, body.from_account).await?;
     let (number, to) = payee(&state, body.to_account_number).await?;
-    if let Some(existing) = state.ledger.store().transfer(id).await? {
-        return replay(&state, customer, &existing, &body, to.id).await;
-    }
+    // No look-up of the id first: the ledger itself answers a retry as a replay (same request)
+    // or a conflict (another request, or the same one decided otherwise), see `submit`.
     let own = to.customer_id() == Some(customer);
     let trusted = !own
         && state

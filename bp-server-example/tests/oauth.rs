@@ -236,7 +236,7 @@ async fn discovery_and_jwks_describe_the_provider() {
     assert_eq!(d["code_challenge_methods_supported"], json!(["S256"]));
     assert_eq!(d["authorization_response_iss_parameter_supported"], true);
     let jwks: Value = http.get(server.url("/oauth2/jwks")).send().await.expect("get").json().await.expect("json");
-    assert_eq!(jwks["keys"][0]["crv"], "P-256");
+    assert_eq!(jwks["keys"][0]["crv"], "Ed25519");
     assert!(jwks["keys"][0].get("d").is_none(), "no private part");
     server.stop().await;
 }

@@ -48,6 +48,7 @@ fn spawn_binary(dir: &std::path::Path) -> (String, Arc<Mutex<Vec<String>>>, std:
 async fn the_binary_serves_the_demo_and_logs_no_secret_or_personal_data() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (base, lines, mut child) = spawn_binary(dir.path());
+    let mut secrets: Vec<String> = Vec::new();
     let credentials =
         bp_server_example::demo::read_credentials(&dir.path().join("demo-credentials.txt")).expect("credentials");
     assert_eq!(credentials.len(), 3);
@@ -136,6 +137,28 @@ async fn the_binary_serves_the_demo_and_logs_no_secret_or_personal_data() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "payer and payee must differ");
     assert_eq!(reqwest::get(format!("{base}/metrics")).await.expect("metrics").status(), StatusCode::OK);
 
+    // The documented curl sign-in (docs/api/README.md) works against the demo, as another customer.
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/demo-login.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .args([base.as_str(), credentials[1].0.as_str()])
+        .env("BP_CREDENTIALS", dir.path().join("demo-credentials.txt"))
+        .env("BP_TOTP_COMMAND", format!("{} totp", env!("CARGO_BIN_EXE_bp-server-example")))
+        .output()
+        .expect("run the login script");
+    assert!(output.status.success(), "demo-login.sh: {}", String::from_utf8_lossy(&output.stderr));
+    let scripted: Value = serde_json::from_slice(&output.stdout).expect("a token response");
+    let bob = Api {
+        http: reqwest::Client::new(),
+        base: base.clone(),
+        token: scripted["access_token"].as_str().expect("at").to_owned(),
+    };
+    let (status, me) = bob.get("/v1/me").await;
+    assert_eq!((status, me["username"].as_str()), (StatusCode::OK, Some(credentials[1].0.as_str())));
+    for k in ["access_token", "refresh_token", "id_token"] {
+        secrets.push(scripted[k].as_str().expect("token").to_owned());
+    }
+
     // Stop with SIGTERM: a graceful exit.
     let pid = child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
@@ -154,7 +177,6 @@ async fn the_binary_serves_the_demo_and_logs_no_secret_or_personal_data() {
             assert!(v["request_id"].as_str().is_some_and(|r| r.len() >= 32), "{line}");
         }
     }
-    let mut secrets: Vec<String> = Vec::new();
     for (_, pw, secret) in &credentials {
         secrets.push(pw.clone());
         secrets.push(totp_rs::Secret::Raw(secret.clone()).to_encoded().to_string());
@@ -244,7 +266,7 @@ async fn shutdown_finishes_requests_in_flight() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_of_an_external_provider_are_verified_by_its_jwks() {
     // The "external provider": a key made here and its JWKS served by this test.
-    let key = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+    let key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
     let keys = bp_server_example::tokens::Keys::from_signing_key(&key).expect("keys");
     let jwks = keys.jwks().clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -286,7 +308,7 @@ async fn tokens_of_an_external_provider_are_verified_by_its_jwks() {
     }
     // Signed by a key the provider does not publish.
     let stranger =
-        bp_server_example::tokens::Keys::from_signing_key(&p256::ecdsa::SigningKey::random(&mut rand_core::OsRng))
+        bp_server_example::tokens::Keys::from_signing_key(&ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng))
             .expect("keys");
     let forged = stranger.sign(&claims("https://idp.example", "bp-api", "ada-ext"), "at+jwt").expect("sign");
     assert_eq!(call(forged).await.0, StatusCode::UNAUTHORIZED);

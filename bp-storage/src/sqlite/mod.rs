@@ -19,8 +19,9 @@ mod schema;
 mod security;
 mod writer;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -202,6 +203,9 @@ impl ReadPool {
     }
 }
 
+/// Most account numbers remembered by [`SqliteStore::account_by_number`].
+const NUMBERS_CACHED_MAX: usize = 1 << 20;
+
 /// The SQLite [`Store`] and [`SecurityStore`](bp_core::security::SecurityStore). Cloning shares
 /// the same writer, pool and security connection.
 #[derive(Clone, Debug)]
@@ -212,6 +216,8 @@ pub struct SqliteStore {
     security: Arc<Mutex<Connection>>,
     /// Shared with the writer.
     write_turn: WriteTurn,
+    /// Account number → id: numbers never change, so a lookup is remembered.
+    numbers: Arc<RwLock<HashMap<AccountNumber, AccountId>>>,
     path: PathBuf,
     stats: Arc<WriterStats>,
     threads: Arc<Threads>,
@@ -275,6 +281,7 @@ impl SqliteStore {
                 live,
             }),
             security: Arc::new(Mutex::new(security)),
+            numbers: Arc::default(),
             write_turn,
             path,
             stats,
@@ -323,6 +330,10 @@ impl SqliteStore {
         &self.path
     }
 
+    fn live_account(&self, id: AccountId) -> Option<Account> {
+        self.reads.live.read().unwrap_or_else(PoisonError::into_inner).accounts.get(&id).map(|l| l.account.clone())
+    }
+
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -354,11 +365,28 @@ impl Store for SqliteStore {
     }
 
     async fn account(&self, id: AccountId) -> Result<Option<Account>, StoreError> {
+        // An account changed since its last checkpoint is published in memory by the writer:
+        // answered without a read connection (and a thread hand-off).
+        if let Some(account) = self.live_account(id) {
+            return Ok(Some(account));
+        }
         self.read(move |c, l| reads::account(c, l, id)).await
     }
 
     async fn account_by_number(&self, number: AccountNumber) -> Result<Option<Account>, StoreError> {
-        self.read(move |c, l| reads::account_by_number(c, l, number)).await
+        let known = self.numbers.read().unwrap_or_else(PoisonError::into_inner).get(&number).copied();
+        if let Some(id) = known {
+            return self.account(id).await;
+        }
+        let account = self.read(move |c, l| reads::account_by_number(c, l, number)).await?;
+        if let Some(a) = &account {
+            let mut numbers = self.numbers.write().unwrap_or_else(PoisonError::into_inner);
+            if numbers.len() >= NUMBERS_CACHED_MAX {
+                numbers.clear();
+            }
+            numbers.insert(number, a.id);
+        }
+        Ok(account)
     }
 
     async fn accounts_of(&self, customer: CustomerId) -> Result<Vec<Account>, StoreError> {
