@@ -153,8 +153,8 @@ async fn the_binary_serves_the_demo_and_logs_no_secret_or_personal_data() {
         base: base.clone(),
         token: scripted["access_token"].as_str().expect("at").to_owned(),
     };
-    let (status, me) = bob.get("/v1/me").await;
-    assert_eq!((status, me["username"].as_str()), (StatusCode::OK, Some(credentials[1].0.as_str())));
+    let (status, bob_me) = bob.get("/v1/me").await;
+    assert_eq!((status, bob_me["username"].as_str()), (StatusCode::OK, Some(credentials[1].0.as_str())));
     for k in ["access_token", "refresh_token", "id_token"] {
         secrets.push(scripted[k].as_str().expect("token").to_owned());
     }
