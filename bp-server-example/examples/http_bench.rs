@@ -94,30 +94,37 @@ async fn transfers(h: &support::Harness, connections: usize, seconds: u64) {
         clients.push((p, token, numbers));
     }
 
-    // Transfers at fixed concurrency.
-    let http = reqwest::Client::builder().pool_max_idle_per_host(connections).build().expect("client");
+    // Transfers at fixed concurrency: one keep-alive HTTP/1.1 connection per client.
+    let addr = h.started.running.addr;
     let stop = Arc::new(AtomicBool::new(false));
     let measuring = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for (i, (p, token, numbers)) in clients.into_iter().enumerate() {
-        let (http, base, stop, measuring) = (http.clone(), h.base.clone(), stop.clone(), measuring.clone());
+        let (stop, measuring) = (stop.clone(), measuring.clone());
         tasks.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            stream.set_nodelay(true).expect("nodelay");
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
+            tokio::spawn(conn);
+            let authorization = format!("Bearer {token}");
             let mut latencies = Vec::new();
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let (from, to) = if n % 2 == 0 { (p.accounts[0], &numbers[1]) } else { (p.accounts[1], &numbers[0]) };
                 let body = json!({ "from_account": from, "to_account_number": to, "amount": { "amount": "0.01", "currency": "EUR" } });
+                let request = hyper::Request::post("/v1/transfers")
+                    .header("host", addr.to_string())
+                    .header("authorization", &authorization)
+                    .header("content-type", "application/json")
+                    .header("idempotency-key", format!("bench-{i}-{n}"))
+                    .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))
+                    .expect("request");
                 let started = Instant::now();
-                let r = http
-                    .post(format!("{base}/v1/transfers"))
-                    .bearer_auth(&token)
-                    .header("Idempotency-Key", format!("bench-{i}-{n}"))
-                    .json(&body)
-                    .send()
-                    .await
-                    .expect("transfer");
-                assert_eq!(r.status(), reqwest::StatusCode::CREATED, "transfer posted");
-                let _ = r.bytes().await;
+                sender.ready().await.expect("connection ready");
+                let response = sender.send_request(request).await.expect("transfer");
+                assert_eq!(response.status(), hyper::StatusCode::CREATED, "transfer posted");
+                let _ = http_body_util::BodyExt::collect(response.into_body()).await.expect("body");
                 if measuring.load(Ordering::Relaxed) {
                     latencies.push(started.elapsed());
                 }

@@ -138,17 +138,8 @@ async fn exemptions_own_accounts_low_value_and_trusted_beneficiaries() {
     let api = Api::new(&server, &server.login(&ada, ALL).await);
     let bob_api = Api::new(&server, &server.login(&bob, ALL).await);
     let bob_eur = number(&bob_api, &bob.eur).await;
-    let ada_eur2 = {
-        // A second EUR account of Ada's, for an own-accounts transfer.
-        let id = bp_core::ids::AccountId::new_v7();
-        server
-            .state
-            .ledger
-            .open_account(bp_core::service::current_account(id, ada.id, bp_core::money::Currency::EUR))
-            .await
-            .expect("open");
-        id
-    };
+    // A second EUR account of Ada's, for an own-accounts transfer.
+    let ada_eur2 = server.open_eur(ada.id).await;
     let own = number(&api, &ada_eur2).await;
 
     let (status, body) = api.post("/v1/transfers", &pay(&ada.eur, &own, "5000.00"), Some("own-1")).await;
@@ -212,13 +203,7 @@ async fn retries_with_the_same_key_move_money_once() {
     let mut server = Server::start().await;
     let ada = server.customer("ada-i", 100_000, 0).await;
     let api = Api::new(&server, &server.login(&ada, ALL).await);
-    let second = bp_core::ids::AccountId::new_v7();
-    server
-        .state
-        .ledger
-        .open_account(bp_core::service::current_account(second, ada.id, bp_core::money::Currency::EUR))
-        .await
-        .expect("open");
+    let second = server.open_eur(ada.id).await;
     let to = number(&api, &second).await;
     let body = pay(&ada.eur, &to, "10.00");
     let (s1, first) = api.post("/v1/transfers", &body, Some("retry-me")).await;
@@ -335,13 +320,7 @@ async fn history_filters_and_pages_and_errors_are_problems() {
     let mut server = Server::start().await;
     let ada = server.customer("ada-h", 100_000, 0).await;
     let api = Api::new(&server, &server.login(&ada, ALL).await);
-    let second = bp_core::ids::AccountId::new_v7();
-    server
-        .state
-        .ledger
-        .open_account(bp_core::service::current_account(second, ada.id, bp_core::money::Currency::EUR))
-        .await
-        .expect("open");
+    let second = server.open_eur(ada.id).await;
     let to = number(&api, &second).await;
     for i in 1..=5 {
         let (status, _) =

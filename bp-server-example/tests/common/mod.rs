@@ -128,6 +128,14 @@ impl Server {
         }
     }
 
+    /// Opens another (empty) EUR account of `customer`.
+    pub async fn open_eur(&self, customer: CustomerId) -> AccountId {
+        let id = AccountId::new_v7();
+        let request = bp_core::service::current_account(id, customer, Currency::EUR);
+        self.state.ledger.open_account(request).await.expect("open account");
+        id
+    }
+
     /// A TOTP code of `c` not used before (a code is accepted once; steps within one of now).
     pub fn totp(&self, c: &Customer) -> String {
         let now_step = now_s() / TOTP_STEP_S;
