@@ -116,8 +116,10 @@ pub fn totp_uri(secret: &[u8], issuer: &str, account: &str) -> String {
         ("period", "30"),
     ])
     .unwrap_or_default();
-    let label = serde_urlencoded::to_string([("", format!("{issuer}:{account}"))]).unwrap_or_default();
-    format!("otpauth://totp/{}?{query}", label.trim_start_matches('='))
+    let encode =
+        |s: &str| serde_urlencoded::to_string([("", s)]).unwrap_or_default().trim_start_matches('=').to_owned();
+    // The label is issuer:account with a literal colon, as the Key URI format shows it.
+    format!("otpauth://totp/{}:{}?{query}", encode(issuer), encode(account))
 }
 
 /// Base32 of a TOTP secret, as authenticator apps take it.

@@ -13,6 +13,11 @@ use bp_server_example::config::Config;
 use bp_server_example::{crypto, demo, start};
 use clap::{Parser, Subcommand};
 
+// The server allocates many small buffers per request on several threads; mimalloc serves
+// them with less contention than the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The bp reference server: banking API, OAuth2/OpenID provider and strong customer
 /// authentication on an embedded SQLite database.
 #[derive(Debug, Parser)]

@@ -411,3 +411,36 @@ async fn device_registration_needs_proof_of_the_key() {
     assert_eq!(api.get("/v1/devices").await.1["devices"], json!([]));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_challenge_expires_and_releases_the_money() {
+    let mut server = Server::start_with(|c| c.sca.challenge_ttl_s = 1).await;
+    let ada = server.customer("ada-x1", 100_000, 0).await;
+    let bob = server.customer("bob-x1", 0, 0).await;
+    let api = Api::new(&server, &server.login(&ada, ALL).await);
+    let bob_api = Api::new(&server, &server.login(&bob, ALL).await);
+    let bob_eur = number(&bob_api, &bob.eur).await;
+    let (status, created) = api.post("/v1/transfers", &pay(&ada.eur, &bob_eur, "400.00"), Some("slow")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (_, account) = api.get(&format!("/v1/accounts/{}", ada.eur)).await;
+    assert_eq!(account["balances"]["held"]["amount"], "400.00", "held while waiting");
+    let id = created["transfer"]["id"].as_str().expect("id").to_owned();
+    // The sweeper voids it within a few seconds of its expiry.
+    let mut state = Value::Null;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        state = api.get(&format!("/v1/transfers/{id}")).await.1["state"].clone();
+        if state == "voided" {
+            break;
+        }
+    }
+    assert_eq!(state, "voided");
+    let (_, account) = api.get(&format!("/v1/accounts/{}", ada.eur)).await;
+    assert_eq!(account["balances"]["held"]["amount"], "0.00", "released");
+    assert_eq!(account["balances"]["posted"]["amount"], "1000.00");
+    let answer = json!({ "method": "totp", "challenge_id": created["sca"]["id"], "code": server.totp(&ada) });
+    let (status, body) = api.post(&format!("/v1/transfers/{id}/confirm"), &answer, None).await;
+    assert_problem(status, &body, StatusCode::CONFLICT, "challenge-closed");
+    assert_eq!(balance(&bob_api, &bob.eur).await, "0.00");
+    server.stop().await;
+}

@@ -349,3 +349,50 @@ async fn tls_when_a_certificate_is_configured() {
     assert!(reqwest::get(format!("{}/livez", server.base)).await.is_err(), "no plain HTTP on the TLS port");
     server.stop().await;
 }
+
+#[test]
+fn create_customer_opens_a_customer_who_can_sign_in() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bp-server-example"))
+        .args([
+            "create-customer",
+            "--username",
+            "carol",
+            "--given-name",
+            "Carol",
+            "--family-name",
+            "Shaw",
+            "--currencies",
+            "EUR,CHF",
+        ])
+        .env("BP_STORAGE__DATA_DIR", dir.path())
+        .env("BP_DEMO", "false")
+        .env("BP_AUTH__ARGON2_MEMORY_KIB", "8192")
+        .env("BP_AUTH__ARGON2_ITERATIONS", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child.stdin.take().expect("stdin").write_all(b"carol-has-a-long-password\n").expect("password");
+    let output = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("otpauth://totp/bp:carol?secret="), "the TOTP secret is shown once: {stderr}");
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("carol-has-a-long-password"));
+    // A short password is refused, and so is a taken username.
+    for (name, password) in [("dave", "short\n"), ("carol", "another-long-password\n")] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bp-server-example"))
+            .args(["create-customer", "--username", name, "--given-name", "D", "--family-name", "E"])
+            .env("BP_STORAGE__DATA_DIR", dir.path())
+            .env("BP_DEMO", "false")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        child.stdin.take().expect("stdin").write_all(password.as_bytes()).expect("write");
+        let output = child.wait_with_output().expect("wait");
+        assert!(!output.status.success(), "{name} must be refused");
+    }
+}
