@@ -104,7 +104,7 @@ async fn transfers(h: &support::Harness, connections: usize, seconds: u64) {
     let stop = Arc::new(AtomicBool::new(false));
     let measuring = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
-    for (i, (p, token, numbers)) in clients.into_iter().enumerate() {
+    for (p, token, numbers) in clients {
         let (stop, measuring) = (stop.clone(), measuring.clone());
         tasks.push(tokio::spawn(async move {
             let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -122,7 +122,7 @@ async fn transfers(h: &support::Harness, connections: usize, seconds: u64) {
                     .header("host", addr.to_string())
                     .header("authorization", &authorization)
                     .header("content-type", "application/json")
-                    .header("idempotency-key", format!("bench-{i}-{n}"))
+                    .header("idempotency-key", uuid::Uuid::now_v7().to_string())
                     .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))
                     .expect("request");
                 let started = Instant::now();

@@ -105,11 +105,26 @@ pub fn routes() -> ApiRouter<Arc<AppState>> {
         .api_route("/v1/services", get_with(services, |o| o.tag("services").summary("External services used (FR3)")))
 }
 
-/// The transfer id of a customer's Idempotency-Key.
+/// The transfer id of a customer's Idempotency-Key: the same key of the same customer always
+/// gives the same id, and different customers' keys never meet.
+///
+/// When the key is a UUIDv7 (what clients are advised to use), the id keeps its millisecond
+/// timestamp in front (an RFC 9562 version-8 UUID: the key's 48-bit time, then 74 bits of a
+/// SHA-1 of namespace, customer and key), so transfer ids are time-ordered and the store appends
+/// to its index instead of writing a random page per payment. Any other key gives a
+/// name-based (v5) UUID of namespace, customer and key.
 pub fn transfer_id(customer: CustomerId, key: &str) -> TransferId {
     let mut name = customer.as_uuid().as_bytes().to_vec();
     name.extend_from_slice(key.as_bytes());
-    TransferId::from_uuid(Uuid::new_v5(&TRANSFER_NAMESPACE, &name))
+    let named = Uuid::new_v5(&TRANSFER_NAMESPACE, &name);
+    match Uuid::parse_str(key) {
+        Ok(k) if k.get_version_num() == 7 => {
+            let mut bytes = *named.as_bytes();
+            bytes[..6].copy_from_slice(&k.as_bytes()[..6]);
+            TransferId::from_uuid(uuid::Builder::from_custom_bytes(bytes).into_uuid())
+        }
+        _ => TransferId::from_uuid(named),
+    }
 }
 
 /// The challenge id of what it authorizes (a transfer or a beneficiary id).
@@ -779,4 +794,25 @@ async fn services(auth: Auth) -> ApiResult<Json<ServiceList>> {
     // External services (interbank, international, loans) are not connected to this server
     // yet; the list says so instead of pretending the customer has none.
     Ok(Json(ServiceList { services: Vec::new(), external_services_connected: false }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transfer_ids_are_per_customer_and_time_ordered_for_uuid7_keys() {
+        let (a, b) = (CustomerId::new_v7(), CustomerId::new_v7());
+        assert_eq!(transfer_id(a, "k-1"), transfer_id(a, "k-1"));
+        assert_ne!(transfer_id(a, "k-1"), transfer_id(b, "k-1"));
+        assert_eq!(transfer_id(a, "k-1").as_uuid().get_version_num(), 5);
+        let earlier = Uuid::now_v7().to_string();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let later = Uuid::now_v7().to_string();
+        let (x, y) = (transfer_id(a, &earlier), transfer_id(a, &later));
+        assert_eq!(x.as_uuid().get_version_num(), 8);
+        assert_eq!(x, transfer_id(a, &earlier), "deterministic");
+        assert_ne!(x, transfer_id(b, &earlier), "per customer");
+        assert!(x < y, "time-ordered");
+    }
 }

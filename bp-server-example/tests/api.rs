@@ -211,6 +211,14 @@ async fn retries_with_the_same_key_move_money_once() {
     assert_eq!((s1, s2), (StatusCode::CREATED, StatusCode::CREATED));
     assert_eq!(first, again, "the same answer");
     assert_eq!(balance(&api, &second).await, "10.00", "moved once");
+    // A UUIDv7 key (what clients are advised to use) behaves the same.
+    let key = uuid::Uuid::now_v7().to_string();
+    let (s1, first) = api.post("/v1/transfers", &pay(&ada.eur, &to, "0.50"), Some(&key)).await;
+    let (s2, again) = api.post("/v1/transfers", &pay(&ada.eur, &to, "0.50"), Some(&key)).await;
+    assert_eq!((s1, s2, &first), (StatusCode::CREATED, StatusCode::CREATED, &again));
+    let (status, _) = api.post("/v1/transfers", &pay(&ada.eur, &to, "0.60"), Some(&key)).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(balance(&api, &second).await, "10.50", "moved once");
     // Concurrent retries too.
     let tasks: Vec<_> = (0..8)
         .map(|_| {
@@ -226,7 +234,7 @@ async fn retries_with_the_same_key_move_money_once() {
         ids.insert(body["transfer"]["id"].as_str().expect("id").to_owned());
     }
     assert_eq!(ids.len(), 1);
-    assert_eq!(balance(&api, &second).await, "11.00");
+    assert_eq!(balance(&api, &second).await, "11.50");
     // The same key with another body: a conflict, nothing moves.
     let (status, body) = api.post("/v1/transfers", &pay(&ada.eur, &to, "10.01"), Some("retry-me")).await;
     assert_problem(status, &body, StatusCode::CONFLICT, "idempotency-conflict");
@@ -249,7 +257,7 @@ async fn retries_with_the_same_key_move_money_once() {
         json!({ "from_account": ada.eur, "to_account_number": to, "amount": { "amount": "1.00", "currency": "USD" } });
     let (status, body) = api.post("/v1/transfers", &usd, Some("usd")).await;
     assert_problem(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "account-unusable");
-    assert_eq!(balance(&api, &ada.eur).await, "989.00");
+    assert_eq!(balance(&api, &ada.eur).await, "988.50");
     server.stop().await;
 }
 
