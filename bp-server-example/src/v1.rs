@@ -286,7 +286,10 @@ impl OperationInput for IdempotencyKey {
         operation.parameters.push(aide::openapi::ReferenceOr::Item(Parameter::Header {
             parameter_data: ParameterData {
                 name: "Idempotency-Key".to_owned(),
-                description: Some("A unique value per payment (e.g. a UUID), reused on every retry of it".to_owned()),
+                description: Some(
+                    "A unique value per payment, reused on every retry of it; a UUIDv7 is best (transfer ids then keep its time order)"
+                        .to_owned(),
+                ),
                 required: true,
                 format: ParameterSchemaOrContent::Schema(SchemaObject {
                     json_schema: schema,
