@@ -240,3 +240,40 @@ async fn discovery_and_jwks_describe_the_provider() {
     assert!(jwks["keys"][0].get("d").is_none(), "no private part");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codes_expire_and_lockouts_grow_longer() {
+    let mut server = Server::start_with(|c| {
+        c.auth.code_ttl_s = 1;
+        c.lockout.failures_max = 2;
+        c.lockout.lock_s = 1;
+    })
+    .await;
+    let ada = server.customer("ada-ttl", 0, 0).await;
+    let flow = server.login_until_code(&ada, "openid").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let r = flow.exchange(&server, &flow.verifier).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.json::<Value>().await.expect("json")["error_description"], "the code has expired");
+
+    // Each lockout lasts twice as long as the one before.
+    let mut flow = CodeFlow::begin(&server, "openid").await;
+    let mut spans = Vec::new();
+    for _ in 0..2 {
+        for _ in 0..2 {
+            flow.password(&server, "ada-ttl", "wrong password!").await;
+        }
+        let state = server.state.security.security_state(ada.id).await.expect("state");
+        let until = state.locked_until.expect("locked");
+        spans.push((until - chrono::Utc::now()).num_milliseconds());
+        tokio::time::sleep(std::time::Duration::from_millis(
+            u64::try_from(spans.last().copied().unwrap_or(0)).unwrap_or(0) + 100,
+        ))
+        .await;
+    }
+    assert!(spans[0] <= 1000 && spans[1] > 1000 && spans[1] <= 2000, "1 s, then 2 s: {spans:?}");
+    // After the lock, the right password works again and resets the count.
+    let page = flow.password(&server, "ada-ttl", &ada.password).await;
+    assert!(page.contains("Confirm it is you"), "{page}");
+    server.stop().await;
+}

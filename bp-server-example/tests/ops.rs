@@ -127,6 +127,12 @@ async fn the_binary_serves_the_demo_and_logs_no_secret_or_personal_data() {
     };
     let (status, me) = api.get("/v1/me").await;
     assert_eq!(status, StatusCode::OK);
+    assert_eq!(me["photo_url"], "/v1/me/photo");
+    let photo =
+        reqwest::Client::new().get(format!("{base}/v1/me/photo")).bearer_auth(&api.token).send().await.expect("photo");
+    assert_eq!(photo.headers()["content-type"], "image/svg+xml");
+    assert!(photo.headers()["content-security-policy"].to_str().expect("ascii").contains("sandbox"));
+    assert!(photo.text().await.expect("svg").starts_with("<svg"));
     let (_, accounts) = api.get("/v1/accounts").await;
     let list = accounts["accounts"].as_array().expect("accounts");
     assert_eq!(list.len(), 2, "two currencies");
