@@ -214,6 +214,9 @@ pub struct SqliteStore {
     reads: Arc<ReadPool>,
     /// Writes the security records, one transaction at a time, beside the ledger writer.
     security: Arc<Mutex<Connection>>,
+    /// Writes ordinary refresh-token rotations only, at `synchronous=NORMAL` (see
+    /// [`security`](self::security)): durable at the next fsync of the WAL by any connection.
+    rotations: Arc<Mutex<Connection>>,
     /// Shared with the writer.
     write_turn: WriteTurn,
     /// Account number → id: numbers never change, so a lookup is remembered.
@@ -258,6 +261,9 @@ impl SqliteStore {
         let security = open_connection(&path, rw, 1024)?;
         // Like the ledger writer's, its commits leave checkpoints to the checkpoint thread.
         security.pragma_update(None, "wal_autocheckpoint", 0).map_err(sql_err)?;
+        let rotations = open_connection(&path, rw, 256)?;
+        rotations.pragma_update(None, "wal_autocheckpoint", 0).map_err(sql_err)?;
+        rotations.pragma_update(None, "synchronous", "NORMAL").map_err(sql_err)?;
         let checkpointer = open_connection(&path, rw, 1024)?;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         // From here on, an early return drops `threads`, which stops the checkpoint thread.
@@ -281,6 +287,7 @@ impl SqliteStore {
                 live,
             }),
             security: Arc::new(Mutex::new(security)),
+            rotations: Arc::new(Mutex::new(rotations)),
             numbers: Arc::default(),
             write_turn,
             path,
@@ -305,10 +312,11 @@ impl SqliteStore {
     /// copied or removed at once; otherwise it returns at once. It fails only if one of those
     /// threads panicked.
     pub async fn close(self) -> Result<(), StoreError> {
-        let Self { jobs, reads, security, threads, .. } = self;
+        let Self { jobs, reads, security, rotations, threads, .. } = self;
         drop(jobs);
         drop(reads);
         drop(security);
+        drop(rotations);
         let Some(mut threads) = Arc::into_inner(threads) else { return Ok(()) };
         threads.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let handles = [threads.writer.take(), threads.checkpointer.take()];

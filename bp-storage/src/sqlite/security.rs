@@ -9,7 +9,14 @@
 //! transaction takes SQLite's write lock, which the ledger writer takes for each batch: the two
 //! take turns at it through the store's [`WriteTurn`](super::WriteTurn), so a security write
 //! waits at most for the batch in progress. Reads are single statements on the read pool, beside
-//! the ledger's reads. Commits are as durable as the ledger's (WAL, `synchronous=FULL`).
+//! the ledger's reads. Commits are as durable as the ledger's (WAL, `synchronous=FULL`), with one
+//! exception: an ordinary refresh-token rotation (the old token becomes used, its successor
+//! active) commits on a second connection at `synchronous=NORMAL`, so it does not wait for an
+//! fsync of its own; it is durable at the next fsync of the WAL — the next commit of the ledger or
+//! of any other security record, or the checkpoint thread's next pass (every few milliseconds).
+//! A power cut in that window can undo the latest rotations: their clients must sign in again,
+//! and a token they had used is active again until used. Everything else — a reuse and the
+//! revocation it causes, sign-outs, audit entries, credentials, challenges — commits at `FULL`.
 
 use std::sync::{Arc, PoisonError};
 
@@ -139,6 +146,22 @@ fn token_from_row(row: &Row<'_>) -> Result<RefreshToken, StoreError> {
     })
 }
 
+/// Marks the active token hashed `old` used and inserts its successor, inside the caller's
+/// transaction, after `rotation_of` said `Rotated`.
+fn rotate(c: &Connection, stored: &RefreshToken, old: &[u8; 32], new: &RefreshToken) -> Result<(), StoreError> {
+    let taken = exists(c, "SELECT 1 FROM refresh_tokens WHERE hash = ?1", [new.hash])?;
+    successor_fits(stored, new, taken)?;
+    let used = execute(
+        c,
+        "UPDATE refresh_tokens SET state = ?2 WHERE hash = ?1 AND state = ?3",
+        params![old, token_state_to(RefreshTokenState::Used), token_state_to(RefreshTokenState::Active)],
+    )?;
+    assert_eq!(used, 1, "the token that rotates was active inside this transaction");
+    let inserted = insert_token(c, new)?;
+    assert!(inserted, "the successor's hash was free inside this transaction");
+    Ok(())
+}
+
 fn refresh_token(conn: &Connection, hash: &[u8; 32]) -> Result<Option<RefreshToken>, StoreError> {
     row(
         conn,
@@ -253,10 +276,18 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        self.write_on(Arc::clone(&self.security), f).await
+    }
+
+    /// [`Self::security_write`] on `conn`.
+    async fn write_on<T, F>(&self, conn: Arc<std::sync::Mutex<Connection>>, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
         // Waiting for the turn holds no thread; the blocking task keeps it until its transaction
         // has ended, even if this future is dropped meanwhile.
         let turn = Arc::clone(&self.write_turn).lock_owned().await;
-        let conn = Arc::clone(&self.security);
         tokio::task::spawn_blocking(move || {
             let _turn = turn;
             // A panic inside `f` drops its transaction, which rolls back: the connection is
@@ -382,6 +413,29 @@ impl SecurityStore for SqliteStore {
         new: RefreshToken,
         now: Timestamp,
     ) -> Result<Rotation, StoreError> {
+        // An ordinary rotation commits on the rotations connection (synchronous=NORMAL); any
+        // other outcome — above all a reuse, which revokes the session — is decided again and
+        // written on the security connection (synchronous=FULL).
+        let successor = new.clone();
+        let ordinary = self
+            .write_on(Arc::clone(&self.rotations), move |c| {
+                let stored = refresh_token(c, &old)?;
+                let revoked = match &stored {
+                    Some(t) => session_revoked(c, t.session)?,
+                    None => false,
+                };
+                match rotation_of(stored.as_ref(), revoked, now) {
+                    Rotation::Rotated(stored) => {
+                        rotate(c, &stored, &old, &successor)?;
+                        Ok(Some(Rotation::Rotated(stored)))
+                    }
+                    _ => Ok(None),
+                }
+            })
+            .await?;
+        if let Some(rotation) = ordinary {
+            return Ok(rotation);
+        }
         self.security_write(move |c| {
             let stored = refresh_token(c, &old)?;
             let revoked = match &stored {
@@ -390,22 +444,7 @@ impl SecurityStore for SqliteStore {
             };
             let rotation = rotation_of(stored.as_ref(), revoked, now);
             match &rotation {
-                Rotation::Rotated(stored) => {
-                    let taken = exists(c, "SELECT 1 FROM refresh_tokens WHERE hash = ?1", [new.hash])?;
-                    successor_fits(stored, &new, taken)?;
-                    let used = execute(
-                        c,
-                        "UPDATE refresh_tokens SET state = ?2 WHERE hash = ?1 AND state = ?3",
-                        params![
-                            old,
-                            token_state_to(RefreshTokenState::Used),
-                            token_state_to(RefreshTokenState::Active)
-                        ],
-                    )?;
-                    assert_eq!(used, 1, "the token that rotates was active inside this transaction");
-                    let inserted = insert_token(c, &new)?;
-                    assert!(inserted, "the successor's hash was free inside this transaction");
-                }
+                Rotation::Rotated(stored) => rotate(c, stored, &old, &new)?,
                 Rotation::Reused { session, .. } => revoke(c, *session, now)?,
                 Rotation::Revoked | Rotation::Expired | Rotation::Unknown => {}
             }
