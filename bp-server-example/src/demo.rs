@@ -211,8 +211,10 @@ pub async fn seed(state: &AppState, credentials_file: &Path) -> Result<Option<Ve
 pub fn credentials_text(enrolled: &[Enrolled], issuer: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "bp demo customers (development mode) — shown once, also in data/demo-credentials.txt");
-    let _ = writeln!(out, "Sign in at {issuer}/ ; add each TOTP secret to an authenticator app, or run");
-    let _ = writeln!(out, "`cargo run -p bp-server-example -- totp <secret>` to print the current code.");
+    let _ =
+        writeln!(out, "The API is at {issuer}/v1 (docs/api/README.md); `scripts/demo-login.sh` signs in with curl.");
+    let _ = writeln!(out, "Add a TOTP secret to an authenticator app, or print its current code with");
+    let _ = writeln!(out, "`cargo run -p bp-server-example -- totp <secret>`.");
     for e in enrolled {
         let _ = writeln!(out, "  username: {:<6} password: {}  totp secret: {}", e.username, e.password, e.totp_base32);
         let _ = writeln!(out, "    {}", e.totp_uri);

@@ -141,7 +141,8 @@ impl AppState {
         };
         let entry = AuditEntry { position: 0, at: self.now(), kind, customer_id: customer, detail };
         self.security.append_audit(entry).await?;
-        tracing::info!(audit = ?kind, customer = ?customer.map(|c| c.to_string()), "security event");
+        let customer_id = customer.map_or_else(|| "-".to_owned(), |c| c.to_string());
+        tracing::info!(audit = ?kind, customer = %customer_id, "security event");
         Ok(())
     }
 

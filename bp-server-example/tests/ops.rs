@@ -402,3 +402,31 @@ fn create_customer_opens_a_customer_who_can_sign_in() {
         assert!(!output.status.success(), "{name} must be refused");
     }
 }
+
+#[test]
+fn print_config_shows_the_effective_settings_and_bad_ones_are_refused() {
+    let output = Command::new(env!("CARGO_BIN_EXE_bp-server-example"))
+        .arg("print-config")
+        .env("BP_SCA__LOW_VALUE_COUNT_MAX", "3")
+        .output()
+        .expect("run");
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).expect("utf-8");
+    let parsed: toml::Table = text.parse().expect("TOML");
+    assert_eq!(parsed["server"]["listen"].as_str(), Some("127.0.0.1:8080"));
+    assert_eq!(parsed["sca"]["low_value_count_max"].as_integer(), Some(3));
+    // A public address in development mode without TLS: refused, with the reason.
+    let output = Command::new(env!("CARGO_BIN_EXE_bp-server-example"))
+        .arg("print-config")
+        .env("BP_SERVER__LISTEN", "0.0.0.0:8080")
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("loopback"));
+    let output = Command::new(env!("CARGO_BIN_EXE_bp-server-example"))
+        .arg("print-config")
+        .env("BP_SERVER__LISTNE", "127.0.0.1:1")
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(2), "a misspelt setting is an error, not ignored");
+}
