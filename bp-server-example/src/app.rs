@@ -325,3 +325,25 @@ async fn shutdown_signal() {
         () = term => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn slow_requests_are_answered_with_a_timeout_problem() {
+        let app: Router = Router::new()
+            .route("/slow", get(|| async { tokio::time::sleep(Duration::from_secs(5)).await }))
+            .route("/fast", get(|| async { "ok" }))
+            .layer(middleware::from_fn(|req, next| timeout_layer(Duration::from_millis(50), req, next)));
+        let slow =
+            app.clone().oneshot(Request::get("/slow").body(Body::empty()).expect("request")).await.expect("answer");
+        assert_eq!(slow.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(slow.headers()[header::CONTENT_TYPE], crate::problem::PROBLEM_JSON);
+        let fast = app.oneshot(Request::get("/fast").body(Body::empty()).expect("request")).await.expect("answer");
+        assert_eq!(fast.status(), StatusCode::OK);
+    }
+}
