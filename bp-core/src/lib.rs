@@ -9,6 +9,7 @@
 pub mod account;
 pub mod account_number;
 pub mod api;
+pub mod bus;
 pub mod clock;
 pub mod command;
 pub mod customer;

@@ -18,12 +18,13 @@ use crate::ids::{AccountId, CustomerId, TransferId};
 use crate::money::Currency;
 use crate::rules::{LedgerView, decide};
 use crate::state::LedgerState;
-use crate::store::{CurrencyTotal, HistoryQuery, OutboxEntry, PAGE_LEN_MAX, Page, Store};
+use crate::store::{CurrencyTotal, HistoryQuery, OutboxEntry, PAGE_LEN_MAX, Page, Store, check_cursor_name};
 use crate::transfer::{Posting, Transfer, TransferState};
 
 #[derive(Debug, Default)]
 struct Inner {
     state: LedgerState,
+    cursors: HashMap<String, u64>,
     postings: HashMap<AccountId, Vec<Posting>>,
     events: HashMap<AccountId, Vec<Event>>,
     outbox: Vec<Event>,
@@ -153,6 +154,19 @@ impl Store for MemoryStore {
         due.sort_by_key(|t| (t.hold_until, t.id));
         let limit = usize::try_from(limit.min(PAGE_LEN_MAX)).unwrap_or(usize::MAX);
         Ok(due.into_iter().take(limit).map(|t| t.id).collect())
+    }
+
+    async fn cursor(&self, name: &str) -> Result<u64, StoreError> {
+        check_cursor_name(name)?;
+        Ok(self.lock().cursors.get(name).copied().unwrap_or(0))
+    }
+
+    async fn set_cursor(&self, name: &str, position: u64) -> Result<(), StoreError> {
+        check_cursor_name(name)?;
+        let mut inner = self.lock();
+        let cursor = inner.cursors.entry(name.to_owned()).or_insert(0);
+        *cursor = (*cursor).max(position);
+        Ok(())
     }
 
     async fn totals(&self) -> Result<Vec<CurrencyTotal>, StoreError> {

@@ -178,4 +178,30 @@ pub trait Store: Send + Sync + 'static {
 
     /// The sum of posted balances per currency (the ledger keeps each at zero).
     async fn totals(&self) -> Result<Vec<CurrencyTotal>, StoreError>;
+
+    /// The outbox position the consumer `name` (such as the outbox relay) has recorded with
+    /// [`Store::set_cursor`]; 0 when it has recorded none.
+    async fn cursor(&self, name: &str) -> Result<u64, StoreError>;
+
+    /// Records, durably, that the consumer `name` is done with the outbox up to `position`. A
+    /// cursor only moves forward: an older position than the recorded one changes nothing.
+    async fn set_cursor(&self, name: &str, position: u64) -> Result<(), StoreError>;
+}
+
+/// Longest consumer name of [`Store::cursor`], in bytes.
+pub const CURSOR_NAME_LEN_MAX: usize = 64;
+
+/// Checks a consumer name of [`Store::cursor`]: 1 to 64 bytes of `a-z`, `0-9`, `.`, `_`, `-`.
+pub fn check_cursor_name(name: &str) -> Result<(), StoreError> {
+    let ok = !name.is_empty()
+        && name.len() <= CURSOR_NAME_LEN_MAX
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::new(
+            crate::StoreErrorKind::InvalidRequest,
+            "a cursor name is 1 to 64 characters of a-z, 0-9, '.', '_' or '-'",
+        ))
+    }
 }

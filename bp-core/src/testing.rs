@@ -55,7 +55,7 @@ mod transfers;
 pub use accounts::{account_open, account_status};
 pub use concurrency::{concurrent_idempotency, concurrent_transfers};
 pub use customers::{customer_open, customer_update, customer_validation};
-pub use events::events_and_outbox;
+pub use events::{events_and_outbox, outbox_cursors};
 pub use history::{history_filters, history_invalid, history_pagination};
 pub use pending::{pending_errors, pending_expiry, pending_lifecycle};
 pub use transfers::{
@@ -201,6 +201,7 @@ macro_rules! __store_conformance_cases {
             history_filters
             history_invalid
             events_and_outbox
+            outbox_cursors
             concurrent_transfers
             concurrent_idempotency
         }

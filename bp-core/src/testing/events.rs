@@ -159,3 +159,26 @@ pub async fn events_and_outbox<F: StoreFactory>(f: &F) {
     assert!(ok("far after the end", h.store().outbox_after(u64::MAX, 10).await).is_empty());
     h.check_invariants().await;
 }
+
+/// Consumer cursors: 0 until recorded, only forward, one per name, names checked.
+pub async fn outbox_cursors<F: StoreFactory>(f: &F) {
+    let h = Harness::new(f).await;
+    let store = h.store();
+    let ok = |what: &str, r: Result<u64, crate::StoreError>| r.unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(ok("a new cursor", store.cursor("relay").await), 0);
+    store.set_cursor("relay", 7).await.expect("set 7");
+    assert_eq!(ok("after 7", store.cursor("relay").await), 7);
+    store.set_cursor("relay", 3).await.expect("set 3");
+    assert_eq!(ok("an older position changes nothing", store.cursor("relay").await), 7);
+    store.set_cursor("relay", 7).await.expect("set 7 again");
+    store.set_cursor("relay", u64::from(u32::MAX) + 5).await.expect("set a large position");
+    assert_eq!(ok("forward", store.cursor("relay").await), u64::from(u32::MAX) + 5);
+    assert_eq!(ok("another consumer", store.cursor("relay-2").await), 0);
+    for bad in ["", "Relay", "a b", &"x".repeat(65)] {
+        let e = store.cursor(bad).await.expect_err("a bad name");
+        assert_eq!(e.kind(), crate::StoreErrorKind::InvalidRequest, "{bad:?}");
+        let e = store.set_cursor(bad, 1).await.expect_err("a bad name");
+        assert_eq!(e.kind(), crate::StoreErrorKind::InvalidRequest, "{bad:?}");
+    }
+    h.check_invariants().await;
+}

@@ -32,10 +32,10 @@ use bp_core::command::{Command, Executed};
 use bp_core::customer::{Customer, Username};
 use bp_core::event::Event;
 use bp_core::ids::{AccountId, CustomerId, TransferId};
-use bp_core::store::{CurrencyTotal, HistoryQuery, OutboxEntry, Page, Store};
+use bp_core::store::{CurrencyTotal, HistoryQuery, OutboxEntry, Page, Store, check_cursor_name};
 use bp_core::transfer::{Posting, Transfer};
 use bp_core::{Error, StoreError, StoreErrorKind, Timestamp};
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 pub use schema::SCHEMA_VERSION;
@@ -424,5 +424,37 @@ impl Store for SqliteStore {
 
     async fn totals(&self) -> Result<Vec<CurrencyTotal>, StoreError> {
         self.read(reads::totals).await
+    }
+
+    async fn cursor(&self, name: &str) -> Result<u64, StoreError> {
+        check_cursor_name(name)?;
+        let key = format!("cursor:{name}");
+        self.read(move |c, _| {
+            let value: Option<i64> = c
+                .query_row("SELECT value FROM meta WHERE name = ?1", [&key], |r| r.get(0))
+                .optional()
+                .map_err(sql_err)?;
+            u64::try_from(value.unwrap_or(0)).map_err(|_| StoreError::new(StoreErrorKind::Corrupt, "a negative cursor"))
+        })
+        .await
+    }
+
+    async fn set_cursor(&self, name: &str, position: u64) -> Result<(), StoreError> {
+        check_cursor_name(name)?;
+        let key = format!("cursor:{name}");
+        let value = i64::try_from(position)
+            .map_err(|_| StoreError::new(StoreErrorKind::InvalidRequest, "a cursor beyond the outbox"))?;
+        // Written like the security records (their connection, at synchronous=FULL): the ledger
+        // writer's tables are not touched.
+        self.security_write(move |c| {
+            c.execute(
+                "INSERT INTO meta (name, value) VALUES (?1, ?2) \
+                 ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
+                rusqlite::params![key, value],
+            )
+            .map_err(sql_err)?;
+            Ok(())
+        })
+        .await
     }
 }

@@ -271,7 +271,7 @@ fn audit_from_row(row: &Row<'_>) -> Result<AuditEntry, StoreError> {
 impl SqliteStore {
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction of the security connection, committing
     /// when it returns `Ok` and rolling back when it returns `Err`.
-    async fn security_write<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(super) async fn security_write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
