@@ -99,6 +99,11 @@ impl Relay {
         Arc::clone(&self.wake)
     }
 
+    /// Uses `wake` (shared with whoever commits) as the relay's waker.
+    pub fn set_waker(&mut self, wake: Arc<Notify>) {
+        self.wake = wake;
+    }
+
     /// Publishes the next batch, if any, and records its position; returns how many events it
     /// published.
     pub async fn step(&mut self, now: Timestamp) -> Result<usize, RelayError> {

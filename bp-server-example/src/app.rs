@@ -102,6 +102,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/oauth2/token", post(oauth::token))
         .route("/oauth2/revoke", post(oauth::revoke))
         .route("/oauth2/userinfo", get(oauth::userinfo))
+        .route("/v1/events", get(crate::events::stream))
+        .route("/v1/events/ticket", post(crate::events::ticket))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
@@ -254,11 +256,13 @@ pub async fn serve(state: Arc<AppState>, listener: std::net::TcpListener, signal
     let addr = listener.local_addr()?;
     let (tx, rx) = oneshot::channel::<()>();
     let sweeper = tokio::spawn(expire_holds(state.clone()));
+    let relay = spawn_relay(&state);
     let grace = Duration::from_millis(state.config.server.shutdown_grace_ms);
     let tls = match (&state.config.server.tls_cert_path, &state.config.server.tls_key_path) {
         (Some(c), Some(k)) => Some((c.clone(), k.clone())),
         _ => None,
     };
+    let shutting_down = state.shutting_down.clone();
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let stop = async move {
         tokio::select! {
@@ -266,6 +270,7 @@ pub async fn serve(state: Arc<AppState>, listener: std::net::TcpListener, signal
             _ = shutdown_signal(), if signals => {}
         }
         tracing::info!("shutting down: finishing requests in flight");
+        shutting_down.send_replace(true);
     };
     let task = tokio::spawn(async move {
         let result = match tls {
@@ -287,9 +292,18 @@ pub async fn serve(state: Arc<AppState>, listener: std::net::TcpListener, signal
             }
         };
         sweeper.abort();
+        relay.abort();
         result
     });
     Ok(Running { addr, shutdown: Some(tx), task })
+}
+
+/// Runs the outbox relay from the store to the server's bus, woken after each commit.
+fn spawn_relay(state: &Arc<AppState>) -> tokio::task::JoinHandle<()> {
+    let config = bp_notify::relay::RelayConfig { idle_wait_ms: 100, ..Default::default() };
+    let mut relay = bp_notify::relay::Relay::new(Arc::clone(state.ledger.store()), Arc::clone(&state.bus), config);
+    relay.set_waker(Arc::clone(&state.relay_waker));
+    tokio::spawn(relay.run(Arc::clone(&state.clock), std::future::pending()))
 }
 
 /// Voids payments whose SCA was not answered in time, releasing their holds.
@@ -299,7 +313,10 @@ async fn expire_holds(state: Arc<AppState>) {
         tick.tick().await;
         match state.ledger.expire_holds(state.now(), 500).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(voided = n, "expired unconfirmed payments"),
+            Ok(n) => {
+                state.relay_waker.notify_one();
+                tracing::info!(voided = n, "expired unconfirmed payments");
+            }
             Err(e) => tracing::warn!(error = %e, "expiring holds failed"),
         }
     }

@@ -8,6 +8,7 @@ pub mod app;
 pub mod config;
 pub mod crypto;
 pub mod demo;
+pub mod events;
 pub mod extract;
 pub mod oauth;
 pub mod problem;

@@ -50,6 +50,15 @@ pub struct AppState {
     pub flows: Flows,
     /// Time.
     pub clock: Arc<dyn Clock>,
+    /// The event bus the relay publishes to and the event streams read.
+    pub bus: Arc<dyn bp_core::bus::EventBus>,
+    /// Wakes the outbox relay after a commit.
+    pub relay_waker: Arc<tokio::sync::Notify>,
+    /// Unspent event-stream tickets.
+    pub tickets: crate::events::Tickets,
+    /// Becomes true when the server shuts down: open event streams end then, so that graceful
+    /// shutdown does not wait for them (their clients resume elsewhere).
+    pub shutting_down: tokio::sync::watch::Sender<bool>,
     rate: Mutex<HashMap<IpAddr, (i64, u32)>>,
     customer_locks: Vec<tokio::sync::Mutex<()>>,
 }
@@ -85,6 +94,10 @@ impl AppState {
             dummy_hash,
             flows: Flows::default(),
             clock,
+            bus: crate::events::default_bus(),
+            relay_waker: Arc::new(tokio::sync::Notify::new()),
+            tickets: crate::events::Tickets::default(),
+            shutting_down: tokio::sync::watch::Sender::new(false),
             rate: Mutex::new(HashMap::new()),
             customer_locks: (0..CUSTOMER_LOCKS_LEN).map(|_| tokio::sync::Mutex::new(())).collect(),
             config,

@@ -428,6 +428,7 @@ async fn submit(
             replay(state, customer, &existing, body, payee).await.map(Submitted::Replay)
         }
         Ok(receipt) => {
+            state.relay_waker.notify_one();
             if receipt.transfer.state == TransferState::Posted {
                 metrics::counter!("bp_transfers_total", "outcome" => "posted").increment(1);
             }
@@ -590,6 +591,7 @@ async fn confirm_transfer(
         Err(e) => return Err(e),
     };
     let receipt = state.ledger.post_pending(transfer.id).await?;
+    state.relay_waker.notify_one();
     metrics::counter!("bp_transfers_total", "outcome" => "posted").increment(1);
     let methods = sca::methods(&state, customer, &answered.purpose).await?;
     Ok(Json(TransferResponse {
