@@ -24,25 +24,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// The `per_mille`-th per-mille latency, nearest rank.
-fn percentile(sorted: &[Duration], per_mille: usize) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = (sorted.len() * per_mille).div_ceil(1000);
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-/// Milliseconds with two decimals, without floating point.
-fn ms(d: Duration) -> String {
-    let us = d.as_micros();
-    format!("{}.{:02}", us / 1000, (us % 1000) / 10)
-}
-
 /// Events per second, rounded down, without floating point.
 fn per_s(count: u64, elapsed: Duration) -> u128 {
     u128::from(count) * 1_000_000 / elapsed.as_micros().max(1)
@@ -52,8 +33,8 @@ fn per_s(count: u64, elapsed: Duration) -> u128 {
 async fn main() {
     // Request logs as in production, formatted and discarded.
     tracing_subscriber::fmt().json().with_writer(std::io::sink).with_env_filter("info").init();
-    let connections = env_u64("BP_BENCH_CONNECTIONS", 32) as usize;
-    let seconds = env_u64("BP_BENCH_SECONDS", 10);
+    let connections = support::env_u64("BP_BENCH_CONNECTIONS", 32) as usize;
+    let seconds = support::env_u64("BP_BENCH_SECONDS", 10);
     let h = support::harness(|c| {
         c.auth.login_attempts_per_minute = 1_000_000;
         c.server.concurrency_max = 4096;
@@ -151,8 +132,8 @@ async fn transfers(h: &support::Harness, connections: usize, seconds: u64) {
     }
     all.sort();
     println!("http_transfers_per_s {}", per_s(all.len() as u64, elapsed));
-    println!("http_p50_ms {}", ms(percentile(&all, 500)));
-    println!("http_p99_ms {}", ms(percentile(&all, 990)));
+    println!("http_p50_ms {}", support::ms(support::percentile(&all, 500)));
+    println!("http_p99_ms {}", support::ms(support::percentile(&all, 990)));
 }
 
 /// Refresh-token rotation, one client.
@@ -186,7 +167,7 @@ async fn refresh(h: &support::Harness) {
 /// Full sign-ins, one client.
 async fn logins(h: &support::Harness) {
     // Password logins, one client: each customer has two fresh TOTP steps (now, now+1) per 30 s.
-    let pool = env_u64("BP_BENCH_LOGIN_CUSTOMERS", 150);
+    let pool = support::env_u64("BP_BENCH_LOGIN_CUSTOMERS", 150);
     let mut people = Vec::new();
     for i in 0..pool {
         people.push(h.person(&format!("bench-login-{i}"), 1, 0).await);

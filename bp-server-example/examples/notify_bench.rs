@@ -22,31 +22,21 @@ use serde_json::{Value, json};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn percentile_us(sorted: &[i64], per_mille: usize) -> i64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = (sorted.len() * per_mille).div_ceil(1000);
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn ms(us: i64) -> String {
-    format!("{}.{:02}", us / 1000, (us % 1000) / 10)
-}
-
 fn rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
 /// Opens one SSE stream with a fresh ticket; returns a channel of (latency µs) per event.
-async fn open_stream(base: &str, addr: std::net::SocketAddr, token: &str) -> tokio::sync::mpsc::UnboundedReceiver<i64> {
+async fn open_stream(
+    base: &str,
+    addr: std::net::SocketAddr,
+    token: &str,
+) -> tokio::sync::mpsc::UnboundedReceiver<Duration> {
     let ticket: Value = reqwest::Client::new()
         .post(format!("{base}/v1/events/ticket"))
         .bearer_auth(token)
@@ -78,8 +68,9 @@ async fn open_stream(base: &str, addr: std::net::SocketAddr, token: &str) -> tok
                 let now = chrono::Utc::now();
                 if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) {
                     let event: Value = serde_json::from_str(data).unwrap_or(Value::Null);
-                    if let Some(at) = event["at"].as_str().and_then(|a| a.parse::<chrono::DateTime<chrono::Utc>>().ok()) {
-                        let _ = tx.send((now - at).num_microseconds().unwrap_or(0).max(0));
+                    if let Some(at) = event["at"].as_str().and_then(|a| a.parse::<chrono::DateTime<chrono::Utc>>().ok())
+                    {
+                        let _ = tx.send((now - at).to_std().unwrap_or(Duration::ZERO));
                     }
                 }
             }
@@ -98,12 +89,21 @@ async fn main() {
     let http = reqwest::Client::new();
     let mut numbers = Vec::new();
     for a in &p.accounts {
-        let v: Value = http.get(format!("{}/v1/accounts/{a}", h.base)).bearer_auth(&token).send().await.expect("account").json().await.expect("json");
+        let v: Value = http
+            .get(format!("{}/v1/accounts/{a}", h.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("account")
+            .json()
+            .await
+            .expect("json");
         numbers.push(v["number"].as_str().expect("number").to_owned());
     }
     let transfer = |n: usize| {
         let (from, to) = if n % 2 == 0 { (p.accounts[0], &numbers[1]) } else { (p.accounts[1], &numbers[0]) };
-        let body = json!({ "from_account": from, "to_account_number": to, "amount": { "amount": "0.01", "currency": "EUR" } });
+        let body =
+            json!({ "from_account": from, "to_account_number": to, "amount": { "amount": "0.01", "currency": "EUR" } });
         let (http, base, token) = (http.clone(), h.base.clone(), token.clone());
         async move {
             let r = http
@@ -124,17 +124,18 @@ async fn main() {
     for n in 0..300 {
         transfer(n).await;
         for _ in 0..2 {
-            let l = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("event in time").expect("stream");
+            let l =
+                tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("event in time").expect("stream");
             latencies.push(l);
         }
     }
     drop(rx);
     latencies.sort_unstable();
-    println!("sse_latency_p50_ms {}", ms(percentile_us(&latencies, 500)));
-    println!("sse_latency_p99_ms {}", ms(percentile_us(&latencies, 990)));
+    println!("sse_latency_p50_ms {}", support::ms(support::percentile(&latencies, 500)));
+    println!("sse_latency_p99_ms {}", support::ms(support::percentile(&latencies, 990)));
 
     // Fan-out: many clients of the same customer.
-    let clients = env_usize("BP_BENCH_SSE_CLIENTS", 1_000);
+    let clients = usize::try_from(support::env_u64("BP_BENCH_SSE_CLIENTS", 1_000)).unwrap_or(1_000);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = rss_kb();
     let mut streams = Vec::with_capacity(clients);
@@ -148,14 +149,17 @@ async fn main() {
         transfer(n).await;
         for rx in &mut streams {
             for _ in 0..2 {
-                let l = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.expect("event in time").expect("stream");
+                let l = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+                    .await
+                    .expect("event in time")
+                    .expect("stream");
                 fanout.push(l);
             }
         }
     }
     fanout.sort_unstable();
     println!("sse_clients {clients}");
-    println!("sse_fanout_p99_ms {}", ms(percentile_us(&fanout, 990)));
+    println!("sse_fanout_p99_ms {}", support::ms(support::percentile(&fanout, 990)));
     println!("sse_rss_kb_per_client {}", after.saturating_sub(before) / u64::try_from(clients.max(1)).unwrap_or(1));
     h.started.running.stop().await.expect("stop");
 }

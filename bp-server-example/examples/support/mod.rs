@@ -143,3 +143,23 @@ pub async fn login(base: &str, p: &Person, scope: &str, step: u64) -> serde_json
 pub fn step_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs() / TOTP_STEP_S
 }
+
+/// A number from the environment, or `default`.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The `per_mille`-th per-mille of sorted durations, nearest rank.
+pub fn percentile(sorted: &[std::time::Duration], per_mille: usize) -> std::time::Duration {
+    if sorted.is_empty() {
+        return std::time::Duration::ZERO;
+    }
+    let rank = (sorted.len() * per_mille).div_ceil(1000);
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Milliseconds with two decimals, without floating point.
+pub fn ms(d: std::time::Duration) -> String {
+    let us = d.as_micros();
+    format!("{}.{:02}", us / 1000, (us % 1000) / 10)
+}
