@@ -15,6 +15,7 @@ use crate::account_number::AccountNumber;
 use crate::customer::{BiometricEnrolment, Contact, Customer, DocumentKind, KycStatus, Party};
 use crate::ids::{AccountId, BeneficiaryId, ChallengeId, CustomerId, DeviceId, TransferId};
 use crate::money::{Currency, Money};
+pub use crate::sca::Exemption;
 use crate::security::{Beneficiary, BeneficiaryState, ChallengePurpose, Device, ScaChallenge, ScaMethod};
 use crate::service_record::ServiceRecord;
 use crate::transfer::{Direction, Posting, Transfer, TransferKind, TransferState, VoidReason};
@@ -271,18 +272,6 @@ impl From<&Transfer> for TransferView {
             finished_at: t.finished_at,
         }
     }
-}
-
-/// Why a payment needed no SCA.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Exemption {
-    /// Between two accounts of the same customer.
-    OwnAccounts,
-    /// To a trusted beneficiary.
-    TrustedBeneficiary,
-    /// A low-value payment within the cumulative limits.
-    LowValue,
 }
 
 /// An SCA challenge to answer: sign `message` with a registered device key (ECDSA P-256,

@@ -20,6 +20,7 @@ pub mod ids;
 pub mod memory;
 pub mod money;
 pub mod rules;
+pub mod sca;
 pub mod security;
 pub mod service;
 pub mod service_record;

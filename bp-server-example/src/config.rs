@@ -154,6 +154,20 @@ pub struct ScaConfig {
     pub totp_payment_amount_max_units: i64,
 }
 
+impl ScaConfig {
+    /// The rules these settings give (`bp_core::sca`).
+    pub fn rules(&self) -> bp_core::sca::ScaRules {
+        bp_core::sca::ScaRules {
+            exempt_own_accounts: self.exempt_own_accounts,
+            exempt_trusted_beneficiaries: self.exempt_trusted_beneficiaries,
+            low_value_amount_max_units: self.low_value_amount_max_units,
+            low_value_total_max_units: self.low_value_total_max_units,
+            low_value_count_max: self.low_value_count_max,
+            totp_payment_amount_max_units: self.totp_payment_amount_max_units,
+        }
+    }
+}
+
 /// Lockout settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -384,8 +384,7 @@ pub async fn login_second_factor(
         security.failures = 0;
         security.lockouts = 0;
         security.locked_until = None;
-        security.low_value_count = 0;
-        security.low_value_total_minor.clear();
+        bp_core::sca::reset_low_value(&mut security);
         if let Some(step) = method.1 {
             security.totp_last_step = Some(step);
         }

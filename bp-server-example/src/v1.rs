@@ -347,7 +347,7 @@ async fn create_transfer(
     // Own accounts and trusted payees need no security state; low value reads and counts it
     // under the customer's lock.
     let quick = if own || trusted {
-        sca::exemption(&state.config.sca, own, trusted, &body.amount, &Default::default())
+        bp_core::sca::exemption(&state.config.sca.rules(), own, trusted, &body.amount, &Default::default())
     } else {
         None
     };
@@ -357,12 +357,14 @@ async fn create_transfer(
     }
     let _guard = state.lock_customer(customer).await;
     let mut security = state.security.security_state(customer).await?;
-    if sca::exemption(&state.config.sca, false, false, &body.amount, &security) == Some(Exemption::LowValue) {
+    if bp_core::sca::exemption(&state.config.sca.rules(), false, false, &body.amount, &security)
+        == Some(Exemption::LowValue)
+    {
         let receipt = submit(&state, request(None), customer, &body, to.id).await?;
         if let Submitted::New(t) = &receipt
             && t.state == TransferState::Posted
         {
-            sca::count_low_value(&mut security, &body.amount);
+            bp_core::sca::count_low_value(&mut security, &body.amount);
             state.security.put_security_state(customer, security).await?;
             state
                 .audit(
