@@ -40,10 +40,31 @@ pub const TICKET_TTL_S: i64 = 30;
 /// Unspent tickets kept at most.
 const TICKETS_MAX: usize = 100_000;
 
-/// Unspent stream tickets, by hash.
+/// Unspent stream tickets, by hash; and the JSON of recent events, made once for all the
+/// streams that send them.
 #[derive(Debug, Default)]
 pub struct Tickets {
     map: Mutex<HashMap<[u8; 32], (CustomerId, bp_core::Timestamp)>>,
+    json: Mutex<HashMap<bp_core::EventId, Arc<str>>>,
+}
+
+/// Events whose JSON is kept for the streams at most.
+const JSON_CACHED_MAX: usize = 4_096;
+
+impl Tickets {
+    /// The JSON of `event`, serialised by the first stream that sends it.
+    fn json_of(&self, event: &Event) -> Option<Arc<str>> {
+        if let Some(j) = self.json.lock().unwrap_or_else(PoisonError::into_inner).get(&event.id) {
+            return Some(Arc::clone(j));
+        }
+        let j: Arc<str> = serde_json::to_string(event).ok()?.into();
+        let mut cache = self.json.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= JSON_CACHED_MAX {
+            cache.clear();
+        }
+        cache.insert(event.id, Arc::clone(&j));
+        Some(j)
+    }
 }
 
 /// A stream ticket.
@@ -225,10 +246,8 @@ async fn deliver(
         if let Some(i) = ids.iter().position(|a| *a == e.account_id) {
             positions[i] = e.seq;
         }
-        let sse = match SseEvent::default().event(e.body.type_name()).id(cursor_id(positions)).json_data(&e) {
-            Ok(s) => s,
-            Err(_) => return false,
-        };
+        let Some(json) = state.tickets.json_of(&e) else { return false };
+        let sse = SseEvent::default().event(e.body.type_name()).id(cursor_id(positions)).data(&*json);
         if tx.try_send(sse).is_err() {
             metrics::counter!("bp_sse_slow_clients_total").increment(1);
             return false;
