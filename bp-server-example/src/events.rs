@@ -43,7 +43,7 @@ const TICKETS_MAX: usize = 100_000;
 /// Unspent stream tickets, by hash; and the JSON of recent events, made once for all the
 /// streams that send them.
 #[derive(Debug, Default)]
-pub struct Tickets {
+pub struct Streams {
     map: Mutex<HashMap<[u8; 32], (CustomerId, bp_core::Timestamp)>>,
     json: Mutex<HashMap<bp_core::EventId, Arc<str>>>,
 }
@@ -51,7 +51,7 @@ pub struct Tickets {
 /// Events whose JSON is kept for the streams at most.
 const JSON_CACHED_MAX: usize = 4_096;
 
-impl Tickets {
+impl Streams {
     /// The JSON of `event`, serialised by the first stream that sends it.
     fn json_of(&self, event: &Event) -> Option<Arc<str>> {
         if let Some(j) = self.json.lock().unwrap_or_else(PoisonError::into_inner).get(&event.id) {
@@ -81,7 +81,7 @@ pub async fn ticket(State(state): State<Arc<AppState>>, auth: Auth) -> Result<ax
     auth.require("accounts")?;
     let token = random_token(32);
     let now = state.now();
-    let mut map = state.tickets.map.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut map = state.streams.map.lock().unwrap_or_else(PoisonError::into_inner);
     map.retain(|_, (_, until)| *until > now);
     if map.len() >= TICKETS_MAX {
         return Err(ApiError::RateLimited { retry_after_s: 5 });
@@ -130,7 +130,7 @@ pub async fn stream(State(state): State<Arc<AppState>>, headers: HeaderMap, Quer
 async fn open(state: &Arc<AppState>, headers: &HeaderMap, q: &StreamQuery) -> Result<Response, ApiError> {
     let customer = match (&q.ticket, headers.get(axum::http::header::AUTHORIZATION)) {
         (Some(t), _) => {
-            let spent = state.tickets.map.lock().unwrap_or_else(PoisonError::into_inner).remove(&sha256(t.as_bytes()));
+            let spent = state.streams.map.lock().unwrap_or_else(PoisonError::into_inner).remove(&sha256(t.as_bytes()));
             match spent {
                 Some((customer, until)) if until > state.now() => customer,
                 _ => return Err(ApiError::Unauthorized("unknown, used or expired stream ticket")),
@@ -246,7 +246,7 @@ async fn deliver(
         if let Some(i) = ids.iter().position(|a| *a == e.account_id) {
             positions[i] = e.seq;
         }
-        let Some(json) = state.tickets.json_of(&e) else { return false };
+        let Some(json) = state.streams.json_of(&e) else { return false };
         let sse = SseEvent::default().event(e.body.type_name()).id(cursor_id(positions)).data(&*json);
         if tx.try_send(sse).is_err() {
             metrics::counter!("bp_sse_slow_clients_total").increment(1);

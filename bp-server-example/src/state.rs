@@ -54,8 +54,8 @@ pub struct AppState {
     pub bus: Arc<dyn bp_core::bus::EventBus>,
     /// Wakes the outbox relay after a commit.
     pub relay_waker: Arc<tokio::sync::Notify>,
-    /// Unspent event-stream tickets.
-    pub tickets: crate::events::Tickets,
+    /// Event-stream tickets and the JSON the streams share.
+    pub streams: crate::events::Streams,
     /// Becomes true when the server shuts down: open event streams end then, so that graceful
     /// shutdown does not wait for them (their clients resume elsewhere).
     pub shutting_down: tokio::sync::watch::Sender<bool>,
@@ -96,7 +96,7 @@ impl AppState {
             clock,
             bus: crate::events::default_bus(),
             relay_waker: Arc::new(tokio::sync::Notify::new()),
-            tickets: crate::events::Tickets::default(),
+            streams: crate::events::Streams::default(),
             shutting_down: tokio::sync::watch::Sender::new(false),
             rate: Mutex::new(HashMap::new()),
             customer_locks: (0..CUSTOMER_LOCKS_LEN).map(|_| tokio::sync::Mutex::new(())).collect(),
