@@ -219,7 +219,17 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-async fn metrics_text() -> Response {
+async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
+    if let Some(stats) = state.relay_stats.get() {
+        use std::sync::atomic::Ordering::Relaxed;
+        // Gauges of integer counts: exact in an f64 below 2^53.
+        let g = |v: &std::sync::atomic::AtomicU64| v.load(Relaxed) as f64;
+        metrics::gauge!("bp_relay_published_events").set(g(&stats.published));
+        metrics::gauge!("bp_relay_position").set(g(&stats.position));
+        metrics::gauge!("bp_relay_waiting_events").set(g(&stats.waiting));
+        metrics::gauge!("bp_relay_oldest_waiting_ms").set(g(&stats.oldest_waiting_ms));
+        metrics::gauge!("bp_relay_failures").set(g(&stats.failures));
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics_handle().render()).into_response()
 }
 
@@ -303,6 +313,7 @@ fn spawn_relay(state: &Arc<AppState>) -> tokio::task::JoinHandle<()> {
     let config = bp_notify::relay::RelayConfig { idle_wait_ms: 100, ..Default::default() };
     let mut relay = bp_notify::relay::Relay::new(Arc::clone(state.ledger.store()), Arc::clone(&state.bus), config);
     relay.set_waker(Arc::clone(&state.relay_waker));
+    let _ = state.relay_stats.set(relay.stats());
     tokio::spawn(relay.run(Arc::clone(&state.clock), std::future::pending()))
 }
 

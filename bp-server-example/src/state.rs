@@ -54,6 +54,8 @@ pub struct AppState {
     pub bus: Arc<dyn bp_core::bus::EventBus>,
     /// Wakes the outbox relay after a commit.
     pub relay_waker: Arc<tokio::sync::Notify>,
+    /// The outbox relay's counters, once it runs.
+    pub relay_stats: std::sync::OnceLock<Arc<bp_notify::relay::RelayStats>>,
     /// Event-stream tickets and the JSON the streams share.
     pub streams: crate::events::Streams,
     /// Becomes true when the server shuts down: open event streams end then, so that graceful
@@ -96,6 +98,7 @@ impl AppState {
             clock,
             bus: crate::events::default_bus(),
             relay_waker: Arc::new(tokio::sync::Notify::new()),
+            relay_stats: std::sync::OnceLock::new(),
             streams: crate::events::Streams::default(),
             shutting_down: tokio::sync::watch::Sender::new(false),
             rate: Mutex::new(HashMap::new()),

@@ -233,6 +233,7 @@ async fn health_metrics_and_security_headers() {
     assert!(metrics.contains("bp_http_request_duration_seconds_bucket"), "latency histogram");
     assert!(metrics.contains("route=\"/oauth2/token\""), "by route");
     assert!(metrics.contains("bp_logins_total"), "logins");
+    assert!(metrics.contains("bp_relay_oldest_waiting_ms"), "the outbox relay's lag");
     let api = http.get(server.url("/openapi.json")).send().await.expect("openapi");
     assert_eq!(api.status(), StatusCode::OK);
     assert_eq!(api.json::<Value>().await.expect("json")["openapi"], "3.1.0");
