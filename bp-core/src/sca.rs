@@ -21,9 +21,14 @@ pub enum Exemption {
     LowValue,
 }
 
-/// The configurable SCA rules.
+/// The configurable SCA rules (the server's `[sca]` settings).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ScaRules {
+    /// A challenge is answerable this long, in seconds.
+    pub challenge_ttl_s: u64,
+    /// Wrong answers before a challenge fails.
+    pub challenge_failures_max: u32,
     /// Transfers between a customer's own accounts need no SCA (RTS art. 15).
     pub exempt_own_accounts: bool,
     /// Transfers to trusted beneficiaries need no SCA (RTS art. 13).
@@ -43,6 +48,8 @@ pub struct ScaRules {
 impl Default for ScaRules {
     fn default() -> Self {
         Self {
+            challenge_ttl_s: 300,
+            challenge_failures_max: 3,
             exempt_own_accounts: true,
             exempt_trusted_beneficiaries: true,
             low_value_amount_max_units: 30,
@@ -50,6 +57,13 @@ impl Default for ScaRules {
             low_value_count_max: 5,
             totp_payment_amount_max_units: 500,
         }
+    }
+}
+
+impl ScaRules {
+    /// How long a challenge made now is answerable.
+    pub fn challenge_ttl(&self) -> chrono::Duration {
+        chrono::Duration::seconds(i64::try_from(self.challenge_ttl_s).unwrap_or(i64::MAX / 1_000_000))
     }
 }
 

@@ -60,23 +60,7 @@ async fn transfers(h: &support::Harness, connections: usize, seconds: u64) {
         let p = h.person(&format!("bench-{i}"), 2, 1_000_000_000).await;
         let tokens = support::login(&h.base, &p, "openid accounts payments", support::step_now()).await;
         let token = tokens["access_token"].as_str().expect("token").to_owned();
-        let numbers = {
-            let http = reqwest::Client::new();
-            let mut n = Vec::new();
-            for a in &p.accounts {
-                let v: serde_json::Value = http
-                    .get(format!("{}/v1/accounts/{a}", h.base))
-                    .bearer_auth(&token)
-                    .send()
-                    .await
-                    .expect("account")
-                    .json()
-                    .await
-                    .expect("json");
-                n.push(v["number"].as_str().expect("number").to_owned());
-            }
-            n
-        };
+        let numbers = support::account_numbers(&h.base, &token, &p.accounts).await;
         clients.push((p, token, numbers));
     }
 

@@ -89,19 +89,7 @@ async fn main() {
     let tokens = support::login(&h.base, &p, "openid accounts payments", support::step_now()).await;
     let token = tokens["access_token"].as_str().expect("token").to_owned();
     let http = reqwest::Client::new();
-    let mut numbers = Vec::new();
-    for a in &p.accounts {
-        let v: Value = http
-            .get(format!("{}/v1/accounts/{a}", h.base))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .expect("account")
-            .json()
-            .await
-            .expect("json");
-        numbers.push(v["number"].as_str().expect("number").to_owned());
-    }
+    let numbers = support::account_numbers(&h.base, &token, &p.accounts).await;
     let transfer = |n: usize| {
         let (from, to) = if n % 2 == 0 { (p.accounts[0], &numbers[1]) } else { (p.accounts[1], &numbers[0]) };
         let body =

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use bp_core::sca::ScaRules;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -33,7 +34,7 @@ pub struct Config {
     /// The authorization server and token checks.
     pub auth: AuthConfig,
     /// Strong customer authentication and its exemptions.
-    pub sca: ScaConfig,
+    pub sca: ScaRules,
     /// Lockout after failed authentication.
     pub lockout: LockoutConfig,
     /// Logs.
@@ -131,43 +132,6 @@ pub struct AuthConfig {
     pub login_attempts_per_minute: u32,
 }
 
-/// SCA settings (EU PSD2 RTS articles 13, 16 and 18 as defaults).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScaConfig {
-    /// A challenge is answerable this long.
-    pub challenge_ttl_s: u64,
-    /// Wrong answers before a challenge fails.
-    pub challenge_failures_max: u32,
-    /// Transfers between a customer's own accounts need no SCA.
-    pub exempt_own_accounts: bool,
-    /// Transfers to trusted beneficiaries need no SCA.
-    pub exempt_trusted_beneficiaries: bool,
-    /// Low-value payments below this many currency units need no SCA (0 turns it off)…
-    pub low_value_amount_max_units: i64,
-    /// …while the payments since the last SCA stay below this cumulative amount…
-    pub low_value_total_max_units: i64,
-    /// …and number.
-    pub low_value_count_max: u32,
-    /// A customer without a registered device may answer a payment challenge with a TOTP code
-    /// for amounts up to this many units (0: never; payments then need a device key).
-    pub totp_payment_amount_max_units: i64,
-}
-
-impl ScaConfig {
-    /// The rules these settings give (`bp_core::sca`).
-    pub fn rules(&self) -> bp_core::sca::ScaRules {
-        bp_core::sca::ScaRules {
-            exempt_own_accounts: self.exempt_own_accounts,
-            exempt_trusted_beneficiaries: self.exempt_trusted_beneficiaries,
-            low_value_amount_max_units: self.low_value_amount_max_units,
-            low_value_total_max_units: self.low_value_total_max_units,
-            low_value_count_max: self.low_value_count_max,
-            totp_payment_amount_max_units: self.totp_payment_amount_max_units,
-        }
-    }
-}
-
 /// Lockout settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -231,16 +195,7 @@ impl Default for Config {
                 argon2_iterations: 2,
                 login_attempts_per_minute: 30,
             },
-            sca: ScaConfig {
-                challenge_ttl_s: 300,
-                challenge_failures_max: 3,
-                exempt_own_accounts: true,
-                exempt_trusted_beneficiaries: true,
-                low_value_amount_max_units: 30,
-                low_value_total_max_units: 100,
-                low_value_count_max: 5,
-                totp_payment_amount_max_units: 500,
-            },
+            sca: ScaRules::default(),
             lockout: LockoutConfig { failures_max: 5, lock_s: 60, lock_max_s: 3600 },
             log: LogConfig { filter: "info".to_owned(), json: true },
         }

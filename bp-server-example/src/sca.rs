@@ -21,10 +21,10 @@ pub async fn methods(
 ) -> Result<Vec<ScaMethod>, ApiError> {
     let has_device = state.security.devices_of(customer).await?.iter().any(|d| d.revoked_at.is_none());
     if has_device {
-        return Ok(answer_methods(&state.config.sca.rules(), true, false, purpose));
+        return Ok(answer_methods(&state.config.sca, true, false, purpose));
     }
     let has_totp = state.security.credentials(customer).await?.is_some_and(|c| c.totp_secret.is_some());
-    Ok(answer_methods(&state.config.sca.rules(), false, has_totp, purpose))
+    Ok(answer_methods(&state.config.sca, false, has_totp, purpose))
 }
 
 /// Checks `answer` to `challenge` and, when right, spends it. Wrong answers count towards the

@@ -30,7 +30,6 @@ use bp_core::security::{
 use bp_core::store::HistoryQuery;
 use bp_core::transfer::{Direction, Transfer, TransferKind, TransferRequest, TransferState};
 use bp_core::{LedgerError, Timestamp};
-use chrono::Duration;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -347,7 +346,7 @@ async fn create_transfer(
     // Own accounts and trusted payees need no security state; low value reads and counts it
     // under the customer's lock.
     let quick = if own || trusted {
-        bp_core::sca::exemption(&state.config.sca.rules(), own, trusted, &body.amount, &Default::default())
+        bp_core::sca::exemption(&state.config.sca, own, trusted, &body.amount, &Default::default())
     } else {
         None
     };
@@ -357,9 +356,7 @@ async fn create_transfer(
     }
     let _guard = state.lock_customer(customer).await;
     let mut security = state.security.security_state(customer).await?;
-    if bp_core::sca::exemption(&state.config.sca.rules(), false, false, &body.amount, &security)
-        == Some(Exemption::LowValue)
-    {
+    if bp_core::sca::exemption(&state.config.sca, false, false, &body.amount, &security) == Some(Exemption::LowValue) {
         let receipt = submit(&state, request(None), customer, &body, to.id).await?;
         if let Submitted::New(t) = &receipt
             && t.state == TransferState::Posted
@@ -377,7 +374,7 @@ async fn create_transfer(
         return posted(receipt, Exemption::LowValue);
     }
     let now = state.now();
-    let expires_at = now + Duration::seconds(i64::try_from(state.config.sca.challenge_ttl_s).unwrap_or(300));
+    let expires_at = now + state.config.sca.challenge_ttl();
     let transfer = match submit(&state, request(Some(expires_at)), customer, &body, to.id).await? {
         Submitted::New(t) => t,
         Submitted::Replay(response) => return Ok(response),
@@ -648,7 +645,7 @@ async fn add_beneficiary(
         purpose: ChallengePurpose::Beneficiary { beneficiary_id: beneficiary.id, payee: number },
         nonce: random_token(16),
         created_at: now,
-        expires_at: now + Duration::seconds(i64::try_from(state.config.sca.challenge_ttl_s).unwrap_or(300)),
+        expires_at: now + state.config.sca.challenge_ttl(),
         failures: 0,
         state: ChallengeState::Open,
     };

@@ -163,3 +163,22 @@ pub fn ms(d: std::time::Duration) -> String {
     let us = d.as_micros();
     format!("{}.{:02}", us / 1000, (us % 1000) / 10)
 }
+
+/// The account numbers of `accounts`, read through the API with `token`.
+pub async fn account_numbers(base: &str, token: &str, accounts: &[AccountId]) -> Vec<String> {
+    let http = reqwest::Client::new();
+    let mut numbers = Vec::new();
+    for a in accounts {
+        let v: serde_json::Value = http
+            .get(format!("{base}/v1/accounts/{a}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("account")
+            .json()
+            .await
+            .expect("json");
+        numbers.push(v["number"].as_str().expect("number").to_owned());
+    }
+    numbers
+}
