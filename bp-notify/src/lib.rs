@@ -1,11 +1,13 @@
 //! bp-notify: how committed events reach their consumers. The [`EventBus`] adapters (the
-//! in-process [`broadcast::BroadcastBus`], the default; Kafka comes behind a feature), the
+//! in-process [`broadcast::BroadcastBus`], the default; `kafka::KafkaBus` behind the feature `kafka`), the
 //! [`relay::Relay`] that moves committed events from the store's outbox to the bus, and the
 //! [`sequencer::Sequencer`] with which a consumer drops duplicates and fills gaps from the store.
 //!
 //! [`EventBus`]: bp_core::bus::EventBus
 
 pub mod broadcast;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod relay;
 pub mod sequencer;
 #[cfg(feature = "testing")]
