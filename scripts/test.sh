@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite of bp: formatting, lints with every feature, and every test.
-# `.ci/run` runs exactly this. Needs a Rust toolchain and Python 3 (schemathesis is installed into
-# a virtual environment under ~/.cache/bp on first use); SQLite is bundled.
+# `.ci/run` runs exactly this. Needs a Rust toolchain, Python 3, Java 17+ and Maven (schemathesis is
+# installed into a virtual environment and the Kafka broker's jars are fetched under ~/.cache/bp on
+# first use); SQLite is bundled.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,20 @@ cargo test --workspace --all-features
 # Tools installed outside the clone, once, and reused by later runs.
 BP_CACHE="${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/bp"
 mkdir -p "$BP_CACHE"
+
+# The tests marked `#[ignore = "needs a real Kafka broker: ..."]` run against a real single-node
+# Apache Kafka broker (its jars are fetched from Maven Central into ~/.cache/bp on first use; needs
+# Java 17+ and Maven). The fault tests stop and start it through BP_KAFKA_BROKER_SCRIPT.
+echo "== cargo test against a real Kafka broker (the ignored tests)"
+KAFKA_SCRIPT="$(pwd)/scripts/kafka-broker.sh"
+KAFKA_STATE="$(mktemp -d "${TMPDIR:-/tmp}/bp-kafka.XXXXXX")"
+trap '"$KAFKA_SCRIPT" stop "$KAFKA_STATE"; rm -rf "$KAFKA_STATE"' EXIT
+KAFKA_STARTED_AT=$(date +%s)
+KAFKA_BOOTSTRAP="$("$KAFKA_SCRIPT" start "$KAFKA_STATE")"
+echo "Kafka broker on $KAFKA_BOOTSTRAP, started in $(($(date +%s) - KAFKA_STARTED_AT)) s"
+BP_KAFKA_BOOTSTRAP="$KAFKA_BOOTSTRAP" BP_KAFKA_BROKER_SCRIPT="$KAFKA_SCRIPT" BP_KAFKA_STATE_DIR="$KAFKA_STATE" \
+  cargo test --workspace --all-features -- --ignored
+"$KAFKA_SCRIPT" stop "$KAFKA_STATE"
 
 echo "== schemathesis against the live reference server (every check)"
 SCHEMATHESIS_VERSION="4.32.5"

@@ -1,12 +1,11 @@
 //! bp-notify: how committed events reach their consumers. The [`EventBus`] adapters (the
-//! in-process [`broadcast::BroadcastBus`], the default; `kafka::KafkaBus` behind the feature `kafka`), the
+//! in-process [`broadcast::BroadcastBus`], the default; [`kafka::KafkaConfig`] and, with the feature `kafka`, `kafka::KafkaBus`), the
 //! [`relay::Relay`] that moves committed events from the store's outbox to the bus, and the
 //! [`sequencer::Sequencer`] with which a consumer drops duplicates and fills gaps from the store.
 //!
 //! [`EventBus`]: bp_core::bus::EventBus
 
 pub mod broadcast;
-#[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod relay;
 pub mod sequencer;

@@ -39,6 +39,30 @@ pub struct Config {
     pub lockout: LockoutConfig,
     /// Logs.
     pub log: LogConfig,
+    /// The event bus between the outbox relay and the event streams.
+    #[serde(default)]
+    pub bus: BusConfig,
+}
+
+/// Which event bus carries committed events to the event streams.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusConfig {
+    /// `in_process` (one server; the default) or `kafka` (every replica gets every event).
+    pub kind: BusKind,
+    /// The brokers and topic, for `kind = "kafka"` (`BP_BUS__KAFKA__BOOTSTRAP_SERVERS`, …).
+    pub kafka: bp_notify::kafka::KafkaConfig,
+}
+
+/// The kinds of event bus.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BusKind {
+    /// A broadcast channel inside this process.
+    #[default]
+    InProcess,
+    /// Apache Kafka.
+    Kafka,
 }
 
 /// HTTP listener settings.
@@ -198,6 +222,7 @@ impl Default for Config {
             sca: ScaRules::default(),
             lockout: LockoutConfig { failures_max: 5, lock_s: 60, lock_max_s: 3600 },
             log: LogConfig { filter: "info".to_owned(), json: true },
+            bus: BusConfig::default(),
         }
     }
 }
@@ -260,6 +285,18 @@ impl Config {
         }
         if self.server.body_bytes_max == 0 || self.server.request_timeout_ms == 0 || self.server.concurrency_max == 0 {
             return bad("server.body_bytes_max, request_timeout_ms and concurrency_max must be positive");
+        }
+        if self.bus.kind == BusKind::Kafka {
+            let k = &self.bus.kafka;
+            if k.bootstrap_servers.trim().is_empty() || k.topic.trim().is_empty() {
+                return bad("bus.kafka.bootstrap_servers and bus.kafka.topic are required with bus.kind = \"kafka\"");
+            }
+            if k.partitions <= 0 || k.replication_factor <= 0 || k.message_timeout_ms == 0 {
+                return bad("bus.kafka.partitions, replication_factor and message_timeout_ms must be positive");
+            }
+            if !cfg!(feature = "kafka") {
+                return bad("bus.kind = \"kafka\" needs a server built with the `kafka` feature (the default)");
+            }
         }
         if self.mode == Mode::Development && !self.tls() && !self.server.listen.ip().is_loopback() {
             return bad("development mode serves plain HTTP on loopback addresses only: configure TLS \
@@ -334,10 +371,15 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.set_env("BP_SCA__LOW_VALUE_AMOUNT_MAX_UNITS", "20");
             jail.set_env("BP_SOME_TOOL_SETTING", "ignored");
+            jail.set_env("BP_BUS__KIND", "kafka");
+            jail.set_env("BP_BUS__KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:19092");
             let c = Config::load(Some(&file)).expect("loads");
             assert_eq!(c.server.listen.port(), 9999);
             assert_eq!(c.sca.low_value_count_max, 3);
             assert_eq!(c.sca.low_value_amount_max_units, 20);
+            assert_eq!(c.bus.kind, BusKind::Kafka);
+            assert_eq!(c.bus.kafka.bootstrap_servers, "127.0.0.1:19092");
+            assert_eq!(c.bus.kafka.topic, "bp.events", "the rest keeps its defaults");
             Ok(())
         });
         let err = Config::load(Some(&dir.path().join("missing.toml"))).expect_err("missing file");

@@ -151,7 +151,7 @@ async fn open(state: &Arc<AppState>, headers: &HeaderMap, q: &StreamQuery) -> Re
         (None, None) => return Err(ApiError::Unauthorized("a stream ticket or a bearer token is required")),
     };
     // Subscribe before reading the store, so that nothing committed in between is missed.
-    let mut subscription = state.bus.subscribe().await.map_err(|_| ApiError::Unavailable)?;
+    let mut subscription = state.hub.subscribe().await.map_err(|_| ApiError::Unavailable)?;
     let mut accounts: Vec<_> = state.ledger.accounts_of(customer).await?;
     accounts.sort_by_key(|a| a.id);
     let ids: Vec<AccountId> = accounts.iter().map(|a| a.id).collect();
@@ -256,7 +256,54 @@ async fn deliver(
     true
 }
 
-/// The bus the server publishes to and its streams subscribe to.
-pub fn default_bus() -> Arc<dyn EventBus> {
-    Arc::new(bp_notify::broadcast::BroadcastBus::default())
+/// The configured external bus (Kafka), connected; `None` for the in-process bus.
+pub async fn connect_bus(config: &crate::config::BusConfig) -> Result<Option<Arc<dyn EventBus>>, String> {
+    match config.kind {
+        crate::config::BusKind::InProcess => Ok(None),
+        #[cfg(feature = "kafka")]
+        crate::config::BusKind::Kafka => {
+            let bus = bp_notify::kafka::KafkaBus::connect(config.kafka.clone())
+                .await
+                .map_err(|e| format!("connecting the event bus: {e}"))?;
+            Ok(Some(Arc::new(bus)))
+        }
+        #[cfg(not(feature = "kafka"))]
+        crate::config::BusKind::Kafka => Err("bus.kind = \"kafka\" needs the `kafka` feature".into()),
+    }
+}
+
+/// Forwards every event of the external bus to this server's streams. Subscribes first
+/// (retrying with back-off while the bus is unreachable), then says so on `subscribed`: the
+/// relay starts only then, so that this replica misses none of its own events.
+pub async fn bridge(state: Arc<AppState>, subscribed: tokio::sync::oneshot::Sender<()>) {
+    let mut wait = Duration::from_millis(100);
+    let mut subscription = loop {
+        match state.bus.subscribe().await {
+            Ok(s) => break s,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "subscribing to the event bus failed");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
+    let _ = subscribed.send(());
+    let mut last_warning: Option<std::time::Instant> = None;
+    loop {
+        match subscription.next().await {
+            Some(Ok(event)) => {
+                let _ = state.hub.publish(std::slice::from_ref(&event)).await;
+            }
+            // Transient (the adapter reconnects by itself); a stream that misses an event fills
+            // the gap from the store.
+            Some(Err(e)) => {
+                metrics::counter!("bp_bus_receive_errors_total").increment(1);
+                if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                    tracing::warn!(error = %e, "receiving from the event bus failed");
+                    last_warning = Some(std::time::Instant::now());
+                }
+            }
+            None => return,
+        }
+    }
 }

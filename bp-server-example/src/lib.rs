@@ -54,7 +54,8 @@ pub async fn start(config: Config, signals: bool) -> Result<Started, String> {
     let mut config = config;
     // An ephemeral port (0) becomes the real one, so that the issuer URL is right.
     config.server.listen = listener.local_addr().map_err(|e| e.to_string())?;
-    let state = AppState::new(config, store.clone(), store, keys, Arc::new(SystemClock))?;
+    let bus = events::connect_bus(&config.bus).await?;
+    let state = AppState::new(config, store.clone(), store, keys, Arc::new(SystemClock), bus)?;
     let state = Arc::new(state);
     // Sessions revoked within an access token's lifetime stay refused across restarts.
     let since = state.now() - chrono::Duration::seconds(600);

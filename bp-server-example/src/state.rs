@@ -50,8 +50,13 @@ pub struct AppState {
     pub flows: Flows,
     /// Time.
     pub clock: Arc<dyn Clock>,
-    /// The event bus the relay publishes to and the event streams read.
+    /// The event bus the relay publishes to: `hub` itself, or Kafka.
     pub bus: Arc<dyn bp_core::bus::EventBus>,
+    /// This process's fan-out to its event streams. With an external bus, a bridge task
+    /// subscribes to it once and forwards every event here.
+    pub hub: bp_notify::broadcast::BroadcastBus,
+    /// Whether `bus` is another bus than `hub` (so the bridge runs).
+    pub bus_is_external: bool,
     /// Wakes the outbox relay after a commit.
     pub relay_waker: Arc<tokio::sync::Notify>,
     /// The outbox relay's counters, once it runs.
@@ -79,12 +84,16 @@ impl AppState {
         security: Arc<dyn SecurityStore>,
         keys: Keys,
         clock: Arc<dyn Clock>,
+        external_bus: Option<Arc<dyn bp_core::bus::EventBus>>,
     ) -> Result<Self, String> {
         let issuer = config.issuer();
         let hasher = PasswordHasherConfig::new(config.auth.argon2_memory_kib, config.auth.argon2_iterations)?;
         let dummy_hash = hasher.hash(&crate::crypto::random_token(16))?;
         let verifier = Verifier::new(&keys, issuer.clone(), config.auth.audience.clone());
         let external = config.auth.external.clone().map(External::new);
+        let hub = bp_notify::broadcast::BroadcastBus::default();
+        let bus_is_external = external_bus.is_some();
+        let bus = external_bus.unwrap_or_else(|| Arc::new(hub.clone()));
         Ok(Self {
             issuer,
             ledger: Ledger::new(store),
@@ -96,7 +105,9 @@ impl AppState {
             dummy_hash,
             flows: Flows::default(),
             clock,
-            bus: crate::events::default_bus(),
+            bus,
+            hub,
+            bus_is_external,
             relay_waker: Arc::new(tokio::sync::Notify::new()),
             relay_stats: std::sync::OnceLock::new(),
             streams: crate::events::Streams::default(),

@@ -6,82 +6,12 @@ mod common;
 
 use std::time::Duration;
 
+use common::sse::Stream;
 use common::{Api, Server};
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const ALL: &str = "openid profile accounts payments offline_access";
-
-/// One parsed SSE message.
-#[derive(Debug, Clone)]
-struct Message {
-    id: String,
-    event: String,
-    data: Value,
-}
-
-struct Stream {
-    response: reqwest::Response,
-    buffer: String,
-}
-
-impl Stream {
-    async fn open(server: &Server, api: &Api, last_event_id: Option<&str>) -> Self {
-        let (status, ticket) = api.post("/v1/events/ticket", &json!({}), None).await;
-        assert_eq!(status, StatusCode::OK, "{ticket}");
-        let url = server.url(&format!("/v1/events?ticket={}", ticket["ticket"].as_str().expect("ticket")));
-        let mut request = reqwest::Client::new().get(url);
-        if let Some(id) = last_event_id {
-            request = request.header("Last-Event-ID", id);
-        }
-        let response = request.send().await.expect("stream");
-        assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(response.headers()["content-type"], "text/event-stream");
-        Self { response, buffer: String::new() }
-    }
-
-    /// The next `n` messages (heartbeat comments skipped), failing after 10 s.
-    async fn next(&mut self, n: usize) -> Vec<Message> {
-        let mut out = Vec::new();
-        while out.len() < n {
-            while let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let (mut id, mut event, mut data) = (String::new(), String::new(), String::new());
-                for line in block.lines() {
-                    if let Some(v) = line.strip_prefix("id: ") {
-                        id = v.to_owned();
-                    } else if let Some(v) = line.strip_prefix("event: ") {
-                        event = v.to_owned();
-                    } else if let Some(v) = line.strip_prefix("data: ") {
-                        data.push_str(v);
-                    }
-                }
-                if !data.is_empty() {
-                    out.push(Message { id, event, data: serde_json::from_str(&data).expect("json data") });
-                }
-            }
-            if out.len() >= n {
-                break;
-            }
-            let chunk = tokio::time::timeout(Duration::from_secs(10), self.response.chunk())
-                .await
-                .unwrap_or_else(|_| panic!("no event within 10 s after {} of {n}", out.len()))
-                .expect("read")
-                .expect("the stream ended");
-            self.buffer.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
-        }
-        out
-    }
-
-    /// Whether a message arrives within `wait`.
-    async fn quiet_for(&mut self, wait: Duration) -> bool {
-        match tokio::time::timeout(wait, self.response.chunk()).await {
-            Err(_) => true,
-            Ok(Ok(Some(chunk))) => std::str::from_utf8(&chunk).expect("utf-8").trim_start().starts_with(':'),
-            Ok(_) => false,
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfers_stream_to_their_accounts_owner_and_resume_without_gaps() {

@@ -6,7 +6,6 @@ mod common;
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bp_server_example::crypto::{TOTP_STEP_S, b64, sha256, totp_code};
@@ -14,40 +13,10 @@ use common::{Api, Server, browser};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-/// Runs the real binary in development mode; returns its address, its log lines so far
-/// (shared, growing), its stderr and the child.
-fn spawn_binary(dir: &std::path::Path) -> (String, Arc<Mutex<Vec<String>>>, std::process::Child) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bp-server-example"))
-        .env("BP_SERVER__LISTEN", "127.0.0.1:0")
-        .env("BP_STORAGE__DATA_DIR", dir)
-        .env("BP_AUTH__ARGON2_MEMORY_KIB", "8192")
-        .env("BP_AUTH__ARGON2_ITERATIONS", "1")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the server");
-    let stdout = child.stdout.take().expect("stdout");
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let sink = lines.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("\"serving\"") {
-                let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-                let _ = tx.send(v["address"].as_str().unwrap_or_default().to_owned());
-            }
-            sink.lock().expect("lock").push(line);
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("the server logs its address");
-    (format!("http://{addr}"), lines, child)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_serves_the_demo_and_logs_no_secret_or_personal_data() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (base, lines, mut child) = spawn_binary(dir.path());
+    let (base, lines, mut child) = common::spawn_binary(dir.path(), &[]);
     let mut secrets: Vec<String> = Vec::new();
     let credentials =
         bp_server_example::demo::read_credentials(&dir.path().join("demo-credentials.txt")).expect("credentials");
@@ -144,16 +113,7 @@ async fn the_binary_serves_the_demo_and_logs_no_secret_or_personal_data() {
     assert_eq!(reqwest::get(format!("{base}/metrics")).await.expect("metrics").status(), StatusCode::OK);
 
     // The documented curl sign-in (docs/api/README.md) works against the demo, as another customer.
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/demo-login.sh");
-    let output = Command::new("bash")
-        .arg(&script)
-        .args([base.as_str(), credentials[1].0.as_str()])
-        .env("BP_CREDENTIALS", dir.path().join("demo-credentials.txt"))
-        .env("BP_TOTP_COMMAND", format!("{} totp", env!("CARGO_BIN_EXE_bp-server-example")))
-        .output()
-        .expect("run the login script");
-    assert!(output.status.success(), "demo-login.sh: {}", String::from_utf8_lossy(&output.stderr));
-    let scripted: Value = serde_json::from_slice(&output.stdout).expect("a token response");
+    let scripted = common::demo_login(&base, dir.path(), &credentials[1].0);
     let bob = Api {
         http: reqwest::Client::new(),
         base: base.clone(),
@@ -204,7 +164,7 @@ async fn the_binary_serves_the_demo_and_logs_no_secret_or_personal_data() {
     }
 
     // A restart keeps the data and does not seed again.
-    let (base, _, mut child) = spawn_binary(dir.path());
+    let (base, _, mut child) = common::spawn_binary(dir.path(), &[]);
     let again =
         bp_server_example::demo::read_credentials(&dir.path().join("demo-credentials.txt")).expect("credentials");
     assert_eq!(again, credentials, "not seeded twice");

@@ -19,6 +19,8 @@ use reqwest::StatusCode;
 use reqwest::redirect::Policy;
 use serde_json::Value;
 
+pub mod sse;
+
 pub const REDIRECT: &str = "http://127.0.0.1:1/callback";
 pub const CLIENT: &str = "bp-test";
 
@@ -311,4 +313,53 @@ pub fn assert_problem(status: StatusCode, body: &Value, expected: StatusCode, sl
     assert_eq!(status, expected, "status; body {body}");
     assert_eq!(body["type"], format!("urn:bp:problem:{slug}"), "problem type; body {body}");
     assert_eq!(body["status"], expected.as_u16());
+}
+
+/// Runs the real binary in development mode over `dir`, with `env` added; returns its address,
+/// its log lines so far (shared, growing) and the child (stderr piped).
+pub fn spawn_binary(
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (String, Arc<Mutex<Vec<String>>>, std::process::Child) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bp-server-example"))
+        .env("BP_SERVER__LISTEN", "127.0.0.1:0")
+        .env("BP_STORAGE__DATA_DIR", dir)
+        .env("BP_AUTH__ARGON2_MEMORY_KIB", "8192")
+        .env("BP_AUTH__ARGON2_ITERATIONS", "1")
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the server");
+    let stdout = child.stdout.take().expect("stdout");
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            if line.contains("\"serving\"") {
+                let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+                let _ = tx.send(v["address"].as_str().unwrap_or_default().to_owned());
+            }
+            sink.lock().expect("lock").push(line);
+        }
+    });
+    let addr = rx.recv_timeout(std::time::Duration::from_secs(60)).expect("the server logs its address");
+    (format!("http://{addr}"), lines, child)
+}
+
+/// Signs in as the demo customer `username` of the binary serving `base` over `dir`, with
+/// `scripts/demo-login.sh` (the documented curl sign-in); returns the token response.
+pub fn demo_login(base: &str, dir: &std::path::Path, username: &str) -> Value {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/demo-login.sh");
+    let output = std::process::Command::new("bash")
+        .arg(&script)
+        .args([base, username])
+        .env("BP_CREDENTIALS", dir.join("demo-credentials.txt"))
+        .env("BP_TOTP_COMMAND", format!("{} totp", env!("CARGO_BIN_EXE_bp-server-example")))
+        .output()
+        .expect("run the login script");
+    assert!(output.status.success(), "demo-login.sh: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("a token response")
 }
