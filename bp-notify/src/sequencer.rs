@@ -9,6 +9,21 @@ use bp_core::ids::AccountId;
 use bp_core::store::{PAGE_LEN_MAX, Store};
 use bp_core::{StoreError, StoreErrorKind};
 
+/// What a consumer does with an event, as far as it can tell without the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The next of its account (or the first seen of an account without a start): deliver it.
+    Next,
+    /// Delivered before: drop it.
+    Seen,
+    /// Events after `after` and before it are missing: fill them from the store first
+    /// ([`Sequencer::admit`]).
+    Gap {
+        /// The last sequence number delivered.
+        after: u64,
+    },
+}
+
 /// Per-account delivery state of one consumer.
 #[derive(Debug, Default)]
 pub struct Sequencer {
@@ -33,18 +48,29 @@ impl Sequencer {
         self.last.get(&account).copied()
     }
 
+    /// The verdict on `account`'s event `seq` without reading the store; [`Verdict::Next`] counts
+    /// it as delivered.
+    pub fn check(&mut self, account: AccountId, seq: u64) -> Verdict {
+        match self.last.get(&account).copied() {
+            Some(last) if seq <= last => Verdict::Seen,
+            Some(last) if seq > last + 1 => Verdict::Gap { after: last },
+            _ => {
+                self.last.insert(account, seq);
+                Verdict::Next
+            }
+        }
+    }
+
     /// What to deliver now that `event` arrived: nothing when it was delivered before; itself when
     /// it is the next of its account (or the first seen of an account without a start); else the
     /// missing events, read from the store, then itself.
     pub async fn admit(&mut self, event: Event, store: &dyn Store) -> Result<Vec<Event>, StoreError> {
         let account = event.account_id;
-        let Some(last) = self.last.get(&account).copied() else {
-            self.last.insert(account, event.seq);
-            return Ok(vec![event]);
+        let last = match self.check(account, event.seq) {
+            Verdict::Next => return Ok(vec![event]),
+            Verdict::Seen => return Ok(Vec::new()),
+            Verdict::Gap { after } => after,
         };
-        if event.seq <= last {
-            return Ok(Vec::new());
-        }
         let mut out = Vec::new();
         let mut after = last;
         while after + 1 < event.seq {

@@ -308,8 +308,8 @@ pub async fn serve(state: Arc<AppState>, listener: std::net::TcpListener, signal
     Ok(Running { addr, shutdown: Some(tx), task })
 }
 
-/// Runs the outbox relay from the store to the server's bus, woken after each commit; with an
-/// external bus, first the bridge from it to this server's streams.
+/// Runs the bridge from the bus to this server's streams, then the outbox relay from the store to
+/// the bus, woken after each commit.
 fn spawn_relay(state: &Arc<AppState>) -> tokio::task::JoinHandle<()> {
     let config = bp_notify::relay::RelayConfig { idle_wait_ms: 100, ..Default::default() };
     let mut relay = bp_notify::relay::Relay::new(Arc::clone(state.ledger.store()), Arc::clone(&state.bus), config);
@@ -317,13 +317,10 @@ fn spawn_relay(state: &Arc<AppState>) -> tokio::task::JoinHandle<()> {
     let _ = state.relay_stats.set(relay.stats());
     let state = Arc::clone(state);
     tokio::spawn(async move {
-        // Ends with this task (also when it is aborted while waiting for the subscription).
-        let mut _bridge = None;
-        if state.bus_is_external {
-            let (subscribed, ready) = oneshot::channel();
-            _bridge = Some(AbortOnDrop(tokio::spawn(crate::events::bridge(Arc::clone(&state), subscribed))));
-            let _ = ready.await;
-        }
+        // The bridge ends with this task (also when it is aborted while waiting for it).
+        let (subscribed, ready) = oneshot::channel();
+        let _bridge = AbortOnDrop(tokio::spawn(crate::events::bridge(Arc::clone(&state), subscribed)));
+        let _ = ready.await;
         relay.run(Arc::clone(&state.clock), std::future::pending()).await;
     })
 }

@@ -45,13 +45,23 @@ pub struct Config {
 }
 
 /// Which event bus carries committed events to the event streams.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BusConfig {
     /// `in_process` (one server; the default) or `kafka` (every replica gets every event).
     pub kind: BusKind,
     /// The brokers and topic, for `kind = "kafka"` (`BP_BUS__KAFKA__BOOTSTRAP_SERVERS`, …).
     pub kafka: bp_notify::kafka::KafkaConfig,
+    /// Events an event stream may fall behind by (all customers' events count) before it is
+    /// disconnected as too slow; it then resumes from its cursor. The ring is shared by all
+    /// streams: its memory does not grow with their number.
+    pub stream_buffer_events: usize,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self { kind: BusKind::default(), kafka: bp_notify::kafka::KafkaConfig::default(), stream_buffer_events: 16_384 }
+    }
 }
 
 /// The kinds of event bus.
@@ -285,6 +295,9 @@ impl Config {
         }
         if self.server.body_bytes_max == 0 || self.server.request_timeout_ms == 0 || self.server.concurrency_max == 0 {
             return bad("server.body_bytes_max, request_timeout_ms and concurrency_max must be positive");
+        }
+        if self.bus.stream_buffer_events == 0 {
+            return bad("bus.stream_buffer_events must be positive");
         }
         if self.bus.kind == BusKind::Kafka {
             let k = &self.bus.kafka;

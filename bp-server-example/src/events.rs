@@ -7,11 +7,16 @@
 //!
 //! Each event's SSE `id` is a cursor naming the last sequence number delivered of every account
 //! of the stream (`v1.<seq>.<seq>…`, accounts in id order). A client that reconnects with
-//! `Last-Event-ID` receives every later event, replayed from the store, then the live ones from
-//! the bus — with no gap and no duplicate (the [`Sequencer`] drops what was delivered and fills
-//! gaps from the store). Each client has a bounded buffer; a client that lets it fill up is
-//! disconnected (it can resume) so that no other client waits. Comments every 15 s keep idle
-//! connections open through proxies.
+//! `Last-Event-ID` receives every later event, replayed from the store, then the live ones — with
+//! no gap and no duplicate (the [`Sequencer`] drops what was delivered and fills gaps from the
+//! store). Comments every 15 s keep idle connections open through proxies.
+//!
+//! **Fan-out.** One task, the [`bridge`], subscribes to the bus (in-process or Kafka) and puts
+//! each event, with its JSON made once, on this process's hub: a broadcast ring of
+//! `bus.stream_buffer_events` events. Each stream is the response body itself, reading the hub
+//! when the connection can take more: no task, no queue of its own per client. A client that
+//! falls a whole ring behind is disconnected (it resumes from its cursor); no other client waits
+//! for it.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -22,50 +27,46 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use bp_core::bus::{BusError, EventBus};
+use bp_core::bus::EventBus;
 use bp_core::event::Event;
 use bp_core::ids::{AccountId, CustomerId};
-use bp_notify::sequencer::Sequencer;
+use bp_notify::sequencer::{Sequencer, Verdict};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::broadcast;
 
 use crate::crypto::{random_token, sha256};
 use crate::problem::ApiError;
 use crate::state::{AppState, Auth, authenticate};
 
-/// Events buffered for one client before it is disconnected as too slow.
-pub const CLIENT_BUFFER_LEN: usize = 256;
 /// How long a stream ticket is valid.
 pub const TICKET_TTL_S: i64 = 30;
 /// Unspent tickets kept at most.
 const TICKETS_MAX: usize = 100_000;
 
-/// Unspent stream tickets, by hash; and the JSON of recent events, made once for all the
-/// streams that send them.
+/// Unspent stream tickets, by hash.
 #[derive(Debug, Default)]
 pub struct Streams {
     map: Mutex<HashMap<[u8; 32], (CustomerId, bp_core::Timestamp)>>,
-    json: Mutex<HashMap<bp_core::EventId, Arc<str>>>,
 }
 
-/// Events whose JSON is kept for the streams at most.
-const JSON_CACHED_MAX: usize = 4_096;
+/// An event on its way to the streams, with its JSON made once for all of them.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// The event.
+    pub event: Event,
+    /// Its JSON.
+    pub json: Arc<str>,
+}
 
-impl Streams {
-    /// The JSON of `event`, serialised by the first stream that sends it.
-    fn json_of(&self, event: &Event) -> Option<Arc<str>> {
-        if let Some(j) = self.json.lock().unwrap_or_else(PoisonError::into_inner).get(&event.id) {
-            return Some(Arc::clone(j));
-        }
-        let j: Arc<str> = serde_json::to_string(event).ok()?.into();
-        let mut cache = self.json.lock().unwrap_or_else(PoisonError::into_inner);
-        if cache.len() >= JSON_CACHED_MAX {
-            cache.clear();
-        }
-        cache.insert(event.id, Arc::clone(&j));
-        Some(j)
+impl Outgoing {
+    fn new(event: Event) -> Option<Arc<Self>> {
+        let json = serde_json::to_string(&event).ok()?.into();
+        Some(Arc::new(Self { event, json }))
     }
 }
+
+/// This process's fan-out of events to its streams.
+pub type Hub = broadcast::Sender<Arc<Outgoing>>;
 
 /// A stream ticket.
 #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
@@ -151,7 +152,7 @@ async fn open(state: &Arc<AppState>, headers: &HeaderMap, q: &StreamQuery) -> Re
         (None, None) => return Err(ApiError::Unauthorized("a stream ticket or a bearer token is required")),
     };
     // Subscribe before reading the store, so that nothing committed in between is missed.
-    let mut subscription = state.hub.subscribe().await.map_err(|_| ApiError::Unavailable)?;
+    let live = state.hub.subscribe();
     let mut accounts: Vec<_> = state.ledger.accounts_of(customer).await?;
     accounts.sort_by_key(|a| a.id);
     let ids: Vec<AccountId> = accounts.iter().map(|a| a.id).collect();
@@ -165,95 +166,124 @@ async fn open(state: &Arc<AppState>, headers: &HeaderMap, q: &StreamQuery) -> Re
             .ok_or_else(|| ApiError::BadRequest("Last-Event-ID is not a cursor of this stream".into()))?,
         None => accounts.iter().map(|a| a.last_event_seq).collect(),
     };
-    let mut seq = Sequencer::new();
-    for (a, s) in ids.iter().zip(&start) {
-        seq.start_at(*a, *s);
-    }
-    let (tx, rx) = mpsc::channel::<SseEvent>(CLIENT_BUFFER_LEN);
-    let state2 = Arc::clone(state);
-    let mut positions = start.clone();
-    let mut shutdown = state.shutting_down.subscribe();
+    let shutdown = state.shutting_down.subscribe();
     if *shutdown.borrow() {
         return Err(ApiError::Unavailable);
     }
-    tokio::spawn(async move {
-        // Catch up from the store, account by account.
-        for a in &ids {
-            let mut after = seq.last(*a).unwrap_or(0);
-            loop {
-                let page = match state2.ledger.store().events_after(*a, after, 500).await {
-                    Ok(p) => p,
-                    Err(_) => return,
-                };
-                let Some(end) = page.last().map(|e| e.seq) else { break };
-                after = end;
-                for e in page {
-                    if !deliver(&state2, &tx, &ids, &mut positions, &mut seq, e).await {
-                        return;
-                    }
-                }
-            }
-        }
-        // Then live, from the bus.
-        loop {
-            tokio::select! {
-                () = tx.closed() => return,
-                _ = shutdown.changed() => return,
-                next = subscription.next() => match next {
-                    Some(Ok(e)) if ids.contains(&e.account_id) => {
-                        if !deliver(&state2, &tx, &ids, &mut positions, &mut seq, e).await {
-                            return;
-                        }
-                    }
-                    Some(Ok(_)) => {}
-                    // Fell behind the bus: end the stream; the client resumes from its cursor.
-                    Some(Err(BusError::Lagged(_))) | Some(Err(_)) | None => return,
-                },
-            }
-        }
+    let stream = ClientStream::new(Arc::clone(state), ids, start, live, shutdown);
+    let body = futures_util::stream::unfold(stream, |mut s| async move {
+        s.next_frame().await.map(|frame| (Ok::<_, Infallible>(frame), s))
     });
-    metrics::gauge!("bp_sse_clients").increment(1.0);
-    let stream = futures_util::stream::unfold(ClientStream(rx), |mut s| async move {
-        s.0.recv().await.map(|e| (Ok::<_, Infallible>(e), s))
-    });
-    Ok(Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)).text("heartbeat"))
-        .into_response())
+    Ok(Sse::new(body).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)).text("heartbeat")).into_response())
 }
 
-/// The receiving end of one client's buffer; counts the client out when the stream ends.
-struct ClientStream(mpsc::Receiver<SseEvent>);
+/// One client's stream: first its accounts' events from the store after its cursor, then the
+/// live ones from the hub, each through the sequencer.
+#[derive(Debug)]
+pub struct ClientStream {
+    state: Arc<AppState>,
+    ids: Vec<AccountId>,
+    positions: Vec<u64>,
+    seq: Sequencer,
+    /// Still reading the store: the index of the account being read.
+    catching_up: Option<usize>,
+    ready: std::collections::VecDeque<Arc<Outgoing>>,
+    live: broadcast::Receiver<Arc<Outgoing>>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl ClientStream {
+    /// A stream of `ids` (sorted) from `start` (per account), reading `live` after the store.
+    pub fn new(
+        state: Arc<AppState>,
+        ids: Vec<AccountId>,
+        start: Vec<u64>,
+        live: broadcast::Receiver<Arc<Outgoing>>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        let mut seq = Sequencer::new();
+        for (a, s) in ids.iter().zip(&start) {
+            seq.start_at(*a, *s);
+        }
+        metrics::gauge!("bp_sse_clients").increment(1.0);
+        Self {
+            state,
+            catching_up: Some(0),
+            ids,
+            positions: start,
+            seq,
+            ready: std::collections::VecDeque::new(),
+            live,
+            shutdown,
+        }
+    }
+
+    /// The next SSE message, or `None` when the stream ends (client too slow, shutdown, or a
+    /// store failure: the client resumes from its cursor).
+    pub async fn next_frame(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(out) = self.ready.pop_front() {
+                return Some(self.frame(&out));
+            }
+            if let Some(i) = self.catching_up {
+                let Some(&account) = self.ids.get(i) else {
+                    self.catching_up = None;
+                    continue;
+                };
+                let after = self.seq.last(account).unwrap_or(0);
+                let page = self.state.ledger.store().events_after(account, after, 500).await.ok()?;
+                if page.is_empty() {
+                    self.catching_up = Some(i + 1);
+                }
+                for e in page {
+                    self.admit_owned(e).await?;
+                }
+                continue;
+            }
+            let out = tokio::select! {
+                _ = self.shutdown.changed() => return None,
+                next = self.live.recv() => match next {
+                    Ok(out) => out,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // A whole ring behind: disconnect; the client resumes from its cursor.
+                        metrics::counter!("bp_sse_slow_clients_total").increment(1);
+                        return None;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+            };
+            if !self.ids.contains(&out.event.account_id) {
+                continue;
+            }
+            match self.seq.check(out.event.account_id, out.event.seq) {
+                Verdict::Next => self.ready.push_back(out),
+                Verdict::Seen => {}
+                Verdict::Gap { .. } => self.admit_owned(out.event.clone()).await?,
+            }
+        }
+    }
+
+    /// Passes an event read from the store (or after a gap) through the sequencer.
+    async fn admit_owned(&mut self, event: Event) -> Option<()> {
+        for e in self.seq.admit(event, self.state.ledger.store().as_ref()).await.ok()? {
+            self.ready.push_back(Outgoing::new(e)?);
+        }
+        Some(())
+    }
+
+    /// The SSE message of `out`; its id says exactly what was delivered up to and including it.
+    fn frame(&mut self, out: &Outgoing) -> SseEvent {
+        if let Some(i) = self.ids.iter().position(|a| *a == out.event.account_id) {
+            self.positions[i] = out.event.seq;
+        }
+        SseEvent::default().event(out.event.body.type_name()).id(cursor_id(&self.positions)).data(&*out.json)
+    }
+}
 
 impl Drop for ClientStream {
     fn drop(&mut self) {
         metrics::gauge!("bp_sse_clients").decrement(1.0);
     }
-}
-
-/// Passes `event` through the sequencer and sends what it yields; false when the client is
-/// gone or too slow (its buffer is full: it is disconnected and may resume).
-async fn deliver(
-    state: &AppState,
-    tx: &mpsc::Sender<SseEvent>,
-    ids: &[AccountId],
-    positions: &mut [u64],
-    seq: &mut Sequencer,
-    event: Event,
-) -> bool {
-    let Ok(ready) = seq.admit(event, state.ledger.store().as_ref()).await else { return false };
-    for e in ready {
-        // Each event's id says exactly what was delivered up to and including it.
-        if let Some(i) = ids.iter().position(|a| *a == e.account_id) {
-            positions[i] = e.seq;
-        }
-        let Some(json) = state.streams.json_of(&e) else { return false };
-        let sse = SseEvent::default().event(e.body.type_name()).id(cursor_id(positions)).data(&*json);
-        if tx.try_send(sse).is_err() {
-            metrics::counter!("bp_sse_slow_clients_total").increment(1);
-            return false;
-        }
-    }
-    true
 }
 
 /// The configured external bus (Kafka), connected; `None` for the in-process bus.
@@ -272,9 +302,9 @@ pub async fn connect_bus(config: &crate::config::BusConfig) -> Result<Option<Arc
     }
 }
 
-/// Forwards every event of the external bus to this server's streams. Subscribes first
+/// Forwards every event of the bus to this process's hub, its JSON made once. Subscribes first
 /// (retrying with back-off while the bus is unreachable), then says so on `subscribed`: the
-/// relay starts only then, so that this replica misses none of its own events.
+/// relay starts only then, so that this process misses none of its own events.
 pub async fn bridge(state: Arc<AppState>, subscribed: tokio::sync::oneshot::Sender<()>) {
     let mut wait = Duration::from_millis(100);
     let mut subscription = loop {
@@ -292,10 +322,14 @@ pub async fn bridge(state: Arc<AppState>, subscribed: tokio::sync::oneshot::Send
     loop {
         match subscription.next().await {
             Some(Ok(event)) => {
-                let _ = state.hub.publish(std::slice::from_ref(&event)).await;
+                if let Some(out) = Outgoing::new(event) {
+                    // No stream open is not an error.
+                    let _ = state.hub.send(out);
+                }
             }
-            // Transient (the adapter reconnects by itself); a stream that misses an event fills
-            // the gap from the store.
+            // The bridge fell behind the in-process bus, or Kafka is unreachable for a moment
+            // (the adapter reconnects by itself). Streams that miss an event fill the gap from
+            // the store when the account's next event arrives.
             Some(Err(e)) => {
                 metrics::counter!("bp_bus_receive_errors_total").increment(1);
                 if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {

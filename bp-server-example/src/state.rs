@@ -50,13 +50,11 @@ pub struct AppState {
     pub flows: Flows,
     /// Time.
     pub clock: Arc<dyn Clock>,
-    /// The event bus the relay publishes to: `hub` itself, or Kafka.
+    /// The event bus the relay publishes to: in-process, or Kafka.
     pub bus: Arc<dyn bp_core::bus::EventBus>,
-    /// This process's fan-out to its event streams. With an external bus, a bridge task
-    /// subscribes to it once and forwards every event here.
-    pub hub: bp_notify::broadcast::BroadcastBus,
-    /// Whether `bus` is another bus than `hub` (so the bridge runs).
-    pub bus_is_external: bool,
+    /// This process's fan-out to its event streams: the bridge subscribes to `bus` once and
+    /// forwards every event here.
+    pub hub: crate::events::Hub,
     /// Wakes the outbox relay after a commit.
     pub relay_waker: Arc<tokio::sync::Notify>,
     /// The outbox relay's counters, once it runs.
@@ -91,9 +89,8 @@ impl AppState {
         let dummy_hash = hasher.hash(&crate::crypto::random_token(16))?;
         let verifier = Verifier::new(&keys, issuer.clone(), config.auth.audience.clone());
         let external = config.auth.external.clone().map(External::new);
-        let hub = bp_notify::broadcast::BroadcastBus::default();
-        let bus_is_external = external_bus.is_some();
-        let bus = external_bus.unwrap_or_else(|| Arc::new(hub.clone()));
+        let bus = external_bus.unwrap_or_else(|| Arc::new(bp_notify::broadcast::BroadcastBus::default()));
+        let (hub, _) = tokio::sync::broadcast::channel(config.bus.stream_buffer_events.max(1));
         Ok(Self {
             issuer,
             ledger: Ledger::new(store),
@@ -107,7 +104,6 @@ impl AppState {
             clock,
             bus,
             hub,
-            bus_is_external,
             relay_waker: Arc::new(tokio::sync::Notify::new()),
             relay_stats: std::sync::OnceLock::new(),
             streams: crate::events::Streams::default(),

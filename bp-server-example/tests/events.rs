@@ -85,3 +85,61 @@ async fn tickets_are_single_use_and_required() {
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     server.stop().await;
 }
+
+/// A client that falls a whole ring (`bus.stream_buffer_events`) behind is disconnected, and a
+/// client that keeps up gets every event meanwhile: nobody waits for the slow one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_a_whole_buffer_behind_is_disconnected_and_nobody_waits_for_it() {
+    use bp_server_example::events::ClientStream;
+
+    let mut server = Server::start_with(|c| c.bus.stream_buffer_events = 16).await;
+    let ada = server.customer("ada-slow", 100_000, 0).await;
+    let second = server.open_eur(ada.id).await;
+    let api = Api::new(&server, &server.login(&ada, ALL).await);
+    let (_, account) = api.get(&format!("/v1/accounts/{second}")).await;
+    let to = account["number"].as_str().expect("number").to_owned();
+    let state = &server.state;
+    let ids = {
+        let mut ids = vec![ada.eur, ada.usd, second];
+        ids.sort();
+        ids
+    };
+    let mut start = Vec::new();
+    for id in &ids {
+        start.push(state.ledger.account(*id).await.expect("account").last_event_seq);
+    }
+    let open = || {
+        ClientStream::new(
+            state.clone(),
+            ids.clone(),
+            start.clone(),
+            state.hub.subscribe(),
+            state.shutting_down.subscribe(),
+        )
+    };
+    let mut slow = open();
+    // The slow client reads the store (nothing new) and waits for live events, then stops reading.
+    assert!(tokio::time::timeout(Duration::from_millis(50), slow.next_frame()).await.is_err());
+    let mut fast = open();
+    let reader = tokio::spawn(async move {
+        let mut frames = 0;
+        while frames < 40 {
+            match tokio::time::timeout(Duration::from_secs(10), fast.next_frame()).await {
+                Ok(Some(_)) => frames += 1,
+                Ok(None) => panic!("the fast client was disconnected after {frames} events"),
+                Err(_) => panic!("the fast client waited over 10 s after {frames} events"),
+            }
+        }
+        frames
+    });
+    // Twenty transfers: forty events, more than the ring of sixteen.
+    for i in 0..20 {
+        let body = json!({ "from_account": ada.eur, "to_account_number": to, "amount": { "amount": "1.00", "currency": "EUR" } });
+        let (status, _) = api.post("/v1/transfers", &body, Some(&format!("slow-{i}"))).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    assert_eq!(reader.await.expect("reader"), 40, "the fast client got every event");
+    let ended = tokio::time::timeout(Duration::from_secs(5), slow.next_frame()).await.expect("an answer at once");
+    assert!(ended.is_none(), "the slow client is disconnected (and resumes from its cursor)");
+    server.stop().await;
+}
