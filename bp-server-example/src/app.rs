@@ -267,6 +267,7 @@ pub async fn serve(state: Arc<AppState>, listener: std::net::TcpListener, signal
     let (tx, rx) = oneshot::channel::<()>();
     let sweeper = tokio::spawn(expire_holds(state.clone()));
     let relay = spawn_relay(&state);
+    let audit_tail = tokio::spawn(crate::events::tail_audit(state.clone()));
     let grace = Duration::from_millis(state.config.server.shutdown_grace_ms);
     let tls = match (&state.config.server.tls_cert_path, &state.config.server.tls_key_path) {
         (Some(c), Some(k)) => Some((c.clone(), k.clone())),
@@ -303,6 +304,7 @@ pub async fn serve(state: Arc<AppState>, listener: std::net::TcpListener, signal
         };
         sweeper.abort();
         relay.abort();
+        audit_tail.abort();
         result
     });
     Ok(Running { addr, shutdown: Some(tx), task })

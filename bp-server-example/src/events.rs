@@ -30,6 +30,7 @@ use axum::response::{IntoResponse, Response};
 use bp_core::bus::EventBus;
 use bp_core::event::Event;
 use bp_core::ids::{AccountId, CustomerId};
+use bp_core::security::AuditEntry;
 use bp_notify::sequencer::{Sequencer, Verdict};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -52,16 +53,50 @@ pub struct Streams {
 /// An event on its way to the streams, with its JSON made once for all of them.
 #[derive(Debug)]
 pub struct Outgoing {
-    /// The event.
-    pub event: Event,
+    /// What happened.
+    pub what: What,
     /// Its JSON.
     pub json: Arc<str>,
 }
 
+/// The two sources of a customer's events.
+#[derive(Debug)]
+pub enum What {
+    /// A ledger event of an account.
+    Ledger(Event),
+    /// An entry of the audit log naming the customer: SSE type `security.<kind>`.
+    Security(AuditEntry),
+}
+
 impl Outgoing {
-    fn new(event: Event) -> Option<Arc<Self>> {
+    fn ledger(event: Event) -> Option<Arc<Self>> {
         let json = serde_json::to_string(&event).ok()?.into();
-        Some(Arc::new(Self { event, json }))
+        Some(Arc::new(Self { what: What::Ledger(event), json }))
+    }
+
+    fn security(entry: AuditEntry) -> Option<Arc<Self>> {
+        let kind = serde_json::to_value(entry.kind).ok()?;
+        let json = serde_json::json!({
+            "type": format!("security.{}", kind.as_str()?),
+            "position": entry.position,
+            "at": entry.at,
+            "kind": kind,
+            "detail": entry.detail,
+        });
+        Some(Arc::new(Self { what: What::Security(entry), json: json.to_string().into() }))
+    }
+
+    /// The SSE event type.
+    fn type_name(&self) -> String {
+        match &self.what {
+            What::Ledger(e) => e.body.type_name().to_owned(),
+            What::Security(e) => {
+                format!(
+                    "security.{}",
+                    serde_json::to_value(e.kind).ok().and_then(|k| k.as_str().map(str::to_owned)).unwrap_or_default()
+                )
+            }
+        }
     }
 }
 
@@ -99,9 +134,10 @@ pub struct StreamQuery {
     last_event_id: Option<String>,
 }
 
-/// A stream cursor: the last sequence number delivered per account, in the stream's account order.
-fn cursor_id(positions: &[u64]) -> String {
-    let mut out = String::from("v1");
+/// A stream cursor, `v2.<audit>.<seq>.<seq>…`: the audit log position of the last security event
+/// delivered, then the last sequence number delivered per account, in the stream's account order.
+fn cursor_id(audit: u64, positions: &[u64]) -> String {
+    let mut out = format!("v2.{audit}");
     for p in positions {
         out.push('.');
         out.push_str(&p.to_string());
@@ -109,15 +145,19 @@ fn cursor_id(positions: &[u64]) -> String {
     out
 }
 
-fn parse_cursor(id: &str, accounts: &[AccountId]) -> Option<Vec<u64>> {
+/// The audit position and per-account sequence numbers of a cursor (`None` for the audit
+/// position of a `v1` cursor, which had none).
+fn parse_cursor(id: &str, accounts: &[AccountId]) -> Option<(Option<u64>, Vec<u64>)> {
     let mut parts = id.trim().split('.');
-    if parts.next()? != "v1" {
-        return None;
-    }
+    let audit = match parts.next()? {
+        "v1" => None,
+        "v2" => Some(parts.next()?.parse().ok()?),
+        _ => return None,
+    };
     let seqs: Vec<u64> = parts.map(|p| p.parse().ok()).collect::<Option<_>>()?;
     // Accounts opened since the cursor was made start from the beginning.
     (seqs.len() <= accounts.len())
-        .then(|| accounts.iter().enumerate().map(|(i, _)| seqs.get(i).copied().unwrap_or(0)).collect())
+        .then(|| (audit, accounts.iter().enumerate().map(|(i, _)| seqs.get(i).copied().unwrap_or(0)).collect()))
 }
 
 /// `GET /v1/events`.
@@ -161,27 +201,40 @@ async fn open(state: &Arc<AppState>, headers: &HeaderMap, q: &StreamQuery) -> Re
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .or_else(|| q.last_event_id.clone());
-    let start: Vec<u64> = match last_event_id {
-        Some(id) => parse_cursor(&id, &ids)
-            .ok_or_else(|| ApiError::BadRequest("Last-Event-ID is not a cursor of this stream".into()))?,
-        None => accounts.iter().map(|a| a.last_event_seq).collect(),
+    // Security events from the audit log's end as this process has read it (or the cursor's).
+    let audit_now = state.audit_position.load(std::sync::atomic::Ordering::Acquire);
+    let (audit, start) = match last_event_id {
+        Some(id) => {
+            let (audit, seqs) = parse_cursor(&id, &ids)
+                .ok_or_else(|| ApiError::BadRequest("Last-Event-ID is not a cursor of this stream".into()))?;
+            (audit.unwrap_or(audit_now), seqs)
+        }
+        None => (audit_now, accounts.iter().map(|a| a.last_event_seq).collect()),
     };
     let shutdown = state.shutting_down.subscribe();
     if *shutdown.borrow() {
         return Err(ApiError::Unavailable);
     }
-    let stream = ClientStream::new(Arc::clone(state), ids, start, live, shutdown);
+    let stream = ClientStream::new(Arc::clone(state), customer, ids, (audit, start), live, shutdown);
     let body = futures_util::stream::unfold(stream, |mut s| async move {
         s.next_frame().await.map(|frame| (Ok::<_, Infallible>(frame), s))
     });
     Ok(Sse::new(body).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)).text("heartbeat")).into_response())
 }
 
-/// One client's stream: first its accounts' events from the store after its cursor, then the
-/// live ones from the hub, each through the sequencer.
+/// One client's stream: first its accounts' events from the store after its cursor and its
+/// security events from the audit log, then the live ones from the hub (ledger events through
+/// the sequencer).
 #[derive(Debug)]
 pub struct ClientStream {
     state: Arc<AppState>,
+    customer: CustomerId,
+    /// The audit position of the last security event delivered (or of the stream's start).
+    audit: u64,
+    /// Still to read the audit log after the ledger catch-up.
+    audit_catching_up: bool,
+    /// The end of the audit page read last, once its entries of this customer are sent.
+    audit_skip: u64,
     ids: Vec<AccountId>,
     positions: Vec<u64>,
     seq: Sequencer,
@@ -193,11 +246,13 @@ pub struct ClientStream {
 }
 
 impl ClientStream {
-    /// A stream of `ids` (sorted) from `start` (per account), reading `live` after the store.
+    /// A stream of `customer`'s accounts `ids` (sorted) from `start`: the audit position and the
+    /// sequence number per account; reading `live` after the stores.
     pub fn new(
         state: Arc<AppState>,
+        customer: CustomerId,
         ids: Vec<AccountId>,
-        start: Vec<u64>,
+        (audit, start): (u64, Vec<u64>),
         live: broadcast::Receiver<Arc<Outgoing>>,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
@@ -208,6 +263,10 @@ impl ClientStream {
         metrics::gauge!("bp_sse_clients").increment(1.0);
         Self {
             state,
+            customer,
+            audit,
+            audit_catching_up: true,
+            audit_skip: 0,
             catching_up: Some(0),
             ids,
             positions: start,
@@ -240,6 +299,24 @@ impl ClientStream {
                 }
                 continue;
             }
+            if self.audit_catching_up {
+                let page = self.state.security.audit_after(self.audit, 500).await.ok()?;
+                let Some(last) = page.last().map(|e| e.position) else {
+                    self.audit_catching_up = false;
+                    continue;
+                };
+                for e in page.into_iter().filter(|e| e.customer_id == Some(self.customer)) {
+                    self.ready.push_back(Outgoing::security(e)?);
+                }
+                // Past other customers' entries too, once this customer's are sent (the cursor
+                // names only what was delivered).
+                if self.ready.is_empty() {
+                    self.audit = last;
+                } else {
+                    self.audit_skip = last;
+                }
+                continue;
+            }
             let out = tokio::select! {
                 _ = self.shutdown.changed() => return None,
                 next = self.live.recv() => match next {
@@ -252,13 +329,18 @@ impl ClientStream {
                     Err(broadcast::error::RecvError::Closed) => return None,
                 },
             };
-            if !self.ids.contains(&out.event.account_id) {
-                continue;
-            }
-            match self.seq.check(out.event.account_id, out.event.seq) {
-                Verdict::Next => self.ready.push_back(out),
-                Verdict::Seen => {}
-                Verdict::Gap { .. } => self.admit_owned(out.event.clone()).await?,
+            match &out.what {
+                What::Security(e) => {
+                    if e.customer_id == Some(self.customer) && e.position > self.audit {
+                        self.ready.push_back(out);
+                    }
+                }
+                What::Ledger(e) if self.ids.contains(&e.account_id) => match self.seq.check(e.account_id, e.seq) {
+                    Verdict::Next => self.ready.push_back(out),
+                    Verdict::Seen => {}
+                    Verdict::Gap { .. } => self.admit_owned(e.clone()).await?,
+                },
+                What::Ledger(_) => {}
             }
         }
     }
@@ -266,17 +348,25 @@ impl ClientStream {
     /// Passes an event read from the store (or after a gap) through the sequencer.
     async fn admit_owned(&mut self, event: Event) -> Option<()> {
         for e in self.seq.admit(event, self.state.ledger.store().as_ref()).await.ok()? {
-            self.ready.push_back(Outgoing::new(e)?);
+            self.ready.push_back(Outgoing::ledger(e)?);
         }
         Some(())
     }
 
     /// The SSE message of `out`; its id says exactly what was delivered up to and including it.
     fn frame(&mut self, out: &Outgoing) -> SseEvent {
-        if let Some(i) = self.ids.iter().position(|a| *a == out.event.account_id) {
-            self.positions[i] = out.event.seq;
+        match &out.what {
+            What::Ledger(e) => {
+                if let Some(i) = self.ids.iter().position(|a| *a == e.account_id) {
+                    self.positions[i] = e.seq;
+                }
+            }
+            What::Security(e) => self.audit = self.audit.max(e.position),
         }
-        SseEvent::default().event(out.event.body.type_name()).id(cursor_id(&self.positions)).data(&*out.json)
+        if self.ready.is_empty() && self.audit_skip > self.audit {
+            self.audit = self.audit_skip;
+        }
+        SseEvent::default().event(out.type_name()).id(cursor_id(self.audit, &self.positions)).data(&*out.json)
     }
 }
 
@@ -322,7 +412,7 @@ pub async fn bridge(state: Arc<AppState>, subscribed: tokio::sync::oneshot::Send
     loop {
         match subscription.next().await {
             Some(Ok(event)) => {
-                if let Some(out) = Outgoing::new(event) {
+                if let Some(out) = Outgoing::ledger(event) {
                     // No stream open is not an error.
                     let _ = state.hub.send(out);
                 }
@@ -339,5 +429,50 @@ pub async fn bridge(state: Arc<AppState>, subscribed: tokio::sync::oneshot::Send
             }
             None => return,
         }
+    }
+}
+
+/// Reads the audit log as it grows and puts the entries that name a customer on the hub: the
+/// security events of the streams. Woken at once by this process's audit writes, and every
+/// 250 ms for other processes' (replicas sharing the security store).
+pub async fn tail_audit(state: Arc<AppState>) {
+    use std::sync::atomic::Ordering;
+    // Start at the log's end: streams replay older entries from the store themselves.
+    let mut position = 0;
+    loop {
+        match state.security.audit_after(position, 500).await {
+            Ok(page) => match page.last() {
+                Some(last) => position = last.position,
+                None => break,
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the audit log failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    state.audit_position.store(position, Ordering::Release);
+    loop {
+        let page = match state.security.audit_after(position, 500).await {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the audit log failed");
+                Vec::new()
+            }
+        };
+        if page.is_empty() {
+            let _ = tokio::time::timeout(Duration::from_millis(250), state.audit_waker.notified()).await;
+            continue;
+        }
+        for entry in page {
+            position = entry.position;
+            if entry.customer_id.is_some() {
+                if let Some(out) = Outgoing::security(entry) {
+                    let _ = state.hub.send(out);
+                }
+            }
+        }
+        // After sending: a stream that read this position has every later entry coming live.
+        state.audit_position.store(position, Ordering::Release);
     }
 }

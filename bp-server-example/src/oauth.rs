@@ -510,7 +510,7 @@ async fn code_grant(state: &AppState, client: &ClientConfig, form: &TokenForm) -
         let mut codes = state.flows.codes.lock().unwrap_or_else(PoisonError::into_inner);
         match codes.get_mut(&sha256(code.as_bytes())) {
             None => None,
-            Some(auth) if auth.redeemed => Some(Err(auth.session)),
+            Some(auth) if auth.redeemed => Some(Err((auth.session, auth.customer_id))),
             Some(auth) => {
                 auth.redeemed = true;
                 Some(Ok(auth.clone()))
@@ -519,9 +519,9 @@ async fn code_grant(state: &AppState, client: &ClientConfig, form: &TokenForm) -
     };
     let auth = match found {
         None => return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown or expired code"),
-        Some(Err(session)) => {
+        Some(Err((session, customer))) => {
             // A code presented twice was probably stolen: revoke what it gave (RFC 6749 §4.1.2).
-            revoke_session(state, session, AuditKind::RefreshTokenReuse).await;
+            revoke_session(state, session, Some(customer), AuditKind::RefreshTokenReuse).await;
             return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "the code was already used");
         }
         Some(Ok(auth)) => auth,
@@ -699,10 +699,10 @@ async fn refresh_grant(state: &AppState, client: &ClientConfig, form: &TokenForm
     }
 }
 
-async fn revoke_session(state: &AppState, session: SessionId, kind: AuditKind) {
+async fn revoke_session(state: &AppState, session: SessionId, customer: Option<CustomerId>, kind: AuditKind) {
     state.verifier.revoke(session);
     if let Ok(true) = state.security.revoke_session(session, state.now()).await {
-        state.audit(kind, None, serde_json::json!({ "session": session.to_string() })).await.ok();
+        state.audit(kind, customer, serde_json::json!({ "session": session.to_string() })).await.ok();
     }
 }
 
@@ -725,12 +725,12 @@ pub async fn revoke(State(state): State<Arc<AppState>>, Form(form): Form<RevokeF
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "token is required");
     };
     let session = match state.security.refresh_token(sha256(token.as_bytes())).await {
-        Ok(Some(t)) if t.client_id == client.id => Some(t.session),
+        Ok(Some(t)) if t.client_id == client.id => Some((t.session, Some(t.customer_id))),
         Ok(_) => state.verifier.session_of(token),
         Err(e) => return ApiError::from(e).into_response(),
     };
-    if let Some(session) = session {
-        revoke_session(&state, session, AuditKind::SessionRevoked).await;
+    if let Some((session, customer)) = session {
+        revoke_session(&state, session, customer, AuditKind::SessionRevoked).await;
     }
     // RFC 7009 §2.2: unknown tokens get 200 as well.
     (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")]).into_response()

@@ -55,6 +55,10 @@ pub struct AppState {
     /// This process's fan-out to its event streams: the bridge subscribes to `bus` once and
     /// forwards every event here.
     pub hub: crate::events::Hub,
+    /// Wakes the audit log's tail after an audit write.
+    pub audit_waker: tokio::sync::Notify,
+    /// How far the audit log's tail has put entries on the hub.
+    pub audit_position: std::sync::atomic::AtomicU64,
     /// Wakes the outbox relay after a commit.
     pub relay_waker: Arc<tokio::sync::Notify>,
     /// The outbox relay's counters, once it runs.
@@ -104,6 +108,8 @@ impl AppState {
             clock,
             bus,
             hub,
+            audit_waker: tokio::sync::Notify::new(),
+            audit_position: std::sync::atomic::AtomicU64::new(0),
             relay_waker: Arc::new(tokio::sync::Notify::new()),
             relay_stats: std::sync::OnceLock::new(),
             streams: crate::events::Streams::default(),
@@ -164,6 +170,7 @@ impl AppState {
         };
         let entry = AuditEntry { position: 0, at: self.now(), kind, customer_id: customer, detail };
         self.security.append_audit(entry).await?;
+        self.audit_waker.notify_one();
         let customer_id = customer.map_or_else(|| "-".to_owned(), |c| c.to_string());
         tracing::info!(audit = ?kind, customer = %customer_id, "security event");
         Ok(())

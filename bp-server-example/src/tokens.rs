@@ -358,12 +358,13 @@ impl Verifier {
 
     /// The session of one of our access tokens whose signature is valid, expired or not (for
     /// revocation).
-    pub fn session_of(&self, token: &str) -> Option<SessionId> {
+    pub fn session_of(&self, token: &str) -> Option<(SessionId, Option<CustomerId>)> {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
         validation.validate_exp = false;
-        jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &validation).ok()?.claims.sid.parse().ok()
+        let claims = jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &validation).ok()?.claims;
+        Some((claims.sid.parse().ok()?, claims.sub.parse().ok()))
     }
 }
 

@@ -111,12 +111,14 @@ async fn a_client_a_whole_buffer_behind_is_disconnected_and_nobody_waits_for_it(
     let open = || {
         ClientStream::new(
             state.clone(),
+            ada.id,
             ids.clone(),
-            start.clone(),
+            (state.audit_position.load(std::sync::atomic::Ordering::Acquire), start.clone()),
             state.hub.subscribe(),
             state.shutting_down.subscribe(),
         )
     };
+    server.audit_settled().await;
     let mut slow = open();
     // The slow client reads the store (nothing new) and waits for live events, then stops reading.
     assert!(tokio::time::timeout(Duration::from_millis(50), slow.next_frame()).await.is_err());
@@ -141,5 +143,48 @@ async fn a_client_a_whole_buffer_behind_is_disconnected_and_nobody_waits_for_it(
     assert_eq!(reader.await.expect("reader"), 40, "the fast client got every event");
     let ended = tokio::time::timeout(Duration::from_secs(5), slow.next_frame()).await.expect("an answer at once");
     assert!(ended.is_none(), "the slow client is disconnected (and resumes from its cursor)");
+    server.stop().await;
+}
+
+/// The customer's security events (from the audit log) reach their stream, typed
+/// `security.<kind>`, with no secret in them; another customer's stream stays silent; the cursor
+/// covers them, so a resumed stream does not repeat them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_events_reach_their_customers_stream_once() {
+    let mut server = Server::start().await;
+    let ada = server.customer("ada-security", 0, 0).await;
+    let bob = server.customer("bob-security", 0, 0).await;
+    let api = Api::new(&server, &server.login(&ada, ALL).await);
+    let bob_api = Api::new(&server, &server.login(&bob, ALL).await);
+    let mut stream = Stream::open(&server, &api, None).await;
+    let mut bob_stream = Stream::open(&server, &bob_api, None).await;
+
+    // Ada signs in again elsewhere (a new session), then signs that session out.
+    let other = server.login(&ada, ALL).await;
+    let revoked = reqwest::Client::new()
+        .post(server.url("/oauth2/revoke"))
+        .form(&[("token", other["refresh_token"].as_str().expect("rt")), ("client_id", common::CLIENT)])
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(revoked.status(), StatusCode::OK);
+    let got = stream.next(2).await;
+    assert_eq!(got[0].event, "security.login_succeeded", "{got:?}");
+    assert_eq!(got[0].data["kind"], "login_succeeded");
+    assert_eq!(got[1].event, "security.session_revoked", "{got:?}");
+    for m in &got {
+        let text = m.data.to_string();
+        for secret in [&other["access_token"], &other["refresh_token"], &other["id_token"]] {
+            assert!(!text.contains(secret.as_str().expect("token")), "no token in a security event");
+        }
+    }
+    assert!(bob_stream.quiet_for(Duration::from_millis(300)).await, "bob sees none of ada's");
+
+    // Resuming after the first: only the second, once.
+    let mut resumed = Stream::open(&server, &api, Some(&got[0].id)).await;
+    let again = resumed.next(1).await;
+    assert_eq!(again[0].event, "security.session_revoked");
+    assert_eq!(again[0].id, got[1].id, "the same cursor");
+    assert!(resumed.quiet_for(Duration::from_millis(300)).await, "and nothing more");
     server.stop().await;
 }

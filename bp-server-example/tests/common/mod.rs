@@ -82,6 +82,26 @@ impl Server {
         }
     }
 
+    /// Waits until the server's audit tail has read the whole audit log, so that a stream opened
+    /// now starts after every security event so far.
+    pub async fn audit_settled(&self) {
+        let mut end = 0;
+        loop {
+            let page = self.state.security.audit_after(end, 500).await.expect("audit log");
+            match page.last() {
+                Some(last) => end = last.position,
+                None => break,
+            }
+        }
+        for _ in 0..500 {
+            if self.state.audit_position.load(std::sync::atomic::Ordering::Acquire) >= end {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the audit tail did not reach position {end} within 5 s");
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

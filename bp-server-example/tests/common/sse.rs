@@ -22,7 +22,9 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// Opens a stream after every security event so far (see [`Server::audit_settled`]).
     pub async fn open(server: &Server, api: &Api, last_event_id: Option<&str>) -> Self {
+        server.audit_settled().await;
         let (status, ticket) = api.post("/v1/events/ticket", &json!({}), None).await;
         assert_eq!(status, StatusCode::OK, "{ticket}");
         let url = server.url(&format!("/v1/events?ticket={}", ticket["ticket"].as_str().expect("ticket")));
