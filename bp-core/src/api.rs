@@ -121,7 +121,7 @@ impl std::fmt::Debug for DocumentView {
 pub struct AccountView {
     /// Id.
     pub id: AccountId,
-    /// Account number (10 digits, check digits included).
+    /// Account number (12 digits, check digits included).
     pub number: String,
     /// Currency.
     pub currency: Currency,

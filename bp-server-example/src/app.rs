@@ -313,7 +313,11 @@ pub async fn serve(state: Arc<AppState>, listener: std::net::TcpListener, signal
 /// Runs the bridge from the bus to this server's streams, then the outbox relay from the store to
 /// the bus, woken after each commit.
 fn spawn_relay(state: &Arc<AppState>) -> tokio::task::JoinHandle<()> {
-    let config = bp_notify::relay::RelayConfig { idle_wait_ms: 100, ..Default::default() };
+    let config = bp_notify::relay::RelayConfig {
+        name: state.config.bus.relay_cursor_name(),
+        idle_wait_ms: 100,
+        ..Default::default()
+    };
     let mut relay = bp_notify::relay::Relay::new(Arc::clone(state.ledger.store()), Arc::clone(&state.bus), config);
     relay.set_waker(Arc::clone(&state.relay_waker));
     let _ = state.relay_stats.set(relay.stats());

@@ -58,6 +58,17 @@ pub struct BusConfig {
     pub stream_buffer_events: usize,
 }
 
+impl BusConfig {
+    /// The name under which the relay records how far it has published: one per destination,
+    /// so that a store moved to another bus (or topic) publishes its whole outbox there.
+    pub fn relay_cursor_name(&self) -> String {
+        match self.kind {
+            BusKind::InProcess => "outbox-relay".to_owned(),
+            BusKind::Kafka => format!("kafka.{}", self.kafka.topic.to_ascii_lowercase()),
+        }
+    }
+}
+
 impl Default for BusConfig {
     fn default() -> Self {
         Self { kind: BusKind::default(), kafka: bp_notify::kafka::KafkaConfig::default(), stream_buffer_events: 16_384 }
@@ -303,6 +314,9 @@ impl Config {
             let k = &self.bus.kafka;
             if k.bootstrap_servers.trim().is_empty() || k.topic.trim().is_empty() {
                 return bad("bus.kafka.bootstrap_servers and bus.kafka.topic are required with bus.kind = \"kafka\"");
+            }
+            if bp_core::store::check_cursor_name(&self.bus.relay_cursor_name()).is_err() {
+                return bad("bus.kafka.topic must be 1 to 58 characters of a-z, A-Z, 0-9, '.', '_' or '-'");
             }
             if k.partitions <= 0 || k.replication_factor <= 0 || k.message_timeout_ms == 0 {
                 return bad("bus.kafka.partitions, replication_factor and message_timeout_ms must be positive");

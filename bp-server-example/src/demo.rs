@@ -207,10 +207,13 @@ pub async fn seed(state: &AppState, credentials_file: &Path) -> Result<Option<Ve
     Ok(Some(enrolled))
 }
 
-/// The text of the demo credentials (for the console and the file).
-pub fn credentials_text(enrolled: &[Enrolled], issuer: &str) -> String {
+/// The file, in the data folder, where the demo's credentials are written.
+pub const CREDENTIALS_FILE: &str = "demo-credentials.txt";
+
+/// The text of the demo credentials (for the console and the file), naming `file`.
+pub fn credentials_text(enrolled: &[Enrolled], issuer: &str, file: &Path) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "bp demo customers (development mode) — shown once, also in data/demo-credentials.txt");
+    let _ = writeln!(out, "bp demo customers (development mode) — shown once, also in {}", file.display());
     let _ =
         writeln!(out, "The API is at {issuer}/v1 (docs/api/README.md); `scripts/demo-login.sh` signs in with curl.");
     let _ = writeln!(out, "Add a TOTP secret to an authenticator app, or print its current code with");
@@ -236,7 +239,7 @@ fn write_credentials(path: &Path, enrolled: &[Enrolled]) -> std::io::Result<()> 
         options.mode(0o600);
     }
     let mut file = options.open(&tmp)?;
-    file.write_all(credentials_text(enrolled, "").as_bytes())?;
+    file.write_all(credentials_text(enrolled, "", path).as_bytes())?;
     let json =
         serde_json::json!(enrolled
         .iter()

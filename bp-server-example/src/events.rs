@@ -2,11 +2,14 @@
 //!
 //! Browsers' `EventSource` cannot send an `Authorization` header, so a client first exchanges
 //! its access token for a **stream ticket** (`POST /v1/events/ticket`): 256 random bits, kept
-//! hashed in memory, single-use, valid 30 s, bound to the customer. `GET /v1/events?ticket=…`
-//! spends it; clients that can send headers may use their bearer token instead.
+//! hashed in memory, single-use, valid 30 s, bound to the customer and the session. `GET
+//! /v1/events?ticket=…` spends it; clients that can send headers may use their bearer token
+//! instead. A stream ends when its session is revoked (sign-out, refresh token reuse).
 //!
-//! Each event's SSE `id` is a cursor naming the last sequence number delivered of every account
-//! of the stream (`v1.<seq>.<seq>…`, accounts in id order). A client that reconnects with
+//! A stream carries the ledger events of the customer's accounts and the customer's security
+//! events (audit log entries naming them, `security.<kind>`). Each event's SSE `id` is a cursor
+//! naming the audit position and the last sequence number of every account delivered
+//! (`v2.<audit>.<seq>.<seq>…`, accounts in opening order). A client that reconnects with
 //! `Last-Event-ID` receives every later event, replayed from the store, then the live ones — with
 //! no gap and no duplicate (the [`Sequencer`] drops what was delivered and fills gaps from the
 //! store). Comments every 15 s keep idle connections open through proxies.
@@ -29,8 +32,9 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use bp_core::bus::EventBus;
 use bp_core::event::Event;
+use bp_core::ids::SessionId;
 use bp_core::ids::{AccountId, CustomerId};
-use bp_core::security::AuditEntry;
+use bp_core::security::{AuditEntry, AuditKind};
 use bp_notify::sequencer::{Sequencer, Verdict};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -47,7 +51,15 @@ const TICKETS_MAX: usize = 100_000;
 /// Unspent stream tickets, by hash.
 #[derive(Debug, Default)]
 pub struct Streams {
-    map: Mutex<HashMap<[u8; 32], (CustomerId, bp_core::Timestamp)>>,
+    map: Mutex<HashMap<[u8; 32], Ticketed>>,
+}
+
+/// Whose a ticket is, and until when.
+#[derive(Debug)]
+struct Ticketed {
+    customer: CustomerId,
+    session: Option<SessionId>,
+    until: bp_core::Timestamp,
 }
 
 /// An event on its way to the streams, with its JSON made once for all of them.
@@ -118,11 +130,16 @@ pub async fn ticket(State(state): State<Arc<AppState>>, auth: Auth) -> Result<ax
     let token = random_token(32);
     let now = state.now();
     let mut map = state.streams.map.lock().unwrap_or_else(PoisonError::into_inner);
-    map.retain(|_, (_, until)| *until > now);
+    map.retain(|_, t| t.until > now);
     if map.len() >= TICKETS_MAX {
         return Err(ApiError::RateLimited { retry_after_s: 5 });
     }
-    map.insert(sha256(token.as_bytes()), (auth.0.customer_id, now + chrono::Duration::seconds(TICKET_TTL_S)));
+    let ticketed = Ticketed {
+        customer: auth.0.customer_id,
+        session: auth.0.session,
+        until: now + chrono::Duration::seconds(TICKET_TTL_S),
+    };
+    map.insert(sha256(token.as_bytes()), ticketed);
     Ok(axum::Json(Ticket { ticket: token, expires_in: TICKET_TTL_S }))
 }
 
@@ -169,11 +186,11 @@ pub async fn stream(State(state): State<Arc<AppState>>, headers: HeaderMap, Quer
 }
 
 async fn open(state: &Arc<AppState>, headers: &HeaderMap, q: &StreamQuery) -> Result<Response, ApiError> {
-    let customer = match (&q.ticket, headers.get(axum::http::header::AUTHORIZATION)) {
+    let (customer, session) = match (&q.ticket, headers.get(axum::http::header::AUTHORIZATION)) {
         (Some(t), _) => {
             let spent = state.streams.map.lock().unwrap_or_else(PoisonError::into_inner).remove(&sha256(t.as_bytes()));
             match spent {
-                Some((customer, until)) if until > state.now() => customer,
+                Some(t) if t.until > state.now() && !state.verifier.is_revoked(t.session) => (t.customer, t.session),
                 _ => return Err(ApiError::Unauthorized("unknown, used or expired stream ticket")),
             }
         }
@@ -187,14 +204,15 @@ async fn open(state: &Arc<AppState>, headers: &HeaderMap, q: &StreamQuery) -> Re
             if !caller.has_scope("accounts") {
                 return Err(ApiError::Forbidden("the access token lacks the 'accounts' scope"));
             }
-            caller.customer_id
+            (caller.customer_id, caller.session)
         }
         (None, None) => return Err(ApiError::Unauthorized("a stream ticket or a bearer token is required")),
     };
     // Subscribe before reading the store, so that nothing committed in between is missed.
     let live = state.hub.subscribe();
     let mut accounts: Vec<_> = state.ledger.accounts_of(customer).await?;
-    accounts.sort_by_key(|a| a.id);
+    // In opening order: accounts opened after a cursor was made come after the ones it names.
+    accounts.sort_by_key(|a| (a.opened_at, a.id));
     let ids: Vec<AccountId> = accounts.iter().map(|a| a.id).collect();
     let last_event_id = headers
         .get("last-event-id")
@@ -215,7 +233,7 @@ async fn open(state: &Arc<AppState>, headers: &HeaderMap, q: &StreamQuery) -> Re
     if *shutdown.borrow() {
         return Err(ApiError::Unavailable);
     }
-    let stream = ClientStream::new(Arc::clone(state), customer, ids, (audit, start), live, shutdown);
+    let stream = ClientStream::new(Arc::clone(state), (customer, session), ids, (audit, start), live, shutdown);
     let body = futures_util::stream::unfold(stream, |mut s| async move {
         s.next_frame().await.map(|frame| (Ok::<_, Infallible>(frame), s))
     });
@@ -229,6 +247,10 @@ async fn open(state: &Arc<AppState>, headers: &HeaderMap, q: &StreamQuery) -> Re
 pub struct ClientStream {
     state: Arc<AppState>,
     customer: CustomerId,
+    /// The session the stream was opened in: its revocation ends the stream.
+    session: Option<SessionId>,
+    /// The session was revoked: end once what is ready is sent.
+    ending: bool,
     /// The audit position of the last security event delivered (or of the stream's start).
     audit: u64,
     /// Still to read the audit log after the ledger catch-up.
@@ -246,11 +268,12 @@ pub struct ClientStream {
 }
 
 impl ClientStream {
-    /// A stream of `customer`'s accounts `ids` (sorted) from `start`: the audit position and the
-    /// sequence number per account; reading `live` after the stores.
+    /// A stream, for `customer` signed in with `session`, of their accounts `ids` (in cursor
+    /// order) from `start`: the audit position and the sequence number per account; reading
+    /// `live` after the stores.
     pub fn new(
         state: Arc<AppState>,
-        customer: CustomerId,
+        (customer, session): (CustomerId, Option<SessionId>),
         ids: Vec<AccountId>,
         (audit, start): (u64, Vec<u64>),
         live: broadcast::Receiver<Arc<Outgoing>>,
@@ -264,6 +287,8 @@ impl ClientStream {
         Self {
             state,
             customer,
+            session,
+            ending: false,
             audit,
             audit_catching_up: true,
             audit_skip: 0,
@@ -283,6 +308,9 @@ impl ClientStream {
         loop {
             if let Some(out) = self.ready.pop_front() {
                 return Some(self.frame(&out));
+            }
+            if self.ending {
+                return None;
             }
             if let Some(i) = self.catching_up {
                 let Some(&account) = self.ids.get(i) else {
@@ -305,7 +333,9 @@ impl ClientStream {
                     self.audit_catching_up = false;
                     continue;
                 };
-                for e in page.into_iter().filter(|e| e.customer_id == Some(self.customer)) {
+                let customer = Some(self.customer);
+                for e in page.into_iter().filter(|e| e.customer_id == customer) {
+                    self.note_revocation(&e);
                     self.ready.push_back(Outgoing::security(e)?);
                 }
                 // Past other customers' entries too, once this customer's are sent (the cursor
@@ -332,6 +362,7 @@ impl ClientStream {
             match &out.what {
                 What::Security(e) => {
                     if e.customer_id == Some(self.customer) && e.position > self.audit {
+                        self.note_revocation(e);
                         self.ready.push_back(out);
                     }
                 }
@@ -342,6 +373,16 @@ impl ClientStream {
                 },
                 What::Ledger(_) => {}
             }
+        }
+    }
+
+    /// Ends the stream (after sending what is ready) when `e` revokes its session.
+    fn note_revocation(&mut self, e: &AuditEntry) {
+        let revokes = matches!(e.kind, AuditKind::SessionRevoked | AuditKind::RefreshTokenReuse);
+        if revokes
+            && self.session.is_some_and(|s| e.detail.get("session").and_then(|v| v.as_str()) == Some(&s.to_string()))
+        {
+            self.ending = true;
         }
     }
 

@@ -63,7 +63,7 @@ pub async fn start(config: Config, signals: bool) -> Result<Started, String> {
         state.verifier.revoke(session);
     }
     let demo = if state.config.mode == Mode::Development && state.config.demo {
-        let file = state.config.data_path(std::path::Path::new("demo-credentials.txt"));
+        let file = state.config.data_path(std::path::Path::new(demo::CREDENTIALS_FILE));
         demo::seed(&state, &file).await?
     } else {
         None

@@ -137,7 +137,15 @@ async fn serve(config: Config) -> Result<(), String> {
     if let Some(demo) = &started.demo {
         // Credentials go to the terminal (standard error), never into the logs.
         let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "\n{}", demo::credentials_text(demo, &started.state.issuer));
+        let _ = writeln!(
+            err,
+            "\n{}",
+            demo::credentials_text(
+                demo,
+                &started.state.issuer,
+                &started.state.config.data_path(std::path::Path::new(demo::CREDENTIALS_FILE)),
+            )
+        );
     }
     tracing::info!(address = %started.running.addr, issuer = %started.state.issuer, "serving");
     started.running.wait().await.map_err(|e| e.to_string())

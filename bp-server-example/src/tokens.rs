@@ -300,7 +300,8 @@ impl Verifier {
         self.revoked.write().unwrap_or_else(PoisonError::into_inner).insert(session);
     }
 
-    fn is_revoked(&self, session: Option<SessionId>) -> bool {
+    /// Whether `session` was revoked (within an access token's lifetime, or since this start).
+    pub fn is_revoked(&self, session: Option<SessionId>) -> bool {
         session.is_some_and(|s| self.revoked.read().unwrap_or_else(PoisonError::into_inner).contains(&s))
     }
 

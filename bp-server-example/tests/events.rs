@@ -111,7 +111,7 @@ async fn a_client_a_whole_buffer_behind_is_disconnected_and_nobody_waits_for_it(
     let open = || {
         ClientStream::new(
             state.clone(),
-            ada.id,
+            (ada.id, None),
             ids.clone(),
             (state.audit_position.load(std::sync::atomic::Ordering::Acquire), start.clone()),
             state.hub.subscribe(),
@@ -154,7 +154,8 @@ async fn security_events_reach_their_customers_stream_once() {
     let mut server = Server::start().await;
     let ada = server.customer("ada-security", 0, 0).await;
     let bob = server.customer("bob-security", 0, 0).await;
-    let api = Api::new(&server, &server.login(&ada, ALL).await);
+    let ada_tokens = server.login(&ada, ALL).await;
+    let api = Api::new(&server, &ada_tokens);
     let bob_api = Api::new(&server, &server.login(&bob, ALL).await);
     let mut stream = Stream::open(&server, &api, None).await;
     let mut bob_stream = Stream::open(&server, &bob_api, None).await;
@@ -186,5 +187,17 @@ async fn security_events_reach_their_customers_stream_once() {
     assert_eq!(again[0].event, "security.session_revoked");
     assert_eq!(again[0].id, got[1].id, "the same cursor");
     assert!(resumed.quiet_for(Duration::from_millis(300)).await, "and nothing more");
+
+    // Signing out the session the streams were opened in ends them, after saying so.
+    let revoked = reqwest::Client::new()
+        .post(server.url("/oauth2/revoke"))
+        .form(&[("token", ada_tokens["refresh_token"].as_str().expect("rt")), ("client_id", common::CLIENT)])
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(revoked.status(), StatusCode::OK);
+    assert_eq!(stream.next(1).await[0].event, "security.session_revoked");
+    assert!(stream.closes_within(Duration::from_secs(5)).await, "the stream ends with its session");
+    assert!(resumed.closes_within(Duration::from_secs(5)).await, "every stream of that session");
     server.stop().await;
 }

@@ -253,7 +253,7 @@ async fn a_killed_server_publishes_on_restart_and_another_process_gets_every_eve
     let db = dir.path().join("bp.sqlite");
     let (cursor, end) = {
         let store = bp_storage::sqlite::SqliteStore::open(&db, Default::default()).expect("open the store");
-        let cursor = store.cursor("outbox-relay").await.expect("cursor");
+        let cursor = store.cursor(&format!("kafka.{}", kafka.topic)).await.expect("cursor");
         let mut end = cursor;
         loop {
             let page = store.outbox_after(end, 1_000).await.expect("outbox");

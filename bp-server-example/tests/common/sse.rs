@@ -76,6 +76,18 @@ impl Stream {
         out
     }
 
+    /// Whether the server ends the stream within `wait` (messages before the end are dropped).
+    pub async fn closes_within(&mut self, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.response.chunk()).await {
+                Err(_) => return false,
+                Ok(Ok(Some(_))) => {}
+                Ok(_) => return true,
+            }
+        }
+    }
+
     /// Whether a message arrives within `wait`.
     pub async fn quiet_for(&mut self, wait: Duration) -> bool {
         match tokio::time::timeout(wait, self.response.chunk()).await {
