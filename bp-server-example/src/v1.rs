@@ -162,7 +162,9 @@ async fn own_account(state: &AppState, customer: CustomerId, id: AccountId) -> A
 
 async fn accounts(State(state): State<Arc<AppState>>, auth: Auth) -> ApiResult<Json<AccountList>> {
     auth.require("accounts")?;
-    let accounts = state.ledger.accounts_of(auth.0.customer_id).await?;
+    let mut accounts = state.ledger.accounts_of(auth.0.customer_id).await?;
+    // Opening order: the order of the accounts in an event stream's cursor.
+    accounts.sort_by_key(|a| (a.opened_at, a.id));
     Ok(Json(AccountList { accounts: accounts.iter().map(AccountView::from).collect() }))
 }
 

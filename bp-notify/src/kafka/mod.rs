@@ -4,7 +4,7 @@
 //! **Publishing.** One idempotent producer (`enable.idempotence`, `acks=all`): a retried send
 //! never writes a message twice, and each partition keeps the order of the sends. The message key
 //! is the account id, so all of an account's events go to one partition and keep their order. The
-//! value is the event's JSON (the same as on `GET /v1/events`, schemas in `docs/events.md`), with
+//! value is the event's JSON (the same as on `GET /v1/events`; schemas in `docs/events/`, guide in `docs/events.md`), with
 //! the headers `content-type: application/json` and `bp-event-type: <type>`. `publish` returns
 //! once the broker has acknowledged every event of the call.
 //!
