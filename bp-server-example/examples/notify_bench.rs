@@ -1,26 +1,91 @@
-//! Real-time benchmark of the reference server (SQLite, in-process bus), clients in this process
-//! on loopback:
+//! Real-time benchmark of the reference server (SQLite, the outbox relay woken after each commit),
+//! on loopback. Latency is the event's arrival at the client minus its commit time (`at`, the
+//! server's clock — the same machine's).
 //!
-//! - `sse_latency_p50_ms`, `sse_latency_p99_ms`: commit → SSE client. One client streams its
-//!   customer's events while 300 transfers are posted one after the other; each event's latency is
-//!   its arrival time minus its commit time (`at`, the server's clock — the same machine's).
+//! - `sse_latency_p50_ms`, `sse_latency_p99_ms`: commit → SSE client over the in-process bus. One
+//!   client (in this process, opened with a stream ticket) streams its customer's events while 300
+//!   transfers are posted one after the other, each after the previous one's two events (debit and
+//!   credit side) arrived; 10 transfers before them warm up and are not counted.
 //! - `sse_clients`, `sse_fanout_p99_ms`: `BP_BENCH_SSE_CLIENTS` (1,000) streams of one customer
-//!   open at once; 20 transfers; the p99 over every client and event of commit → arrival.
-//! - `sse_rss_kb_per_client`: growth of this process's resident memory per open stream (server
-//!   and client sides both count, so the server's own share is lower).
+//!   open at once (a connection each, bearer token), held by client processes: this program
+//!   re-executed in client mode ([`client_main`]), `BP_BENCH_SSE_CLIENT_PROCS` of them, by default
+//!   as few as the open-files limit allows. 20 transfers, each posted once every stream has the
+//!   previous one's events; the p99 over every stream and event of commit → arrival, which each
+//!   client process takes itself from the event's `at`.
+//! - `sse_rss_kb_per_client`: growth of this (the server's) process's resident memory, divided by
+//!   the streams open; the clients' memory is in their own processes and not counted. Kernel
+//!   socket buffers are not in any process's RSS. mimalloc asks for transparent huge pages
+//!   (`madvise`), so memory is resident in 2 MiB pages and allocated-but-untouched buffers count
+//!   too; `MIMALLOC_ALLOW_THP=0` turns them off for the benchmark's processes (then only the 4 KiB
+//!   pages touched count).
+//! - `kafka_sse_latency_p50_ms`, `kafka_sse_latency_p99_ms`: only when `BP_BENCH_KAFKA` names a
+//!   broker (`host:port`): the latency measurement above against a second server (its own
+//!   database) on the Kafka bus, with a topic of its own (`bp-bench-<uuid>`, created with the
+//!   default 12 partitions). Without `BP_BENCH_KAFKA` these lines are not printed.
 //!
-//! `cargo run --release -p bp-server-example --example notify_bench`. The Kafka figure
-//! (`kafka_sse_latency_p99_ms`) comes with the Kafka adapter.
+//! `cargo run --release -p bp-server-example --example notify_bench`. Every process raises its
+//! open-files soft limit to the hard limit first. On stderr: the latency distributions, the CPU
+//! time the server and the client processes spent per delivery (one event to one stream) during
+//! the fan-out, the server's RSS before and after opening the streams, and the THP state.
 
 mod support;
 
-use std::time::Duration;
+use std::io::{BufRead as _, Write as _};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
+use bp_core::ids::AccountId;
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The first argument that makes this program a client process.
+const CLIENT_MODE: &str = "sse-clients";
+/// Its access token (the environment, not the command line, which any user can read).
+const CLIENT_TOKEN_ENV: &str = "BP_BENCH_CLIENT_TOKEN";
+/// Transfers of the fan-out part; each gives every stream two events.
+const FANOUT_TRANSFERS: usize = 20;
+/// Transfers of the latency part, and those before them that are not counted.
+const LATENCY_TRANSFERS: usize = 300;
+const WARM_UP_TRANSFERS: usize = 10;
+/// Descriptors a client process keeps for itself besides its streams.
+const SPARE_FDS: u64 = 256;
+
+fn main() {
+    let nofile = raise_nofile();
+    let args: Vec<String> = std::env::args().collect();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    if args.get(1).map(String::as_str) == Some(CLIENT_MODE) {
+        runtime.block_on(client_main(&args[2..]));
+    } else {
+        runtime.block_on(bench(nofile));
+    }
+}
+
+/// Raises the open-files soft limit to the hard limit; returns the soft limit now in force.
+fn raise_nofile() -> u64 {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            eprintln!("notify_bench: raising RLIMIT_NOFILE: {e}");
+        }
+    }
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
+/// CPU time (user and system, all threads) of process `pid` (or `self`) so far, in ms.
+fn cpu_ms(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (in parentheses, which may hold spaces), from `state`.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, r)| r).split_whitespace().collect();
+    let ticks: u64 = fields.get(11..13).map_or(0, |f| f.iter().filter_map(|t| t.parse::<u64>().ok()).sum());
+    ticks * 1000 / rustix::param::clock_ticks_per_second().max(1)
+}
 
 fn rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -31,125 +96,392 @@ fn rss_kb() -> u64 {
         .unwrap_or(0)
 }
 
-/// Opens one SSE stream with a fresh ticket; returns a channel of (latency µs) per event.
-async fn open_stream(
-    base: &str,
-    addr: std::net::SocketAddr,
-    token: &str,
-) -> tokio::sync::mpsc::UnboundedReceiver<Duration> {
-    let ticket: Value = reqwest::Client::new()
-        .post(format!("{base}/v1/events/ticket"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("ticket")
-        .json()
-        .await
-        .expect("json");
+/// Commit → arrival of the ledger event in `block` (one `\n\n`-terminated SSE block), arriving
+/// `now`; `None` for comments and `security.*` events. Reads only the commit time, not the whole
+/// event, so that the clients take as little of the machine as they can.
+fn latency_of(block: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    if block.lines().any(|l| l.starts_with("event: security.")) {
+        return None;
+    }
+    let data = block.lines().find_map(|l| l.strip_prefix("data: "))?;
+    let start = data.find("\"at\":\"")? + 6;
+    let len = data[start..].find('"')?;
+    let at = data[start..start + len].parse::<chrono::DateTime<chrono::Utc>>().ok()?;
+    Some((now - at).to_std().unwrap_or(Duration::ZERO))
+}
+
+/// Opens `GET /v1/events` on a connection of its own, with a stream ticket or a bearer token.
+async fn open_events(addr: std::net::SocketAddr, ticket: Option<&str>, bearer: Option<&str>) -> hyper::body::Incoming {
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
     tokio::spawn(conn);
-    let request = hyper::Request::get(format!("/v1/events?ticket={}", ticket["ticket"].as_str().expect("ticket")))
-        .header("host", addr.to_string())
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .expect("request");
+    let uri = match ticket {
+        Some(t) => format!("/v1/events?ticket={t}"),
+        None => "/v1/events".to_owned(),
+    };
+    let mut request = hyper::Request::get(uri).header("host", addr.to_string());
+    if let Some(token) = bearer {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let request = request.body(http_body_util::Empty::<bytes::Bytes>::new()).expect("request");
     let response = sender.send_request(request).await.expect("stream");
     assert_eq!(response.status(), hyper::StatusCode::OK);
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut body = response.into_body();
-    tokio::spawn(async move {
-        let mut buffer = String::new();
-        while let Some(Ok(frame)) = body.frame().await {
-            let Some(data) = frame.data_ref() else { continue };
-            buffer.push_str(std::str::from_utf8(data).unwrap_or(""));
-            while let Some(end) = buffer.find("\n\n") {
-                let block: String = buffer.drain(..end + 2).collect();
-                let now = chrono::Utc::now();
-                // The load generator reads only the commit time, not the whole event, so that it
-                // takes as little of the machine as it can.
-                if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: "))
-                    && let Some(start) = data.find("\"at\":\"").map(|i| i + 6)
-                    && let Some(len) = data[start..].find('"')
-                    && let Ok(at) = data[start..start + len].parse::<chrono::DateTime<chrono::Utc>>()
-                {
-                    let _ = tx.send((now - at).to_std().unwrap_or(Duration::ZERO));
-                }
-            }
-        }
-    });
-    rx
+    response.into_body()
 }
 
-#[tokio::main]
-async fn main() {
-    let h = support::harness(|c| c.auth.login_attempts_per_minute = 1_000_000).await;
-    let addr = h.started.running.addr;
-    let p = h.person("notify-bench", 2, 1_000_000_000).await;
-    let tokens = support::login(&h.base, &p, "openid accounts payments", support::step_now()).await;
-    let token = tokens["access_token"].as_str().expect("token").to_owned();
-    let http = reqwest::Client::new();
-    let numbers = support::account_numbers(&h.base, &token, &p.accounts).await;
-    let transfer = |n: usize| {
-        let (from, to) = if n % 2 == 0 { (p.accounts[0], &numbers[1]) } else { (p.accounts[1], &numbers[0]) };
+/// Calls `each` with the latency of every ledger event of `body`, until it returns false or the
+/// stream ends. An event's arrival time is that of the frame that completes it.
+async fn read_events(mut body: hyper::body::Incoming, mut each: impl FnMut(Duration) -> bool) {
+    let mut buffer: Vec<u8> = Vec::new();
+    while let Some(Ok(frame)) = body.frame().await {
+        let now = chrono::Utc::now();
+        let Some(data) = frame.data_ref() else { continue };
+        buffer.extend_from_slice(data);
+        let mut done = 0;
+        while let Some(end) = buffer[done..].windows(2).position(|w| w == b"\n\n") {
+            let block = std::str::from_utf8(&buffer[done..done + end + 2]).unwrap_or("");
+            done += end + 2;
+            if let Some(l) = latency_of(block, now)
+                && !each(l)
+            {
+                return;
+            }
+        }
+        buffer.drain(..done);
+    }
+}
+
+/// One customer with two funded accounts, signed in, posting transfers between them.
+struct Payer {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    accounts: Vec<AccountId>,
+    numbers: Vec<String>,
+}
+
+impl Payer {
+    async fn new(h: &support::Harness) -> Self {
+        let p = h.person("notify-bench", 2, 1_000_000_000).await;
+        let tokens = support::login(&h.base, &p, "openid accounts payments", support::step_now()).await;
+        let token = tokens["access_token"].as_str().expect("token").to_owned();
+        let numbers = support::account_numbers(&h.base, &token, &p.accounts).await;
+        Self { http: reqwest::Client::new(), base: h.base.clone(), token, accounts: p.accounts, numbers }
+    }
+
+    /// Transfer `n` (alternating direction): two events, one per account.
+    async fn transfer(&self, n: usize) {
+        let (from, to) =
+            if n % 2 == 0 { (self.accounts[0], &self.numbers[1]) } else { (self.accounts[1], &self.numbers[0]) };
         let body =
             json!({ "from_account": from, "to_account_number": to, "amount": { "amount": "0.01", "currency": "EUR" } });
-        let (http, base, token) = (http.clone(), h.base.clone(), token.clone());
-        async move {
-            let r = http
-                .post(format!("{base}/v1/transfers"))
-                .bearer_auth(&token)
-                .header("Idempotency-Key", uuid::Uuid::now_v7().to_string())
-                .json(&body)
-                .send()
-                .await
-                .expect("transfer");
-            assert_eq!(r.status(), reqwest::StatusCode::CREATED);
-        }
-    };
-
-    // Latency: one client, sequential transfers (two events each: debit and credit side).
-    let mut rx = open_stream(&h.base, addr, &token).await;
-    let mut latencies = Vec::new();
-    for n in 0..300 {
-        transfer(n).await;
-        for _ in 0..2 {
-            let l =
-                tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("event in time").expect("stream");
-            latencies.push(l);
-        }
+        let r = self
+            .http
+            .post(format!("{}/v1/transfers", self.base))
+            .bearer_auth(&self.token)
+            .header("Idempotency-Key", uuid::Uuid::now_v7().to_string())
+            .json(&body)
+            .send()
+            .await
+            .expect("transfer");
+        assert_eq!(r.status(), reqwest::StatusCode::CREATED);
     }
-    drop(rx);
-    latencies.sort_unstable();
-    println!("sse_latency_p50_ms {}", support::ms(support::percentile(&latencies, 500)));
-    println!("sse_latency_p99_ms {}", support::ms(support::percentile(&latencies, 990)));
 
-    // Fan-out: many clients of the same customer.
-    let clients = usize::try_from(support::env_u64("BP_BENCH_SSE_CLIENTS", 1_000)).unwrap_or(1_000);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let before = rss_kb();
-    let mut streams = Vec::with_capacity(clients);
-    for _ in 0..clients {
-        streams.push(open_stream(&h.base, addr, &token).await);
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = rss_kb();
-    let mut fanout = Vec::new();
-    for n in 0..20 {
-        transfer(n).await;
-        for rx in &mut streams {
+    /// One stream (in this process, with a ticket), sequential transfers: every event's latency,
+    /// sorted, warm-up excluded.
+    async fn latencies(&self, addr: std::net::SocketAddr) -> Vec<Duration> {
+        let ticket: Value = self
+            .http
+            .post(format!("{}/v1/events/ticket", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("ticket")
+            .json()
+            .await
+            .expect("json");
+        let body = open_events(addr, Some(ticket["ticket"].as_str().expect("ticket")), None).await;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let reader = tokio::spawn(read_events(body, move |l| tx.send(l).is_ok()));
+        let mut latencies = Vec::with_capacity(2 * LATENCY_TRANSFERS);
+        for n in 0..WARM_UP_TRANSFERS + LATENCY_TRANSFERS {
+            self.transfer(n).await;
             for _ in 0..2 {
-                let l = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+                let l = tokio::time::timeout(Duration::from_secs(10), rx.recv())
                     .await
                     .expect("event in time")
                     .expect("stream");
-                fanout.push(l);
+                if n >= WARM_UP_TRANSFERS {
+                    latencies.push(l);
+                }
             }
         }
+        reader.abort();
+        latencies.sort_unstable();
+        let at = |per_mille| support::ms(support::percentile(&latencies, per_mille));
+        eprintln!(
+            "notify_bench: latency ms p10 {} p50 {} p90 {} p95 {} p99 {} max {}",
+            at(100),
+            at(500),
+            at(900),
+            at(950),
+            at(990),
+            at(1000)
+        );
+        latencies
     }
+}
+
+async fn bench(nofile: u64) {
+    in_process(nofile).await;
+    match std::env::var("BP_BENCH_KAFKA") {
+        Ok(bootstrap) if !bootstrap.trim().is_empty() => kafka(bootstrap.trim()).await,
+        _ => eprintln!("notify_bench: BP_BENCH_KAFKA not set: no Kafka figures"),
+    }
+}
+
+/// The in-process bus: latency, then fan-out.
+async fn in_process(nofile: u64) {
+    let h = support::harness(|c| c.auth.login_attempts_per_minute = 1_000_000).await;
+    let addr = h.started.running.addr;
+    let payer = Payer::new(&h).await;
+
+    // Latency: one client, sequential transfers.
+    let latencies = payer.latencies(addr).await;
+    println!("sse_latency_p50_ms {}", support::ms(support::percentile(&latencies, 500)));
+    println!("sse_latency_p99_ms {}", support::ms(support::percentile(&latencies, 990)));
+
+    // Fan-out: many streams of the same customer, held by client processes.
+    let clients = usize::try_from(support::env_u64("BP_BENCH_SSE_CLIENTS", 1_000)).unwrap_or(1_000);
+    let per_process = usize::try_from(nofile.saturating_sub(SPARE_FDS).max(1)).unwrap_or(usize::MAX);
+    let procs = usize::try_from(support::env_u64("BP_BENCH_SSE_CLIENT_PROCS", 0))
+        .unwrap_or(0)
+        .max(clients.div_ceil(per_process))
+        .clamp(1, clients.max(1));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    if u64::try_from(clients).unwrap_or(u64::MAX).saturating_add(SPARE_FDS) > nofile {
+        eprintln!("notify_bench: {clients} streams may not fit this process's open-files limit ({nofile})");
+    }
+    let before = rss_kb();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    eprintln!(
+        "notify_bench: transparent huge pages: system {:?}, this process {:?}",
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default().trim(),
+        status.lines().find_map(|l| l.strip_prefix("THP_enabled:")).unwrap_or("?").trim(),
+    );
+    let opening = Instant::now();
+    let mut load = ClientProcesses::spawn(addr, &payer.token, clients, procs, 2 * FANOUT_TRANSFERS);
+    load.wait(Duration::from_secs(600), |l| l.ready == l.got.len()).await;
+    eprintln!("notify_bench: {clients} streams open in {} client process(es) after {:.1?}", procs, opening.elapsed());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kb();
+    let (server_cpu, clients_cpu, fanning) = (cpu_ms("self"), load.cpu_ms(), Instant::now());
+    for n in 0..FANOUT_TRANSFERS {
+        payer.transfer(n).await;
+        load.wait(Duration::from_secs(60), |l| l.got.iter().all(|g| *g >= 2 * (n + 1))).await;
+    }
+    let (server_cpu, clients_cpu) =
+        (cpu_ms("self").saturating_sub(server_cpu), load.cpu_ms().saturating_sub(clients_cpu));
+    let deliveries = u64::try_from(clients * 2 * FANOUT_TRANSFERS).unwrap_or(u64::MAX).max(1);
+    eprintln!(
+        "notify_bench: fan-out of {deliveries} deliveries in {:.0?}: CPU {server_cpu} ms server ({} µs each), \
+         {clients_cpu} ms clients ({} µs each)",
+        fanning.elapsed(),
+        server_cpu * 1000 / deliveries,
+        clients_cpu * 1000 / deliveries,
+    );
+    let mut fanout = load.finish().await;
+    assert_eq!(fanout.len(), clients * 2 * FANOUT_TRANSFERS, "every client reports every event");
     fanout.sort_unstable();
+    eprintln!("notify_bench: server RSS {before} kB before the streams, {after} kB with them open");
     println!("sse_clients {clients}");
     println!("sse_fanout_p99_ms {}", support::ms(support::percentile(&fanout, 990)));
     println!("sse_rss_kb_per_client {}", after.saturating_sub(before) / u64::try_from(clients.max(1)).unwrap_or(1));
     h.started.running.stop().await.expect("stop");
+}
+
+/// The same latency measurement through a Kafka broker, on a topic of its own.
+async fn kafka(bootstrap: &str) {
+    let topic = format!("bp-bench-{}", uuid::Uuid::now_v7().simple());
+    eprintln!("notify_bench: Kafka bus at {bootstrap}, topic {topic}");
+    let h = support::harness(|c| {
+        c.auth.login_attempts_per_minute = 1_000_000;
+        c.bus.kind = bp_server_example::config::BusKind::Kafka;
+        c.bus.kafka = bp_notify::kafka::KafkaConfig {
+            bootstrap_servers: bootstrap.to_owned(),
+            topic,
+            client_id: "bp-notify-bench".to_owned(),
+            ..bp_notify::kafka::KafkaConfig::default()
+        };
+    })
+    .await;
+    let payer = Payer::new(&h).await;
+    let latencies = payer.latencies(h.started.running.addr).await;
+    println!("kafka_sse_latency_p50_ms {}", support::ms(support::percentile(&latencies, 500)));
+    println!("kafka_sse_latency_p99_ms {}", support::ms(support::percentile(&latencies, 990)));
+    h.started.running.stop().await.expect("stop");
+}
+
+/// The client processes of the fan-out part and what they said so far. Each writes lines on its
+/// stdout: `ready` once all its streams are open, `got <k>` once each of its streams has received
+/// `k` events, then `lat <µs>` for every event of every stream, then `done`.
+struct ClientProcesses {
+    children: Vec<std::process::Child>,
+    lines: tokio::sync::mpsc::UnboundedReceiver<(usize, String)>,
+    ready: usize,
+    got: Vec<usize>,
+    done: usize,
+    latencies: Vec<Duration>,
+}
+
+impl ClientProcesses {
+    /// Starts `procs` processes sharing `clients` streams, each expecting `events` per stream.
+    fn spawn(addr: std::net::SocketAddr, token: &str, clients: usize, procs: usize, events: usize) -> Self {
+        let exe = std::env::current_exe().expect("current exe");
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        let mut children = Vec::with_capacity(procs);
+        for i in 0..procs {
+            let streams = clients / procs + usize::from(i < clients % procs);
+            let mut child = std::process::Command::new(&exe)
+                .args([CLIENT_MODE, &addr.to_string(), &streams.to_string(), &events.to_string()])
+                .env(CLIENT_TOKEN_ENV, token)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("client process");
+            let stdout = child.stdout.take().expect("stdout");
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send((i, line)).is_err() {
+                        break;
+                    }
+                }
+            });
+            children.push(child);
+        }
+        Self { children, lines, ready: 0, got: vec![0; procs], done: 0, latencies: Vec::new() }
+    }
+
+    /// Reads the processes' lines until `until` holds; panics after `timeout`.
+    async fn wait(&mut self, timeout: Duration, until: impl Fn(&Self) -> bool) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !until(self) {
+            let (i, line) = tokio::time::timeout_at(deadline, self.lines.recv())
+                .await
+                .expect("the client processes answer in time")
+                .expect("the client processes run");
+            match line.split_once(' ') {
+                None if line == "ready" => self.ready += 1,
+                None if line == "done" => self.done += 1,
+                Some(("got", k)) => self.got[i] = k.parse().expect("count"),
+                Some(("lat", us)) => self.latencies.push(Duration::from_micros(us.parse().expect("µs"))),
+                _ => panic!("client process {i}: unexpected line {line:?}"),
+            }
+        }
+    }
+
+    /// The CPU time the processes have used so far, in ms.
+    fn cpu_ms(&self) -> u64 {
+        self.children.iter().map(|c| cpu_ms(&c.id().to_string())).sum()
+    }
+
+    /// Waits for every latency and the processes' exit.
+    async fn finish(mut self) -> Vec<Duration> {
+        let procs = self.children.len();
+        self.wait(Duration::from_secs(120), |l| l.done == procs).await;
+        for child in &mut self.children {
+            assert!(child.wait().expect("client exit").success(), "client process failed");
+        }
+        self.children.clear();
+        std::mem::take(&mut self.latencies)
+    }
+}
+
+impl Drop for ClientProcesses {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Client mode: `sse-clients <addr> <streams> <events>`, the bearer token in
+/// `BP_BENCH_CLIENT_TOKEN`. Opens `streams` streams (64 at a time), says `ready`, reads until every
+/// stream has `events` events (saying `got <k>` each time all streams have `k`), then writes every
+/// latency and `done`.
+async fn client_main(args: &[String]) {
+    let [addr, streams, events] = args else { panic!("usage: notify_bench {CLIENT_MODE} <addr> <streams> <events>") };
+    let addr: std::net::SocketAddr = addr.parse().expect("address");
+    let streams: usize = streams.parse().expect("streams");
+    let events: usize = events.parse().expect("events");
+    let token: Arc<str> = std::env::var(CLIENT_TOKEN_ENV).expect(CLIENT_TOKEN_ENV).into();
+
+    let mut bodies = Vec::with_capacity(streams);
+    let mut opening = tokio::task::JoinSet::new();
+    for _ in 0..streams {
+        if opening.len() >= 64
+            && let Some(body) = opening.join_next().await
+        {
+            bodies.push(body.expect("open"));
+        }
+        let token = Arc::clone(&token);
+        opening.spawn(async move { open_events(addr, None, Some(&token)).await });
+    }
+    while let Some(body) = opening.join_next().await {
+        bodies.push(body.expect("open"));
+    }
+    say("ready");
+
+    // counts[k]: streams that have received k + 1 events.
+    let counts: Arc<Vec<AtomicUsize>> = Arc::new((0..events).map(|_| AtomicUsize::new(0)).collect());
+    let (progress, mut all_got) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    let mut readers = Vec::with_capacity(streams);
+    for body in bodies {
+        let (counts, progress) = (Arc::clone(&counts), progress.clone());
+        readers.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(events);
+            read_events(body, |l| {
+                latencies.push(l);
+                let k = latencies.len();
+                if counts[k - 1].fetch_add(1, Ordering::AcqRel) + 1 == streams {
+                    let _ = progress.send(k);
+                }
+                k < events
+            })
+            .await;
+            latencies
+        }));
+    }
+    drop(progress);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    let mut reported = 0;
+    while reported < events {
+        match tokio::time::timeout_at(deadline, all_got.recv()).await {
+            Ok(Some(k)) => {
+                // In order: all streams having k events implies they all have k - 1.
+                reported = reported.max(k);
+                say(&format!("got {reported}"));
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for reader in readers {
+        for l in reader.await.expect("reader") {
+            writeln!(out, "lat {}", l.as_micros()).expect("stdout");
+        }
+    }
+    writeln!(out, "done").expect("stdout");
+    out.flush().expect("stdout");
+}
+
+/// One line on stdout, now.
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").and_then(|()| out.flush()).expect("stdout");
 }
