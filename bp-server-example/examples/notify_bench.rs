@@ -9,9 +9,10 @@
 //! - `sse_clients`, `sse_fanout_p99_ms`: `BP_BENCH_SSE_CLIENTS` (1,000) streams of one customer
 //!   open at once (a connection each, bearer token), held by client processes: this program
 //!   re-executed in client mode ([`client_main`]), `BP_BENCH_SSE_CLIENT_PROCS` of them, by default
-//!   as few as the open-files limit allows. 20 transfers, each posted once every stream has the
-//!   previous one's events; the p99 over every stream and event of commit → arrival, which each
-//!   client process takes itself from the event's `at`.
+//!   as few as the open-files limit allows. 20 events, one at a time: a deposit into the customer's
+//!   account (one event on the stream: the other side is a bank system account's), each made once
+//!   every stream has the previous one; the p99 over every stream and event of commit → arrival,
+//!   which each client process takes itself from the event's `at`.
 //! - `sse_rss_kb_per_client`: growth of this (the server's) process's resident memory, divided by
 //!   the streams open; the clients' memory is in their own processes and not counted. Kernel
 //!   socket buffers are not in any process's RSS. mimalloc asks for transparent huge pages
@@ -47,7 +48,8 @@ const CLIENT_MODE: &str = "sse-clients";
 /// Its access token (the environment, not the command line, which any user can read).
 const CLIENT_TOKEN_ENV: &str = "BP_BENCH_CLIENT_TOKEN";
 /// Transfers of the fan-out part; each gives every stream two events.
-const FANOUT_TRANSFERS: usize = 20;
+/// Events fanned out, one at a time: deposits into the streams' customer's account.
+const FANOUT_EVENTS: usize = 20;
 /// Transfers of the latency part, and those before them that are not counted.
 const LATENCY_TRANSFERS: usize = 300;
 const WARM_UP_TRANSFERS: usize = 10;
@@ -272,19 +274,27 @@ async fn in_process(nofile: u64) {
         status.lines().find_map(|l| l.strip_prefix("THP_enabled:")).unwrap_or("?").trim(),
     );
     let opening = Instant::now();
-    let mut load = ClientProcesses::spawn(addr, &payer.token, clients, procs, 2 * FANOUT_TRANSFERS);
+    let mut load = ClientProcesses::spawn(addr, &payer.token, clients, procs, FANOUT_EVENTS);
     load.wait(Duration::from_secs(600), |l| l.ready == l.got.len()).await;
     eprintln!("notify_bench: {clients} streams open in {} client process(es) after {:.1?}", procs, opening.elapsed());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = rss_kb();
     let (server_cpu, clients_cpu, fanning) = (cpu_ms("self"), load.cpu_ms(), Instant::now());
-    for n in 0..FANOUT_TRANSFERS {
-        payer.transfer(n).await;
-        load.wait(Duration::from_secs(60), |l| l.got.iter().all(|g| *g >= 2 * (n + 1))).await;
+    for n in 0..FANOUT_EVENTS {
+        // A deposit: one event on the customer's account (its other side is a system account's).
+        let deposit = bp_core::money::Money::new(1, bp_core::money::Currency::EUR);
+        h.started
+            .state
+            .ledger
+            .fund(bp_core::ids::TransferId::new_v7(), payer.accounts[0], deposit)
+            .await
+            .expect("deposit");
+        h.started.state.relay_waker.notify_one();
+        load.wait(Duration::from_secs(60), |l| l.got.iter().all(|g| *g > n)).await;
     }
     let (server_cpu, clients_cpu) =
         (cpu_ms("self").saturating_sub(server_cpu), load.cpu_ms().saturating_sub(clients_cpu));
-    let deliveries = u64::try_from(clients * 2 * FANOUT_TRANSFERS).unwrap_or(u64::MAX).max(1);
+    let deliveries = u64::try_from(clients * FANOUT_EVENTS).unwrap_or(u64::MAX).max(1);
     eprintln!(
         "notify_bench: fan-out of {deliveries} deliveries in {:.0?}: CPU {server_cpu} ms server ({} µs each), \
          {clients_cpu} ms clients ({} µs each)",
@@ -293,7 +303,7 @@ async fn in_process(nofile: u64) {
         clients_cpu * 1000 / deliveries,
     );
     let mut fanout = load.finish().await;
-    assert_eq!(fanout.len(), clients * 2 * FANOUT_TRANSFERS, "every client reports every event");
+    assert_eq!(fanout.len(), clients * FANOUT_EVENTS, "every client reports every event");
     fanout.sort_unstable();
     eprintln!("notify_bench: server RSS {before} kB before the streams, {after} kB with them open");
     println!("sse_clients {clients}");

@@ -56,6 +56,8 @@ pub struct BusConfig {
     /// disconnected as too slow; it then resumes from its cursor. The ring is shared by all
     /// streams: its memory does not grow with their number.
     pub stream_buffer_events: usize,
+    /// Seconds between the comments an idle event stream sends, so that proxies keep it open.
+    pub stream_heartbeat_s: u64,
 }
 
 impl BusConfig {
@@ -71,7 +73,12 @@ impl BusConfig {
 
 impl Default for BusConfig {
     fn default() -> Self {
-        Self { kind: BusKind::default(), kafka: bp_notify::kafka::KafkaConfig::default(), stream_buffer_events: 16_384 }
+        Self {
+            kind: BusKind::default(),
+            kafka: bp_notify::kafka::KafkaConfig::default(),
+            stream_buffer_events: 16_384,
+            stream_heartbeat_s: 15,
+        }
     }
 }
 
@@ -307,8 +314,8 @@ impl Config {
         if self.server.body_bytes_max == 0 || self.server.request_timeout_ms == 0 || self.server.concurrency_max == 0 {
             return bad("server.body_bytes_max, request_timeout_ms and concurrency_max must be positive");
         }
-        if self.bus.stream_buffer_events == 0 {
-            return bad("bus.stream_buffer_events must be positive");
+        if self.bus.stream_buffer_events == 0 || self.bus.stream_heartbeat_s == 0 {
+            return bad("bus.stream_buffer_events and bus.stream_heartbeat_s must be positive");
         }
         if self.bus.kind == BusKind::Kafka {
             let k = &self.bus.kafka;

@@ -12,7 +12,8 @@
 //! (`v2.<audit>.<seq>.<seq>…`, accounts in opening order). A client that reconnects with
 //! `Last-Event-ID` receives every later event, replayed from the store, then the live ones — with
 //! no gap and no duplicate (the [`Sequencer`] drops what was delivered and fills gaps from the
-//! store). Comments every 15 s keep idle connections open through proxies.
+//! store). Comments every `bus.stream_heartbeat_s` (15 s) keep idle connections open through
+//! proxies.
 //!
 //! **Fan-out.** One task, the [`bridge`], subscribes to the bus (in-process or Kafka) and puts
 //! each event, with its JSON made once, on this process's hub: a broadcast ring of
@@ -26,9 +27,9 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use bp_core::bus::EventBus;
 use bp_core::event::Event;
@@ -62,13 +63,14 @@ struct Ticketed {
     until: bp_core::Timestamp,
 }
 
-/// An event on its way to the streams, with its JSON made once for all of them.
+/// An event on its way to the streams, with its SSE lines made once for all of them.
 #[derive(Debug)]
 pub struct Outgoing {
     /// What happened.
     pub what: What,
-    /// Its JSON.
-    pub json: Arc<str>,
+    /// `event: <type>` and `data: <JSON>`, each with its newline: the frame but for its `id`,
+    /// which is each stream's own.
+    pub head: Bytes,
 }
 
 /// The two sources of a customer's events.
@@ -81,9 +83,14 @@ pub enum What {
 }
 
 impl Outgoing {
+    fn new(what: What, json: &str) -> Arc<Self> {
+        let head = format!("event: {}\ndata: {json}\n", type_name(&what));
+        Arc::new(Self { what, head: head.into() })
+    }
+
     fn ledger(event: Event) -> Option<Arc<Self>> {
-        let json = serde_json::to_string(&event).ok()?.into();
-        Some(Arc::new(Self { what: What::Ledger(event), json }))
+        let json = serde_json::to_string(&event).ok()?;
+        Some(Self::new(What::Ledger(event), &json))
     }
 
     fn security(entry: AuditEntry) -> Option<Arc<Self>> {
@@ -95,21 +102,29 @@ impl Outgoing {
             "kind": kind,
             "detail": entry.detail,
         });
-        Some(Arc::new(Self { what: What::Security(entry), json: json.to_string().into() }))
+        Some(Self::new(What::Security(entry), &json.to_string()))
     }
+}
 
-    /// The SSE event type.
-    fn type_name(&self) -> String {
-        match &self.what {
-            What::Ledger(e) => e.body.type_name().to_owned(),
-            What::Security(e) => {
-                format!(
-                    "security.{}",
-                    serde_json::to_value(e.kind).ok().and_then(|k| k.as_str().map(str::to_owned)).unwrap_or_default()
-                )
-            }
-        }
+/// The SSE event type of `what`.
+fn type_name(what: &What) -> String {
+    match what {
+        What::Ledger(e) => e.body.type_name().to_owned(),
+        What::Security(e) => format!(
+            "security.{}",
+            serde_json::to_value(e.kind).ok().and_then(|k| k.as_str().map(str::to_owned)).unwrap_or_default()
+        ),
     }
+}
+
+/// One SSE message of a stream, in two parts: the event's shared lines, and the stream's own
+/// `id:` line that ends the message (empty for a heartbeat comment).
+#[derive(Debug)]
+pub struct Frame {
+    /// `event:` and `data:` (shared by every stream), or a heartbeat comment.
+    pub head: Bytes,
+    /// `id: <cursor>` and the blank line.
+    pub tail: Bytes,
 }
 
 /// This process's fan-out of events to its streams.
@@ -234,10 +249,15 @@ async fn open(state: &Arc<AppState>, headers: &HeaderMap, q: &StreamQuery) -> Re
         return Err(ApiError::Unavailable);
     }
     let stream = ClientStream::new(Arc::clone(state), (customer, session), ids, (audit, start), live, shutdown);
-    let body = futures_util::stream::unfold(stream, |mut s| async move {
-        s.next_frame().await.map(|frame| (Ok::<_, Infallible>(frame), s))
+    let body =
+        futures_util::stream::unfold(stream, |mut s| async move { s.next_frame().await.map(|frame| (frame, s)) });
+    // Each frame is written as its two parts, without copying the shared one.
+    let chunks = futures_util::StreamExt::flat_map(body, |f| {
+        futures_util::stream::iter([f.head, f.tail].into_iter().filter(|b| !b.is_empty()).map(Ok::<_, Infallible>))
     });
-    Ok(Sse::new(body).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)).text("heartbeat")).into_response())
+    let headers =
+        [(axum::http::header::CONTENT_TYPE, "text/event-stream"), (axum::http::header::CACHE_CONTROL, "no-cache")];
+    Ok((headers, Body::from_stream(chunks)).into_response())
 }
 
 /// One client's stream: first its accounts' events from the store after its cursor and its
@@ -265,6 +285,9 @@ pub struct ClientStream {
     ready: std::collections::VecDeque<Arc<Outgoing>>,
     live: broadcast::Receiver<Arc<Outgoing>>,
     shutdown: tokio::sync::watch::Receiver<bool>,
+    /// When the next heartbeat comment is due (pushed back by every message).
+    heartbeat: std::pin::Pin<Box<tokio::time::Sleep>>,
+    heartbeat_every: Duration,
 }
 
 impl ClientStream {
@@ -284,6 +307,7 @@ impl ClientStream {
             seq.start_at(*a, *s);
         }
         metrics::gauge!("bp_sse_clients").increment(1.0);
+        let heartbeat_every = Duration::from_secs(state.config.bus.stream_heartbeat_s);
         Self {
             state,
             customer,
@@ -299,14 +323,17 @@ impl ClientStream {
             ready: std::collections::VecDeque::new(),
             live,
             shutdown,
+            heartbeat: Box::pin(tokio::time::sleep(heartbeat_every)),
+            heartbeat_every,
         }
     }
 
     /// The next SSE message, or `None` when the stream ends (client too slow, shutdown, or a
     /// store failure: the client resumes from its cursor).
-    pub async fn next_frame(&mut self) -> Option<SseEvent> {
+    pub async fn next_frame(&mut self) -> Option<Frame> {
         loop {
             if let Some(out) = self.ready.pop_front() {
+                self.heartbeat.as_mut().reset(tokio::time::Instant::now() + self.heartbeat_every);
                 return Some(self.frame(&out));
             }
             if self.ending {
@@ -349,6 +376,10 @@ impl ClientStream {
             }
             let out = tokio::select! {
                 _ = self.shutdown.changed() => return None,
+                () = self.heartbeat.as_mut() => {
+                    self.heartbeat.as_mut().reset(tokio::time::Instant::now() + self.heartbeat_every);
+                    return Some(Frame { head: Bytes::from_static(b": heartbeat\n\n"), tail: Bytes::new() });
+                }
                 next = self.live.recv() => match next {
                     Ok(out) => out,
                     Err(broadcast::error::RecvError::Lagged(_)) => {
@@ -395,7 +426,7 @@ impl ClientStream {
     }
 
     /// The SSE message of `out`; its id says exactly what was delivered up to and including it.
-    fn frame(&mut self, out: &Outgoing) -> SseEvent {
+    fn frame(&mut self, out: &Outgoing) -> Frame {
         match &out.what {
             What::Ledger(e) => {
                 if let Some(i) = self.ids.iter().position(|a| *a == e.account_id) {
@@ -407,7 +438,8 @@ impl ClientStream {
         if self.ready.is_empty() && self.audit_skip > self.audit {
             self.audit = self.audit_skip;
         }
-        SseEvent::default().event(out.type_name()).id(cursor_id(self.audit, &self.positions)).data(&*out.json)
+        let tail = format!("id: {}\n\n", cursor_id(self.audit, &self.positions));
+        Frame { head: out.head.clone(), tail: tail.into() }
     }
 }
 

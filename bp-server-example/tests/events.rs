@@ -201,3 +201,17 @@ async fn security_events_reach_their_customers_stream_once() {
     assert!(resumed.closes_within(Duration::from_secs(5)).await, "every stream of that session");
     server.stop().await;
 }
+
+/// An idle stream sends a comment every `bus.stream_heartbeat_s`, so that proxies keep it open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_streams_send_heartbeats() {
+    let mut server = Server::start_with(|c| c.bus.stream_heartbeat_s = 1).await;
+    let ada = server.customer("ada-idle", 0, 0).await;
+    let api = Api::new(&server, &server.login(&ada, ALL).await);
+    let mut stream = Stream::open(&server, &api, None).await;
+    let started = std::time::Instant::now();
+    assert!(stream.heartbeat_within(Duration::from_secs(5)).await, "a heartbeat comment");
+    assert!(stream.heartbeat_within(Duration::from_secs(5)).await, "and another");
+    assert!(started.elapsed() >= Duration::from_millis(1500), "about one a second, not a flood");
+    server.stop().await;
+}

@@ -88,6 +88,14 @@ impl Stream {
         }
     }
 
+    /// Whether a heartbeat comment (`: heartbeat`) arrives within `wait`, before any event.
+    pub async fn heartbeat_within(&mut self, wait: Duration) -> bool {
+        match tokio::time::timeout(wait, self.response.chunk()).await {
+            Ok(Ok(Some(chunk))) => std::str::from_utf8(&chunk).expect("utf-8") == ": heartbeat\n\n",
+            _ => false,
+        }
+    }
+
     /// Whether a message arrives within `wait`.
     pub async fn quiet_for(&mut self, wait: Duration) -> bool {
         match tokio::time::timeout(wait, self.response.chunk()).await {
