@@ -97,6 +97,12 @@ impl KafkaBus {
                 Err((name, code)) => return Err(unavailable(&format!("create topic {name}"), code)),
             }
         }
+        // Ready when every partition has its leader.
+        let producer = self.producer.clone();
+        let topic = self.config.topic.clone();
+        tokio::task::spawn_blocking(move || partitions_with_leaders(producer.client(), &topic))
+            .await
+            .map_err(|e| unavailable("metadata", e))??;
         Ok(())
     }
 
@@ -153,18 +159,7 @@ impl EventBus for KafkaBus {
         let consumer = tokio::task::spawn_blocking(move || -> Result<StreamConsumer, BusError> {
             let consumer: StreamConsumer =
                 client_config(config.consumer_settings()).create().map_err(|e| unavailable("consumer", e))?;
-            let metadata = consumer
-                .fetch_metadata(Some(&config.topic), REQUEST_TIMEOUT)
-                .map_err(|e| unavailable("metadata", e))?;
-            let partitions: Vec<i32> = metadata
-                .topics()
-                .iter()
-                .find(|t| t.name() == config.topic)
-                .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-                .unwrap_or_default();
-            if partitions.is_empty() {
-                return Err(BusError::Unavailable(format!("kafka: the topic {} has no partitions", config.topic)));
-            }
+            let partitions = partitions_with_leaders(consumer.client(), &config.topic)?;
             // Start exactly at each partition's end as of now: every later event is received.
             let mut assignment = TopicPartitionList::with_capacity(partitions.len());
             for p in partitions {
@@ -179,6 +174,31 @@ impl EventBus for KafkaBus {
         .await
         .map_err(|e| unavailable("subscribe", e))??;
         Ok(Box::new(KafkaSubscription { consumer }))
+    }
+}
+
+/// The partitions of `topic`, once the brokers list it with a leader for each (a topic just
+/// created takes a moment); `Unavailable` after [`REQUEST_TIMEOUT`].
+fn partitions_with_leaders<C: rdkafka::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+) -> Result<Vec<i32>, BusError> {
+    let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
+    loop {
+        // All topics' metadata: asking for one by name could create it with the broker's defaults.
+        let metadata = client.fetch_metadata(None, REQUEST_TIMEOUT).map_err(|e| unavailable("metadata", e))?;
+        let partitions: Option<Vec<i32>> = metadata.topics().iter().find(|t| t.name() == topic).and_then(|t| {
+            let ready =
+                !t.partitions().is_empty() && t.partitions().iter().all(|p| p.leader() >= 0 && p.error().is_none());
+            ready.then(|| t.partitions().iter().map(|p| p.id()).collect())
+        });
+        match partitions {
+            Some(p) => return Ok(p),
+            None if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            None => {
+                return Err(BusError::Unavailable(format!("kafka: the topic {topic} has no partitions with leaders")));
+            }
+        }
     }
 }
 
