@@ -52,9 +52,9 @@ pub struct BusConfig {
     pub kind: BusKind,
     /// The brokers and topic, for `kind = "kafka"` (`BP_BUS__KAFKA__BOOTSTRAP_SERVERS`, …).
     pub kafka: bp_notify::kafka::KafkaConfig,
-    /// Events an event stream may fall behind by (all customers' events count) before it is
-    /// disconnected as too slow; it then resumes from its cursor. The ring is shared by all
-    /// streams: its memory does not grow with their number.
+    /// Events of its customer an event stream may fall behind by before it is disconnected as
+    /// too slow (it then resumes from its cursor): the ring of each customer with open streams,
+    /// shared by that customer's streams (about 40 bytes an event).
     pub stream_buffer_events: usize,
     /// Seconds between the comments an idle event stream sends, so that proxies keep it open.
     pub stream_heartbeat_s: u64,
@@ -76,7 +76,7 @@ impl Default for BusConfig {
         Self {
             kind: BusKind::default(),
             kafka: bp_notify::kafka::KafkaConfig::default(),
-            stream_buffer_events: 16_384,
+            stream_buffer_events: 256,
             stream_heartbeat_s: 15,
         }
     }

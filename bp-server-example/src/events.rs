@@ -16,11 +16,12 @@
 //! proxies.
 //!
 //! **Fan-out.** One task, the [`bridge`], subscribes to the bus (in-process or Kafka) and puts
-//! each event, with its JSON made once, on this process's hub: a broadcast ring of
-//! `bus.stream_buffer_events` events. Each stream is the response body itself, reading the hub
-//! when the connection can take more: no task, no queue of its own per client. A client that
-//! falls a whole ring behind is disconnected (it resumes from its cursor); no other client waits
-//! for it.
+//! each event, its SSE lines made once, on this process's [`Hub`], which routes it to its
+//! customer's ring (`bus.stream_buffer_events` events, shared by that customer's streams): a
+//! stream wakes only for its customer's events. Each stream is the response body itself, reading
+//! the ring when the connection can take more: no task, no queue of its own per client. A client
+//! that falls a whole ring behind is disconnected (it resumes from its cursor); no other client
+//! waits for it.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -127,8 +128,70 @@ pub struct Frame {
     pub tail: Bytes,
 }
 
-/// This process's fan-out of events to its streams.
-pub type Hub = broadcast::Sender<Arc<Outgoing>>;
+/// This process's fan-out of events to its streams, routed by customer: a stream wakes only for
+/// its own customer's events. Each customer with open streams has a broadcast ring of
+/// `bus.stream_buffer_events`, shared by that customer's streams.
+#[derive(Debug)]
+pub struct Hub {
+    capacity: usize,
+    routes: std::sync::RwLock<Routes>,
+}
+
+#[derive(Debug, Default)]
+struct Routes {
+    /// The ring of each customer with open streams, and the accounts those streams follow.
+    customers: HashMap<CustomerId, (broadcast::Sender<Arc<Outgoing>>, Vec<AccountId>)>,
+    /// Account → its customer, for the accounts of open streams.
+    accounts: HashMap<AccountId, CustomerId>,
+}
+
+impl Hub {
+    /// A hub whose per-customer rings hold `capacity` events.
+    pub fn new(capacity: usize) -> Self {
+        Self { capacity: capacity.max(1), routes: std::sync::RwLock::default() }
+    }
+
+    /// A receiver of `customer`'s events: the security events naming them and the ledger events
+    /// of `accounts` (and of the accounts of the customer's other open streams).
+    pub fn subscribe(&self, customer: CustomerId, accounts: &[AccountId]) -> broadcast::Receiver<Arc<Outgoing>> {
+        let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+        let Routes { customers, accounts: index } = &mut *routes;
+        let (tx, followed) =
+            customers.entry(customer).or_insert_with(|| (broadcast::channel(self.capacity).0, Vec::new()));
+        for a in accounts {
+            if !followed.contains(a) {
+                followed.push(*a);
+                index.insert(*a, customer);
+            }
+        }
+        tx.subscribe()
+    }
+
+    /// Forgets `customer`'s ring when the receiver about to be dropped is its last.
+    fn release(&self, customer: CustomerId) {
+        let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+        let last = routes.customers.get(&customer).is_some_and(|(tx, _)| tx.receiver_count() <= 1);
+        if last {
+            if let Some((_, followed)) = routes.customers.remove(&customer) {
+                for a in followed {
+                    routes.accounts.remove(&a);
+                }
+            }
+        }
+    }
+
+    /// Sends `out` to its customer's streams, if any are open.
+    fn publish(&self, out: Arc<Outgoing>) {
+        let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
+        let customer = match &out.what {
+            What::Ledger(e) => routes.accounts.get(&e.account_id).copied(),
+            What::Security(e) => e.customer_id,
+        };
+        if let Some((tx, _)) = customer.and_then(|c| routes.customers.get(&c)) {
+            let _ = tx.send(out);
+        }
+    }
+}
 
 /// A stream ticket.
 #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
@@ -223,12 +286,13 @@ async fn open(state: &Arc<AppState>, headers: &HeaderMap, q: &StreamQuery) -> Re
         }
         (None, None) => return Err(ApiError::Unauthorized("a stream ticket or a bearer token is required")),
     };
-    // Subscribe before reading the store, so that nothing committed in between is missed.
-    let live = state.hub.subscribe();
     let mut accounts: Vec<_> = state.ledger.accounts_of(customer).await?;
     // In opening order: accounts opened after a cursor was made come after the ones it names.
     accounts.sort_by_key(|a| (a.opened_at, a.id));
     let ids: Vec<AccountId> = accounts.iter().map(|a| a.id).collect();
+    // Subscribe before the catch-up reads the store: what was committed before is in the store,
+    // what is committed after comes live (the sequencer drops what comes both ways).
+    let live = state.hub.subscribe(customer, &ids);
     let last_event_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -445,6 +509,7 @@ impl ClientStream {
 
 impl Drop for ClientStream {
     fn drop(&mut self) {
+        self.state.hub.release(self.customer);
         metrics::gauge!("bp_sse_clients").decrement(1.0);
     }
 }
@@ -487,7 +552,7 @@ pub async fn bridge(state: Arc<AppState>, subscribed: tokio::sync::oneshot::Send
             Some(Ok(event)) => {
                 if let Some(out) = Outgoing::ledger(event) {
                     // No stream open is not an error.
-                    let _ = state.hub.send(out);
+                    state.hub.publish(out);
                 }
             }
             // The bridge fell behind the in-process bus, or Kafka is unreachable for a moment
@@ -541,7 +606,7 @@ pub async fn tail_audit(state: Arc<AppState>) {
             position = entry.position;
             if entry.customer_id.is_some() {
                 if let Some(out) = Outgoing::security(entry) {
-                    let _ = state.hub.send(out);
+                    state.hub.publish(out);
                 }
             }
         }

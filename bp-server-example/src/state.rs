@@ -94,7 +94,7 @@ impl AppState {
         let verifier = Verifier::new(&keys, issuer.clone(), config.auth.audience.clone());
         let external = config.auth.external.clone().map(External::new);
         let bus = external_bus.unwrap_or_else(|| Arc::new(bp_notify::broadcast::BroadcastBus::default()));
-        let (hub, _) = tokio::sync::broadcast::channel(config.bus.stream_buffer_events.max(1));
+        let hub = crate::events::Hub::new(config.bus.stream_buffer_events);
         Ok(Self {
             issuer,
             ledger: Ledger::new(store),

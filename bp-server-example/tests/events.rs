@@ -114,7 +114,7 @@ async fn a_client_a_whole_buffer_behind_is_disconnected_and_nobody_waits_for_it(
             (ada.id, None),
             ids.clone(),
             (state.audit_position.load(std::sync::atomic::Ordering::Acquire), start.clone()),
-            state.hub.subscribe(),
+            state.hub.subscribe(ada.id, &ids),
             state.shutting_down.subscribe(),
         )
     };
@@ -213,5 +213,44 @@ async fn idle_streams_send_heartbeats() {
     assert!(stream.heartbeat_within(Duration::from_secs(5)).await, "a heartbeat comment");
     assert!(stream.heartbeat_within(Duration::from_secs(5)).await, "and another");
     assert!(started.elapsed() >= Duration::from_millis(1500), "about one a second, not a flood");
+    server.stop().await;
+}
+
+/// Streams are routed by customer: another customer's burst neither wakes nor overflows them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_customers_events_do_not_count_against_a_stream() {
+    use bp_server_example::events::ClientStream;
+
+    let mut server = Server::start_with(|c| c.bus.stream_buffer_events = 16).await;
+    let ada = server.customer("ada-routed", 0, 0).await;
+    let bob = server.customer("bob-routed", 100_000, 0).await;
+    let second = server.open_eur(bob.id).await;
+    let api = Api::new(&server, &server.login(&bob, ALL).await);
+    let (_, account) = api.get(&format!("/v1/accounts/{second}")).await;
+    let to = account["number"].as_str().expect("number").to_owned();
+    server.audit_settled().await;
+    let state = &server.state;
+    let ids = vec![ada.eur, ada.usd];
+    let audit = state.audit_position.load(std::sync::atomic::Ordering::Acquire);
+    let mut ada_stream = ClientStream::new(
+        state.clone(),
+        (ada.id, None),
+        ids.clone(),
+        (audit, vec![1, 1]),
+        state.hub.subscribe(ada.id, &ids),
+        state.shutting_down.subscribe(),
+    );
+    assert!(tokio::time::timeout(Duration::from_millis(50), ada_stream.next_frame()).await.is_err());
+    // Bob: twenty transfers, forty events, more than a ring of sixteen.
+    for i in 0..20 {
+        let body = json!({ "from_account": bob.eur, "to_account_number": to, "amount": { "amount": "1.00", "currency": "EUR" } });
+        let (status, _) = api.post("/v1/transfers", &body, Some(&format!("routed-{i}"))).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    server.audit_settled().await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), ada_stream.next_frame()).await.is_err(),
+        "ada's stream is still open and has nothing to send"
+    );
     server.stop().await;
 }
