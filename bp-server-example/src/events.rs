@@ -167,10 +167,11 @@ impl Hub {
         tx.subscribe()
     }
 
-    /// Forgets `customer`'s ring when the receiver about to be dropped is its last.
-    fn release(&self, customer: CustomerId) {
+    /// Forgets `customer`'s ring when it has no receivers but the `own` ones about to be dropped
+    /// (the caller's).
+    fn release(&self, customer: CustomerId, own: usize) {
         let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
-        let last = routes.customers.get(&customer).is_some_and(|(tx, _)| tx.receiver_count() <= 1);
+        let last = routes.customers.get(&customer).is_some_and(|(tx, _)| tx.receiver_count() <= own);
         if last {
             if let Some((_, followed)) = routes.customers.remove(&customer) {
                 for a in followed {
@@ -187,8 +188,12 @@ impl Hub {
             What::Ledger(e) => routes.accounts.get(&e.account_id).copied(),
             What::Security(e) => e.customer_id,
         };
-        if let Some((tx, _)) = customer.and_then(|c| routes.customers.get(&c)) {
-            let _ = tx.send(out);
+        let Some(customer) = customer else { return };
+        let abandoned = routes.customers.get(&customer).is_some_and(|(tx, _)| tx.send(out).is_err());
+        drop(routes);
+        if abandoned {
+            // Its last stream went away without releasing it (it never started).
+            self.release(customer, 0);
         }
     }
 }
@@ -290,9 +295,6 @@ async fn open(state: &Arc<AppState>, headers: &HeaderMap, q: &StreamQuery) -> Re
     // In opening order: accounts opened after a cursor was made come after the ones it names.
     accounts.sort_by_key(|a| (a.opened_at, a.id));
     let ids: Vec<AccountId> = accounts.iter().map(|a| a.id).collect();
-    // Subscribe before the catch-up reads the store: what was committed before is in the store,
-    // what is committed after comes live (the sequencer drops what comes both ways).
-    let live = state.hub.subscribe(customer, &ids);
     let last_event_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -312,6 +314,9 @@ async fn open(state: &Arc<AppState>, headers: &HeaderMap, q: &StreamQuery) -> Re
     if *shutdown.borrow() {
         return Err(ApiError::Unavailable);
     }
+    // Subscribed before the catch-up reads the store: what was committed before is in the store,
+    // what is committed after comes live (the sequencer drops what comes both ways).
+    let live = state.hub.subscribe(customer, &ids);
     let stream = ClientStream::new(Arc::clone(state), (customer, session), ids, (audit, start), live, shutdown);
     let body =
         futures_util::stream::unfold(stream, |mut s| async move { s.next_frame().await.map(|frame| (frame, s)) });
@@ -509,7 +514,7 @@ impl ClientStream {
 
 impl Drop for ClientStream {
     fn drop(&mut self) {
-        self.state.hub.release(self.customer);
+        self.state.hub.release(self.customer, 1);
         metrics::gauge!("bp_sse_clients").decrement(1.0);
     }
 }
@@ -612,5 +617,64 @@ pub async fn tail_audit(state: Arc<AppState>) {
         }
         // After sending: a stream that read this position has every later entry coming live.
         state.audit_position.store(position, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bp_core::account::AccountStatus;
+    use bp_core::event::{EVENT_VERSION, EventBody};
+    use bp_core::ids::EventId;
+
+    use super::*;
+
+    fn event(account: AccountId) -> Arc<Outgoing> {
+        let body = EventBody::AccountStatusChanged { status: AccountStatus::Frozen };
+        let event = Event {
+            id: EventId::derive(account, 2),
+            account_id: account,
+            seq: 2,
+            version: EVENT_VERSION,
+            at: chrono::Utc::now(),
+            body,
+        };
+        Outgoing::ledger(event).expect("json")
+    }
+
+    fn security(customer: CustomerId) -> Arc<Outgoing> {
+        let entry = AuditEntry {
+            position: 1,
+            at: chrono::Utc::now(),
+            kind: AuditKind::LoginSucceeded,
+            customer_id: Some(customer),
+            detail: serde_json::Map::new(),
+        };
+        Outgoing::security(entry).expect("json")
+    }
+
+    #[test]
+    fn the_hub_routes_by_customer_and_forgets_customers_without_streams() {
+        let hub = Hub::new(8);
+        let (ada, bob) = (CustomerId::new_v7(), CustomerId::new_v7());
+        let (ada_account, bob_account) = (AccountId::new_v7(), AccountId::new_v7());
+        let mut rx = hub.subscribe(ada, &[ada_account]);
+        hub.publish(event(bob_account));
+        hub.publish(security(bob));
+        hub.publish(event(ada_account));
+        hub.publish(security(ada));
+        assert!(matches!(rx.try_recv().expect("ada's event").what, What::Ledger(ref e) if e.account_id == ada_account));
+        assert!(matches!(rx.try_recv().expect("ada's security event").what, What::Security(_)));
+        assert!(rx.try_recv().is_err(), "nothing of bob's");
+
+        // A stream going away (its receiver is the last) takes its routes with it.
+        hub.release(ada, 1);
+        drop(rx);
+        assert!(hub.routes.read().expect("lock").accounts.is_empty());
+
+        // A receiver dropped without a release is forgotten at the next event for it.
+        drop(hub.subscribe(bob, &[bob_account]));
+        hub.publish(event(bob_account));
+        let routes = hub.routes.read().expect("lock");
+        assert!(routes.customers.is_empty() && routes.accounts.is_empty());
     }
 }
