@@ -288,6 +288,11 @@ pub async fn serve(state: Arc<AppState>, listener: std::net::TcpListener, signal
             None => {
                 listener.set_nonblocking(true)?;
                 let listener = tokio::net::TcpListener::from_std(listener)?;
+                // TCP_NODELAY: a small write (an event on a stream) must not wait for the
+                // client's delayed ACK of the previous one (Nagle: up to 40 ms).
+                let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
                 axum::serve(listener, app).with_graceful_shutdown(stop).await
             }
             Some((cert, key)) => {
@@ -299,7 +304,9 @@ pub async fn serve(state: Arc<AppState>, listener: std::net::TcpListener, signal
                     stop.await;
                     h.graceful_shutdown(Some(grace));
                 });
-                axum_server::from_tcp_rustls(listener, config).handle(handle).serve(app).await
+                let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
+                    .acceptor(axum_server::accept::NoDelayAcceptor::new());
+                axum_server::from_tcp(listener).acceptor(acceptor).handle(handle).serve(app).await
             }
         };
         sweeper.abort();
