@@ -683,7 +683,11 @@ async fn refresh_grant(state: &AppState, client: &ClientConfig, form: &TokenForm
             state.verifier.revoke(session);
             metrics::counter!("bp_refresh_token_reuse_total").increment(1);
             state
-                .audit(AuditKind::RefreshTokenReuse, Some(customer_id), serde_json::json!({ "client_id": client.id }))
+                .audit(
+                    AuditKind::RefreshTokenReuse,
+                    Some(customer_id),
+                    serde_json::json!({ "client_id": client.id, "session": session.to_string() }),
+                )
                 .await
                 .ok();
             oauth_error(

@@ -254,3 +254,35 @@ async fn another_customers_events_do_not_count_against_a_stream() {
     );
     server.stop().await;
 }
+
+/// A refresh token used twice revokes its session, and the session's streams end with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_token_reuse_ends_the_sessions_streams() {
+    let mut server = Server::start().await;
+    let ada = server.customer("ada-reuse", 0, 0).await;
+    let tokens = server.login(&ada, ALL).await;
+    let api = Api::new(&server, &tokens);
+    let mut stream = Stream::open(&server, &api, None).await;
+    let refresh = |token: String| {
+        let url = server.url("/oauth2/token");
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .form(&[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", token.as_str()),
+                    ("client_id", common::CLIENT),
+                ])
+                .send()
+                .await
+                .expect("refresh")
+                .status()
+        }
+    };
+    let old = tokens["refresh_token"].as_str().expect("rt").to_owned();
+    assert_eq!(refresh(old.clone()).await, StatusCode::OK);
+    assert_eq!(refresh(old).await, StatusCode::BAD_REQUEST, "the reuse is refused");
+    assert_eq!(stream.next(1).await[0].event, "security.refresh_token_reuse");
+    assert!(stream.closes_within(Duration::from_secs(5)).await, "the stream ends with its session");
+    server.stop().await;
+}
