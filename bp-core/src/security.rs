@@ -412,6 +412,8 @@ pub trait SecurityStore: Send + Sync + 'static {
     async fn append_audit(&self, entry: AuditEntry) -> Result<u64, StoreError>;
     /// Audit entries after `position`, oldest first, at most `limit` (≤ [`AUDIT_PAGE_LEN_MAX`]).
     async fn audit_after(&self, position: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+    /// The position of the latest audit entry; 0 for an empty log.
+    async fn audit_end(&self) -> Result<u64, StoreError>;
 }
 
 #[derive(Debug, Default)]
@@ -693,5 +695,9 @@ impl SecurityStore for MemorySecurityStore {
     async fn audit_after(&self, position: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
         let limit = usize::try_from(limit.min(AUDIT_PAGE_LEN_MAX)).unwrap_or(usize::MAX);
         Ok(self.lock().audit.iter().filter(|e| e.position > position).take(limit).cloned().collect())
+    }
+
+    async fn audit_end(&self) -> Result<u64, StoreError> {
+        Ok(self.lock().audit.last().map_or(0, |e| e.position))
     }
 }

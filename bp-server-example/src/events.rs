@@ -581,19 +581,15 @@ pub async fn bridge(state: Arc<AppState>, subscribed: tokio::sync::oneshot::Send
 pub async fn tail_audit(state: Arc<AppState>) {
     use std::sync::atomic::Ordering;
     // Start at the log's end: streams replay older entries from the store themselves.
-    let mut position = 0;
-    loop {
-        match state.security.audit_after(position, 500).await {
-            Ok(page) => match page.last() {
-                Some(last) => position = last.position,
-                None => break,
-            },
+    let mut position = loop {
+        match state.security.audit_end().await {
+            Ok(end) => break end,
             Err(e) => {
                 tracing::warn!(error = %e, "reading the audit log failed");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
-    }
+    };
     state.audit_position.store(position, Ordering::Release);
     loop {
         let page = match state.security.audit_after(position, 500).await {

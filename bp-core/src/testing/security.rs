@@ -830,6 +830,7 @@ pub async fn photos<F: SecurityStoreFactory>(f: &F) {
 /// exactly, pages cut at the limit and ending empty.
 pub async fn audit_log<F: SecurityStoreFactory>(f: &F) {
     let store = fresh(f).await;
+    assert_eq!(ok("the end of an empty log", store.audit_end().await), 0);
     let ada = CustomerId::new_v7();
     let kinds = [
         AuditKind::PasswordFailed,
@@ -859,6 +860,7 @@ pub async fn audit_log<F: SecurityStoreFactory>(f: &F) {
     }
 
     assert_eq!(ok("the whole log", store.audit_after(0, 100).await), entries);
+    assert_eq!(ok("the end of the log", store.audit_end().await), 5);
     let mut paged = Vec::new();
     let mut after = 0;
     let mut pages = 0;

@@ -85,14 +85,7 @@ impl Server {
     /// Waits until the server's audit tail has read the whole audit log, so that a stream opened
     /// now starts after every security event so far.
     pub async fn audit_settled(&self) {
-        let mut end = 0;
-        loop {
-            let page = self.state.security.audit_after(end, 500).await.expect("audit log");
-            match page.last() {
-                Some(last) => end = last.position,
-                None => break,
-            }
-        }
+        let end = self.state.security.audit_end().await.expect("audit log");
         for _ in 0..500 {
             if self.state.audit_position.load(std::sync::atomic::Ordering::Acquire) >= end {
                 return;

@@ -678,4 +678,15 @@ impl SecurityStore for SqliteStore {
         );
         Ok(entries)
     }
+
+    async fn audit_end(&self) -> Result<u64, StoreError> {
+        self.read(move |c, _| {
+            let end = row(c, "SELECT COALESCE(MAX(position), 0) FROM audit", [], |r| {
+                let v: i64 = r.get(0).map_err(sql_err)?;
+                u64::try_from(v).map_err(|_| corrupt("audit position"))
+            })?;
+            Ok(end.unwrap_or(0))
+        })
+        .await
+    }
 }
