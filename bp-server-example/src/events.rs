@@ -84,37 +84,28 @@ pub enum What {
 }
 
 impl Outgoing {
-    fn new(what: What, json: &str) -> Arc<Self> {
-        let head = format!("event: {}\ndata: {json}\n", type_name(&what));
+    fn new(what: What, type_name: &str, json: &str) -> Arc<Self> {
+        let head = format!("event: {type_name}\ndata: {json}\n");
         Arc::new(Self { what, head: head.into() })
     }
 
     fn ledger(event: Event) -> Option<Arc<Self>> {
         let json = serde_json::to_string(&event).ok()?;
-        Some(Self::new(What::Ledger(event), &json))
+        let type_name = event.body.type_name();
+        Some(Self::new(What::Ledger(event), type_name, &json))
     }
 
     fn security(entry: AuditEntry) -> Option<Arc<Self>> {
         let kind = serde_json::to_value(entry.kind).ok()?;
+        let type_name = format!("security.{}", kind.as_str()?);
         let json = serde_json::json!({
-            "type": format!("security.{}", kind.as_str()?),
+            "type": type_name,
             "position": entry.position,
             "at": entry.at,
             "kind": kind,
             "detail": entry.detail,
         });
-        Some(Self::new(What::Security(entry), &json.to_string()))
-    }
-}
-
-/// The SSE event type of `what`.
-fn type_name(what: &What) -> String {
-    match what {
-        What::Ledger(e) => e.body.type_name().to_owned(),
-        What::Security(e) => format!(
-            "security.{}",
-            serde_json::to_value(e.kind).ok().and_then(|k| k.as_str().map(str::to_owned)).unwrap_or_default()
-        ),
+        Some(Self::new(What::Security(entry), &type_name, &json.to_string()))
     }
 }
 

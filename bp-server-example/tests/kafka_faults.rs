@@ -100,6 +100,19 @@ fn by_account(events: impl IntoIterator<Item = (AccountId, u64)>) -> BTreeMap<Ac
     map
 }
 
+/// Everything the store ever committed, in commit order.
+async fn outbox(store: &bp_storage::sqlite::SqliteStore) -> Vec<bp_core::store::OutboxEntry> {
+    let mut all = Vec::new();
+    loop {
+        let after = all.last().map_or(0, |o: &bp_core::store::OutboxEntry| o.position);
+        let page = store.outbox_after(after, 1_000).await.expect("outbox");
+        if page.is_empty() {
+            return all;
+        }
+        all.extend(page);
+    }
+}
+
 fn sse_key(m: &common::sse::Message) -> (AccountId, u64) {
     let account = serde_json::from_value(m.data["account_id"].clone()).expect("account id");
     (account, m.data["seq"].as_u64().expect("seq"))
@@ -254,14 +267,7 @@ async fn a_killed_server_publishes_on_restart_and_another_process_gets_every_eve
     let (cursor, end) = {
         let store = bp_storage::sqlite::SqliteStore::open(&db, Default::default()).expect("open the store");
         let cursor = store.cursor(&format!("kafka.{}", kafka.topic)).await.expect("cursor");
-        let mut end = cursor;
-        loop {
-            let page = store.outbox_after(end, 1_000).await.expect("outbox");
-            match page.last() {
-                Some(last) => end = last.position,
-                None => break,
-            }
-        }
+        let end = outbox(&store).await.last().map_or(cursor, |o| o.position);
         (cursor, end)
     };
     assert!(cursor < end, "events were committed and not published when the server died ({cursor} < {end})");
@@ -291,15 +297,7 @@ async fn a_killed_server_publishes_on_restart_and_another_process_gets_every_eve
     // Everything the server ever committed, per account, from its store.
     let committed_events = {
         let store = bp_storage::sqlite::SqliteStore::open(&db, Default::default()).expect("open the store");
-        let mut all = Vec::new();
-        let mut after = 0;
-        loop {
-            let page = store.outbox_after(after, 1_000).await.expect("outbox");
-            let Some(last) = page.last() else { break };
-            after = last.position;
-            all.extend(page.into_iter().map(|o| (o.event.account_id, o.event.seq)));
-        }
-        by_account(all)
+        by_account(outbox(&store).await.into_iter().map(|o| (o.event.account_id, o.event.seq)))
     };
     let expected: usize = committed_events.values().map(Vec::len).sum();
     // Wait for this process to have received them all.
