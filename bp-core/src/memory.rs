@@ -156,6 +156,19 @@ impl Store for MemoryStore {
         Ok(due.into_iter().take(limit).map(|t| t.id).collect())
     }
 
+    async fn pending_of(&self, account: AccountId, limit: u32) -> Result<Vec<Transfer>, StoreError> {
+        let inner = self.lock();
+        // The memory store is a test double: a scan of every transfer is fine.
+        let mut pending: Vec<&Transfer> = inner
+            .state
+            .transfers()
+            .filter(|t| t.state == TransferState::Pending && t.debit_account == account)
+            .collect();
+        pending.sort_by_key(|t| (t.created_at, t.id));
+        let limit = usize::try_from(limit.min(PAGE_LEN_MAX)).unwrap_or(usize::MAX);
+        Ok(pending.into_iter().take(limit).cloned().collect())
+    }
+
     async fn cursor(&self, name: &str) -> Result<u64, StoreError> {
         check_cursor_name(name)?;
         Ok(self.lock().cursors.get(name).copied().unwrap_or(0))

@@ -176,6 +176,12 @@ pub trait Store: Send + Sync + 'static {
     /// [`PAGE_LEN_MAX`]): for the expiry sweeper.
     async fn pending_expired(&self, now: Timestamp, limit: u32) -> Result<Vec<TransferId>, StoreError>;
 
+    /// The pending transfers that `account` pays (its debit side), oldest first (by `created_at`,
+    /// then id), at most `limit` (and at most [`PAGE_LEN_MAX`]); none for an unknown account.
+    /// A pending transfer is listed for its payer only: its payee sees it once it is posted. A
+    /// hold that has ended is listed until it is voided, since it holds the money until then.
+    async fn pending_of(&self, account: AccountId, limit: u32) -> Result<Vec<Transfer>, StoreError>;
+
     /// The sum of posted balances per currency (the ledger keeps each at zero).
     async fn totals(&self) -> Result<Vec<CurrencyTotal>, StoreError>;
 

@@ -57,7 +57,7 @@ pub use concurrency::{concurrent_idempotency, concurrent_transfers};
 pub use customers::{customer_open, customer_update, customer_validation};
 pub use events::{events_and_outbox, outbox_cursors};
 pub use history::{history_filters, history_invalid, history_pagination};
-pub use pending::{pending_errors, pending_expiry, pending_lifecycle};
+pub use pending::{pending_errors, pending_expiry, pending_lifecycle, pending_list};
 pub use transfers::{
     balance_overflow, funding_and_internal_transfer, idempotency, kind_rules, overdraft_boundary, transfer_rejections,
 };
@@ -197,6 +197,7 @@ macro_rules! __store_conformance_cases {
             pending_lifecycle
             pending_expiry
             pending_errors
+            pending_list
             history_pagination
             history_filters
             history_invalid

@@ -1,7 +1,7 @@
 //! What the SQLite store promises beyond the store conformance suite: the ledger survives closing
 //! and reopening (including the unindexed tails of the deferred per-account index), idempotency
-//! survives a restart, newer or inconsistent databases are refused, the file is in WAL mode,
-//! and a queue of one still serves many concurrent senders.
+//! survives a restart, older databases are upgraded, newer or inconsistent ones are refused, the
+//! file is in WAL mode, and a queue of one still serves many concurrent senders.
 
 // Amounts are written as major_minor units: `100_00` is 100.00 EUR.
 #![allow(clippy::inconsistent_digit_grouping)]
@@ -157,6 +157,8 @@ struct Observed {
     outbox: Vec<OutboxEntry>,
     totals: Vec<CurrencyTotal>,
     pending_expired: Vec<TransferId>,
+    /// Each account's `pending_of`, in the order of `accounts`.
+    pending: Vec<Vec<Transfer>>,
 }
 
 impl Observed {
@@ -169,8 +171,10 @@ impl Observed {
         let mut accounts = Vec::new();
         let mut history = Vec::new();
         let mut all_events = Vec::new();
+        let mut pending = Vec::new();
         for id in known.accounts() {
             accounts.push(ok("account", store.account(id).await));
+            pending.push(ok("pending_of", store.pending_of(id, PAGE_LEN_MAX).await));
             // An odd page length, so that pages end in the middle of the indexed part and of the
             // published tail.
             history.push(history_pages(store, id, 37).await);
@@ -192,6 +196,7 @@ impl Observed {
                 "pending_expired",
                 store.pending_expired(now + TimeDelta::days(365), PAGE_LEN_MAX).await,
             ),
+            pending,
         }
     }
 
@@ -233,6 +238,19 @@ impl Observed {
             assert_eq!(sum, account.posted_minor, "account {}: balance = sum of postings", account.id);
         }
         assert_eq!(events_total, self.outbox.len(), "the outbox holds exactly the accounts' events");
+        // Each account lists the pending transfers it pays; many were made in one batch, at one
+        // instant, so their order is the order of their ids.
+        for (account, listed) in self.accounts.iter().zip(&self.pending) {
+            let Some(account) = account else { continue };
+            let mut expected: Vec<&Transfer> = self
+                .transfers
+                .iter()
+                .flatten()
+                .filter(|t| t.state == TransferState::Pending && t.debit_account == account.id)
+                .collect();
+            expected.sort_by_key(|t| (t.created_at, t.id));
+            assert_eq!(listed.iter().collect::<Vec<_>>(), expected, "account {}: pending_of", account.id);
+        }
     }
 }
 
@@ -485,6 +503,45 @@ async fn idempotency_across_restart() {
     assert_eq!((again.replayed, again.transfer), (true, posted.transfer));
     let a_now = ok("a", store.account(a.id).await).expect("a exists");
     assert_eq!((a_now.posted_minor, a_now.held_minor), (85_00, 0));
+}
+
+/// A database of schema version 2, with a pending transfer in it, gets the index of the payers'
+/// pending transfers (version 3) when it is opened, and lists the transfer through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_2_upgrades_with_its_pending_transfers() {
+    let dir = ok("tempdir", tempfile::tempdir());
+    let path = dir.path().join("v2.db");
+    let clock = Arc::new(ManualClock::new(start_time()));
+    let ledger = Ledger::new(Arc::new(open(&path, config(&clock))));
+    let owner = customer(&ledger, "vera").await;
+    let a = account(&ledger, owner.id, EUR, 0).await;
+    let b = account(&ledger, owner.id, EUR, 0).await;
+    ok("fund", ledger.transfer(deposit(&a, 10_00)).await);
+    let hold = TransferRequest {
+        hold_until: Some(start_time() + TimeDelta::hours(1)),
+        ..request(TransferKind::Internal, a.id, b.id, Money::new(4_00, EUR))
+    };
+    let held = ok("hold", ledger.transfer(hold).await).transfer;
+    let store = SqliteStore::clone(ledger.store());
+    drop(ledger);
+    ok("close", store.close().await);
+
+    // Back to what version 2 left: the same tables and rows, without the index of version 3.
+    let index = "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND name = 'transfers_pending_by_debit'";
+    {
+        let conn = ok("open with rusqlite", rusqlite::Connection::open(&path));
+        ok("downgrade", conn.execute_batch("DROP INDEX transfers_pending_by_debit; PRAGMA user_version = 2;"));
+    }
+
+    let store = open(&path, config(&clock));
+    assert_eq!(ok("pending_of", store.pending_of(a.id, PAGE_LEN_MAX).await), [held]);
+    assert!(ok("pending_of", store.pending_of(b.id, PAGE_LEN_MAX).await).is_empty());
+    ok("close", store.close().await);
+    let conn = ok("open with rusqlite", rusqlite::Connection::open(&path));
+    let version: i64 = ok("user_version", conn.query_row("PRAGMA user_version", [], |r| r.get(0)));
+    assert_eq!(version, SCHEMA_VERSION);
+    let indexes: i64 = ok("index", conn.query_row(index, [], |r| r.get(0)));
+    assert_eq!(indexes, 1, "the upgrade made the index");
 }
 
 /// Writes a database with `user_version` above this build's schema version.

@@ -60,7 +60,7 @@ impl Drop for SeedOnFailure {
 }
 
 /// Joins every task of `set`, re-raising the first panic.
-async fn join_all<T: 'static>(mut set: JoinSet<T>) -> Vec<T> {
+pub(crate) async fn join_all<T: 'static>(mut set: JoinSet<T>) -> Vec<T> {
     let mut out = Vec::with_capacity(set.len());
     while let Some(joined) = set.join_next().await {
         match joined {

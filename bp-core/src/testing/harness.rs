@@ -166,6 +166,7 @@ pub(crate) struct Snapshot {
     accounts: Vec<(AccountId, Option<Account>)>,
     transfers: Vec<(TransferId, Option<Transfer>)>,
     postings: Vec<(AccountId, Vec<Posting>)>,
+    pending: Vec<(AccountId, Vec<Transfer>)>,
     events: Vec<(AccountId, Vec<Event>)>,
     outbox: Vec<OutboxEntry>,
     totals: Vec<CurrencyTotal>,
@@ -179,6 +180,7 @@ impl Snapshot {
         assert_eq!(self.accounts, after.accounts, "{what}: accounts changed");
         assert_eq!(self.transfers, after.transfers, "{what}: transfers changed");
         assert_eq!(self.postings, after.postings, "{what}: postings changed");
+        assert_eq!(self.pending, after.pending, "{what}: the lists of pending transfers changed");
         assert_eq!(self.events, after.events, "{what}: events changed");
         assert_eq!(self.outbox, after.outbox, "{what}: the outbox changed");
         assert_eq!(self.totals, after.totals, "{what}: the totals changed");
@@ -407,11 +409,13 @@ impl<S: Store + ?Sized> Harness<S> {
         }
         let mut accounts = Vec::new();
         let mut postings = Vec::new();
+        let mut pending = Vec::new();
         let mut events = Vec::new();
         for id in self.known_accounts().await {
             let account = ok("read account", store.account(id).await);
             if account.is_some() {
                 postings.push((id, self.history_all(id, &HistoryQuery::default()).await));
+                pending.push((id, ok("read pending transfers", store.pending_of(id, PAGE_LEN_MAX).await)));
                 events.push((id, self.events(id).await));
             }
             accounts.push((id, account));
@@ -426,6 +430,7 @@ impl<S: Store + ?Sized> Harness<S> {
             accounts,
             transfers,
             postings,
+            pending,
             events,
             outbox: self.outbox().await,
             totals: ok("totals", store.totals().await),
@@ -513,9 +518,11 @@ impl<S: Store + ?Sized> Harness<S> {
         }
         assert_eq!(seen_currencies.len(), expected.len(), "totals miss a currency: {totals:?}");
 
-        // Transfers: posted ones have their two lines, others none; holds are the pending ones.
+        // Transfers: posted ones have their two lines, others none; holds are the pending ones,
+        // and so are the payer's lists of pending transfers.
         let transfer_ids = self.known().transfers.clone();
         let mut held: HashMap<AccountId, i64> = HashMap::new();
+        let mut pending: HashMap<AccountId, Vec<Transfer>> = HashMap::new();
         for id in transfer_ids {
             let Some(t) = ok("read transfer", store.transfer(id).await) else {
                 assert!(!all_postings.contains_key(&id), "transfer {id} has postings but does not exist");
@@ -528,6 +535,7 @@ impl<S: Store + ?Sized> Harness<S> {
                 TransferState::Pending => {
                     assert!(lines.is_empty(), "pending transfer {id} has postings");
                     *held.entry(t.debit_account).or_default() += t.amount.amount_minor();
+                    pending.entry(t.debit_account).or_default().push(t);
                 }
                 TransferState::Voided | TransferState::Failed => {
                     assert!(lines.is_empty(), "{:?} transfer {id} has postings", t.state);
@@ -539,6 +547,15 @@ impl<S: Store + ?Sized> Harness<S> {
                 a.held_minor,
                 held.get(&a.id).copied().unwrap_or(0),
                 "account {}: held must be the sum of its pending transfers",
+                a.id
+            );
+            let mut expected = pending.remove(&a.id).unwrap_or_default();
+            expected.sort_by_key(|t| (t.created_at, t.id));
+            expected.truncate(usize::try_from(PAGE_LEN_MAX).unwrap_or(usize::MAX));
+            assert_eq!(
+                ok("pending transfers", store.pending_of(a.id, PAGE_LEN_MAX).await),
+                expected,
+                "account {}: pending_of must list the pending transfers it pays, oldest first",
                 a.id
             );
         }

@@ -1,10 +1,14 @@
-//! Cases for pending (two-phase) transfers: holds, posting, voiding, failing, expiry.
+//! Cases for pending (two-phase) transfers: holds, posting, voiding, failing, expiry, and the
+//! payer's list of them.
 
 use std::collections::HashSet;
 
 use chrono::TimeDelta;
 
+use tokio::task::JoinSet;
+
 use super::StoreFactory;
+use super::concurrency::join_all;
 use super::harness::{Harness, invalid, ok, request};
 use crate::Timestamp;
 use crate::account::{Account, AccountStatus, Balances, SystemAccount};
@@ -14,7 +18,7 @@ use crate::ids::{AccountId, TransferId};
 use crate::money::{Currency, Money};
 use crate::store::Store;
 use crate::store::{HistoryQuery, PAGE_LEN_MAX};
-use crate::transfer::{Direction, TransferKind, TransferRequest, TransferState, VoidReason};
+use crate::transfer::{Direction, Transfer, TransferKind, TransferRequest, TransferState, VoidReason};
 
 const EUR: Currency = Currency::EUR;
 
@@ -379,6 +383,103 @@ pub async fn pending_errors<F: StoreFactory>(f: &F) {
         transition(t.id, TransferState::Posted, TransferState::Voided),
     )
     .await;
+    h.check_invariants().await;
+}
+
+/// The pending transfers an account pays (`Store::pending_of`): listed for the payer only (not
+/// for the payee, not for another payer), oldest first with ties in id order, at most `limit` and
+/// at most [`PAGE_LEN_MAX`]; a transfer leaves the list when it is posted, cancelled, rejected or
+/// expired.
+pub async fn pending_list<F: StoreFactory>(f: &F) {
+    let h = Harness::new(f).await;
+    let a = h.customer_account("ada", EUR).await;
+    let b = h.customer_account("bob", EUR).await;
+    h.fund(&a, 100_00).await;
+    h.fund(&b, 10_00).await;
+    let clearing = SystemAccount::InterbankClearing.id(EUR);
+    let list = |account: AccountId, limit: u32| {
+        let h = &h;
+        async move { ok("pending_of", h.store().pending_of(account, limit).await) }
+    };
+    let ids = |list: &[Transfer]| list.iter().map(|t| t.id).collect::<Vec<_>>();
+    assert!(list(a.id, PAGE_LEN_MAX).await.is_empty(), "no holds yet");
+    assert!(list(AccountId::new_v7(), PAGE_LEN_MAX).await.is_empty(), "an unknown account has none");
+
+    // Four holds of Ada's: p1, a second later p2, and another second later p3 and p4 at the same
+    // instant, p4 made second but with the smaller id.
+    let until = h.now() + TimeDelta::hours(1);
+    let p1 = hold(&a, b.id, TransferKind::Internal, 10_00, until);
+    ok("hold p1", h.transfer(p1.clone()).await);
+    h.advance_secs(1);
+    let p2 = hold(&a, clearing, TransferKind::Interbank, 20_00, until);
+    ok("hold p2", h.transfer(p2.clone()).await);
+    h.advance_secs(1);
+    let (low, high) = {
+        let (x, y) = (TransferId::new_v7(), TransferId::new_v7());
+        if x < y { (x, y) } else { (y, x) }
+    };
+    let p3 = TransferRequest { id: high, ..hold(&a, b.id, TransferKind::Internal, 3_00, until) };
+    let p4 = TransferRequest { id: low, ..hold(&a, b.id, TransferKind::Internal, 4_00, until) };
+    ok("hold p3", h.transfer(p3.clone()).await);
+    ok("hold p4", h.transfer(p4.clone()).await);
+    // Not Ada's to list: a posted payment of hers, and Bob's hold that pays her.
+    ok("immediate payment", h.pay(&a, b.id, 1_00).await);
+    let q = hold(&b, a.id, TransferKind::Internal, 5_00, until);
+    ok("hold q", h.transfer(q.clone()).await);
+
+    let all = list(a.id, PAGE_LEN_MAX).await;
+    assert_eq!(ids(&all), [p1.id, p2.id, p4.id, p3.id], "oldest first, ties by id");
+    for t in &all {
+        assert_eq!(t, &h.get_transfer(t.id).await, "a listed transfer is the transfer as read by id");
+        assert_eq!((t.state, t.debit_account), (TransferState::Pending, a.id));
+    }
+    assert_eq!(ids(&list(b.id, PAGE_LEN_MAX).await), [q.id], "the payee of p1, p3 and p4 does not list them");
+    assert!(list(clearing, PAGE_LEN_MAX).await.is_empty(), "the payee of p2 does not list it");
+    for limit in 0..=5u32 {
+        let n = usize::try_from(limit).unwrap_or(usize::MAX).min(all.len());
+        assert_eq!(list(a.id, limit).await, all[..n], "limit {limit}: the oldest {n}");
+    }
+    assert_eq!(list(a.id, u32::MAX).await, all, "a limit above the cap");
+
+    // Posted, cancelled, rejected: gone from the list, the rest in order.
+    ok("post p2", h.ledger.post_pending(p2.id).await);
+    assert_eq!(ids(&list(a.id, PAGE_LEN_MAX).await), [p1.id, p4.id, p3.id], "posted");
+    ok("cancel p4", h.ledger.void_pending(p4.id, VoidReason::Cancelled).await);
+    assert_eq!(ids(&list(a.id, PAGE_LEN_MAX).await), [p1.id, p3.id], "cancelled");
+    ok("reject p3", h.ledger.void_pending(p3.id, VoidReason::Rejected).await);
+    assert_eq!(ids(&list(a.id, PAGE_LEN_MAX).await), [p1.id], "rejected");
+    // Expired: after the hold's end, still listed until the sweeper voids it.
+    h.clock.set(until + TimeDelta::seconds(1));
+    assert_eq!(ids(&list(a.id, PAGE_LEN_MAX).await), [p1.id], "an expired hold is pending until voided");
+    assert_eq!(ok("expire", h.ledger.expire_holds(h.now(), 100).await), 2);
+    assert!(list(a.id, PAGE_LEN_MAX).await.is_empty(), "expired");
+    assert!(list(b.id, PAGE_LEN_MAX).await.is_empty(), "expired");
+
+    // The cap: 501 holds, made concurrently (so that some share a batch and its instant), list
+    // the oldest 500 whatever the limit asked.
+    let until = h.now() + TimeDelta::hours(1);
+    let count = usize::try_from(PAGE_LEN_MAX).unwrap_or(usize::MAX) + 1;
+    let requests: Vec<TransferRequest> =
+        (0..count).map(|_| hold(&a, clearing, TransferKind::Interbank, 1, until)).collect();
+    h.track_transfers(requests.iter().map(|r| r.id));
+    let mut set = JoinSet::new();
+    for chunk in requests.chunks(count.div_ceil(8)) {
+        let ledger = h.ledger.clone();
+        let chunk = chunk.to_vec();
+        set.spawn(async move {
+            let mut made = Vec::new();
+            for req in chunk {
+                made.push(ok("hold a cent", ledger.transfer(req).await).transfer);
+            }
+            made
+        });
+    }
+    let mut made: Vec<Transfer> = join_all(set).await.into_iter().flatten().collect();
+    made.sort_by_key(|t| (t.created_at, t.id));
+    made.truncate(count - 1);
+    for limit in [PAGE_LEN_MAX, PAGE_LEN_MAX + 1, u32::MAX] {
+        assert_eq!(list(a.id, limit).await, made, "limit {limit}: the oldest {PAGE_LEN_MAX}");
+    }
     h.check_invariants().await;
 }
 

@@ -422,6 +422,10 @@ impl Store for SqliteStore {
         self.read(move |c, _| reads::pending_expired(c, now, limit)).await
     }
 
+    async fn pending_of(&self, account: AccountId, limit: u32) -> Result<Vec<Transfer>, StoreError> {
+        self.read(move |c, _| reads::pending_of(c, account, limit)).await
+    }
+
     async fn totals(&self) -> Result<Vec<CurrencyTotal>, StoreError> {
         self.read(reads::totals).await
     }

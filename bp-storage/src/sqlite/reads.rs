@@ -324,6 +324,27 @@ pub(crate) fn pending_expired(conn: &Connection, now: Timestamp, limit: u32) -> 
     Ok(out)
 }
 
+/// The pending transfers an account pays, oldest first. `state = 0` is written out (not a
+/// parameter) so that SQLite can use the partial index `transfers_pending_by_debit`, which also
+/// gives the order: the query reads only the account's pending rows, and sorts nothing.
+pub(crate) fn pending_of(conn: &Connection, account: AccountId, limit: u32) -> Result<Vec<Transfer>, StoreError> {
+    let mut stmt = conn.prepare_cached(&pending_of_sql()).map_err(sql_err)?;
+    let mut rows = stmt.query(params![account.as_uuid().as_bytes(), limit.min(PAGE_LEN_MAX)]).map_err(sql_err)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(sql_err)? {
+        out.push(transfer_from_row(row)?);
+    }
+    Ok(out)
+}
+
+fn pending_of_sql() -> String {
+    format!(
+        "SELECT {TRANSFER_COLUMNS} FROM accounts d JOIN transfers t ON t.debit_key = d.key \
+         JOIN accounts c ON c.key = t.credit_key \
+         WHERE d.id = ?1 AND t.state = 0 ORDER BY t.created_at, t.id LIMIT ?2"
+    )
+}
+
 /// Sums every account's posted balance per currency, from one snapshot of the database: an
 /// account's balance is its row's, or, if the journal has later events of the account (its
 /// unindexed tail, all past the low-water mark), the balance after the latest of them.
@@ -379,4 +400,27 @@ pub(crate) fn check_invariants(conn: &Connection, live: &SharedLive) -> Result<(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    /// The payer's list of pending transfers reads the partial index of its pending rows, in the
+    /// index's order: no scan of the transfers, and no sort.
+    #[test]
+    fn pending_of_reads_its_index_and_sorts_nothing() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        super::super::schema::migrate(&mut conn).expect("migrate");
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {}", super::pending_of_sql())).expect("explain");
+        let plan: Vec<String> = stmt
+            .query_map(rusqlite::params![[0u8; 16].as_slice(), 10], |r| r.get(3))
+            .expect("plan")
+            .collect::<Result<_, _>>()
+            .expect("plan rows");
+        let plan = plan.join("\n");
+        assert!(plan.contains("USING INDEX transfers_pending_by_debit (debit_key=?)"), "{plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "the rows come sorted from the index: {plan}");
+        assert!(!plan.contains("SCAN"), "no table is scanned: {plan}");
+    }
 }

@@ -8,11 +8,11 @@ use bp_core::{StoreError, StoreErrorKind};
 use super::sql_err;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Each migration takes the schema from version `index` to `index + 1`. A released migration is
 /// never edited: databases that ran it must keep matching it.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     r"
 -- Small named counters of the store itself.
 CREATE TABLE meta (
@@ -186,6 +186,12 @@ CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+",
+    // 3: an account's pending transfers as its payer, oldest first (`Store::pending_of`), without
+    // a sort and without reading other accounts' pending rows. Partial, like the expiry index:
+    // only pending rows are in it, so posting an immediate transfer does not write it.
+    r"
+CREATE INDEX transfers_pending_by_debit ON transfers(debit_key, created_at, id) WHERE state = 0;
 ",
 ];
 
