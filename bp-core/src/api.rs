@@ -274,6 +274,15 @@ impl From<&Transfer> for TransferView {
     }
 }
 
+/// An account's pending transfers, which it pays: payments waiting for SCA, holding their amount
+/// on the account until they are confirmed (posted) or their hold ends (voided). Only the payer
+/// lists them; the payee sees a transfer once it is posted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PendingTransferList {
+    /// Oldest first, at most 500.
+    pub transfers: Vec<TransferView>,
+}
+
 /// An SCA challenge to answer: sign `message` with a registered device key (ECDSA P-256,
 /// SHA-256), or, where `methods` allows it, enter a TOTP code.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -18,8 +18,8 @@ use bp_core::account::Account;
 use bp_core::account_number::AccountNumber;
 use bp_core::api::{
     AccountList, AccountView, BeneficiaryList, BeneficiaryResponse, BeneficiaryView, ChallengeView, DeviceList,
-    DeviceView, Exemption, NewBeneficiary, NewDevice, NewTransfer, Profile, ScaAnswer, ServiceList, TransactionPage,
-    TransactionView, TransferResponse, TransferView, device_registration_message,
+    DeviceView, Exemption, NewBeneficiary, NewDevice, NewTransfer, PendingTransferList, Profile, ScaAnswer,
+    ServiceList, TransactionPage, TransactionView, TransferResponse, TransferView, device_registration_message,
 };
 use bp_core::ids::{AccountId, BeneficiaryId, ChallengeId, CustomerId, DeviceId, TransferId};
 use bp_core::money::Money;
@@ -27,7 +27,7 @@ use bp_core::security::{
     AuditKind, BENEFICIARIES_MAX, Beneficiary, BeneficiaryState, ChallengePurpose, ChallengeState, DEVICES_MAX, Device,
     NAME_CHARS_MAX, ScaChallenge,
 };
-use bp_core::store::HistoryQuery;
+use bp_core::store::{HistoryQuery, PAGE_LEN_MAX};
 use bp_core::transfer::{Direction, Transfer, TransferKind, TransferRequest, TransferState};
 use bp_core::{LedgerError, Timestamp};
 use schemars::JsonSchema;
@@ -60,6 +60,14 @@ pub fn routes() -> ApiRouter<Arc<AppState>> {
         .api_route(
             "/v1/accounts/{account_id}/transactions",
             get_with(transactions, |o| o.tag("accounts").summary("An account's history, newest first (FR2)")),
+        )
+        .api_route(
+            "/v1/accounts/{account_id}/pending",
+            get_with(pending, |o| {
+                o.tag("accounts").summary("An account's pending payments, oldest first").description(
+                    "Payments from this account waiting for SCA, holding their amount until confirmed or expired; at most 500. They are not in the history until posted.",
+                )
+            }),
         )
         .api_route(
             "/v1/transfers",
@@ -256,6 +264,18 @@ async fn transactions(
         items: page.items.iter().map(TransactionView::from).collect(),
         next_cursor: page.next_cursor.map(|c| c.to_string()),
     }))
+}
+
+async fn pending(
+    State(state): State<Arc<AppState>>,
+    auth: Auth,
+    ApiPath(p): ApiPath<AccountPath>,
+) -> ApiResult<Json<PendingTransferList>> {
+    auth.require("accounts")?;
+    let account = own_account(&state, auth.0.customer_id, p.account_id).await?;
+    // Only the payer's side: the store lists the transfers the account pays, none it receives.
+    let transfers = state.ledger.store().pending_of(account.id, PAGE_LEN_MAX).await?;
+    Ok(Json(PendingTransferList { transfers: transfers.iter().map(TransferView::from).collect() }))
 }
 
 /// The `Idempotency-Key` header: the client's unique value for one payment, reused on retries.

@@ -281,6 +281,7 @@ async fn no_customer_reaches_another_customers_data() {
     let reads = [
         format!("/v1/accounts/{}", bob.eur),
         format!("/v1/accounts/{}/transactions", bob.eur),
+        format!("/v1/accounts/{}/pending", bob.eur),
         format!("/v1/transfers/{bob_transfer}"),
     ];
     for path in &reads {
@@ -320,6 +321,59 @@ async fn no_customer_reaches_another_customers_data() {
     let (_, me) = ada_api.get("/v1/me").await;
     assert_eq!(me["username"], "ada-x");
     let _ = bob_eur;
+    server.stop().await;
+}
+
+/// A payment waiting for SCA is on its payer's list of pending payments, and nobody else's: not
+/// the payee's, and another customer cannot read the payer's list. Confirmed, it leaves the list
+/// for the history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_payments_are_listed_for_their_payer_only() {
+    let mut server = Server::start().await;
+    let ada = server.customer("ada-p", 1_000_000, 0).await;
+    let bob = server.customer("bob-p", 0, 0).await;
+    let eve = server.customer("eve-p", 0, 0).await;
+    let api = Api::new(&server, &server.login(&ada, ALL).await);
+    let bob_api = Api::new(&server, &server.login(&bob, ALL).await);
+    let eve_api = Api::new(&server, &server.login(&eve, ALL).await);
+    let phone = register_phone(&api, &ada).await;
+    let bob_eur = number(&bob_api, &bob.eur).await;
+    let ada_pending = format!("/v1/accounts/{}/pending", ada.eur);
+    let bob_pending = format!("/v1/accounts/{}/pending", bob.eur);
+    let none = json!({ "transfers": [] });
+    assert_eq!(api.get(&ada_pending).await, (StatusCode::OK, none.clone()));
+
+    // 150.00 to Bob is above every exemption: it waits for SCA, pending.
+    let (status, created) = api.post("/v1/transfers", &pay(&ada.eur, &bob_eur, "150.00"), Some("pend-1")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{created}");
+    let id = created["transfer"]["id"].as_str().expect("id").to_owned();
+    let (status, list) = api.get(&ada_pending).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let listed = list["transfers"].as_array().expect("transfers");
+    assert_eq!(listed.len(), 1, "{list}");
+    assert_eq!((listed[0]["id"].as_str(), &listed[0]["state"]), (Some(id.as_str()), &json!("pending")));
+    assert_eq!(listed[0]["amount"], json!({ "amount": "150.00", "currency": "EUR" }));
+    assert_eq!((&listed[0]["from_account"], &listed[0]["to_account"]), (&json!(ada.eur), &json!(bob.eur)));
+    assert_eq!(listed[0], created["transfer"], "the transfer as the payment answered it");
+    // Not the payee's to see yet; not anyone else's to read.
+    assert_eq!(bob_api.get(&bob_pending).await, (StatusCode::OK, none.clone()));
+    for other in [&eve_api, &bob_api] {
+        let (status, body) = other.get(&ada_pending).await;
+        assert_problem(status, &body, StatusCode::NOT_FOUND, "not-found");
+    }
+    let (status, body) = api.get(&format!("/v1/accounts/{}/pending", uuid::Uuid::now_v7())).await;
+    assert_problem(status, &body, StatusCode::NOT_FOUND, "not-found");
+    let profile_only = Api::new(&server, &server.login(&ada, "openid profile").await);
+    let (status, body) = profile_only.get(&ada_pending).await;
+    assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+
+    // Confirmed: posted, off the list, in the history.
+    let (status, body) = api.post(&format!("/v1/transfers/{id}/confirm"), &phone.answer(&created["sca"]), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["transfer"]["state"], "posted");
+    assert_eq!(api.get(&ada_pending).await, (StatusCode::OK, none));
+    let (_, history) = api.get(&format!("/v1/accounts/{}/transactions?limit=1", ada.eur)).await;
+    assert_eq!(history["items"][0]["transfer_id"].as_str(), Some(id.as_str()));
     server.stop().await;
 }
 

@@ -21,6 +21,7 @@ fn committed_openapi_matches_the_code() {
         "/v1/me",
         "/v1/accounts",
         "/v1/accounts/{account_id}/transactions",
+        "/v1/accounts/{account_id}/pending",
         "/v1/transfers",
         "/v1/transfers/{transfer_id}/confirm",
         "/v1/beneficiaries",
