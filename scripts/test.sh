@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite of bp: formatting, lints with every feature, and every test.
-# `.ci/run` runs exactly this. Needs a Rust toolchain, Python 3, Java 17+ and Maven (schemathesis is
-# installed into a virtual environment and the Kafka broker's jars are fetched under ~/.cache/bp on
-# first use); SQLite is bundled.
+# `.ci/run` runs exactly this. Needs a Rust toolchain, Python 3, Java 17+, Maven and Node.js 20+
+# (schemathesis is installed into a virtual environment, and the Kafka broker's jars and the web
+# tests' npm packages are fetched, under ~/.cache/bp on first use; Debian's chromium is installed
+# with apt-get when missing); SQLite is bundled.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,3 +47,9 @@ if [ ! -x "$VENV/bin/schemathesis" ]; then
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 cargo run --quiet -p bp-server-example --example api_fuzz -- "$VENV/bin/schemathesis"
+
+# The web app: tsc checks its JSDoc types, then node:test drives the server binary built above from
+# headless Chromium (Debian's package, installed with apt-get when missing; the npm packages are
+# cached under ~/.cache/bp/web-node).
+echo "== web app: type check and end-to-end test in Chromium"
+./scripts/web-test.sh
