@@ -150,7 +150,9 @@ pub async fn authorize(State(state): State<Arc<AppState>>, Query(q): Query<Autho
             "The application asking you to sign in is not registered with this bank.",
         );
     };
-    let Some(redirect_uri) = q.redirect_uri.clone().filter(|r| client.redirect_uris.iter().any(|u| u == r)) else {
+    let Some(redirect_uri) =
+        q.redirect_uri.clone().filter(|r| client.redirect_uris.iter().any(|u| redirect_matches(u, r)))
+    else {
         return error_page(
             StatusCode::BAD_REQUEST,
             "Unregistered return address",
@@ -772,6 +774,31 @@ fn with_query(uri: &str, params: &[(&str, &str)]) -> String {
     format!("{uri}{sep}{encoded}")
 }
 
+/// Whether `requested` is the registered redirect URI `registered`: the same string, or, for a
+/// loopback IP literal over `http` (`http://127.0.0.1…`, `http://[::1]…`), the same URI on any
+/// port (RFC 8252 §7.3): a local app or the reference web app served on another port is still
+/// the same client, and nothing outside the machine can receive a loopback redirect.
+fn redirect_matches(registered: &str, requested: &str) -> bool {
+    fn without_port(uri: &str) -> Option<(&str, &str)> {
+        let host = ["http://127.0.0.1", "http://[::1]"].into_iter().find(|h| uri.starts_with(h))?;
+        let rest = &uri[host.len()..];
+        let rest = match rest.strip_prefix(':') {
+            Some(r) => {
+                let digits = r.bytes().take_while(u8::is_ascii_digit).count();
+                let port = &r[..digits];
+                if port.is_empty() || port.len() > 5 || port.parse::<u16>().is_err() {
+                    return None;
+                }
+                &r[digits..]
+            }
+            None => rest,
+        };
+        (rest.is_empty() || rest.starts_with('/')).then_some((host, rest))
+    }
+    registered == requested
+        || matches!((without_port(registered), without_port(requested)), (Some(a), Some(b)) if a == b)
+}
+
 fn redirect_error(issuer: &str, redirect_uri: &str, state: Option<&str>, error: &str, description: &str) -> Response {
     let mut params = vec![("error", error), ("error_description", description), ("iss", issuer)];
     if let Some(s) = state {
@@ -926,5 +953,30 @@ mod tests {
     #[test]
     fn redirects_keep_existing_query_parameters() {
         assert_eq!(with_query("https://a/cb?x=1", &[("code", "c d")]), "https://a/cb?x=1&code=c+d");
+    }
+
+    #[test]
+    fn loopback_redirects_match_on_any_port_and_nothing_else_does() {
+        let web = "http://127.0.0.1:8080/callback";
+        assert!(redirect_matches(web, web));
+        assert!(redirect_matches(web, "http://127.0.0.1:9000/callback"));
+        assert!(redirect_matches(web, "http://127.0.0.1/callback"));
+        assert!(redirect_matches("http://[::1]/cb", "http://[::1]:43123/cb"));
+        for other in [
+            "http://127.0.0.1:9000/callback/x",
+            "http://127.0.0.1:9000/other",
+            "http://127.0.0.1.evil.example/callback",
+            "http://127.0.0.1:80@evil.example/callback",
+            "http://127.0.0.1:99999/callback",
+            "http://127.0.0.1:/callback",
+            "https://127.0.0.1:9000/callback",
+            "http://localhost:8080/callback",
+            "http://[::1]:8080/callback",
+        ] {
+            assert!(!redirect_matches(web, other), "{other}");
+        }
+        // Only loopback literals get the port rule.
+        assert!(!redirect_matches("https://bank.example/cb", "https://bank.example:444/cb"));
+        assert!(redirect_matches("bp.mobile://oauth/callback", "bp.mobile://oauth/callback"));
     }
 }
