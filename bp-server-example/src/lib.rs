@@ -16,6 +16,7 @@ pub mod sca;
 pub mod state;
 pub mod tokens;
 pub mod v1;
+pub mod web;
 
 use std::sync::Arc;
 
