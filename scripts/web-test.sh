@@ -7,7 +7,7 @@
 # Needs Node.js 20+ and npm, and installs what else it needs without downloading anything but
 # packages: Debian's `chromium` (apt-get, when /usr/bin/chromium is missing; as root or through
 # sudo), and the npm packages pinned in bp-server-example/web/e2e/package-lock.json (typescript,
-# playwright-core) into ~/.cache/bp/web-node/<hash of package.json and the lock file>, linked as
+# playwright-core, axe-core) into ~/.cache/bp/web-node/<hash of package.json and the lock file>, linked as
 # bp-server-example/web/e2e/node_modules. Playwright never downloads a browser here.
 #
 #   scripts/web-test.sh     type check, build the server binary, run every e2e test
@@ -87,7 +87,7 @@ if [ ! -d "$NODE_CACHE/node_modules" ]; then
   find "$BP_CACHE/web-node" -mindepth 1 -maxdepth 1 -name '.staging.*' -mmin +60 -exec rm -rf {} +
   staging="$(mktemp -d "$BP_CACHE/web-node/.staging.XXXXXX")"
   cp "$E2E/package.json" "$E2E/package-lock.json" "$staging/"
-  # No install scripts: neither package needs one, and playwright's would fetch browsers.
+  # No install scripts: none of the packages needs one, and playwright's would fetch browsers.
   (cd "$staging" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
   # Another run may have finished the same install meanwhile: keep theirs.
   mv -T "$staging" "$NODE_CACHE" 2>/dev/null || rm -rf "$staging"

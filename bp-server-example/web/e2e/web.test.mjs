@@ -6,8 +6,31 @@
 // screenshots it saves are the ones in docs/.
 
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { after, afterEach, before, test } from 'node:test';
 import * as H from './harness.mjs';
+
+/** axe-core, the accessibility rules engine, run inside the page (WCAG 2.1 A and AA rules). */
+const AXE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+
+/**
+ * The WCAG 2.1 A/AA violations axe finds on the page as it is (contrast, labels, names, roles…),
+ * as readable lines.
+ * @param {import('playwright-core').Page} p
+ */
+async function accessibilityViolations(p) {
+  // Evaluated through the DevTools protocol, which the page's CSP does not govern.
+  await p.evaluate(AXE);
+  /** @type {{ id: string, help: string, nodes: { target: string[] }[] }[]} */
+  const violations = await p.evaluate(async () => {
+    const result = await /** @type {any} */ (window).axe.run(document, {
+      runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] },
+    });
+    return result.violations.map((/** @type {any} */ v) => ({ id: v.id, help: v.help, nodes: v.nodes.map((/** @type {any} */ n) => ({ target: n.target })) }));
+  });
+  return violations.map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(' ')).join(', ')})`);
+}
 
 /** @type {Awaited<ReturnType<typeof H.startServer>>} */ let server;
 /** @type {import('playwright-core').Browser} */ let browser;
@@ -107,6 +130,8 @@ async function liveIs(state, timeout = 15_000) {
 test('signs in through the login pages with password and TOTP; tokens stay in memory', async () => {
   const { password, totpSecret } = H.credentials(server.dataDir, 'ada');
   await page.goto(`${server.base}/`);
+  await page.getByRole('button', { name: 'Sign in' }).waitFor();
+  assert.deepEqual(await accessibilityViolations(page), [], 'the sign-in page');
   await page.getByRole('button', { name: 'Sign in' }).click();
   await page.locator('#username').fill('ada');
   await page.locator('#password').fill(password);
@@ -136,6 +161,7 @@ test('the overview shows every account with the API’s balances', async () => {
     assert.ok((await card.innerText()).replace(/\s/g, '').includes(a.number));
   }
   await H.snapshot(page, 'overview');
+  assert.deepEqual(await accessibilityViolations(page), [], 'the overview');
 });
 
 test('a payment to the customer changes the overview’s balance without reload', async () => {
@@ -189,6 +215,22 @@ test('the history filters by direction, amount and kind, and marks pending payme
   await page.getByRole('button', { name: 'Clear' }).click();
   await page.locator('[role="status"]', { hasText: `${all.length} transactions shown` }).waitFor();
 
+  // Dates are the customer's days (the browser's time zone is London's): from the oldest line's
+  // day to the newest's holds everything, the day after nothing.
+  const day = (/** @type {string} */ iso, plusDays = 0) =>
+    new Intl.DateTimeFormat('en-CA', { timeZone: 'Europe/London' }).format(new Date(Date.parse(iso) + plusDays * 86_400_000));
+  await page.getByLabel('From').fill(day(all[all.length - 1].posted_at));
+  await page.getByLabel('To').fill(day(all[0].posted_at));
+  await page.getByRole('button', { name: 'Apply' }).click();
+  await page.locator('[role="status"]', { hasText: `${all.length} transactions shown` }).waitFor();
+  await page.getByLabel('From').fill(day(all[0].posted_at, 1.5));
+  await page.getByLabel('To').fill(day(all[0].posted_at, 1.5));
+  await page.getByRole('button', { name: 'Apply' }).click();
+  await page.locator('[role="status"]', { hasText: '0 transactions shown' }).waitFor();
+  await page.getByText('No transactions match.').waitFor();
+  await page.getByRole('button', { name: 'Clear' }).click();
+  await page.locator('[role="status"]', { hasText: `${all.length} transactions shown` }).waitFor();
+
   // A payment above the low-value limits waits for SCA: it holds money and is marked pending.
   const held = await H.payment(server.base, ada, { fromAccount: adaEur.id, toAccountNumber: bobEur.number, amount: '250.00', reference: 'Deposit for the flat' });
   assert.equal(held.status, 202, held.text);
@@ -199,6 +241,29 @@ test('the history filters by direction, amount and kind, and marks pending payme
   const now = await adaAccount(adaEur.id);
   await page.locator('section [data-balance="available"]', { hasText: money(now.balances.available) }).waitFor({ timeout: 10_000 });
   await H.snapshot(page, 'history');
+  assert.deepEqual(await accessibilityViolations(page), [], 'the history');
+});
+
+test('"Load more" follows the API\'s cursor to the oldest line, with no line twice', async () => {
+  const adaUsd = adaAccounts.find((a) => a.currency === 'USD');
+  const bobUsd = (await H.api(server.base, bob, 'GET', '/v1/accounts')).json.accounts.find((/** @type {any} */ a) => a.currency === 'USD');
+  for (let i = 1; i <= 30; i++) {
+    const paid = await H.payment(server.base, bob, { fromAccount: bobUsd.id, toAccountNumber: adaUsd.number, amount: `0.${String(i).padStart(2, '0')}`, currency: 'USD', reference: `Pocket money ${i}` });
+    assert.equal(paid.status, 201, paid.text);
+  }
+  await page.getByLabel('Account', { exact: true }).selectOption(adaUsd.id);
+  await page.getByRole('heading', { name: /Transactions — USD/ }).waitFor();
+  await page.locator('[role="status"]', { hasText: '25 transactions shown; more are older' }).waitFor();
+  await page.getByRole('button', { name: 'Load more' }).click();
+  await page.locator('[role="status"]', { hasText: '31 transactions shown.' }).waitFor();
+  assert.equal(await page.getByRole('button', { name: 'Load more' }).isHidden(), true, 'no more to load');
+  const all = (await H.api(server.base, ada, 'GET', `/v1/accounts/${adaUsd.id}/transactions?limit=100`)).json.items;
+  const shown = await page.locator('tbody tr[data-state="posted"]').evaluateAll((trs) => trs.map((tr) => /** @type {HTMLElement} */ (tr).dataset.seq));
+  assert.deepEqual(shown, all.map((/** @type {any} */ t) => String(t.seq)));
+  assert.ok((await page.locator('tbody').innerText()).includes('+US$0.30'));
+  await page.getByLabel('Account', { exact: true }).selectOption(adaEur.id);
+  await page.getByRole('heading', { name: /Transactions — EUR/ }).waitFor();
+  await page.locator('[role="status"]', { hasText: /transactions shown/ }).waitFor();
 });
 
 test('a payment to the customer appears in the open history, once, without reload', async () => {
@@ -286,6 +351,10 @@ test('services say honestly that there are none; the profile masks documents', a
     assert.ok(text.includes(d.number_masked));
   }
   assert.ok(text.includes(me.contact.email));
+  assert.deepEqual(await accessibilityViolations(page), [], 'the profile');
+  await page.getByRole('link', { name: 'Services' }).click();
+  await page.locator('[data-empty="not-connected"]').waitFor();
+  assert.deepEqual(await accessibilityViolations(page), [], 'the services');
 });
 
 test('works with the keyboard alone and at phone width', async () => {
@@ -299,8 +368,8 @@ test('works with the keyboard alone and at phone width', async () => {
   await page.keyboard.press('Enter');
   await page.locator('#code').fill(await H.freshTotp(totpSecret));
   await page.keyboard.press('Enter');
-  // Back where the customer was when signing in: the profile.
-  await page.getByRole('heading', { name: 'Profile' }).waitFor();
+  // Back where the customer was when signing in: the services.
+  await page.getByRole('heading', { name: 'Services' }).waitFor();
   await page.keyboard.press('Tab');
   assert.equal(await page.evaluate(() => document.activeElement?.textContent), 'Skip to content');
   // Tab to the navigation's Transactions link and follow it.

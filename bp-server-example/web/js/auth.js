@@ -111,7 +111,8 @@ export async function completeSignIn() {
     client_id: CLIENT_ID,
     code_verifier: pending.verifier,
   });
-  return pending.returnTo || '#/overview';
+  // Only a route of this app, never a URL.
+  return /^#\/[\w/-]*$/.test(pending.returnTo) ? pending.returnTo : '#/overview';
 }
 
 /**

@@ -182,6 +182,19 @@ function localMidnight(isoDate, plusDays) {
   return new Date(y, m - 1, d + plusDays).toISOString();
 }
 
+let fieldIds = 0;
+
+/**
+ * A form field: its label (named by the label's text alone) above the control.
+ * @param {string} label
+ * @param {HTMLInputElement | HTMLSelectElement} control
+ * @param {string} [cls]
+ */
+function field(label, control, cls) {
+  control.id = `field-${++fieldIds}`;
+  return h('div', { class: cls ? `field ${cls}` : 'field' }, h('label', { for: control.id }, label), control);
+}
+
 /**
  * @param {Context} ctx
  * @param {Account} account
@@ -202,9 +215,7 @@ export function transactions(ctx, account) {
   const more = h('button', { type: 'button', class: 'secondary', hidden: true }, 'Load more');
   const switcher =
     ctx.accounts.length > 1
-      ? h(
-          'label',
-          { class: 'wide' },
+      ? field(
           'Account',
           h(
             'select',
@@ -218,17 +229,16 @@ export function transactions(ctx, account) {
               h('option', { value: a.id, selected: a.id === account.id }, `${accountName(a)} · ${fmt.accountNumber(a.number)}`),
             ),
           ),
+          'wide',
         )
       : null;
   const form = h(
     'form',
     { class: 'filters card', 'aria-label': 'Filter transactions' },
     switcher,
-    h('label', {}, 'From', h('input', { type: 'date', name: 'from' })),
-    h('label', {}, 'To', h('input', { type: 'date', name: 'to' })),
-    h(
-      'label',
-      {},
+    field('From', h('input', { type: 'date', name: 'from' })),
+    field('To', h('input', { type: 'date', name: 'to' })),
+    field(
       'Direction',
       h(
         'select',
@@ -238,9 +248,7 @@ export function transactions(ctx, account) {
         h('option', { value: 'debit' }, 'Money out'),
       ),
     ),
-    h(
-      'label',
-      {},
+    field(
       'Kind',
       h(
         'select',
@@ -249,8 +257,8 @@ export function transactions(ctx, account) {
         fmt.TRANSFER_KINDS.map((k) => h('option', { value: k }, fmt.kind(k))),
       ),
     ),
-    h('label', {}, `Min amount (${account.currency})`, h('input', { name: 'amount_min', inputmode: 'decimal', autocomplete: 'off' })),
-    h('label', {}, `Max amount (${account.currency})`, h('input', { name: 'amount_max', inputmode: 'decimal', autocomplete: 'off' })),
+    field(`Min amount (${account.currency})`, h('input', { name: 'amount_min', inputmode: 'decimal', autocomplete: 'off' })),
+    field(`Max amount (${account.currency})`, h('input', { name: 'amount_max', inputmode: 'decimal', autocomplete: 'off' })),
     h(
       'div',
       { class: 'actions' },
