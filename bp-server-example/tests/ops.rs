@@ -201,6 +201,42 @@ async fn health_metrics_and_security_headers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_app_is_served_from_the_binary_with_its_csp() {
+    let mut server = Server::start().await;
+    let http = reqwest::Client::new();
+    for path in ["/", "/callback"] {
+        let page = http.get(server.url(path)).send().await.expect("page");
+        assert_eq!(page.status(), StatusCode::OK);
+        assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+        assert_eq!(page.headers()["cache-control"], "no-store", "the code arrives on this page");
+        let csp = page.headers()["content-security-policy"].to_str().expect("csp").to_owned();
+        assert!(csp.contains("script-src 'self';") && !csp.contains("unsafe-inline"), "{csp}");
+        let html = page.text().await.expect("html");
+        assert!(html.contains(r#"<script type="module" src="/app/js/main.js"></script>"#));
+        assert!(!html.contains("<script>") && !html.contains("style="), "nothing inline");
+    }
+    let script = http.get(server.url("/app/js/main.js")).send().await.expect("script");
+    assert_eq!(script.status(), StatusCode::OK);
+    assert_eq!(script.headers()["content-type"], "text/javascript; charset=utf-8");
+    assert_eq!(script.headers()["cache-control"], "no-cache");
+    let etag = script.headers()["etag"].clone();
+    assert!(script.text().await.expect("js").contains("import * as auth from './auth.js';"));
+    let again =
+        http.get(server.url("/app/js/main.js")).header("if-none-match", etag.clone()).send().await.expect("304");
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(again.headers()["etag"], etag);
+    let css = http.get(server.url("/app/app.css")).send().await.expect("css");
+    assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
+    // Only the app's own files; the page only at its two addresses.
+    for missing in ["/app/index.html", "/app/js/nope.js", "/app/../Cargo.toml", "/app/", "/index.html"] {
+        let response = http.get(server.url(missing)).send().await.expect("missing");
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{missing}");
+        assert_eq!(response.headers()["content-type"], "application/problem+json", "{missing}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_requests_in_flight() {
     let mut server = Server::start().await;
     let addr = server.base.trim_start_matches("http://").to_owned();
