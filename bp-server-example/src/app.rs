@@ -277,7 +277,8 @@ pub async fn serve(state: Arc<AppState>, listener: std::net::TcpListener, signal
         _ => None,
     };
     let shutting_down = state.shutting_down.clone();
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let router = router(state);
+    let app = router.clone().into_make_service_with_connect_info::<SocketAddr>();
     let stop = async move {
         tokio::select! {
             _ = rx => {}
@@ -290,12 +291,9 @@ pub async fn serve(state: Arc<AppState>, listener: std::net::TcpListener, signal
         let result = match tls {
             None => {
                 listener.set_nonblocking(true)?;
-                let listener = tokio::net::TcpListener::from_std(listener)?;
-                // TCP_NODELAY: a small write (an event on a stream) must not wait for the
-                // client's delayed ACK of the previous one (Nagle: up to 40 ms).
-                let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                    let _ = tcp.set_nodelay(true);
-                });
+                let listener = Split::new(tokio::net::TcpListener::from_std(listener)?, router)?;
+                // (`tap_io` only so that axum knows the connection's address for ConnectInfo.)
+                let listener = axum::serve::ListenerExt::tap_io(listener, |_| {});
                 axum::serve(listener, app).with_graceful_shutdown(stop).await
             }
             Some((cert, key)) => {
@@ -318,6 +316,72 @@ pub async fn serve(state: Arc<AppState>, listener: std::net::TcpListener, signal
         result
     });
     Ok(Running { addr, shutdown: Some(tx), task })
+}
+
+/// The plain-TCP listener. Each accepted connection gets TCP_NODELAY (a small write, an event on
+/// a stream, must not wait for the client's delayed ACK of the previous one: Nagle, up to 40 ms)
+/// and is looked at: one that opens with an event-stream request is served by
+/// [`crate::stream_conn`] (without hyper's per-connection buffers), every other one is handed
+/// to axum and hyper through [`Listener::accept`](axum::serve::Listener::accept).
+struct Split {
+    incoming: tokio::sync::mpsc::Receiver<(tokio::net::TcpStream, SocketAddr)>,
+    local: SocketAddr,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl Split {
+    fn new(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<Self> {
+        let local = listener.local_addr()?;
+        let (tx, incoming) = tokio::sync::mpsc::channel(1024);
+        let accepting = tokio::spawn(async move {
+            loop {
+                let (tcp, peer) = match listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of file descriptors, or a connection reset before it was
+                        // accepted: wait a little rather than spin.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                let (tx, router) = (tx.clone(), router.clone());
+                tokio::spawn(async move {
+                    if crate::stream_conn::opens_a_stream(&tcp).await {
+                        crate::stream_conn::serve(tcp, peer, router).await;
+                    } else {
+                        // Fails only when the server has stopped taking connections.
+                        let _ = tx.send((tcp, peer)).await;
+                    }
+                });
+            }
+        });
+        Ok(Self { incoming, local, accepting })
+    }
+}
+
+impl Drop for Split {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}
+
+impl axum::serve::Listener for Split {
+    type Io = tokio::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.incoming.recv().await {
+            Some(connection) => connection,
+            // The accepting task is gone (only when this listener is dropped).
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
 }
 
 /// Runs the bridge from the bus to this server's streams, then the outbox relay from the store to

@@ -14,6 +14,7 @@ pub mod oauth;
 pub mod problem;
 pub mod sca;
 pub mod state;
+pub mod stream_conn;
 pub mod tokens;
 pub mod v1;
 pub mod web;

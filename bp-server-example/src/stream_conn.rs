@@ -1,0 +1,318 @@
+//! Connections that open with `GET /v1/events`, served by a small HTTP/1.1 reader and writer
+//! instead of hyper.
+//!
+//! Why: a hyper HTTP/1 connection keeps two buffers for its whole life, an 8 KiB read buffer
+//! (to notice the peer closing) and an 8 KiB buffer for response heads. A request/response
+//! connection does not care; ten thousand event streams, open for hours and writing a few hundred
+//! bytes a minute, spend 16 KiB each on them. Here the request head is read into a buffer that
+//! is freed before the response starts, the stream's frames are written straight from the shared
+//! event bytes (one `writev` per event), and the peer's closing is noticed without a buffer.
+//!
+//! Only the transport is different: the request goes through the same [`Router`], so
+//! authentication, the handler, security headers, the log line and metrics are the same as on
+//! hyper's path. Connections that open with anything else, and streams opened on a connection
+//! that has served other requests before (a browser's keep-alive connection), stay on hyper.
+//! The connection closes when the stream ends (`connection: close`); a request this module does
+//! not take (a body, a bad head) is answered with a problem and the connection closed.
+
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version, header};
+use axum::response::IntoResponse;
+use futures_util::FutureExt as _;
+use http_body_util::BodyExt as _;
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::TcpStream;
+use tower::ServiceExt as _;
+
+use crate::problem::{ApiError, problem_response};
+
+/// What a connection's first bytes must be for this module to serve it.
+const PREFIX: &[u8] = b"GET /v1/events";
+/// The longest request head read (the same bound as hyper's smallest buffer).
+const HEAD_MAX: usize = 8 * 1024;
+/// The most header lines in a request head.
+const HEADERS_MAX: usize = 64;
+/// How long a client may take to send its request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest non-stream answer (a problem) written from here.
+const ANSWER_MAX: usize = 64 * 1024;
+
+/// Whether a new connection's first bytes are an event-stream request: waits (up to
+/// [`HEAD_TIMEOUT`]) until enough bytes have arrived to tell, without consuming any.
+pub async fn opens_a_stream(tcp: &TcpStream) -> bool {
+    let decide = async {
+        let mut first = [0u8; 16];
+        let need = PREFIX.len() + 1;
+        loop {
+            let n = match tcp.peek(&mut first).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => n,
+            };
+            let seen = &first[..n];
+            if n >= need {
+                return seen.starts_with(PREFIX) && matches!(seen[PREFIX.len()], b' ' | b'?');
+            }
+            if !PREFIX.starts_with(seen) {
+                return false;
+            }
+            // A prefix of the request line so far: `peek` answers at once while those bytes
+            // wait, so look again a little later.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    tokio::time::timeout(HEAD_TIMEOUT, decide).await.unwrap_or(false)
+}
+
+/// Serves one connection whose first request is an event-stream request (see
+/// [`opens_a_stream`]), then closes it.
+pub async fn serve(mut tcp: TcpStream, peer: SocketAddr, router: Router) {
+    let request = match tokio::time::timeout(HEAD_TIMEOUT, read_request(&mut tcp, peer)).await {
+        Ok(Ok(request)) => request,
+        Ok(Err(refused)) => {
+            if let Some(answer) = refused.answer() {
+                let _ = write_answer(&mut tcp, answer).await;
+            }
+            close(tcp).await;
+            return;
+        }
+        Err(_) => return,
+    };
+    let response = match router.oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    let streams =
+        response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let _ = if streams { write_stream(&mut tcp, response).await } else { write_answer(&mut tcp, response).await };
+    close(tcp).await;
+}
+
+/// Closes after the answer: first our side (FIN), then what the peer still sends is read and
+/// dropped for a moment (at most 64 KiB, 1 s). Closing with unread bytes would send a reset,
+/// which can destroy the answer before the peer has read it.
+async fn close(mut tcp: TcpStream) {
+    let _ = tcp.shutdown().await;
+    let drain = async {
+        let mut sink = [0u8; 4096];
+        let mut left: usize = 64 * 1024;
+        while left > 0 {
+            match tokio::io::AsyncReadExt::read(&mut tcp, &mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+}
+
+/// Why a request head was not taken.
+enum Refused {
+    /// The connection failed or closed.
+    Gone,
+    /// Not a request this module takes: answered 400 with this detail.
+    Bad(&'static str),
+    /// A head longer than [`HEAD_MAX`].
+    TooLarge,
+}
+
+impl Refused {
+    fn answer(self) -> Option<Response<Body>> {
+        match self {
+            Refused::Gone => None,
+            Refused::Bad(detail) => Some(ApiError::BadRequest(detail.to_owned()).into_response()),
+            Refused::TooLarge => Some(problem_response(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers-too-large",
+                "Request headers too large",
+                "the request's head is longer than 8 KiB",
+            )),
+        }
+    }
+}
+
+/// Reads and parses the request head.
+async fn read_request(tcp: &mut TcpStream, peer: SocketAddr) -> Result<Request<Body>, Refused> {
+    let mut head = Vec::with_capacity(1024);
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
+        let mut parsed = httparse::Request::new(&mut headers);
+        match parsed.parse(&head) {
+            Ok(httparse::Status::Complete(len)) => {
+                if len != head.len() {
+                    return Err(Refused::Bad("nothing may follow an event-stream request on its connection"));
+                }
+                return build(&parsed, peer).map_err(Refused::Bad);
+            }
+            Ok(httparse::Status::Partial) => {}
+            Err(_) => return Err(Refused::Bad("the request is not HTTP/1.1")),
+        }
+        if head.len() >= HEAD_MAX {
+            return Err(Refused::TooLarge);
+        }
+        let mut chunk = [0u8; 1024];
+        tcp.readable().await.map_err(|_| Refused::Gone)?;
+        match tcp.try_read(&mut chunk[..(HEAD_MAX - head.len()).min(1024)]) {
+            Ok(0) => return Err(Refused::Gone),
+            Ok(n) => head.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return Err(Refused::Gone),
+        }
+    }
+}
+
+/// The request for the router, from a parsed head; the head's bytes are copied, so the read
+/// buffer is freed before the response starts.
+fn build(parsed: &httparse::Request<'_, '_>, peer: SocketAddr) -> Result<Request<Body>, &'static str> {
+    if parsed.method != Some("GET") || parsed.version != Some(1) {
+        return Err("an event stream is opened with GET over HTTP/1.1");
+    }
+    let mut request = Request::builder()
+        .method(Method::GET)
+        .uri(parsed.path.unwrap_or("/"))
+        .version(Version::HTTP_11)
+        .body(Body::empty())
+        .map_err(|_| "the request's target is not a valid URI")?;
+    let headers = request.headers_mut();
+    for h in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| "a header name is not valid")?;
+        let value = HeaderValue::from_bytes(h.value).map_err(|_| "a header value is not valid")?;
+        headers.append(name, value);
+    }
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers.get_all(header::CONTENT_LENGTH).iter().any(|v| v.as_bytes() != b"0");
+    if has_body {
+        return Err("a GET of the event stream has no body");
+    }
+    request.extensions_mut().insert(ConnectInfo(peer));
+    Ok(request)
+}
+
+/// The status line and headers, with `connection: close` and a `date`, plus `extra`.
+fn head_bytes(response: &Response<Body>, extra: &str) -> Vec<u8> {
+    let status = response.status();
+    let mut head = Vec::with_capacity(512);
+    head.extend_from_slice(b"HTTP/1.1 ");
+    head.extend_from_slice(status.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    head.extend_from_slice(b"\r\n");
+    for (name, value) in response.headers() {
+        if name == header::CONNECTION || name == header::TRANSFER_ENCODING || name == header::CONTENT_LENGTH {
+            continue;
+        }
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(format!("date: {}\r\n", httpdate::fmt_http_date(std::time::SystemTime::now())).as_bytes());
+    head.extend_from_slice(b"connection: close\r\n");
+    head.extend_from_slice(extra.as_bytes());
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+/// A whole answer (a problem, or whatever the router answered that is not a stream), with its
+/// length.
+async fn write_answer(tcp: &mut TcpStream, response: Response<Body>) -> std::io::Result<()> {
+    let (parts, body) = response.into_parts();
+    let body = match http_body_util::Limited::new(body, ANSWER_MAX).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            let failed = ApiError::Internal.into_response();
+            let (parts, body) = failed.into_parts();
+            let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            return write_whole(tcp, Response::from_parts(parts, Body::empty()), bytes).await;
+        }
+    };
+    write_whole(tcp, Response::from_parts(parts, Body::empty()), body).await
+}
+
+async fn write_whole(tcp: &mut TcpStream, response: Response<Body>, body: Bytes) -> std::io::Result<()> {
+    let head = head_bytes(&response, &format!("content-length: {}\r\n", body.len()));
+    write_all(tcp, &[&head, &body]).await
+}
+
+/// The stream: the head, then each frame as one chunk (every frame that is ready goes into the
+/// same write), until the stream ends or the peer closes or sends anything.
+async fn write_stream(tcp: &mut TcpStream, response: Response<Body>) -> std::io::Result<()> {
+    let head = head_bytes(&response, "transfer-encoding: chunked\r\n");
+    write_all(tcp, &[&head]).await?;
+    let mut body = response.into_body();
+    let mut parts: Vec<Bytes> = Vec::with_capacity(4);
+    loop {
+        tokio::select! {
+            frame = body.frame() => {
+                let Some(Ok(frame)) = frame else { break };
+                parts.clear();
+                if let Ok(data) = frame.into_data() {
+                    parts.push(data);
+                }
+                // The rest of this event (its `id:` line) is ready now: one write for both. The
+                // body may also end here, and must not be polled again.
+                let mut ended = false;
+                loop {
+                    match body.frame().now_or_never() {
+                        Some(Some(Ok(more))) => {
+                            if let Ok(data) = more.into_data() {
+                                parts.push(data);
+                            }
+                        }
+                        Some(Some(Err(_)) | None) => {
+                            ended = true;
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                let len: usize = parts.iter().map(Bytes::len).sum();
+                if len == 0 {
+                    if ended {
+                        break;
+                    }
+                    continue;
+                }
+                let size = format!("{len:x}\r\n");
+                let mut slices: Vec<&[u8]> = Vec::with_capacity(parts.len() + 2);
+                slices.push(size.as_bytes());
+                slices.extend(parts.iter().map(|b| &b[..]));
+                slices.push(b"\r\n");
+                write_all(tcp, &slices).await?;
+                if ended {
+                    break;
+                }
+            }
+            ready = tcp.readable() => {
+                ready?;
+                // Nothing is expected from the peer: end (0 bytes) or an error closes the
+                // connection, and so do bytes (no second request on a stream's connection).
+                let mut probe = [0u8; 1];
+                match tcp.try_read(&mut probe) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    _ => return Ok(()),
+                }
+            }
+        }
+    }
+    write_all(tcp, &[b"0\r\n\r\n"]).await
+}
+
+/// Writes every slice, in as few `writev` calls as the socket allows.
+async fn write_all(tcp: &mut TcpStream, slices: &[&[u8]]) -> std::io::Result<()> {
+    let mut owned: Vec<IoSlice<'_>> = slices.iter().map(|s| IoSlice::new(s)).collect();
+    let mut bufs = &mut owned[..];
+    while !bufs.is_empty() {
+        let n = tcp.write_vectored(bufs).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut bufs, n);
+    }
+    Ok(())
+}
