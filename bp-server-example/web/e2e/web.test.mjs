@@ -279,6 +279,18 @@ test('a payment to the customer appears in the open history, once, without reloa
   await page.locator('section [data-balance="posted"]', { hasText: money(now.balances.posted) }).waitFor({ timeout: 10_000 });
   assert.equal(await row.count(), 1);
   assert.equal(await page.evaluate(() => /** @type {any} */ (window).notReloaded), true, 'no reload');
+
+  // A burst: three payments at once, their events close together; each row once.
+  const burst = await Promise.all(['1.01', '1.02', '1.03'].map((amount) =>
+    H.payment(server.base, bob, { fromAccount: bobEur.id, toAccountNumber: adaEur.number, amount, reference: `Burst ${amount}` })));
+  for (const paid of burst) {
+    assert.equal(paid.status, 201, paid.text);
+    await page.locator(`tr[data-state="posted"][data-transfer="${paid.json.transfer.id}"]`).waitFor({ timeout: 10_000 });
+  }
+  const all = (await H.api(server.base, ada, 'GET', `/v1/accounts/${adaEur.id}/transactions?limit=100`)).json.items;
+  await page.locator('[role="status"]', { hasText: `${all.length} transactions shown` }).waitFor({ timeout: 10_000 });
+  const shown = await page.locator('tbody tr[data-state="posted"]').evaluateAll((trs) => trs.map((tr) => /** @type {HTMLElement} */ (tr).dataset.seq));
+  assert.deepEqual(shown, all.map((/** @type {any} */ t) => String(t.seq)), 'every line once, newest first');
 });
 
 test('a broken stream shows in the indicator, recovers, and the page catches up with no gap or double', async () => {

@@ -362,7 +362,7 @@ export function transactions(ctx, account) {
    * Fetches the lines newer than those shown (after a live event), page by page until a known
    * line, and puts them on top; and the pending list, which the event may have changed.
    */
-  const catchUp = async () => {
+  const catchUpOnce = async () => {
     const mine = generation;
     const query = filterQuery(form);
     query.set('limit', String(PAGE));
@@ -380,13 +380,33 @@ export function transactions(ctx, account) {
       /** @type {{ transfers: Transfer[] }} */
       const held = await api.get(`${base}/pending`);
       if (mine !== generation) return;
-      for (const t of fresh) seen.add(t.seq);
-      rows = [...fresh, ...rows].sort((a, b) => b.seq - a.seq);
+      // `seen` may have grown meanwhile (a page loaded by "Load more"): keep each line once.
+      const added = fresh.filter((t) => !seen.has(t.seq));
+      for (const t of added) seen.add(t.seq);
+      rows = [...added, ...rows].sort((a, b) => b.seq - a.seq);
       pending = held.transfers.slice().reverse();
-      render(new Set(fresh.map((t) => t.seq)));
+      render(new Set(added.map((t) => t.seq)));
     } catch (e) {
       ctx.showProblem(e);
     }
+  };
+
+  /** @type {Promise<void> | null} */
+  let catching = null;
+  let again = false;
+  /** One catch-up at a time; events during one ask for one more after it. */
+  const catchUp = () => {
+    if (catching) {
+      again = true;
+      return;
+    }
+    catching = (async () => {
+      do {
+        again = false;
+        await catchUpOnce();
+      } while (again);
+      catching = null;
+    })();
   };
 
   form.addEventListener('submit', (e) => {
@@ -441,7 +461,7 @@ export function transactions(ctx, account) {
           flash(el);
         }
       }
-      void catchUp();
+      catchUp();
     },
   };
 }
