@@ -45,6 +45,8 @@ export class LiveStream {
     this.cursor = '';
     this.failures = 0;
     this.stopped = true;
+    /** Whether `open` is waiting for a ticket (so that a second one does not start). */
+    this.opening = false;
     /** @type {ReturnType<typeof setTimeout> | undefined} */
     this.retry = undefined;
     this.onOnline = () => this.reconnectNow();
@@ -71,23 +73,27 @@ export class LiveStream {
   }
 
   reconnectNow() {
-    if (this.stopped || this.source) return;
+    if (this.stopped || this.source || this.opening) return;
     clearTimeout(this.retry);
     this.failures = 0;
     void this.open();
   }
 
   async open() {
+    if (this.opening) return;
     this.handlers.onState(this.failures === 0 ? 'connecting' : 'reconnecting', '');
     /** @type {{ ticket: string }} */
     let ticket;
+    this.opening = true;
     try {
       ticket = await api.call('POST', '/v1/events/ticket');
     } catch (e) {
       this.failed(e instanceof api.ApiProblem ? e.title : 'no connection');
       return;
+    } finally {
+      this.opening = false;
     }
-    if (this.stopped) return;
+    if (this.stopped || this.source) return;
     const query = new URLSearchParams({ ticket: ticket.ticket });
     if (this.cursor) query.set('last_event_id', this.cursor);
     const source = new EventSource(`/v1/events?${query}`);
