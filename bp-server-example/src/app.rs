@@ -276,7 +276,7 @@ pub async fn serve(state: Arc<AppState>, listener: std::net::TcpListener, signal
         (Some(c), Some(k)) => Some((c.clone(), k.clone())),
         _ => None,
     };
-    let shutting_down = state.shutting_down.clone();
+    let stopping = state.clone();
     let router = router(state);
     let app = router.clone().into_make_service_with_connect_info::<SocketAddr>();
     let stop = async move {
@@ -285,7 +285,9 @@ pub async fn serve(state: Arc<AppState>, listener: std::net::TcpListener, signal
             _ = shutdown_signal(), if signals => {}
         }
         tracing::info!("shutting down: finishing requests in flight");
-        shutting_down.send_replace(true);
+        stopping.shutting_down.send_replace(true);
+        // Event streams end once they have sent what their ring holds.
+        stopping.hub.close();
     };
     let task = tokio::spawn(async move {
         let result = match tls {

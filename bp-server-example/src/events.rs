@@ -134,6 +134,8 @@ struct Routes {
     customers: HashMap<CustomerId, (broadcast::Sender<Arc<Outgoing>>, Vec<AccountId>)>,
     /// Account → its customer, for the accounts of open streams.
     accounts: HashMap<AccountId, CustomerId>,
+    /// The server is shutting down: no ring any more, and none made.
+    closed: bool,
 }
 
 impl Hub {
@@ -146,7 +148,11 @@ impl Hub {
     /// of `accounts` (and of the accounts of the customer's other open streams).
     pub fn subscribe(&self, customer: CustomerId, accounts: &[AccountId]) -> broadcast::Receiver<Arc<Outgoing>> {
         let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
-        let Routes { customers, accounts: index } = &mut *routes;
+        if routes.closed {
+            // A receiver whose sender is gone: its stream ends at once.
+            return broadcast::channel(1).1;
+        }
+        let Routes { customers, accounts: index, .. } = &mut *routes;
         let (tx, followed) =
             customers.entry(customer).or_insert_with(|| (broadcast::channel(self.capacity).0, Vec::new()));
         for a in accounts {
@@ -170,6 +176,15 @@ impl Hub {
                 }
             }
         }
+    }
+
+    /// Ends every stream (at shutdown): each ring is dropped, so that its streams end once they
+    /// have sent what it still holds; streams opened later end at once.
+    pub fn close(&self) {
+        let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+        routes.closed = true;
+        routes.customers.clear();
+        routes.accounts.clear();
     }
 
     /// Sends `out` to its customer's streams, if any are open.
@@ -301,14 +316,13 @@ async fn open(state: &Arc<AppState>, headers: &HeaderMap, q: &StreamQuery) -> Re
         }
         None => (audit_now, accounts.iter().map(|a| a.last_event_seq).collect()),
     };
-    let shutdown = state.shutting_down.subscribe();
-    if *shutdown.borrow() {
+    if *state.shutting_down.borrow() {
         return Err(ApiError::Unavailable);
     }
     // Subscribed before the catch-up reads the store: what was committed before is in the store,
     // what is committed after comes live (the sequencer drops what comes both ways).
     let live = state.hub.subscribe(customer, &ids);
-    let stream = ClientStream::new(Arc::clone(state), (customer, session), ids, (audit, start), live, shutdown);
+    let stream = ClientStream::new(Arc::clone(state), (customer, session), ids, (audit, start), live);
     let body =
         futures_util::stream::unfold(stream, |mut s| async move { s.next_frame().await.map(|frame| (frame, s)) });
     // Each frame is written as its two parts, without copying the shared one.
@@ -343,11 +357,15 @@ pub struct ClientStream {
     /// Still reading the store: the index of the account being read.
     catching_up: Option<usize>,
     ready: std::collections::VecDeque<Arc<Outgoing>>,
+    /// The customer's ring; closed by [`Hub::close`] at shutdown, which ends the stream.
     live: broadcast::Receiver<Arc<Outgoing>>,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-    /// When the next heartbeat comment is due (pushed back by every message).
+    /// Wakes the stream to check whether a heartbeat is due.
     heartbeat: std::pin::Pin<Box<tokio::time::Sleep>>,
     heartbeat_every: Duration,
+    /// When the last message was sent: a heartbeat is due `heartbeat_every` after it. (Kept
+    /// here rather than moving the timer at every message: a timer moved per message and
+    /// stream is a lock of the timer wheel per delivery.)
+    last_sent: tokio::time::Instant,
 }
 
 impl ClientStream {
@@ -360,7 +378,6 @@ impl ClientStream {
         ids: Vec<AccountId>,
         (audit, start): (u64, Vec<u64>),
         live: broadcast::Receiver<Arc<Outgoing>>,
-        shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         let mut seq = Sequencer::new();
         for (a, s) in ids.iter().zip(&start) {
@@ -382,9 +399,9 @@ impl ClientStream {
             seq,
             ready: std::collections::VecDeque::new(),
             live,
-            shutdown,
             heartbeat: Box::pin(tokio::time::sleep(heartbeat_every)),
             heartbeat_every,
+            last_sent: tokio::time::Instant::now(),
         }
     }
 
@@ -393,7 +410,7 @@ impl ClientStream {
     pub async fn next_frame(&mut self) -> Option<Frame> {
         loop {
             if let Some(out) = self.ready.pop_front() {
-                self.heartbeat.as_mut().reset(tokio::time::Instant::now() + self.heartbeat_every);
+                self.last_sent = tokio::time::Instant::now();
                 return Some(self.frame(&out));
             }
             if self.ending {
@@ -435,9 +452,16 @@ impl ClientStream {
                 continue;
             }
             let out = tokio::select! {
-                _ = self.shutdown.changed() => return None,
                 () = self.heartbeat.as_mut() => {
-                    self.heartbeat.as_mut().reset(tokio::time::Instant::now() + self.heartbeat_every);
+                    let now = tokio::time::Instant::now();
+                    let due = self.last_sent + self.heartbeat_every;
+                    if now < due {
+                        // A message went out since the timer was set: wait until it is due.
+                        self.heartbeat.as_mut().reset(due);
+                        continue;
+                    }
+                    self.last_sent = now;
+                    self.heartbeat.as_mut().reset(now + self.heartbeat_every);
                     return Some(Frame { head: Bytes::from_static(b": heartbeat\n\n"), tail: Bytes::new() });
                 }
                 next = self.live.recv() => match next {

@@ -236,14 +236,14 @@ async fn write_answer(tcp: &mut TcpStream, response: Response<Body>) -> std::io:
 
 async fn write_whole(tcp: &mut TcpStream, response: Response<Body>, body: Bytes) -> std::io::Result<()> {
     let head = head_bytes(&response, &format!("content-length: {}\r\n", body.len()));
-    write_all(tcp, &[&head, &body]).await
+    write_all(tcp, &mut [IoSlice::new(&head), IoSlice::new(&body)]).await
 }
 
 /// The stream: the head, then each frame as one chunk (every frame that is ready goes into the
 /// same write), until the stream ends or the peer closes or sends anything.
 async fn write_stream(tcp: &mut TcpStream, response: Response<Body>) -> std::io::Result<()> {
     let head = head_bytes(&response, "transfer-encoding: chunked\r\n");
-    write_all(tcp, &[&head]).await?;
+    write_all(tcp, &mut [IoSlice::new(&head)]).await?;
     let mut body = response.into_body();
     let mut parts: Vec<Bytes> = Vec::with_capacity(4);
     loop {
@@ -278,12 +278,24 @@ async fn write_stream(tcp: &mut TcpStream, response: Response<Body>) -> std::io:
                     }
                     continue;
                 }
-                let size = format!("{len:x}\r\n");
-                let mut slices: Vec<&[u8]> = Vec::with_capacity(parts.len() + 2);
-                slices.push(size.as_bytes());
-                slices.extend(parts.iter().map(|b| &b[..]));
-                slices.push(b"\r\n");
-                write_all(tcp, &slices).await?;
+                let mut digits = [0u8; 18];
+                let size = chunk_size_line(len, &mut digits);
+                if parts.len() <= INLINE_PARTS {
+                    // The usual event: no allocation for the write.
+                    let mut io = [IoSlice::new(&[]); INLINE_PARTS + 2];
+                    io[0] = IoSlice::new(size);
+                    for (slot, part) in io[1..].iter_mut().zip(&parts) {
+                        *slot = IoSlice::new(part);
+                    }
+                    io[parts.len() + 1] = IoSlice::new(b"\r\n");
+                    write_all(tcp, &mut io[..parts.len() + 2]).await?;
+                } else {
+                    let mut io: Vec<IoSlice<'_>> = Vec::with_capacity(parts.len() + 2);
+                    io.push(IoSlice::new(size));
+                    io.extend(parts.iter().map(|p| IoSlice::new(p)));
+                    io.push(IoSlice::new(b"\r\n"));
+                    write_all(tcp, &mut io).await?;
+                }
                 if ended {
                     break;
                 }
@@ -300,13 +312,31 @@ async fn write_stream(tcp: &mut TcpStream, response: Response<Body>) -> std::io:
             }
         }
     }
-    write_all(tcp, &[b"0\r\n\r\n"]).await
+    write_all(tcp, &mut [IoSlice::new(b"0\r\n\r\n")]).await
+}
+
+/// How many frames of a write fit the inline slice array (an event is two: its shared
+/// `event:`/`data:` lines and its `id:` line).
+const INLINE_PARTS: usize = 6;
+
+/// `len` in hex and CRLF, the line before a chunk, written into `buf`.
+fn chunk_size_line(mut len: usize, buf: &mut [u8; 18]) -> &[u8] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut at = buf.len() - 2;
+    buf[at..].copy_from_slice(b"\r\n");
+    loop {
+        at -= 1;
+        buf[at] = HEX[len & 0xf];
+        len >>= 4;
+        if len == 0 {
+            break;
+        }
+    }
+    &buf[at..]
 }
 
 /// Writes every slice, in as few `writev` calls as the socket allows.
-async fn write_all(tcp: &mut TcpStream, slices: &[&[u8]]) -> std::io::Result<()> {
-    let mut owned: Vec<IoSlice<'_>> = slices.iter().map(|s| IoSlice::new(s)).collect();
-    let mut bufs = &mut owned[..];
+async fn write_all(tcp: &mut TcpStream, mut bufs: &mut [IoSlice<'_>]) -> std::io::Result<()> {
     while !bufs.is_empty() {
         let n = tcp.write_vectored(bufs).await?;
         if n == 0 {
@@ -315,4 +345,19 @@ async fn write_all(tcp: &mut TcpStream, slices: &[&[u8]]) -> std::io::Result<()>
         IoSlice::advance_slices(&mut bufs, n);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_size_lines_are_lower_case_hex() {
+        let mut buf = [0u8; 18];
+        for (len, line) in
+            [(0, "0\r\n"), (9, "9\r\n"), (10, "a\r\n"), (0x1a3, "1a3\r\n"), (usize::MAX, "ffffffffffffffff\r\n")]
+        {
+            assert_eq!(chunk_size_line(len, &mut buf), line.as_bytes());
+        }
+    }
 }

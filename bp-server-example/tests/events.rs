@@ -115,7 +115,6 @@ async fn a_client_a_whole_buffer_behind_is_disconnected_and_nobody_waits_for_it(
             ids.clone(),
             (state.audit_position.load(std::sync::atomic::Ordering::Acquire), start.clone()),
             state.hub.subscribe(ada.id, &ids),
-            state.shutting_down.subscribe(),
         )
     };
     server.audit_settled().await;
@@ -238,7 +237,6 @@ async fn another_customers_events_do_not_count_against_a_stream() {
         ids.clone(),
         (audit, vec![1, 1]),
         state.hub.subscribe(ada.id, &ids),
-        state.shutting_down.subscribe(),
     );
     assert!(tokio::time::timeout(Duration::from_millis(50), ada_stream.next_frame()).await.is_err());
     // Bob: twenty transfers, forty events, more than a ring of sixteen.
