@@ -178,6 +178,12 @@ impl Hub {
         }
     }
 
+    /// How many streams of `customer` are open (receivers of their ring).
+    pub fn open_streams(&self, customer: CustomerId) -> usize {
+        let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
+        routes.customers.get(&customer).map_or(0, |(tx, _)| tx.receiver_count())
+    }
+
     /// Ends every stream (at shutdown): each ring is dropped, so that its streams end once they
     /// have sent what it still holds; streams opened later end at once.
     pub fn close(&self) {

@@ -300,7 +300,9 @@ async fn write_stream(tcp: &mut TcpStream, response: Response<Body>) -> std::io:
                     break;
                 }
             }
-            ready = tcp.readable() => {
+            // `poll_read_ready` rather than `readable()`: it keeps the socket's one read waker
+            // instead of adding and removing a waiter at every event.
+            ready = std::future::poll_fn(|cx| tcp.poll_read_ready(cx)) => {
                 ready?;
                 // Nothing is expected from the peer: end (0 bytes) or an error closes the
                 // connection, and so do bytes (no second request on a stream's connection).

@@ -208,6 +208,19 @@ async fn a_stream_on_its_own_connection_is_plain_http_and_matches_one_through_hy
     let data = text.lines().find_map(|l| l.strip_prefix("data: ")).expect("data line");
     assert_eq!(serde_json::from_str::<Value>(data).expect("json"), got[0].1, "one event, the same on both");
 
+    // A client that goes away is noticed: its stream is dropped (and the ring with the last).
+    assert_eq!(server.state.hub.open_streams(ada.id), 2, "the lean stream and hyper's");
+    let mut gone = Raw::connect(&server).await;
+    gone.send(format!("GET /v1/events?ticket={} HTTP/1.1\r\nHost: x\r\n\r\n", ticket(&api).await).as_bytes()).await;
+    assert_eq!(gone.head().await.status, 200);
+    assert_eq!(server.state.hub.open_streams(ada.id), 3);
+    drop(gone);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while server.state.hub.open_streams(ada.id) > 2 {
+        assert!(tokio::time::Instant::now() < deadline, "the server noticed the closed connection");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
     // The stream ends with the server: a last chunk, then the connection closes.
     server.stop().await;
     while lean.chunk().await.is_some() {}
