@@ -109,16 +109,6 @@ impl Outgoing {
     }
 }
 
-/// One SSE message of a stream, in two parts: the event's shared lines, and the stream's own
-/// `id:` line that ends the message (empty for a heartbeat comment).
-#[derive(Debug)]
-pub struct Frame {
-    /// `event:` and `data:` (shared by every stream), or a heartbeat comment.
-    pub head: Bytes,
-    /// `id: <cursor>` and the blank line.
-    pub tail: Bytes,
-}
-
 /// This process's fan-out of events to its streams, routed by customer: a stream wakes only for
 /// its own customer's events. Each customer with open streams has a broadcast ring of
 /// `bus.stream_buffer_events`, shared by that customer's streams.
@@ -248,13 +238,13 @@ pub struct StreamQuery {
 
 /// A stream cursor, `v2.<audit>.<seq>.<seq>…`: the audit log position of the last security event
 /// delivered, then the last sequence number delivered per account, in the stream's account order.
-fn cursor_id(audit: u64, positions: &[u64]) -> String {
-    let mut out = format!("v2.{audit}");
+fn write_cursor(out: &mut Vec<u8>, audit: u64, positions: &[u64]) {
+    use std::io::Write as _;
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "v2.{audit}");
     for p in positions {
-        out.push('.');
-        out.push_str(&p.to_string());
+        let _ = write!(out, ".{p}");
     }
-    out
 }
 
 /// The audit position and per-account sequence numbers of a cursor (`None` for the audit
@@ -329,11 +319,8 @@ async fn open(state: &Arc<AppState>, headers: &HeaderMap, q: &StreamQuery) -> Re
     // what is committed after comes live (the sequencer drops what comes both ways).
     let live = state.hub.subscribe(customer, &ids);
     let stream = ClientStream::new(Arc::clone(state), (customer, session), ids, (audit, start), live);
-    let body =
-        futures_util::stream::unfold(stream, |mut s| async move { s.next_frame().await.map(|frame| (frame, s)) });
-    // Each frame is written as its two parts, without copying the shared one.
-    let chunks = futures_util::StreamExt::flat_map(body, |f| {
-        futures_util::stream::iter([f.head, f.tail].into_iter().filter(|b| !b.is_empty()).map(Ok::<_, Infallible>))
+    let chunks = futures_util::stream::unfold(stream, |mut s| async move {
+        s.next_frame().await.map(|message| (Ok::<_, Infallible>(message), s))
     });
     let headers =
         [(axum::http::header::CONTENT_TYPE, "text/event-stream"), (axum::http::header::CACHE_CONTROL, "no-cache")];
@@ -413,7 +400,7 @@ impl ClientStream {
 
     /// The next SSE message, or `None` when the stream ends (client too slow, shutdown, or a
     /// store failure: the client resumes from its cursor).
-    pub async fn next_frame(&mut self) -> Option<Frame> {
+    pub async fn next_frame(&mut self) -> Option<Bytes> {
         loop {
             if let Some(out) = self.ready.pop_front() {
                 self.last_sent = tokio::time::Instant::now();
@@ -468,7 +455,7 @@ impl ClientStream {
                     }
                     self.last_sent = now;
                     self.heartbeat.as_mut().reset(now + self.heartbeat_every);
-                    return Some(Frame { head: Bytes::from_static(b": heartbeat\n\n"), tail: Bytes::new() });
+                    return Some(Bytes::from_static(b": heartbeat\n\n"));
                 }
                 next = self.live.recv() => match next {
                     Ok(out) => out,
@@ -516,7 +503,7 @@ impl ClientStream {
     }
 
     /// The SSE message of `out`; its id says exactly what was delivered up to and including it.
-    fn frame(&mut self, out: &Outgoing) -> Frame {
+    fn frame(&mut self, out: &Outgoing) -> Bytes {
         match &out.what {
             What::Ledger(e) => {
                 if let Some(i) = self.ids.iter().position(|a| *a == e.account_id) {
@@ -528,8 +515,14 @@ impl ClientStream {
         if self.ready.is_empty() && self.audit_skip > self.audit {
             self.audit = self.audit_skip;
         }
-        let tail = format!("id: {}\n\n", cursor_id(self.audit, &self.positions));
-        Frame { head: out.head.clone(), tail: tail.into() }
+        // One allocation per message and stream: the event's shared lines, then the stream's
+        // own `id:` line. (One buffer, so one frame of the body per message.)
+        let mut message = Vec::with_capacity(out.head.len() + 32 + 21 * self.positions.len());
+        message.extend_from_slice(&out.head);
+        message.extend_from_slice(b"id: ");
+        write_cursor(&mut message, self.audit, &self.positions);
+        message.extend_from_slice(b"\n\n");
+        Bytes::from(message)
     }
 }
 

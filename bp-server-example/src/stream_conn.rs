@@ -254,8 +254,8 @@ async fn write_stream(tcp: &mut TcpStream, response: Response<Body>) -> std::io:
                 if let Ok(data) = frame.into_data() {
                     parts.push(data);
                 }
-                // The rest of this event (its `id:` line) is ready now: one write for both. The
-                // body may also end here, and must not be polled again.
+                // Messages already waiting (a catch-up) go into the same write. The body may
+                // also end here, and must not be polled again.
                 let mut ended = false;
                 loop {
                     match body.frame().now_or_never() {
@@ -317,8 +317,7 @@ async fn write_stream(tcp: &mut TcpStream, response: Response<Body>) -> std::io:
     write_all(tcp, &mut [IoSlice::new(b"0\r\n\r\n")]).await
 }
 
-/// How many frames of a write fit the inline slice array (an event is two: its shared
-/// `event:`/`data:` lines and its `id:` line).
+/// How many frames (messages) of a write fit the inline slice array; more take a `Vec`.
 const INLINE_PARTS: usize = 6;
 
 /// `len` in hex and CRLF, the line before a chunk, written into `buf`.
