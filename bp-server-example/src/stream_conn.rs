@@ -24,7 +24,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use axum::response::IntoResponse;
-use futures_util::FutureExt as _;
 use http_body_util::BodyExt as _;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
@@ -239,66 +238,25 @@ async fn write_whole(tcp: &mut TcpStream, response: Response<Body>, body: Bytes)
     write_all(tcp, &mut [IoSlice::new(&head), IoSlice::new(&body)]).await
 }
 
-/// The stream: the head, then each frame as one chunk (every frame that is ready goes into the
-/// same write), until the stream ends or the peer closes or sends anything.
+/// The stream: the head, then each message as one chunk in one `writev`, until the stream ends
+/// or the peer closes or sends anything. (Messages are not gathered into bigger writes: asking the
+/// body for more after each one costs every stream another pass for every event, to save writes
+/// only while a stream catches up.)
 async fn write_stream(tcp: &mut TcpStream, response: Response<Body>) -> std::io::Result<()> {
     let head = head_bytes(&response, "transfer-encoding: chunked\r\n");
     write_all(tcp, &mut [IoSlice::new(&head)]).await?;
     let mut body = response.into_body();
-    let mut parts: Vec<Bytes> = Vec::with_capacity(4);
     loop {
         tokio::select! {
             frame = body.frame() => {
                 let Some(Ok(frame)) = frame else { break };
-                parts.clear();
-                if let Ok(data) = frame.into_data() {
-                    parts.push(data);
-                }
-                // Messages already waiting (a catch-up) go into the same write. The body may
-                // also end here, and must not be polled again.
-                let mut ended = false;
-                loop {
-                    match body.frame().now_or_never() {
-                        Some(Some(Ok(more))) => {
-                            if let Ok(data) = more.into_data() {
-                                parts.push(data);
-                            }
-                        }
-                        Some(Some(Err(_)) | None) => {
-                            ended = true;
-                            break;
-                        }
-                        None => break,
-                    }
-                }
-                let len: usize = parts.iter().map(Bytes::len).sum();
-                if len == 0 {
-                    if ended {
-                        break;
-                    }
+                let Ok(data) = frame.into_data() else { continue };
+                if data.is_empty() {
                     continue;
                 }
                 let mut digits = [0u8; 18];
-                let size = chunk_size_line(len, &mut digits);
-                if parts.len() <= INLINE_PARTS {
-                    // The usual event: no allocation for the write.
-                    let mut io = [IoSlice::new(&[]); INLINE_PARTS + 2];
-                    io[0] = IoSlice::new(size);
-                    for (slot, part) in io[1..].iter_mut().zip(&parts) {
-                        *slot = IoSlice::new(part);
-                    }
-                    io[parts.len() + 1] = IoSlice::new(b"\r\n");
-                    write_all(tcp, &mut io[..parts.len() + 2]).await?;
-                } else {
-                    let mut io: Vec<IoSlice<'_>> = Vec::with_capacity(parts.len() + 2);
-                    io.push(IoSlice::new(size));
-                    io.extend(parts.iter().map(|p| IoSlice::new(p)));
-                    io.push(IoSlice::new(b"\r\n"));
-                    write_all(tcp, &mut io).await?;
-                }
-                if ended {
-                    break;
-                }
+                let size = chunk_size_line(data.len(), &mut digits);
+                write_all(tcp, &mut [IoSlice::new(size), IoSlice::new(&data), IoSlice::new(b"\r\n")]).await?;
             }
             // `poll_read_ready` rather than `readable()`: it keeps the socket's one read waker
             // instead of adding and removing a waiter at every event.
@@ -316,9 +274,6 @@ async fn write_stream(tcp: &mut TcpStream, response: Response<Body>) -> std::io:
     }
     write_all(tcp, &mut [IoSlice::new(b"0\r\n\r\n")]).await
 }
-
-/// How many frames (messages) of a write fit the inline slice array; more take a `Vec`.
-const INLINE_PARTS: usize = 6;
 
 /// `len` in hex and CRLF, the line before a chunk, written into `buf`.
 fn chunk_size_line(mut len: usize, buf: &mut [u8; 18]) -> &[u8] {
