@@ -5,8 +5,9 @@
 //! (to notice the peer closing) and an 8 KiB buffer for response heads. A request/response
 //! connection does not care; ten thousand event streams, open for hours and writing a few hundred
 //! bytes a minute, spend 16 KiB each on them. Here the request head is read into a buffer that
-//! is freed before the response starts, the stream's frames are written straight from the shared
-//! event bytes (one `writev` per event), and the peer's closing is noticed without a buffer.
+//! is freed before the response starts, each message is written from the body's own buffer as
+//! one chunk (one `writev`, nothing buffered here), and the peer's closing is noticed without a
+//! buffer.
 //!
 //! Only the transport is different: the request goes through the same [`Router`], so
 //! authentication, the handler, security headers, the log line and metrics are the same as on
