@@ -92,6 +92,10 @@ if [ ! -d "$NODE_CACHE/node_modules" ]; then
   # Another run may have finished the same install meanwhile: keep theirs.
   mv -T "$staging" "$NODE_CACHE" 2>/dev/null || rm -rf "$staging"
 fi
+# This install was used now; the installs of other lock files unused for 14 days go (44 MB each).
+touch "$NODE_CACHE"
+find "$BP_CACHE/web-node" -mindepth 1 -maxdepth 1 -type d ! -name '.staging.*' ! -path "$NODE_CACHE" -mtime +14 \
+  -exec rm -rf {} +
 # The tests import playwright-core from bp-server-example/web/e2e: node resolves it through this
 # link (gitignored). A real folder there (a local `npm install`) is replaced.
 if [ -e "$E2E/node_modules" ] && [ ! -L "$E2E/node_modules" ]; then rm -rf "$E2E/node_modules"; fi
