@@ -285,8 +285,8 @@ pub async fn serve(state: Arc<AppState>, listener: std::net::TcpListener, signal
             _ = shutdown_signal(), if signals => {}
         }
         tracing::info!("shutting down: finishing requests in flight");
-        stopping.shutting_down.send_replace(true);
-        // Event streams end once they have sent what their ring holds.
+        // Event streams end once they have sent what their ring holds, so that graceful shutdown
+        // does not wait for them (their clients resume elsewhere); new ones are refused.
         stopping.hub.close();
     };
     let task = tokio::spawn(async move {

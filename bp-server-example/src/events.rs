@@ -174,6 +174,11 @@ impl Hub {
         routes.customers.get(&customer).map_or(0, |(tx, _)| tx.receiver_count())
     }
 
+    /// Whether [`Hub::close`] was called: the server is shutting down.
+    pub fn closed(&self) -> bool {
+        self.routes.read().unwrap_or_else(PoisonError::into_inner).closed
+    }
+
     /// Ends every stream (at shutdown): each ring is dropped, so that its streams end once they
     /// have sent what it still holds; streams opened later end at once.
     pub fn close(&self) {
@@ -312,7 +317,7 @@ async fn open(state: &Arc<AppState>, headers: &HeaderMap, q: &StreamQuery) -> Re
         }
         None => (audit_now, accounts.iter().map(|a| a.last_event_seq).collect()),
     };
-    if *state.shutting_down.borrow() {
+    if state.hub.closed() {
         return Err(ApiError::Unavailable);
     }
     // Subscribed before the catch-up reads the store: what was committed before is in the store,

@@ -65,9 +65,6 @@ pub struct AppState {
     pub relay_stats: std::sync::OnceLock<Arc<bp_notify::relay::RelayStats>>,
     /// Event-stream tickets and the JSON the streams share.
     pub streams: crate::events::Streams,
-    /// Becomes true when the server shuts down: open event streams end then, so that graceful
-    /// shutdown does not wait for them (their clients resume elsewhere).
-    pub shutting_down: tokio::sync::watch::Sender<bool>,
     rate: Mutex<HashMap<IpAddr, (i64, u32)>>,
     customer_locks: Vec<tokio::sync::Mutex<()>>,
 }
@@ -113,7 +110,6 @@ impl AppState {
             relay_waker: Arc::new(tokio::sync::Notify::new()),
             relay_stats: std::sync::OnceLock::new(),
             streams: crate::events::Streams::default(),
-            shutting_down: tokio::sync::watch::Sender::new(false),
             rate: Mutex::new(HashMap::new()),
             customer_locks: (0..CUSTOMER_LOCKS_LEN).map(|_| tokio::sync::Mutex::new(())).collect(),
             config,

@@ -304,26 +304,41 @@ export function transactions(ctx, account) {
 
   const base = `/v1/accounts/${encodeURIComponent(account.id)}`;
 
-  /** @param {URLSearchParams} query */
-  const page = (query) => api.get(`${base}/transactions?${query}`);
+  /**
+   * A page of the history with the form's filters, from `cursor` (the newest when absent).
+   * @param {string} [cursor]
+   * @returns {Promise<{ items: Transaction[], next_cursor?: string }>}
+   */
+  const page = (cursor) => {
+    const query = filterQuery(form);
+    query.set('limit', String(PAGE));
+    if (cursor) query.set('cursor', cursor);
+    return api.get(`${base}/transactions?${query}`);
+  };
+
+  /**
+   * The payments this account makes that wait for SCA, newest first (the API lists them oldest
+   * first).
+   * @returns {Promise<Transfer[]>}
+   */
+  const pendingNewestFirst = async () => {
+    /** @type {{ transfers: Transfer[] }} */
+    const held = await api.get(`${base}/pending`);
+    return held.transfers.slice().reverse();
+  };
 
   /** Reloads from the newest line with the form's filters. */
   const load = async () => {
     const mine = ++generation;
-    const query = filterQuery(form);
-    query.set('limit', String(PAGE));
     status.textContent = 'Loading…';
     try {
-      const [history, held] = await Promise.all([
-        /** @type {Promise<{ items: Transaction[], next_cursor?: string }>} */ (page(query)),
-        /** @type {Promise<{ transfers: Transfer[] }>} */ (api.get(`${base}/pending`)),
-      ]);
+      const [history, held] = await Promise.all([page(), pendingNewestFirst()]);
       if (mine !== generation) return;
       rows = history.items;
       seen.clear();
       for (const t of rows) seen.add(t.seq);
       next = history.next_cursor ?? null;
-      pending = held.transfers.slice().reverse();
+      pending = held;
       render();
     } catch (e) {
       status.textContent = 'The transactions could not be loaded.';
@@ -334,14 +349,10 @@ export function transactions(ctx, account) {
   /** Appends the next (older) page. */
   const loadMore = async () => {
     if (!next) return;
-    const query = filterQuery(form);
-    query.set('limit', String(PAGE));
-    query.set('cursor', next);
     const mine = generation;
     more.setAttribute('disabled', '');
     try {
-      /** @type {{ items: Transaction[], next_cursor?: string }} */
-      const older = await page(query);
+      const older = await page(next);
       if (mine !== generation) return;
       for (const t of older.items) {
         if (!seen.has(t.seq)) {
@@ -364,27 +375,25 @@ export function transactions(ctx, account) {
    */
   const catchUpOnce = async () => {
     const mine = generation;
-    const query = filterQuery(form);
-    query.set('limit', String(PAGE));
     /** @type {Transaction[]} */
     const fresh = [];
     try {
+      /** @type {string | undefined} */
+      let cursor;
       for (let pages = 0; pages < 40; pages++) {
-        /** @type {{ items: Transaction[], next_cursor?: string }} */
-        const newer = await page(query);
+        const newer = await page(cursor);
         const unseen = newer.items.filter((t) => !seen.has(t.seq));
         fresh.push(...unseen);
         if (unseen.length < newer.items.length || !newer.next_cursor) break;
-        query.set('cursor', newer.next_cursor);
+        cursor = newer.next_cursor;
       }
-      /** @type {{ transfers: Transfer[] }} */
-      const held = await api.get(`${base}/pending`);
+      const held = await pendingNewestFirst();
       if (mine !== generation) return;
       // `seen` may have grown meanwhile (a page loaded by "Load more"): keep each line once.
       const added = fresh.filter((t) => !seen.has(t.seq));
       for (const t of added) seen.add(t.seq);
       rows = [...added, ...rows].sort((a, b) => b.seq - a.seq);
-      pending = held.transfers.slice().reverse();
+      pending = held;
       render(new Set(added.map((t) => t.seq)));
     } catch (e) {
       ctx.showProblem(e);
