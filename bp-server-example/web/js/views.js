@@ -303,14 +303,16 @@ export function transactions(ctx, account) {
   };
 
   const base = `/v1/accounts/${encodeURIComponent(account.id)}`;
+  /** The filters of the rows shown: those of the last Apply, not what is typed since. */
+  let applied = new URLSearchParams();
 
   /**
-   * A page of the history with the form's filters, from `cursor` (the newest when absent).
+   * A page of the history with the filters last applied, from `cursor` (the newest when absent).
    * @param {string} [cursor]
    * @returns {Promise<{ items: Transaction[], next_cursor?: string }>}
    */
   const page = (cursor) => {
-    const query = filterQuery(form);
+    const query = new URLSearchParams(applied);
     query.set('limit', String(PAGE));
     if (cursor) query.set('cursor', cursor);
     return api.get(`${base}/transactions?${query}`);
@@ -330,6 +332,7 @@ export function transactions(ctx, account) {
   /** Reloads from the newest line with the form's filters. */
   const load = async () => {
     const mine = ++generation;
+    applied = filterQuery(form);
     status.textContent = 'Loading…';
     try {
       const [history, held] = await Promise.all([page(), pendingNewestFirst()]);
