@@ -7,7 +7,8 @@
 //!   transfers are posted one after the other, each after the previous one's two events (debit and
 //!   credit side) arrived; 10 transfers before them warm up and are not counted.
 //! - `sse_clients`, `sse_fanout_p99_ms`: `BP_BENCH_SSE_CLIENTS` (1,000) streams of one customer
-//!   open at once (a connection each, bearer token), held by client processes: this program
+//!   open at once (a connection each, bearer token, read as raw HTTP/1.1 by one task each: see
+//!   [`RawStream`]), held by client processes: this program
 //!   re-executed in client mode ([`client_main`]), `BP_BENCH_SSE_CLIENT_PROCS` of them, by default
 //!   as few as the open-files limit allows. 20 events, one at a time: a deposit into the customer's
 //!   account (one event on the stream: the other side is a bank system account's), each made once
@@ -450,19 +451,19 @@ async fn client_main(args: &[String]) {
     let events: usize = events.parse().expect("events");
     let token: Arc<str> = std::env::var(CLIENT_TOKEN_ENV).expect(CLIENT_TOKEN_ENV).into();
 
-    let mut bodies = Vec::with_capacity(streams);
+    let mut streams_open = Vec::with_capacity(streams);
     let mut opening = tokio::task::JoinSet::new();
     for _ in 0..streams {
         if opening.len() >= 64
-            && let Some(body) = opening.join_next().await
+            && let Some(stream) = opening.join_next().await
         {
-            bodies.push(body.expect("open"));
+            streams_open.push(stream.expect("open"));
         }
         let token = Arc::clone(&token);
-        opening.spawn(async move { open_events(addr, None, Some(&token)).await });
+        opening.spawn(async move { RawStream::open(addr, &token).await });
     }
-    while let Some(body) = opening.join_next().await {
-        bodies.push(body.expect("open"));
+    while let Some(stream) = opening.join_next().await {
+        streams_open.push(stream.expect("open"));
     }
     say("ready");
 
@@ -470,19 +471,20 @@ async fn client_main(args: &[String]) {
     let counts: Arc<Vec<AtomicUsize>> = Arc::new((0..events).map(|_| AtomicUsize::new(0)).collect());
     let (progress, mut all_got) = tokio::sync::mpsc::unbounded_channel::<usize>();
     let mut readers = Vec::with_capacity(streams);
-    for body in bodies {
+    for stream in streams_open {
         let (counts, progress) = (Arc::clone(&counts), progress.clone());
         readers.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(events);
-            let open = read_events(body, |l| {
-                latencies.push(l);
-                let k = latencies.len();
-                if counts[k - 1].fetch_add(1, Ordering::AcqRel) + 1 == streams {
-                    let _ = progress.send(k);
-                }
-                k < events
-            })
-            .await;
+            let open = stream
+                .read_events(|l| {
+                    latencies.push(l);
+                    let k = latencies.len();
+                    if counts[k - 1].fetch_add(1, Ordering::AcqRel) + 1 == streams {
+                        let _ = progress.send(k);
+                    }
+                    k < events
+                })
+                .await;
             // Kept open until every stream has every event: streams closing while others still
             // wait for the last one made the server work during that round, and counted it
             // (the last round's p99 was 300 ms, the others' 100 – 120).
@@ -519,4 +521,99 @@ async fn client_main(args: &[String]) {
 fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{line}").and_then(|()| out.flush()).expect("stdout");
+}
+
+/// A fan-out client's stream, read without hyper: the response head, then the chunked body cut
+/// into SSE blocks. One task and one `read` per arrival, so that the client processes, which share
+/// the server's cores, take as little of them as they can (hyper's client took 6 µs of CPU per
+/// event, in two tasks per connection).
+struct RawStream {
+    tcp: tokio::net::TcpStream,
+    /// Bytes read and not yet taken off as whole chunks.
+    raw: Vec<u8>,
+    /// The body's bytes (chunk framing removed) not yet taken off as whole SSE blocks.
+    body: Vec<u8>,
+}
+
+impl RawStream {
+    /// Opens `GET /v1/events` with a bearer token on a connection of its own; panics unless the
+    /// answer is a `200` chunked stream.
+    async fn open(addr: std::net::SocketAddr, token: &str) -> Self {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        tcp.set_nodelay(true).expect("nodelay");
+        let request = format!("GET /v1/events HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\n\r\n");
+        tcp.write_all(request.as_bytes()).await.expect("request");
+        let mut raw = Vec::with_capacity(1024);
+        let head_len = loop {
+            if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            assert!(raw.len() < 16 * 1024, "a response head longer than 16 KiB");
+            let mut chunk = [0u8; 1024];
+            let n = tcp.read(&mut chunk).await.expect("response head");
+            assert!(n > 0, "the server closed the stream before its head");
+            raw.extend_from_slice(&chunk[..n]);
+        };
+        let head = std::str::from_utf8(&raw[..head_len]).expect("head").to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200 "), "stream refused: {}", head.lines().next().unwrap_or(""));
+        assert!(head.contains("\r\ntransfer-encoding: chunked\r\n"), "the stream is chunked");
+        raw.drain(..head_len);
+        Self { tcp, raw, body: Vec::new() }
+    }
+
+    /// Like [`read_events`]: `each` gets the latency of every ledger event until it returns false
+    /// (then the stream is returned, still open) or the stream ends.
+    async fn read_events(mut self, mut each: impl FnMut(Duration) -> bool) -> Option<Self> {
+        use tokio::io::AsyncReadExt as _;
+        let mut chunk = vec![0u8; 4096];
+        // An event's arrival time is that of the read that completes it.
+        let mut now = chrono::Utc::now();
+        loop {
+            let more = self.dechunk();
+            let mut done = 0;
+            while let Some(end) = self.body[done..].windows(2).position(|w| w == b"\n\n") {
+                let block = std::str::from_utf8(&self.body[done..done + end + 2]).unwrap_or("");
+                done += end + 2;
+                if let Some(l) = latency_of(block, now)
+                    && !each(l)
+                {
+                    self.body.drain(..done);
+                    return Some(self);
+                }
+            }
+            self.body.drain(..done);
+            if !more {
+                return None;
+            }
+            match self.tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => {
+                    now = chrono::Utc::now();
+                    self.raw.extend_from_slice(&chunk[..n]);
+                }
+            }
+        }
+    }
+
+    /// Moves the whole chunks at the front of `raw` into `body`; false once the last chunk came.
+    fn dechunk(&mut self) -> bool {
+        let mut at = 0;
+        let more = loop {
+            let Some(eol) = self.raw[at..].windows(2).position(|w| w == b"\r\n") else { break true };
+            let line = std::str::from_utf8(&self.raw[at..at + eol]).expect("chunk size line");
+            let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16).expect("chunk size");
+            let start = at + eol + 2;
+            if size == 0 {
+                break false;
+            }
+            if self.raw.len() < start + size + 2 {
+                break true;
+            }
+            self.body.extend_from_slice(&self.raw[start..start + size]);
+            at = start + size + 2;
+        };
+        self.raw.drain(..at);
+        more
+    }
 }
