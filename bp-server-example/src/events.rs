@@ -43,7 +43,11 @@ use tokio::sync::broadcast;
 
 use crate::crypto::{random_token, sha256};
 use crate::problem::ApiError;
+use crate::pump::{Attached, PumpHandle, Pumped};
 use crate::state::{AppState, Auth, authenticate};
+
+/// The comment an idle stream sends every `bus.stream_heartbeat_s`.
+pub const HEARTBEAT: &[u8] = b": heartbeat\n\n";
 
 /// How long a stream ticket is valid.
 pub const TICKET_TTL_S: i64 = 30;
@@ -120,18 +124,34 @@ pub struct Hub {
 
 #[derive(Debug, Default)]
 struct Routes {
-    /// The ring of each customer with open streams, and the accounts those streams follow.
-    customers: HashMap<CustomerId, (broadcast::Sender<Arc<Outgoing>>, Vec<AccountId>)>,
+    /// Each customer with open streams.
+    customers: HashMap<CustomerId, Group>,
     /// Account → its customer, for the accounts of open streams.
     accounts: HashMap<AccountId, CustomerId>,
     /// The server is shutting down: no ring any more, and none made.
     closed: bool,
 }
 
+/// One customer's open streams.
+#[derive(Debug)]
+struct Group {
+    ring: broadcast::Sender<Arc<Outgoing>>,
+    /// The accounts the streams follow.
+    followed: Vec<AccountId>,
+    /// The pumps writing the customer's live streams on connections of their own; each is rung
+    /// at every event of the customer.
+    pumps: Vec<PumpHandle>,
+}
+
 impl Hub {
     /// A hub whose per-customer rings hold `capacity` events.
     pub fn new(capacity: usize) -> Self {
         Self { capacity: capacity.max(1), routes: std::sync::RwLock::default() }
+    }
+
+    /// The events a ring really holds (its capacity rounded up to a power of two).
+    pub fn ring_len(&self) -> usize {
+        self.capacity.next_power_of_two()
     }
 
     /// A receiver of `customer`'s events: the security events naming them and the ledger events
@@ -143,25 +163,60 @@ impl Hub {
             return broadcast::channel(1).1;
         }
         let Routes { customers, accounts: index, .. } = &mut *routes;
-        let (tx, followed) =
-            customers.entry(customer).or_insert_with(|| (broadcast::channel(self.capacity).0, Vec::new()));
+        let group = customers.entry(customer).or_insert_with(|| Group {
+            ring: broadcast::channel(self.capacity).0,
+            followed: Vec::new(),
+            pumps: Vec::new(),
+        });
         for a in accounts {
-            if !followed.contains(a) {
-                followed.push(*a);
+            if !group.followed.contains(a) {
+                group.followed.push(*a);
                 index.insert(*a, customer);
             }
         }
-        tx.subscribe()
+        group.ring.subscribe()
+    }
+
+    /// Hands `stream`, live and with nothing to send, to one of its customer's pumps (one with
+    /// room, or a new one), which writes its messages from now on. Gives it back when the hub is
+    /// closed.
+    pub fn attach(&self, stream: Attached) -> Result<Pumped, Attached> {
+        let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+        if routes.closed {
+            return Err(stream);
+        }
+        let Some(group) = routes.customers.get_mut(&stream.customer()) else { return Err(stream) };
+        let mut stream = stream;
+        // A pump that stopped (it never does while its group holds it, unless it panicked) is
+        // replaced: at most one retry.
+        for _ in 0..2 {
+            let pump = match group.pumps.iter().find(|p| p.has_room()) {
+                Some(p) => p.clone(),
+                None => {
+                    let p = PumpHandle::spawn();
+                    group.pumps.push(p.clone());
+                    p
+                }
+            };
+            match pump.attach(stream) {
+                Ok(pumped) => return Ok(pumped),
+                Err(back) => {
+                    stream = back;
+                    group.pumps.retain(|p| !p.same(&pump));
+                }
+            }
+        }
+        Err(stream)
     }
 
     /// Forgets `customer`'s ring when it has no receivers but the `own` ones about to be dropped
     /// (the caller's).
     fn release(&self, customer: CustomerId, own: usize) {
         let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
-        let last = routes.customers.get(&customer).is_some_and(|(tx, _)| tx.receiver_count() <= own);
+        let last = routes.customers.get(&customer).is_some_and(|g| g.ring.receiver_count() <= own);
         if last {
-            if let Some((_, followed)) = routes.customers.remove(&customer) {
-                for a in followed {
+            if let Some(group) = routes.customers.remove(&customer) {
+                for a in group.followed {
                     routes.accounts.remove(&a);
                 }
             }
@@ -171,7 +226,7 @@ impl Hub {
     /// How many streams of `customer` are open (receivers of their ring).
     pub fn open_streams(&self, customer: CustomerId) -> usize {
         let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
-        routes.customers.get(&customer).map_or(0, |(tx, _)| tx.receiver_count())
+        routes.customers.get(&customer).map_or(0, |g| g.ring.receiver_count())
     }
 
     /// Whether [`Hub::close`] was called: the server is shutting down.
@@ -184,7 +239,12 @@ impl Hub {
     pub fn close(&self) {
         let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
         routes.closed = true;
-        routes.customers.clear();
+        // The rings close as they are dropped; the pumps, rung, find them closed and give their
+        // streams back to end.
+        let pumps: Vec<PumpHandle> = routes.customers.drain().flat_map(|(_, g)| g.pumps).collect();
+        for p in pumps {
+            p.ring();
+        }
         routes.accounts.clear();
     }
 
@@ -196,7 +256,13 @@ impl Hub {
             What::Security(e) => e.customer_id,
         };
         let Some(customer) = customer else { return };
-        let abandoned = routes.customers.get(&customer).is_some_and(|(tx, _)| tx.send(out).is_err());
+        let abandoned = routes.customers.get(&customer).is_some_and(|g| {
+            let abandoned = g.ring.send(out).is_err();
+            for p in &g.pumps {
+                p.ring();
+            }
+            abandoned
+        });
         drop(routes);
         if abandoned {
             // Its last stream went away without releasing it (it never started).
@@ -324,12 +390,45 @@ async fn open(state: &Arc<AppState>, headers: &HeaderMap, q: &StreamQuery) -> Re
     // what is committed after comes live (the sequencer drops what comes both ways).
     let live = state.hub.subscribe(customer, &ids);
     let stream = ClientStream::new(Arc::clone(state), (customer, session), ids, (audit, start), live);
-    let chunks = futures_util::stream::unfold(stream, |mut s| async move {
-        s.next_frame().await.map(|message| (Ok::<_, Infallible>(message), s))
+    let handoff = Handoff(Arc::new(Mutex::new(Some(stream))));
+    let chunks = futures_util::stream::unfold((handoff.clone(), None), |(handoff, stream)| async move {
+        let mut stream: ClientStream = match stream {
+            Some(s) => s,
+            None => handoff.take()?,
+        };
+        let message = stream.next_frame().await?;
+        Some((Ok::<_, Infallible>(message), (handoff, Some(stream))))
     });
     let headers =
         [(axum::http::header::CONTENT_TYPE, "text/event-stream"), (axum::http::header::CACHE_CONTROL, "no-cache")];
-    Ok((headers, Body::from_stream(chunks)).into_response())
+    let mut response = (headers, Body::from_stream(chunks)).into_response();
+    response.extensions_mut().insert(handoff);
+    Ok(response)
+}
+
+/// What a stream can do next without waiting ([`ClientStream::try_next_frame`]).
+#[derive(Debug)]
+pub enum Step {
+    /// A message to send now.
+    Frame(Bytes),
+    /// Nothing to send until its customer's next event arrives on the ring.
+    Idle,
+    /// Work that waits for the store, or the end of the stream: [`ClientStream::settle`].
+    Settle,
+}
+
+/// A stream on its way out of the handler, for whichever transport takes it first: a
+/// connection of its own ([`crate::stream_conn`]) takes it whole from the response's extensions,
+/// to be written by the [`pump`](crate::pump)s; otherwise the response body (hyper) takes it at
+/// its first poll.
+#[derive(Debug, Clone)]
+pub struct Handoff(Arc<Mutex<Option<ClientStream>>>);
+
+impl Handoff {
+    /// The stream, unless the other side took it already.
+    pub fn take(&self) -> Option<ClientStream> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
 }
 
 /// One client's stream: first its accounts' events from the store after its cursor and its
@@ -343,6 +442,12 @@ pub struct ClientStream {
     session: Option<SessionId>,
     /// The session was revoked: end once what is ready is sent.
     ending: bool,
+    /// The ring said the stream is over (a whole ring behind, or shutdown): end once what is
+    /// ready is sent.
+    ended: bool,
+    /// A live event that showed a gap, waiting for [`ClientStream::settle`] to fill it from the
+    /// store.
+    held: Option<Event>,
     /// The audit position of the last security event delivered (or of the stream's start).
     audit: u64,
     /// Still to read the audit log after the ledger catch-up.
@@ -388,6 +493,8 @@ impl ClientStream {
             customer,
             session,
             ending: false,
+            ended: false,
+            held: None,
             audit,
             audit_catching_up: true,
             audit_skip: 0,
@@ -403,90 +510,189 @@ impl ClientStream {
         }
     }
 
-    /// The next SSE message, or `None` when the stream ends (client too slow, shutdown, or a
-    /// store failure: the client resumes from its cursor).
-    pub async fn next_frame(&mut self) -> Option<Bytes> {
+    /// What the stream can do now without waiting: a message ready to send, nothing until its
+    /// customer's next event ([`Step::Idle`]), or work that waits for the store or ends the stream
+    /// ([`Step::Settle`]: call [`ClientStream::settle`]). Never blocks: the [`pump`](crate::pump)
+    /// drives live streams with it, many per task.
+    pub fn try_next_frame(&mut self) -> Step {
         loop {
             if let Some(out) = self.ready.pop_front() {
-                self.last_sent = tokio::time::Instant::now();
-                return Some(self.frame(&out));
+                return Step::Frame(self.frame(&out));
             }
-            if self.ending {
-                return None;
+            if self.ending || self.ended || self.held.is_some() || self.catching_up.is_some() || self.audit_catching_up
+            {
+                return Step::Settle;
             }
-            if let Some(i) = self.catching_up {
-                let Some(&account) = self.ids.get(i) else {
-                    self.catching_up = None;
-                    continue;
-                };
-                let after = self.seq.last(account).unwrap_or(0);
-                let page = self.state.ledger.store().events_after(account, after, 500).await.ok()?;
-                if page.is_empty() {
-                    self.catching_up = Some(i + 1);
+            match self.live.try_recv() {
+                Ok(out) => self.take(out),
+                Err(broadcast::error::TryRecvError::Empty) => return Step::Idle,
+                Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                    self.lagged();
+                    return Step::Settle;
                 }
-                for e in page {
-                    self.admit_owned(e).await?;
+                Err(broadcast::error::TryRecvError::Closed) => {
+                    self.ended = true;
+                    return Step::Settle;
                 }
-                continue;
-            }
-            if self.audit_catching_up {
-                let page = self.state.security.audit_after(self.audit, 500).await.ok()?;
-                let Some(last) = page.last().map(|e| e.position) else {
-                    self.audit_catching_up = false;
-                    continue;
-                };
-                let customer = Some(self.customer);
-                for e in page.into_iter().filter(|e| e.customer_id == customer) {
-                    self.note_revocation(&e);
-                    self.ready.push_back(Outgoing::security(e)?);
-                }
-                // Past other customers' entries too, once this customer's are sent (the cursor
-                // names only what was delivered).
-                if self.ready.is_empty() {
-                    self.audit = last;
-                } else {
-                    self.audit_skip = last;
-                }
-                continue;
-            }
-            let out = tokio::select! {
-                () = self.heartbeat.as_mut() => {
-                    let now = tokio::time::Instant::now();
-                    let due = self.last_sent + self.heartbeat_every;
-                    if now < due {
-                        // A message went out since the timer was set: wait until it is due.
-                        self.heartbeat.as_mut().reset(due);
-                        continue;
-                    }
-                    self.last_sent = now;
-                    self.heartbeat.as_mut().reset(now + self.heartbeat_every);
-                    return Some(Bytes::from_static(b": heartbeat\n\n"));
-                }
-                next = self.live.recv() => match next {
-                    Ok(out) => out,
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        // A whole ring behind: disconnect; the client resumes from its cursor.
-                        metrics::counter!("bp_sse_slow_clients_total").increment(1);
-                        return None;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                },
-            };
-            match &out.what {
-                What::Security(e) => {
-                    if e.customer_id == Some(self.customer) && e.position > self.audit {
-                        self.note_revocation(e);
-                        self.ready.push_back(out);
-                    }
-                }
-                What::Ledger(e) if self.ids.contains(&e.account_id) => match self.seq.check(e.account_id, e.seq) {
-                    Verdict::Next => self.ready.push_back(out),
-                    Verdict::Seen => {}
-                    Verdict::Gap { .. } => self.admit_owned(e.clone()).await?,
-                },
-                What::Ledger(_) => {}
             }
         }
+    }
+
+    /// Does the work [`Step::Settle`] stands for: one page of the store or the audit log while
+    /// catching up, or filling a gap from the store. `false` when the stream ends instead (its
+    /// session revoked, a whole ring behind, shutdown, or a store failure: the client resumes
+    /// from its cursor).
+    pub async fn settle(&mut self) -> bool {
+        if self.ending || self.ended {
+            return false;
+        }
+        if let Some(event) = self.held.take() {
+            return self.admit_owned(event).await.is_some();
+        }
+        if let Some(i) = self.catching_up {
+            let Some(&account) = self.ids.get(i) else {
+                self.catching_up = None;
+                return true;
+            };
+            let after = self.seq.last(account).unwrap_or(0);
+            let Ok(page) = self.state.ledger.store().events_after(account, after, 500).await else { return false };
+            if page.is_empty() {
+                self.catching_up = Some(i + 1);
+            }
+            for e in page {
+                if self.admit_owned(e).await.is_none() {
+                    return false;
+                }
+            }
+            return true;
+        }
+        if self.audit_catching_up {
+            let Ok(page) = self.state.security.audit_after(self.audit, 500).await else { return false };
+            let Some(last) = page.last().map(|e| e.position) else {
+                self.audit_catching_up = false;
+                return true;
+            };
+            let customer = Some(self.customer);
+            for e in page.into_iter().filter(|e| e.customer_id == customer) {
+                self.note_revocation(&e);
+                let Some(out) = Outgoing::security(e) else { return false };
+                self.ready.push_back(out);
+            }
+            // Past other customers' entries too, once this customer's are sent (the cursor
+            // names only what was delivered).
+            if self.ready.is_empty() {
+                self.audit = last;
+            } else {
+                self.audit_skip = last;
+            }
+        }
+        true
+    }
+
+    /// The next SSE message, or `None` when the stream ends (client too slow, shutdown, or a
+    /// store failure: the client resumes from its cursor). Waits for live events, sending a
+    /// heartbeat comment when the stream has been idle for `bus.stream_heartbeat_s`.
+    pub async fn next_frame(&mut self) -> Option<Bytes> {
+        loop {
+            match self.try_next_frame() {
+                Step::Frame(message) => {
+                    self.last_sent = tokio::time::Instant::now();
+                    return Some(message);
+                }
+                Step::Settle => {
+                    if !self.settle().await {
+                        return None;
+                    }
+                }
+                Step::Idle => {
+                    let out = tokio::select! {
+                        () = self.heartbeat.as_mut() => {
+                            let now = tokio::time::Instant::now();
+                            let due = self.last_sent + self.heartbeat_every;
+                            if now < due {
+                                // A message went out since the timer was set: wait until it is due.
+                                self.heartbeat.as_mut().reset(due);
+                                continue;
+                            }
+                            self.last_sent = now;
+                            self.heartbeat.as_mut().reset(now + self.heartbeat_every);
+                            return Some(Bytes::from_static(HEARTBEAT));
+                        }
+                        next = self.live.recv() => match next {
+                            Ok(out) => out,
+                            Err(broadcast::error::RecvError::Lagged(_)) => {
+                                self.lagged();
+                                return None;
+                            }
+                            Err(broadcast::error::RecvError::Closed) => return None,
+                        },
+                    };
+                    self.take(out);
+                }
+            }
+        }
+    }
+
+    /// A live event from the ring: queued when it is this stream's and new, dropped when it was
+    /// delivered already, held for [`ClientStream::settle`] when it shows a gap.
+    fn take(&mut self, out: Arc<Outgoing>) {
+        match &out.what {
+            What::Security(e) => {
+                if e.customer_id == Some(self.customer) && e.position > self.audit {
+                    self.note_revocation(e);
+                    self.ready.push_back(out);
+                }
+            }
+            What::Ledger(e) if self.ids.contains(&e.account_id) => match self.seq.check(e.account_id, e.seq) {
+                Verdict::Next => self.ready.push_back(out),
+                Verdict::Seen => {}
+                Verdict::Gap { .. } => self.held = Some(e.clone()),
+            },
+            What::Ledger(_) => {}
+        }
+    }
+
+    /// A whole ring behind: the stream ends (the client resumes from its cursor).
+    fn lagged(&mut self) {
+        metrics::counter!("bp_sse_slow_clients_total").increment(1);
+        self.ended = true;
+    }
+
+    /// Whether the stream is a whole ring behind: its next read of the ring would end it. For a
+    /// transport whose write waits for a client that reads nothing: it ends the stream then too
+    /// (and counts it as [`lagged`](Self::lagged) would).
+    pub fn behind(&self) -> bool {
+        let behind = self.live.len() > self.state.hub.ring_len();
+        if behind {
+            metrics::counter!("bp_sse_slow_clients_total").increment(1);
+        }
+        behind
+    }
+
+    /// Whose stream this is.
+    pub fn customer(&self) -> CustomerId {
+        self.customer
+    }
+
+    /// The server's state the stream reads.
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// When the last message or heartbeat went out.
+    pub fn last_sent(&self) -> tokio::time::Instant {
+        self.last_sent
+    }
+
+    /// Notes that a message or heartbeat went out `at` (sent by someone other than
+    /// [`ClientStream::next_frame`]).
+    pub fn sent(&mut self, at: tokio::time::Instant) {
+        self.last_sent = at;
+    }
+
+    /// How long the stream may stay silent before a heartbeat comment.
+    pub fn heartbeat_every(&self) -> Duration {
+        self.heartbeat_every
     }
 
     /// Ends the stream (after sending what is ready) when `e` revokes its session.

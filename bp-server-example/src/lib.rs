@@ -12,6 +12,7 @@ pub mod events;
 pub mod extract;
 pub mod oauth;
 pub mod problem;
+pub mod pump;
 pub mod sca;
 pub mod state;
 pub mod stream_conn;
@@ -39,10 +40,31 @@ pub struct Started {
     pub demo: Option<Vec<demo::Enrolled>>,
 }
 
-/// Opens the store and keys of `config`, seeds the demo on a first development start, binds
-/// the listener and serves. `signals`: stop on Ctrl-C / SIGTERM as well.
+/// Opens the store and keys of `config`, connects the bus it names, seeds the demo on a first
+/// development start, binds the listener and serves. `signals`: stop on Ctrl-C / SIGTERM as well.
 pub async fn start(config: Config, signals: bool) -> Result<Started, String> {
     config.validate().map_err(|e| e.to_string())?;
+    let bus = events::connect_bus(&config.bus).await?;
+    serve_on(config, signals, bus).await
+}
+
+/// Like [`start`], on an event bus of the caller's (any adapter of
+/// [`bp_core::bus::EventBus`]) instead of the one `bus.kind` names: for applications that embed
+/// the server next to their own bus.
+pub async fn start_with_bus(
+    config: Config,
+    signals: bool,
+    bus: Arc<dyn bp_core::bus::EventBus>,
+) -> Result<Started, String> {
+    config.validate().map_err(|e| e.to_string())?;
+    serve_on(config, signals, Some(bus)).await
+}
+
+async fn serve_on(
+    config: Config,
+    signals: bool,
+    bus: Option<Arc<dyn bp_core::bus::EventBus>>,
+) -> Result<Started, String> {
     std::fs::create_dir_all(&config.storage.data_dir)
         .map_err(|e| format!("creating {}: {e}", config.storage.data_dir.display()))?;
     let db = config.data_path(&config.storage.sqlite_file);
@@ -56,7 +78,6 @@ pub async fn start(config: Config, signals: bool) -> Result<Started, String> {
     let mut config = config;
     // An ephemeral port (0) becomes the real one, so that the issuer URL is right.
     config.server.listen = listener.local_addr().map_err(|e| e.to_string())?;
-    let bus = events::connect_bus(&config.bus).await?;
     let state = AppState::new(config, store.clone(), store, keys, Arc::new(SystemClock), bus)?;
     let state = Arc::new(state);
     // Sessions revoked within an access token's lifetime stay refused across restarts.

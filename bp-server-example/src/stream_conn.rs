@@ -18,6 +18,7 @@
 
 use std::io::IoSlice;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -30,7 +31,9 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tower::ServiceExt as _;
 
+use crate::events::{ClientStream, Handoff, Step};
 use crate::problem::{ApiError, problem_response};
+use crate::pump::Attached;
 
 /// What a connection's first bytes must be for this module to serve it.
 const PREFIX: &[u8] = b"GET /v1/events";
@@ -76,21 +79,32 @@ pub async fn serve(mut tcp: TcpStream, peer: SocketAddr, router: Router) {
         Ok(Ok(request)) => request,
         Ok(Err(refused)) => {
             if let Some(answer) = refused.answer() {
-                let _ = write_answer(&mut tcp, answer).await;
+                let _ = write_answer(&tcp, answer).await;
             }
             close(tcp).await;
             return;
         }
         Err(_) => return,
     };
-    let response = match router.oneshot(request).await {
+    let mut response = match router.oneshot(request).await {
         Ok(response) => response,
         Err(never) => match never {},
     };
-    let streams =
-        response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    let _ = if streams { write_stream(&mut tcp, response).await } else { write_answer(&mut tcp, response).await };
-    close(tcp).await;
+    // The stream itself, taken from the handler's answer (the body, which would have taken it
+    // otherwise, is dropped unread); any other answer is written whole.
+    let Some(stream) = response.extensions_mut().remove::<Handoff>().and_then(|h| h.take()) else {
+        let _ = write_answer(&tcp, response).await;
+        close(tcp).await;
+        return;
+    };
+    let head = head_bytes(&response, "transfer-encoding: chunked\r\n");
+    drop(response);
+    let tcp = Arc::new(tcp);
+    let _ = write_stream(&tcp, &head, Box::new(stream)).await;
+    // The pump gives the socket up before it gives the stream back, so this is its last holder.
+    if let Ok(tcp) = Arc::try_unwrap(tcp) {
+        close(tcp).await;
+    }
 }
 
 /// Closes after the answer: first our side (FIN), then what the peer still sends is read and
@@ -220,7 +234,7 @@ fn head_bytes(response: &Response<Body>, extra: &str) -> Vec<u8> {
 
 /// A whole answer (a problem, or whatever the router answered that is not a stream), with its
 /// length.
-async fn write_answer(tcp: &mut TcpStream, response: Response<Body>) -> std::io::Result<()> {
+async fn write_answer(tcp: &TcpStream, response: Response<Body>) -> std::io::Result<()> {
     let (parts, body) = response.into_parts();
     let body = match http_body_util::Limited::new(body, ANSWER_MAX).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -234,50 +248,145 @@ async fn write_answer(tcp: &mut TcpStream, response: Response<Body>) -> std::io:
     write_whole(tcp, Response::from_parts(parts, Body::empty()), body).await
 }
 
-async fn write_whole(tcp: &mut TcpStream, response: Response<Body>, body: Bytes) -> std::io::Result<()> {
+async fn write_whole(tcp: &TcpStream, response: Response<Body>, body: Bytes) -> std::io::Result<()> {
     let head = head_bytes(&response, &format!("content-length: {}\r\n", body.len()));
     write_all(tcp, &mut [IoSlice::new(&head), IoSlice::new(&body)]).await
 }
 
-/// The stream: the head, then each message as one chunk in one `writev`, until the stream ends
-/// or the peer closes or sends anything. (Messages are not gathered into bigger writes: asking the
-/// body for more after each one costs every stream another pass for every event, to save writes
-/// only while a stream catches up.)
-async fn write_stream(tcp: &mut TcpStream, response: Response<Body>) -> std::io::Result<()> {
-    let head = head_bytes(&response, "transfer-encoding: chunked\r\n");
-    write_all(tcp, &mut [IoSlice::new(&head)]).await?;
-    let mut body = response.into_body();
+/// The stream: the head, then each message as one chunk, until the stream ends (then the last
+/// chunk) or the peer closes or sends anything. This task writes while the stream catches up from
+/// the store or waits for it; while the stream is live with nothing to send, a
+/// [`pump`](crate::pump) holds it and writes its messages, and this task only watches the peer.
+/// A write that waits for a client reading nothing ends the stream once it is a whole ring behind.
+async fn write_stream(tcp: &Arc<TcpStream>, head: &[u8], mut stream: Box<ClientStream>) -> std::io::Result<()> {
+    write_all(tcp, &mut [IoSlice::new(head)]).await?;
     loop {
-        tokio::select! {
-            frame = body.frame() => {
-                let Some(Ok(frame)) = frame else { break };
-                let Ok(data) = frame.into_data() else { continue };
-                if data.is_empty() {
-                    continue;
+        loop {
+            match stream.try_next_frame() {
+                Step::Frame(message) => {
+                    write_chunk(tcp, &stream, &message).await?;
+                    stream.sent(tokio::time::Instant::now());
                 }
-                let mut digits = [0u8; 18];
-                let size = chunk_size_line(data.len(), &mut digits);
-                write_all(tcp, &mut [IoSlice::new(size), IoSlice::new(&data), IoSlice::new(b"\r\n")]).await?;
-            }
-            // `poll_read_ready` rather than `readable()`: it keeps the socket's one read waker
-            // instead of adding and removing a waiter at every event.
-            ready = std::future::poll_fn(|cx| tcp.poll_read_ready(cx)) => {
-                ready?;
-                // Nothing is expected from the peer: end (0 bytes) or an error closes the
-                // connection, and so do bytes (no second request on a stream's connection).
-                let mut probe = [0u8; 1];
-                match tcp.try_read(&mut probe) {
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    _ => return Ok(()),
+                Step::Idle => break,
+                Step::Settle => {
+                    let settled = tokio::select! {
+                        settled = stream.settle() => settled,
+                        () = peer_gone(tcp) => return Ok(()),
+                    };
+                    if !settled {
+                        return write_last_chunk(tcp).await;
+                    }
                 }
             }
         }
+        // Live, with nothing to send: a pump writes its messages from now on.
+        let state = Arc::clone(stream.state());
+        let (attached, mut back) = Attached::new(stream, Arc::clone(tcp));
+        let pumped = match state.hub.attach(attached) {
+            Ok(pumped) => pumped,
+            // No pump (the server is shutting down): this task writes the rest.
+            Err(attached) => return write_unpumped(tcp, attached.into_stream()).await,
+        };
+        let returned = tokio::select! {
+            returned = &mut back => returned,
+            () = peer_gone(tcp) => {
+                pumped.detach();
+                // The stream ends here, once its pump has let go of it.
+                let _ = back.await;
+                return Ok(());
+            }
+        };
+        // A pump that is gone took the stream with it (only when the runtime stops).
+        let Ok(returned) = returned else { return Ok(()) };
+        stream = returned.stream;
+        if returned.failed {
+            return Err(std::io::ErrorKind::BrokenPipe.into());
+        }
+        if !returned.unwritten.is_empty() {
+            write_keeping_up(tcp, &stream, &mut [IoSlice::new(&returned.unwritten)]).await?;
+        }
     }
-    write_all(tcp, &mut [IoSlice::new(b"0\r\n\r\n")]).await
+}
+
+/// The stream written by this task alone, until it ends or the peer goes.
+async fn write_unpumped(tcp: &TcpStream, mut stream: Box<ClientStream>) -> std::io::Result<()> {
+    loop {
+        let message = tokio::select! {
+            message = stream.next_frame() => message,
+            () = peer_gone(tcp) => return Ok(()),
+        };
+        match message {
+            Some(message) => write_chunk(tcp, &stream, &message).await?,
+            None => return write_last_chunk(tcp).await,
+        }
+    }
+}
+
+/// Writes `message` as one chunk (one `writev` when the socket takes it all), giving up when the
+/// stream falls a whole ring behind meanwhile.
+async fn write_chunk(tcp: &TcpStream, stream: &ClientStream, message: &[u8]) -> std::io::Result<()> {
+    let mut digits = [0u8; 18];
+    let size = chunk_size_line(message.len(), &mut digits);
+    write_keeping_up(tcp, stream, &mut [IoSlice::new(size), IoSlice::new(message), IoSlice::new(b"\r\n")]).await
+}
+
+/// How often a write that waits for the client looks whether its stream fell a ring behind.
+const BEHIND_CHECK: Duration = Duration::from_millis(250);
+
+/// Writes every slice; when the socket does not take them at once, waits for it only as long as
+/// the stream keeps up: a client that reads nothing while its customer's ring goes round is
+/// disconnected (it resumes from its cursor), as one that reads too slowly is.
+async fn write_keeping_up(tcp: &TcpStream, stream: &ClientStream, mut bufs: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+    // Mostly the socket takes it all: no timer then.
+    match tcp.try_write_vectored(bufs) {
+        Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Err(e) => return Err(e),
+    }
+    if bufs.is_empty() {
+        return Ok(());
+    }
+    let fallen_behind = async {
+        loop {
+            tokio::time::sleep(BEHIND_CHECK).await;
+            if stream.behind() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        written = write_all(tcp, bufs) => written,
+        () = fallen_behind => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// The chunk that ends a chunked body, written within a bound: a client that reads nothing
+/// does not hold the connection open.
+async fn write_last_chunk(tcp: &TcpStream) -> std::io::Result<()> {
+    const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+    tokio::time::timeout(Duration::from_secs(5), write_all(tcp, &mut [IoSlice::new(LAST_CHUNK)]))
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}
+
+/// Resolves when the peer closes the connection, fails, or sends anything: nothing is expected
+/// from it on a stream's connection. Uses `poll_read_ready`, the socket's one read waker, and no
+/// buffer.
+async fn peer_gone(tcp: &TcpStream) {
+    loop {
+        if std::future::poll_fn(|cx| tcp.poll_read_ready(cx)).await.is_err() {
+            return;
+        }
+        let mut probe = [0u8; 1];
+        match tcp.try_read(&mut probe) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            _ => return,
+        }
+    }
 }
 
 /// `len` in hex and CRLF, the line before a chunk, written into `buf`.
-fn chunk_size_line(mut len: usize, buf: &mut [u8; 18]) -> &[u8] {
+pub fn chunk_size_line(mut len: usize, buf: &mut [u8; 18]) -> &[u8] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut at = buf.len() - 2;
     buf[at..].copy_from_slice(b"\r\n");
@@ -293,13 +402,15 @@ fn chunk_size_line(mut len: usize, buf: &mut [u8; 18]) -> &[u8] {
 }
 
 /// Writes every slice, in as few `writev` calls as the socket allows.
-async fn write_all(tcp: &mut TcpStream, mut bufs: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+async fn write_all(tcp: &TcpStream, mut bufs: &mut [IoSlice<'_>]) -> std::io::Result<()> {
     while !bufs.is_empty() {
-        let n = tcp.write_vectored(bufs).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
+        tcp.writable().await?;
+        match tcp.try_write_vectored(bufs) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
         }
-        IoSlice::advance_slices(&mut bufs, n);
     }
     Ok(())
 }

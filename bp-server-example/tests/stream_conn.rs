@@ -7,6 +7,10 @@ mod common;
 
 use std::time::Duration;
 
+use bp_core::bus::{BusError, EventBus, Subscription};
+use bp_core::event::Event;
+use bp_core::ids::{AccountId, TransferId};
+use bp_core::money::{Currency, Money};
 use common::{Api, Server};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -36,6 +40,23 @@ impl Raw {
     async fn connect(server: &Server) -> Self {
         let addr = server.base.trim_start_matches("http://").to_owned();
         Self { tcp: TcpStream::connect(addr).await.expect("connect"), buf: Vec::new() }
+    }
+
+    /// A connection whose receive buffer is `bytes` (as the kernel rounds it): a client that
+    /// does not read soon leaves the server's socket full.
+    async fn connect_small(server: &Server, bytes: u32) -> Self {
+        let addr: std::net::SocketAddr = server.base.trim_start_matches("http://").parse().expect("address");
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        Self { tcp: socket.connect(addr).await.expect("connect"), buf: Vec::new() }
+    }
+
+    /// Opens the event stream of `api`'s customer on this connection (bearer token); its head.
+    async fn open_stream(&mut self, api: &Api) -> Head {
+        let request =
+            format!("GET /v1/events HTTP/1.1\r\nHost: bp.test\r\nAuthorization: Bearer {}\r\n\r\n", api.token);
+        self.send(request.as_bytes()).await;
+        self.head().await
     }
 
     async fn send(&mut self, bytes: &[u8]) {
@@ -120,6 +141,19 @@ impl Raw {
             }
         }
         out
+    }
+
+    /// The sequence numbers of `account`'s next `n` events on the stream, in arrival order.
+    async fn seqs_of(&mut self, account: AccountId, n: usize) -> Vec<u64> {
+        let mut seqs = Vec::new();
+        while seqs.len() < n {
+            for (_, data) in self.events(1).await {
+                if data["account_id"] == json!(account) {
+                    seqs.push(data["seq"].as_u64().expect("seq"));
+                }
+            }
+        }
+        seqs
     }
 
     /// Whether the server closed the connection (after what was read).
@@ -294,6 +328,183 @@ async fn a_stream_connection_refuses_what_it_does_not_take_and_closes() {
         let _ = raw.body(&head).await;
         raw.send(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert_eq!(raw.head().await.status, 200, "the same connection serves another request");
+    }
+    server.stop().await;
+}
+
+/// Deposits `count` cents into `account`, `at_once` at a time (each one event on the account).
+async fn deposit(server: &Server, account: AccountId, count: usize, at_once: usize) {
+    let mut left = count;
+    while left > 0 {
+        let mut batch = tokio::task::JoinSet::new();
+        for _ in 0..left.min(at_once) {
+            let state = server.state.clone();
+            batch.spawn(async move {
+                state.ledger.fund(TransferId::new_v7(), account, Money::new(1, Currency::EUR)).await.expect("deposit")
+            });
+        }
+        left -= batch.len();
+        while let Some(done) = batch.join_next().await {
+            done.expect("deposit task");
+        }
+    }
+}
+
+/// How many times pumps gave a stream back because its socket was full (`/metrics`).
+async fn socket_full_returns(server: &Server) -> u64 {
+    let text = reqwest::get(server.url("/metrics")).await.expect("metrics").text().await.expect("text");
+    text.lines()
+        .find_map(|l| l.strip_prefix("bp_sse_pump_returns_total{reason=\"socket_full\"} "))
+        .map_or(0, |v| v.trim().parse().expect("a count"))
+}
+
+/// Deposits into `account`, 1,000 at a time, until a pump has given a stream back because its
+/// socket was full (loopback's buffers take a few MB), then `more`; how many in all.
+async fn deposit_until_a_socket_fills(server: &Server, account: AccountId, more: usize) -> usize {
+    let full = socket_full_returns(server).await;
+    let mut count = 0;
+    while socket_full_returns(server).await == full {
+        assert!(count < 50_000, "a socket filled up");
+        deposit(server, account, 1000, 200).await;
+        count += 1000;
+    }
+    deposit(server, account, more, 200).await;
+    count + more
+}
+
+/// Clients that stop reading. One that reads again: the server's socket filled, the stream's
+/// pump gave it back with the part of a chunk the socket did not take, the connection's task
+/// wrote the rest once the client read, and the stream went on: every event once, whole, in
+/// order. One that never reads again: once it is a whole ring behind, it is disconnected, as a
+/// client that reads too slowly is. (One test, so that no other test in this process fills a
+/// socket meanwhile: the count of full sockets in `/metrics` is the process's.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_stop_reading_get_everything_or_are_disconnected_a_ring_behind() {
+    // A ring that holds the whole burst: this client is slow, not a ring behind.
+    let mut server = Server::start_with(|c| c.bus.stream_buffer_events = 65_536).await;
+    let ada = server.customer("ada-stalled", 0, 0).await;
+    let api = Api::new(&server, &server.login(&ada, ALL).await);
+    let first = server.state.ledger.account(ada.eur).await.expect("account").last_event_seq;
+    let mut raw = Raw::connect_small(&server, 4096).await;
+    assert_eq!(raw.open_stream(&api).await.status, 200);
+    let burst = deposit_until_a_socket_fills(&server, ada.eur, 1000).await;
+    let seqs = raw.seqs_of(ada.eur, burst).await;
+    let expected: Vec<u64> = (first + 1..=first + burst as u64).collect();
+    assert!(seqs == expected, "every event once, in order (got {} events)", seqs.len());
+    // Still live after that.
+    deposit(&server, ada.eur, 1, 1).await;
+    assert_eq!(raw.seqs_of(ada.eur, 1).await, vec![first + burst as u64 + 1]);
+    server.stop().await;
+
+    // A ring of 1,024 (more than a burst of deposits, which would overflow a smaller one before
+    // a pump has run): a client that reads nothing is disconnected once it is 1,024 behind.
+    let mut server = Server::start_with(|c| c.bus.stream_buffer_events = 1024).await;
+    let bob = server.customer("bob-stalled", 0, 0).await;
+    let api = Api::new(&server, &server.login(&bob, ALL).await);
+    let mut raw = Raw::connect_small(&server, 4096).await;
+    assert_eq!(raw.open_stream(&api).await.status, 200);
+    assert_eq!(server.state.hub.open_streams(bob.id), 1);
+    deposit_until_a_socket_fills(&server, bob.eur, 2000).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while server.state.hub.open_streams(bob.id) > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the stalled client is disconnected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // What it reads now ends with the connection (no last chunk: there was no room for one).
+    let mut sink = vec![0u8; 1 << 16];
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match raw.tcp.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the server closed the connection");
+    server.stop().await;
+}
+
+/// A bus that loses some events (as one that a subscriber fell behind on does).
+struct Lossy {
+    inner: bp_notify::broadcast::BroadcastBus,
+    lose: Box<dyn Fn(&Event) -> bool + Send + Sync>,
+}
+
+#[async_trait::async_trait]
+impl EventBus for Lossy {
+    async fn publish(&self, events: &[Event]) -> Result<(), BusError> {
+        let kept: Vec<Event> = events.iter().filter(|e| !(self.lose)(e)).cloned().collect();
+        self.inner.publish(&kept).await
+    }
+
+    async fn subscribe(&self) -> Result<Box<dyn Subscription>, BusError> {
+        self.inner.subscribe().await
+    }
+}
+
+/// Live events that the bus lost show as gaps: the pump gives the stream back to its task, which
+/// fills each gap from the store, and the stream goes on: every event once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gaps_in_the_live_events_are_filled_from_the_store() {
+    let lost = std::sync::Arc::new(std::sync::Mutex::new(None::<(AccountId, u64)>));
+    let rule = std::sync::Arc::clone(&lost);
+    let bus = Lossy {
+        inner: bp_notify::broadcast::BroadcastBus::default(),
+        // Every third event of the account under test, after `from` (the last one is kept).
+        lose: Box::new(move |e| {
+            rule.lock().expect("lock").is_some_and(|(a, from)| e.account_id == a && e.seq > from && e.seq % 3 == 0)
+        }),
+    };
+    let mut server = Server::start_on(|_| {}, Some(std::sync::Arc::new(bus))).await;
+    let ada = server.customer("ada-gaps", 0, 0).await;
+    let api = Api::new(&server, &server.login(&ada, ALL).await);
+    let first = server.state.ledger.account(ada.eur).await.expect("account").last_event_seq;
+    *lost.lock().expect("lock") = Some((ada.eur, first));
+    let mut raw = Raw::connect(&server).await;
+    assert_eq!(raw.open_stream(&api).await.status, 200);
+    // The last event is one the bus keeps: a lost last event would wait for a next one.
+    let count = (30..).find(|n| (first + n) % 3 != 0).expect("a count");
+    for _ in 0..count {
+        deposit(&server, ada.eur, 1, 1).await;
+    }
+    let seqs = raw.seqs_of(ada.eur, usize::try_from(count).expect("count")).await;
+    assert_eq!(seqs, (first + 1..=first + count).collect::<Vec<u64>>(), "every event once, in order");
+    server.stop().await;
+}
+
+/// More streams of one customer than one pump holds: every stream gets every event, in order,
+/// and a stream whose client goes away is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_streams_of_one_customer_share_the_pumps() {
+    let mut server = Server::start().await;
+    let ada = server.customer("ada-many", 0, 0).await;
+    let api = Api::new(&server, &server.login(&ada, ALL).await);
+    server.audit_settled().await;
+    let first = server.state.ledger.account(ada.eur).await.expect("account").last_event_seq;
+    let streams = bp_server_example::pump::PUMP_STREAMS_MAX + 44;
+    let mut raws = Vec::new();
+    for _ in 0..streams {
+        let mut raw = Raw::connect(&server).await;
+        assert_eq!(raw.open_stream(&api).await.status, 200);
+        raws.push(raw);
+    }
+    assert_eq!(server.state.hub.open_streams(ada.id), streams);
+    for round in 1..=3 {
+        deposit(&server, ada.eur, 1, 1).await;
+        for raw in &mut raws {
+            assert_eq!(raw.seqs_of(ada.eur, 1).await, vec![first + round], "each stream, each event");
+        }
+    }
+    raws.truncate(10);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while server.state.hub.open_streams(ada.id) > 10 {
+        assert!(tokio::time::Instant::now() < deadline, "closed connections' streams are dropped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    deposit(&server, ada.eur, 1, 1).await;
+    for raw in &mut raws {
+        assert_eq!(raw.seqs_of(ada.eur, 1).await, vec![first + 4], "the others go on");
     }
     server.stop().await;
 }

@@ -67,10 +67,19 @@ impl Server {
     }
 
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::start_on(adjust, None).await
+    }
+
+    /// A server on `bus` (instead of the one its configuration names).
+    pub async fn start_on(adjust: impl FnOnce(&mut Config), bus: Option<Arc<dyn bp_core::bus::EventBus>>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = test_config(dir.path());
         adjust(&mut config);
-        let started = start(config, false).await.expect("server starts");
+        let started = match bus {
+            Some(bus) => bp_server_example::start_with_bus(config, false, bus).await,
+            None => start(config, false).await,
+        }
+        .expect("server starts");
         let state = started.state.clone();
         let base = format!("http://{}", started.running.addr);
         Self { started: Some(started), state, base, dir, next_step: Mutex::new(HashMap::new()) }

@@ -1,0 +1,301 @@
+//! Pumps: the live event streams on connections of their own, written straight to their
+//! sockets, many streams per task.
+//!
+//! Why: a stream that waits in a task of its own costs, for every event of its customer, a
+//! wake-up, a trip through the scheduler and a poll of the task before its one `writev`; at ten
+//! thousand streams of one customer that was a third of the server's work per event. A pump is
+//! rung once per event of its customer and goes through its streams in a loop, each one a
+//! non-blocking `writev` of the messages it has ready ([`ClientStream::try_next_frame`]), with no
+//! wake-up of any stream's task.
+//!
+//! A pump holds a stream only while it is live and the socket takes every byte at once. Anything
+//! else hands the stream back to its connection's task ([`crate::stream_conn`]), which holds it
+//! otherwise: work that waits for the store (a gap to fill), the end of the stream (its session
+//! revoked, a whole ring behind, shutdown), a write the socket took only in part or not at all
+//! (the task writes the rest when the socket is ready, and the stream may come back), a failed
+//! write, and the client closing the connection (the task watches for it and asks for its stream
+//! back). Each stream is written by one side at a time, so its messages stay in order.
+//!
+//! A customer's streams are shared by their pumps, at most [`PUMP_STREAMS_MAX`] each, so that one
+//! event to many streams is written by every worker thread and no pump holds a thread for long.
+//! Pumps also send the heartbeat comments of the streams they hold.
+
+use std::io::IoSlice;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::events::{ClientStream, HEARTBEAT, Step};
+use crate::stream_conn::chunk_size_line;
+
+/// The most streams one pump holds: one event to all of them is a few milliseconds of one thread.
+pub const PUMP_STREAMS_MAX: usize = 256;
+
+/// A stream on its way to a pump, with its connection and the way back to the connection's task.
+#[derive(Debug)]
+pub struct Attached {
+    stream: Box<ClientStream>,
+    tcp: Arc<TcpStream>,
+    back: oneshot::Sender<Returned>,
+}
+
+impl Attached {
+    /// `stream`, to be written on `tcp`; the receiver gets it back.
+    pub fn new(stream: Box<ClientStream>, tcp: Arc<TcpStream>) -> (Self, oneshot::Receiver<Returned>) {
+        let (back, returned) = oneshot::channel();
+        (Self { stream, tcp, back }, returned)
+    }
+
+    /// The stream, when no pump took it.
+    pub fn into_stream(self) -> Box<ClientStream> {
+        self.stream
+    }
+
+    /// Whose stream it is.
+    pub fn customer(&self) -> bp_core::ids::CustomerId {
+        self.stream.customer()
+    }
+}
+
+/// A stream given back by its pump to its connection's task.
+#[derive(Debug)]
+pub struct Returned {
+    /// The stream.
+    pub stream: Box<ClientStream>,
+    /// The rest of a chunk the socket did not take: the task writes it before anything else.
+    pub unwritten: Vec<u8>,
+    /// A write failed: the connection is broken.
+    pub failed: bool,
+}
+
+/// A running pump, as the hub keeps it.
+#[derive(Debug, Clone)]
+pub struct PumpHandle {
+    shared: Arc<Shared>,
+    attach: mpsc::UnboundedSender<(u64, Attached)>,
+    detach: mpsc::UnboundedSender<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    /// Rung at each event of the pump's customer.
+    bell: Notify,
+    /// Streams held or on their way.
+    load: AtomicUsize,
+}
+
+/// A stream held by a pump, as its connection's task knows it.
+#[derive(Debug)]
+pub struct Pumped {
+    key: u64,
+    detach: mpsc::UnboundedSender<u64>,
+}
+
+impl Pumped {
+    /// Asks for the stream back (its client went away); it comes through the receiver of
+    /// [`Attached::new`].
+    pub fn detach(&self) {
+        // A pump that stopped has given every stream back already.
+        let _ = self.detach.send(self.key);
+    }
+}
+
+impl PumpHandle {
+    /// Starts a pump, with no stream yet.
+    pub fn spawn() -> Self {
+        let shared = Arc::new(Shared::default());
+        let (attach, attach_rx) = mpsc::unbounded_channel();
+        let (detach, detach_rx) = mpsc::unbounded_channel();
+        let pump = Pump {
+            shared: Arc::clone(&shared),
+            attach_rx,
+            detach_rx,
+            streams: Vec::new(),
+            next_heartbeat: Instant::now() + IDLE_WAIT,
+        };
+        tokio::spawn(pump.run());
+        Self { shared, attach, detach }
+    }
+
+    /// Whether the pump takes another stream.
+    pub fn has_room(&self) -> bool {
+        self.shared.load.load(Ordering::Relaxed) < PUMP_STREAMS_MAX
+    }
+
+    /// Whether `other` is the same pump.
+    pub fn same(&self, other: &PumpHandle) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    /// Wakes the pump: an event of its customer is on the ring.
+    pub fn ring(&self) {
+        self.shared.bell.notify_one();
+    }
+
+    /// Hands `stream` to the pump; gives it back if the pump has stopped.
+    pub fn attach(&self, stream: Attached) -> Result<Pumped, Attached> {
+        static KEYS: AtomicU64 = AtomicU64::new(0);
+        let key = KEYS.fetch_add(1, Ordering::Relaxed);
+        self.shared.load.fetch_add(1, Ordering::Relaxed);
+        match self.attach.send((key, stream)) {
+            Ok(()) => Ok(Pumped { key, detach: self.detach.clone() }),
+            Err(mpsc::error::SendError((_, stream))) => {
+                self.shared.load.fetch_sub(1, Ordering::Relaxed);
+                Err(stream)
+            }
+        }
+    }
+}
+
+/// How long a pump without streams sleeps between looks at its heartbeat timer.
+const IDLE_WAIT: Duration = Duration::from_secs(3600);
+
+struct Pump {
+    shared: Arc<Shared>,
+    attach_rx: mpsc::UnboundedReceiver<(u64, Attached)>,
+    detach_rx: mpsc::UnboundedReceiver<u64>,
+    streams: Vec<(u64, Attached)>,
+    /// When the next stream's heartbeat is due (or earlier).
+    next_heartbeat: Instant,
+}
+
+/// Why a pump gives a stream back to its connection's task.
+enum Back {
+    /// The stream has work that waits for the store, or it ends; or its client went away.
+    Settle,
+    /// The socket did not take the whole chunk: the rest.
+    Rest(Vec<u8>),
+    /// A write failed: the connection is broken.
+    Failed,
+}
+
+impl Pump {
+    /// Runs until its customer's group forgot it (no more attachments) and it holds no stream.
+    async fn run(mut self) {
+        let mut attaching = true;
+        loop {
+            let next_heartbeat = self.next_heartbeat;
+            tokio::select! {
+                biased;
+                attached = self.attach_rx.recv(), if attaching => match attached {
+                    Some((key, stream)) => self.take_in(key, stream),
+                    None => attaching = false,
+                },
+                Some(key) = self.detach_rx.recv() => {
+                    if let Some(i) = self.streams.iter().position(|(k, _)| *k == key) {
+                        self.hand_back(i, Back::Settle);
+                    }
+                }
+                () = self.shared.bell.notified() => self.deliver(),
+                () = tokio::time::sleep_until(next_heartbeat) => self.heartbeats(),
+            }
+            if !attaching && self.streams.is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// A new stream: sends what reached its ring since its task last looked.
+    fn take_in(&mut self, key: u64, stream: Attached) {
+        let due = stream.stream.last_sent() + stream.stream.heartbeat_every();
+        self.next_heartbeat = self.next_heartbeat.min(due);
+        self.streams.push((key, stream));
+        let last = self.streams.len() - 1;
+        if let Err(back) = self.feed(last, Instant::now()) {
+            self.hand_back(last, back);
+        }
+    }
+
+    /// An event (or several) on the ring: every stream sends what it has.
+    fn deliver(&mut self) {
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.streams.len() {
+            match self.feed(i, now) {
+                Ok(()) => i += 1,
+                // The last stream moved to `i`: look at it next.
+                Err(back) => self.hand_back(i, back),
+            }
+        }
+    }
+
+    /// Writes stream `i`'s ready messages, one chunk each; `Ok` when it is live with nothing
+    /// more to send.
+    fn feed(&mut self, i: usize, now: Instant) -> Result<(), Back> {
+        let (_, held) = &mut self.streams[i];
+        loop {
+            match held.stream.try_next_frame() {
+                Step::Frame(message) => {
+                    held.stream.sent(now);
+                    write_chunk(&held.tcp, &message)?;
+                }
+                Step::Idle => return Ok(()),
+                Step::Settle => return Err(Back::Settle),
+            }
+        }
+    }
+
+    /// Heartbeats of the streams silent for their interval; when the next is due.
+    fn heartbeats(&mut self) {
+        let now = Instant::now();
+        let mut next = now + IDLE_WAIT;
+        let mut i = 0;
+        while i < self.streams.len() {
+            let (_, held) = &mut self.streams[i];
+            let every = held.stream.heartbeat_every();
+            let due = held.stream.last_sent() + every;
+            if due > now {
+                next = next.min(due);
+                i += 1;
+                continue;
+            }
+            held.stream.sent(now);
+            match write_chunk(&held.tcp, HEARTBEAT) {
+                Ok(()) => {
+                    next = next.min(now + every);
+                    i += 1;
+                }
+                Err(back) => self.hand_back(i, back),
+            }
+        }
+        self.next_heartbeat = next;
+    }
+
+    /// Gives stream `i` back to its connection's task.
+    fn hand_back(&mut self, i: usize, why: Back) {
+        let (_, Attached { stream, tcp, back }) = self.streams.swap_remove(i);
+        self.shared.load.fetch_sub(1, Ordering::Relaxed);
+        // The task may take the socket back whole once it has the stream.
+        drop(tcp);
+        let (unwritten, failed, reason) = match why {
+            Back::Settle => (Vec::new(), false, "settle"),
+            Back::Rest(rest) => (rest, false, "socket_full"),
+            Back::Failed => (Vec::new(), true, "write_failed"),
+        };
+        metrics::counter!("bp_sse_pump_returns_total", "reason" => reason).increment(1);
+        // A task that is gone (the runtime ending) drops the stream with the answer.
+        let _ = back.send(Returned { stream, unwritten, failed });
+    }
+}
+
+/// Writes `message` as one chunk without waiting; when the socket does not take all of it, the
+/// stream goes back with the rest (or as failed).
+fn write_chunk(tcp: &TcpStream, message: &[u8]) -> Result<(), Back> {
+    let mut digits = [0u8; 18];
+    let size = chunk_size_line(message.len(), &mut digits);
+    let parts = [size, message, b"\r\n"];
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let written = match tcp.try_write_vectored(&parts.map(IoSlice::new)) {
+        Ok(n) if n == total => return Ok(()),
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Err(_) => return Err(Back::Failed),
+    };
+    let mut rest = parts.concat();
+    rest.drain(..written);
+    Err(Back::Rest(rest))
+}
