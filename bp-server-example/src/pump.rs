@@ -34,6 +34,10 @@ use crate::stream_conn::chunk_size_line;
 
 /// The most streams one pump holds: one event to all of them is a few milliseconds of one thread.
 pub const PUMP_STREAMS_MAX: usize = 256;
+/// The most messages a pump writes to one stream in one pass over its streams: a burst is sent in
+/// several passes, with other tasks of the thread let run between them, so that no pass takes
+/// more than a few milliseconds (a task is not preempted).
+const MESSAGES_PER_PASS: usize = 4;
 
 /// A stream on its way to a pump, with its connection and the way back to the connection's task.
 #[derive(Debug)]
@@ -163,6 +167,14 @@ struct Pump {
     next_heartbeat: Instant,
 }
 
+/// A stream the pump wrote to and keeps.
+enum Fed {
+    /// Live, with nothing more to send.
+    Idle,
+    /// It has more messages ready than one pass writes.
+    More,
+}
+
 /// Why a pump gives a stream back to its connection's task.
 enum Back {
     /// The stream has work that waits for the store, or it ends; or its client went away.
@@ -190,7 +202,13 @@ impl Pump {
                         self.hand_back(i, Back::Settle);
                     }
                 }
-                () = self.shared.bell.notified() => self.deliver(),
+                () = self.shared.bell.notified() => {
+                    if self.deliver() {
+                        // More to send: another pass, once the thread's other tasks have run.
+                        self.shared.bell.notify_one();
+                        tokio::task::yield_now().await;
+                    }
+                }
                 () = tokio::time::sleep_until(next_heartbeat) => self.heartbeats(),
             }
             if !attaching && self.streams.is_empty() {
@@ -205,38 +223,47 @@ impl Pump {
         self.next_heartbeat = self.next_heartbeat.min(due);
         self.streams.push((key, stream));
         let last = self.streams.len() - 1;
-        if let Err(back) = self.feed(last, Instant::now()) {
-            self.hand_back(last, back);
+        match self.feed(last, Instant::now()) {
+            Ok(Fed::Idle) => {}
+            // The rest in the next pass.
+            Ok(Fed::More) => self.shared.bell.notify_one(),
+            Err(back) => self.hand_back(last, back),
         }
     }
 
-    /// An event (or several) on the ring: every stream sends what it has.
-    fn deliver(&mut self) {
+    /// An event (or several) on the ring: every stream sends what it has, up to
+    /// [`MESSAGES_PER_PASS`] each; whether some have more.
+    fn deliver(&mut self) -> bool {
         let now = Instant::now();
+        let mut more = false;
         let mut i = 0;
         while i < self.streams.len() {
             match self.feed(i, now) {
-                Ok(()) => i += 1,
+                Ok(fed) => {
+                    more |= matches!(fed, Fed::More);
+                    i += 1;
+                }
                 // The last stream moved to `i`: look at it next.
                 Err(back) => self.hand_back(i, back),
             }
         }
+        more
     }
 
-    /// Writes stream `i`'s ready messages, one chunk each; `Ok` when it is live with nothing
-    /// more to send.
-    fn feed(&mut self, i: usize, now: Instant) -> Result<(), Back> {
+    /// Writes up to [`MESSAGES_PER_PASS`] of stream `i`'s ready messages, one chunk each.
+    fn feed(&mut self, i: usize, now: Instant) -> Result<Fed, Back> {
         let (_, held) = &mut self.streams[i];
-        loop {
+        for _ in 0..MESSAGES_PER_PASS {
             match held.stream.try_next_frame() {
                 Step::Frame(message) => {
                     held.stream.sent(now);
                     write_chunk(&held.tcp, &message)?;
                 }
-                Step::Idle => return Ok(()),
+                Step::Idle => return Ok(Fed::Idle),
                 Step::Settle => return Err(Back::Settle),
             }
         }
+        Ok(Fed::More)
     }
 
     /// Heartbeats of the streams silent for their interval; when the next is due.
