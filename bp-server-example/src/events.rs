@@ -660,7 +660,7 @@ impl ClientStream {
 
     /// Whether the stream is a whole ring behind: its next read of the ring would end it. For a
     /// transport whose write waits for a client that reads nothing: it ends the stream then too
-    /// (and counts it as [`lagged`](Self::lagged) would).
+    /// (counted as a slow client, `bp_sse_slow_clients_total`).
     pub fn behind(&self) -> bool {
         let behind = self.live.len() > self.state.hub.ring_len();
         if behind {

@@ -5,13 +5,14 @@
 //! (to notice the peer closing) and an 8 KiB buffer for response heads. A request/response
 //! connection does not care; ten thousand event streams, open for hours and writing a few hundred
 //! bytes a minute, spend 16 KiB each on them. Here the request head is read into a buffer that
-//! is freed before the response starts, each message is written from the body's own buffer as
-//! one chunk (one `writev`, nothing buffered here), and the peer's closing is noticed without a
-//! buffer.
+//! is freed before the response starts, each message is written as one chunk (one `writev`,
+//! nothing buffered here), and the peer's closing is noticed without a buffer.
 //!
 //! Only the transport is different: the request goes through the same [`Router`], so
 //! authentication, the handler, security headers, the log line and metrics are the same as on
-//! hyper's path. Connections that open with anything else, and streams opened on a connection
+//! hyper's path. The handler's answer carries the [`ClientStream`] itself ([`Handoff`]): this
+//! module takes it, writes it while it catches up, and hands it to a [`pump`](crate::pump) while
+//! it is live, so that an event to many streams wakes no task per stream. Connections that open with anything else, and streams opened on a connection
 //! that has served other requests before (a browser's keep-alive connection), stay on hyper.
 //! The connection closes when the stream ends (`connection: close`); a request this module does
 //! not take (a body, a bad head) is answered with a problem and the connection closed.
@@ -47,7 +48,7 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 const ANSWER_MAX: usize = 64 * 1024;
 
 /// Whether a new connection's first bytes are an event-stream request: waits (up to
-/// [`HEAD_TIMEOUT`]) until enough bytes have arrived to tell, without consuming any.
+/// `HEAD_TIMEOUT`, 10 s) until enough bytes have arrived to tell, without consuming any.
 pub async fn opens_a_stream(tcp: &TcpStream) -> bool {
     let decide = async {
         let mut first = [0u8; 16];
