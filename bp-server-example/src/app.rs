@@ -272,6 +272,7 @@ pub async fn serve(state: Arc<AppState>, listener: std::net::TcpListener, signal
     let relay = spawn_relay(&state);
     let audit_tail = tokio::spawn(crate::events::tail_audit(state.clone()));
     let grace = Duration::from_millis(state.config.server.shutdown_grace_ms);
+    let send_timeout = Duration::from_millis(state.config.server.send_timeout_ms);
     let tls = match (&state.config.server.tls_cert_path, &state.config.server.tls_key_path) {
         (Some(c), Some(k)) => Some((c.clone(), k.clone())),
         _ => None,
@@ -293,7 +294,7 @@ pub async fn serve(state: Arc<AppState>, listener: std::net::TcpListener, signal
         let result = match tls {
             None => {
                 listener.set_nonblocking(true)?;
-                let listener = Split::new(tokio::net::TcpListener::from_std(listener)?, router)?;
+                let listener = Split::new(tokio::net::TcpListener::from_std(listener)?, router, send_timeout)?;
                 // (`tap_io` only so that axum knows the connection's address for ConnectInfo.)
                 let listener = axum::serve::ListenerExt::tap_io(listener, |_| {});
                 axum::serve(listener, app).with_graceful_shutdown(stop).await
@@ -308,7 +309,7 @@ pub async fn serve(state: Arc<AppState>, listener: std::net::TcpListener, signal
                     h.graceful_shutdown(Some(grace));
                 });
                 let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
-                    .acceptor(axum_server::accept::NoDelayAcceptor::new());
+                    .acceptor(crate::send_timeout::Acceptor { limit: send_timeout });
                 axum_server::from_tcp(listener).acceptor(acceptor).handle(handle).serve(app).await
             }
         };
@@ -324,15 +325,17 @@ pub async fn serve(state: Arc<AppState>, listener: std::net::TcpListener, signal
 /// a stream, must not wait for the client's delayed ACK of the previous one: Nagle, up to 40 ms)
 /// and is looked at: one that opens with an event-stream request is served by
 /// [`crate::stream_conn`] (without hyper's per-connection buffers), every other one is handed
-/// to axum and hyper through [`Listener::accept`](axum::serve::Listener::accept).
+/// to axum and hyper through [`Listener::accept`](axum::serve::Listener::accept), with the send
+/// timeout.
 struct Split {
     incoming: tokio::sync::mpsc::Receiver<(tokio::net::TcpStream, SocketAddr)>,
     local: SocketAddr,
     accepting: tokio::task::JoinHandle<()>,
+    send_timeout: Duration,
 }
 
 impl Split {
-    fn new(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<Self> {
+    fn new(listener: tokio::net::TcpListener, router: Router, send_timeout: Duration) -> std::io::Result<Self> {
         let local = listener.local_addr()?;
         let (tx, incoming) = tokio::sync::mpsc::channel(1024);
         let accepting = tokio::spawn(async move {
@@ -359,7 +362,7 @@ impl Split {
                 });
             }
         });
-        Ok(Self { incoming, local, accepting })
+        Ok(Self { incoming, local, accepting, send_timeout })
     }
 }
 
@@ -370,12 +373,12 @@ impl Drop for Split {
 }
 
 impl axum::serve::Listener for Split {
-    type Io = tokio::net::TcpStream;
+    type Io = crate::send_timeout::SendTimeout<tokio::net::TcpStream>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         match self.incoming.recv().await {
-            Some(connection) => connection,
+            Some((tcp, peer)) => (crate::send_timeout::SendTimeout::new(tcp, self.send_timeout), peer),
             // The accepting task is gone (only when this listener is dropped).
             None => std::future::pending().await,
         }

@@ -113,6 +113,10 @@ pub struct ServerConfig {
     pub concurrency_max: usize,
     /// How long graceful shutdown waits for in-flight requests.
     pub shutdown_grace_ms: u64,
+    /// How long a connection may take none of the bytes of an answer before it is closed (a
+    /// client that stopped reading); event streams on connections of their own end a whole ring
+    /// behind instead.
+    pub send_timeout_ms: u64,
 }
 
 /// Storage settings.
@@ -220,6 +224,7 @@ impl Default for Config {
                 body_bytes_max: 64 * 1024,
                 concurrency_max: 1024,
                 shutdown_grace_ms: 10_000,
+                send_timeout_ms: 60_000,
             },
             storage: StorageConfig { data_dir: PathBuf::from("./data"), sqlite_file: PathBuf::from("bp.sqlite") },
             auth: AuthConfig {
@@ -311,8 +316,14 @@ impl Config {
         if self.server.tls_cert_path.is_some() != self.server.tls_key_path.is_some() {
             return bad("server.tls_cert_path and server.tls_key_path go together");
         }
-        if self.server.body_bytes_max == 0 || self.server.request_timeout_ms == 0 || self.server.concurrency_max == 0 {
-            return bad("server.body_bytes_max, request_timeout_ms and concurrency_max must be positive");
+        if self.server.body_bytes_max == 0
+            || self.server.request_timeout_ms == 0
+            || self.server.concurrency_max == 0
+            || self.server.send_timeout_ms == 0
+        {
+            return bad(
+                "server.body_bytes_max, request_timeout_ms, concurrency_max and send_timeout_ms must be positive",
+            );
         }
         if self.bus.stream_buffer_events == 0 || self.bus.stream_heartbeat_s == 0 {
             return bad("bus.stream_buffer_events and bus.stream_heartbeat_s must be positive");

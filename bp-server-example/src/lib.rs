@@ -14,6 +14,7 @@ pub mod oauth;
 pub mod problem;
 pub mod pump;
 pub mod sca;
+pub mod send_timeout;
 pub mod state;
 pub mod stream_conn;
 pub mod tokens;

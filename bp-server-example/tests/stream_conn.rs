@@ -508,3 +508,40 @@ async fn many_streams_of_one_customer_share_the_pumps() {
     }
     server.stop().await;
 }
+
+/// A stream served by hyper (asked for on a connection that served a request before) whose client
+/// stops reading: once the socket is full, its connection is closed after `server.send_timeout_ms`
+/// without progress, and the stream with it. (hyper alone would wait for that client for ever:
+/// the stream notices it is a ring behind only when hyper asks it for more.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_client_of_a_hyper_stream_is_closed_after_the_send_timeout() {
+    // A ring that holds every burst, so that only the send timeout can end the stream.
+    let mut server = Server::start_with(|c| {
+        c.bus.stream_buffer_events = 65_536;
+        c.server.send_timeout_ms = 500;
+    })
+    .await;
+    let ada = server.customer("ada-stalled-hyper", 0, 0).await;
+    let api = Api::new(&server, &server.login(&ada, ALL).await);
+    let mut raw = Raw::connect_small(&server, 4096).await;
+    raw.send(b"GET /livez HTTP/1.1\r\nHost: bp.test\r\n\r\n").await;
+    let head = raw.head().await;
+    assert_eq!(head.status, 200);
+    assert_ne!(head.get("connection"), Some("close"), "hyper keeps the connection");
+    let len: usize = head.get("content-length").expect("length").parse().expect("number");
+    assert!(raw.fill(len).await);
+    raw.buf.drain(..len);
+    let head = raw.open_stream(&api).await;
+    assert_eq!(head.status, 200);
+    assert_ne!(head.get("connection"), Some("close"), "served by hyper, not stream_conn");
+    assert_eq!(server.state.hub.open_streams(ada.id), 1);
+    // Deposits while the client reads nothing, until the stream is gone (its socket full, then
+    // half a second without progress); a stream that never went would stop the test at 60,000.
+    let mut count = 0;
+    while server.state.hub.open_streams(ada.id) > 0 {
+        assert!(count < 60_000, "the stalled stream's connection was closed");
+        deposit(&server, ada.eur, 1000, 200).await;
+        count += 1000;
+    }
+    server.stop().await;
+}
