@@ -66,6 +66,19 @@ struct Ticketed {
     customer: CustomerId,
     session: Option<SessionId>,
     until: bp_core::Timestamp,
+    /// When the authority the ticket was made with ends (seconds since the epoch): its stream's too.
+    authority_until_s: u64,
+}
+
+/// When the authority of `caller` ends without a new sign-in (seconds since the epoch): for one
+/// of our sessions, `auth.session_ttl_s` after its sign-in (a revocation ends it before); for an
+/// external issuer's token, whose revocation we cannot see, the token's expiry. A stream lasts no
+/// longer than the authority it was opened with.
+fn authority_until_s(state: &AppState, caller: &crate::tokens::Caller) -> u64 {
+    match (caller.session, caller.auth_time) {
+        (Some(_), Some(signed_in)) => signed_in.saturating_add(state.config.auth.session_ttl_s),
+        _ => caller.exp,
+    }
 }
 
 /// An event on its way to the streams, with its SSE lines made once for all of them.
@@ -294,6 +307,7 @@ pub async fn ticket(State(state): State<Arc<AppState>>, auth: Auth) -> Result<ax
         customer: auth.0.customer_id,
         session: auth.0.session,
         until: now + chrono::Duration::seconds(TICKET_TTL_S),
+        authority_until_s: authority_until_s(&state, &auth.0),
     };
     map.insert(sha256(token.as_bytes()), ticketed);
     Ok(axum::Json(Ticket { ticket: token, expires_in: TICKET_TTL_S }))
@@ -342,11 +356,13 @@ pub async fn stream(State(state): State<Arc<AppState>>, headers: HeaderMap, Quer
 }
 
 async fn open(state: &Arc<AppState>, headers: &HeaderMap, q: &StreamQuery) -> Result<Response, ApiError> {
-    let (customer, session) = match (&q.ticket, headers.get(axum::http::header::AUTHORIZATION)) {
+    let (customer, session, authority_until_s) = match (&q.ticket, headers.get(axum::http::header::AUTHORIZATION)) {
         (Some(t), _) => {
             let spent = state.streams.map.lock().unwrap_or_else(PoisonError::into_inner).remove(&sha256(t.as_bytes()));
             match spent {
-                Some(t) if t.until > state.now() && !state.verifier.is_revoked(t.session) => (t.customer, t.session),
+                Some(t) if t.until > state.now() && !state.verifier.is_revoked(t.session) => {
+                    (t.customer, t.session, t.authority_until_s)
+                }
                 _ => return Err(ApiError::Unauthorized("unknown, used or expired stream ticket")),
             }
         }
@@ -360,7 +376,7 @@ async fn open(state: &Arc<AppState>, headers: &HeaderMap, q: &StreamQuery) -> Re
             if !caller.has_scope("accounts") {
                 return Err(ApiError::Forbidden("the access token lacks the 'accounts' scope"));
             }
-            (caller.customer_id, caller.session)
+            (caller.customer_id, caller.session, authority_until_s(state, &caller))
         }
         (None, None) => return Err(ApiError::Unauthorized("a stream ticket or a bearer token is required")),
     };
@@ -389,7 +405,10 @@ async fn open(state: &Arc<AppState>, headers: &HeaderMap, q: &StreamQuery) -> Re
     // Subscribed before the catch-up reads the store: what was committed before is in the store,
     // what is committed after comes live (the sequencer drops what comes both ways).
     let live = state.hub.subscribe(customer, &ids);
-    let stream = ClientStream::new(Arc::clone(state), (customer, session), ids, (audit, start), live);
+    let now_s = u64::try_from(state.now().timestamp()).unwrap_or(0);
+    let lasts = Duration::from_secs(authority_until_s.saturating_sub(now_s));
+    let stream = ClientStream::new(Arc::clone(state), (customer, session), ids, (audit, start), live)
+        .until(tokio::time::Instant::now() + lasts);
     let handoff = Handoff(Arc::new(Mutex::new(Some(stream))));
     let chunks = futures_util::stream::unfold((handoff.clone(), None), |(handoff, stream)| async move {
         let mut stream: ClientStream = match stream {
@@ -465,6 +484,8 @@ pub struct ClientStream {
     /// Wakes the stream to check whether a heartbeat is due.
     heartbeat: std::pin::Pin<Box<tokio::time::Sleep>>,
     heartbeat_every: Duration,
+    /// When the authority the stream was opened with ends, and the stream with it.
+    deadline: Option<tokio::time::Instant>,
     /// When the last message was sent: a heartbeat is due `heartbeat_every` after it. (Kept
     /// here rather than moving the timer at every message: a timer moved per message and
     /// stream is a lock of the timer wheel per delivery.)
@@ -506,8 +527,40 @@ impl ClientStream {
             live,
             heartbeat: Box::pin(tokio::time::sleep(heartbeat_every)),
             heartbeat_every,
+            deadline: None,
             last_sent: tokio::time::Instant::now(),
         }
+    }
+
+    /// The stream ends at `deadline` (after what is ready then is sent): when the authority it
+    /// was opened with ends.
+    pub fn until(mut self, deadline: tokio::time::Instant) -> Self {
+        self.deadline = Some(deadline);
+        let wake = self.wake_at(self.last_sent + self.heartbeat_every);
+        self.heartbeat.as_mut().reset(wake);
+        self
+    }
+
+    /// When the stream ends by itself, if it does.
+    pub fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.deadline
+    }
+
+    /// Ends the stream once what is ready is sent (its deadline came): from now on
+    /// [`try_next_frame`](Self::try_next_frame) says [`Step::Settle`] when nothing is ready, and
+    /// [`settle`](Self::settle) ends it.
+    pub fn finish(&mut self) {
+        self.ending = true;
+    }
+
+    /// `at`, or the deadline if that comes first.
+    fn wake_at(&self, at: tokio::time::Instant) -> tokio::time::Instant {
+        self.deadline.map_or(at, |d| d.min(at))
+    }
+
+    /// Whether the deadline has passed at `now`.
+    fn expired(&self, now: tokio::time::Instant) -> bool {
+        self.deadline.is_some_and(|d| d <= now)
     }
 
     /// What the stream can do now without waiting: a message ready to send, nothing until its
@@ -543,7 +596,7 @@ impl ClientStream {
     /// session revoked, a whole ring behind, shutdown, or a store failure: the client resumes
     /// from its cursor).
     pub async fn settle(&mut self) -> bool {
-        if self.ending || self.ended {
+        if self.ending || self.ended || self.expired(tokio::time::Instant::now()) {
             return false;
         }
         if let Some(event) = self.held.take() {
@@ -608,14 +661,19 @@ impl ClientStream {
                     let out = tokio::select! {
                         () = self.heartbeat.as_mut() => {
                             let now = tokio::time::Instant::now();
+                            if self.expired(now) {
+                                return None;
+                            }
                             let due = self.last_sent + self.heartbeat_every;
                             if now < due {
                                 // A message went out since the timer was set: wait until it is due.
-                                self.heartbeat.as_mut().reset(due);
+                                let wake = self.wake_at(due);
+                                self.heartbeat.as_mut().reset(wake);
                                 continue;
                             }
                             self.last_sent = now;
-                            self.heartbeat.as_mut().reset(now + self.heartbeat_every);
+                            let wake = self.wake_at(now + self.heartbeat_every);
+                            self.heartbeat.as_mut().reset(wake);
                             return Some(Bytes::from_static(HEARTBEAT));
                         }
                         next = self.live.recv() => match next {

@@ -163,7 +163,7 @@ struct Pump {
     attach_rx: mpsc::UnboundedReceiver<(u64, Attached)>,
     detach_rx: mpsc::UnboundedReceiver<u64>,
     streams: Vec<(u64, Attached)>,
-    /// When the next stream's heartbeat is due (or earlier).
+    /// When the next stream's heartbeat or deadline is due (or earlier).
     next_heartbeat: Instant,
 }
 
@@ -220,6 +220,7 @@ impl Pump {
     /// A new stream: sends what reached its ring since its task last looked.
     fn take_in(&mut self, key: u64, stream: Attached) {
         let due = stream.stream.last_sent() + stream.stream.heartbeat_every();
+        let due = stream.stream.deadline().map_or(due, |d| d.min(due));
         self.next_heartbeat = self.next_heartbeat.min(due);
         self.streams.push((key, stream));
         let last = self.streams.len() - 1;
@@ -266,13 +267,22 @@ impl Pump {
         Ok(Fed::More)
     }
 
-    /// Heartbeats of the streams silent for their interval; when the next is due.
+    /// Heartbeats of the streams silent for their interval, and the end of those whose deadline
+    /// has come (their task ends them); when the next of either is due.
     fn heartbeats(&mut self) {
         let now = Instant::now();
         let mut next = now + IDLE_WAIT;
         let mut i = 0;
         while i < self.streams.len() {
             let (_, held) = &mut self.streams[i];
+            if let Some(deadline) = held.stream.deadline() {
+                if deadline <= now {
+                    held.stream.finish();
+                    self.hand_back(i, Back::Settle);
+                    continue;
+                }
+                next = next.min(deadline);
+            }
             let every = held.stream.heartbeat_every();
             let due = held.stream.last_sent() + every;
             if due > now {

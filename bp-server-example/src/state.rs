@@ -305,6 +305,7 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Caller, ApiEr
         session: None,
         client_id: claims.get("azp").and_then(|v| v.as_str()).unwrap_or("external").to_owned(),
         exp: claims.get("exp").and_then(serde_json::Value::as_u64).unwrap_or(0),
+        auth_time: None,
     })
 }
 

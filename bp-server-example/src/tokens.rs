@@ -179,6 +179,9 @@ pub struct Caller {
     pub client_id: String,
     /// The token's expiry (seconds since the epoch).
     pub exp: u64,
+    /// When the customer signed in (seconds since the epoch), for our own tokens: our session
+    /// ends `auth.session_ttl_s` after it.
+    pub auth_time: Option<u64>,
 }
 
 impl Caller {
@@ -354,6 +357,7 @@ impl Verifier {
             session: Some(session),
             client_id: c.client_id,
             exp: c.exp,
+            auth_time: Some(c.auth_time),
         })
     }
 

@@ -284,3 +284,41 @@ async fn refresh_token_reuse_ends_the_sessions_streams() {
     assert!(stream.closes_within(Duration::from_secs(5)).await, "the stream ends with its session");
     server.stop().await;
 }
+
+/// A stream lasts as long as the session it was opened in: it ends when the session does
+/// (`auth.session_ttl_s` after the sign-in), however it is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_end_with_their_session() {
+    use bp_server_example::events::ClientStream;
+
+    let mut server = Server::start_with(|c| {
+        c.auth.session_ttl_s = 3;
+        c.auth.refresh_token_ttl_s = 3;
+    })
+    .await;
+    let ada = server.customer("ada-session-end", 0, 0).await;
+    let api = Api::new(&server, &server.login(&ada, ALL).await);
+    let signed_in = std::time::Instant::now();
+    // On a connection of its own (a pump holds it while it is live).
+    let mut stream = Stream::open(&server, &api, None).await;
+    assert!(stream.quiet_for(Duration::from_millis(1000)).await, "open while the session lasts");
+    assert!(stream.closes_within(Duration::from_secs(10)).await, "the stream ends with its session");
+    assert!(signed_in.elapsed() >= Duration::from_secs(2), "not before the session ends");
+
+    // A stream as hyper's body reads it ends at its deadline too.
+    let state = &server.state;
+    let ids = vec![ada.eur, ada.usd];
+    let audit = state.audit_position.load(std::sync::atomic::Ordering::Acquire);
+    let mut read = ClientStream::new(
+        state.clone(),
+        (ada.id, None),
+        ids.clone(),
+        (audit, vec![1, 1]),
+        state.hub.subscribe(ada.id, &ids),
+    )
+    .until(tokio::time::Instant::now() + Duration::from_millis(300));
+    let ended =
+        tokio::time::timeout(Duration::from_secs(5), async { while read.next_frame().await.is_some() {} }).await;
+    assert!(ended.is_ok(), "the stream ends at its deadline");
+    server.stop().await;
+}

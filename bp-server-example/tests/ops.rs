@@ -315,6 +315,18 @@ async fn tokens_of_an_external_provider_are_verified_by_its_jwks() {
             .expect("keys");
     let forged = stranger.sign(&claims("https://idp.example", "bp-api", "ada-ext"), "at+jwt").expect("sign");
     assert_eq!(call(forged).await.0, StatusCode::UNAUTHORIZED);
+
+    // An event stream opened with an external token lasts as long as the token: we cannot see
+    // the provider's revocations.
+    let mut short = claims("https://idp.example", "bp-api", "ada-ext");
+    short["exp"] = json!(common::now_s() + 2);
+    let stream =
+        reqwest::Client::new().get(server.url("/v1/events")).bearer_auth(sign(&short)).send().await.expect("stream");
+    assert_eq!(stream.status(), StatusCode::OK);
+    let opened = std::time::Instant::now();
+    let mut stream = common::sse::Stream::from_response(stream);
+    assert!(stream.closes_within(std::time::Duration::from_secs(10)).await, "the stream ends with its token");
+    assert!(opened.elapsed() >= std::time::Duration::from_millis(900), "not before the token expires");
     server.stop().await;
 }
 

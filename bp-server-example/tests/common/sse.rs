@@ -38,6 +38,11 @@ impl Stream {
         Self { response, buffer: String::new() }
     }
 
+    /// A stream already opened (status checked by the caller).
+    pub fn from_response(response: reqwest::Response) -> Self {
+        Self { response, buffer: String::new() }
+    }
+
     /// The next `n` messages (heartbeat comments skipped), failing after 10 s without one.
     pub async fn next(&mut self, n: usize) -> Vec<Message> {
         self.next_within(n, Duration::from_secs(10)).await
