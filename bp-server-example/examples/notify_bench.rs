@@ -146,19 +146,29 @@ async fn read_events(
         let now = chrono::Utc::now();
         let Some(data) = frame.data_ref() else { continue };
         buffer.extend_from_slice(data);
-        let mut done = 0;
-        while let Some(end) = buffer[done..].windows(2).position(|w| w == b"\n\n") {
-            let block = std::str::from_utf8(&buffer[done..done + end + 2]).unwrap_or("");
-            done += end + 2;
-            if let Some(l) = latency_of(block, now)
-                && !each(l)
-            {
-                return Some(body);
-            }
+        if !take_blocks(&mut buffer, now, &mut each) {
+            return Some(body);
         }
-        buffer.drain(..done);
     }
     None
+}
+
+/// Takes the whole SSE blocks off the front of `buffer`, calling `each` with the latency of every
+/// ledger event among them (arrived `now`); false as soon as `each` does (the rest stays).
+fn take_blocks(
+    buffer: &mut Vec<u8>,
+    now: chrono::DateTime<chrono::Utc>,
+    each: &mut impl FnMut(Duration) -> bool,
+) -> bool {
+    let mut done = 0;
+    let mut going = true;
+    while going && let Some(end) = buffer[done..].windows(2).position(|w| w == b"\n\n") {
+        let block = std::str::from_utf8(&buffer[done..done + end + 2]).unwrap_or("");
+        done += end + 2;
+        going = latency_of(block, now).is_none_or(&mut *each);
+    }
+    buffer.drain(..done);
+    going
 }
 
 /// One customer with two funded accounts, signed in, posting transfers between them.
@@ -571,18 +581,9 @@ impl RawStream {
         let mut now = chrono::Utc::now();
         loop {
             let more = self.dechunk();
-            let mut done = 0;
-            while let Some(end) = self.body[done..].windows(2).position(|w| w == b"\n\n") {
-                let block = std::str::from_utf8(&self.body[done..done + end + 2]).unwrap_or("");
-                done += end + 2;
-                if let Some(l) = latency_of(block, now)
-                    && !each(l)
-                {
-                    self.body.drain(..done);
-                    return Some(self);
-                }
+            if !take_blocks(&mut self.body, now, &mut each) {
+                return Some(self);
             }
-            self.body.drain(..done);
             if !more {
                 return None;
             }

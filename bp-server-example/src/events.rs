@@ -66,18 +66,22 @@ struct Ticketed {
     customer: CustomerId,
     session: Option<SessionId>,
     until: bp_core::Timestamp,
-    /// When the authority the ticket was made with ends (seconds since the epoch): its stream's too.
-    authority_until_s: u64,
+    /// When the authority the ticket was made with ends: its stream's too.
+    authority_until: bp_core::Timestamp,
 }
 
-/// When the authority of `caller` ends without a new sign-in (seconds since the epoch): for one
-/// of our sessions, `auth.session_ttl_s` after its sign-in (a revocation ends it before); for an
-/// external issuer's token, whose revocation we cannot see, the token's expiry. A stream lasts no
-/// longer than the authority it was opened with.
-fn authority_until_s(state: &AppState, caller: &crate::tokens::Caller) -> u64 {
+/// When the authority of `caller` ends without a new sign-in: for one of our sessions, the
+/// session's end (a revocation ends it before); for an external issuer's token, whose revocation
+/// we cannot see, the token's expiry. A stream lasts no longer than the authority it was opened
+/// with.
+fn authority_until(state: &AppState, caller: &crate::tokens::Caller) -> bp_core::Timestamp {
+    let at = |s: u64| {
+        chrono::DateTime::from_timestamp(i64::try_from(s).unwrap_or(i64::MAX), 0)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+    };
     match (caller.session, caller.auth_time) {
-        (Some(_), Some(signed_in)) => signed_in.saturating_add(state.config.auth.session_ttl_s),
-        _ => caller.exp,
+        (Some(_), Some(signed_in)) => state.session_end(at(signed_in)),
+        _ => at(caller.exp),
     }
 }
 
@@ -199,27 +203,17 @@ impl Hub {
             return Err(stream);
         }
         let Some(group) = routes.customers.get_mut(&stream.customer()) else { return Err(stream) };
-        let mut stream = stream;
-        // A pump that stopped (it never does while its group holds it, unless it panicked) is
-        // replaced: at most one retry.
-        for _ in 0..2 {
-            let pump = match group.pumps.iter().find(|p| p.has_room()) {
-                Some(p) => p.clone(),
-                None => {
-                    let p = PumpHandle::spawn();
-                    group.pumps.push(p.clone());
-                    p
-                }
-            };
-            match pump.attach(stream) {
-                Ok(pumped) => return Ok(pumped),
-                Err(back) => {
-                    stream = back;
-                    group.pumps.retain(|p| !p.same(&pump));
-                }
+        // A pump stops only with its group, unless it panicked: then it is replaced.
+        group.pumps.retain(PumpHandle::running);
+        match group.pumps.iter().find(|p| p.has_room()) {
+            Some(pump) => pump.attach(stream),
+            None => {
+                let pump = PumpHandle::spawn();
+                let pumped = pump.attach(stream);
+                group.pumps.push(pump);
+                pumped
             }
         }
-        Err(stream)
     }
 
     /// Forgets `customer`'s ring when it has no receivers but the `own` ones about to be dropped
@@ -307,7 +301,7 @@ pub async fn ticket(State(state): State<Arc<AppState>>, auth: Auth) -> Result<ax
         customer: auth.0.customer_id,
         session: auth.0.session,
         until: now + chrono::Duration::seconds(TICKET_TTL_S),
-        authority_until_s: authority_until_s(&state, &auth.0),
+        authority_until: authority_until(&state, &auth.0),
     };
     map.insert(sha256(token.as_bytes()), ticketed);
     Ok(axum::Json(Ticket { ticket: token, expires_in: TICKET_TTL_S }))
@@ -356,12 +350,12 @@ pub async fn stream(State(state): State<Arc<AppState>>, headers: HeaderMap, Quer
 }
 
 async fn open(state: &Arc<AppState>, headers: &HeaderMap, q: &StreamQuery) -> Result<Response, ApiError> {
-    let (customer, session, authority_until_s) = match (&q.ticket, headers.get(axum::http::header::AUTHORIZATION)) {
+    let (customer, session, authority_until) = match (&q.ticket, headers.get(axum::http::header::AUTHORIZATION)) {
         (Some(t), _) => {
             let spent = state.streams.map.lock().unwrap_or_else(PoisonError::into_inner).remove(&sha256(t.as_bytes()));
             match spent {
                 Some(t) if t.until > state.now() && !state.verifier.is_revoked(t.session) => {
-                    (t.customer, t.session, t.authority_until_s)
+                    (t.customer, t.session, t.authority_until)
                 }
                 _ => return Err(ApiError::Unauthorized("unknown, used or expired stream ticket")),
             }
@@ -376,7 +370,7 @@ async fn open(state: &Arc<AppState>, headers: &HeaderMap, q: &StreamQuery) -> Re
             if !caller.has_scope("accounts") {
                 return Err(ApiError::Forbidden("the access token lacks the 'accounts' scope"));
             }
-            (caller.customer_id, caller.session, authority_until_s(state, &caller))
+            (caller.customer_id, caller.session, authority_until(state, &caller))
         }
         (None, None) => return Err(ApiError::Unauthorized("a stream ticket or a bearer token is required")),
     };
@@ -405,8 +399,7 @@ async fn open(state: &Arc<AppState>, headers: &HeaderMap, q: &StreamQuery) -> Re
     // Subscribed before the catch-up reads the store: what was committed before is in the store,
     // what is committed after comes live (the sequencer drops what comes both ways).
     let live = state.hub.subscribe(customer, &ids);
-    let now_s = u64::try_from(state.now().timestamp()).unwrap_or(0);
-    let lasts = Duration::from_secs(authority_until_s.saturating_sub(now_s));
+    let lasts = (authority_until - state.now()).to_std().unwrap_or(Duration::ZERO);
     let stream = ClientStream::new(Arc::clone(state), (customer, session), ids, (audit, start), live)
         .until(tokio::time::Instant::now() + lasts);
     let handoff = Handoff(Arc::new(Mutex::new(Some(stream))));
@@ -716,13 +709,12 @@ impl ClientStream {
         self.ended = true;
     }
 
-    /// Whether the stream is a whole ring behind: its next read of the ring would end it. For a
-    /// transport whose write waits for a client that reads nothing: it ends the stream then too
-    /// (counted as a slow client, `bp_sse_slow_clients_total`).
-    pub fn behind(&self) -> bool {
+    /// Whether the stream is a whole ring behind, which ends it as its next read of the ring
+    /// would: for a transport whose write waits for a client that reads nothing.
+    pub fn fell_behind(&mut self) -> bool {
         let behind = self.live.len() > self.state.hub.ring_len();
         if behind {
-            metrics::counter!("bp_sse_slow_clients_total").increment(1);
+            self.lagged();
         }
         behind
     }

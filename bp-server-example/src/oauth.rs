@@ -596,8 +596,7 @@ async fn code_grant(state: &AppState, client: &ClientConfig, form: &TokenForm) -
 
 fn refresh_expiry(state: &AppState, auth_time: Timestamp, now: Timestamp) -> Timestamp {
     let per_token = now + Duration::seconds(secs(state.config.auth.refresh_token_ttl_s));
-    let session_end = auth_time + Duration::seconds(secs(state.config.auth.session_ttl_s));
-    per_token.min(session_end)
+    per_token.min(state.session_end(auth_time))
 }
 
 #[allow(clippy::too_many_arguments)]

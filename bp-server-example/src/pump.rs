@@ -20,7 +20,6 @@
 //! event to many streams is written by every worker thread and no pump holds a thread for long.
 //! Pumps also send the heartbeat comments of the streams they hold.
 
-use std::io::IoSlice;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -30,7 +29,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::events::{ClientStream, HEARTBEAT, Step};
-use crate::stream_conn::chunk_size_line;
+use crate::stream_conn::try_write_chunk;
 
 /// The most streams one pump holds: one event to all of them is a few milliseconds of one thread.
 pub const PUMP_STREAMS_MAX: usize = 256;
@@ -70,10 +69,8 @@ impl Attached {
 pub struct Returned {
     /// The stream.
     pub stream: Box<ClientStream>,
-    /// The rest of a chunk the socket did not take: the task writes it before anything else.
-    pub unwritten: Vec<u8>,
-    /// A write failed: the connection is broken.
-    pub failed: bool,
+    /// Why it came back.
+    pub why: Back,
 }
 
 /// A running pump, as the hub keeps it.
@@ -130,9 +127,9 @@ impl PumpHandle {
         self.shared.load.load(Ordering::Relaxed) < PUMP_STREAMS_MAX
     }
 
-    /// Whether `other` is the same pump.
-    pub fn same(&self, other: &PumpHandle) -> bool {
-        Arc::ptr_eq(&self.shared, &other.shared)
+    /// Whether the pump still runs (it takes streams).
+    pub fn running(&self) -> bool {
+        !self.attach.is_closed()
     }
 
     /// Wakes the pump: an event of its customer is on the ring.
@@ -176,10 +173,12 @@ enum Fed {
 }
 
 /// Why a pump gives a stream back to its connection's task.
-enum Back {
+#[derive(Debug)]
+pub enum Back {
     /// The stream has work that waits for the store, or it ends; or its client went away.
     Settle,
-    /// The socket did not take the whole chunk: the rest.
+    /// The socket did not take the whole chunk: the rest, which the task writes before anything
+    /// else.
     Rest(Vec<u8>),
     /// A write failed: the connection is broken.
     Failed,
@@ -308,31 +307,23 @@ impl Pump {
         self.shared.load.fetch_sub(1, Ordering::Relaxed);
         // The task may take the socket back whole once it has the stream.
         drop(tcp);
-        let (unwritten, failed, reason) = match why {
-            Back::Settle => (Vec::new(), false, "settle"),
-            Back::Rest(rest) => (rest, false, "socket_full"),
-            Back::Failed => (Vec::new(), true, "write_failed"),
+        let reason = match why {
+            Back::Settle => "settle",
+            Back::Rest(_) => "socket_full",
+            Back::Failed => "write_failed",
         };
         metrics::counter!("bp_sse_pump_returns_total", "reason" => reason).increment(1);
         // A task that is gone (the runtime ending) drops the stream with the answer.
-        let _ = back.send(Returned { stream, unwritten, failed });
+        let _ = back.send(Returned { stream, why });
     }
 }
 
 /// Writes `message` as one chunk without waiting; when the socket does not take all of it, the
 /// stream goes back with the rest (or as failed).
 fn write_chunk(tcp: &TcpStream, message: &[u8]) -> Result<(), Back> {
-    let mut digits = [0u8; 18];
-    let size = chunk_size_line(message.len(), &mut digits);
-    let parts = [size, message, b"\r\n"];
-    let total: usize = parts.iter().map(|p| p.len()).sum();
-    let written = match tcp.try_write_vectored(&parts.map(IoSlice::new)) {
-        Ok(n) if n == total => return Ok(()),
-        Ok(n) => n,
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
-        Err(_) => return Err(Back::Failed),
-    };
-    let mut rest = parts.concat();
-    rest.drain(..written);
-    Err(Back::Rest(rest))
+    match try_write_chunk(tcp, message) {
+        Ok(None) => Ok(()),
+        Ok(Some(rest)) => Err(Back::Rest(rest)),
+        Err(_) => Err(Back::Failed),
+    }
 }

@@ -126,6 +126,15 @@ impl AppState {
         u64::try_from(self.now().timestamp()).unwrap_or(0)
     }
 
+    /// When a session signed in at `auth_time` ends, however often it is refreshed:
+    /// `auth.session_ttl_s` later.
+    pub fn session_end(&self, auth_time: Timestamp) -> Timestamp {
+        let ttl_s = i64::try_from(self.config.auth.session_ttl_s).unwrap_or(i64::MAX / 1_000_000);
+        auth_time
+            .checked_add_signed(chrono::Duration::seconds(ttl_s))
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+    }
+
     /// The lock serialising changes of one customer's security state.
     pub async fn lock_customer(&self, customer: CustomerId) -> tokio::sync::MutexGuard<'_, ()> {
         let stripe = usize::from(customer.as_uuid().as_bytes()[15]) % CUSTOMER_LOCKS_LEN;

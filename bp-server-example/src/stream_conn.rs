@@ -12,8 +12,9 @@
 //! authentication, the handler, security headers, the log line and metrics are the same as on
 //! hyper's path. The handler's answer carries the [`ClientStream`] itself ([`Handoff`]): this
 //! module takes it, writes it while it catches up, and hands it to a [`pump`](crate::pump) while
-//! it is live, so that an event to many streams wakes no task per stream. Connections that open with anything else, and streams opened on a connection
-//! that has served other requests before (a browser's keep-alive connection), stay on hyper.
+//! it is live, so that an event to many streams wakes no task per stream. Connections that open
+//! with anything else, and streams opened on a connection that has served other requests before
+//! (a browser's keep-alive connection), stay on hyper.
 //! The connection closes when the stream ends (`connection: close`); a request this module does
 //! not take (a body, a bad head) is answered with a problem and the connection closed.
 
@@ -34,7 +35,7 @@ use tower::ServiceExt as _;
 
 use crate::events::{ClientStream, Handoff, Step};
 use crate::problem::{ApiError, problem_response};
-use crate::pump::Attached;
+use crate::pump::{Attached, Back};
 
 /// What a connection's first bytes must be for this module to serve it.
 const PREFIX: &[u8] = b"GET /v1/events";
@@ -265,7 +266,7 @@ async fn write_stream(tcp: &Arc<TcpStream>, head: &[u8], mut stream: Box<ClientS
         loop {
             match stream.try_next_frame() {
                 Step::Frame(message) => {
-                    write_chunk(tcp, &stream, &message).await?;
+                    write_chunk(tcp, &mut stream, &message).await?;
                     stream.sent(tokio::time::Instant::now());
                 }
                 Step::Idle => break,
@@ -300,11 +301,10 @@ async fn write_stream(tcp: &Arc<TcpStream>, head: &[u8], mut stream: Box<ClientS
         // A pump that is gone took the stream with it (only when the runtime stops).
         let Ok(returned) = returned else { return Ok(()) };
         stream = returned.stream;
-        if returned.failed {
-            return Err(std::io::ErrorKind::BrokenPipe.into());
-        }
-        if !returned.unwritten.is_empty() {
-            write_keeping_up(tcp, &stream, &mut [IoSlice::new(&returned.unwritten)]).await?;
+        match returned.why {
+            Back::Settle => {}
+            Back::Rest(rest) => write_rest(tcp, &mut stream, &rest).await?,
+            Back::Failed => return Err(std::io::ErrorKind::BrokenPipe.into()),
         }
     }
 }
@@ -317,7 +317,7 @@ async fn write_unpumped(tcp: &TcpStream, mut stream: Box<ClientStream>) -> std::
             () = peer_gone(tcp) => return Ok(()),
         };
         match message {
-            Some(message) => write_chunk(tcp, &stream, &message).await?,
+            Some(message) => write_chunk(tcp, &mut stream, &message).await?,
             None => return write_last_chunk(tcp).await,
         }
     }
@@ -325,38 +325,49 @@ async fn write_unpumped(tcp: &TcpStream, mut stream: Box<ClientStream>) -> std::
 
 /// Writes `message` as one chunk (one `writev` when the socket takes it all), giving up when the
 /// stream falls a whole ring behind meanwhile.
-async fn write_chunk(tcp: &TcpStream, stream: &ClientStream, message: &[u8]) -> std::io::Result<()> {
+async fn write_chunk(tcp: &TcpStream, stream: &mut ClientStream, message: &[u8]) -> std::io::Result<()> {
+    match try_write_chunk(tcp, message)? {
+        None => Ok(()),
+        Some(rest) => write_rest(tcp, stream, &rest).await,
+    }
+}
+
+/// Writes `message` as one chunk without waiting: `None` when the socket took all of it, else
+/// the bytes it did not take (an empty socket buffer takes a whole message; a full one, none).
+pub fn try_write_chunk(tcp: &TcpStream, message: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
     let mut digits = [0u8; 18];
     let size = chunk_size_line(message.len(), &mut digits);
-    write_keeping_up(tcp, stream, &mut [IoSlice::new(size), IoSlice::new(message), IoSlice::new(b"\r\n")]).await
+    let parts = [size, message, b"\r\n"];
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let written = match tcp.try_write_vectored(&parts.map(IoSlice::new)) {
+        Ok(n) if n == total => return Ok(None),
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Err(e) => return Err(e),
+    };
+    let mut rest = parts.concat();
+    rest.drain(..written);
+    Ok(Some(rest))
 }
 
 /// How often a write that waits for the client looks whether its stream fell a ring behind.
 const BEHIND_CHECK: Duration = Duration::from_millis(250);
 
-/// Writes every slice; when the socket does not take them at once, waits for it only as long as
-/// the stream keeps up: a client that reads nothing while its customer's ring goes round is
+/// Writes `rest`, what the socket did not take of a chunk, waiting for the socket only as long
+/// as the stream keeps up: a client that reads nothing while its customer's ring goes round is
 /// disconnected (it resumes from its cursor), as one that reads too slowly is.
-async fn write_keeping_up(tcp: &TcpStream, stream: &ClientStream, mut bufs: &mut [IoSlice<'_>]) -> std::io::Result<()> {
-    // Mostly the socket takes it all: no timer then.
-    match tcp.try_write_vectored(bufs) {
-        Ok(n) => IoSlice::advance_slices(&mut bufs, n),
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-        Err(e) => return Err(e),
-    }
-    if bufs.is_empty() {
-        return Ok(());
-    }
+async fn write_rest(tcp: &TcpStream, stream: &mut ClientStream, rest: &[u8]) -> std::io::Result<()> {
     let fallen_behind = async {
         loop {
             tokio::time::sleep(BEHIND_CHECK).await;
-            if stream.behind() {
+            if stream.fell_behind() {
                 return;
             }
         }
     };
+    let mut bufs = [IoSlice::new(rest)];
     tokio::select! {
-        written = write_all(tcp, bufs) => written,
+        written = write_all(tcp, &mut bufs) => written,
         () = fallen_behind => Err(std::io::ErrorKind::TimedOut.into()),
     }
 }
@@ -387,7 +398,7 @@ async fn peer_gone(tcp: &TcpStream) {
 }
 
 /// `len` in hex and CRLF, the line before a chunk, written into `buf`.
-pub fn chunk_size_line(mut len: usize, buf: &mut [u8; 18]) -> &[u8] {
+fn chunk_size_line(mut len: usize, buf: &mut [u8; 18]) -> &[u8] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut at = buf.len() - 2;
     buf[at..].copy_from_slice(b"\r\n");

@@ -90,8 +90,6 @@ async fn tickets_are_single_use_and_required() {
 /// client that keeps up gets every event meanwhile: nobody waits for the slow one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_a_whole_buffer_behind_is_disconnected_and_nobody_waits_for_it() {
-    use bp_server_example::events::ClientStream;
-
     let mut server = Server::start_with(|c| c.bus.stream_buffer_events = 16).await;
     let ada = server.customer("ada-slow", 100_000, 0).await;
     let second = server.open_eur(ada.id).await;
@@ -108,15 +106,7 @@ async fn a_client_a_whole_buffer_behind_is_disconnected_and_nobody_waits_for_it(
     for id in &ids {
         start.push(state.ledger.account(*id).await.expect("account").last_event_seq);
     }
-    let open = || {
-        ClientStream::new(
-            state.clone(),
-            (ada.id, None),
-            ids.clone(),
-            (state.audit_position.load(std::sync::atomic::Ordering::Acquire), start.clone()),
-            state.hub.subscribe(ada.id, &ids),
-        )
-    };
+    let open = || client_stream(&server, ada.id, &ids, start.clone());
     server.audit_settled().await;
     let mut slow = open();
     // The slow client reads the store (nothing new) and waits for live events, then stops reading.
@@ -218,8 +208,6 @@ async fn idle_streams_send_heartbeats() {
 /// Streams are routed by customer: another customer's burst neither wakes nor overflows them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_customers_events_do_not_count_against_a_stream() {
-    use bp_server_example::events::ClientStream;
-
     let mut server = Server::start_with(|c| c.bus.stream_buffer_events = 16).await;
     let ada = server.customer("ada-routed", 0, 0).await;
     let bob = server.customer("bob-routed", 100_000, 0).await;
@@ -228,16 +216,7 @@ async fn another_customers_events_do_not_count_against_a_stream() {
     let (_, account) = api.get(&format!("/v1/accounts/{second}")).await;
     let to = account["number"].as_str().expect("number").to_owned();
     server.audit_settled().await;
-    let state = &server.state;
-    let ids = vec![ada.eur, ada.usd];
-    let audit = state.audit_position.load(std::sync::atomic::Ordering::Acquire);
-    let mut ada_stream = ClientStream::new(
-        state.clone(),
-        (ada.id, None),
-        ids.clone(),
-        (audit, vec![1, 1]),
-        state.hub.subscribe(ada.id, &ids),
-    );
+    let mut ada_stream = client_stream(&server, ada.id, &[ada.eur, ada.usd], vec![1, 1]);
     assert!(tokio::time::timeout(Duration::from_millis(50), ada_stream.next_frame()).await.is_err());
     // Bob: twenty transfers, forty events, more than a ring of sixteen.
     for i in 0..20 {
@@ -289,8 +268,6 @@ async fn refresh_token_reuse_ends_the_sessions_streams() {
 /// (`auth.session_ttl_s` after the sign-in), however it is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_end_with_their_session() {
-    use bp_server_example::events::ClientStream;
-
     let mut server = Server::start_with(|c| {
         c.auth.session_ttl_s = 3;
         c.auth.refresh_token_ttl_s = 3;
@@ -306,19 +283,29 @@ async fn streams_end_with_their_session() {
     assert!(signed_in.elapsed() >= Duration::from_secs(2), "not before the session ends");
 
     // A stream as hyper's body reads it ends at its deadline too.
-    let state = &server.state;
-    let ids = vec![ada.eur, ada.usd];
-    let audit = state.audit_position.load(std::sync::atomic::Ordering::Acquire);
-    let mut read = ClientStream::new(
-        state.clone(),
-        (ada.id, None),
-        ids.clone(),
-        (audit, vec![1, 1]),
-        state.hub.subscribe(ada.id, &ids),
-    )
-    .until(tokio::time::Instant::now() + Duration::from_millis(300));
+    let mut read = client_stream(&server, ada.id, &[ada.eur, ada.usd], vec![1, 1])
+        .until(tokio::time::Instant::now() + Duration::from_millis(300));
     let ended =
         tokio::time::timeout(Duration::from_secs(5), async { while read.next_frame().await.is_some() {} }).await;
     assert!(ended.is_ok(), "the stream ends at its deadline");
     server.stop().await;
+}
+
+/// A stream of `customer`'s accounts `ids` (in cursor order) after `start`, read in the test as
+/// hyper's body reads it, from the audit log's position as the server has read it.
+fn client_stream(
+    server: &Server,
+    customer: bp_core::ids::CustomerId,
+    ids: &[bp_core::ids::AccountId],
+    start: Vec<u64>,
+) -> bp_server_example::events::ClientStream {
+    let state = &server.state;
+    let audit = state.audit_position.load(std::sync::atomic::Ordering::Acquire);
+    bp_server_example::events::ClientStream::new(
+        state.clone(),
+        (customer, None),
+        ids.to_vec(),
+        (audit, start),
+        state.hub.subscribe(customer, ids),
+    )
 }
