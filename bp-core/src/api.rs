@@ -3,8 +3,6 @@
 //! strings inside [`Money`]; requests reject unknown fields, so a misspelt field of a payment is
 //! an error rather than silently ignored.
 
-use std::fmt::Write as _;
-
 use chrono::NaiveDate;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -15,8 +13,8 @@ use crate::account_number::AccountNumber;
 use crate::customer::{BiometricEnrolment, Contact, Customer, DocumentKind, KycStatus, Party};
 use crate::ids::{AccountId, BeneficiaryId, ChallengeId, CustomerId, DeviceId, TransferId};
 use crate::money::{Currency, Money};
-pub use crate::sca::Exemption;
-use crate::security::{Beneficiary, BeneficiaryState, ChallengePurpose, Device, ScaChallenge, ScaMethod};
+pub use crate::sca::{Exemption, ScaAnswer, device_registration_message, signing_message};
+use crate::security::{Beneficiary, BeneficiaryState, Device, ScaChallenge, ScaMethod};
 use crate::service_record::ServiceRecord;
 use crate::transfer::{Direction, Posting, Transfer, TransferKind, TransferState, VoidReason};
 
@@ -304,29 +302,6 @@ impl ChallengeView {
     }
 }
 
-/// The text a device signs to answer `challenge`: every value the challenge authorizes, one
-/// per line, so that a changed amount, currency, payee or transfer gives another text.
-pub fn signing_message(challenge: &ScaChallenge) -> String {
-    let mut out = String::from("bp-sca-v1\n");
-    let _ = writeln!(out, "challenge:{}", challenge.id);
-    match &challenge.purpose {
-        ChallengePurpose::Payment { transfer_id, amount, payee } => {
-            let _ = writeln!(out, "purpose:payment");
-            let _ = writeln!(out, "transfer:{transfer_id}");
-            let _ = writeln!(out, "amount:{}", amount.to_decimal_string());
-            let _ = writeln!(out, "currency:{}", amount.currency());
-            let _ = writeln!(out, "payee:{payee}");
-        }
-        ChallengePurpose::Beneficiary { beneficiary_id, payee } => {
-            let _ = writeln!(out, "purpose:trust_beneficiary");
-            let _ = writeln!(out, "beneficiary:{beneficiary_id}");
-            let _ = writeln!(out, "payee:{payee}");
-        }
-    }
-    let _ = write!(out, "nonce:{}", challenge.nonce);
-    out
-}
-
 /// The answer to a transfer's creation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TransferResponse {
@@ -338,39 +313,6 @@ pub struct TransferResponse {
     /// Present when the transfer was posted without SCA: why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exemption: Option<Exemption>,
-}
-
-/// An answer to an SCA challenge.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ScaAnswer {
-    /// A registered device key's signature of the challenge's `message`.
-    DeviceSignature {
-        /// The challenge.
-        challenge_id: ChallengeId,
-        /// The device.
-        device_id: DeviceId,
-        /// ECDSA P-256 / SHA-256 signature, DER or 64-byte r‖s, base64url without padding.
-        #[schemars(length(min = 86, max = 96), regex(pattern = r"^[A-Za-z0-9_-]+$"))]
-        signature: String,
-    },
-    /// A TOTP code, where the challenge's `methods` allows it.
-    Totp {
-        /// The challenge.
-        challenge_id: ChallengeId,
-        /// The six-digit code.
-        #[schemars(regex(pattern = r"^[0-9]{6}$"))]
-        code: String,
-    },
-}
-
-impl ScaAnswer {
-    /// The challenge answered.
-    pub fn challenge_id(&self) -> ChallengeId {
-        match self {
-            ScaAnswer::DeviceSignature { challenge_id, .. } | ScaAnswer::Totp { challenge_id, .. } => *challenge_id,
-        }
-    }
 }
 
 /// A device key to register (requires a fully authenticated session).
@@ -392,11 +334,6 @@ pub struct NewDevice {
     /// customer and key, base64url without padding (DER or 64-byte r‖s).
     #[schemars(length(min = 86, max = 96), regex(pattern = r"^[A-Za-z0-9_-]+$"))]
     pub proof: String,
-}
-
-/// The text a device signs to prove it holds the private key it registers.
-pub fn device_registration_message(customer: CustomerId, public_key_b64: &str) -> String {
-    format!("bp-device-registration-v1\ncustomer:{customer}\nkey:{public_key_b64}")
 }
 
 /// A registered device.

@@ -15,10 +15,13 @@ pub mod command;
 pub mod customer;
 pub mod error;
 pub mod event;
+pub mod hooks;
 pub mod iban;
 pub mod ids;
 pub mod memory;
 pub mod money;
+pub mod payments;
+pub mod random;
 pub mod rules;
 pub mod sca;
 pub mod security;
@@ -38,5 +41,6 @@ pub use ids::{
     AccountId, BeneficiaryId, ChallengeId, CustomerId, DeviceId, EventId, ServiceRecordId, SessionId, TransferId,
 };
 pub use money::{Currency, Money, MoneyError};
+pub use payments::Payments;
 pub use service::Ledger;
 pub use store::Store;

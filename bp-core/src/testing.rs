@@ -48,6 +48,7 @@ mod customers;
 mod events;
 mod harness;
 mod history;
+pub mod payments;
 mod pending;
 pub mod security;
 mod transfers;

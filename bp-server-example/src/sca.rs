@@ -5,7 +5,7 @@
 
 use bp_core::api::{ScaAnswer, signing_message};
 use bp_core::ids::CustomerId;
-use bp_core::sca::answer_methods;
+use bp_core::sca::{Factors, answer_methods};
 use bp_core::security::{ChallengeAnswer, ChallengePurpose, ScaChallenge, ScaMethod};
 
 use crate::crypto::{p256_public_key, p256_verify, totp_accept, unb64};
@@ -21,10 +21,10 @@ pub async fn methods(
 ) -> Result<Vec<ScaMethod>, ApiError> {
     let has_device = state.security.devices_of(customer).await?.iter().any(|d| d.revoked_at.is_none());
     if has_device {
-        return Ok(answer_methods(&state.config.sca, true, false, purpose));
+        return Ok(answer_methods(&state.config.sca, Factors { device: true, totp: false }, purpose));
     }
     let has_totp = state.security.credentials(customer).await?.is_some_and(|c| c.totp_secret.is_some());
-    Ok(answer_methods(&state.config.sca, false, has_totp, purpose))
+    Ok(answer_methods(&state.config.sca, Factors { device: false, totp: has_totp }, purpose))
 }
 
 /// Checks `answer` to `challenge` and, when right, spends it. Wrong answers count towards the

@@ -367,18 +367,21 @@ async fn create_transfer(
     };
     // Own accounts and trusted payees need no security state; low value reads and counts it
     // under the customer's lock.
-    let quick = if own || trusted {
-        bp_core::sca::exemption(&state.config.sca, own, trusted, &body.amount, &Default::default())
+    let relation = if own {
+        bp_core::sca::PayeeRelation::OwnAccount
+    } else if trusted {
+        bp_core::sca::PayeeRelation::TrustedBeneficiary
     } else {
-        None
+        bp_core::sca::PayeeRelation::Other
     };
+    let quick = if own || trusted { bp_core::sca::standing_exemption(&state.config.sca, relation) } else { None };
     if let Some(exemption) = quick {
         let receipt = submit(&state, request(None), customer, &body, to.id).await?;
         return posted(receipt, exemption);
     }
     let _guard = state.lock_customer(customer).await;
     let mut security = state.security.security_state(customer).await?;
-    if bp_core::sca::exemption(&state.config.sca, false, false, &body.amount, &security) == Some(Exemption::LowValue) {
+    if bp_core::sca::low_value_allows(&state.config.sca, &body.amount, &security) {
         let receipt = submit(&state, request(None), customer, &body, to.id).await?;
         if let Submitted::New(t) = &receipt
             && t.state == TransferState::Posted

@@ -1,0 +1,105 @@
+//! The bounds on what a customer registers: display names, device keys and trusted
+//! beneficiaries. Pure functions over the customer's current records; the messages are built
+//! from the limits' constants, never from copies of their numbers.
+
+use crate::account_number::AccountNumber;
+use crate::security::{BENEFICIARIES_MAX, Beneficiary, DEVICES_MAX, Device, NAME_CHARS_MAX};
+
+use super::ScaError;
+
+/// A device's or beneficiary's display name, trimmed: 1 to [`NAME_CHARS_MAX`] characters,
+/// none of them a control character.
+pub fn display_name(name: &str) -> Result<String, ScaError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > NAME_CHARS_MAX || name.chars().any(char::is_control) {
+        return Err(ScaError::Invalid(format!(
+            "name must be 1 to {NAME_CHARS_MAX} characters, without control characters"
+        )));
+    }
+    Ok(name.to_owned())
+}
+
+/// Whether a customer with `devices` (removed ones included) may register `key`: not twice,
+/// and at most [`DEVICES_MAX`] at a time.
+pub fn may_add_device(devices: &[Device], key: &[u8]) -> Result<(), ScaError> {
+    let active: Vec<&Device> = devices.iter().filter(|d| d.revoked_at.is_none()).collect();
+    if active.iter().any(|d| d.public_key == key) {
+        return Err(ScaError::Duplicate("this key is already registered"));
+    }
+    if active.len() >= DEVICES_MAX {
+        return Err(ScaError::TooMany(format!("too many devices (at most {DEVICES_MAX}); remove one first")));
+    }
+    Ok(())
+}
+
+/// Whether a customer with `beneficiaries` may add the payee `number`: not twice, and at most
+/// [`BENEFICIARIES_MAX`].
+pub fn may_add_beneficiary(beneficiaries: &[Beneficiary], number: AccountNumber) -> Result<(), ScaError> {
+    if beneficiaries.iter().any(|b| b.account_number == number) {
+        return Err(ScaError::Duplicate("this account is already a beneficiary"));
+    }
+    if beneficiaries.len() >= BENEFICIARIES_MAX {
+        return Err(ScaError::TooMany(format!(
+            "too many beneficiaries (at most {BENEFICIARIES_MAX}); remove some first"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{BeneficiaryId, CustomerId, DeviceId};
+    use crate::security::BeneficiaryState;
+
+    #[test]
+    fn names_are_trimmed_bounded_and_printable() {
+        assert_eq!(display_name("  Pixel 9 ").expect("valid"), "Pixel 9");
+        assert!(display_name("   ").is_err());
+        assert!(display_name("a\u{7}b").is_err());
+        assert!(display_name(&"é".repeat(NAME_CHARS_MAX)).is_ok(), "characters, not bytes");
+        assert!(display_name(&"é".repeat(NAME_CHARS_MAX + 1)).is_err());
+    }
+
+    #[test]
+    fn devices_are_unique_and_bounded_and_removed_ones_do_not_count() {
+        let customer = CustomerId::new_v7();
+        let device = |key: u8, removed: bool| Device {
+            id: DeviceId::new_v7(),
+            customer_id: customer,
+            name: "phone".to_owned(),
+            public_key: vec![key; 65],
+            created_at: chrono::Utc::now(),
+            revoked_at: removed.then(chrono::Utc::now),
+        };
+        let mut devices: Vec<Device> =
+            (0..DEVICES_MAX - 1).map(|i| device(u8::try_from(i).unwrap_or(0), false)).collect();
+        devices.push(device(200, true));
+        assert!(may_add_device(&devices, &[200; 65]).is_ok(), "a removed key may come back");
+        assert!(matches!(may_add_device(&devices, &[0; 65]), Err(ScaError::Duplicate(_))));
+        devices.push(device(201, false));
+        assert!(matches!(may_add_device(&devices, &[202; 65]), Err(ScaError::TooMany(_))));
+    }
+
+    #[test]
+    fn beneficiaries_are_unique_and_bounded() {
+        let customer = CustomerId::new_v7();
+        let number = |n| AccountNumber::from_serial(n).expect("serial");
+        let mut list: Vec<Beneficiary> = (1..u64::try_from(BENEFICIARIES_MAX).unwrap_or(0))
+            .map(|n| Beneficiary {
+                id: BeneficiaryId::new_v7(),
+                customer_id: customer,
+                name: "payee".to_owned(),
+                account_number: number(n),
+                state: BeneficiaryState::Trusted,
+                created_at: chrono::Utc::now(),
+            })
+            .collect();
+        assert!(matches!(may_add_beneficiary(&list, number(1)), Err(ScaError::Duplicate(_))));
+        assert!(may_add_beneficiary(&list, number(100_000)).is_ok());
+        let mut last = list[0].clone();
+        last.account_number = number(100_001);
+        list.push(last);
+        assert!(matches!(may_add_beneficiary(&list, number(100_002)), Err(ScaError::TooMany(_))));
+    }
+}

@@ -1,0 +1,400 @@
+//! Strong customer authentication (EU PSD2 RTS as defaults), written once for every caller of
+//! bp: the rules as pure functions — which payments are exempt (between a customer's own
+//! accounts, to a trusted beneficiary, or of low value within cumulative limits since the last
+//! SCA), which answers a challenge accepts, when a challenge can still be answered, whether it
+//! is dynamically linked to what it authorizes — and the [`Sca`] service that applies them to a
+//! customer's records in a [`SecurityStore`](crate::security::SecurityStore).
+//!
+//! - [`factors`]: checking device-key signatures and TOTP codes.
+//! - [`lockout`]: progressive lockout after repeated failures.
+//! - [`limits`]: bounds on names, devices and beneficiaries.
+//! - [`Sca`]: challenges opened and answered, failures counted, devices registered, the audit
+//!   log written; the payments façade ([`crate::payments`]) builds on it.
+
+mod error;
+pub mod factors;
+pub mod limits;
+pub mod lockout;
+mod service;
+
+use std::fmt::Write as _;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub use error::{Closed, ScaError};
+pub use lockout::LockoutRules;
+pub use service::{CustomerGuard, Sca, SecondFactor, Verified};
+
+use crate::Timestamp;
+use crate::account_number::AccountNumber;
+use crate::ids::{ChallengeId, CustomerId, DeviceId};
+use crate::money::Money;
+use crate::security::{ChallengePurpose, ChallengeState, ScaChallenge, ScaMethod, SecurityState};
+use crate::transfer::Transfer;
+
+/// Namespace of challenge ids derived from what they authorize.
+const CHALLENGE_NAMESPACE: Uuid = Uuid::from_u128(0x8b5e_0d44_7c19_4e02_a3f6_21d9_6c70_e418);
+
+/// Why a payment needed no SCA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Exemption {
+    /// Between two accounts of the same customer.
+    OwnAccounts,
+    /// To a trusted beneficiary.
+    TrustedBeneficiary,
+    /// A low-value payment within the cumulative limits.
+    LowValue,
+}
+
+/// The configurable SCA rules (the server's `[sca]` settings).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaRules {
+    /// A challenge is answerable this long, in seconds.
+    pub challenge_ttl_s: u64,
+    /// Wrong answers before a challenge fails.
+    pub challenge_failures_max: u32,
+    /// Transfers between a customer's own accounts need no SCA (RTS art. 15).
+    pub exempt_own_accounts: bool,
+    /// Transfers to trusted beneficiaries need no SCA (RTS art. 13).
+    pub exempt_trusted_beneficiaries: bool,
+    /// Low-value payments below this many currency units need no SCA (0 turns it off)…
+    pub low_value_amount_max_units: i64,
+    /// …while the payments since the last SCA, this one included, stay within this cumulative
+    /// amount (per currency)…
+    pub low_value_total_max_units: i64,
+    /// …and this number (RTS art. 16 lets a bank use either limit; both are applied).
+    pub low_value_count_max: u32,
+    /// A customer without a device key may answer a payment challenge with a TOTP code for
+    /// amounts up to this many units (0: never).
+    pub totp_payment_amount_max_units: i64,
+}
+
+impl Default for ScaRules {
+    fn default() -> Self {
+        Self {
+            challenge_ttl_s: 300,
+            challenge_failures_max: 3,
+            exempt_own_accounts: true,
+            exempt_trusted_beneficiaries: true,
+            low_value_amount_max_units: 30,
+            low_value_total_max_units: 100,
+            low_value_count_max: 5,
+            totp_payment_amount_max_units: 500,
+        }
+    }
+}
+
+impl ScaRules {
+    /// Refuses settings under which no challenge could ever be answered.
+    pub fn validate(&self) -> Result<(), &'static str> {
+        if self.challenge_ttl_s == 0 || self.challenge_failures_max == 0 {
+            return Err("sca.challenge_ttl_s and sca.challenge_failures_max must be positive");
+        }
+        Ok(())
+    }
+
+    /// How long a challenge made now is answerable.
+    pub fn challenge_ttl(&self) -> chrono::Duration {
+        chrono::Duration::seconds(i64::try_from(self.challenge_ttl_s).unwrap_or(i64::MAX / 1_000_000))
+    }
+}
+
+/// `units` whole units of `amount`'s currency, in minor units (saturating).
+fn units_minor(units: i64, amount: &Money) -> i64 {
+    10i64.checked_pow(u32::from(amount.currency().exponent())).and_then(|f| f.checked_mul(units)).unwrap_or(i64::MAX)
+}
+
+/// Who the payee of a payment is to its payer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PayeeRelation {
+    /// Another account of the payer.
+    OwnAccount,
+    /// A beneficiary the payer trusts (trusted with SCA).
+    TrustedBeneficiary,
+    /// Anyone else.
+    Other,
+}
+
+/// The exemption a payment to a payee of `relation` has whatever the customer's recent
+/// payments: own accounts and trusted beneficiaries, when the rules allow them.
+pub fn standing_exemption(rules: &ScaRules, relation: PayeeRelation) -> Option<Exemption> {
+    match relation {
+        PayeeRelation::OwnAccount if rules.exempt_own_accounts => Some(Exemption::OwnAccounts),
+        PayeeRelation::TrustedBeneficiary if rules.exempt_trusted_beneficiaries => Some(Exemption::TrustedBeneficiary),
+        _ => None,
+    }
+}
+
+/// Whether a payment of `amount` to a payee of `relation` is exempt, and by which rule (tried
+/// in this order: own accounts, trusted beneficiary, low value given `state`'s counters).
+pub fn exemption(
+    rules: &ScaRules,
+    relation: PayeeRelation,
+    amount: &Money,
+    state: &SecurityState,
+) -> Option<Exemption> {
+    standing_exemption(rules, relation)
+        .or_else(|| low_value_allows(rules, amount, state).then_some(Exemption::LowValue))
+}
+
+/// Whether the low-value exemption covers a payment of `amount` given the counters since the
+/// last SCA: below the single-payment limit, and within both the cumulative amount and the
+/// count once this payment is added.
+pub fn low_value_allows(rules: &ScaRules, amount: &Money, state: &SecurityState) -> bool {
+    if rules.low_value_amount_max_units <= 0 {
+        return false;
+    }
+    let minor = amount.amount_minor();
+    let total = state.low_value_total_minor.get(&amount.currency()).copied().unwrap_or(0);
+    minor < units_minor(rules.low_value_amount_max_units, amount)
+        && total.checked_add(minor).is_some_and(|t| t <= units_minor(rules.low_value_total_max_units, amount))
+        && state.low_value_count < rules.low_value_count_max
+}
+
+/// Counts a payment made under the low-value exemption.
+pub fn count_low_value(state: &mut SecurityState, amount: &Money) {
+    state.low_value_count = state.low_value_count.saturating_add(1);
+    let total = state.low_value_total_minor.entry(amount.currency()).or_insert(0);
+    *total = total.saturating_add(amount.amount_minor());
+}
+
+/// An SCA happened (a sign-in with two factors, an answered challenge): the low-value
+/// counters start again.
+pub fn reset_low_value(state: &mut SecurityState) {
+    state.low_value_count = 0;
+    state.low_value_total_minor.clear();
+}
+
+/// The possession factors a customer has enrolled.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Factors {
+    /// At least one registered, unremoved device key.
+    pub device: bool,
+    /// An authenticator app (a TOTP secret).
+    pub totp: bool,
+}
+
+/// How a customer with `factors` may answer a challenge for `purpose`: with a device key's
+/// signature when they have a device; otherwise with a TOTP code, for a payment only up to the
+/// TOTP limit; otherwise not at all (they must register a device).
+pub fn answer_methods(rules: &ScaRules, factors: Factors, purpose: &ChallengePurpose) -> Vec<ScaMethod> {
+    if factors.device {
+        return vec![ScaMethod::DeviceSignature];
+    }
+    let totp_allowed = match purpose {
+        ChallengePurpose::Payment { amount, .. } => {
+            rules.totp_payment_amount_max_units > 0
+                && amount.amount_minor() <= units_minor(rules.totp_payment_amount_max_units, amount)
+        }
+        ChallengePurpose::Beneficiary { .. } => true,
+    };
+    if factors.totp && totp_allowed { vec![ScaMethod::Totp] } else { Vec::new() }
+}
+
+/// The id of the challenge that authorizes `of` (a transfer's or a beneficiary's id): one
+/// challenge per thing authorized, found again after a crash or a retry.
+pub fn challenge_id(of: &Uuid) -> ChallengeId {
+    ChallengeId::from_uuid(Uuid::new_v5(&CHALLENGE_NAMESPACE, of.as_bytes()))
+}
+
+/// A new, open challenge of `customer` for `purpose`, answerable from `now` until `expires_at`.
+/// `nonce` is unpredictable (part of the text a device signs, so that no two challenges are
+/// signed alike).
+pub fn new_challenge(
+    customer: CustomerId,
+    purpose: ChallengePurpose,
+    nonce: String,
+    now: Timestamp,
+    expires_at: Timestamp,
+) -> ScaChallenge {
+    let of = match &purpose {
+        ChallengePurpose::Payment { transfer_id, .. } => *transfer_id.as_uuid(),
+        ChallengePurpose::Beneficiary { beneficiary_id, .. } => *beneficiary_id.as_uuid(),
+    };
+    ScaChallenge {
+        id: challenge_id(&of),
+        customer_id: customer,
+        purpose,
+        nonce,
+        created_at: now,
+        expires_at,
+        failures: 0,
+        state: ChallengeState::Open,
+    }
+}
+
+/// Whether `challenge` can be answered at `now`, or why not.
+pub fn answerable(challenge: &ScaChallenge, now: Timestamp) -> Result<(), Closed> {
+    match challenge.state {
+        ChallengeState::Open if challenge.expires_at > now => Ok(()),
+        ChallengeState::Open => Err(Closed::Expired),
+        ChallengeState::Answered { .. } => Err(Closed::Answered),
+        ChallengeState::Failed => Err(Closed::Failed),
+    }
+}
+
+/// Dynamic linking: whether `challenge` authorizes exactly `transfer`, of its amount, to the
+/// account numbered `payee`. Checked again when the answer arrives, so that a transfer or a
+/// challenge changed in between is never posted on the strength of the other.
+pub fn links(challenge: &ScaChallenge, transfer: &Transfer, payee: AccountNumber) -> bool {
+    matches!(&challenge.purpose,
+        ChallengePurpose::Payment { transfer_id, amount, payee: signed }
+            if *transfer_id == transfer.id && *amount == transfer.amount && *signed == payee)
+}
+
+/// An answer to an SCA challenge.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ScaAnswer {
+    /// A registered device key's signature of the challenge's `message`.
+    DeviceSignature {
+        /// The challenge.
+        challenge_id: ChallengeId,
+        /// The device.
+        device_id: DeviceId,
+        /// ECDSA P-256 / SHA-256 signature, DER or 64-byte r‖s, base64url without padding.
+        #[schemars(length(min = 86, max = 96), regex(pattern = r"^[A-Za-z0-9_-]+$"))]
+        signature: String,
+    },
+    /// A TOTP code, where the challenge's `methods` allows it.
+    Totp {
+        /// The challenge.
+        challenge_id: ChallengeId,
+        /// The six-digit code.
+        #[schemars(regex(pattern = r"^[0-9]{6}$"))]
+        code: String,
+    },
+}
+
+impl ScaAnswer {
+    /// The challenge answered.
+    pub fn challenge_id(&self) -> ChallengeId {
+        match self {
+            ScaAnswer::DeviceSignature { challenge_id, .. } | ScaAnswer::Totp { challenge_id, .. } => *challenge_id,
+        }
+    }
+}
+
+/// The text a device signs to answer `challenge`: every value the challenge authorizes, one
+/// per line, so that a changed amount, currency, payee or transfer gives another text.
+pub fn signing_message(challenge: &ScaChallenge) -> String {
+    let mut out = String::from("bp-sca-v1\n");
+    let _ = writeln!(out, "challenge:{}", challenge.id);
+    match &challenge.purpose {
+        ChallengePurpose::Payment { transfer_id, amount, payee } => {
+            let _ = writeln!(out, "purpose:payment");
+            let _ = writeln!(out, "transfer:{transfer_id}");
+            let _ = writeln!(out, "amount:{}", amount.to_decimal_string());
+            let _ = writeln!(out, "currency:{}", amount.currency());
+            let _ = writeln!(out, "payee:{payee}");
+        }
+        ChallengePurpose::Beneficiary { beneficiary_id, payee } => {
+            let _ = writeln!(out, "purpose:trust_beneficiary");
+            let _ = writeln!(out, "beneficiary:{beneficiary_id}");
+            let _ = writeln!(out, "payee:{payee}");
+        }
+    }
+    let _ = write!(out, "nonce:{}", challenge.nonce);
+    out
+}
+
+/// The text a device signs to prove it holds the private key it registers.
+pub fn device_registration_message(customer: CustomerId, public_key_b64: &str) -> String {
+    format!("bp-device-registration-v1\ncustomer:{customer}\nkey:{public_key_b64}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::account_number::AccountNumber;
+    use crate::ids::{CustomerId, TransferId};
+    use crate::money::Currency;
+
+    fn config() -> ScaRules {
+        ScaRules::default()
+    }
+
+    #[test]
+    fn exemptions_in_rule_order() {
+        let c = config();
+        let s = SecurityState::default();
+        let small = Money::new(1_000, Currency::EUR);
+        let large = Money::new(500_000, Currency::EUR);
+        assert_eq!(exemption(&c, PayeeRelation::OwnAccount, &large, &s), Some(Exemption::OwnAccounts));
+        assert_eq!(exemption(&c, PayeeRelation::TrustedBeneficiary, &large, &s), Some(Exemption::TrustedBeneficiary));
+        assert_eq!(exemption(&c, PayeeRelation::Other, &small, &s), Some(Exemption::LowValue));
+        assert_eq!(exemption(&c, PayeeRelation::Other, &large, &s), None);
+        // A rule turned off leaves the next one to decide.
+        let off = ScaRules { exempt_own_accounts: false, exempt_trusted_beneficiaries: false, ..c.clone() };
+        assert_eq!(exemption(&off, PayeeRelation::OwnAccount, &small, &s), Some(Exemption::LowValue));
+        assert_eq!(exemption(&off, PayeeRelation::TrustedBeneficiary, &large, &s), None);
+    }
+
+    #[test]
+    fn low_value_is_below_30_within_100_and_5_payments() {
+        let c = config();
+        let mut s = SecurityState::default();
+        assert!(!low_value_allows(&c, &Money::new(3_000, Currency::EUR), &s), "30.00 is not below 30");
+        assert!(low_value_allows(&c, &Money::new(2_999, Currency::EUR), &s));
+        // Cumulative: 3 × 29.99 = 89.97; a fourth of 29.99 would pass 100.
+        for _ in 0..3 {
+            count_low_value(&mut s, &Money::new(2_999, Currency::EUR));
+        }
+        assert!(!low_value_allows(&c, &Money::new(2_999, Currency::EUR), &s));
+        assert!(low_value_allows(&c, &Money::new(1_003, Currency::EUR), &s), "exactly 100.00 is within");
+        // Count: five small payments, then no more.
+        let mut s = SecurityState::default();
+        for _ in 0..5 {
+            assert!(low_value_allows(&c, &Money::new(100, Currency::EUR), &s));
+            count_low_value(&mut s, &Money::new(100, Currency::EUR));
+        }
+        assert!(!low_value_allows(&c, &Money::new(100, Currency::EUR), &s));
+        reset_low_value(&mut s);
+        assert!(low_value_allows(&c, &Money::new(100, Currency::EUR), &s));
+        // Currencies are counted in their own units: JPY has no minor unit.
+        assert!(low_value_allows(&c, &Money::new(29, Currency::JPY), &SecurityState::default()));
+        assert!(!low_value_allows(&c, &Money::new(30, Currency::JPY), &SecurityState::default()));
+    }
+
+    #[test]
+    fn answers_by_device_or_by_totp_within_its_limit() {
+        let rules = ScaRules::default();
+        let payee = AccountNumber::from_serial(1).expect("serial");
+        let pay = |minor| ChallengePurpose::Payment {
+            transfer_id: TransferId::new_v7(),
+            amount: Money::new(minor, Currency::EUR),
+            payee,
+        };
+        let both = Factors { device: true, totp: true };
+        let totp = Factors { device: false, totp: true };
+        assert_eq!(answer_methods(&rules, both, &pay(100)), vec![ScaMethod::DeviceSignature]);
+        assert_eq!(answer_methods(&rules, totp, &pay(50_000)), vec![ScaMethod::Totp], "500.00 is within");
+        assert!(answer_methods(&rules, totp, &pay(50_001)).is_empty(), "above it a device is needed");
+        assert!(answer_methods(&rules, Factors::default(), &pay(100)).is_empty());
+        let off = ScaRules { totp_payment_amount_max_units: 0, ..ScaRules::default() };
+        assert!(answer_methods(&off, totp, &pay(1)).is_empty());
+        let trust = ChallengePurpose::Beneficiary { beneficiary_id: crate::ids::BeneficiaryId::new_v7(), payee };
+        assert_eq!(answer_methods(&off, totp, &trust), vec![ScaMethod::Totp], "trusting a payee by TOTP");
+    }
+
+    #[test]
+    fn challenges_close_by_expiry_answer_or_failures() {
+        let now = chrono::DateTime::from_timestamp(1_767_225_600, 0).expect("time");
+        let payee = AccountNumber::from_serial(1).expect("serial");
+        let transfer_id = TransferId::new_v7();
+        let purpose = ChallengePurpose::Payment { transfer_id, amount: Money::new(100, Currency::EUR), payee };
+        let mut c =
+            new_challenge(CustomerId::new_v7(), purpose, "n".to_owned(), now, now + chrono::Duration::seconds(300));
+        assert_eq!(c.id, challenge_id(transfer_id.as_uuid()), "found again from the transfer");
+        assert_eq!(answerable(&c, now), Ok(()));
+        assert_eq!(answerable(&c, now + chrono::Duration::seconds(300)), Err(Closed::Expired));
+        c.state = ChallengeState::Failed;
+        assert_eq!(answerable(&c, now), Err(Closed::Failed));
+        c.state = ChallengeState::Answered { at: now, method: ScaMethod::Totp, device_id: None };
+        assert_eq!(answerable(&c, now), Err(Closed::Answered));
+    }
+}

@@ -1,0 +1,813 @@
+//! The conformance suite of the payments façade ([`Payments`](crate::payments::Payments)) and
+//! strong customer authentication ([`Sca`]): the same payment flow run on every pair of stores
+//! (the memory stores in bp-core's tests, SQLite in `bp-storage`). A backend plugs in through a
+//! [`PaymentsFactory`], which makes a fresh, empty [`PaymentStores`] on a given clock for every
+//! case.
+//!
+//! Every case states the exact answer of every call; every refused call is checked to have
+//! moved no money (balances, holds and the outbox are read before and after), and every case
+//! ends with the ledger's invariants. Device keys and nonces are deterministic, so a failure
+//! replays.
+
+// Amounts in the cases are written as major_minor units: `150_00` is 150.00 EUR.
+#![allow(clippy::inconsistent_digit_grouping)]
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use chrono::TimeDelta;
+use p256::ecdsa::signature::Signer as _;
+use p256::ecdsa::{Signature, SigningKey};
+
+use super::harness::{ok, person, start_time};
+use crate::account::{Account, AccountKind, NewAccount};
+use crate::clock::{Clock, ManualClock};
+use crate::hooks::{Hooks, PaymentOutcome};
+use crate::ids::{AccountId, CustomerId, DeviceId, TransferId};
+use crate::money::{Currency, Money};
+use crate::payments::{
+    IdempotencyKey, PayReceipt, Payee, Payment, PaymentError, PaymentRequest, Payments, transfer_id,
+};
+use crate::random::SeededRandomness;
+use crate::sca::factors::{TOTP_STEP_S, b64, totp_code};
+use crate::sca::{Closed, Exemption, LockoutRules, Sca, ScaAnswer, ScaError, ScaRules, device_registration_message};
+use crate::security::{
+    AuditEntry, AuditKind, BeneficiaryState, Credentials, DEVICES_MAX, ScaChallenge, ScaMethod, SecurityStore,
+};
+use crate::service::Ledger;
+use crate::store::{PAGE_LEN_MAX, Store};
+use crate::transfer::{TransferKind, TransferRequest, TransferState};
+
+/// What the façade runs on: a ledger store and a security store (one backend may be both).
+#[derive(Clone)]
+pub struct PaymentStores {
+    /// The ledger.
+    pub ledger: Arc<dyn Store>,
+    /// The security records.
+    pub security: Arc<dyn SecurityStore>,
+}
+
+impl std::fmt::Debug for PaymentStores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PaymentStores")
+    }
+}
+
+/// Makes the stores the suite runs on: new, empty ones for every case, reading the time from
+/// `clock`.
+pub trait PaymentsFactory {
+    /// New, empty stores.
+    fn fresh(&self, clock: Arc<ManualClock>) -> impl Future<Output = Arc<PaymentStores>> + Send;
+}
+
+/// Records what the façade told its host.
+#[derive(Debug, Default)]
+struct Recorded {
+    ledger_changes: Mutex<usize>,
+    audits: Mutex<Vec<AuditEntry>>,
+    outcomes: Mutex<Vec<PaymentOutcome>>,
+}
+
+impl Hooks for Recorded {
+    fn ledger_changed(&self) {
+        *self.ledger_changes.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+    }
+
+    fn audited(&self, entry: &AuditEntry) {
+        self.audits.lock().unwrap_or_else(PoisonError::into_inner).push(entry.clone());
+    }
+
+    fn payment(&self, outcome: PaymentOutcome) {
+        self.outcomes.lock().unwrap_or_else(PoisonError::into_inner).push(outcome);
+    }
+}
+
+/// A customer of a case: one EUR account, an authenticator app, maybe a phone.
+#[derive(Debug)]
+struct Person {
+    id: CustomerId,
+    account: Account,
+    totp: Vec<u8>,
+}
+
+/// A device key of a case, made from a seed.
+struct Phone {
+    key: SigningKey,
+    device_id: DeviceId,
+}
+
+impl Phone {
+    fn sign(&self, message: &str) -> String {
+        let sig: Signature = self.key.sign(message.as_bytes());
+        b64(sig.to_der().as_bytes())
+    }
+
+    fn answer(&self, challenge: &ScaChallenge) -> ScaAnswer {
+        self.answer_text(challenge, &crate::sca::signing_message(challenge))
+    }
+
+    /// An answer to `challenge` signing `text` instead of its own text.
+    fn answer_text(&self, challenge: &ScaChallenge, text: &str) -> ScaAnswer {
+        ScaAnswer::DeviceSignature { challenge_id: challenge.id, device_id: self.device_id, signature: self.sign(text) }
+    }
+}
+
+/// What a refused call must not have changed: every balance and hold of the case's accounts,
+/// and the outbox.
+#[derive(Debug, PartialEq)]
+struct Holdings {
+    accounts: Vec<(AccountId, i64, i64)>,
+    outbox_len: usize,
+}
+
+/// The façade under test on fresh stores, its clock, and what its hooks recorded.
+struct Bank {
+    clock: Arc<ManualClock>,
+    payments: Payments,
+    stores: Arc<PaymentStores>,
+    recorded: Arc<Recorded>,
+    accounts: Mutex<Vec<AccountId>>,
+    /// The last TOTP step used per customer, so that each answer has a code not spent yet.
+    steps: Mutex<Vec<(CustomerId, u64)>>,
+}
+
+impl Bank {
+    async fn new<F: PaymentsFactory>(factory: &F) -> Self {
+        Self::with(factory, ScaRules::default(), LockoutRules::default()).await
+    }
+
+    async fn with<F: PaymentsFactory>(factory: &F, rules: ScaRules, lockout: LockoutRules) -> Self {
+        let clock = Arc::new(ManualClock::new(start_time()));
+        let stores = factory.fresh(Arc::clone(&clock)).await;
+        let recorded = Arc::new(Recorded::default());
+        let clock_dyn: Arc<dyn Clock> = clock.clone();
+        let sca = Sca::new(Arc::clone(&stores.security), clock_dyn, rules, lockout)
+            .with_randomness(Arc::new(SeededRandomness::new(0x5eed)))
+            .with_hooks(recorded.clone());
+        let payments = Payments::new(Ledger::new(Arc::clone(&stores.ledger)), sca);
+        Self { clock, payments, stores, recorded, accounts: Mutex::default(), steps: Mutex::default() }
+    }
+
+    fn sca(&self) -> &Sca {
+        self.payments.sca()
+    }
+
+    fn ledger(&self) -> &Ledger<dyn Store> {
+        self.payments.ledger()
+    }
+
+    fn advance_secs(&self, secs: i64) {
+        self.clock.set(self.clock.now() + TimeDelta::seconds(secs));
+    }
+
+    /// A person with a EUR account holding `funds_minor` and an authenticator app.
+    async fn person(&self, username: &str, funds_minor: i64) -> Person {
+        let customer = ok("open customer", self.ledger().open_customer(person(username)).await);
+        let account = self.account(customer.id, funds_minor).await;
+        let totp: Vec<u8> = username.bytes().cycle().take(20).collect();
+        let credentials = Credentials {
+            customer_id: customer.id,
+            password_hash: "not used by these cases".to_owned(),
+            totp_secret: Some(totp.clone()),
+            updated_at: self.clock.now(),
+        };
+        ok("credentials", self.stores.security.put_credentials(credentials).await);
+        Person { id: customer.id, account, totp }
+    }
+
+    /// Another EUR account of `customer`, holding `funds_minor`.
+    async fn account(&self, customer: CustomerId, funds_minor: i64) -> Account {
+        let request = NewAccount {
+            id: AccountId::new_v7(),
+            customer_id: customer,
+            kind: AccountKind::Current,
+            currency: Currency::EUR,
+            overdraft_limit_minor: 0,
+        };
+        let account = ok("open account", self.ledger().open_account(request).await);
+        if funds_minor > 0 {
+            ok("fund", self.ledger().fund(TransferId::new_v7(), account.id, eur(funds_minor)).await);
+        }
+        self.accounts.lock().unwrap_or_else(PoisonError::into_inner).push(account.id);
+        ok("read account", self.ledger().account(account.id).await)
+    }
+
+    /// Registers a device key made from `seed` for `p`.
+    async fn phone(&self, p: &Person, seed: u8) -> Phone {
+        let key = SigningKey::from_slice(&[seed; 32]).expect("a valid scalar");
+        let public = b64(key.verifying_key().to_encoded_point(false).as_bytes());
+        let proof: Signature = key.sign(device_registration_message(p.id, &public).as_bytes());
+        let device =
+            ok("register device", self.sca().register_device(p.id, "Phone", &public, &b64(&proof.to_bytes())).await);
+        Phone { key, device_id: device.id }
+    }
+
+    /// A TOTP answer of `p` to `challenge` with a code not used before.
+    fn totp(&self, p: &Person, challenge: &ScaChallenge) -> ScaAnswer {
+        let now_step = u64::try_from(self.clock.now().timestamp()).unwrap_or(0) / TOTP_STEP_S;
+        let mut steps = self.steps.lock().unwrap_or_else(PoisonError::into_inner);
+        let last = steps.iter().find(|(c, _)| *c == p.id).map(|(_, s)| *s);
+        let step = last.map_or(now_step.saturating_sub(1), |l| (l + 1).max(now_step.saturating_sub(1)));
+        assert!(step <= now_step + 1, "a case used more TOTP codes than a minute holds: advance the clock");
+        steps.retain(|(c, _)| *c != p.id);
+        steps.push((p.id, step));
+        ScaAnswer::Totp { challenge_id: challenge.id, code: totp_code(&p.totp, step) }
+    }
+
+    async fn pay(&self, p: &Person, to: &Account, amount_minor: i64, key: &str) -> Result<PayReceipt, PaymentError> {
+        let request = PaymentRequest {
+            from_account: p.account.id,
+            payee: Payee::Account(to.number),
+            amount: eur(amount_minor),
+            reference: None,
+        };
+        self.payments.pay(p.id, &key_of(key), &request).await
+    }
+
+    /// Balances and holds of every account of the case, and the outbox's length.
+    async fn money(&self) -> Holdings {
+        let ids = self.accounts.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let mut accounts = Vec::new();
+        for id in ids {
+            let a = ok("read account", self.ledger().account(id).await);
+            accounts.push((id, a.posted_minor, a.held_minor));
+        }
+        let outbox_len = ok("outbox", self.stores.ledger.outbox_after(0, PAGE_LEN_MAX).await).len();
+        Holdings { accounts, outbox_len }
+    }
+
+    /// Runs `op`, which must be refused as `expected` says, moving no money.
+    async fn refuses<T: std::fmt::Debug>(
+        &self,
+        what: &str,
+        op: impl Future<Output = Result<T, PaymentError>>,
+        expected: impl Fn(&PaymentError) -> bool,
+    ) {
+        let before = self.money().await;
+        match op.await {
+            Err(e) if expected(&e) => {}
+            other => panic!("{what}: refused as expected? got {other:?}"),
+        }
+        assert_eq!(before, self.money().await, "{what}: a refused call moved money");
+    }
+
+    async fn posted_minor(&self, account: &Account) -> i64 {
+        ok("read account", self.ledger().account(account.id).await).posted_minor
+    }
+
+    async fn held_minor(&self, account: &Account) -> i64 {
+        ok("read account", self.ledger().account(account.id).await).held_minor
+    }
+
+    fn audits(&self, kind: AuditKind) -> usize {
+        self.recorded.audits.lock().unwrap_or_else(PoisonError::into_inner).iter().filter(|e| e.kind == kind).count()
+    }
+
+    /// Every case ends here: every currency sums to zero.
+    async fn check_invariants(&self) {
+        for total in ok("totals", self.stores.ledger.totals().await) {
+            assert_eq!(total.posted_minor, 0, "the {} balances must sum to zero", total.currency);
+        }
+    }
+}
+
+fn eur(minor: i64) -> Money {
+    Money::new(minor, Currency::EUR)
+}
+
+fn key_of(key: &str) -> IdempotencyKey {
+    IdempotencyKey::parse(key).expect("a valid key")
+}
+
+fn posted(receipt: &PayReceipt) -> (&crate::transfer::Transfer, Exemption) {
+    match &receipt.payment {
+        Payment::Posted { transfer, exemption } => (transfer, *exemption),
+        other => panic!("expected a posted payment, got {other:?}"),
+    }
+}
+
+fn challenged(receipt: &PayReceipt) -> (&crate::transfer::Transfer, &ScaChallenge, &[ScaMethod]) {
+    match &receipt.payment {
+        Payment::Challenged { transfer, challenge, methods } => (transfer, challenge, methods),
+        other => panic!("expected a payment waiting for SCA, got {other:?}"),
+    }
+}
+
+fn is_sca(e: &PaymentError, expected: &ScaError) -> bool {
+    matches!(e, PaymentError::Sca(actual) if std::mem::discriminant(actual) == std::mem::discriminant(expected)
+        && format!("{actual}") == format!("{expected}"))
+}
+
+fn is_closed(e: &PaymentError, why: Closed) -> bool {
+    matches!(e, PaymentError::Sca(ScaError::Closed(c)) if *c == why)
+}
+
+/// Between a customer's own accounts: exempt at any amount; a retry is answered as the first
+/// attempt and moves nothing; the same key for another payment is a conflict.
+pub async fn own_accounts<F: PaymentsFactory>(factory: &F) {
+    let bank = Bank::new(factory).await;
+    let ada = bank.person("ada", 10_000_00).await;
+    let savings = bank.account(ada.id, 0).await;
+    let first = ok("pay own account", bank.pay(&ada, &savings, 5_000_00, "own-1").await);
+    let (transfer, exemption) = posted(&first);
+    assert_eq!((exemption, first.replayed, transfer.state), (Exemption::OwnAccounts, false, TransferState::Posted));
+    assert_eq!(transfer.id, transfer_id(ada.id, &key_of("own-1")), "the id is derived from customer and key");
+    assert_eq!(bank.posted_minor(&savings).await, 5_000_00);
+    let changes = *bank.recorded.ledger_changes.lock().unwrap_or_else(PoisonError::into_inner);
+    let before = bank.money().await;
+    let again = ok("retry", bank.pay(&ada, &savings, 5_000_00, "own-1").await);
+    assert!(again.replayed, "a retry is a replay");
+    assert_eq!(posted(&again), (transfer, Exemption::OwnAccounts), "the first answer again");
+    assert_eq!(before, bank.money().await, "a retry moves nothing");
+    assert_eq!(*bank.recorded.ledger_changes.lock().unwrap_or_else(PoisonError::into_inner), changes);
+    bank.refuses("the same key for another amount", bank.pay(&ada, &savings, 1_00, "own-1"), |e| {
+        matches!(e, PaymentError::Ledger(crate::LedgerError::IdempotencyConflict { .. }))
+    })
+    .await;
+    assert_eq!(bank.audits(AuditKind::ScaExempted), 0, "only low-value exemptions are counted and audited");
+    bank.check_invariants().await;
+}
+
+/// Low value: below 30.00, at most 100.00 in total and 5 payments since the last SCA; an
+/// answered challenge starts the counts again.
+pub async fn low_value<F: PaymentsFactory>(factory: &F) {
+    let bank = Bank::new(factory).await;
+    let ada = bank.person("ada", 10_000_00).await;
+    let bob = bank.person("bob", 0).await;
+    for i in 0..3 {
+        let receipt = ok("small payment", bank.pay(&ada, &bob.account, 29_99, &format!("lv-{i}")).await);
+        assert_eq!(posted(&receipt).1, Exemption::LowValue);
+    }
+    assert_eq!(bank.audits(AuditKind::ScaExempted), 3, "each low-value exemption is audited");
+    let over_total = ok("a fourth 29.99", bank.pay(&ada, &bob.account, 29_99, "lv-3").await);
+    let (transfer, challenge, methods) = challenged(&over_total);
+    assert_eq!(transfer.state, TransferState::Pending, "the cumulative 100.00 would be passed");
+    assert_eq!(methods, [ScaMethod::Totp], "no device: a TOTP code within its limit");
+    assert_eq!(bank.held_minor(&ada.account).await, 29_99, "a pending payment holds its amount");
+    let not_below = ok("30.00", bank.pay(&ada, &bob.account, 30_00, "lv-4").await);
+    assert_eq!(challenged(&not_below).0.state, TransferState::Pending, "30.00 is not below 30");
+    let answer = bank.totp(&ada, challenge);
+    let confirmed = ok("confirm by TOTP", bank.payments.confirm(ada.id, transfer.id, &answer).await);
+    assert_eq!(confirmed.transfer.state, TransferState::Posted);
+    assert_eq!(bank.posted_minor(&bob.account).await, 4 * 29_99);
+    // The SCA started the counts again: five small payments, then no more.
+    for i in 0..5 {
+        let receipt = ok("after the SCA", bank.pay(&ada, &bob.account, 1_00, &format!("lv-again-{i}")).await);
+        assert_eq!(posted(&receipt).1, Exemption::LowValue);
+    }
+    let sixth = ok("a sixth", bank.pay(&ada, &bob.account, 1_00, "lv-again-5").await);
+    assert_eq!(challenged(&sixth).0.state, TransferState::Pending, "at most 5 in a row");
+    // A retry of an exempt payment is answered as one, and is not counted twice.
+    let audited = bank.audits(AuditKind::ScaExempted);
+    let again = ok("retry", bank.pay(&ada, &bob.account, 1_00, "lv-again-0").await);
+    assert_eq!((posted(&again).1, again.replayed), (Exemption::LowValue, true));
+    assert_eq!(bank.audits(AuditKind::ScaExempted), audited);
+    let state = ok("state", bank.stores.security.security_state(ada.id).await);
+    assert_eq!((state.low_value_count, state.low_value_total_minor.get(&Currency::EUR)), (5, Some(&5_00)));
+    bank.check_invariants().await;
+}
+
+/// A device key's signature of the challenge's exact text: a changed amount or payee fails,
+/// TOTP is not taken once there is a device, the right signature posts, once.
+pub async fn dynamic_linking<F: PaymentsFactory>(factory: &F) {
+    let bank = Bank::new(factory).await;
+    let ada = bank.person("ada", 10_000_00).await;
+    let bob = bank.person("bob", 0).await;
+    let phone = bank.phone(&ada, 7).await;
+    let receipt = ok("pay 150.00", bank.pay(&ada, &bob.account, 150_00, "p-1").await);
+    let (transfer, challenge, methods) = challenged(&receipt);
+    assert_eq!(methods, [ScaMethod::DeviceSignature]);
+    let text = crate::sca::signing_message(challenge);
+    for part in [
+        "amount:150.00",
+        "currency:EUR",
+        &format!("payee:{}", bob.account.number),
+        &format!("transfer:{}", transfer.id),
+    ] {
+        assert!(text.contains(part), "the text names {part}: {text}");
+    }
+    assert_eq!(
+        bank.recorded.outcomes.lock().unwrap_or_else(PoisonError::into_inner).last(),
+        Some(&PaymentOutcome::ScaRequired)
+    );
+    let confirm = |answer: ScaAnswer| {
+        let payments = bank.payments.clone();
+        let (customer, id) = (ada.id, transfer.id);
+        async move { payments.confirm(customer, id, &answer).await }
+    };
+    let tampered = phone.answer_text(challenge, &text.replace("amount:150.00", "amount:1.50"));
+    bank.refuses("a signature of another amount", confirm(tampered), |e| is_sca(e, &ScaError::Failed)).await;
+    let tampered = phone.answer_text(challenge, &text.replace(&bob.account.number.to_string(), "000000000097"));
+    bank.refuses("a signature of another payee", confirm(tampered), |e| is_sca(e, &ScaError::Failed)).await;
+    let totp = bank.totp(&ada, challenge);
+    bank.refuses(
+        "TOTP once there is a device",
+        confirm(totp),
+        |e| matches!(e, PaymentError::Sca(ScaError::MethodNotAccepted(m)) if m == &[ScaMethod::DeviceSignature]),
+    )
+    .await;
+    assert_eq!(bank.audits(AuditKind::ChallengeFailed), 2, "each wrong answer is audited");
+    // A challenge changed in the store (another amount under the transfer's challenge id) is
+    // not linked to the transfer any more: refused whatever the answer.
+    let forged = ScaChallenge {
+        purpose: crate::security::ChallengePurpose::Payment {
+            transfer_id: transfer.id,
+            amount: eur(1_50),
+            payee: bob.account.number,
+        },
+        ..challenge.clone()
+    };
+    ok("replace the open challenge", bank.stores.security.put_challenge(forged.clone()).await);
+    bank.refuses("a challenge of another amount", confirm(phone.answer(&forged)), |e| {
+        matches!(e, PaymentError::ChallengeMismatch)
+    })
+    .await;
+    ok("put it back", bank.stores.security.put_challenge(challenge.clone()).await);
+    let good = phone.answer(challenge);
+    let confirmed = ok("the right signature", confirm(good.clone()).await);
+    assert_eq!(confirmed.transfer.state, TransferState::Posted);
+    assert!(matches!(
+        confirmed.challenge.state,
+        crate::security::ChallengeState::Answered { method: ScaMethod::DeviceSignature, .. }
+    ));
+    assert_eq!((bank.posted_minor(&bob.account).await, bank.posted_minor(&ada.account).await), (150_00, 9_850_00));
+    assert_eq!(bank.held_minor(&ada.account).await, 0, "the hold became the posting");
+    bank.refuses("the same signature again", confirm(good), |e| is_closed(e, Closed::PaymentConfirmed)).await;
+    let again = ok("a retry of the payment", bank.pay(&ada, &bob.account, 150_00, "p-1").await);
+    let (now, same, _) = challenged(&again);
+    assert_eq!((now.state, same.id, again.replayed), (TransferState::Posted, challenge.id, true), "as it is now");
+    // Another customer's transfer is not found, even with a valid answer.
+    let bob_phone = bank.phone(&bob, 9).await;
+    bank.refuses(
+        "bob confirming ada's transfer",
+        bank.payments.confirm(bob.id, transfer.id, &bob_phone.answer(challenge)),
+        |e| matches!(e, PaymentError::NotFound("transfer")),
+    )
+    .await;
+    bank.check_invariants().await;
+}
+
+/// An answer is for one challenge: an old signature fails a new payment, and after
+/// `challenge_failures_max` wrong answers the challenge fails for good.
+pub async fn replayed_answers<F: PaymentsFactory>(factory: &F) {
+    let bank = Bank::new(factory).await;
+    let ada = bank.person("ada", 10_000_00).await;
+    let bob = bank.person("bob", 0).await;
+    let phone = bank.phone(&ada, 7).await;
+    let first = ok("first", bank.pay(&ada, &bob.account, 150_00, "p-1").await);
+    let (t1, c1, _) = challenged(&first);
+    ok("confirm the first", bank.payments.confirm(ada.id, t1.id, &phone.answer(c1)).await);
+    let second = ok("second", bank.pay(&ada, &bob.account, 150_00, "p-2").await);
+    let (t2, c2, _) = challenged(&second);
+    assert_ne!(crate::sca::signing_message(c1), crate::sca::signing_message(c2), "nonce and transfer differ");
+    let old = match phone.answer(c1) {
+        ScaAnswer::DeviceSignature { device_id, signature, .. } => {
+            ScaAnswer::DeviceSignature { challenge_id: c2.id, device_id, signature }
+        }
+        ScaAnswer::Totp { .. } => unreachable!("a phone signs"),
+    };
+    for _ in 0..ScaRules::default().challenge_failures_max {
+        bank.refuses("the first payment's signature", bank.payments.confirm(ada.id, t2.id, &old), |e| {
+            is_sca(e, &ScaError::Failed)
+        })
+        .await;
+    }
+    bank.refuses("the right answer, too late", bank.payments.confirm(ada.id, t2.id, &phone.answer(c2)), |e| {
+        is_closed(e, Closed::Failed)
+    })
+    .await;
+    let wrong_id = phone.answer(c1);
+    bank.refuses("an answer naming another challenge", bank.payments.confirm(ada.id, t2.id, &wrong_id), |e| {
+        is_sca(e, &ScaError::WrongChallenge)
+    })
+    .await;
+    assert_eq!(bank.held_minor(&ada.account).await, 150_00, "the failed payment still holds until it expires");
+    bank.check_invariants().await;
+}
+
+/// Wrong answers in a row lock the customer out, for longer each time; the lockout ends.
+pub async fn lockout<F: PaymentsFactory>(factory: &F) {
+    let rules = ScaRules { challenge_failures_max: 100, ..ScaRules::default() };
+    let lockout = LockoutRules { failures_max: 3, lock_s: 60, lock_max_s: 3600 };
+    let bank = Bank::with(factory, rules, lockout).await;
+    let ada = bank.person("ada", 10_000_00).await;
+    let bob = bank.person("bob", 0).await;
+    let phone = bank.phone(&ada, 7).await;
+    let receipt = ok("pay", bank.pay(&ada, &bob.account, 150_00, "p-1").await);
+    let (transfer, challenge, _) = challenged(&receipt);
+    let wrong = phone.answer_text(challenge, "something else");
+    for _ in 0..3 {
+        bank.refuses("a wrong answer", bank.payments.confirm(ada.id, transfer.id, &wrong), |e| {
+            is_sca(e, &ScaError::Failed)
+        })
+        .await;
+    }
+    assert_eq!(bank.audits(AuditKind::LockedOut), 1);
+    let good = phone.answer(challenge);
+    bank.refuses("while locked out", bank.payments.confirm(ada.id, transfer.id, &good), |e| {
+        matches!(e, PaymentError::Sca(ScaError::LockedOut { retry_after_s: 60 }))
+    })
+    .await;
+    bank.advance_secs(60);
+    for _ in 0..3 {
+        bank.refuses("wrong again", bank.payments.confirm(ada.id, transfer.id, &wrong), |e| {
+            is_sca(e, &ScaError::Failed)
+        })
+        .await;
+    }
+    bank.refuses("the second lockout is twice as long", bank.payments.confirm(ada.id, transfer.id, &good), |e| {
+        matches!(e, PaymentError::Sca(ScaError::LockedOut { retry_after_s: 120 }))
+    })
+    .await;
+    bank.advance_secs(120);
+    ok("after the lockout", bank.payments.confirm(ada.id, transfer.id, &good).await);
+    let state = ok("state", bank.stores.security.security_state(ada.id).await);
+    assert_eq!(state.failures, 0, "an answered challenge clears the failures");
+    bank.check_invariants().await;
+}
+
+/// A challenge lasts as long as its payment's hold: answered after it, it is refused; the
+/// sweeper voids the payment and frees the money.
+pub async fn expiry<F: PaymentsFactory>(factory: &F) {
+    let bank = Bank::new(factory).await;
+    let ada = bank.person("ada", 1_000_00).await;
+    let bob = bank.person("bob", 0).await;
+    let receipt = ok("pay", bank.pay(&ada, &bob.account, 400_00, "p-1").await);
+    let (transfer, challenge, methods) = challenged(&receipt);
+    assert_eq!(methods, [ScaMethod::Totp]);
+    let ttl = ScaRules::default().challenge_ttl();
+    assert_eq!((challenge.expires_at, transfer.hold_until), (transfer.created_at + ttl, Some(challenge.expires_at)));
+    bank.advance_secs(ttl.num_seconds());
+    let late = bank.totp(&ada, challenge);
+    bank.refuses("an answer after the expiry", bank.payments.confirm(ada.id, transfer.id, &late), |e| {
+        is_closed(e, Closed::Expired)
+    })
+    .await;
+    // The ledger voids a hold once its time has passed.
+    bank.advance_secs(1);
+    let voided = ok("expire holds", bank.ledger().expire_holds(bank.clock.now(), 10).await);
+    assert_eq!(voided, 1);
+    assert_eq!(bank.held_minor(&ada.account).await, 0, "the hold is released");
+    let later = bank.totp(&ada, challenge);
+    bank.refuses("an answer to a voided payment", bank.payments.confirm(ada.id, transfer.id, &later), |e| {
+        is_closed(e, Closed::PaymentEnded)
+    })
+    .await;
+    bank.check_invariants().await;
+}
+
+/// Without a device, a TOTP code answers a payment up to its limit only; above it the customer
+/// must register a device. A code is taken once.
+pub async fn totp_limit<F: PaymentsFactory>(factory: &F) {
+    let bank = Bank::new(factory).await;
+    let ada = bank.person("ada", 10_000_00).await;
+    let bob = bank.person("bob", 0).await;
+    let big = ok("600.00", bank.pay(&ada, &bob.account, 600_00, "big").await);
+    let (t_big, c_big, methods) = challenged(&big);
+    assert!(methods.is_empty(), "above the TOTP limit a device is needed");
+    let answer = bank.totp(&ada, c_big);
+    bank.refuses(
+        "TOTP above its limit",
+        bank.payments.confirm(ada.id, t_big.id, &answer),
+        |e| matches!(e, PaymentError::Sca(ScaError::MethodNotAccepted(m)) if m.is_empty()),
+    )
+    .await;
+    let small = ok("500.00", bank.pay(&ada, &bob.account, 500_00, "small").await);
+    let (t_small, c_small, methods) = challenged(&small);
+    assert_eq!(methods, [ScaMethod::Totp], "500.00 is within the limit");
+    let answer = bank.totp(&ada, c_small);
+    ok("TOTP within its limit", bank.payments.confirm(ada.id, t_small.id, &answer).await);
+    let other = ok("another", bank.pay(&ada, &bob.account, 400_00, "other").await);
+    let (t_other, c_other, _) = challenged(&other);
+    let spent = match answer {
+        ScaAnswer::Totp { code, .. } => ScaAnswer::Totp { challenge_id: c_other.id, code },
+        ScaAnswer::DeviceSignature { .. } => unreachable!("a TOTP answer"),
+    };
+    bank.refuses("a spent TOTP code", bank.payments.confirm(ada.id, t_other.id, &spent), |e| {
+        is_sca(e, &ScaError::Failed)
+    })
+    .await;
+    bank.check_invariants().await;
+}
+
+/// Trusting a beneficiary takes an answered challenge; payments to it are then exempt at any
+/// amount, until it is removed.
+pub async fn trusted_beneficiaries<F: PaymentsFactory>(factory: &F) {
+    let bank = Bank::new(factory).await;
+    let ada = bank.person("ada", 10_000_00).await;
+    let bob = bank.person("bob", 0).await;
+    let added = ok("add bob", bank.payments.add_beneficiary(ada.id, " Bob ", bob.account.number).await);
+    assert_eq!((added.beneficiary.state, added.beneficiary.name.as_str()), (BeneficiaryState::Pending, "Bob"));
+    assert_eq!(added.methods, [ScaMethod::Totp]);
+    let pending = ok("not trusted yet", bank.pay(&ada, &bob.account, 500_00, "tb-0").await);
+    challenged(&pending);
+    let answer = bank.totp(&ada, &added.challenge);
+    let trusted = ok("trust", bank.payments.confirm_beneficiary(ada.id, added.beneficiary.id, &answer).await);
+    assert_eq!(trusted.state, BeneficiaryState::Trusted);
+    assert_eq!(bank.audits(AuditKind::BeneficiaryTrusted), 1);
+    let receipt = ok("pay a trusted payee", bank.pay(&ada, &bob.account, 5_000_00, "tb-1").await);
+    assert_eq!(posted(&receipt).1, Exemption::TrustedBeneficiary);
+    let again = bank.totp(&ada, &added.challenge);
+    bank.refuses("trusting twice", bank.payments.confirm_beneficiary(ada.id, added.beneficiary.id, &again), |e| {
+        is_closed(e, Closed::BeneficiaryTrusted)
+    })
+    .await;
+    bank.refuses("adding twice", bank.payments.add_beneficiary(ada.id, "Bob", bob.account.number), |e| {
+        matches!(e, PaymentError::Sca(ScaError::Duplicate(_)))
+    })
+    .await;
+    bank.refuses(
+        "another customer's beneficiary",
+        bank.payments.remove_beneficiary(bob.id, added.beneficiary.id),
+        |e| matches!(e, PaymentError::NotFound("beneficiary")),
+    )
+    .await;
+    ok("remove", bank.payments.remove_beneficiary(ada.id, added.beneficiary.id).await);
+    assert_eq!(bank.audits(AuditKind::BeneficiaryRemoved), 1);
+    let after = ok("after removal", bank.pay(&ada, &bob.account, 500_00, "tb-2").await);
+    challenged(&after);
+    assert!(ok("list", bank.payments.beneficiaries(ada.id).await).is_empty());
+    bank.check_invariants().await;
+}
+
+/// Bad input is refused with what is wrong, changing nothing: names, unknown payees, other
+/// customers' accounts, device keys and proofs, and the bounds on devices.
+pub async fn refusals<F: PaymentsFactory>(factory: &F) {
+    let bank = Bank::new(factory).await;
+    let ada = bank.person("ada", 1_000_00).await;
+    let bob = bank.person("bob", 1_000_00).await;
+    let unknown = crate::account_number::AccountNumber::from_serial(999_999).expect("serial");
+    let to_unknown = PaymentRequest {
+        from_account: ada.account.id,
+        payee: Payee::Account(unknown),
+        amount: eur(1_00),
+        reference: None,
+    };
+    bank.refuses("an unknown payee", bank.payments.pay(ada.id, &key_of("u"), &to_unknown), |e| {
+        matches!(e, PaymentError::UnknownPayee)
+    })
+    .await;
+    let from_bob = PaymentRequest {
+        from_account: bob.account.id,
+        payee: Payee::Account(ada.account.number),
+        amount: eur(1_00),
+        reference: None,
+    };
+    bank.refuses("from another customer's account", bank.payments.pay(ada.id, &key_of("b"), &from_bob), |e| {
+        matches!(e, PaymentError::NotFound("account"))
+    })
+    .await;
+    bank.refuses("paying the same account", bank.pay(&ada, &ada.account, 1_00, "self"), |e| {
+        matches!(e, PaymentError::Ledger(crate::LedgerError::SameAccount))
+    })
+    .await;
+    bank.refuses("an empty name", bank.payments.add_beneficiary(ada.id, "  ", bob.account.number), |e| {
+        matches!(e, PaymentError::Sca(ScaError::Invalid(_)))
+    })
+    .await;
+    bank.refuses("a beneficiary nobody is", bank.payments.add_beneficiary(ada.id, "Nobody", unknown), |e| {
+        matches!(e, PaymentError::UnknownPayee)
+    })
+    .await;
+    let sca = bank.sca();
+    let key = SigningKey::from_slice(&[3; 32]).expect("a valid scalar");
+    let public = b64(key.verifying_key().to_encoded_point(false).as_bytes());
+    let proof_of = |customer: CustomerId| -> String {
+        let sig: Signature = key.sign(device_registration_message(customer, &public).as_bytes());
+        b64(&sig.to_bytes())
+    };
+    for (what, public_key, proof) in [
+        ("a key that is not base64", "***".to_owned(), proof_of(ada.id)),
+        ("a key of the wrong length", b64(&[4; 33]), proof_of(ada.id)),
+        ("a key off the curve", b64(&[4; 65]), proof_of(ada.id)),
+        ("a proof for another customer", public.clone(), proof_of(bob.id)),
+    ] {
+        match sca.register_device(ada.id, "Phone", &public_key, &proof).await {
+            Err(ScaError::Invalid(_)) => {}
+            other => panic!("{what}: expected Invalid, got {other:?}"),
+        }
+    }
+    assert!(ok("devices", sca.devices(ada.id).await).is_empty(), "no refused key was registered");
+    let mut phones = Vec::new();
+    for seed in 0..DEVICES_MAX {
+        phones.push(bank.phone(&ada, u8::try_from(seed + 10).unwrap_or(1)).await);
+    }
+    match sca.register_device(ada.id, "One too many", &public, &proof_of(ada.id)).await {
+        Err(ScaError::TooMany(_)) => {}
+        other => panic!("an eleventh device: expected TooMany, got {other:?}"),
+    }
+    ok("remove one", sca.remove_device(ada.id, phones[0].device_id).await);
+    assert!(matches!(sca.remove_device(ada.id, phones[0].device_id).await, Err(ScaError::NotFound("device"))));
+    assert!(matches!(sca.remove_device(bob.id, phones[1].device_id).await, Err(ScaError::NotFound("device"))));
+    ok("now there is room", sca.register_device(ada.id, "Phone", &public, &proof_of(ada.id)).await);
+    match sca.register_device(ada.id, "Same key", &public, &proof_of(ada.id)).await {
+        Err(ScaError::Duplicate(_)) => {}
+        other => panic!("the same key twice: expected Duplicate, got {other:?}"),
+    }
+    assert_eq!(bank.audits(AuditKind::DeviceAdded), DEVICES_MAX + 1);
+    assert_eq!(bank.audits(AuditKind::DeviceRemoved), 1);
+    // A removed device answers nothing.
+    let receipt = ok("pay", bank.pay(&ada, &bob.account, 100_00, "p").await);
+    let (transfer, challenge, _) = challenged(&receipt);
+    bank.refuses(
+        "a removed device's signature",
+        bank.payments.confirm(ada.id, transfer.id, &phones[0].answer(challenge)),
+        |e| is_sca(e, &ScaError::Failed),
+    )
+    .await;
+    bank.check_invariants().await;
+}
+
+/// A server that stopped between the pending transfer and its challenge, or between the answer
+/// and the posting: the retry makes the challenge, the next confirmation posts.
+pub async fn crash_recovery<F: PaymentsFactory>(factory: &F) {
+    let bank = Bank::new(factory).await;
+    let ada = bank.person("ada", 1_000_00).await;
+    let bob = bank.person("bob", 0).await;
+    let phone = bank.phone(&ada, 7).await;
+    // The pending transfer a crashed attempt left, without its challenge.
+    let id = transfer_id(ada.id, &key_of("k"));
+    let request = TransferRequest {
+        id,
+        kind: TransferKind::Internal,
+        debit_account: ada.account.id,
+        credit_account: bob.account.id,
+        amount: eur(200_00),
+        reference: None,
+        hold_until: Some(bank.clock.now() + ScaRules::default().challenge_ttl()),
+    };
+    ok("the crashed attempt's transfer", bank.ledger().transfer(request).await);
+    let retry = ok("the retry", bank.pay(&ada, &bob.account, 200_00, "k").await);
+    let (transfer, challenge, _) = challenged(&retry);
+    assert_eq!(
+        (transfer.id, retry.replayed, challenge.expires_at),
+        (id, true, transfer.hold_until.unwrap_or_else(|| bank.clock.now()))
+    );
+    // Answered, but the server stopped before posting.
+    let _guard = bank.sca().lock(ada.id).await;
+    ok("answered", bank.sca().answer(challenge, &phone.answer(challenge)).await);
+    drop(_guard);
+    assert_eq!(bank.posted_minor(&bob.account).await, 0);
+    let confirmed =
+        ok("the next confirmation posts", bank.payments.confirm(ada.id, id, &phone.answer(challenge)).await);
+    assert_eq!(confirmed.transfer.state, TransferState::Posted);
+    assert_eq!(bank.posted_minor(&bob.account).await, 200_00);
+    bank.check_invariants().await;
+}
+
+/// Concurrent retries of one payment move the money once and count it once.
+pub async fn concurrent_retries<F: PaymentsFactory>(factory: &F) {
+    let bank = Arc::new(Bank::new(factory).await);
+    let ada = Arc::new(bank.person("ada", 1_000_00).await);
+    let bob = bank.person("bob", 0).await;
+    let to = Arc::new(bob.account.clone());
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (bank, ada, to) = (Arc::clone(&bank), Arc::clone(&ada), Arc::clone(&to));
+        tasks.spawn(async move { bank.pay(&ada, &to, 10_00, "same").await });
+    }
+    let mut ids = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let receipt = ok("a retry", joined.expect("the task ran"));
+        let (transfer, exemption) = posted(&receipt);
+        assert_eq!(exemption, Exemption::LowValue);
+        ids.push(transfer.id);
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "one transfer");
+    assert_eq!(bank.posted_minor(&bob.account).await, 10_00, "moved once");
+    assert_eq!(bank.audits(AuditKind::ScaExempted), 1, "counted once");
+    let state = ok("state", bank.stores.security.security_state(ada.id).await);
+    assert_eq!(state.low_value_count, 1);
+    bank.check_invariants().await;
+}
+
+/// The case list, for the tests of every backend.
+pub const CASES: &[&str] = &[
+    "own_accounts",
+    "low_value",
+    "dynamic_linking",
+    "replayed_answers",
+    "lockout",
+    "expiry",
+    "totp_limit",
+    "trusted_beneficiaries",
+    "refusals",
+    "crash_recovery",
+    "concurrent_retries",
+];
+
+/// Runs every case, one after the other, each on fresh stores from `factory`.
+pub async fn run_all<F: PaymentsFactory>(factory: &F) {
+    super::run_case("own_accounts", own_accounts(factory)).await;
+    super::run_case("low_value", low_value(factory)).await;
+    super::run_case("dynamic_linking", dynamic_linking(factory)).await;
+    super::run_case("replayed_answers", replayed_answers(factory)).await;
+    super::run_case("lockout", lockout(factory)).await;
+    super::run_case("expiry", expiry(factory)).await;
+    super::run_case("totp_limit", totp_limit(factory)).await;
+    super::run_case("trusted_beneficiaries", trusted_beneficiaries(factory)).await;
+    super::run_case("refusals", refusals(factory)).await;
+    super::run_case("crash_recovery", crash_recovery(factory)).await;
+    super::run_case("concurrent_retries", concurrent_retries(factory)).await;
+}
