@@ -17,6 +17,7 @@ pub mod error;
 pub mod event;
 pub mod iban;
 pub mod ids;
+pub mod invariants;
 pub mod memory;
 pub mod money;
 pub mod rules;

@@ -20,18 +20,20 @@ use bp_core::security::{
     SecurityStore,
 };
 use bp_core::store::Store;
-use bp_core::testing::security::{SecurityStoreFactory, factory_fn};
+use bp_core::testing::factory_fn;
+use bp_core::testing::security::SecurityStoreFactory;
 use bp_storage::sqlite::{SqliteConfig, SqliteStore};
 
 /// A factory of SQLite stores, each in a new file of one temporary directory that lives as long
-/// as the factory.
+/// as the factory, on the clock the suite gives (the security records take every time as an
+/// argument; the clock stamps only the ledger beside them).
 fn sqlite() -> impl SecurityStoreFactory<S = SqliteStore> {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let files = AtomicUsize::new(0);
-    factory_fn(move || {
+    factory_fn(move |clock: Arc<ManualClock>| {
         let path = dir.path().join(format!("case-{}.db", files.fetch_add(1, Ordering::Relaxed)));
         async move {
-            let store = SqliteStore::open(&path, SqliteConfig::default())
+            let store = SqliteStore::open(&path, SqliteConfig { clock, ..SqliteConfig::default() })
                 .unwrap_or_else(|e| panic!("cannot open a SQLite store at {}: {e}", path.display()));
             Arc::new(store)
         }
