@@ -423,11 +423,10 @@ fn check_totals(books: &Books, totals: &[CurrencyTotal]) -> Result<(), Violation
         ensure(t.posted_minor == 0, || Violation::currency(Invariant::CurrencySumsToZero, t.currency))?;
     }
     if books.scope == Scope::Ledger {
-        let sums = sums(books);
+        let sums = CurrencyTotal::sum_of(books.accounts.iter().map(|a| &a.account));
         ensure(sums.len() == totals.len(), || Violation::new(Invariant::TotalsMatchAccounts))?;
         for t in totals {
-            let (sum, count) = sums.get(&t.currency).copied().unwrap_or_default();
-            let same = t.posted_minor == sum && t.accounts == count;
+            let same = sums.iter().any(|s| s == t);
             ensure(same, || Violation::currency(Invariant::TotalsMatchAccounts, t.currency))?;
         }
     }
@@ -436,19 +435,287 @@ fn check_totals(books: &Books, totals: &[CurrencyTotal]) -> Result<(), Violation
 
 /// Every currency of the accounts sums to zero.
 fn check_sums(books: &Books) -> Result<(), Violation> {
-    for (currency, (sum, _)) in sums(books) {
-        ensure(sum == 0, || Violation::currency(Invariant::CurrencySumsToZero, currency))?;
+    for sum in CurrencyTotal::sum_of(books.accounts.iter().map(|a| &a.account)) {
+        ensure(sum.posted_minor == 0, || Violation::currency(Invariant::CurrencySumsToZero, sum.currency))?;
     }
     Ok(())
 }
 
-/// The sum of the posted balances, and the number of accounts, per currency.
-fn sums(books: &Books) -> HashMap<Currency, (i128, u64)> {
-    let mut sums: HashMap<Currency, (i128, u64)> = HashMap::new();
-    for a in books.accounts.iter().map(|a| &a.account) {
-        let entry = sums.entry(a.currency).or_default();
-        entry.0 += i128::from(a.posted_minor);
-        entry.1 += 1;
+#[cfg(test)]
+mod tests {
+    //! One test per invariant: a valid ledger passes, and the same ledger broken in one place
+    //! fails with exactly that invariant.
+
+    use super::{AccountBooks, Books, History, Invariant, Scope, Violation, check};
+    use crate::Timestamp;
+    use crate::account::{AccountKind, SystemAccount};
+    use crate::command::Command;
+    use crate::customer::{KycStatus, NewCustomer, Username};
+    use crate::event::Event;
+    use crate::ids::{AccountId, CustomerId, TransferId};
+    use crate::money::{Currency, Money};
+    use crate::rules::decide;
+    use crate::service::current_account;
+    use crate::state::LedgerState;
+    use crate::store::{CurrencyTotal, OutboxEntry};
+    use crate::transfer::{Posting, TransferKind, TransferRequest};
+
+    const EUR: Currency = Currency::EUR;
+
+    fn now() -> Timestamp {
+        chrono::DateTime::from_timestamp(1_767_225_600, 0).expect("a valid time")
     }
-    sums
+
+    fn transfer(debit: AccountId, credit: AccountId, amount_minor: i64, hold: bool) -> Command {
+        Command::Transfer(TransferRequest {
+            id: TransferId::new_v7(),
+            kind: if SystemAccount::from_id(debit).is_some() { TransferKind::Deposit } else { TransferKind::Internal },
+            debit_account: debit,
+            credit_account: credit,
+            amount: Money::new(amount_minor, EUR),
+            reference: None,
+            hold_until: hold.then(|| now() + chrono::TimeDelta::hours(1)),
+        })
+    }
+
+    /// A small ledger run through the rules: two accounts, a deposit, a payment and a hold; its
+    /// complete books, and the id of the first account.
+    fn valid() -> (Books, AccountId) {
+        let mut state = LedgerState::new();
+        let customer = CustomerId::new_v7();
+        let username = Username::parse("ada").expect("a valid username");
+        let (a, b) = (AccountId::new_v7(), AccountId::new_v7());
+        let commands = [
+            Command::OpenCustomer(Box::new(NewCustomer::person(customer, username, "Ada", "L", KycStatus::Verified))),
+            Command::OpenAccount(current_account(a, customer, EUR)),
+            Command::OpenAccount(current_account(b, customer, EUR)),
+            transfer(SystemAccount::Funding.id(EUR), a, 10_000, false),
+            transfer(a, b, 3_000, false),
+            transfer(a, b, 1_000, true),
+        ];
+        let mut events: Vec<Event> = Vec::new();
+        let mut postings: Vec<Posting> = Vec::new();
+        for cmd in &commands {
+            let decision = decide(&state, cmd, now()).expect("the rules accept the command");
+            assert_eq!(check(&Books::of_effects(&state, &decision.effects)), Ok(()), "the effects of {cmd:?}");
+            state.apply(&decision.effects);
+            events.extend(decision.effects.events);
+            postings.extend(decision.effects.postings);
+        }
+        let mut books = Books::new(Scope::Ledger);
+        for account in state.accounts() {
+            let mine = |e: &Event| e.account_id == account.id;
+            let history = History::whole(
+                events.iter().filter(|e| mine(e)).cloned().collect(),
+                postings.iter().filter(|p| p.account_id == account.id).cloned().collect(),
+            );
+            books.accounts.push(AccountBooks { account: account.clone(), history: Some(history) });
+        }
+        books.transfers = Some(state.transfers().cloned().collect());
+        books.outbox = Some((1..).zip(events).map(|(position, event)| OutboxEntry { position, event }).collect());
+        books.totals = Some(CurrencyTotal::sum_of(state.accounts()));
+        assert_eq!(check(&books), Ok(()), "the valid ledger passes");
+        (books, a)
+    }
+
+    /// The books of account `id`.
+    fn account(books: &mut Books, id: AccountId) -> &mut AccountBooks {
+        books.accounts.iter_mut().find(|a| a.account.id == id).expect("the account is in the books")
+    }
+
+    fn history(books: &mut Books, id: AccountId) -> &mut History {
+        account(books, id).history.as_mut().expect("a history")
+    }
+
+    /// Asserts that `books` break `invariant` first.
+    fn broken(books: &Books, invariant: Invariant) {
+        match check(books) {
+            Err(Violation { invariant: found, .. }) if found == invariant => {}
+            other => panic!("expected {invariant:?} to be broken, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn negative_holds() {
+        let (mut books, a) = valid();
+        account(&mut books, a).account.held_minor = -1;
+        broken(&books, Invariant::HoldsNonNegative);
+    }
+
+    #[test]
+    fn negative_overdraft_limit() {
+        let (mut books, a) = valid();
+        account(&mut books, a).account.overdraft_limit_minor = -1;
+        broken(&books, Invariant::OverdraftLimitNonNegative);
+    }
+
+    #[test]
+    fn beyond_the_overdraft_limit() {
+        let (mut books, a) = valid();
+        account(&mut books, a).account.held_minor = 7_001;
+        broken(&books, Invariant::WithinOverdraft);
+    }
+
+    #[test]
+    fn system_kind_of_a_customer_account() {
+        let (mut books, a) = valid();
+        account(&mut books, a).account.kind = AccountKind::System;
+        broken(&books, Invariant::SystemAccountOwner);
+    }
+
+    #[test]
+    fn a_change_without_an_event() {
+        let (mut books, a) = valid();
+        account(&mut books, a).account.version += 1;
+        broken(&books, Invariant::VersionCountsEvents);
+    }
+
+    #[test]
+    fn a_missing_or_misnumbered_event() {
+        let (mut books, a) = valid();
+        history(&mut books, a).events.pop();
+        broken(&books, Invariant::EventSequence);
+        let (mut books, a) = valid();
+        history(&mut books, a).events[1].seq = 7;
+        broken(&books, Invariant::EventSequence);
+    }
+
+    #[test]
+    fn postings_out_of_order() {
+        let (mut books, a) = valid();
+        let postings = &mut history(&mut books, a).postings;
+        postings[1].seq = postings[0].seq;
+        broken(&books, Invariant::PostingsInOrder);
+    }
+
+    #[test]
+    fn a_wrong_running_balance() {
+        let (mut books, a) = valid();
+        let p = &mut history(&mut books, a).postings[0];
+        p.balance_after = Money::new(p.balance_after.amount_minor() + 1, EUR);
+        broken(&books, Invariant::RunningBalance);
+        let (mut books, a) = valid();
+        account(&mut books, a).account.posted_minor -= 1;
+        broken(&books, Invariant::RunningBalance);
+    }
+
+    #[test]
+    fn a_posting_unlike_its_event() {
+        let (mut books, a) = valid();
+        history(&mut books, a).postings[0].posted_at = now() + chrono::TimeDelta::seconds(1);
+        broken(&books, Invariant::PostingMatchesEvent);
+    }
+
+    #[test]
+    fn a_transfer_without_its_lines() {
+        let (mut books, _) = valid();
+        let transfers = books.transfers.as_mut().expect("transfers");
+        let posted = transfers.iter_mut().find(|t| t.kind == TransferKind::Internal && t.finished_at.is_some());
+        posted.expect("the payment").reference = Some("not what the lines say".to_owned());
+        broken(&books, Invariant::TransferLines);
+    }
+
+    #[test]
+    fn a_posting_of_an_unknown_transfer() {
+        let (mut books, _) = valid();
+        books.transfers.as_mut().expect("transfers").retain(|t| t.kind != TransferKind::Deposit);
+        broken(&books, Invariant::PostingOfTransfer);
+    }
+
+    #[test]
+    fn holds_without_their_pending_transfer() {
+        let (mut books, _) = valid();
+        books.transfers.as_mut().expect("transfers").retain(|t| t.hold_until.is_none());
+        broken(&books, Invariant::HoldsArePending);
+    }
+
+    #[test]
+    fn an_event_twice_in_the_outbox() {
+        let (mut books, _) = valid();
+        let outbox = books.outbox.as_mut().expect("an outbox");
+        let again = OutboxEntry { position: 1_000, ..outbox[0].clone() };
+        outbox.push(again);
+        broken(&books, Invariant::OutboxOnce);
+    }
+
+    #[test]
+    fn an_event_missing_from_the_outbox() {
+        let (mut books, _) = valid();
+        books.outbox.as_mut().expect("an outbox").pop();
+        broken(&books, Invariant::OutboxHoldsEvents);
+    }
+
+    #[test]
+    fn an_event_of_an_account_that_does_not_exist() {
+        let (mut books, a) = valid();
+        books.accounts.retain(|x| x.account.id != a);
+        books.transfers = None;
+        books.totals = None;
+        broken(&books, Invariant::OutboxHoldsEvents);
+    }
+
+    #[test]
+    fn balances_that_do_not_sum_to_zero() {
+        let (mut books, _) = valid();
+        books.totals.as_mut().expect("totals")[0].posted_minor = 1;
+        broken(&books, Invariant::CurrencySumsToZero);
+        // The accounts alone, over the whole ledger.
+        let (mut books, a) = valid();
+        books.outbox = None;
+        books.totals = None;
+        books.transfers = None;
+        let a = account(&mut books, a);
+        a.history = None;
+        a.account.posted_minor += 1;
+        broken(&books, Invariant::CurrencySumsToZero);
+    }
+
+    #[test]
+    fn totals_unlike_the_accounts() {
+        let (mut books, _) = valid();
+        books.totals.as_mut().expect("totals")[0].accounts += 1;
+        broken(&books, Invariant::TotalsMatchAccounts);
+        let (mut books, _) = valid();
+        let totals = books.totals.as_mut().expect("totals");
+        totals.push(totals[0]);
+        broken(&books, Invariant::TotalsMatchAccounts);
+    }
+
+    /// A part of a ledger is not held to what only the whole ledger keeps.
+    #[test]
+    fn a_part_is_checked_as_a_part() {
+        let (mut books, a) = valid();
+        books.scope = Scope::Part;
+        books.accounts.retain(|x| x.account.id == a);
+        books.totals = None;
+        assert_eq!(check(&books), Ok(()));
+    }
+
+    /// The effects of a command that a store would write wrongly are caught before it writes.
+    #[test]
+    fn effects_that_break_an_account() {
+        let (books, a) = valid();
+        let mut state = LedgerState::new();
+        for x in &books.accounts {
+            state.insert_account(x.account.clone());
+        }
+        let mut decision = decide(&state, &transfer(SystemAccount::Funding.id(EUR), a, 500, false), now())
+            .map(|d| d.effects)
+            .unwrap_or_else(|e| panic!("a deposit: {e}"));
+        assert!(decision.accounts.iter().any(|(_, x)| x.id == a), "the payee is written");
+        for (_, x) in decision.accounts.iter_mut().filter(|(_, x)| x.id == a) {
+            x.posted_minor += 1;
+        }
+        broken(&Books::of_effects(&state, &decision), Invariant::RunningBalance);
+    }
+
+    /// A violation says which invariant and where, and no balance or amount.
+    #[test]
+    fn a_violation_names_ids_not_amounts() {
+        let (mut books, a) = valid();
+        account(&mut books, a).account.held_minor = 7_001;
+        let shown = check(&books).map_err(|v| v.to_string()).expect_err("broken");
+        assert!(shown.contains(&a.to_string()) && shown.contains("overdraft"), "{shown}");
+        assert!(!shown.contains("7001") && !shown.contains("70.01"), "{shown}");
+    }
 }
