@@ -156,6 +156,12 @@ pub struct OutboxEntry {
 
 /// A ledger store: applies commands atomically and durably through [`crate::rules::decide`], and
 /// answers reads. Every adapter passes the conformance suite in `bp_core::testing`.
+///
+/// Errors: a rejected command is an [`Error::Ledger`] naming the rule. Any method may fail for the
+/// store's own reasons ([`StoreErrorKind`](crate::StoreErrorKind) `Unavailable`, `Overloaded`,
+/// `Closed`, `Corrupt`, and for a write `StorageFull` or `ReadOnly`); `cursor` and `set_cursor`
+/// answer `InvalidRequest` for a malformed name or position. No method answers `Conflict`: a
+/// taken id is a rule of the ledger (`IdempotencyConflict`, `UsernameTaken`).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Decides `cmd` with the rules and, if accepted, writes its effects atomically and durably

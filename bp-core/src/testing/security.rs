@@ -296,7 +296,7 @@ pub async fn devices<F: SecurityStoreFactory>(f: &F) {
     assert_eq!(ok("bob's devices", store.devices_of(bob).await), vec![bobs.clone()]);
 
     let taken = Device { name: "Impostor".to_owned(), customer_id: bob, ..phone.clone() };
-    expect_kind("add a device with a taken id", store.add_device(taken).await, StoreErrorKind::InvalidRequest);
+    expect_kind("add a device with a taken id", store.add_device(taken).await, StoreErrorKind::Conflict);
     assert_eq!(ok("unchanged after refusal", store.device(phone.id).await), Some(phone.clone()));
     assert_eq!(ok("ada's devices unchanged", store.devices_of(ada).await), listed);
     assert_eq!(ok("bob's devices unchanged", store.devices_of(bob).await), vec![bobs.clone()]);
@@ -330,7 +330,7 @@ pub async fn refresh_token_rotation<F: SecurityStoreFactory>(f: &F) {
 
     let duplicate = token(SessionId::new_v7(), CustomerId::new_v7(), 5);
     let duplicate = RefreshToken { hash: first.hash, ..duplicate };
-    expect_kind("insert a taken hash", store.insert_refresh_token(duplicate).await, StoreErrorKind::InvalidRequest);
+    expect_kind("insert a taken hash", store.insert_refresh_token(duplicate).await, StoreErrorKind::Conflict);
     assert_eq!(ok("unchanged after refusal", store.refresh_token(first.hash).await), Some(first.clone()));
 
     let second = token(session, ada, 60);
@@ -357,13 +357,13 @@ pub async fn refresh_token_rotation<F: SecurityStoreFactory>(f: &F) {
     expect_kind(
         "rotate to a taken hash",
         store.rotate_refresh_token(second.hash, reused_hash, at(120)).await,
-        StoreErrorKind::InvalidRequest,
+        StoreErrorKind::Conflict,
     );
     let same_hash = RefreshToken { hash: second.hash, ..token(session, ada, 120) };
     expect_kind(
         "rotate to the presented token's own hash",
         store.rotate_refresh_token(second.hash, same_hash, at(120)).await,
-        StoreErrorKind::InvalidRequest,
+        StoreErrorKind::Conflict,
     );
     expect_tokens(
         "unchanged after refusals",
