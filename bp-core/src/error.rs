@@ -125,13 +125,14 @@ pub enum LedgerError {
     },
 }
 
-/// What kind of infrastructure failure a store met, so callers can act without knowing the
-/// backend.
+/// What kind of failure a store met, so callers can act without knowing the backend: whether to
+/// retry, and when.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum StoreErrorKind {
-    /// The backend cannot be reached or failed to write; retrying later may succeed. A command
-    /// that fails so may or may not have been applied: retry it with the same id.
+    /// The backend cannot be reached, is busy or locked, or failed an I/O; retrying later may
+    /// succeed. A command that fails so may or may not have been applied: retry it with the same
+    /// id.
     Unavailable,
     /// The store's queue is full; back off and retry.
     Overloaded,
@@ -141,8 +142,21 @@ pub enum StoreErrorKind {
     Incompatible,
     /// The store was shut down.
     Closed,
-    /// The request itself is malformed for the store (e.g. a bad cursor).
+    /// The request itself is malformed for the store (e.g. a bad cursor, or a record that breaks
+    /// a constraint of its schema other than uniqueness). Nothing was changed; the same request
+    /// fails again.
     InvalidRequest,
+    /// The record conflicts with one that exists: its id or another unique key is taken. Nothing
+    /// was changed; the same request fails again, one with a new id may succeed.
+    Conflict,
+    /// The storage has no room left (a full disk, or the database's size limit). Nothing was
+    /// changed. Writes keep failing until an operator makes room, so retrying at once is no use;
+    /// reads still work.
+    StorageFull,
+    /// The storage refuses writes: the database is read-only (a read-only file or mount, or a
+    /// file moved or deleted while open). Nothing was changed. Writes keep failing until an
+    /// operator fixes it, so retrying at once is no use; reads may still work.
+    ReadOnly,
 }
 
 impl fmt::Display for StoreErrorKind {
@@ -154,6 +168,9 @@ impl fmt::Display for StoreErrorKind {
             StoreErrorKind::Incompatible => "incompatible database version",
             StoreErrorKind::Closed => "store closed",
             StoreErrorKind::InvalidRequest => "invalid store request",
+            StoreErrorKind::Conflict => "conflicts with a stored record",
+            StoreErrorKind::StorageFull => "storage full",
+            StoreErrorKind::ReadOnly => "storage read-only",
         })
     }
 }

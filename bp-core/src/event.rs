@@ -103,4 +103,14 @@ impl EventBody {
             EventBody::TransferVoided { .. } => "transfer.voided",
         }
     }
+
+    /// The transfer this event is about, for the events of transfers.
+    pub fn transfer_id(&self) -> Option<TransferId> {
+        match self {
+            EventBody::TransferPosted { transfer_id, .. }
+            | EventBody::TransferPending { transfer_id, .. }
+            | EventBody::TransferVoided { transfer_id, .. } => Some(*transfer_id),
+            EventBody::AccountOpened { .. } | EventBody::AccountStatusChanged { .. } => None,
+        }
+    }
 }

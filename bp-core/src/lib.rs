@@ -18,6 +18,7 @@ pub mod event;
 pub mod hooks;
 pub mod iban;
 pub mod ids;
+pub mod invariants;
 pub mod memory;
 pub mod money;
 pub mod payments;

@@ -15,7 +15,7 @@ use crate::customer::{Customer, Username};
 use crate::error::{Error, StoreError};
 use crate::event::Event;
 use crate::ids::{AccountId, CustomerId, TransferId};
-use crate::money::Currency;
+use crate::invariants::{Books, check};
 use crate::rules::{LedgerView, decide};
 use crate::state::LedgerState;
 use crate::store::{CurrencyTotal, HistoryQuery, OutboxEntry, PAGE_LEN_MAX, Page, Store, check_cursor_name};
@@ -68,6 +68,9 @@ impl Store for MemoryStore {
         let mut inner = self.lock();
         let decision = decide(&inner.state, &cmd, self.clock.now())?;
         let effects = decision.effects;
+        // Assertions catch our bugs: in debug builds every command's effects are checked against
+        // the invariants of the accounts they touch before they are written.
+        debug_assert_eq!(check(&Books::of_effects(&inner.state, &effects)), Ok(()), "a command's effects");
         inner.state.apply(&effects);
         for p in effects.postings {
             inner.postings.entry(p.account_id).or_default().push(p);
@@ -183,19 +186,6 @@ impl Store for MemoryStore {
     }
 
     async fn totals(&self) -> Result<Vec<CurrencyTotal>, StoreError> {
-        let inner = self.lock();
-        let mut totals: HashMap<Currency, CurrencyTotal> = HashMap::new();
-        for a in inner.state.accounts() {
-            let t = totals.entry(a.currency).or_insert(CurrencyTotal {
-                currency: a.currency,
-                posted_minor: 0,
-                accounts: 0,
-            });
-            t.posted_minor += i128::from(a.posted_minor);
-            t.accounts += 1;
-        }
-        let mut totals: Vec<CurrencyTotal> = totals.into_values().collect();
-        totals.sort_by_key(|t| t.currency);
-        Ok(totals)
+        Ok(CurrencyTotal::sum_of(self.lock().state.accounts()))
     }
 }

@@ -332,6 +332,11 @@ impl fmt::Debug for Photo {
 }
 
 /// Keeps the security records. Every method is one atomic store operation.
+///
+/// Errors: any method may fail for the store's own reasons ([`StoreErrorKind`](crate::StoreErrorKind)
+/// `Unavailable`, `Overloaded`, `Closed`, `Corrupt`, and for a write `StorageFull` or `ReadOnly`);
+/// the kinds a method returns because of the request itself are named on it, and a method that
+/// names none has none.
 #[async_trait]
 pub trait SecurityStore: Send + Sync + 'static {
     /// Sets (inserts or replaces) a customer's credentials.
@@ -339,7 +344,7 @@ pub trait SecurityStore: Send + Sync + 'static {
     /// A customer's credentials.
     async fn credentials(&self, customer: CustomerId) -> Result<Option<Credentials>, StoreError>;
 
-    /// Registers a device; `InvalidRequest`, changing nothing, when its id is taken.
+    /// Registers a device; `Conflict`, changing nothing, when its id is taken.
     async fn add_device(&self, device: Device) -> Result<(), StoreError>;
     /// A device by id.
     async fn device(&self, id: DeviceId) -> Result<Option<Device>, StoreError>;
@@ -349,14 +354,14 @@ pub trait SecurityStore: Send + Sync + 'static {
     /// Marks a device removed; false when it is not the customer's or already removed.
     async fn revoke_device(&self, customer: CustomerId, id: DeviceId, at: Timestamp) -> Result<bool, StoreError>;
 
-    /// Stores a new refresh token (the first of a session); `InvalidRequest`, changing nothing,
-    /// when a token with its hash exists.
+    /// Stores a new refresh token (the first of a session); `Conflict`, changing nothing, when a
+    /// token with its hash exists.
     async fn insert_refresh_token(&self, token: RefreshToken) -> Result<(), StoreError>;
     /// Atomically exchanges the token hashed `old` for `new` (of the same session), at `now`,
     /// deciding with [`rotation_of`]: `Rotated` stores `new` and marks the old token used;
     /// `Reused` revokes the whole session at `now`; the other answers change nothing.
-    /// `InvalidRequest`, changing nothing, when the token would rotate but `new` is of another
-    /// session or its hash is taken.
+    /// When the token would rotate, changing nothing: `InvalidRequest` if `new` is of another
+    /// session, `Conflict` if its hash is taken (the presented token's own included).
     async fn rotate_refresh_token(
         &self,
         old: [u8; 32],
@@ -372,7 +377,8 @@ pub trait SecurityStore: Send + Sync + 'static {
     async fn sessions_revoked_since(&self, since: Timestamp) -> Result<Vec<SessionId>, StoreError>;
 
     /// Stores a new challenge, or replaces an open one with the same id; `InvalidRequest`,
-    /// changing nothing, when the one with its id is answered or failed.
+    /// changing nothing, when the one with its id is answered or failed (a request to undo an
+    /// answer, not a taken id: the same id is how a challenge is renewed).
     async fn put_challenge(&self, challenge: ScaChallenge) -> Result<(), StoreError>;
     /// A challenge by id.
     async fn challenge(&self, id: ChallengeId) -> Result<Option<ScaChallenge>, StoreError>;
@@ -403,7 +409,8 @@ pub trait SecurityStore: Send + Sync + 'static {
     /// Replaces a customer's lockout and exemption state.
     async fn put_security_state(&self, customer: CustomerId, state: SecurityState) -> Result<(), StoreError>;
 
-    /// Sets a customer's photo; `InvalidRequest` when it is over [`PHOTO_BYTES_MAX`].
+    /// Sets a customer's photo; `InvalidRequest`, changing nothing, when it is over
+    /// [`PHOTO_BYTES_MAX`].
     async fn put_photo(&self, customer: CustomerId, photo: Photo) -> Result<(), StoreError>;
     /// A customer's photo.
     async fn photo(&self, customer: CustomerId) -> Result<Option<Photo>, StoreError>;
@@ -462,19 +469,24 @@ pub fn rotation_of(stored: Option<&RefreshToken>, session_revoked: bool, now: Ti
 }
 
 /// Checks the successor of a token that rotates: of the same session, with a hash of its own
-/// (`hash_taken`: a token with `new`'s hash is stored). Every store checks it before writing.
+/// (`hash_taken`: a token with `new`'s hash is stored). Every store checks it before writing:
+/// `InvalidRequest` for another session, `Conflict` for a taken hash.
 pub fn successor_fits(stored: &RefreshToken, new: &RefreshToken, hash_taken: bool) -> Result<(), StoreError> {
     if new.session != stored.session {
         return Err(invalid("the successor of a refresh token must be of the same session"));
     }
     if hash_taken {
-        return Err(invalid("a refresh token with the successor's hash exists"));
+        return Err(conflict("a refresh token with the successor's hash exists"));
     }
     Ok(())
 }
 
 fn invalid(message: &'static str) -> StoreError {
     StoreError::new(crate::StoreErrorKind::InvalidRequest, message)
+}
+
+fn conflict(message: &'static str) -> StoreError {
+    StoreError::new(crate::StoreErrorKind::Conflict, message)
 }
 
 /// The answering rule every store applies atomically.
@@ -510,7 +522,7 @@ impl SecurityStore for MemorySecurityStore {
     async fn add_device(&self, device: Device) -> Result<(), StoreError> {
         let mut inner = self.lock();
         if inner.devices.iter().any(|d| d.id == device.id) {
-            return Err(invalid("a device with this id exists"));
+            return Err(conflict("a device with this id exists"));
         }
         inner.devices.push(device);
         Ok(())
@@ -542,7 +554,7 @@ impl SecurityStore for MemorySecurityStore {
     async fn insert_refresh_token(&self, token: RefreshToken) -> Result<(), StoreError> {
         let mut inner = self.lock();
         if inner.refresh_tokens.contains_key(&token.hash) {
-            return Err(invalid("a refresh token with this hash exists"));
+            return Err(conflict("a refresh token with this hash exists"));
         }
         inner.refresh_tokens.insert(token.hash, token);
         Ok(())

@@ -126,6 +126,25 @@ pub struct CurrencyTotal {
     pub accounts: u64,
 }
 
+impl CurrencyTotal {
+    /// The totals of `accounts`, one per currency, sorted by currency.
+    pub fn sum_of<'a>(accounts: impl IntoIterator<Item = &'a Account>) -> Vec<CurrencyTotal> {
+        let mut totals: Vec<CurrencyTotal> = Vec::new();
+        for a in accounts {
+            let i = match totals.binary_search_by_key(&a.currency, |t| t.currency) {
+                Ok(i) => i,
+                Err(i) => {
+                    totals.insert(i, CurrencyTotal { currency: a.currency, posted_minor: 0, accounts: 0 });
+                    i
+                }
+            };
+            totals[i].posted_minor += i128::from(a.posted_minor);
+            totals[i].accounts += 1;
+        }
+        totals
+    }
+}
+
 /// An event with its position in the store's outbox (a global, increasing number).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboxEntry {
@@ -137,6 +156,12 @@ pub struct OutboxEntry {
 
 /// A ledger store: applies commands atomically and durably through [`crate::rules::decide`], and
 /// answers reads. Every adapter passes the conformance suite in `bp_core::testing`.
+///
+/// Errors: a rejected command is an [`Error::Ledger`] naming the rule. Any method may fail for the
+/// store's own reasons ([`StoreErrorKind`](crate::StoreErrorKind) `Unavailable`, `Overloaded`,
+/// `Closed`, `Corrupt`, and for a write `StorageFull` or `ReadOnly`); `cursor` and `set_cursor`
+/// answer `InvalidRequest` for a malformed name or position. No method answers `Conflict`: a
+/// taken id is a rule of the ledger (`IdempotencyConflict`, `UsernameTaken`).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Decides `cmd` with the rules and, if accepted, writes its effects atomically and durably

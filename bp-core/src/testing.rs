@@ -1,10 +1,11 @@
-//! The conformance suite of the [`Store`] trait: one set of cases, written once, run against
-//! every backend (the memory store here, SQLite and MongoDB in `bp-storage`).
+//! What bp-core gives every store's tests: the conformance suites, written once and run against
+//! every backend, the machinery they share ([`conformance`]), the fixtures ([`fixtures`]), and
+//! a reader of a store's books for [`invariants::check`](crate::invariants::check) ([`books`]).
 //!
-//! A backend plugs in through a [`StoreFactory`], which makes a fresh, empty store on a given
-//! [`ManualClock`] for every case. The easiest way to run the suite is the
-//! [`conformance_tests!`](crate::conformance_tests) macro, which expands into one
-//! `#[tokio::test]` per case, so that a failure names its case:
+//! This module is the suite of the [`Store`] trait. A backend plugs in through a
+//! [`StoreFactory`], which makes a fresh, empty store on a given [`ManualClock`] for every case.
+//! The easiest way to run the suite is the [`conformance_tests!`](crate::conformance_tests)
+//! macro, which expands into one `#[tokio::test]` per case, so that a failure names its case:
 //!
 //! ```text
 //! // tests/sqlite_conformance.rs of an adapter crate (needs `tokio` with the `macros` and
@@ -22,12 +23,13 @@
 //!
 //! Every case checks each rejected command twice: the error must be the rule the case breaks,
 //! and nothing may have changed (balances, holds, events, postings, the outbox, the totals). Each
-//! case ends by re-reading the whole ledger and checking its invariants (balances equal the sum
-//! of postings, gap-free event numbers, every currency summing to zero, ...).
+//! case ends by re-reading the whole ledger and checking it with
+//! [`invariants::check`](crate::invariants::check) (balances equal the sum of postings, gap-free
+//! event numbers, every currency summing to zero, ...).
 //!
 //! The suite of the [`SecurityStore`](crate::security::SecurityStore) trait is in [`security`],
-//! with its own factory and its own macro,
-//! [`security_conformance_tests!`](crate::security_conformance_tests).
+//! with its own factory trait and its own macro,
+//! [`security_conformance_tests!`](crate::security_conformance_tests), on the same machinery.
 //!
 //! Randomised cases draw from a seeded generator; set `BP_CONFORMANCE_SEED` to replay a seed
 //! that a failure printed.
@@ -35,17 +37,17 @@
 // Amounts in the cases are written as major_minor units: `100_00` is 100.00 EUR.
 #![allow(clippy::inconsistent_digit_grouping)]
 
-use std::fmt;
-use std::future::Future;
-use std::sync::Arc;
-
+#[cfg(doc)]
 use crate::clock::ManualClock;
 use crate::store::Store;
 
 mod accounts;
+pub mod books;
 mod concurrency;
+pub mod conformance;
 mod customers;
 mod events;
+pub mod fixtures;
 mod harness;
 mod history;
 pub mod payments;
@@ -55,6 +57,7 @@ mod transfers;
 
 pub use accounts::{account_open, account_status};
 pub use concurrency::{concurrent_idempotency, concurrent_transfers};
+pub use conformance::{Factory, FnFactory, factory_fn};
 pub use customers::{customer_open, customer_update, customer_validation};
 pub use events::{events_and_outbox, outbox_cursors};
 pub use history::{history_filters, history_invalid, history_pagination};
@@ -63,67 +66,11 @@ pub use transfers::{
     balance_overflow, funding_and_internal_transfer, idempotency, kind_rules, overdraft_boundary, transfer_rejections,
 };
 
-/// Makes the stores the suite runs on: a new, empty store for every case.
-///
-/// The factory outlives every store it makes, so it is the place for resources a store needs,
-/// such as the temporary directory of a database file.
-pub trait StoreFactory {
-    /// The store.
-    type S: Store + ?Sized;
+/// A [`Factory`] of ledger stores: the factory of this suite. Every [`Factory`] whose value is a
+/// [`Store`] is one.
+pub trait StoreFactory: Factory<S: Store> {}
 
-    /// A new, empty store that reads the time from `clock`.
-    fn fresh(&self, clock: Arc<ManualClock>) -> impl Future<Output = Arc<Self::S>> + Send;
-}
-
-/// A [`StoreFactory`] made from a closure; see [`factory_fn`].
-pub struct FnFactory<F>(F);
-
-impl<F> fmt::Debug for FnFactory<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("FnFactory")
-    }
-}
-
-/// A [`StoreFactory`] from a closure that takes the clock and returns a future of the store:
-/// `factory_fn(|clock| async move { Arc::new(MemoryStore::with_clock(clock)) })`.
-pub fn factory_fn<S, Fut, F>(f: F) -> FnFactory<F>
-where
-    S: Store + ?Sized,
-    Fut: Future<Output = Arc<S>> + Send,
-    F: Fn(Arc<ManualClock>) -> Fut,
-{
-    FnFactory(f)
-}
-
-impl<S, Fut, F> StoreFactory for FnFactory<F>
-where
-    S: Store + ?Sized,
-    Fut: Future<Output = Arc<S>> + Send,
-    F: Fn(Arc<ManualClock>) -> Fut,
-{
-    type S = S;
-
-    fn fresh(&self, clock: Arc<ManualClock>) -> impl Future<Output = Arc<S>> + Send {
-        (self.0)(clock)
-    }
-}
-
-/// Runs one case; if it panics, names the case on stderr after the panic message.
-pub async fn run_case<Fut: Future<Output = ()>>(name: &str, case: Fut) {
-    /// Prints the case's name when dropped by a panic unwinding through the case.
-    struct Named<'a>(&'a str);
-
-    impl Drop for Named<'_> {
-        fn drop(&mut self) {
-            if std::thread::panicking() {
-                eprintln!("store conformance case `{}` failed", self.0);
-            }
-        }
-    }
-
-    let _named = Named(name);
-    case.await;
-}
+impl<F: Factory<S: Store>> StoreFactory for F {}
 
 /// Runs every case of the suite, one after the other, each on a fresh store from `factory`.
 /// Panics on the first failure, naming the case.
@@ -153,37 +100,13 @@ macro_rules! conformance_tests {
     };
 }
 
-/// The list of cases, written once for [`run_all`], [`CASES`] and [`conformance_tests!`].
+/// The list of cases, written once for [`run_all`], [`CASES`] and [`conformance_tests!`]; see
+/// [`conformance`] for the expansions.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __store_conformance_cases {
-    (@list @tests ($factory:expr) $($case:ident)*) => {
-        $(
-            #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $case() {
-                let factory = $factory;
-                $crate::testing::run_case(
-                    ::core::stringify!($case),
-                    $crate::testing::$case(&factory),
-                )
-                .await;
-            }
-        )*
-    };
-    (@list @run_all $factory:ident $($case:ident)*) => {
-        $(
-            $crate::testing::run_case(
-                ::core::stringify!($case),
-                $crate::testing::$case($factory),
-            )
-            .await;
-        )*
-    };
-    (@list @names $($case:ident)*) => {
-        &[$(::core::stringify!($case)),*]
-    };
     ($($mode:tt)*) => {
-        $crate::__store_conformance_cases! { @list $($mode)*
+        $crate::__conformance! { $($mode)* "store" [$crate::testing]
             customer_open
             customer_validation
             customer_update

@@ -12,13 +12,14 @@ use std::sync::Arc;
 
 use bp_core::account::{Account, AccountStatus, SystemAccount};
 use bp_core::clock::ManualClock;
-use bp_core::customer::{KycStatus, NewCustomer, Username};
+use bp_core::customer::NewCustomer;
 use bp_core::event::Event;
 use bp_core::memory::MemoryStore;
 use bp_core::service::current_account;
 use bp_core::store::{HistoryQuery, Store};
+use bp_core::testing::fixtures::{person, start_time};
 use bp_core::transfer::{Posting, Transfer, TransferKind, TransferRequest, VoidReason};
-use bp_core::{AccountId, Currency, CustomerId, Ledger, Money, Timestamp, TransferId};
+use bp_core::{AccountId, Currency, CustomerId, Ledger, Money, TransferId};
 use chrono::TimeDelta;
 use jsonschema::Validator;
 use schemars::{Schema, schema_for};
@@ -123,18 +124,9 @@ fn eur(amount_minor: i64) -> Money {
     Money::new(amount_minor, Currency::EUR)
 }
 
-fn start() -> Timestamp {
-    chrono::DateTime::from_timestamp(1_767_225_600, 0).expect("a valid time")
-}
-
-fn person(id: CustomerId, username: &str, given_name: &str) -> NewCustomer {
-    NewCustomer::person(
-        id,
-        Username::parse(username).expect("a valid username"),
-        given_name,
-        "Example",
-        KycStatus::Verified,
-    )
+/// The person fixture called `username`, with the id `id`.
+fn person_with_id(id: CustomerId, username: &str) -> NewCustomer {
+    NewCustomer { id, ..person(username) }
 }
 
 fn held(id: TransferId, kind: TransferKind, from: AccountId, to: AccountId) -> TransferRequest {
@@ -145,20 +137,20 @@ fn held(id: TransferId, kind: TransferKind, from: AccountId, to: AccountId) -> T
         credit_account: to,
         amount: eur(10_00),
         reference: Some("held".into()),
-        hold_until: Some(start() + TimeDelta::hours(1)),
+        hold_until: Some(start_time() + TimeDelta::hours(1)),
     }
 }
 
 /// Runs every kind of command on a memory store and returns the store, the ledger and the ids of
 /// what it made: accounts and transfers.
 async fn ledger_run() -> (Arc<MemoryStore>, Ledger<MemoryStore>, Vec<AccountId>, Vec<TransferId>) {
-    let clock = Arc::new(ManualClock::new(start()));
+    let clock = Arc::new(ManualClock::new(start_time()));
     let store = Arc::new(MemoryStore::with_clock(clock.clone()));
     let ledger = Ledger::new(Arc::clone(&store));
 
     let (alice, bob) = (CustomerId::new_v7(), CustomerId::new_v7());
-    ledger.open_customer(person(alice, "alice", "Alice")).await.expect("open alice");
-    ledger.open_customer(person(bob, "bob", "Bob")).await.expect("open bob");
+    ledger.open_customer(person_with_id(alice, "alice")).await.expect("open alice");
+    ledger.open_customer(person_with_id(bob, "bob")).await.expect("open bob");
     let (a, b) = (AccountId::new_v7(), AccountId::new_v7());
     ledger.open_account(current_account(a, alice, Currency::EUR)).await.expect("open a");
     ledger.open_account(current_account(b, bob, Currency::EUR)).await.expect("open b");
@@ -188,8 +180,8 @@ async fn ledger_run() -> (Arc<MemoryStore>, Ledger<MemoryStore>, Vec<AccountId>,
     ledger.transfer(fee).await.expect("fee");
     ledger.set_account_status(b, AccountStatus::Frozen).await.expect("freeze");
     ledger.set_account_status(b, AccountStatus::Active).await.expect("unfreeze");
-    clock.set(start() + TimeDelta::hours(2));
-    assert_eq!(ledger.expire_holds(start() + TimeDelta::hours(2), 10).await.expect("expire"), 1);
+    clock.set(start_time() + TimeDelta::hours(2));
+    assert_eq!(ledger.expire_holds(start_time() + TimeDelta::hours(2), 10).await.expect("expire"), 1);
 
     let funding = SystemAccount::Funding.id(Currency::EUR);
     let accounts = vec![a, b, funding, interbank, international, fees];

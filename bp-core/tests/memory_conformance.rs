@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bp_core::memory::MemoryStore;
 use bp_core::store::Store;
+use bp_core::testing::conformance::{SUITES_DIR, assert_case_list};
 use bp_core::testing::{self, factory_fn};
 
 /// One `#[tokio::test]` per case, so that a failure names its case.
@@ -33,4 +34,11 @@ fn case_list() {
     names.sort_unstable();
     names.dedup();
     assert_eq!(names.len(), testing::CASES.len(), "a case is listed twice");
+}
+
+/// Every case function written in the suite's sources is in its list: a case left out of the
+/// list would never run.
+#[test]
+fn every_case_is_listed() {
+    assert_case_list(SUITES_DIR, "StoreFactory", testing::CASES);
 }

@@ -6,20 +6,25 @@ use std::sync::Arc;
 
 use bp_core::memory::MemoryStore;
 use bp_core::security::MemorySecurityStore;
-use bp_core::testing::payments::{self, PaymentStores, PaymentsFactory};
+use bp_core::testing::conformance::{SUITES_DIR, assert_case_list};
+use bp_core::testing::payments::{self, PaymentStores};
 
-struct Memory;
-
-impl PaymentsFactory for Memory {
-    async fn fresh(&self, clock: Arc<bp_core::clock::ManualClock>) -> Arc<PaymentStores> {
-        Arc::new(PaymentStores {
-            ledger: Arc::new(MemoryStore::with_clock(clock)),
-            security: Arc::new(MemorySecurityStore::new()),
-        })
-    }
+/// Fresh memory stores on `clock`.
+fn memory(clock: Arc<bp_core::clock::ManualClock>) -> Arc<PaymentStores> {
+    Arc::new(PaymentStores {
+        ledger: Arc::new(MemoryStore::with_clock(clock)),
+        security: Arc::new(MemorySecurityStore::new()),
+    })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn every_case() {
-    payments::run_all(&Memory).await;
+/// One `#[tokio::test]` per case, so that a failure names its case.
+mod memory {
+    bp_core::payments_conformance_tests!(bp_core::testing::factory_fn(|clock| async move { super::memory(clock) }));
+}
+
+/// Every case function written in the suite's sources is in its list: a case left out of the
+/// list would never run.
+#[test]
+fn every_case_is_listed() {
+    assert_case_list(SUITES_DIR, "PaymentsFactory", payments::CASES);
 }

@@ -6,11 +6,12 @@
 use std::sync::Arc;
 
 use bp_core::security::{MemorySecurityStore, SecurityStore};
-use bp_core::testing::security::{self, factory_fn};
+use bp_core::testing::conformance::{SUITES_DIR, assert_case_list};
+use bp_core::testing::{factory_fn, security};
 
 /// One `#[tokio::test]` per case, so that a failure names its case.
 mod memory {
-    bp_core::security_conformance_tests!(bp_core::testing::security::factory_fn(|| async {
+    bp_core::security_conformance_tests!(bp_core::testing::factory_fn(|_| async {
         std::sync::Arc::new(bp_core::security::MemorySecurityStore::new())
     }));
 }
@@ -19,7 +20,7 @@ mod memory {
 /// would.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn run_all_through_dyn_security_store() {
-    let factory = factory_fn(|| async {
+    let factory = factory_fn(|_| async {
         let store: Arc<dyn SecurityStore> = Arc::new(MemorySecurityStore::new());
         store
     });
@@ -35,4 +36,11 @@ fn case_list() {
     names.sort_unstable();
     names.dedup();
     assert_eq!(names.len(), security::CASES.len(), "a case is listed twice");
+}
+
+/// Every case function written in the suite's sources is in its list: a case left out of the
+/// list would never run.
+#[test]
+fn every_case_is_listed() {
+    assert_case_list(SUITES_DIR, "SecurityStoreFactory", security::CASES);
 }

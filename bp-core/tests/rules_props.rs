@@ -1,17 +1,16 @@
 //! Property tests of the rules: random sequences of commands, good and bad, decided by
 //! `rules::decide` on a `LedgerState`, must keep every invariant of the ledger after every step.
 
-use std::collections::HashMap;
-
-use bp_core::account::{AccountKind, AccountOwner, NewAccount, SystemAccount};
+use bp_core::account::{AccountKind, NewAccount, SystemAccount};
 use bp_core::command::{Command, Outcome};
 use bp_core::customer::{KycStatus, NewCustomer, Username};
 use bp_core::event::EventBody;
 use bp_core::ids::{AccountId, CustomerId, TransferId};
+use bp_core::invariants::{AccountBooks, Books, Scope, check};
 use bp_core::money::{Currency, Money};
 use bp_core::rules::{LedgerView, decide};
 use bp_core::state::LedgerState;
-use bp_core::transfer::{TransferKind, TransferRequest, TransferState, VoidReason};
+use bp_core::transfer::{TransferKind, TransferRequest, VoidReason};
 use bp_core::{LedgerError, Timestamp};
 use proptest::prelude::*;
 use uuid::Uuid;
@@ -117,31 +116,13 @@ fn command(step: &Step) -> Option<Command> {
     })
 }
 
-/// Every invariant of the ledger, checked on the whole state.
+/// Every invariant of the ledger that the state holds the data for (accounts and transfers, not
+/// events or postings), checked by `invariants::check` on the whole state.
 fn check_invariants(state: &LedgerState) -> Result<(), TestCaseError> {
-    let mut sums: HashMap<Currency, i128> = HashMap::new();
-    for a in state.accounts() {
-        *sums.entry(a.currency).or_default() += i128::from(a.posted_minor);
-        prop_assert!(a.held_minor >= 0, "holds are never negative");
-        prop_assert_eq!(a.version, a.last_event_seq, "every change of an account is an event");
-        if let AccountOwner::Customer { .. } = a.owner {
-            let floor = -i128::from(a.overdraft_limit_minor);
-            prop_assert!(
-                i128::from(a.posted_minor) - i128::from(a.held_minor) >= floor,
-                "a customer account stays within its overdraft limit"
-            );
-        }
-        let held: i128 = state
-            .transfers()
-            .filter(|t| t.state == TransferState::Pending && t.debit_account == a.id)
-            .map(|t| i128::from(t.amount.amount_minor()))
-            .sum();
-        prop_assert_eq!(held, i128::from(a.held_minor), "holds equal the pending transfers");
-    }
-    for (currency, sum) in sums {
-        prop_assert_eq!(sum, 0, "{} balances sum to zero", currency);
-    }
-    Ok(())
+    let mut books = Books::new(Scope::Ledger);
+    books.accounts = state.accounts().map(|a| AccountBooks { account: a.clone(), history: None }).collect();
+    books.transfers = Some(state.transfers().cloned().collect());
+    check(&books).map_err(|v| TestCaseError::fail(v.to_string()))
 }
 
 /// A rejected transfer was rejected for a reason that holds in the state it was decided on.
@@ -213,6 +194,8 @@ proptest! {
                     if d.executed.replayed {
                         prop_assert!(d.effects.is_empty(), "a replay writes nothing");
                     }
+                    // What a store checks in debug builds before it writes the effects.
+                    check(&Books::of_effects(&before, &d.effects)).map_err(|v| TestCaseError::fail(v.to_string()))?;
                     state.apply(&d.effects);
                     // The same command again is a replay of the same answer, writing nothing.
                     if let Command::Transfer(_) = cmd {

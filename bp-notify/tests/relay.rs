@@ -10,12 +10,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use async_trait::async_trait;
 use bp_core::bus::{BusError, EventBus, Subscription};
 use bp_core::clock::SystemClock;
-use bp_core::customer::{KycStatus, NewCustomer, Username};
+use bp_core::customer::NewCustomer;
 use bp_core::event::Event;
 use bp_core::ids::{AccountId, CustomerId, TransferId};
 use bp_core::memory::MemoryStore;
 use bp_core::money::{Currency, Money};
 use bp_core::service::current_account;
+use bp_core::testing::fixtures::person;
 use bp_core::{Ledger, Store};
 use bp_notify::broadcast::BroadcastBus;
 use bp_notify::relay::{Relay, RelayConfig};
@@ -29,9 +30,7 @@ async fn activity(store: Arc<dyn Store>, transfers: usize) -> Vec<AccountId> {
     let mut accounts = Vec::new();
     for name in ["ada", "bob"] {
         let customer = CustomerId::new_v7();
-        let request =
-            NewCustomer::person(customer, Username::parse(name).expect("name"), "T", name, KycStatus::Verified);
-        ledger.open_customer(request).await.expect("customer");
+        ledger.open_customer(NewCustomer { id: customer, ..person(name) }).await.expect("customer");
         let account = AccountId::new_v7();
         ledger.open_account(current_account(account, customer, Currency::EUR)).await.expect("account");
         ledger.fund(TransferId::new_v7(), account, Money::new(1_000_000, Currency::EUR)).await.expect("fund");

@@ -31,12 +31,13 @@ use std::time::{Duration, Instant};
 
 use bp_core::account::{AccountKind, NewAccount, SystemAccount};
 use bp_core::clock::{Clock, SystemClock};
-use bp_core::customer::{KycStatus, NewCustomer, Username};
-use bp_core::event::{Event, EventBody};
 use bp_core::ids::{AccountId, CustomerId, TransferId};
+use bp_core::invariants::{self, Scope};
 use bp_core::money::{Currency, Money};
-use bp_core::store::{HistoryQuery, PAGE_LEN_MAX, Store};
-use bp_core::transfer::{Direction, Posting, TransferKind, TransferRequest, TransferState, VoidReason};
+use bp_core::store::Store;
+use bp_core::testing::books::read_books;
+use bp_core::testing::fixtures::{ok, person};
+use bp_core::transfer::{TransferKind, TransferRequest, TransferState, VoidReason};
 use bp_core::{Error, Ledger, LedgerError};
 use bp_storage::sqlite::{SqliteConfig, SqliteStore};
 use rand::rngs::StdRng;
@@ -77,10 +78,6 @@ const PENDING_ONE_IN: u32 = 7;
 const ACKED_MIN: usize = 300;
 
 const EUR: Currency = Currency::EUR;
-
-fn ok<T, E: std::fmt::Debug>(what: &str, r: Result<T, E>) -> T {
-    r.unwrap_or_else(|e| panic!("{what}: {e:?}"))
-}
 
 // ---------------------------------------------------------------------------------------------
 // The child
@@ -275,18 +272,7 @@ impl Log {
 async fn setup(path: &Path, log: &mut Log) -> CustomerId {
     let store = ok("open", SqliteStore::open(path, SqliteConfig::default()));
     let ledger = Ledger::new(Arc::new(store.clone()));
-    let customer = ok(
-        "customer",
-        ledger
-            .open_customer(NewCustomer::person(
-                CustomerId::new_v7(),
-                ok("username", Username::parse("crash")),
-                "Crash",
-                "Test",
-                KycStatus::Verified,
-            ))
-            .await,
-    );
+    let customer = ok("customer", ledger.open_customer(person("crash")).await);
     for i in 0..ACCOUNTS {
         let account = ok(
             "account",
@@ -369,122 +355,23 @@ fn run_child(path: &Path, customer: CustomerId, seed: u64, kill_after: Duration)
     }
 }
 
-/// Every page of an account's history, newest first.
-async fn history(store: &SqliteStore, id: AccountId) -> Vec<Posting> {
-    let mut q = HistoryQuery { limit: Some(PAGE_LEN_MAX), ..HistoryQuery::default() };
-    let mut all = Vec::new();
-    loop {
-        let page = ok("postings", store.postings(id, &q).await);
-        all.extend(page.items);
-        match page.next_cursor {
-            Some(c) => q.before_seq = Some(c),
-            None => return all,
-        }
-    }
-}
-
-/// Every event of an account, oldest first.
-async fn events(store: &SqliteStore, id: AccountId) -> Vec<Event> {
-    let mut all: Vec<Event> = Vec::new();
-    loop {
-        let after = all.last().map_or(0, |e| e.seq);
-        let page = ok("events_after", store.events_after(id, after, PAGE_LEN_MAX).await);
-        if page.is_empty() {
-            return all;
-        }
-        all.extend(page);
-    }
-}
-
-fn event_transfer(e: &Event) -> Option<TransferId> {
-    match &e.body {
-        EventBody::TransferPosted { transfer_id, .. }
-        | EventBody::TransferPending { transfer_id, .. }
-        | EventBody::TransferVoided { transfer_id, .. } => Some(*transfer_id),
-        EventBody::AccountOpened { .. } | EventBody::AccountStatusChanged { .. } => None,
-    }
-}
-
-/// Reopens the store after a kill and checks everything the children said against it, and the
-/// ledger's invariants.
+/// Reopens the store after a kill and checks the ledger's invariants (`invariants::check` on the
+/// books read back), then everything the children said against it.
 async fn check(path: &Path, customer: CustomerId, log: &Log) {
     let store = ok("the store reopens after SIGKILL", SqliteStore::open(path, SqliteConfig::default()));
-
-    // Every currency sums to zero.
-    let totals = ok("totals", store.totals().await);
+    let mut accounts: Vec<AccountId> =
+        ok("accounts_of", store.accounts_of(customer).await).iter().map(|a| a.id).collect();
+    assert_eq!(accounts.len(), ACCOUNTS);
+    accounts.push(SystemAccount::Funding.id(EUR));
+    let mut books = read_books(&store, &accounts, Scope::Ledger).await;
+    assert_eq!(books.accounts.len(), ACCOUNTS + 1, "the funding account exists");
+    // One currency, summing to zero over exactly these accounts.
+    let totals = books.totals.clone().unwrap_or_default();
     assert_eq!(totals.len(), 1, "{totals:?}");
     assert_eq!((totals[0].currency, totals[0].posted_minor), (EUR, 0), "{totals:?}");
     assert_eq!(totals[0].accounts, u64::try_from(ACCOUNTS + 1).unwrap_or(0), "{totals:?}");
 
-    // Per account: gap-free events 1..=last_event_seq, and a balance that is the sum of its
-    // postings, each line's balance_after the running sum.
-    let mut accounts = ok("accounts_of", store.accounts_of(customer).await);
-    assert_eq!(accounts.len(), ACCOUNTS);
-    accounts.push(ok("funding", store.account(SystemAccount::Funding.id(EUR)).await).expect("the funding account"));
-    let mut by_event: HashMap<(AccountId, u64), Event> = HashMap::new();
-    let mut lines: HashMap<TransferId, Vec<Posting>> = HashMap::new();
-    let mut in_events: HashSet<TransferId> = HashSet::new();
-    let mut events_total = 0u64;
-    for a in &accounts {
-        let evs = events(&store, a.id).await;
-        assert_eq!(
-            evs.iter().map(|e| e.seq).collect::<Vec<_>>(),
-            (1..=a.last_event_seq).collect::<Vec<_>>(),
-            "account {}: events must be 1..=last_event_seq without gaps",
-            a.id
-        );
-        events_total += a.last_event_seq;
-        let mut running = 0i64;
-        let postings = history(&store, a.id).await;
-        for p in postings.iter().rev() {
-            running += p.signed_minor();
-            assert_eq!(p.balance_after.amount_minor(), running, "account {}: balance_after of line {}", a.id, p.seq);
-            let event = usize::try_from(p.seq).ok().and_then(|s| s.checked_sub(1)).and_then(|i| evs.get(i));
-            assert!(
-                matches!(
-                    event.map(|e| &e.body),
-                    Some(EventBody::TransferPosted { transfer_id, .. }) if *transfer_id == p.transfer_id
-                ),
-                "account {}: line {} has no transfer.posted event of its transfer: {event:?}",
-                a.id,
-                p.seq
-            );
-        }
-        assert_eq!(running, a.posted_minor, "account {}: balance must be the sum of its postings", a.id);
-        for p in postings {
-            lines.entry(p.transfer_id).or_default().push(p);
-        }
-        for e in evs {
-            in_events.extend(event_transfer(&e));
-            by_event.insert((a.id, e.seq), e);
-        }
-    }
-
-    // The outbox: strictly increasing positions, every event exactly once.
-    let mut last = 0;
-    let mut seen = 0u64;
-    loop {
-        let page = ok("outbox_after", store.outbox_after(last, PAGE_LEN_MAX).await);
-        if page.is_empty() {
-            break;
-        }
-        for entry in page {
-            assert!(entry.position > last, "outbox positions must increase");
-            last = entry.position;
-            let key = (entry.event.account_id, entry.event.seq);
-            let expected = by_event.remove(&key).unwrap_or_else(|| panic!("outbox event {key:?} twice or unknown"));
-            assert_eq!(entry.event, expected, "the outbox and events_after disagree on {key:?}");
-            seen += 1;
-        }
-    }
-    assert_eq!(seen, events_total, "the outbox misses events: {:?}", by_event.keys().take(5).collect::<Vec<_>>());
-
-    // Transfers: every one the store knows was sent; every acknowledged one is there as
-    // acknowledged; none is half-written (its lines and holds match its state).
-    for id in lines.keys().chain(&in_events) {
-        assert!(log.transfers.contains_key(id), "the store has transfer {id}, which nobody sent");
-    }
-    let mut held: HashMap<AccountId, i64> = HashMap::new();
+    // Every transfer any child sent, read concurrently: the ledger's transfers are those found.
     let ids: Vec<TransferId> = log.transfers.keys().copied().collect();
     let mut found = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(64) {
@@ -497,12 +384,27 @@ async fn check(path: &Path, customer: CustomerId, log: &Log) {
             found.push(ok("lookup", r));
         }
     }
+    books.transfers = Some(found.iter().filter_map(|(_, t)| t.clone()).collect());
+    if let Err(violation) = invariants::check(&books) {
+        panic!("the ledger after the crash: {violation}");
+    }
+
+    // What the store holds against what the children said: every transfer the store knows was
+    // sent; every acknowledged one is there as acknowledged, in a state the log allows.
+    let mut with_lines: HashSet<TransferId> = HashSet::new();
+    let mut in_events: HashSet<TransferId> = HashSet::new();
+    for h in books.accounts.iter().filter_map(|a| a.history.as_ref()) {
+        with_lines.extend(h.postings.iter().map(|p| p.transfer_id));
+        in_events.extend(h.events.iter().filter_map(|e| e.body.transfer_id()));
+    }
+    for id in with_lines.iter().chain(&in_events) {
+        assert!(log.transfers.contains_key(id), "the store has transfer {id}, which nobody sent");
+    }
     for (id, t) in found {
         let sent = &log.transfers[&id];
-        let my_lines = lines.get(&id).map(Vec::as_slice).unwrap_or_default();
         let Some(t) = t else {
             assert!(!sent.acked, "acknowledged transfer {id} is missing after the crash");
-            assert!(my_lines.is_empty() && !in_events.contains(&id), "missing transfer {id} has lines or events");
+            assert!(!with_lines.contains(&id) && !in_events.contains(&id), "missing transfer {id} has lines or events");
             continue;
         };
         assert_eq!(
@@ -512,30 +414,6 @@ async fn check(path: &Path, customer: CustomerId, log: &Log) {
         );
         let allowed = Log::allowed(sent);
         assert!(allowed.contains(&t.state), "transfer {id} is {:?}, expected one of {allowed:?}", t.state);
-        if t.state == TransferState::Posted {
-            assert_eq!(my_lines.len(), 2, "posted transfer {id} must have its two lines: {my_lines:?}");
-            for (direction, account) in [(Direction::Debit, t.debit_account), (Direction::Credit, t.credit_account)] {
-                assert!(
-                    my_lines
-                        .iter()
-                        .any(|p| p.direction == direction && p.account_id == account && p.amount == t.amount),
-                    "posted transfer {id} lacks its {direction:?} line"
-                );
-            }
-        } else {
-            assert!(my_lines.is_empty(), "{:?} transfer {id} has lines", t.state);
-        }
-        if t.state == TransferState::Pending {
-            *held.entry(t.debit_account).or_default() += t.amount.amount_minor();
-        }
-    }
-    for a in &accounts {
-        assert_eq!(
-            a.held_minor,
-            held.get(&a.id).copied().unwrap_or(0),
-            "account {}: holds = its pending transfers",
-            a.id
-        );
     }
     ok("close", store.close().await);
 }

@@ -5,28 +5,26 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bp_core::clock::ManualClock;
-use bp_core::testing::payments::{self, PaymentStores, PaymentsFactory};
+use bp_core::testing::factory_fn;
+use bp_core::testing::payments::{PaymentStores, PaymentsFactory};
 use bp_storage::sqlite::{SqliteConfig, SqliteStore};
 
 /// SQLite stores, each in a new file of one temporary directory that lives as long as the
-/// factory.
-struct Sqlite {
-    dir: tempfile::TempDir,
-    files: AtomicUsize,
+/// factory; the one store is both the ledger and the security store.
+fn sqlite() -> impl PaymentsFactory {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let files = AtomicUsize::new(0);
+    factory_fn(move |clock: Arc<ManualClock>| {
+        let path = dir.path().join(format!("case-{}.db", files.fetch_add(1, Ordering::Relaxed)));
+        async move {
+            let store = SqliteStore::open(&path, SqliteConfig { clock, ..SqliteConfig::default() })
+                .unwrap_or_else(|e| panic!("cannot open a SQLite store at {}: {e}", path.display()));
+            let store = Arc::new(store);
+            Arc::new(PaymentStores { ledger: store.clone(), security: store })
+        }
+    })
 }
 
-impl PaymentsFactory for Sqlite {
-    async fn fresh(&self, clock: Arc<ManualClock>) -> Arc<PaymentStores> {
-        let path = self.dir.path().join(format!("case-{}.db", self.files.fetch_add(1, Ordering::Relaxed)));
-        let store = SqliteStore::open(&path, SqliteConfig { clock, ..SqliteConfig::default() })
-            .unwrap_or_else(|e| panic!("cannot open a SQLite store at {}: {e}", path.display()));
-        let store = Arc::new(store);
-        Arc::new(PaymentStores { ledger: store.clone(), security: store })
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn every_case() {
-    let factory = Sqlite { dir: tempfile::tempdir().expect("a temporary directory"), files: AtomicUsize::new(0) };
-    payments::run_all(&factory).await;
+mod sqlite_payments {
+    bp_core::payments_conformance_tests!(super::sqlite());
 }

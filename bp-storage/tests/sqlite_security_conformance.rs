@@ -8,10 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bp_core::Ledger;
-use bp_core::Timestamp;
 use bp_core::account_number::AccountNumber;
 use bp_core::clock::ManualClock;
-use bp_core::customer::{Contact, KycStatus, NewCustomer, Party, PersonProfile, Username};
 use bp_core::ids::{BeneficiaryId, ChallengeId, CustomerId, DeviceId, SessionId, TransferId};
 use bp_core::money::{Currency, Money};
 use bp_core::security::{
@@ -20,18 +18,21 @@ use bp_core::security::{
     SecurityStore,
 };
 use bp_core::store::Store;
-use bp_core::testing::security::{SecurityStoreFactory, factory_fn};
+use bp_core::testing::factory_fn;
+use bp_core::testing::fixtures::{at, ok, person};
+use bp_core::testing::security::SecurityStoreFactory;
 use bp_storage::sqlite::{SqliteConfig, SqliteStore};
 
 /// A factory of SQLite stores, each in a new file of one temporary directory that lives as long
-/// as the factory.
+/// as the factory, on the clock the suite gives (the security records take every time as an
+/// argument; the clock stamps only the ledger beside them).
 fn sqlite() -> impl SecurityStoreFactory<S = SqliteStore> {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let files = AtomicUsize::new(0);
-    factory_fn(move || {
+    factory_fn(move |clock: Arc<ManualClock>| {
         let path = dir.path().join(format!("case-{}.db", files.fetch_add(1, Ordering::Relaxed)));
         async move {
-            let store = SqliteStore::open(&path, SqliteConfig::default())
+            let store = SqliteStore::open(&path, SqliteConfig { clock, ..SqliteConfig::default() })
                 .unwrap_or_else(|e| panic!("cannot open a SQLite store at {}: {e}", path.display()));
             Arc::new(store)
         }
@@ -40,15 +41,6 @@ fn sqlite() -> impl SecurityStoreFactory<S = SqliteStore> {
 
 mod sqlite_security {
     bp_core::security_conformance_tests!(super::sqlite());
-}
-
-/// 2026-01-01T00:00:00Z plus `secs`.
-fn at(secs: i64) -> Timestamp {
-    chrono::DateTime::from_timestamp(1_767_225_600 + secs, 0).expect("a valid time")
-}
-
-fn ok<T, E: std::fmt::Debug>(what: &str, r: Result<T, E>) -> T {
-    r.unwrap_or_else(|e| panic!("{what}: {e:?}"))
 }
 
 fn open(path: &Path, clock: &Arc<ManualClock>) -> SqliteStore {
@@ -194,21 +186,7 @@ async fn records_survive_reopening() {
 
     let store = open(&path, &clock);
     let ledger = Ledger::new(Arc::new(store.clone()));
-    let person = NewCustomer {
-        id: CustomerId::new_v7(),
-        username: ok("username", Username::parse("ada")),
-        party: Party::Person(PersonProfile {
-            given_name: "Ada".to_owned(),
-            family_name: "Lovelace".to_owned(),
-            date_of_birth: None,
-        }),
-        documents: Vec::new(),
-        contact: Contact { email: None, phone: None, address: None },
-        photo_ref: None,
-        kyc: KycStatus::Verified,
-        extra: serde_json::Map::new(),
-    };
-    let customer = ok("open a customer", ledger.open_customer(person).await);
+    let customer = ok("open a customer", ledger.open_customer(person("ada")).await);
     let written = write_records(&store, customer.id).await;
     check_records(&store, &written).await;
     drop(ledger);
@@ -267,25 +245,7 @@ async fn security_writes_get_through_a_busy_ledger() {
     let clock = Arc::new(ManualClock::new(at(0)));
     let store = open(&dir.path().join("busy.db"), &clock);
     let ledger = Arc::new(Ledger::new(Arc::new(store.clone())));
-    let owner = ok(
-        "open a customer",
-        ledger
-            .open_customer(NewCustomer {
-                id: CustomerId::new_v7(),
-                username: ok("username", Username::parse("erin")),
-                party: Party::Person(PersonProfile {
-                    given_name: "Erin".to_owned(),
-                    family_name: "Busy".to_owned(),
-                    date_of_birth: None,
-                }),
-                documents: Vec::new(),
-                contact: Contact { email: None, phone: None, address: None },
-                photo_ref: None,
-                kyc: KycStatus::Verified,
-                extra: serde_json::Map::new(),
-            })
-            .await,
-    );
+    let owner = ok("open a customer", ledger.open_customer(person("erin")).await);
     let stop = Instant::now() + Duration::from_millis(BUSY_MS);
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..LEDGER_TASKS {

@@ -6,17 +6,19 @@
 // Amounts are written as major_minor units: `100_00` is 100.00 EUR.
 #![allow(clippy::inconsistent_digit_grouping)]
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use bp_core::account::{Account, AccountKind, AccountStatus, NewAccount, SystemAccount};
 use bp_core::clock::ManualClock;
-use bp_core::customer::{Contact, Customer, CustomerUpdate, KycStatus, NewCustomer, Party, PersonProfile, Username};
+use bp_core::customer::{Customer, CustomerUpdate, KycStatus};
 use bp_core::event::Event;
 use bp_core::ids::{AccountId, CustomerId, TransferId};
+use bp_core::invariants::{self, AccountBooks, Books, History, Scope};
 use bp_core::money::{Currency, Money};
 use bp_core::store::{CurrencyTotal, HistoryQuery, OutboxEntry, PAGE_LEN_MAX, Page, Store};
+use bp_core::testing::books::{read_events, read_outbox};
+use bp_core::testing::fixtures::{deposit, ok, person, request, start_time};
 use bp_core::transfer::{Posting, Transfer, TransferKind, TransferRequest, TransferState, VoidReason};
 use bp_core::{Error, Ledger, LedgerError, StoreErrorKind, Timestamp};
 use bp_storage::sqlite::{SCHEMA_VERSION, SqliteConfig, SqliteStore};
@@ -37,38 +39,12 @@ fn seed() -> u64 {
     seed
 }
 
-/// 2026-01-01T00:00:00Z.
-fn start_time() -> Timestamp {
-    chrono::DateTime::from_timestamp(1_767_225_600, 0).expect("a valid time")
-}
-
 fn config(clock: &Arc<ManualClock>) -> SqliteConfig {
     SqliteConfig { clock: Arc::clone(clock) as _, ..SqliteConfig::default() }
 }
 
 fn open(path: &Path, config: SqliteConfig) -> SqliteStore {
     SqliteStore::open(path, config).unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
-}
-
-fn ok<T, E: std::fmt::Debug>(what: &str, r: Result<T, E>) -> T {
-    r.unwrap_or_else(|e| panic!("{what}: {e:?}"))
-}
-
-fn person(username: &str) -> NewCustomer {
-    NewCustomer {
-        id: CustomerId::new_v7(),
-        username: ok("username", Username::parse(username)),
-        party: Party::Person(PersonProfile {
-            given_name: "Ada".to_owned(),
-            family_name: "Lovelace".to_owned(),
-            date_of_birth: None,
-        }),
-        documents: Vec::new(),
-        contact: Contact { email: Some(format!("{username}@example.org")), phone: None, address: None },
-        photo_ref: None,
-        kyc: KycStatus::Verified,
-        extra: serde_json::Map::new(),
-    }
 }
 
 async fn customer(ledger: &Ledger<SqliteStore>, username: &str) -> Customer {
@@ -86,22 +62,6 @@ async fn account(ledger: &Ledger<SqliteStore>, owner: CustomerId, currency: Curr
     ok("open account", ledger.open_account(req).await)
 }
 
-fn request(kind: TransferKind, debit: AccountId, credit: AccountId, amount: Money) -> TransferRequest {
-    TransferRequest {
-        id: TransferId::new_v7(),
-        kind,
-        debit_account: debit,
-        credit_account: credit,
-        amount,
-        reference: None,
-        hold_until: None,
-    }
-}
-
-fn deposit(to: &Account, amount_minor: i64) -> TransferRequest {
-    request(TransferKind::Deposit, SystemAccount::Funding.id(to.currency), to.id, Money::new(amount_minor, to.currency))
-}
-
 /// Every page of an account's history, newest first, as the store cut them.
 async fn history_pages(store: &SqliteStore, id: AccountId, page_len: u32) -> Vec<Page<Posting>> {
     let mut q = HistoryQuery { limit: Some(page_len), ..HistoryQuery::default() };
@@ -117,32 +77,6 @@ async fn history_pages(store: &SqliteStore, id: AccountId, page_len: u32) -> Vec
             }
             None => return pages,
         }
-    }
-}
-
-/// Every event of an account, oldest first, in pages of `page_len`.
-async fn events(store: &SqliteStore, id: AccountId, page_len: u32) -> Vec<Event> {
-    let mut all: Vec<Event> = Vec::new();
-    loop {
-        let after = all.last().map_or(0, |e| e.seq);
-        let page = ok("events_after", store.events_after(id, after, page_len).await);
-        if page.is_empty() {
-            return all;
-        }
-        all.extend(page);
-    }
-}
-
-/// The whole outbox, in pages of `page_len`.
-async fn outbox(store: &SqliteStore, page_len: u32) -> Vec<OutboxEntry> {
-    let mut all: Vec<OutboxEntry> = Vec::new();
-    loop {
-        let after = all.last().map_or(0, |e| e.position);
-        let page = ok("outbox_after", store.outbox_after(after, page_len).await);
-        if page.is_empty() {
-            return all;
-        }
-        all.extend(page);
     }
 }
 
@@ -178,7 +112,7 @@ impl Observed {
             // An odd page length, so that pages end in the middle of the indexed part and of the
             // published tail.
             history.push(history_pages(store, id, 37).await);
-            all_events.push(events(store, id, 41).await);
+            all_events.push(read_events(store, id, 41).await);
         }
         let mut transfers = Vec::new();
         for id in &known.transfers {
@@ -190,7 +124,7 @@ impl Observed {
             history,
             events: all_events,
             transfers,
-            outbox: outbox(store, 333).await,
+            outbox: read_outbox(store, 333).await,
             totals: ok("totals", store.totals().await),
             pending_expired: ok(
                 "pending_expired",
@@ -200,44 +134,27 @@ impl Observed {
         }
     }
 
-    /// Checks the ledger's invariants on what was read.
+    /// Checks what was read with `invariants::check` (the known accounts and transfers are all
+    /// of the ledger's), and that each payer lists its pending transfers in order.
     fn check(&self) {
-        for t in &self.totals {
-            assert_eq!(t.posted_minor, 0, "the {} balances must sum to zero", t.currency);
-        }
-        let mut in_outbox: HashMap<AccountId, Vec<&Event>> = HashMap::new();
-        let mut last_position = 0;
-        for e in &self.outbox {
-            assert!(e.position > last_position, "outbox positions must go up");
-            last_position = e.position;
-            in_outbox.entry(e.event.account_id).or_default().push(&e.event);
-        }
-        let mut events_total = 0;
+        let mut books = Books::new(Scope::Ledger);
         for ((account, pages), events) in self.accounts.iter().zip(&self.history).zip(&self.events) {
             let Some(account) = account else {
                 assert!(events.is_empty() && pages.iter().all(|p| p.items.is_empty()), "a missing account has records");
                 continue;
             };
-            assert_eq!(
-                u64::try_from(events.len()).ok(),
-                Some(account.last_event_seq),
-                "account {}: one event per seq",
-                account.id
-            );
-            for (seq, e) in (1u64..).zip(events) {
-                assert_eq!(e.seq, seq, "account {}: events are gap-free", account.id);
-            }
-            assert_eq!(
-                in_outbox.get(&account.id).cloned().unwrap_or_default(),
-                events.iter().collect::<Vec<_>>(),
-                "account {}: the outbox holds its events once each, in order",
-                account.id
-            );
-            events_total += events.len();
-            let sum: i64 = pages.iter().flat_map(|p| &p.items).map(Posting::signed_minor).sum();
-            assert_eq!(sum, account.posted_minor, "account {}: balance = sum of postings", account.id);
+            // Pages come newest first; books hold histories oldest first.
+            let mut postings: Vec<Posting> = pages.iter().flat_map(|p| p.items.iter().cloned()).collect();
+            postings.reverse();
+            let history = Some(History::whole(events.clone(), postings));
+            books.accounts.push(AccountBooks { account: account.clone(), history });
         }
-        assert_eq!(events_total, self.outbox.len(), "the outbox holds exactly the accounts' events");
+        books.transfers = Some(self.transfers.iter().flatten().cloned().collect());
+        books.outbox = Some(self.outbox.clone());
+        books.totals = Some(self.totals.clone());
+        if let Err(violation) = invariants::check(&books) {
+            panic!("the ledger read: {violation}");
+        }
         // Each account lists the pending transfers it pays; many were made in one batch, at one
         // instant, so their order is the order of their ids.
         for (account, listed) in self.accounts.iter().zip(&self.pending) {
@@ -308,12 +225,8 @@ async fn random_traffic(
                         break to;
                     }
                 };
-                let mut req = request(
-                    TransferKind::Internal,
-                    from.id,
-                    to.id,
-                    Money::new(rng.random_range(1..=30_00), from.currency),
-                );
+                let mut req =
+                    request(TransferKind::Internal, from.id, to.id, rng.random_range(1..=30_00), from.currency);
                 if rng.random_range(0..10) == 0 {
                     req.hold_until = Some(hold_until);
                 }
@@ -442,12 +355,12 @@ async fn idempotency_across_restart() {
     let a = account(&ledger, owner.id, EUR, 0).await;
     let b = account(&ledger, owner.id, EUR, 0).await;
     ok("fund", ledger.transfer(deposit(&a, 100_00)).await);
-    let req = request(TransferKind::Internal, a.id, b.id, Money::new(10_00, EUR));
+    let req = request(TransferKind::Internal, a.id, b.id, 10_00, EUR);
     let first = ok("transfer", ledger.transfer(req.clone()).await);
     assert!(!first.replayed);
     let hold = TransferRequest {
         hold_until: Some(start_time() + TimeDelta::hours(1)),
-        ..request(TransferKind::Internal, a.id, b.id, Money::new(5_00, EUR))
+        ..request(TransferKind::Internal, a.id, b.id, 5_00, EUR)
     };
     ok("hold", ledger.transfer(hold.clone()).await);
     let store = SqliteStore::clone(ledger.store());
@@ -463,7 +376,7 @@ async fn idempotency_across_restart() {
         (
             balances(ok("a", store.account(a.id).await)),
             balances(ok("b", store.account(b.id).await)),
-            outbox(store, PAGE_LEN_MAX).await.len(),
+            read_outbox(&**store, PAGE_LEN_MAX).await.len(),
         )
     };
     let before = state().await;
@@ -519,7 +432,7 @@ async fn version_2_upgrades_with_its_pending_transfers() {
     ok("fund", ledger.transfer(deposit(&a, 10_00)).await);
     let hold = TransferRequest {
         hold_until: Some(start_time() + TimeDelta::hours(1)),
-        ..request(TransferKind::Internal, a.id, b.id, Money::new(4_00, EUR))
+        ..request(TransferKind::Internal, a.id, b.id, 4_00, EUR)
     };
     let held = ok("hold", ledger.transfer(hold).await).transfer;
     let store = SqliteStore::clone(ledger.store());
@@ -677,11 +590,12 @@ async fn queue_of_one_serves_many_senders() {
     for i in 0..SENDERS {
         let ledger = ledger.clone();
         let (from, to) = (accounts[i].id, accounts[(i + 1) % SENDERS].id);
-        let amount = Money::new(i64::try_from(i + 1).unwrap_or(0), EUR);
+        let amount_minor = i64::try_from(i + 1).unwrap_or(0);
         set.spawn(async move {
             let mut ids = Vec::new();
             for _ in 0..EACH {
-                let r = ok("transfer", ledger.transfer(request(TransferKind::Internal, from, to, amount)).await);
+                let r =
+                    ok("transfer", ledger.transfer(request(TransferKind::Internal, from, to, amount_minor, EUR)).await);
                 assert!(!r.replayed && r.transfer.state == TransferState::Posted);
                 ids.push(r.transfer.id);
             }
@@ -708,7 +622,7 @@ async fn queue_of_one_serves_many_senders() {
     assert_eq!(totals.iter().map(|t| t.posted_minor).collect::<Vec<_>>(), [0]);
     // Events: per account opened + deposit + 2 × EACH; funding: one per deposit.
     let expected = SENDERS * (2 + 2 * usize::try_from(EACH).unwrap_or(0)) + SENDERS;
-    assert_eq!(outbox(store, PAGE_LEN_MAX).await.len(), expected);
+    assert_eq!(read_outbox(&**store, PAGE_LEN_MAX).await.len(), expected);
 }
 
 /// `totals()` is one consistent view even while transfers commit: polled during heavy traffic

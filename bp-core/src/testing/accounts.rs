@@ -5,7 +5,8 @@ use std::collections::HashSet;
 use chrono::TimeDelta;
 
 use super::StoreFactory;
-use super::harness::{Harness, expect_rule, invalid, ok, request};
+use super::fixtures::{ok, request};
+use super::harness::{Harness, expect_rule, invalid};
 use crate::account::{
     Account, AccountKind, AccountOwner, AccountStatus, NewAccount, SYSTEM_SERIAL_BASE, SystemAccount,
 };

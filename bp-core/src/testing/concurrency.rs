@@ -12,7 +12,8 @@ use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
 use super::StoreFactory;
-use super::harness::{Harness, ok, request};
+use super::fixtures::{ok, request};
+use super::harness::Harness;
 use crate::account::{AccountKind, NewAccount, SystemAccount};
 use crate::customer::Customer;
 use crate::error::{Error, LedgerError};

@@ -1,7 +1,8 @@
 //! Cases for customers: opening, idempotency, validation, lookup by username, updates.
 
 use super::StoreFactory;
-use super::harness::{Harness, company, invalid, json_map, ok, person};
+use super::fixtures::{company, json_map, ok, person};
+use super::harness::{Harness, invalid};
 use crate::command::{Command, Executed, Outcome};
 use crate::customer::{
     BiometricEnrolment, Contact, CustomerUpdate, DOCUMENTS_MAX, DocumentKind, EXTRA_BYTES_MAX, IdentityDocument,

@@ -8,7 +8,9 @@ use std::future::Future;
 use chrono::TimeDelta;
 
 use super::StoreFactory;
-use super::harness::{Harness, invalid, ok, person, read_outbox, request};
+use super::books::read_outbox;
+use super::fixtures::{ok, person, request};
+use super::harness::{Harness, invalid};
 use crate::account::{AccountStatus, SystemAccount};
 use crate::customer::{CustomerUpdate, KycStatus};
 use crate::error::{Error, LedgerError};

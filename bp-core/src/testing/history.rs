@@ -4,7 +4,8 @@
 use chrono::TimeDelta;
 
 use super::StoreFactory;
-use super::harness::{Harness, invalid, ok, request};
+use super::fixtures::{ok, request};
+use super::harness::{Harness, invalid};
 use crate::Timestamp;
 use crate::account::{Account, SystemAccount};
 use crate::error::LedgerError;

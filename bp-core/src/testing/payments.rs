@@ -1,8 +1,18 @@
 //! The conformance suite of the payments façade ([`Payments`](crate::payments::Payments)) and
 //! strong customer authentication ([`Sca`]): the same payment flow run on every pair of stores
 //! (the memory stores in bp-core's tests, SQLite in `bp-storage`). A backend plugs in through a
-//! [`PaymentsFactory`], which makes a fresh, empty [`PaymentStores`] on a given clock for every
-//! case.
+//! [`Factory`] of [`PaymentStores`], which makes fresh, empty stores on a given clock for every
+//! case; the [`payments_conformance_tests!`](crate::payments_conformance_tests) macro expands
+//! into one `#[tokio::test]` per case:
+//!
+//! ```text
+//! mod sqlite_payments {
+//!     bp_core::payments_conformance_tests!(bp_core::testing::factory_fn(|clock| async move {
+//!         let store = std::sync::Arc::new(my_store_on(clock));
+//!         std::sync::Arc::new(PaymentStores { ledger: store.clone(), security: store })
+//!     }));
+//! }
+//! ```
 //!
 //! Every case states the exact answer of every call; every refused call is checked to have
 //! moved no money (balances, holds and the outbox are read before and after), and every case
@@ -19,11 +29,14 @@ use chrono::TimeDelta;
 use p256::ecdsa::signature::Signer as _;
 use p256::ecdsa::{Signature, SigningKey};
 
-use super::harness::{ok, person, start_time};
-use crate::account::{Account, AccountKind, NewAccount};
+use super::books::{read_books, read_outbox};
+use super::conformance::Factory;
+use super::fixtures::{ok, person, start_time};
+use crate::account::{Account, AccountKind, NewAccount, SystemAccount};
 use crate::clock::{Clock, ManualClock};
 use crate::hooks::{Hooks, PaymentOutcome};
 use crate::ids::{AccountId, CustomerId, DeviceId, TransferId};
+use crate::invariants::Scope;
 use crate::money::{Currency, Money};
 use crate::payments::{
     IdempotencyKey, PayReceipt, Payee, Payment, PaymentError, PaymentRequest, Payments, transfer_id,
@@ -53,11 +66,53 @@ impl std::fmt::Debug for PaymentStores {
     }
 }
 
-/// Makes the stores the suite runs on: new, empty ones for every case, reading the time from
-/// `clock`.
-pub trait PaymentsFactory {
-    /// New, empty stores.
-    fn fresh(&self, clock: Arc<ManualClock>) -> impl Future<Output = Arc<PaymentStores>> + Send;
+/// A [`Factory`] of [`PaymentStores`]: the factory of this suite. Every [`Factory`] whose value
+/// is a [`PaymentStores`] is one.
+pub trait PaymentsFactory: Factory<S = PaymentStores> {}
+
+impl<F: Factory<S = PaymentStores>> PaymentsFactory for F {}
+
+/// Runs every case of the suite, one after the other, each on fresh stores from `factory`.
+/// Panics on the first failure, naming the case.
+pub async fn run_all<F: PaymentsFactory>(factory: &F) {
+    crate::__payments_conformance_cases!(@run_all factory);
+}
+
+/// The names of the cases, in the order [`run_all`] runs them; each is a function of this module.
+pub const CASES: &[&str] = crate::__payments_conformance_cases!(@names);
+
+/// Expands into one `#[tokio::test(flavor = "multi_thread", worker_threads = 4)]` per case of the
+/// payments conformance suite, each on fresh stores from the factory expression (an
+/// `impl PaymentsFactory`, evaluated once per test). Invoke it inside a module of its own; the
+/// crate needs `tokio` (features `macros`, `rt-multi-thread`) as a dev-dependency.
+#[macro_export]
+macro_rules! payments_conformance_tests {
+    ($factory:expr) => {
+        $crate::__payments_conformance_cases!(@tests ($factory));
+    };
+}
+
+/// The list of cases, written once for [`run_all`], [`CASES`] and
+/// [`payments_conformance_tests!`](crate::payments_conformance_tests); see
+/// [`conformance`](super::conformance) for the expansions.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __payments_conformance_cases {
+    ($($mode:tt)*) => {
+        $crate::__conformance! { $($mode)* "payments" [$crate::testing::payments]
+            own_accounts
+            low_value
+            dynamic_linking
+            replayed_answers
+            lockout
+            expiry
+            totp_limit
+            trusted_beneficiaries
+            refusals
+            crash_recovery
+            concurrent_retries
+        }
+    };
 }
 
 /// Records what the façade told its host.
@@ -263,10 +318,25 @@ impl Bank {
         self.recorded.audits.lock().unwrap_or_else(PoisonError::into_inner).iter().filter(|e| e.kind == kind).count()
     }
 
-    /// Every case ends here: every currency sums to zero.
+    /// Every case ends here: the ledger's invariants over every account and transfer it has.
     async fn check_invariants(&self) {
-        for total in ok("totals", self.stores.ledger.totals().await) {
-            assert_eq!(total.posted_minor, 0, "the {} balances must sum to zero", total.currency);
+        let store = self.stores.ledger.as_ref();
+        let outbox = read_outbox(store, PAGE_LEN_MAX).await;
+        let mut accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        accounts.extend(SystemAccount::ALL.iter().map(|s| s.id(Currency::EUR)));
+        accounts.extend(outbox.iter().map(|e| e.event.account_id));
+        let mut seen = std::collections::HashSet::new();
+        accounts.retain(|a| seen.insert(*a));
+        let mut books = read_books(store, &accounts, Scope::Ledger).await;
+        let mut transfers = Vec::new();
+        for id in outbox.iter().filter_map(|e| e.event.body.transfer_id()) {
+            if !transfers.iter().any(|t: &crate::transfer::Transfer| t.id == id) {
+                transfers.push(ok("read transfer", store.transfer(id).await).expect("an event's transfer exists"));
+            }
+        }
+        books.transfers = Some(transfers);
+        if let Err(violation) = crate::invariants::check(&books) {
+            panic!("the ledger after the case: {violation}");
         }
     }
 }
@@ -780,34 +850,4 @@ pub async fn concurrent_retries<F: PaymentsFactory>(factory: &F) {
     let state = ok("state", bank.stores.security.security_state(ada.id).await);
     assert_eq!(state.low_value_count, 1);
     bank.check_invariants().await;
-}
-
-/// The case list, for the tests of every backend.
-pub const CASES: &[&str] = &[
-    "own_accounts",
-    "low_value",
-    "dynamic_linking",
-    "replayed_answers",
-    "lockout",
-    "expiry",
-    "totp_limit",
-    "trusted_beneficiaries",
-    "refusals",
-    "crash_recovery",
-    "concurrent_retries",
-];
-
-/// Runs every case, one after the other, each on fresh stores from `factory`.
-pub async fn run_all<F: PaymentsFactory>(factory: &F) {
-    super::run_case("own_accounts", own_accounts(factory)).await;
-    super::run_case("low_value", low_value(factory)).await;
-    super::run_case("dynamic_linking", dynamic_linking(factory)).await;
-    super::run_case("replayed_answers", replayed_answers(factory)).await;
-    super::run_case("lockout", lockout(factory)).await;
-    super::run_case("expiry", expiry(factory)).await;
-    super::run_case("totp_limit", totp_limit(factory)).await;
-    super::run_case("trusted_beneficiaries", trusted_beneficiaries(factory)).await;
-    super::run_case("refusals", refusals(factory)).await;
-    super::run_case("crash_recovery", crash_recovery(factory)).await;
-    super::run_case("concurrent_retries", concurrent_retries(factory)).await;
 }

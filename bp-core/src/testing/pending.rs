@@ -9,7 +9,8 @@ use tokio::task::JoinSet;
 
 use super::StoreFactory;
 use super::concurrency::join_all;
-use super::harness::{Harness, invalid, ok, request};
+use super::fixtures::{ok, request};
+use super::harness::{Harness, invalid};
 use crate::Timestamp;
 use crate::account::{Account, AccountStatus, Balances, SystemAccount};
 use crate::error::LedgerError;

@@ -2,14 +2,14 @@
 //! against every backend (the memory store in bp-core's tests, SQLite in `bp-storage`).
 //!
 //! A backend plugs in through a [`SecurityStoreFactory`], which makes a fresh, empty store for
-//! every case; [`factory_fn`] makes one from a closure. The store takes every time as an
-//! argument, so unlike the ledger suite there is no clock. The
+//! every case; [`factory_fn`](super::factory_fn) makes one from a closure. The store takes every
+//! time as an argument, so the clock the factory is given may be ignored. The
 //! [`security_conformance_tests!`](crate::security_conformance_tests) macro expands into one
 //! `#[tokio::test]` per case:
 //!
 //! ```text
 //! mod sqlite_security {
-//!     bp_core::security_conformance_tests!(bp_core::testing::security::factory_fn(|| async {
+//!     bp_core::security_conformance_tests!(bp_core::testing::factory_fn(|_clock| async {
 //!         std::sync::Arc::new(my_store_in_a_fresh_file())
 //!     }));
 //! }
@@ -23,8 +23,7 @@
 #![allow(clippy::inconsistent_digit_grouping)]
 
 use std::collections::BTreeMap;
-use std::fmt::{self, Debug};
-use std::future::Future;
+use std::fmt::Debug;
 use std::sync::Arc;
 
 use chrono::TimeDelta;
@@ -32,9 +31,11 @@ use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use super::harness::{json_map, ok, start_time};
+use super::conformance::Factory;
+use super::fixtures::{at, json_map, ok, start_time};
 use crate::Timestamp;
 use crate::account_number::AccountNumber;
+use crate::clock::ManualClock;
 use crate::error::{StoreError, StoreErrorKind};
 use crate::ids::{BeneficiaryId, ChallengeId, CustomerId, DeviceId, SessionId, TransferId};
 use crate::money::{Currency, Money};
@@ -44,50 +45,11 @@ use crate::security::{
     SecurityState, SecurityStore,
 };
 
-/// Makes the stores the suite runs on: a new, empty store for every case.
-///
-/// The factory outlives every store it makes, so it is the place for resources a store needs,
-/// such as the temporary directory of a database file.
-pub trait SecurityStoreFactory {
-    /// The store.
-    type S: SecurityStore + ?Sized;
+/// A [`Factory`] of security stores: the factory of this suite. Every [`Factory`] whose value
+/// is a [`SecurityStore`] is one.
+pub trait SecurityStoreFactory: Factory<S: SecurityStore> {}
 
-    /// A new, empty store.
-    fn fresh(&self) -> impl Future<Output = Arc<Self::S>> + Send;
-}
-
-/// A [`SecurityStoreFactory`] made from a closure; see [`factory_fn`].
-pub struct FnFactory<F>(F);
-
-impl<F> fmt::Debug for FnFactory<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("security::FnFactory")
-    }
-}
-
-/// A [`SecurityStoreFactory`] from a closure that returns a future of the store:
-/// `factory_fn(|| async { Arc::new(MemorySecurityStore::new()) })`.
-pub fn factory_fn<S, Fut, F>(f: F) -> FnFactory<F>
-where
-    S: SecurityStore + ?Sized,
-    Fut: Future<Output = Arc<S>> + Send,
-    F: Fn() -> Fut,
-{
-    FnFactory(f)
-}
-
-impl<S, Fut, F> SecurityStoreFactory for FnFactory<F>
-where
-    S: SecurityStore + ?Sized,
-    Fut: Future<Output = Arc<S>> + Send,
-    F: Fn() -> Fut,
-{
-    type S = S;
-
-    fn fresh(&self) -> impl Future<Output = Arc<S>> + Send {
-        (self.0)()
-    }
-}
+impl<F: Factory<S: SecurityStore>> SecurityStoreFactory for F {}
 
 /// Runs every case of the suite, one after the other, each on a fresh store from `factory`.
 /// Panics on the first failure, naming the case.
@@ -105,7 +67,7 @@ pub const CASES: &[&str] = crate::__security_conformance_cases!(@names);
 ///
 /// ```no_run
 /// mod memory_security {
-///     bp_core::security_conformance_tests!(bp_core::testing::security::factory_fn(|| async {
+///     bp_core::security_conformance_tests!(bp_core::testing::factory_fn(|_| async {
 ///         std::sync::Arc::new(bp_core::security::MemorySecurityStore::new())
 ///     }));
 /// }
@@ -118,37 +80,13 @@ macro_rules! security_conformance_tests {
 }
 
 /// The list of cases, written once for [`run_all`], [`CASES`] and
-/// [`security_conformance_tests!`](crate::security_conformance_tests).
+/// [`security_conformance_tests!`](crate::security_conformance_tests); see
+/// [`conformance`](super::conformance) for the expansions.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __security_conformance_cases {
-    (@list @tests ($factory:expr) $($case:ident)*) => {
-        $(
-            #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $case() {
-                let factory = $factory;
-                $crate::testing::run_case(
-                    ::core::stringify!($case),
-                    $crate::testing::security::$case(&factory),
-                )
-                .await;
-            }
-        )*
-    };
-    (@list @run_all $factory:ident $($case:ident)*) => {
-        $(
-            $crate::testing::run_case(
-                ::core::stringify!($case),
-                $crate::testing::security::$case($factory),
-            )
-            .await;
-        )*
-    };
-    (@list @names $($case:ident)*) => {
-        &[$(::core::stringify!($case)),*]
-    };
     ($($mode:tt)*) => {
-        $crate::__security_conformance_cases! { @list $($mode)*
+        $crate::__conformance! { $($mode)* "security store" [$crate::testing::security]
             credentials
             devices
             refresh_token_rotation
@@ -171,15 +109,11 @@ const ROTATION_TASKS: usize = 16;
 
 /// A fresh store from `factory`, checked to be empty.
 async fn fresh<F: SecurityStoreFactory>(factory: &F) -> Arc<F::S> {
-    let store = factory.fresh().await;
+    // The records take every time as an argument: the clock is only what the factory expects.
+    let store = factory.fresh(Arc::new(ManualClock::new(start_time()))).await;
     let audit = ok("audit log of a fresh store", store.audit_after(0, 10).await);
     assert!(audit.is_empty(), "a fresh store must be empty, has audit entries {audit:?}");
     store
-}
-
-/// `secs` seconds after the start of every case.
-fn at(secs: i64) -> Timestamp {
-    start_time() + TimeDelta::seconds(secs)
 }
 
 /// Asserts that `result` is a store error of `kind`.
@@ -362,7 +296,7 @@ pub async fn devices<F: SecurityStoreFactory>(f: &F) {
     assert_eq!(ok("bob's devices", store.devices_of(bob).await), vec![bobs.clone()]);
 
     let taken = Device { name: "Impostor".to_owned(), customer_id: bob, ..phone.clone() };
-    expect_kind("add a device with a taken id", store.add_device(taken).await, StoreErrorKind::InvalidRequest);
+    expect_kind("add a device with a taken id", store.add_device(taken).await, StoreErrorKind::Conflict);
     assert_eq!(ok("unchanged after refusal", store.device(phone.id).await), Some(phone.clone()));
     assert_eq!(ok("ada's devices unchanged", store.devices_of(ada).await), listed);
     assert_eq!(ok("bob's devices unchanged", store.devices_of(bob).await), vec![bobs.clone()]);
@@ -396,7 +330,7 @@ pub async fn refresh_token_rotation<F: SecurityStoreFactory>(f: &F) {
 
     let duplicate = token(SessionId::new_v7(), CustomerId::new_v7(), 5);
     let duplicate = RefreshToken { hash: first.hash, ..duplicate };
-    expect_kind("insert a taken hash", store.insert_refresh_token(duplicate).await, StoreErrorKind::InvalidRequest);
+    expect_kind("insert a taken hash", store.insert_refresh_token(duplicate).await, StoreErrorKind::Conflict);
     assert_eq!(ok("unchanged after refusal", store.refresh_token(first.hash).await), Some(first.clone()));
 
     let second = token(session, ada, 60);
@@ -423,13 +357,13 @@ pub async fn refresh_token_rotation<F: SecurityStoreFactory>(f: &F) {
     expect_kind(
         "rotate to a taken hash",
         store.rotate_refresh_token(second.hash, reused_hash, at(120)).await,
-        StoreErrorKind::InvalidRequest,
+        StoreErrorKind::Conflict,
     );
     let same_hash = RefreshToken { hash: second.hash, ..token(session, ada, 120) };
     expect_kind(
         "rotate to the presented token's own hash",
         store.rotate_refresh_token(second.hash, same_hash, at(120)).await,
-        StoreErrorKind::InvalidRequest,
+        StoreErrorKind::Conflict,
     );
     expect_tokens(
         "unchanged after refusals",

@@ -4,7 +4,8 @@
 use chrono::TimeDelta;
 
 use super::StoreFactory;
-use super::harness::{Harness, invalid, kind_not_allowed, ok, request};
+use super::fixtures::{ok, request};
+use super::harness::{Harness, invalid, kind_not_allowed};
 use crate::account::{AccountKind, AccountOwner, AccountStatus, Balances, SystemAccount};
 use crate::error::LedgerError;
 use crate::event::{EVENT_VERSION, Event, EventBody};

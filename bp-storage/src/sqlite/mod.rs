@@ -41,11 +41,27 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 pub use schema::SCHEMA_VERSION;
 pub use writer::WriterStats;
 
-/// Maps a SQLite error to the store's error kinds.
+/// Maps a SQLite error to the store's error kinds, so that a caller can tell what to do:
+///
+/// - a unique or primary key constraint → `Conflict` (the record's id or key is taken); any other
+///   constraint (CHECK, NOT NULL, …) → `InvalidRequest` (the record breaks the schema);
+/// - disk full (`SQLITE_FULL`) → `StorageFull`, and a read-only database (`SQLITE_READONLY*`,
+///   also a file moved or deleted while open) → `ReadOnly`: writes fail until an operator acts,
+///   so neither is "retry at once";
+/// - a corrupt file or not a database → `Corrupt`, and so is a value of the wrong type;
+/// - everything else (busy, locked, I/O errors, …) → `Unavailable`: retry later.
 pub(crate) fn sql_err(e: rusqlite::Error) -> StoreError {
     let kind = match &e {
         rusqlite::Error::SqliteFailure(f, _) => match f.code {
             rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase => StoreErrorKind::Corrupt,
+            rusqlite::ErrorCode::ConstraintViolation => match f.extended_code {
+                rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
+                    StoreErrorKind::Conflict
+                }
+                _ => StoreErrorKind::InvalidRequest,
+            },
+            rusqlite::ErrorCode::DiskFull => StoreErrorKind::StorageFull,
+            rusqlite::ErrorCode::ReadOnly => StoreErrorKind::ReadOnly,
             _ => StoreErrorKind::Unavailable,
         },
         rusqlite::Error::FromSqlConversionFailure(..) | rusqlite::Error::InvalidColumnType(..) => {
@@ -460,5 +476,84 @@ impl Store for SqliteStore {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Real failures of SQLite, each met on a connection of its own, mapped by [`sql_err`].
+
+    use bp_core::StoreErrorKind;
+    use rusqlite::{Connection, OpenFlags};
+
+    use super::sql_err;
+
+    fn table() -> Connection {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, u TEXT UNIQUE, n INTEGER NOT NULL CHECK (n > 0))")
+            .expect("create");
+        conn.execute("INSERT INTO t (id, u, n) VALUES (1, 'a', 1)", []).expect("insert");
+        conn
+    }
+
+    fn kind_of(result: rusqlite::Result<usize>) -> StoreErrorKind {
+        sql_err(result.expect_err("the statement fails")).kind()
+    }
+
+    #[test]
+    fn a_taken_key_is_a_conflict() {
+        let conn = table();
+        assert_eq!(kind_of(conn.execute("INSERT INTO t (id, u, n) VALUES (1, 'b', 1)", [])), StoreErrorKind::Conflict);
+        assert_eq!(kind_of(conn.execute("INSERT INTO t (id, u, n) VALUES (2, 'a', 1)", [])), StoreErrorKind::Conflict);
+    }
+
+    #[test]
+    fn another_constraint_is_an_invalid_request() {
+        let conn = table();
+        let check = conn.execute("INSERT INTO t (id, u, n) VALUES (2, 'b', 0)", []);
+        assert_eq!(kind_of(check), StoreErrorKind::InvalidRequest);
+        let not_null = conn.execute("INSERT INTO t (id, u, n) VALUES (2, 'b', NULL)", []);
+        assert_eq!(kind_of(not_null), StoreErrorKind::InvalidRequest);
+    }
+
+    /// `max_page_count` is the database's size limit: reaching it is SQLITE_FULL, as a full disk.
+    #[test]
+    fn a_full_database_is_storage_full() {
+        let conn = table();
+        let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0)).expect("page_count");
+        conn.execute_batch(&format!("PRAGMA max_page_count = {pages}")).expect("limit");
+        let blob = conn.execute("INSERT INTO t (id, u, n) VALUES (2, zeroblob(1000000), 1)", []);
+        assert_eq!(kind_of(blob), StoreErrorKind::StorageFull);
+    }
+
+    #[test]
+    fn a_read_only_database_is_read_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ro.db");
+        drop(table_at(&path));
+        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).expect("open read-only");
+        assert_eq!(kind_of(conn.execute("INSERT INTO t (id, u, n) VALUES (2, 'b', 1)", [])), StoreErrorKind::ReadOnly);
+    }
+
+    fn table_at(path: &std::path::Path) -> Connection {
+        let conn = Connection::open(path).expect("open");
+        conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, u TEXT UNIQUE, n INTEGER NOT NULL CHECK (n > 0))")
+            .expect("create");
+        conn
+    }
+
+    /// Busy and locked databases are "retry later".
+    #[test]
+    fn a_locked_database_is_unavailable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("locked.db");
+        let holder = table_at(&path);
+        holder.execute_batch("BEGIN IMMEDIATE").expect("take the write lock");
+        let other = Connection::open(&path).expect("open");
+        other.busy_timeout(std::time::Duration::from_millis(10)).expect("a short busy timeout");
+        assert_eq!(
+            kind_of(other.execute("INSERT INTO t (id, u, n) VALUES (2, 'b', 1)", [])),
+            StoreErrorKind::Unavailable
+        );
     }
 }

@@ -10,6 +10,7 @@ use bp_core::account_number::AccountNumber;
 use bp_core::customer::{Customer, Username};
 use bp_core::event::Event;
 use bp_core::ids::{AccountId, CustomerId, TransferId};
+use bp_core::invariants::{self, Books, Scope};
 use bp_core::money::Currency;
 use bp_core::store::{CurrencyTotal, HistoryQuery, OutboxEntry, PAGE_LEN_MAX, Page};
 use bp_core::transfer::{Posting, Transfer};
@@ -389,17 +390,13 @@ pub(crate) fn totals(conn: &Connection, _live: &SharedLive) -> Result<Vec<Curren
     Ok(out)
 }
 
-/// Refuses to serve a ledger whose balances do not sum to zero per currency.
+/// Refuses to serve a ledger that breaks an invariant its totals show, checked by
+/// [`invariants::check`]: every currency's balances sum to zero, each currency listed once.
 pub(crate) fn check_invariants(conn: &Connection, live: &SharedLive) -> Result<(), StoreError> {
-    for t in totals(conn, live)? {
-        if t.posted_minor != 0 {
-            return Err(StoreError::new(
-                StoreErrorKind::Corrupt,
-                format!("the {} balances sum to {} instead of zero", t.currency, t.posted_minor),
-            ));
-        }
-    }
-    Ok(())
+    let books = Books { totals: Some(totals(conn, live)?), ..Books::new(Scope::Part) };
+    invariants::check(&books).map_err(|v| {
+        StoreError::with_source(StoreErrorKind::Corrupt, format!("the database breaks an invariant: {v}"), v)
+    })
 }
 
 #[cfg(test)]

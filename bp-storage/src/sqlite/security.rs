@@ -345,11 +345,13 @@ impl SecurityStore for SqliteStore {
     }
 
     async fn add_device(&self, device: Device) -> Result<(), StoreError> {
+        // A taken id meets the unique index: `sql_err` answers `Conflict`, and the transaction
+        // rolls back.
         self.security_write(move |c| {
-            let inserted = execute(
+            execute(
                 c,
                 "INSERT INTO devices (id, customer_id, name, public_key, created_at, revoked_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     device.id.as_uuid().as_bytes(),
                     device.customer_id.as_uuid().as_bytes(),
@@ -359,9 +361,6 @@ impl SecurityStore for SqliteStore {
                     device.revoked_at.map(micros),
                 ],
             )?;
-            if inserted == 0 {
-                return Err(invalid("a device with this id exists"));
-            }
             Ok(())
         })
         .await
@@ -400,7 +399,7 @@ impl SecurityStore for SqliteStore {
     async fn insert_refresh_token(&self, token: RefreshToken) -> Result<(), StoreError> {
         self.security_write(move |c| {
             if !insert_token(c, &token)? {
-                return Err(invalid("a refresh token with this hash exists"));
+                return Err(StoreError::new(StoreErrorKind::Conflict, "a refresh token with this hash exists"));
             }
             Ok(())
         })

@@ -20,6 +20,7 @@ use bp_core::command::{Command, Executed};
 use bp_core::customer::Customer;
 use bp_core::event::{Event, EventBody};
 use bp_core::ids::{AccountId, CustomerId, TransferId};
+use bp_core::invariants::{Books, check};
 use bp_core::rules::{Decision, Effects, LedgerView, Write, decide, keys};
 use bp_core::state::LedgerState;
 use bp_core::transfer::Direction;
@@ -486,6 +487,10 @@ fn write_effects(
         }
         batch.touched.insert(a.id);
     }
+    // Assertions catch our bugs: in debug builds every command of the batch is checked against
+    // the invariants of the accounts it touches (balances moved by exactly its postings, events
+    // numbered on from the cached state, holds within bounds) before the cache takes it.
+    debug_assert_eq!(check(&Books::of_effects(&cache.state, effects)), Ok(()), "a command's effects");
     cache.state.apply(effects);
     Ok(())
 }
