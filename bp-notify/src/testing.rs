@@ -1,10 +1,19 @@
 //! The [`EventBus`] conformance suite (feature `testing`), run against every adapter: each
 //! subscriber receives every event published after it subscribed, each account's events in the
-//! order published. Each case takes a function making a fresh bus.
+//! order published. It runs on bp-core's one conformance machinery
+//! ([`bp_core::testing::conformance`]): a [`BusFactory`] makes a fresh bus for every case, and
+//! [`bus_conformance_tests!`](crate::bus_conformance_tests) expands into one `#[tokio::test]` per
+//! case (with further attributes, such as an `#[ignore = "needs …"]` for a real broker):
+//!
+//! ```text
+//! mod broadcast {
+//!     bp_notify::bus_conformance_tests!(bp_core::testing::factory_fn(|_| async {
+//!         std::sync::Arc::new(bp_notify::broadcast::BroadcastBus::default()) as std::sync::Arc<dyn EventBus>
+//!     }));
+//! }
+//! ```
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bp_core::account::{AccountStatus, Balances};
@@ -12,6 +21,52 @@ use bp_core::bus::{EventBus, Subscription};
 use bp_core::event::{EVENT_VERSION, Event, EventBody};
 use bp_core::ids::{AccountId, EventId};
 use bp_core::money::{Currency, Money};
+use bp_core::testing::conformance::Factory;
+
+/// A [`Factory`] of event buses: the factory of this suite. Every [`Factory`] whose value is a
+/// `dyn EventBus` is one (the clock it is given is not used: buses do not read the time).
+pub trait BusFactory: Factory<S = dyn EventBus> {}
+
+impl<F: Factory<S = dyn EventBus>> BusFactory for F {}
+
+/// Runs every case of the suite, one after the other, each on a fresh bus from `factory`.
+/// Panics on the first failure, naming the case.
+pub async fn run_all<F: BusFactory>(factory: &F) {
+    crate::__bus_conformance_cases!(@run_all factory);
+}
+
+/// The names of the cases, in the order [`run_all`] runs them; each is a function of this module.
+pub const CASES: &[&str] = crate::__bus_conformance_cases!(@names);
+
+/// Expands into one `#[tokio::test(flavor = "multi_thread", worker_threads = 4)]` per case of the
+/// event bus conformance suite, each on a fresh bus from the factory expression (an
+/// `impl BusFactory`, evaluated once per test), with the attributes given after it. Invoke it
+/// inside a module of its own.
+#[macro_export]
+macro_rules! bus_conformance_tests {
+    ($factory:expr $(, #[$meta:meta])* $(,)?) => {
+        $crate::__bus_conformance_cases!(@tests ($factory) $(#[$meta])*);
+    };
+}
+
+/// The list of cases, written once for [`run_all`], [`CASES`] and
+/// [`bus_conformance_tests!`](crate::bus_conformance_tests).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __bus_conformance_cases {
+    ($($mode:tt)*) => {
+        ::bp_core::__conformance! { $($mode)* "event bus" [$crate::testing]
+            every_subscriber_gets_every_event
+            many_accounts_keep_their_order
+            later_subscribers_get_later_events
+        }
+    };
+}
+
+/// Where a bus starts: a fresh one from `factory`.
+async fn fresh<F: BusFactory>(factory: &F) -> std::sync::Arc<dyn EventBus> {
+    factory.fresh(std::sync::Arc::new(bp_core::clock::ManualClock::new(chrono::Utc::now()))).await
+}
 
 /// How long a case waits for an event before it fails.
 const RECEIVE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -62,12 +117,8 @@ fn assert_per_account_order(what: &str, got: &[Event], published: &[Event]) {
 }
 
 /// Two subscribers each receive every event, in order per account, across batches.
-pub async fn every_subscriber_gets_every_event<F, Fut>(make: F)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Arc<dyn EventBus>>,
-{
-    let bus = make().await;
+pub async fn every_subscriber_gets_every_event<F: BusFactory>(factory: &F) {
+    let bus = fresh(factory).await;
     let mut a = bus.subscribe().await.expect("subscribe");
     let mut b = bus.subscribe().await.expect("subscribe");
     let accounts: Vec<AccountId> = (0..3).map(|_| AccountId::new_v7()).collect();
@@ -90,12 +141,8 @@ where
 
 /// Many events over many accounts, published in interleaved batches: none lost, none reordered
 /// within an account.
-pub async fn many_accounts_keep_their_order<F, Fut>(make: F)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Arc<dyn EventBus>>,
-{
-    let bus = make().await;
+pub async fn many_accounts_keep_their_order<F: BusFactory>(factory: &F) {
+    let bus = fresh(factory).await;
     let mut sub = bus.subscribe().await.expect("subscribe");
     let accounts: Vec<AccountId> = (0..50).map(|_| AccountId::new_v7()).collect();
     let mut published = Vec::new();
@@ -109,12 +156,8 @@ where
 }
 
 /// A subscription made after some events receives the later ones.
-pub async fn later_subscribers_get_later_events<F, Fut>(make: F)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Arc<dyn EventBus>>,
-{
-    let bus = make().await;
+pub async fn later_subscribers_get_later_events<F: BusFactory>(factory: &F) {
+    let bus = fresh(factory).await;
     let account = AccountId::new_v7();
     let mut early = bus.subscribe().await.expect("subscribe");
     bus.publish(&[event(account, 1)]).await.expect("publish");

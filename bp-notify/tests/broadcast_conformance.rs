@@ -3,31 +3,27 @@
 use std::sync::Arc;
 
 use bp_core::bus::EventBus;
+use bp_core::testing::conformance::assert_case_list;
 use bp_notify::broadcast::BroadcastBus;
 use bp_notify::testing;
 
-async fn bus() -> Arc<dyn EventBus> {
-    Arc::new(BroadcastBus::default())
+/// One `#[tokio::test]` per case, so that a failure names its case.
+mod broadcast {
+    bp_notify::bus_conformance_tests!(bp_core::testing::factory_fn(|_| async {
+        std::sync::Arc::new(bp_notify::broadcast::BroadcastBus::default()) as std::sync::Arc<dyn bp_core::bus::EventBus>
+    }));
 }
 
-#[tokio::test]
-async fn every_subscriber_gets_every_event() {
-    testing::every_subscriber_gets_every_event(bus).await;
-}
-
-#[tokio::test]
-async fn many_accounts_keep_their_order() {
-    testing::many_accounts_keep_their_order(bus).await;
-}
-
-#[tokio::test]
-async fn later_subscribers_get_later_events() {
-    testing::later_subscribers_get_later_events(bus).await;
+/// Every case function written in the suite's sources is in its list: a case left out of the
+/// list would never run.
+#[test]
+fn every_case_is_listed() {
+    assert_case_list(concat!(env!("CARGO_MANIFEST_DIR"), "/src"), "BusFactory", testing::CASES);
 }
 
 #[tokio::test]
 async fn a_subscriber_that_falls_behind_is_told_how_far() {
-    let bus = BroadcastBus::new(4);
+    let bus: Arc<dyn EventBus> = Arc::new(BroadcastBus::new(4));
     let mut sub = bus.subscribe().await.expect("subscribe");
     let account = bp_core::ids::AccountId::new_v7();
     let events: Vec<_> = (1..=10).map(|seq| testing::event(account, seq)).collect();

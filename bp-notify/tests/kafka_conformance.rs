@@ -3,10 +3,13 @@
 //! naming it; `scripts/test.sh` starts one). Each case has a topic of its own.
 #![cfg(feature = "kafka")]
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bp_core::bus::{BusError, EventBus};
+use bp_core::clock::ManualClock;
+use bp_core::testing::conformance::Factory;
 use bp_notify::kafka::{KafkaBus, KafkaConfig};
 use bp_notify::testing;
 use rdkafka::mocking::MockCluster;
@@ -26,9 +29,14 @@ async fn bus(bootstrap: &str) -> Arc<dyn EventBus> {
 
 /// A bus on the mock cluster, whose topic the cluster makes (the mock broker has no CreateTopics).
 async fn mock_bus(cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>) -> Arc<KafkaBus> {
+    Arc::new(KafkaBus::connect(mock_config(cluster)).await.expect("connect"))
+}
+
+/// The configuration of a bus on the mock cluster, with a topic of its own made by the cluster.
+fn mock_config(cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>) -> KafkaConfig {
     let config = config(&cluster.bootstrap_servers());
     cluster.create_topic(&config.topic, config.partitions, 1).expect("create topic");
-    Arc::new(KafkaBus::connect(config).await.expect("connect"))
+    config
 }
 
 fn real_broker() -> String {
@@ -36,33 +44,43 @@ fn real_broker() -> String {
         .expect("BP_KAFKA_BOOTSTRAP must name a Kafka broker (scripts/test.sh starts one: scripts/kafka-broker.sh)")
 }
 
-macro_rules! conformance {
-    ($($case:ident),* $(,)?) => {
-        mod mock_cluster {
-            use super::*;
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    let cluster = MockCluster::new(1).expect("mock cluster");
-                    testing::$case(|| async { mock_bus(&cluster).await as Arc<dyn EventBus> }).await;
-                }
-            )*
-        }
-        mod real_broker {
-            use super::*;
-            $(
-                #[tokio::test]
-                #[ignore = "needs a real Kafka broker: BP_KAFKA_BOOTSTRAP (scripts/test.sh starts one)"]
-                async fn $case() {
-                    let bootstrap = real_broker();
-                    testing::$case(|| bus(&bootstrap)).await;
-                }
-            )*
-        }
-    };
+/// Buses on one mock cluster, which lives as long as the factory; each bus has a topic of its own.
+struct Mock(MockCluster<'static, rdkafka::producer::DefaultProducerContext>);
+
+impl Factory for Mock {
+    type S = dyn EventBus;
+
+    fn fresh(&self, _clock: Arc<ManualClock>) -> impl Future<Output = Arc<dyn EventBus>> + Send {
+        // The cluster is not `Sync`: its topic is made here, and the future owns only the
+        // configuration.
+        let config = mock_config(&self.0);
+        async move { Arc::new(KafkaBus::connect(config).await.expect("connect")) as Arc<dyn EventBus> }
+    }
 }
 
-conformance!(every_subscriber_gets_every_event, many_accounts_keep_their_order, later_subscribers_get_later_events);
+/// Buses on the real broker `BP_KAFKA_BOOTSTRAP` names.
+struct Real;
+
+impl Factory for Real {
+    type S = dyn EventBus;
+
+    async fn fresh(&self, _clock: Arc<ManualClock>) -> Arc<dyn EventBus> {
+        bus(&real_broker()).await
+    }
+}
+
+/// The suite on librdkafka's mock cluster, in every `cargo test`.
+mod mock_cluster {
+    bp_notify::bus_conformance_tests!(super::Mock(rdkafka::mocking::MockCluster::new(1).expect("mock cluster")));
+}
+
+/// The suite on a real broker, with `--ignored`.
+mod real_broker {
+    bp_notify::bus_conformance_tests!(
+        super::Real,
+        #[ignore = "needs a real Kafka broker: BP_KAFKA_BOOTSTRAP (scripts/test.sh starts one)"]
+    );
+}
 
 /// Events published while the only broker is down are delivered, in order, once it is back.
 #[tokio::test]

@@ -174,21 +174,23 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// The one expansion of every suite's case list: one `#[tokio::test]` per case (`@tests`), the
-/// body of `run_all` (`@run_all`), or the list of names (`@names`). A suite calls it from its own
+/// The one expansion of every suite's case list: one `#[tokio::test]` per case (`@tests`, with
+/// any further attributes given before the label, such as an `#[ignore = "needs …"]`), the body
+/// of `run_all` (`@run_all`), or the list of names (`@names`). A suite calls it from its own
 /// hidden list macro as `$crate::__conformance! { $($mode)* "label" [$crate::testing::suite] a b c }`.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance {
-    (@tests ($factory:expr) $label:literal [$($suite:tt)*]) => {};
-    (@tests ($factory:expr) $label:literal [$($suite:tt)*] $case:ident $($rest:ident)*) => {
+    (@tests ($factory:expr) $(#[$meta:meta])* $label:literal [$($suite:tt)*]) => {};
+    (@tests ($factory:expr) $(#[$meta:meta])* $label:literal [$($suite:tt)*] $case:ident $($rest:ident)*) => {
         #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        $(#[$meta])*
         async fn $case() {
             let factory = $factory;
             $crate::testing::conformance::run_case($label, ::core::stringify!($case), $($suite)*::$case(&factory))
                 .await;
         }
-        $crate::__conformance! { @tests ($factory) $label [$($suite)*] $($rest)* }
+        $crate::__conformance! { @tests ($factory) $(#[$meta])* $label [$($suite)*] $($rest)* }
     };
     (@run_all $factory:ident $label:literal [$($suite:tt)*] $($case:ident)*) => {{
         use $($suite)* as suite;
