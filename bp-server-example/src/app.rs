@@ -19,8 +19,8 @@ use tokio::sync::oneshot;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 
-use crate::oauth;
-use crate::problem::{ApiError, problem_response};
+use crate::auth::oauth;
+use crate::http::problem::{ApiError, problem_response};
 use crate::state::AppState;
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -102,9 +102,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/oauth2/token", post(oauth::token))
         .route("/oauth2/revoke", post(oauth::revoke))
         .route("/oauth2/userinfo", get(oauth::userinfo))
-        .route("/", get(crate::web::page))
-        .route("/callback", get(crate::web::page))
-        .route("/app/{*file}", get(crate::web::file))
+        .route("/", get(crate::http::web::page))
+        .route("/callback", get(crate::http::web::page))
+        .route("/app/{*file}", get(crate::http::web::file))
         .route("/v1/events", get(crate::events::stream))
         .route("/v1/events/ticket", post(crate::events::ticket))
         .route("/livez", get(livez))
@@ -309,7 +309,7 @@ pub async fn serve(state: Arc<AppState>, listener: std::net::TcpListener, signal
                     h.graceful_shutdown(Some(grace));
                 });
                 let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
-                    .acceptor(crate::send_timeout::Acceptor { limit: send_timeout });
+                    .acceptor(crate::http::send_timeout::Acceptor { limit: send_timeout });
                 axum_server::from_tcp(listener).acceptor(acceptor).handle(handle).serve(app).await
             }
         };
@@ -324,7 +324,7 @@ pub async fn serve(state: Arc<AppState>, listener: std::net::TcpListener, signal
 /// The plain-TCP listener. Each accepted connection gets TCP_NODELAY (a small write, an event on
 /// a stream, must not wait for the client's delayed ACK of the previous one: Nagle, up to 40 ms)
 /// and is looked at: one that opens with an event-stream request is served by
-/// [`crate::stream_conn`] (without hyper's per-connection buffers), every other one is handed
+/// [`crate::events::stream_conn`] (without hyper's per-connection buffers), every other one is handed
 /// to axum and hyper through [`Listener::accept`](axum::serve::Listener::accept), with the send
 /// timeout.
 struct Split {
@@ -353,8 +353,8 @@ impl Split {
                 let _ = tcp.set_nodelay(true);
                 let (tx, router) = (tx.clone(), router.clone());
                 tokio::spawn(async move {
-                    if crate::stream_conn::opens_a_stream(&tcp).await {
-                        crate::stream_conn::serve(tcp, peer, router).await;
+                    if crate::events::stream_conn::opens_a_stream(&tcp).await {
+                        crate::events::stream_conn::serve(tcp, peer, router).await;
                     } else {
                         // Fails only when the server has stopped taking connections.
                         let _ = tx.send((tcp, peer)).await;
@@ -373,12 +373,12 @@ impl Drop for Split {
 }
 
 impl axum::serve::Listener for Split {
-    type Io = crate::send_timeout::SendTimeout<tokio::net::TcpStream>;
+    type Io = crate::http::send_timeout::SendTimeout<tokio::net::TcpStream>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         match self.incoming.recv().await {
-            Some((tcp, peer)) => (crate::send_timeout::SendTimeout::new(tcp, self.send_timeout), peer),
+            Some((tcp, peer)) => (crate::http::send_timeout::SendTimeout::new(tcp, self.send_timeout), peer),
             // The accepting task is gone (only when this listener is dropped).
             None => std::future::pending().await,
         }
@@ -472,7 +472,7 @@ mod tests {
         let slow =
             app.clone().oneshot(Request::get("/slow").body(Body::empty()).expect("request")).await.expect("answer");
         assert_eq!(slow.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(slow.headers()[header::CONTENT_TYPE], crate::problem::PROBLEM_JSON);
+        assert_eq!(slow.headers()[header::CONTENT_TYPE], crate::http::problem::PROBLEM_JSON);
         let fast = app.oneshot(Request::get("/fast").body(Body::empty()).expect("request")).await.expect("answer");
         assert_eq!(fast.status(), StatusCode::OK);
     }

@@ -16,7 +16,7 @@ use bp_core::security::{AuditKind, Credentials, Photo};
 use chrono::NaiveDate;
 use uuid::Uuid;
 
-use crate::crypto::{random_bytes, random_token, totp_base32, totp_uri};
+use crate::auth::crypto::{random_bytes, random_token, totp_base32, totp_uri};
 use crate::state::AppState;
 
 /// Namespace of the demo's name-based ids.

@@ -5,30 +5,22 @@
 //! [`start`] runs a server from a [`config::Config`]; the binary adds a CLI around it.
 
 pub mod app;
+pub mod auth;
 pub mod config;
-pub mod crypto;
 pub mod demo;
 pub mod events;
-pub mod extract;
-pub mod oauth;
-pub mod problem;
-pub mod pump;
-pub mod sca;
-pub mod send_timeout;
+pub mod http;
 pub mod state;
-pub mod stream_conn;
-pub mod tokens;
 pub mod v1;
-pub mod web;
 
 use std::sync::Arc;
 
 use bp_core::clock::SystemClock;
 use bp_storage::sqlite::{SqliteConfig, SqliteStore};
 
+use crate::auth::tokens::Keys;
 use crate::config::{Config, Mode};
 use crate::state::AppState;
-use crate::tokens::Keys;
 
 /// A started server and what it seeded.
 #[derive(Debug)]

@@ -9,8 +9,9 @@ use bp_core::account::{AccountKind, NewAccount};
 use bp_core::customer::{KycStatus, NewCustomer, Username};
 use bp_core::ids::{AccountId, CustomerId};
 use bp_core::money::Currency;
+use bp_server_example::auth::crypto;
 use bp_server_example::config::Config;
-use bp_server_example::{crypto, demo, start};
+use bp_server_example::{demo, start};
 use clap::{Parser, Subcommand};
 
 // The server allocates many small buffers per request on several threads; mimalloc serves

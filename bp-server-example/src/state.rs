@@ -17,11 +17,11 @@ use bp_core::security::{AuditEntry, AuditKind, SecurityState, SecurityStore};
 use bp_core::{Ledger, Store, Timestamp};
 use chrono::Duration;
 
+use crate::auth::crypto::PasswordHasherConfig;
+use crate::auth::oauth::Flows;
+use crate::auth::tokens::{Caller, External, Keys, Verifier};
 use crate::config::Config;
-use crate::crypto::PasswordHasherConfig;
-use crate::oauth::Flows;
-use crate::problem::ApiError;
-use crate::tokens::{Caller, External, Keys, Verifier};
+use crate::http::problem::ApiError;
 
 /// Per-customer locks serialising read-modify-write of a customer's security state (stripes).
 const CUSTOMER_LOCKS_LEN: usize = 256;
@@ -87,7 +87,7 @@ impl AppState {
     ) -> Result<Self, String> {
         let issuer = config.issuer();
         let hasher = PasswordHasherConfig::new(config.auth.argon2_memory_kib, config.auth.argon2_iterations)?;
-        let dummy_hash = hasher.hash(&crate::crypto::random_token(16))?;
+        let dummy_hash = hasher.hash(&crate::auth::crypto::random_token(16))?;
         let verifier = Verifier::new(&keys, issuer.clone(), config.auth.audience.clone());
         let external = config.auth.external.clone().map(External::new);
         let bus = external_bus.unwrap_or_else(|| Arc::new(bp_notify::broadcast::BroadcastBus::default()));
@@ -277,14 +277,14 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Caller, ApiEr
         .is_some_and(|kid| kid == state.keys.kid());
     if ours || state.external.is_none() {
         return state.verifier.verify(token, state.now_s()).map_err(|e| match e {
-            crate::tokens::TokenError::Invalid(reason) => ApiError::Unauthorized(reason),
-            crate::tokens::TokenError::Key(_) => ApiError::Internal,
+            crate::auth::tokens::TokenError::Invalid(reason) => ApiError::Unauthorized(reason),
+            crate::auth::tokens::TokenError::Key(_) => ApiError::Internal,
         });
     }
     let external = state.external.as_ref().ok_or(ApiError::Unauthorized("unknown token issuer"))?;
     let claims = external.verify(token).await.map_err(|e| match e {
-        crate::tokens::TokenError::Invalid(reason) => ApiError::Unauthorized(reason),
-        crate::tokens::TokenError::Key(_) => ApiError::Internal,
+        crate::auth::tokens::TokenError::Invalid(reason) => ApiError::Unauthorized(reason),
+        crate::auth::tokens::TokenError::Key(_) => ApiError::Internal,
     })?;
     let username = claims
         .get(&external.config.username_claim)

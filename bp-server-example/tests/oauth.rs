@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 fn jwt_claims(token: &str) -> Value {
     let payload = token.split('.').nth(1).expect("a JWT");
-    serde_json::from_slice(&bp_server_example::crypto::unb64(payload).expect("base64url")).expect("json")
+    serde_json::from_slice(&bp_server_example::auth::crypto::unb64(payload).expect("base64url")).expect("json")
 }
 
 async fn refresh(server: &Server, token: &str) -> reqwest::Response {
@@ -30,7 +30,7 @@ async fn complete_sign_in_gives_tokens_that_the_api_accepts() {
     let flow = server.login_until_code(&ada, "openid profile accounts payments offline_access").await;
 
     // A wrong verifier is refused, and burns the code.
-    let wrong = flow.exchange(&server, &bp_server_example::crypto::random_token(48)).await;
+    let wrong = flow.exchange(&server, &bp_server_example::auth::crypto::random_token(48)).await;
     assert_eq!(wrong.status(), StatusCode::BAD_REQUEST);
     assert_eq!(wrong.json::<Value>().await.expect("json")["error"], "invalid_grant");
     let again = flow.exchange(&server, &flow.verifier).await;

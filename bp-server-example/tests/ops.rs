@@ -8,7 +8,7 @@ use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use bp_server_example::crypto::{TOTP_STEP_S, b64, sha256, totp_code};
+use bp_server_example::auth::crypto::{TOTP_STEP_S, b64, sha256, totp_code};
 use common::{Api, Server, browser};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -270,7 +270,7 @@ async fn shutdown_finishes_requests_in_flight() {
 async fn tokens_of_an_external_provider_are_verified_by_its_jwks() {
     // The "external provider": a key made here and its JWKS served by this test.
     let key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
-    let keys = bp_server_example::tokens::Keys::from_signing_key(&key).expect("keys");
+    let keys = bp_server_example::auth::tokens::Keys::from_signing_key(&key).expect("keys");
     let jwks = keys.jwks().clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let jwks_url = format!("http://{}/jwks", listener.local_addr().expect("addr"));
@@ -310,9 +310,10 @@ async fn tokens_of_an_external_provider_are_verified_by_its_jwks() {
         assert_eq!(call(sign(&c)).await.0, StatusCode::UNAUTHORIZED, "{what}");
     }
     // Signed by a key the provider does not publish.
-    let stranger =
-        bp_server_example::tokens::Keys::from_signing_key(&ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng))
-            .expect("keys");
+    let stranger = bp_server_example::auth::tokens::Keys::from_signing_key(&ed25519_dalek::SigningKey::generate(
+        &mut rand_core::OsRng,
+    ))
+    .expect("keys");
     let forged = stranger.sign(&claims("https://idp.example", "bp-api", "ada-ext"), "at+jwt").expect("sign");
     assert_eq!(call(forged).await.0, StatusCode::UNAUTHORIZED);
 

@@ -9,8 +9,8 @@ use bp_core::account::{AccountKind, NewAccount};
 use bp_core::customer::{KycStatus, NewCustomer, Username};
 use bp_core::ids::{AccountId, CustomerId, TransferId};
 use bp_core::money::{Currency, Money};
+use bp_server_example::auth::crypto::{TOTP_STEP_S, b64, random_token, sha256, totp_code};
 use bp_server_example::config::{ClientConfig, Config};
-use bp_server_example::crypto::{TOTP_STEP_S, b64, random_token, sha256, totp_code};
 use bp_server_example::{Started, demo, start};
 
 pub const REDIRECT: &str = "http://127.0.0.1:1/callback";

@@ -11,8 +11,8 @@ use bp_core::customer::{KycStatus, NewCustomer, Username};
 use bp_core::ids::TransferId;
 use bp_core::ids::{AccountId, CustomerId};
 use bp_core::money::{Currency, Money};
+use bp_server_example::auth::crypto::{TOTP_STEP_S, b64, sha256, totp_code};
 use bp_server_example::config::{ClientConfig, Config};
-use bp_server_example::crypto::{TOTP_STEP_S, b64, sha256, totp_code};
 use bp_server_example::state::AppState;
 use bp_server_example::{Started, demo, start};
 use reqwest::StatusCode;
@@ -235,9 +235,9 @@ impl CodeFlow {
 
     pub async fn begin(server: &Server, scope: &str) -> Self {
         let http = browser();
-        let verifier = bp_server_example::crypto::random_token(48);
-        let state = bp_server_example::crypto::random_token(8);
-        let nonce = bp_server_example::crypto::random_token(8);
+        let verifier = bp_server_example::auth::crypto::random_token(48);
+        let state = bp_server_example::auth::crypto::random_token(8);
+        let nonce = bp_server_example::auth::crypto::random_token(8);
         let response =
             http.get(Self::authorize_url(server, scope, &verifier, &state, &nonce)).send().await.expect("authorize");
         assert_eq!(response.status(), StatusCode::OK);

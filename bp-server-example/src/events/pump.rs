@@ -9,7 +9,7 @@
 //! wake-up of any stream's task.
 //!
 //! A pump holds a stream only while it is live and the socket takes every byte at once. Anything
-//! else hands the stream back to its connection's task ([`crate::stream_conn`]), which holds it
+//! else hands the stream back to its connection's task ([`crate::events::stream_conn`]), which holds it
 //! otherwise: work that waits for the store (a gap to fill), the end of the stream (its session
 //! revoked, a whole ring behind, shutdown), a write the socket took only in part or not at all
 //! (the task writes the rest when the socket is ready, and the stream may come back), a failed
@@ -28,8 +28,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::events::stream_conn::try_write_chunk;
 use crate::events::{ClientStream, HEARTBEAT, Step};
-use crate::stream_conn::try_write_chunk;
 
 /// The most streams one pump holds: one event to all of them is a few milliseconds of one thread.
 pub const PUMP_STREAMS_MAX: usize = 256;

@@ -8,8 +8,8 @@ use bp_core::ids::CustomerId;
 use bp_core::sca::answer_methods;
 use bp_core::security::{ChallengeAnswer, ChallengePurpose, ScaChallenge, ScaMethod};
 
-use crate::crypto::{p256_public_key, p256_verify, totp_accept, unb64};
-use crate::problem::ApiError;
+use crate::auth::crypto::{p256_public_key, p256_verify, totp_accept, unb64};
+use crate::http::problem::ApiError;
 use crate::state::AppState;
 
 /// The ways `customer` may answer a challenge for `purpose`: a device signature when they have

@@ -23,6 +23,9 @@
 //! that falls a whole ring behind is disconnected (it resumes from its cursor); no other client
 //! waits for it.
 
+pub mod pump;
+pub mod stream_conn;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -41,9 +44,9 @@ use bp_notify::sequencer::{Sequencer, Verdict};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use crate::crypto::{random_token, sha256};
-use crate::problem::ApiError;
-use crate::pump::{Attached, PumpHandle, Pumped};
+use crate::auth::crypto::{random_token, sha256};
+use crate::events::pump::{Attached, PumpHandle, Pumped};
+use crate::http::problem::ApiError;
 use crate::state::{AppState, Auth, authenticate};
 
 /// The comment an idle stream sends every `bus.stream_heartbeat_s`.
@@ -74,7 +77,7 @@ struct Ticketed {
 /// session's end (a revocation ends it before); for an external issuer's token, whose revocation
 /// we cannot see, the token's expiry. A stream lasts no longer than the authority it was opened
 /// with.
-fn authority_until(state: &AppState, caller: &crate::tokens::Caller) -> bp_core::Timestamp {
+fn authority_until(state: &AppState, caller: &crate::auth::tokens::Caller) -> bp_core::Timestamp {
     let at = |s: u64| {
         chrono::DateTime::from_timestamp(i64::try_from(s).unwrap_or(i64::MAX), 0)
             .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
@@ -430,8 +433,8 @@ pub enum Step {
 }
 
 /// A stream on its way out of the handler, for whichever transport takes it first: a
-/// connection of its own ([`crate::stream_conn`]) takes it whole from the response's extensions,
-/// to be written by the [`pump`](crate::pump)s; otherwise the response body (hyper) takes it at
+/// connection of its own ([`crate::events::stream_conn`]) takes it whole from the response's extensions,
+/// to be written by the [`pump`]s; otherwise the response body (hyper) takes it at
 /// its first poll.
 #[derive(Debug, Clone)]
 pub struct Handoff(Arc<Mutex<Option<ClientStream>>>);
@@ -558,7 +561,7 @@ impl ClientStream {
 
     /// What the stream can do now without waiting: a message ready to send, nothing until its
     /// customer's next event ([`Step::Idle`]), or work that waits for the store or ends the stream
-    /// ([`Step::Settle`]: call [`ClientStream::settle`]). Never blocks: the [`pump`](crate::pump)
+    /// ([`Step::Settle`]: call [`ClientStream::settle`]). Never blocks: the [`pump`]
     /// drives live streams with it, many per task.
     pub fn try_next_frame(&mut self) -> Step {
         loop {

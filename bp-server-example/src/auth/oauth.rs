@@ -20,11 +20,11 @@ use bp_core::security::{AuditKind, RefreshToken, RefreshTokenState, Rotation};
 use chrono::Duration;
 use serde::Deserialize;
 
+use crate::auth::crypto::{b64, ct_eq, random_token, sha256, unb64};
+use crate::auth::tokens::{AccessClaims, IdClaims};
 use crate::config::ClientConfig;
-use crate::crypto::{b64, ct_eq, random_token, sha256, unb64};
-use crate::problem::ApiError;
+use crate::http::problem::ApiError;
 use crate::state::AppState;
-use crate::tokens::{AccessClaims, IdClaims};
 
 /// Scopes this server grants.
 pub const SCOPES: [&str; 5] = ["openid", "profile", "accounts", "payments", "offline_access"];
@@ -446,7 +446,7 @@ async fn check_second_factor(
     if let Some(code) = form.code.as_deref().filter(|c| !c.is_empty()) {
         let Some(credentials) = state.security.credentials(customer_id).await? else { return Ok(None) };
         let Some(secret) = credentials.totp_secret else { return Ok(None) };
-        return Ok(crate::crypto::totp_accept(&secret, code.trim(), state.now_s(), security.totp_last_step)
+        return Ok(crate::auth::crypto::totp_accept(&secret, code.trim(), state.now_s(), security.totp_last_step)
             .map(|step| ("otp", Some(step))));
     }
     let (Some(device_id), Some(signature)) = (form.device_id.as_deref(), form.signature.as_deref()) else {
@@ -457,11 +457,11 @@ async fn check_second_factor(
     if device.customer_id != customer_id || device.revoked_at.is_some() {
         return Ok(None);
     }
-    let (Some(key), Some(sig)) = (crate::crypto::p256_public_key(&device.public_key), unb64(signature)) else {
+    let (Some(key), Some(sig)) = (crate::auth::crypto::p256_public_key(&device.public_key), unb64(signature)) else {
         return Ok(None);
     };
     let message = login_message(&form.tx, &tx.device_nonce);
-    Ok(crate::crypto::p256_verify(&key, message.as_bytes(), &sig).then_some(("hwk", None)))
+    Ok(crate::auth::crypto::p256_verify(&key, message.as_bytes(), &sig).then_some(("hwk", None)))
 }
 
 /// The token endpoint's form (both grants).

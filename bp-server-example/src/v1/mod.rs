@@ -2,6 +2,8 @@
 //! services. Every handler checks that the ids it is given belong to the caller; another
 //! customer's ids get the same 404 as ids that do not exist.
 
+pub mod sca;
+
 use std::sync::Arc;
 
 use aide::OperationInput;
@@ -34,10 +36,9 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::crypto::{p256_public_key, p256_verify, random_token, unb64};
-use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::problem::{ApiError, ApiResult};
-use crate::sca;
+use crate::auth::crypto::{p256_public_key, p256_verify, random_token, unb64};
+use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::http::problem::{ApiError, ApiResult};
 use crate::state::{AppState, Auth, Payer};
 
 /// Namespace of transfer ids derived from (customer, Idempotency-Key).
