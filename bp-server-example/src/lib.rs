@@ -26,7 +26,7 @@ use crate::state::AppState;
 #[derive(Debug)]
 pub struct Started {
     /// The server.
-    pub running: app::Running,
+    pub running: http::serve::Running,
     /// The shared state (for tools and tests embedding the server).
     pub state: Arc<AppState>,
     /// Demo credentials, when this start seeded the demo.

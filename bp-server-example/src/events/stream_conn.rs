@@ -36,6 +36,7 @@ use tower::ServiceExt as _;
 use crate::events::pump::{Attached, Back};
 use crate::events::{ClientStream, Handoff, Step};
 use crate::http::problem::{ApiError, problem_response};
+use crate::http::serve::Divert;
 
 /// What a connection's first bytes must be for this module to serve it.
 const PREFIX: &[u8] = b"GET /v1/events";
@@ -50,7 +51,7 @@ const ANSWER_MAX: usize = 64 * 1024;
 
 /// Whether a new connection's first bytes are an event-stream request: waits (up to
 /// `HEAD_TIMEOUT`, 10 s) until enough bytes have arrived to tell, without consuming any.
-pub async fn opens_a_stream(tcp: &TcpStream) -> bool {
+async fn opens_a_stream(tcp: &TcpStream) -> bool {
     let decide = async {
         let mut first = [0u8; 16];
         let need = PREFIX.len() + 1;
@@ -74,9 +75,24 @@ pub async fn opens_a_stream(tcp: &TcpStream) -> bool {
     tokio::time::timeout(HEAD_TIMEOUT, decide).await.unwrap_or(false)
 }
 
+/// The event-stream connections, told apart from the others by their first bytes, for the
+/// plain-TCP listener ([`Divert`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Lean;
+
+impl Divert for Lean {
+    async fn divert(&self, tcp: TcpStream, peer: SocketAddr, router: Router) -> Option<TcpStream> {
+        if !opens_a_stream(&tcp).await {
+            return Some(tcp);
+        }
+        serve(tcp, peer, router).await;
+        None
+    }
+}
+
 /// Serves one connection whose first request is an event-stream request (see
 /// [`opens_a_stream`]), then closes it.
-pub async fn serve(mut tcp: TcpStream, peer: SocketAddr, router: Router) {
+async fn serve(mut tcp: TcpStream, peer: SocketAddr, router: Router) {
     let request = match tokio::time::timeout(HEAD_TIMEOUT, read_request(&mut tcp, peer)).await {
         Ok(Ok(request)) => request,
         Ok(Err(refused)) => {
