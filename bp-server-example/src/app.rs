@@ -14,7 +14,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::oneshot;
 
-use crate::auth::oauth;
 use crate::http::middleware::metrics_handle;
 use crate::http::problem::problem_response;
 use crate::http::serve::Running;
@@ -71,15 +70,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let api_json = Arc::new(serde_json::to_string_pretty(&api).unwrap_or_default());
     let routes = Router::new()
         .merge(api_routes)
-        .route("/.well-known/openid-configuration", get(oauth::discovery))
-        .route("/oauth2/jwks", get(oauth::jwks))
-        .route("/oauth2/authorize", get(oauth::authorize))
-        .route("/oauth2/login/password", post(oauth::login_password))
-        .route("/oauth2/login/second-factor", post(oauth::login_second_factor))
-        .route("/oauth2/login.css", get(oauth::login_css))
-        .route("/oauth2/token", post(oauth::token))
-        .route("/oauth2/revoke", post(oauth::revoke))
-        .route("/oauth2/userinfo", get(oauth::userinfo))
+        .merge(crate::auth::routes().with_state(Arc::clone(&state.auth)))
         .route("/", get(crate::http::web::page))
         .route("/callback", get(crate::http::web::page))
         .route("/app/{*file}", get(crate::http::web::file))

@@ -76,7 +76,7 @@ async fn serve_on(
     // Sessions revoked within an access token's lifetime stay refused across restarts.
     let since = state.now() - chrono::Duration::seconds(600);
     for session in state.security.sessions_revoked_since(since).await.map_err(|e| e.to_string())? {
-        state.verifier.revoke(session);
+        state.auth.verifier.revoke(session);
     }
     let demo = if state.config.mode == Mode::Development && state.config.demo {
         let file = state.config.data_path(std::path::Path::new(demo::CREDENTIALS_FILE));

@@ -143,12 +143,12 @@ async fn serve(config: Config) -> Result<(), String> {
             "\n{}",
             demo::credentials_text(
                 demo,
-                &started.state.issuer,
+                &started.state.auth.issuer,
                 &started.state.config.data_path(std::path::Path::new(demo::CREDENTIALS_FILE)),
             )
         );
     }
-    tracing::info!(address = %started.running.addr, issuer = %started.state.issuer, "serving");
+    tracing::info!(address = %started.running.addr, issuer = %started.state.auth.issuer, "serving");
     started.running.wait().await.map_err(|e| e.to_string())
 }
 

@@ -45,9 +45,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::auth::crypto::{random_token, sha256};
+use crate::auth::{Auth, authenticate};
 use crate::events::pump::{Attached, PumpHandle, Pumped};
 use crate::http::problem::ApiError;
-use crate::state::{AppState, Auth, authenticate};
+use crate::state::AppState;
 
 /// The comment an idle stream sends every `bus.stream_heartbeat_s`.
 pub const HEARTBEAT: &[u8] = b": heartbeat\n\n";
@@ -83,7 +84,7 @@ fn authority_until(state: &AppState, caller: &crate::auth::tokens::Caller) -> bp
             .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
     };
     match (caller.session, caller.auth_time) {
-        (Some(_), Some(signed_in)) => state.session_end(at(signed_in)),
+        (Some(_), Some(signed_in)) => state.auth.session_end(at(signed_in)),
         _ => at(caller.exp),
     }
 }
@@ -357,7 +358,7 @@ async fn open(state: &Arc<AppState>, headers: &HeaderMap, q: &StreamQuery) -> Re
         (Some(t), _) => {
             let spent = state.streams.map.lock().unwrap_or_else(PoisonError::into_inner).remove(&sha256(t.as_bytes()));
             match spent {
-                Some(t) if t.until > state.now() && !state.verifier.is_revoked(t.session) => {
+                Some(t) if t.until > state.now() && !state.auth.verifier.is_revoked(t.session) => {
                     (t.customer, t.session, t.authority_until)
                 }
                 _ => return Err(ApiError::Unauthorized("unknown, used or expired stream ticket")),
@@ -369,7 +370,7 @@ async fn open(state: &Arc<AppState>, headers: &HeaderMap, q: &StreamQuery) -> Re
                 .ok()
                 .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
                 .ok_or(ApiError::Unauthorized("malformed authorization"))?;
-            let caller = authenticate(state, token.trim()).await?;
+            let caller = authenticate(&state.auth, token.trim()).await?;
             if !caller.has_scope("accounts") {
                 return Err(ApiError::Forbidden("the access token lacks the 'accounts' scope"));
             }
@@ -878,7 +879,7 @@ pub async fn tail_audit(state: Arc<AppState>) {
             }
         };
         if page.is_empty() {
-            let _ = tokio::time::timeout(Duration::from_millis(250), state.audit_waker.notified()).await;
+            let _ = tokio::time::timeout(Duration::from_millis(250), state.auth.audit_written.notified()).await;
             continue;
         }
         for entry in page {

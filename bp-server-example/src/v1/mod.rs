@@ -37,9 +37,10 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::auth::crypto::{p256_public_key, p256_verify, random_token, unb64};
+use crate::auth::{Auth, Payer};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::http::problem::{ApiError, ApiResult};
-use crate::state::{AppState, Auth, Payer};
+use crate::state::AppState;
 
 /// Namespace of transfer ids derived from (customer, Idempotency-Key).
 const TRANSFER_NAMESPACE: Uuid = Uuid::from_u128(0x3d0c_93c1_5a2e_4b7f_9d61_0f4e_8a27_b5c9);
@@ -377,7 +378,7 @@ async fn create_transfer(
         let receipt = submit(&state, request(None), customer, &body, to.id).await?;
         return posted(receipt, exemption);
     }
-    let _guard = state.lock_customer(customer).await;
+    let _guard = state.auth.lock_customer(customer).await;
     let mut security = state.security.security_state(customer).await?;
     if bp_core::sca::exemption(&state.config.sca, false, false, &body.amount, &security) == Some(Exemption::LowValue) {
         let receipt = submit(&state, request(None), customer, &body, to.id).await?;
@@ -387,6 +388,7 @@ async fn create_transfer(
             bp_core::sca::count_low_value(&mut security, &body.amount);
             state.security.put_security_state(customer, security).await?;
             state
+                .auth
                 .audit(
                     AuditKind::ScaExempted,
                     Some(customer),
@@ -599,7 +601,7 @@ async fn confirm_transfer(
     if !linked {
         return Err(ApiError::Conflict("the challenge does not match this transfer".to_owned()));
     }
-    let _guard = state.lock_customer(customer).await;
+    let _guard = state.auth.lock_customer(customer).await;
     match transfer.state {
         TransferState::Pending => {}
         TransferState::Posted => return Err(ApiError::ChallengeClosed("the transfer was already confirmed")),
@@ -645,7 +647,7 @@ async fn add_beneficiary(
     let customer = auth.0.customer_id;
     let name = check_name(&body.name)?;
     let (number, _) = payee(&state, body.account_number).await?;
-    let _guard = state.lock_customer(customer).await;
+    let _guard = state.auth.lock_customer(customer).await;
     let existing = state.security.beneficiaries_of(customer).await?;
     if existing.iter().any(|b| b.account_number == number) {
         return Err(ApiError::Conflict("this account is already a beneficiary".to_owned()));
@@ -713,11 +715,12 @@ async fn confirm_beneficiary(
         .await?
         .filter(|c| c.customer_id == customer)
         .ok_or(ApiError::NotFound("challenge"))?;
-    let _guard = state.lock_customer(customer).await;
+    let _guard = state.auth.lock_customer(customer).await;
     sca::answer(&state, &challenge, &answer).await?;
     beneficiary.state = BeneficiaryState::Trusted;
     state.security.put_beneficiary(beneficiary.clone()).await?;
     state
+        .auth
         .audit(
             AuditKind::BeneficiaryTrusted,
             Some(customer),
@@ -738,6 +741,7 @@ async fn delete_beneficiary(
         return Err(ApiError::NotFound("beneficiary"));
     }
     state
+        .auth
         .audit(
             AuditKind::BeneficiaryRemoved,
             Some(customer),
@@ -774,7 +778,7 @@ async fn add_device(
     if !p256_verify(&key, message.as_bytes(), &proof) {
         return Err(ApiError::Unprocessable("proof is not the key's signature of the registration message".into()));
     }
-    let _guard = state.lock_customer(customer).await;
+    let _guard = state.auth.lock_customer(customer).await;
     let existing = state.security.devices_of(customer).await?;
     let active: Vec<&Device> = existing.iter().filter(|d| d.revoked_at.is_none()).collect();
     if active.iter().any(|d| d.public_key == key_bytes) {
@@ -792,7 +796,10 @@ async fn add_device(
         revoked_at: None,
     };
     state.security.add_device(device.clone()).await?;
-    state.audit(AuditKind::DeviceAdded, Some(customer), serde_json::json!({ "device": device.id.to_string() })).await?;
+    state
+        .auth
+        .audit(AuditKind::DeviceAdded, Some(customer), serde_json::json!({ "device": device.id.to_string() }))
+        .await?;
     Ok((StatusCode::CREATED, Json(DeviceView::from(&device))))
 }
 
@@ -811,6 +818,7 @@ async fn delete_device(
         return Err(ApiError::NotFound("device"));
     }
     state
+        .auth
         .audit(AuditKind::DeviceRemoved, Some(customer), serde_json::json!({ "device": p.device_id.to_string() }))
         .await?;
     Ok(StatusCode::NO_CONTENT)

@@ -32,7 +32,7 @@ pub async fn methods(
 pub async fn answer(state: &AppState, challenge: &ScaChallenge, answer: &ScaAnswer) -> Result<ScaChallenge, ApiError> {
     let customer = challenge.customer_id;
     let mut security = state.security.security_state(customer).await?;
-    state.check_lock(&security)?;
+    state.auth.check_lock(&security)?;
     if answer.challenge_id() != challenge.id {
         return Err(ApiError::Unprocessable("the answer is for another challenge".to_owned()));
     }
@@ -61,7 +61,7 @@ pub async fn answer(state: &AppState, challenge: &ScaChallenge, answer: &ScaAnsw
         ScaAnswer::Totp { code, .. } if allowed.contains(&ScaMethod::Totp) => {
             let secret = state.security.credentials(customer).await?.and_then(|c| c.totp_secret);
             secret
-                .and_then(|s| totp_accept(&s, code.trim(), state.now_s(), security.totp_last_step))
+                .and_then(|s| totp_accept(&s, code.trim(), state.auth.now_s(), security.totp_last_step))
                 .map(|step| (ScaMethod::Totp, None, Some(step)))
         }
         _ => {
@@ -74,7 +74,7 @@ pub async fn answer(state: &AppState, challenge: &ScaChallenge, answer: &ScaAnsw
     };
     let Some((method, device_id, step)) = verdict else {
         state.security.fail_challenge(challenge.id, state.config.sca.challenge_failures_max).await?;
-        state.record_failure(customer, bp_core::security::AuditKind::ChallengeFailed).await?;
+        state.auth.record_failure(customer, bp_core::security::AuditKind::ChallengeFailed).await?;
         return Err(ApiError::ScaFailed);
     };
     match state.security.answer_challenge(challenge.id, method, device_id, state.now()).await? {
@@ -87,6 +87,7 @@ pub async fn answer(state: &AppState, challenge: &ScaChallenge, answer: &ScaAnsw
             }
             state.security.put_security_state(customer, security).await?;
             state
+                .auth
                 .audit(
                     bp_core::security::AuditKind::ChallengeAnswered,
                     Some(customer),
