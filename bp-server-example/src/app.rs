@@ -74,8 +74,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/", get(crate::http::web::page))
         .route("/callback", get(crate::http::web::page))
         .route("/app/{*file}", get(crate::http::web::file))
-        .route("/v1/events", get(crate::events::stream))
-        .route("/v1/events/ticket", post(crate::events::ticket))
+        .route("/v1/events", get(crate::v1::events::stream))
+        .route("/v1/events/ticket", post(crate::v1::events::ticket))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
@@ -126,7 +126,12 @@ pub async fn serve(state: Arc<AppState>, listener: std::net::TcpListener, signal
     metrics_handle();
     let sweeper = AbortOnDrop(tokio::spawn(expire_holds(state.clone())));
     let relay = AbortOnDrop(spawn_relay(&state));
-    let audit_tail = AbortOnDrop(tokio::spawn(crate::events::tail_audit(state.clone())));
+    let audit_tail = AbortOnDrop(tokio::spawn(crate::events::bridge::tail_audit(
+        Arc::clone(&state.security),
+        Arc::clone(&state.hub),
+        Arc::clone(&state.auth.audit_written),
+        Arc::clone(&state.audit_position),
+    )));
     let stopping = state.clone();
     // Event streams end once they have sent what their ring holds, so that graceful shutdown
     // does not wait for them (their clients resume elsewhere); new ones are refused.
@@ -153,7 +158,11 @@ fn spawn_relay(state: &Arc<AppState>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         // The bridge ends with this task (also when it is aborted while waiting for it).
         let (subscribed, ready) = oneshot::channel();
-        let _bridge = AbortOnDrop(tokio::spawn(crate::events::bridge(Arc::clone(&state), subscribed)));
+        let _bridge = AbortOnDrop(tokio::spawn(crate::events::bridge::bridge(
+            Arc::clone(&state.bus),
+            Arc::clone(&state.hub),
+            subscribed,
+        )));
         let _ = ready.await;
         relay.run(Arc::clone(&state.clock), std::future::pending()).await;
     })

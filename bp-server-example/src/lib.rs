@@ -37,7 +37,7 @@ pub struct Started {
 /// development start, binds the listener and serves. `signals`: stop on Ctrl-C / SIGTERM as well.
 pub async fn start(config: Config, signals: bool) -> Result<Started, String> {
     config.validate().map_err(|e| e.to_string())?;
-    let bus = events::connect_bus(&config.bus).await?;
+    let bus = events::bridge::connect_bus(&config.bus).await?;
     serve_on(config, signals, bus).await
 }
 

@@ -4,6 +4,8 @@
 //! own handlers and extractors take only their part ([`HasProvider`]).
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use bp_core::clock::Clock;
 use bp_core::security::SecurityStore;
@@ -13,6 +15,7 @@ use crate::auth::Provider;
 use crate::auth::bearer::HasProvider;
 use crate::auth::tokens::Keys;
 use crate::config::Config;
+use crate::events::{Hub, Sources, Tickets};
 
 /// Everything the handlers share.
 pub struct AppState {
@@ -30,15 +33,15 @@ pub struct AppState {
     pub bus: Arc<dyn bp_core::bus::EventBus>,
     /// This process's fan-out to its event streams: the bridge subscribes to `bus` once and
     /// forwards every event here.
-    pub hub: crate::events::Hub,
+    pub hub: Arc<Hub>,
     /// How far the audit log's tail has put entries on the hub.
-    pub audit_position: std::sync::atomic::AtomicU64,
+    pub audit_position: Arc<AtomicU64>,
     /// Wakes the outbox relay after a commit.
     pub relay_waker: Arc<tokio::sync::Notify>,
     /// The outbox relay's counters, once it runs.
     pub relay_stats: std::sync::OnceLock<Arc<bp_notify::relay::RelayStats>>,
-    /// Event-stream tickets and the JSON the streams share.
-    pub streams: crate::events::Streams,
+    /// Unspent event-stream tickets.
+    pub tickets: Tickets,
 }
 
 impl std::fmt::Debug for AppState {
@@ -60,7 +63,7 @@ impl AppState {
         let ledger = Ledger::new(store);
         let auth = Provider::new(&config, ledger.clone(), Arc::clone(&security), keys, Arc::clone(&clock))?;
         let bus = external_bus.unwrap_or_else(|| Arc::new(bp_notify::broadcast::BroadcastBus::default()));
-        let hub = crate::events::Hub::new(config.bus.stream_buffer_events);
+        let hub = Arc::new(Hub::new(config.bus.stream_buffer_events));
         Ok(Self {
             ledger,
             security,
@@ -68,10 +71,10 @@ impl AppState {
             clock,
             bus,
             hub,
-            audit_position: std::sync::atomic::AtomicU64::new(0),
+            audit_position: Arc::new(AtomicU64::new(0)),
             relay_waker: Arc::new(tokio::sync::Notify::new()),
             relay_stats: std::sync::OnceLock::new(),
-            streams: crate::events::Streams::default(),
+            tickets: Tickets::default(),
             config,
         })
     }
@@ -79,6 +82,17 @@ impl AppState {
     /// Now.
     pub fn now(&self) -> Timestamp {
         self.clock.now()
+    }
+
+    /// What an event stream reads: the ledger's store, the audit log, the hub, and the heartbeat
+    /// period.
+    pub fn stream_sources(&self) -> Sources {
+        Sources {
+            store: Arc::clone(self.ledger.store()),
+            security: Arc::clone(&self.security),
+            hub: Arc::clone(&self.hub),
+            heartbeat_every: Duration::from_secs(self.config.bus.stream_heartbeat_s),
+        }
     }
 }
 

@@ -28,8 +28,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::events::stream::{ClientStream, HEARTBEAT, Step};
 use crate::events::stream_conn::try_write_chunk;
-use crate::events::{ClientStream, HEARTBEAT, Step};
 
 /// The most streams one pump holds: one event to all of them is a few milliseconds of one thread.
 pub const PUMP_STREAMS_MAX: usize = 256;

@@ -34,7 +34,7 @@ use tokio::net::TcpStream;
 use tower::ServiceExt as _;
 
 use crate::events::pump::{Attached, Back};
-use crate::events::{ClientStream, Handoff, Step};
+use crate::events::stream::{ClientStream, Handoff, Step};
 use crate::http::problem::{ApiError, problem_response};
 use crate::http::serve::Divert;
 
@@ -298,9 +298,9 @@ async fn write_stream(tcp: &Arc<TcpStream>, head: &[u8], mut stream: Box<ClientS
             }
         }
         // Live, with nothing to send: a pump writes its messages from now on.
-        let state = Arc::clone(stream.state());
+        let hub = Arc::clone(stream.hub());
         let (attached, mut back) = Attached::new(stream, Arc::clone(tcp));
-        let pumped = match state.hub.attach(attached) {
+        let pumped = match hub.attach(attached) {
             Ok(pumped) => pumped,
             // No pump (the server is shutting down): this task writes the rest.
             Err(attached) => return write_unpumped(tcp, attached.into_stream()).await,

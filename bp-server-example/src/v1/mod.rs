@@ -2,6 +2,7 @@
 //! services. Every handler checks that the ids it is given belong to the caller; another
 //! customer's ids get the same 404 as ids that do not exist.
 
+pub mod events;
 pub mod sca;
 
 use std::sync::Arc;
