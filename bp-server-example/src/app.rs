@@ -1,17 +1,15 @@
-//! Assembling the server: its routes (the v1 API, the OAuth2 provider, the web app, health and
-//! metrics) under the layers of [`crate::http::middleware`], the OpenAPI description, and serving
-//! them with [`crate::http::serve`] alongside the background jobs.
+//! Assembling the server: its routes (the v1 API with its description, the OAuth2 provider, the
+//! web app, health and metrics) under the layers of [`crate::http::middleware`], served with
+//! [`crate::http::serve`] alongside the background jobs.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use aide::axum::ApiRouter;
-use aide::openapi::{Components, Info, OpenApi, ReferenceOr, SecurityScheme, Server as ApiServer};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use tokio::sync::oneshot;
 
 use crate::http::middleware::metrics_handle;
@@ -19,63 +17,17 @@ use crate::http::problem::problem_response;
 use crate::http::serve::Running;
 use crate::state::AppState;
 
-/// The API description, generated from the routes and the wire types.
-pub fn api_description() -> OpenApi {
-    let mut api = base_description();
-    let _ = api_router().finish_api(&mut api);
-    api
-}
-
-fn base_description() -> OpenApi {
-    let mut components = Components::default();
-    components.security_schemes.insert(
-        "bearer".to_owned(),
-        ReferenceOr::Item(SecurityScheme::Http {
-            scheme: "bearer".to_owned(),
-            bearer_format: Some("JWT".to_owned()),
-            description: Some(
-                "An access token of the built-in OAuth2 provider (see /.well-known/openid-configuration)".to_owned(),
-            ),
-            extensions: Default::default(),
-        }),
-    );
-    OpenApi {
-        info: Info {
-            title: "bp — Bank Payments API".to_owned(),
-            version: "1".to_owned(),
-            description: Some(
-                "Accounts, history, transfers with strong customer authentication, beneficiaries and devices. \
-                 Amounts are decimal strings. Errors are RFC 9457 problems."
-                    .to_owned(),
-            ),
-            ..Info::default()
-        },
-        servers: vec![ApiServer { url: "/".to_owned(), ..ApiServer::default() }],
-        components: Some(components),
-        ..OpenApi::default()
-    }
-}
-
-fn api_router() -> ApiRouter<Arc<AppState>> {
-    aide::generate::extract_schemas(true);
-    aide::generate::infer_responses(true);
-    crate::v1::routes()
-}
-
 /// The whole application: the API, the OAuth2 provider, the web app and the operations routes,
 /// with the layers every request passes through.
 pub fn router(state: Arc<AppState>) -> Router {
-    let mut api = base_description();
-    let api_routes = api_router().finish_api(&mut api);
+    let (v1, api) = crate::v1::routes();
     let api_json = Arc::new(serde_json::to_string_pretty(&api).unwrap_or_default());
     let routes = Router::new()
-        .merge(api_routes)
+        .merge(v1)
         .merge(crate::auth::routes().with_state(Arc::clone(&state.auth)))
         .route("/", get(crate::http::web::page))
         .route("/callback", get(crate::http::web::page))
         .route("/app/{*file}", get(crate::http::web::file))
-        .route("/v1/events", get(crate::v1::events::stream))
-        .route("/v1/events/ticket", post(crate::v1::events::ticket))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))

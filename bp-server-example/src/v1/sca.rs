@@ -4,13 +4,24 @@
 //! (dynamic linking), or a TOTP code where the rules allow one. An answer is accepted once.
 
 use bp_core::api::{ScaAnswer, signing_message};
+use bp_core::ids::ChallengeId;
 use bp_core::ids::CustomerId;
 use bp_core::sca::answer_methods;
 use bp_core::security::{ChallengeAnswer, ChallengePurpose, ScaChallenge, ScaMethod};
 
+use uuid::Uuid;
+
 use crate::auth::crypto::{p256_public_key, p256_verify, totp_accept, unb64};
 use crate::http::problem::ApiError;
 use crate::state::AppState;
+
+/// Namespace of challenge ids derived from what they authorize.
+const CHALLENGE_NAMESPACE: Uuid = Uuid::from_u128(0x8b5e_0d44_7c19_4e02_a3f6_21d9_6c70_e418);
+
+/// The challenge id of what it authorizes (a transfer or a beneficiary id).
+pub fn challenge_id(of: &Uuid) -> ChallengeId {
+    ChallengeId::from_uuid(Uuid::new_v5(&CHALLENGE_NAMESPACE, of.as_bytes()))
+}
 
 /// The ways `customer` may answer a challenge for `purpose`: a device signature when they have
 /// a device; otherwise a TOTP code, for payments only up to the configured amount.
