@@ -10,6 +10,7 @@ pub mod config;
 pub mod demo;
 pub mod events;
 pub mod http;
+pub mod jobs;
 pub mod state;
 pub mod v1;
 
