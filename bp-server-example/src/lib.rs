@@ -1,8 +1,28 @@
 //! bp-server-example: the reference API server of the bp Bank Payments platform. It serves the
 //! v1 REST API, its own OAuth2 authorization server and OpenID provider, and strong customer
-//! authentication, over the embedded SQLite store.
+//! authentication, over the embedded SQLite store, with Server-Sent Events of the customers'
+//! accounts and the web app.
 //!
 //! [`start`] runs a server from a [`config::Config`]; the binary adds a CLI around it.
+//!
+//! # Layers
+//!
+//! One folder or file per subsystem. A top-level module imports only modules of the layers below
+//! its own, lowest first (`tests/layers.rs` checks every `crate::` and `super::` path against this
+//! list, so no two of them import each other):
+//!
+//! 1. `config`: the configuration (defaults, TOML file, environment).
+//! 2. `http`: HTTP plumbing: problems, extractors, middleware, serving, the web app's files.
+//! 3. `auth`: the OAuth2/OIDC provider, tokens, bearer extractors, lockout, the audit log.
+//! 4. `events`: the event-stream engine: hub, client streams, cursors, tickets, bridge, pumps.
+//! 5. `state`: `AppState`, which composes the store, the provider and the engine.
+//! 6. `v1`, `jobs`, `demo`: the v1 resources; the background jobs; the demo data.
+//! 7. `app`: the whole router and serving it with the jobs.
+//!
+//! Lower layers learn about higher ones only through what is handed to them: `http` serves the
+//! event-stream connections through the `http::serve::Divert` that `app` passes in; `auth` takes
+//! its own state (`auth::Provider`), which `state` composes; the `events` engine takes the stores,
+//! the hub and the bus (`events::Sources`), never `AppState`.
 
 pub mod app;
 pub mod auth;
