@@ -17,7 +17,8 @@
 //! 4. `events`: the event-stream engine: hub, client streams, cursors, tickets, bridge, pumps.
 //! 5. `state`: `AppState`, which composes the store, the provider and the engine.
 //! 6. `v1`, `jobs`, `demo`: the v1 resources; the background jobs; the demo data.
-//! 7. `app`: the whole router and serving it with the jobs.
+//! 7. `app`, `testkit`: the whole router and serving it with the jobs; (feature `testkit`) a
+//!    customer and the sign-in, for tests and examples.
 //!
 //! Lower layers learn about higher ones only through what is handed to them: `http` serves the
 //! event-stream connections through the `http::serve::Divert` that `app` passes in; `auth` takes
@@ -32,6 +33,8 @@ pub mod events;
 pub mod http;
 pub mod jobs;
 pub mod state;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod v1;
 
 use std::sync::Arc;
