@@ -9,12 +9,12 @@
 //! wake-up of any stream's task.
 //!
 //! A pump holds a stream only while it is live and the socket takes every byte at once. Anything
-//! else hands the stream back to its connection's task ([`crate::events::stream_conn`]), which holds it
-//! otherwise: work that waits for the store (a gap to fill), the end of the stream (its session
-//! revoked, a whole ring behind, shutdown), a write the socket took only in part or not at all
-//! (the task writes the rest when the socket is ready, and the stream may come back), a failed
-//! write, and the client closing the connection (the task watches for it and asks for its stream
-//! back). Each stream is written by one side at a time, so its messages stay in order.
+//! else hands the stream back to its connection's task ([`stream_conn`](super::stream_conn)),
+//! which holds it otherwise: work that waits for the store (a gap to fill), the end of the stream
+//! (its session revoked, a whole ring behind, shutdown), a write the socket took only in part or
+//! not at all (the task writes the rest when the socket is ready, and the stream may come back), a
+//! failed write, and the client closing the connection (the task watches for it and asks for its
+//! stream back). Each stream is written by one side at a time, so its messages stay in order.
 //!
 //! A customer's streams are shared by their pumps, at most [`PUMP_STREAMS_MAX`] each, so that one
 //! event to many streams is written by every worker thread and no pump holds a thread for long.

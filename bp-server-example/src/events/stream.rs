@@ -75,10 +75,10 @@ pub enum Step {
     Settle,
 }
 
-/// A stream on its way out of the handler, for whichever transport takes it first: a
-/// connection of its own ([`crate::events::stream_conn`]) takes it whole from the response's extensions,
-/// to be written by the [`pump`](crate::events::pump)s; otherwise the response body (hyper) takes it at
-/// its first poll.
+/// A stream on its way out of the handler, for whichever transport takes it first: a connection
+/// of its own ([`stream_conn`](super::stream_conn)) takes it whole from the response's
+/// extensions, to be written by the [`pump`](super::pump)s; otherwise the response body (hyper)
+/// takes it at its first poll.
 #[derive(Debug, Clone)]
 pub struct Handoff(Arc<Mutex<Option<ClientStream>>>);
 
@@ -202,7 +202,7 @@ impl ClientStream {
 
     /// What the stream can do now without waiting: a message ready to send, nothing until its
     /// customer's next event ([`Step::Idle`]), or work that waits for the store or ends the stream
-    /// ([`Step::Settle`]: call [`ClientStream::settle`]). Never blocks: the [`pump`](crate::events::pump)
+    /// ([`Step::Settle`]: call [`ClientStream::settle`]). Never blocks: the [`pump`](super::pump)
     /// drives live streams with it, many per task.
     pub fn try_next_frame(&mut self) -> Step {
         loop {

@@ -11,7 +11,7 @@
 //! Only the transport is different: the request goes through the same [`Router`], so
 //! authentication, the handler, security headers, the log line and metrics are the same as on
 //! hyper's path. The handler's answer carries the [`ClientStream`] itself ([`Handoff`]): this
-//! module takes it, writes it while it catches up, and hands it to a [`pump`](crate::events::pump) while
+//! module takes it, writes it while it catches up, and hands it to a [`pump`](super::pump) while
 //! it is live, so that an event to many streams wakes no task per stream. Connections that open
 //! with anything else, and streams opened on a connection that has served other requests before
 //! (a browser's keep-alive connection), stay on hyper.
@@ -274,7 +274,7 @@ async fn write_whole(tcp: &TcpStream, response: Response<Body>, body: Bytes) -> 
 /// The stream: the head, then each message as one chunk, until the stream ends (then the last
 /// chunk) or the peer closes or sends anything. This task writes while the stream catches up from
 /// the store or waits for it; while the stream is live with nothing to send, a
-/// [`pump`](crate::events::pump) holds it and writes its messages, and this task only watches the peer.
+/// [`pump`](super::pump) holds it and writes its messages, and this task only watches the peer.
 /// A write that waits for a client reading nothing ends the stream once it is a whole ring behind.
 async fn write_stream(tcp: &Arc<TcpStream>, head: &[u8], mut stream: Box<ClientStream>) -> std::io::Result<()> {
     write_all(tcp, &mut [IoSlice::new(head)]).await?;
