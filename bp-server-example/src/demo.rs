@@ -16,7 +16,7 @@ use bp_core::security::{AuditKind, Credentials, Photo};
 use chrono::NaiveDate;
 use uuid::Uuid;
 
-use crate::crypto::{random_bytes, random_token, totp_base32, totp_uri};
+use crate::auth::crypto::{random_bytes, random_token, totp_base32, totp_uri};
 use crate::state::AppState;
 
 /// Namespace of the demo's name-based ids.
@@ -49,7 +49,7 @@ impl std::fmt::Debug for Enrolled {
 
 /// Sets `password` and a new TOTP secret for `customer`.
 pub async fn enrol(state: &AppState, customer: CustomerId, username: &str, password: &str) -> Result<Enrolled, String> {
-    let hasher = state.hasher.clone();
+    let hasher = state.auth.hasher.clone();
     let pw = password.to_owned();
     let hash = tokio::task::spawn_blocking(move || hasher.hash(&pw)).await.map_err(|e| e.to_string())??;
     let secret = random_bytes(20);
@@ -64,6 +64,7 @@ pub async fn enrol(state: &AppState, customer: CustomerId, username: &str, passw
         .await
         .map_err(|e| e.to_string())?;
     state
+        .auth
         .audit(AuditKind::CredentialsChanged, Some(customer), serde_json::json!({}))
         .await
         .map_err(|e| e.to_string())?;

@@ -1,40 +1,56 @@
 //! bp-server-example: the reference API server of the bp Bank Payments platform. It serves the
 //! v1 REST API, its own OAuth2 authorization server and OpenID provider, and strong customer
-//! authentication, over the embedded SQLite store.
+//! authentication, over the embedded SQLite store, with Server-Sent Events of the customers'
+//! accounts and the web app.
 //!
 //! [`start`] runs a server from a [`config::Config`]; the binary adds a CLI around it.
+//!
+//! # Layers
+//!
+//! One folder or file per subsystem. A top-level module imports only modules of the layers below
+//! its own, lowest first (`tests/layers.rs` checks every `crate::` and `super::` path against this
+//! list, so no two of them import each other):
+//!
+//! 1. `config`: the configuration (defaults, TOML file, environment).
+//! 2. `http`: HTTP plumbing: problems, extractors, middleware, serving, the web app's files.
+//! 3. `auth`: the OAuth2/OIDC provider, tokens, bearer extractors, lockout, the audit log.
+//! 4. `events`: the event-stream engine: hub, client streams, cursors, tickets, bridge, pumps.
+//! 5. `state`: `AppState`, which composes the store, the provider and the engine.
+//! 6. `v1`, `jobs`, `demo`: the v1 resources; the background jobs; the demo data.
+//! 7. `app`, `testkit`: the whole router and serving it with the jobs; (feature `testkit`) a
+//!    customer and the sign-in, for tests and examples.
+//!
+//! Lower layers learn about higher ones only through what is handed to them: `http` serves the
+//! event-stream connections through the `http::serve::Divert` that `app` passes in; `auth` takes
+//! its own state (`auth::Provider`), which `state` composes; the `events` engine takes the stores,
+//! the hub and the bus (`events::Sources`), never `AppState`.
 
 pub mod app;
+pub mod auth;
 pub mod config;
-pub mod crypto;
 pub mod demo;
 pub mod events;
-pub mod extract;
-pub mod oauth;
-pub mod problem;
-pub mod pump;
-pub mod sca;
-pub mod send_timeout;
+pub mod http;
+pub mod jobs;
 pub mod state;
-pub mod stream_conn;
-pub mod tokens;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod v1;
-pub mod web;
 
 use std::sync::Arc;
 
 use bp_core::clock::SystemClock;
 use bp_storage::sqlite::{SqliteConfig, SqliteStore};
 
+use crate::auth::tokens::Keys;
 use crate::config::{Config, Mode};
 use crate::state::AppState;
-use crate::tokens::Keys;
 
 /// A started server and what it seeded.
 #[derive(Debug)]
 pub struct Started {
     /// The server.
-    pub running: app::Running,
+    pub running: http::serve::Running,
     /// The shared state (for tools and tests embedding the server).
     pub state: Arc<AppState>,
     /// Demo credentials, when this start seeded the demo.
@@ -45,7 +61,7 @@ pub struct Started {
 /// development start, binds the listener and serves. `signals`: stop on Ctrl-C / SIGTERM as well.
 pub async fn start(config: Config, signals: bool) -> Result<Started, String> {
     config.validate().map_err(|e| e.to_string())?;
-    let bus = events::connect_bus(&config.bus).await?;
+    let bus = events::bridge::connect_bus(&config.bus).await?;
     serve_on(config, signals, bus).await
 }
 
@@ -84,7 +100,7 @@ async fn serve_on(
     // Sessions revoked within an access token's lifetime stay refused across restarts.
     let since = state.now() - chrono::Duration::seconds(600);
     for session in state.security.sessions_revoked_since(since).await.map_err(|e| e.to_string())? {
-        state.verifier.revoke(session);
+        state.auth.verifier.revoke(session);
     }
     let demo = if state.config.mode == Mode::Development && state.config.demo {
         let file = state.config.data_path(std::path::Path::new(demo::CREDENTIALS_FILE));

@@ -9,8 +9,9 @@ use bp_core::account::{AccountKind, NewAccount};
 use bp_core::customer::{KycStatus, NewCustomer, Username};
 use bp_core::ids::{AccountId, CustomerId};
 use bp_core::money::Currency;
+use bp_server_example::auth::crypto;
 use bp_server_example::config::Config;
-use bp_server_example::{crypto, demo, start};
+use bp_server_example::{demo, start};
 use clap::{Parser, Subcommand};
 
 // The server allocates many small buffers per request on several threads; mimalloc serves
@@ -142,12 +143,12 @@ async fn serve(config: Config) -> Result<(), String> {
             "\n{}",
             demo::credentials_text(
                 demo,
-                &started.state.issuer,
+                &started.state.auth.issuer,
                 &started.state.config.data_path(std::path::Path::new(demo::CREDENTIALS_FILE)),
             )
         );
     }
-    tracing::info!(address = %started.running.addr, issuer = %started.state.issuer, "serving");
+    tracing::info!(address = %started.running.addr, issuer = %started.state.auth.issuer, "serving");
     started.running.wait().await.map_err(|e| e.to_string())
 }
 

@@ -5,7 +5,7 @@
 mod common;
 
 use bp_core::api::device_registration_message;
-use bp_server_example::crypto::b64;
+use bp_server_example::auth::crypto::b64;
 use common::{Api, Customer, Server, assert_problem};
 use p256::ecdsa::signature::Signer as _;
 use p256::ecdsa::{Signature, SigningKey};

@@ -302,7 +302,7 @@ fn client_stream(
     let state = &server.state;
     let audit = state.audit_position.load(std::sync::atomic::Ordering::Acquire);
     bp_server_example::events::ClientStream::new(
-        state.clone(),
+        state.stream_sources(),
         (customer, None),
         ids.to_vec(),
         (audit, start),

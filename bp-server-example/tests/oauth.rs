@@ -5,13 +5,14 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{Api, CLIENT, CodeFlow, REDIRECT, Server, assert_problem, browser};
+use bp_server_example::testkit::{CodeFlow, browser, hidden};
+use common::{Api, CLIENT, REDIRECT, Server, assert_problem};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 fn jwt_claims(token: &str) -> Value {
     let payload = token.split('.').nth(1).expect("a JWT");
-    serde_json::from_slice(&bp_server_example::crypto::unb64(payload).expect("base64url")).expect("json")
+    serde_json::from_slice(&bp_server_example::auth::crypto::unb64(payload).expect("base64url")).expect("json")
 }
 
 async fn refresh(server: &Server, token: &str) -> reqwest::Response {
@@ -30,15 +31,15 @@ async fn complete_sign_in_gives_tokens_that_the_api_accepts() {
     let flow = server.login_until_code(&ada, "openid profile accounts payments offline_access").await;
 
     // A wrong verifier is refused, and burns the code.
-    let wrong = flow.exchange(&server, &bp_server_example::crypto::random_token(48)).await;
+    let wrong = flow.exchange(&bp_server_example::auth::crypto::random_token(48)).await;
     assert_eq!(wrong.status(), StatusCode::BAD_REQUEST);
     assert_eq!(wrong.json::<Value>().await.expect("json")["error"], "invalid_grant");
-    let again = flow.exchange(&server, &flow.verifier).await;
+    let again = flow.exchange(&flow.verifier).await;
     assert_eq!(again.status(), StatusCode::BAD_REQUEST, "a code is single-use, even after a failed attempt");
 
     // A fresh sign-in with the right verifier.
     let flow = server.login_until_code(&ada, "openid profile accounts payments offline_access").await;
-    let response = flow.exchange(&server, &flow.verifier).await;
+    let response = flow.exchange(&flow.verifier).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["cache-control"], "no-store");
     let tokens: Value = response.json().await.expect("json");
@@ -53,7 +54,7 @@ async fn complete_sign_in_gives_tokens_that_the_api_accepts() {
     assert_eq!(id["nonce"], flow.nonce);
     assert_eq!(id["aud"], CLIENT);
     // The code is single-use.
-    let replay = flow.exchange(&server, &flow.verifier).await;
+    let replay = flow.exchange(&flow.verifier).await;
     assert_eq!(replay.status(), StatusCode::BAD_REQUEST);
     // Replaying the code revoked what it gave.
     let api = Api::new(&server, &tokens);
@@ -80,7 +81,7 @@ async fn complete_sign_in_gives_tokens_that_the_api_accepts() {
 async fn authorization_requests_are_validated_before_anything_else() {
     let mut server = Server::start().await;
     let http = browser();
-    let good = CodeFlow::authorize_url(&server, "openid", "v".repeat(43).as_str(), "s", "n");
+    let good = server.site.authorize_url("openid", "v".repeat(43).as_str(), "s", "n");
     // Unknown client and unregistered redirect URI: an error page, never a redirect.
     for (from, to) in [("client_id=bp-test", "client_id=nobody"), ("callback", "evil")] {
         let r = http.get(good.replace(from, to)).send().await.expect("authorize");
@@ -113,7 +114,7 @@ async fn authorization_requests_are_validated_before_anything_else() {
     assert!(!page.contains("<script"), "the login page works without JavaScript");
     assert!(page.contains("type=\"password\""));
     // A form posted without the browser's login cookie is refused.
-    let tx = common::hidden(&page, "tx").expect("tx");
+    let tx = hidden(&page, "tx").expect("tx");
     let other_browser = browser();
     let r = other_browser
         .post(server.url("/oauth2/login/password"))
@@ -187,19 +188,19 @@ async fn repeated_failures_lock_the_customer_out_progressively() {
     })
     .await;
     let eve = server.customer("eve", 0, 0).await;
-    let mut flow = CodeFlow::begin(&server, "openid").await;
+    let mut flow = CodeFlow::begin(&server.site, "openid").await;
     for _ in 0..3 {
-        let page = flow.password(&server, "eve", "wrong password!").await;
+        let page = flow.password("eve", "wrong password!").await;
         assert!(page.contains("Wrong username or password."), "{page}");
     }
     // Locked: even the right password is refused now.
-    let page = flow.password(&server, "eve", &eve.password).await;
+    let page = flow.password("eve", &eve.password).await;
     assert!(page.contains("Too many failed attempts"), "{page}");
     let state = server.state.security.security_state(eve.id).await.expect("state");
     assert_eq!(state.lockouts, 1);
     assert!(state.locked_until.is_some());
     // An unknown username gets the same answer as a wrong password.
-    let page = flow.password(&server, "nobody-here", "whatever").await;
+    let page = flow.password("nobody-here", "whatever").await;
     assert!(page.contains("Wrong username or password."));
     let kinds: Vec<_> =
         server.state.security.audit_after(0, 1000).await.expect("audit").into_iter().map(|e| e.kind).collect();
@@ -209,13 +210,13 @@ async fn repeated_failures_lock_the_customer_out_progressively() {
 
     // Wrong second factors count too.
     let mallory = server.customer("mallory", 0, 0).await;
-    let mut flow = CodeFlow::begin(&server, "openid").await;
-    flow.password(&server, "mallory", &mallory.password).await;
+    let mut flow = CodeFlow::begin(&server.site, "openid").await;
+    flow.password("mallory", &mallory.password).await;
     for _ in 0..3 {
-        let r = flow.second_factor(&server, &[("code", "000000")]).await;
+        let r = flow.second_factor(&[("code", "000000")]).await;
         assert_eq!(r.status(), StatusCode::OK, "the form again, with an error");
     }
-    let r = flow.second_factor(&server, &[("code", server.totp(&mallory).as_str())]).await;
+    let r = flow.second_factor(&[("code", server.totp(&mallory).as_str())]).await;
     assert!(r.text().await.expect("page").contains("Too many failed attempts"));
     server.stop().await;
 }
@@ -252,16 +253,16 @@ async fn codes_expire_and_lockouts_grow_longer() {
     let ada = server.customer("ada-ttl", 0, 0).await;
     let flow = server.login_until_code(&ada, "openid").await;
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let r = flow.exchange(&server, &flow.verifier).await;
+    let r = flow.exchange(&flow.verifier).await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(r.json::<Value>().await.expect("json")["error_description"], "the code has expired");
 
     // Each lockout lasts twice as long as the one before.
-    let mut flow = CodeFlow::begin(&server, "openid").await;
+    let mut flow = CodeFlow::begin(&server.site, "openid").await;
     let mut spans = Vec::new();
     for _ in 0..2 {
         for _ in 0..2 {
-            flow.password(&server, "ada-ttl", "wrong password!").await;
+            flow.password("ada-ttl", "wrong password!").await;
         }
         let state = server.state.security.security_state(ada.id).await.expect("state");
         let until = state.locked_until.expect("locked");
@@ -273,7 +274,7 @@ async fn codes_expire_and_lockouts_grow_longer() {
     }
     assert!(spans[0] <= 1000 && spans[1] > 1000 && spans[1] <= 2000, "1 s, then 2 s: {spans:?}");
     // After the lock, the right password works again and resets the count.
-    let page = flow.password(&server, "ada-ttl", &ada.password).await;
+    let page = flow.password("ada-ttl", &ada.password).await;
     assert!(page.contains("Confirm it is you"), "{page}");
     server.stop().await;
 }

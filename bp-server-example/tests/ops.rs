@@ -8,8 +8,9 @@ use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use bp_server_example::crypto::{TOTP_STEP_S, b64, sha256, totp_code};
-use common::{Api, Server, browser};
+use bp_server_example::auth::crypto::{TOTP_STEP_S, totp_code};
+use bp_server_example::testkit::{CodeFlow, Site};
+use common::{Api, Server};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -24,58 +25,19 @@ async fn the_binary_serves_the_demo_and_logs_no_secret_or_personal_data() {
     let (username, password, secret) = credentials[0].clone();
 
     // Sign in as a demo customer through the web client, refresh, move money, fail a login.
-    let http = browser();
-    let verifier = "v".repeat(50);
-    let q = serde_urlencoded::to_string([
-        ("response_type", "code"),
-        ("client_id", "bp-web"),
-        ("redirect_uri", "http://127.0.0.1:8080/callback"),
-        ("scope", "openid profile accounts payments offline_access"),
-        ("state", "st"),
-        ("code_challenge", b64(&sha256(verifier.as_bytes())).as_str()),
-        ("code_challenge_method", "S256"),
-    ])
-    .expect("query");
-    let page = http.get(format!("{base}/oauth2/authorize?{q}")).send().await.expect("get").text().await.expect("page");
-    let tx = common::hidden(&page, "tx").expect("tx");
-    let wrong = http
-        .post(format!("{base}/oauth2/login/password"))
-        .form(&[("tx", tx.as_str()), ("username", username.as_str()), ("password", "not-the-password-42")])
-        .send()
-        .await
-        .expect("post");
-    assert!(wrong.text().await.expect("page").contains("Wrong username or password"));
-    http.post(format!("{base}/oauth2/login/password"))
-        .form(&[("tx", tx.as_str()), ("username", username.as_str()), ("password", password.as_str())])
-        .send()
-        .await
-        .expect("post");
+    let web = Site::new(&base, "bp-web", "http://127.0.0.1:8080/callback");
+    let mut flow = CodeFlow::begin(&web, "openid profile accounts payments offline_access").await;
+    let wrong = flow.password(&username, "not-the-password-42").await;
+    assert!(wrong.contains("Wrong username or password"));
+    flow.password(&username, &password).await;
     let now = common::now_s();
     let code = totp_code(&secret, now / TOTP_STEP_S);
-    let r = http
-        .post(format!("{base}/oauth2/login/second-factor"))
-        .form(&[("tx", tx.as_str()), ("code", code.as_str())])
-        .send()
-        .await
-        .expect("post");
+    let r = flow.second_factor(&[("code", code.as_str())]).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    let location = url::Url::parse(r.headers()["location"].to_str().expect("ascii")).expect("url");
-    let auth_code = location.query_pairs().find(|(k, _)| k == "code").expect("code").1.into_owned();
-    let tokens: Value = http
-        .post(format!("{base}/oauth2/token"))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", auth_code.as_str()),
-            ("redirect_uri", "http://127.0.0.1:8080/callback"),
-            ("client_id", "bp-web"),
-            ("code_verifier", verifier.as_str()),
-        ])
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("json");
+    let auth_code = flow.code_from(&r);
+    flow.code = Some(auth_code.clone());
+    let tokens: Value = flow.exchange(&flow.verifier).await.json().await.expect("json");
+    let http = &flow.http;
     let refreshed: Value = http
         .post(format!("{base}/oauth2/token"))
         .form(&[
@@ -154,7 +116,7 @@ async fn the_binary_serves_the_demo_and_logs_no_secret_or_personal_data() {
             }
         }
     }
-    secrets.extend([auth_code, code, verifier, "not-the-password-42".to_owned()]);
+    secrets.extend([auth_code, code, flow.verifier.clone(), "not-the-password-42".to_owned()]);
     for doc in me["documents"].as_array().expect("documents") {
         secrets.push(doc["number"].as_str().expect("number").to_owned());
     }
@@ -270,7 +232,7 @@ async fn shutdown_finishes_requests_in_flight() {
 async fn tokens_of_an_external_provider_are_verified_by_its_jwks() {
     // The "external provider": a key made here and its JWKS served by this test.
     let key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
-    let keys = bp_server_example::tokens::Keys::from_signing_key(&key).expect("keys");
+    let keys = bp_server_example::auth::tokens::Keys::from_signing_key(&key).expect("keys");
     let jwks = keys.jwks().clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let jwks_url = format!("http://{}/jwks", listener.local_addr().expect("addr"));
@@ -310,9 +272,10 @@ async fn tokens_of_an_external_provider_are_verified_by_its_jwks() {
         assert_eq!(call(sign(&c)).await.0, StatusCode::UNAUTHORIZED, "{what}");
     }
     // Signed by a key the provider does not publish.
-    let stranger =
-        bp_server_example::tokens::Keys::from_signing_key(&ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng))
-            .expect("keys");
+    let stranger = bp_server_example::auth::tokens::Keys::from_signing_key(&ed25519_dalek::SigningKey::generate(
+        &mut rand_core::OsRng,
+    ))
+    .expect("keys");
     let forged = stranger.sign(&claims("https://idp.example", "bp-api", "ada-ext"), "at+jwt").expect("sign");
     assert_eq!(call(forged).await.0, StatusCode::UNAUTHORIZED);
 

@@ -482,7 +482,7 @@ async fn many_streams_of_one_customer_share_the_pumps() {
     let api = Api::new(&server, &server.login(&ada, ALL).await);
     server.audit_settled().await;
     let first = server.state.ledger.account(ada.eur).await.expect("account").last_event_seq;
-    let streams = bp_server_example::pump::PUMP_STREAMS_MAX + 44;
+    let streams = bp_server_example::events::pump::PUMP_STREAMS_MAX + 44;
     let mut raws = Vec::new();
     for _ in 0..streams {
         let mut raw = Raw::connect(&server).await;

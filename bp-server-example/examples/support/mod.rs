@@ -3,15 +3,12 @@
 
 #![allow(dead_code)]
 
-use std::collections::HashMap;
-
-use bp_core::account::{AccountKind, NewAccount};
-use bp_core::customer::{KycStatus, NewCustomer, Username};
-use bp_core::ids::{AccountId, CustomerId, TransferId};
-use bp_core::money::{Currency, Money};
+use bp_core::ids::AccountId;
+use bp_core::money::Currency;
+use bp_server_example::auth::crypto::{TOTP_STEP_S, totp_code};
 use bp_server_example::config::{ClientConfig, Config};
-use bp_server_example::crypto::{TOTP_STEP_S, b64, random_token, sha256, totp_code};
-use bp_server_example::{Started, demo, start};
+use bp_server_example::testkit::{self, Site};
+use bp_server_example::{Started, start};
 
 pub const REDIRECT: &str = "http://127.0.0.1:1/callback";
 pub const CLIENT: &str = "bp-example";
@@ -23,26 +20,17 @@ pub struct Harness {
     pub dir: tempfile::TempDir,
 }
 
-/// A customer with credentials and a EUR account.
-pub struct Person {
-    pub id: CustomerId,
-    pub username: String,
-    pub password: String,
-    pub totp: Vec<u8>,
-    pub accounts: Vec<AccountId>,
-}
+/// A customer with credentials and EUR accounts.
+pub type Person = testkit::Customer;
 
 pub async fn harness(adjust: impl FnOnce(&mut Config)) -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = Config::default();
-    config.server.listen = "127.0.0.1:0".parse().expect("address");
-    config.storage.data_dir = dir.path().to_owned();
-    config.demo = false;
-    config.auth.clients.push(ClientConfig {
+    let client = ClientConfig {
         id: CLIENT.to_owned(),
         name: "Example client".to_owned(),
         redirect_uris: vec![REDIRECT.to_owned()],
-    });
+    };
+    let mut config = testkit::loopback_config(dir.path(), client);
     adjust(&mut config);
     let started = start(config, false).await.expect("server starts");
     let base = format!("http://{}", started.running.addr);
@@ -52,91 +40,16 @@ pub async fn harness(adjust: impl FnOnce(&mut Config)) -> Harness {
 impl Harness {
     /// A person with `accounts` EUR accounts, each funded with `funds_minor`.
     pub async fn person(&self, username: &str, accounts: usize, funds_minor: i64) -> Person {
-        let state = &self.started.state;
-        let id = CustomerId::new_v7();
-        let name = Username::parse(username).expect("username");
-        state
-            .ledger
-            .open_customer(NewCustomer::person(id, name, "Example", username, KycStatus::Verified))
-            .await
-            .expect("customer");
-        let mut ids = Vec::new();
-        for _ in 0..accounts {
-            let account = AccountId::new_v7();
-            let req = NewAccount {
-                id: account,
-                customer_id: id,
-                kind: AccountKind::Current,
-                currency: Currency::EUR,
-                overdraft_limit_minor: 0,
-            };
-            state.ledger.open_account(req).await.expect("account");
-            if funds_minor > 0 {
-                state
-                    .ledger
-                    .fund(TransferId::new_v7(), account, Money::new(funds_minor, Currency::EUR))
-                    .await
-                    .expect("fund");
-            }
-            ids.push(account);
-        }
         let password = format!("{username}-long-password");
-        let enrolled = demo::enrol(state, id, username, &password).await.expect("enrol");
-        Person { id, username: username.to_owned(), password, totp: enrolled.totp_secret, accounts: ids }
+        let accounts = vec![(Currency::EUR, funds_minor); accounts];
+        testkit::open_customer(&self.started.state, username, &password, &accounts).await
     }
 }
 
 /// Signs in through the login pages with TOTP step `step`; returns the token response.
 pub async fn login(base: &str, p: &Person, scope: &str, step: u64) -> serde_json::Value {
-    let http = reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
-    let verifier = random_token(48);
-    let q = serde_urlencoded::to_string([
-        ("response_type", "code"),
-        ("client_id", CLIENT),
-        ("redirect_uri", REDIRECT),
-        ("scope", scope),
-        ("state", "s"),
-        ("code_challenge", b64(&sha256(verifier.as_bytes())).as_str()),
-        ("code_challenge_method", "S256"),
-    ])
-    .expect("query");
-    let page =
-        http.get(format!("{base}/oauth2/authorize?{q}")).send().await.expect("authorize").text().await.expect("page");
-    let marker = "name=\"tx\" value=\"";
-    let start = page.find(marker).expect("tx") + marker.len();
-    let tx = page[start..start + page[start..].find('"').expect("end")].to_owned();
-    http.post(format!("{base}/oauth2/login/password"))
-        .form(&[("tx", tx.as_str()), ("username", p.username.as_str()), ("password", p.password.as_str())])
-        .send()
-        .await
-        .expect("password");
-    let code = totp_code(&p.totp, step);
-    let r = http
-        .post(format!("{base}/oauth2/login/second-factor"))
-        .form(&[("tx", tx.as_str()), ("code", code.as_str())])
-        .send()
-        .await
-        .expect("second factor");
-    let location = r.headers().get("location").expect("redirect").to_str().expect("ascii").to_owned();
-    let params: HashMap<String, String> = url::Url::parse(&location).expect("url").query_pairs().into_owned().collect();
-    http.post(format!("{base}/oauth2/token"))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", params["code"].as_str()),
-            ("redirect_uri", REDIRECT),
-            ("client_id", CLIENT),
-            ("code_verifier", verifier.as_str()),
-        ])
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("json")
+    let site = Site::new(base, CLIENT, REDIRECT);
+    site.sign_in(&p.username, &p.password, &totp_code(&p.totp, step), scope).await
 }
 
 /// The current TOTP step.

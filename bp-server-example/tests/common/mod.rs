@@ -1,22 +1,20 @@
 //! Test harness: a real server on a free loopback port over a temporary SQLite file, customers
-//! made for the test, and a client that signs in through the real login pages.
+//! made for the test, and a client that signs in through the real login pages (both from
+//! `bp_server_example::testkit`, shared with the examples).
 
 #![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use bp_core::account::{AccountKind, NewAccount};
-use bp_core::customer::{KycStatus, NewCustomer, Username};
-use bp_core::ids::TransferId;
 use bp_core::ids::{AccountId, CustomerId};
-use bp_core::money::{Currency, Money};
+use bp_core::money::Currency;
+use bp_server_example::auth::crypto::{TOTP_STEP_S, totp_code};
 use bp_server_example::config::{ClientConfig, Config};
-use bp_server_example::crypto::{TOTP_STEP_S, b64, sha256, totp_code};
 use bp_server_example::state::AppState;
-use bp_server_example::{Started, demo, start};
+use bp_server_example::testkit::{self, CodeFlow, Site};
+use bp_server_example::{Started, start};
 use reqwest::StatusCode;
-use reqwest::redirect::Policy;
 use serde_json::Value;
 
 pub mod sse;
@@ -29,35 +27,40 @@ pub struct Server {
     pub started: Option<Started>,
     pub state: Arc<AppState>,
     pub base: String,
+    /// The test client of this server, for signing in.
+    pub site: Site,
     pub dir: tempfile::TempDir,
     next_step: Mutex<HashMap<CustomerId, u64>>,
 }
 
-/// A customer made for a test.
+/// A customer made for a test: a `testkit::Customer` (id, username, password, TOTP secret, read
+/// through `Deref`) with a EUR and a USD account.
 #[derive(Clone, Debug)]
 pub struct Customer {
-    pub id: CustomerId,
-    pub username: String,
-    pub password: String,
-    pub totp: Vec<u8>,
+    opened: testkit::Customer,
     pub eur: AccountId,
     pub usd: AccountId,
 }
 
+impl std::ops::Deref for Customer {
+    type Target = testkit::Customer;
+
+    fn deref(&self) -> &testkit::Customer {
+        &self.opened
+    }
+}
+
 pub fn test_config(dir: &std::path::Path) -> Config {
-    let mut config = Config::default();
-    config.server.listen = "127.0.0.1:0".parse().expect("address");
-    config.storage.data_dir = dir.to_owned();
-    config.auth.argon2_memory_kib = 8 * 1024;
-    config.auth.argon2_iterations = 1;
-    config.auth.login_attempts_per_minute = 10_000;
-    config.auth.clients.push(ClientConfig {
+    let client = ClientConfig {
         id: CLIENT.to_owned(),
         name: "Test client".to_owned(),
         redirect_uris: vec![REDIRECT.to_owned()],
-    });
+    };
+    let mut config = testkit::loopback_config(dir, client);
+    config.auth.argon2_memory_kib = 8 * 1024;
+    config.auth.argon2_iterations = 1;
+    config.auth.login_attempts_per_minute = 10_000;
     config.log.json = true;
-    config.demo = false;
     config
 }
 
@@ -82,7 +85,8 @@ impl Server {
         .expect("server starts");
         let state = started.state.clone();
         let base = format!("http://{}", started.running.addr);
-        Self { started: Some(started), state, base, dir, next_step: Mutex::new(HashMap::new()) }
+        let site = Site::new(&base, CLIENT, REDIRECT);
+        Self { started: Some(started), state, base, site, dir, next_step: Mutex::new(HashMap::new()) }
     }
 
     pub async fn stop(&mut self) {
@@ -110,46 +114,11 @@ impl Server {
 
     /// Opens a person with a EUR and a USD account, funded, and credentials.
     pub async fn customer(&self, username: &str, eur_minor: i64, usd_minor: i64) -> Customer {
-        let id = CustomerId::new_v7();
-        let name = Username::parse(username).expect("username");
-        self.state
-            .ledger
-            .open_customer(NewCustomer::person(id, name, "Test", username, KycStatus::Verified))
-            .await
-            .expect("open customer");
-        let mut accounts = Vec::new();
-        for (currency, amount) in [(Currency::EUR, eur_minor), (Currency::USD, usd_minor)] {
-            let account = AccountId::new_v7();
-            self.state
-                .ledger
-                .open_account(NewAccount {
-                    id: account,
-                    customer_id: id,
-                    kind: AccountKind::Current,
-                    currency,
-                    overdraft_limit_minor: 0,
-                })
-                .await
-                .expect("open account");
-            if amount > 0 {
-                self.state
-                    .ledger
-                    .fund(TransferId::new_v7(), account, Money::new(amount, currency))
-                    .await
-                    .expect("fund");
-            }
-            accounts.push(account);
-        }
         let password = format!("pw-{username}-correct-horse");
-        let enrolled = demo::enrol(&self.state, id, username, &password).await.expect("enrol");
-        Customer {
-            id,
-            username: username.to_owned(),
-            password,
-            totp: enrolled.totp_secret,
-            eur: accounts[0],
-            usd: accounts[1],
-        }
+        let accounts = [(Currency::EUR, eur_minor), (Currency::USD, usd_minor)];
+        let opened = testkit::open_customer(&self.state, username, &password, &accounts).await;
+        let (eur, usd) = (opened.accounts[0], opened.accounts[1]);
+        Customer { opened, eur, usd }
     }
 
     /// Opens another (empty) EUR account of `customer`.
@@ -172,122 +141,17 @@ impl Server {
 
     /// Signs in through the login pages; returns the token response.
     pub async fn login(&self, c: &Customer, scope: &str) -> Value {
-        let flow = self.login_until_code(c, scope).await;
-        let token = flow.exchange(self, &flow.verifier).await;
-        assert_eq!(token.status(), StatusCode::OK);
-        token.json().await.expect("token json")
+        self.login_until_code(c, scope).await.tokens().await
     }
 
     pub async fn login_until_code(&self, c: &Customer, scope: &str) -> CodeFlow {
-        let mut flow = CodeFlow::begin(self, scope).await;
-        let page = flow.password(self, &c.username, &c.password).await;
-        assert!(page.contains("Confirm it is you"), "second-factor page: {page}");
         let code = self.totp(c);
-        let response = flow.second_factor(self, &[("code", code.as_str())]).await;
-        assert_eq!(response.status(), StatusCode::SEE_OTHER, "redirect after the second factor");
-        flow.code = Some(flow.code_from(&response));
-        flow
+        CodeFlow::until_code(&self.site, &c.username, &c.password, &code, scope).await
     }
 }
 
 pub fn now_s() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs()
-}
-
-/// A browser-like client for one authorization-code flow.
-pub struct CodeFlow {
-    pub http: reqwest::Client,
-    pub tx: String,
-    pub verifier: String,
-    pub state: String,
-    pub nonce: String,
-    pub code: Option<String>,
-    pub page: String,
-}
-
-pub fn browser() -> reqwest::Client {
-    reqwest::Client::builder().cookie_store(true).redirect(Policy::none()).build().expect("client")
-}
-
-pub fn hidden(page: &str, name: &str) -> Option<String> {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = page.find(&marker)? + marker.len();
-    let end = page[start..].find('"')?;
-    Some(page[start..start + end].to_owned())
-}
-
-impl CodeFlow {
-    pub fn authorize_url(server: &Server, scope: &str, verifier: &str, state: &str, nonce: &str) -> String {
-        let challenge = b64(&sha256(verifier.as_bytes()));
-        let q = serde_urlencoded::to_string([
-            ("response_type", "code"),
-            ("client_id", CLIENT),
-            ("redirect_uri", REDIRECT),
-            ("scope", scope),
-            ("state", state),
-            ("nonce", nonce),
-            ("code_challenge", challenge.as_str()),
-            ("code_challenge_method", "S256"),
-        ])
-        .expect("query");
-        server.url(&format!("/oauth2/authorize?{q}"))
-    }
-
-    pub async fn begin(server: &Server, scope: &str) -> Self {
-        let http = browser();
-        let verifier = bp_server_example::crypto::random_token(48);
-        let state = bp_server_example::crypto::random_token(8);
-        let nonce = bp_server_example::crypto::random_token(8);
-        let response =
-            http.get(Self::authorize_url(server, scope, &verifier, &state, &nonce)).send().await.expect("authorize");
-        assert_eq!(response.status(), StatusCode::OK);
-        let page = response.text().await.expect("page");
-        let tx = hidden(&page, "tx").expect("login form has a tx field");
-        Self { http, tx, verifier, state, nonce, code: None, page }
-    }
-
-    pub async fn password(&mut self, server: &Server, username: &str, password: &str) -> String {
-        let response = self
-            .http
-            .post(server.url("/oauth2/login/password"))
-            .form(&[("tx", self.tx.as_str()), ("username", username), ("password", password)])
-            .send()
-            .await
-            .expect("password");
-        self.page = response.text().await.expect("page");
-        self.page.clone()
-    }
-
-    pub async fn second_factor(&self, server: &Server, fields: &[(&str, &str)]) -> reqwest::Response {
-        let mut form: Vec<(&str, &str)> = vec![("tx", self.tx.as_str())];
-        form.extend_from_slice(fields);
-        self.http.post(server.url("/oauth2/login/second-factor")).form(&form).send().await.expect("second factor")
-    }
-
-    pub fn code_from(&self, response: &reqwest::Response) -> String {
-        let location = response.headers().get("location").expect("location").to_str().expect("ascii");
-        let url = url::Url::parse(location).expect("url");
-        let params: HashMap<String, String> = url.query_pairs().into_owned().collect();
-        assert!(location.starts_with(REDIRECT));
-        assert_eq!(params.get("state"), Some(&self.state), "state comes back");
-        params.get("code").expect("code").clone()
-    }
-
-    pub async fn exchange(&self, server: &Server, verifier: &str) -> reqwest::Response {
-        let code = self.code.as_deref().expect("a code");
-        browser()
-            .post(server.url("/oauth2/token"))
-            .form(&[
-                ("grant_type", "authorization_code"),
-                ("code", code),
-                ("redirect_uri", REDIRECT),
-                ("client_id", CLIENT),
-                ("code_verifier", verifier),
-            ])
-            .send()
-            .await
-            .expect("token")
-    }
 }
 
 /// An API client with a bearer token.

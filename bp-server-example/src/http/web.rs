@@ -10,7 +10,7 @@ use axum::extract::Path;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::problem::ApiError;
+use crate::http::problem::ApiError;
 
 /// One file of the app.
 struct Asset {
@@ -21,7 +21,7 @@ struct Asset {
 
 macro_rules! asset {
     ($name:literal, $type:expr) => {
-        Asset { name: $name, content_type: $type, body: include_bytes!(concat!("../web/", $name)) }
+        Asset { name: $name, content_type: $type, body: include_bytes!(concat!("../../web/", $name)) }
     };
 }
 

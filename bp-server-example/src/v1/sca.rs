@@ -4,13 +4,24 @@
 //! (dynamic linking), or a TOTP code where the rules allow one. An answer is accepted once.
 
 use bp_core::api::{ScaAnswer, signing_message};
+use bp_core::ids::ChallengeId;
 use bp_core::ids::CustomerId;
 use bp_core::sca::{Factors, answer_methods};
 use bp_core::security::{ChallengeAnswer, ChallengePurpose, ScaChallenge, ScaMethod};
 
-use crate::crypto::{p256_public_key, p256_verify, totp_accept, unb64};
-use crate::problem::ApiError;
+use uuid::Uuid;
+
+use crate::auth::crypto::{p256_public_key, p256_verify, totp_accept, unb64};
+use crate::http::problem::ApiError;
 use crate::state::AppState;
+
+/// Namespace of challenge ids derived from what they authorize.
+const CHALLENGE_NAMESPACE: Uuid = Uuid::from_u128(0x8b5e_0d44_7c19_4e02_a3f6_21d9_6c70_e418);
+
+/// The challenge id of what it authorizes (a transfer or a beneficiary id).
+pub fn challenge_id(of: &Uuid) -> ChallengeId {
+    ChallengeId::from_uuid(Uuid::new_v5(&CHALLENGE_NAMESPACE, of.as_bytes()))
+}
 
 /// The ways `customer` may answer a challenge for `purpose`: a device signature when they have
 /// a device; otherwise a TOTP code, for payments only up to the configured amount.
@@ -32,7 +43,7 @@ pub async fn methods(
 pub async fn answer(state: &AppState, challenge: &ScaChallenge, answer: &ScaAnswer) -> Result<ScaChallenge, ApiError> {
     let customer = challenge.customer_id;
     let mut security = state.security.security_state(customer).await?;
-    state.check_lock(&security)?;
+    state.auth.check_lock(&security)?;
     if answer.challenge_id() != challenge.id {
         return Err(ApiError::Unprocessable("the answer is for another challenge".to_owned()));
     }
@@ -61,7 +72,7 @@ pub async fn answer(state: &AppState, challenge: &ScaChallenge, answer: &ScaAnsw
         ScaAnswer::Totp { code, .. } if allowed.contains(&ScaMethod::Totp) => {
             let secret = state.security.credentials(customer).await?.and_then(|c| c.totp_secret);
             secret
-                .and_then(|s| totp_accept(&s, code.trim(), state.now_s(), security.totp_last_step))
+                .and_then(|s| totp_accept(&s, code.trim(), state.auth.now_s(), security.totp_last_step))
                 .map(|step| (ScaMethod::Totp, None, Some(step)))
         }
         _ => {
@@ -74,7 +85,7 @@ pub async fn answer(state: &AppState, challenge: &ScaChallenge, answer: &ScaAnsw
     };
     let Some((method, device_id, step)) = verdict else {
         state.security.fail_challenge(challenge.id, state.config.sca.challenge_failures_max).await?;
-        state.record_failure(customer, bp_core::security::AuditKind::ChallengeFailed).await?;
+        state.auth.record_failure(customer, bp_core::security::AuditKind::ChallengeFailed).await?;
         return Err(ApiError::ScaFailed);
     };
     match state.security.answer_challenge(challenge.id, method, device_id, state.now()).await? {
@@ -87,6 +98,7 @@ pub async fn answer(state: &AppState, challenge: &ScaChallenge, answer: &ScaAnsw
             }
             state.security.put_security_state(customer, security).await?;
             state
+                .auth
                 .audit(
                     bp_core::security::AuditKind::ChallengeAnswered,
                     Some(customer),

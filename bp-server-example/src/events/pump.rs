@@ -9,12 +9,12 @@
 //! wake-up of any stream's task.
 //!
 //! A pump holds a stream only while it is live and the socket takes every byte at once. Anything
-//! else hands the stream back to its connection's task ([`crate::stream_conn`]), which holds it
-//! otherwise: work that waits for the store (a gap to fill), the end of the stream (its session
-//! revoked, a whole ring behind, shutdown), a write the socket took only in part or not at all
-//! (the task writes the rest when the socket is ready, and the stream may come back), a failed
-//! write, and the client closing the connection (the task watches for it and asks for its stream
-//! back). Each stream is written by one side at a time, so its messages stay in order.
+//! else hands the stream back to its connection's task ([`stream_conn`](super::stream_conn)),
+//! which holds it otherwise: work that waits for the store (a gap to fill), the end of the stream
+//! (its session revoked, a whole ring behind, shutdown), a write the socket took only in part or
+//! not at all (the task writes the rest when the socket is ready, and the stream may come back), a
+//! failed write, and the client closing the connection (the task watches for it and asks for its
+//! stream back). Each stream is written by one side at a time, so its messages stay in order.
 //!
 //! A customer's streams are shared by their pumps, at most [`PUMP_STREAMS_MAX`] each, so that one
 //! event to many streams is written by every worker thread and no pump holds a thread for long.
@@ -28,8 +28,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::events::{ClientStream, HEARTBEAT, Step};
-use crate::stream_conn::try_write_chunk;
+use crate::events::stream::{ClientStream, HEARTBEAT, Step};
+use crate::events::stream_conn::try_write_chunk;
 
 /// The most streams one pump holds: one event to all of them is a few milliseconds of one thread.
 pub const PUMP_STREAMS_MAX: usize = 256;

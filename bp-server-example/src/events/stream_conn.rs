@@ -11,7 +11,7 @@
 //! Only the transport is different: the request goes through the same [`Router`], so
 //! authentication, the handler, security headers, the log line and metrics are the same as on
 //! hyper's path. The handler's answer carries the [`ClientStream`] itself ([`Handoff`]): this
-//! module takes it, writes it while it catches up, and hands it to a [`pump`](crate::pump) while
+//! module takes it, writes it while it catches up, and hands it to a [`pump`](super::pump) while
 //! it is live, so that an event to many streams wakes no task per stream. Connections that open
 //! with anything else, and streams opened on a connection that has served other requests before
 //! (a browser's keep-alive connection), stay on hyper.
@@ -33,9 +33,10 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tower::ServiceExt as _;
 
-use crate::events::{ClientStream, Handoff, Step};
-use crate::problem::{ApiError, problem_response};
-use crate::pump::{Attached, Back};
+use crate::events::pump::{Attached, Back};
+use crate::events::stream::{ClientStream, Handoff, Step};
+use crate::http::problem::{ApiError, problem_response};
+use crate::http::serve::Divert;
 
 /// What a connection's first bytes must be for this module to serve it.
 const PREFIX: &[u8] = b"GET /v1/events";
@@ -50,7 +51,7 @@ const ANSWER_MAX: usize = 64 * 1024;
 
 /// Whether a new connection's first bytes are an event-stream request: waits (up to
 /// `HEAD_TIMEOUT`, 10 s) until enough bytes have arrived to tell, without consuming any.
-pub async fn opens_a_stream(tcp: &TcpStream) -> bool {
+async fn opens_a_stream(tcp: &TcpStream) -> bool {
     let decide = async {
         let mut first = [0u8; 16];
         let need = PREFIX.len() + 1;
@@ -74,9 +75,24 @@ pub async fn opens_a_stream(tcp: &TcpStream) -> bool {
     tokio::time::timeout(HEAD_TIMEOUT, decide).await.unwrap_or(false)
 }
 
+/// The event-stream connections, told apart from the others by their first bytes, for the
+/// plain-TCP listener ([`Divert`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Lean;
+
+impl Divert for Lean {
+    async fn divert(&self, tcp: TcpStream, peer: SocketAddr, router: Router) -> Option<TcpStream> {
+        if !opens_a_stream(&tcp).await {
+            return Some(tcp);
+        }
+        serve(tcp, peer, router).await;
+        None
+    }
+}
+
 /// Serves one connection whose first request is an event-stream request (see
 /// [`opens_a_stream`]), then closes it.
-pub async fn serve(mut tcp: TcpStream, peer: SocketAddr, router: Router) {
+async fn serve(mut tcp: TcpStream, peer: SocketAddr, router: Router) {
     let request = match tokio::time::timeout(HEAD_TIMEOUT, read_request(&mut tcp, peer)).await {
         Ok(Ok(request)) => request,
         Ok(Err(refused)) => {
@@ -258,7 +274,7 @@ async fn write_whole(tcp: &TcpStream, response: Response<Body>, body: Bytes) -> 
 /// The stream: the head, then each message as one chunk, until the stream ends (then the last
 /// chunk) or the peer closes or sends anything. This task writes while the stream catches up from
 /// the store or waits for it; while the stream is live with nothing to send, a
-/// [`pump`](crate::pump) holds it and writes its messages, and this task only watches the peer.
+/// [`pump`](super::pump) holds it and writes its messages, and this task only watches the peer.
 /// A write that waits for a client reading nothing ends the stream once it is a whole ring behind.
 async fn write_stream(tcp: &Arc<TcpStream>, head: &[u8], mut stream: Box<ClientStream>) -> std::io::Result<()> {
     write_all(tcp, &mut [IoSlice::new(head)]).await?;
@@ -282,9 +298,9 @@ async fn write_stream(tcp: &Arc<TcpStream>, head: &[u8], mut stream: Box<ClientS
             }
         }
         // Live, with nothing to send: a pump writes its messages from now on.
-        let state = Arc::clone(stream.state());
+        let hub = Arc::clone(stream.hub());
         let (attached, mut back) = Attached::new(stream, Arc::clone(tcp));
-        let pumped = match state.hub.attach(attached) {
+        let pumped = match hub.attach(attached) {
             Ok(pumped) => pumped,
             // No pump (the server is shutting down): this task writes the rest.
             Err(attached) => return write_unpumped(tcp, attached.into_stream()).await,

@@ -15,7 +15,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::{b64, sha256};
+use crate::auth::crypto::{b64, sha256};
 
 /// Most verified tokens kept in the cache.
 const VERIFIED_CACHE_LEN_MAX: usize = 100_000;

@@ -9,7 +9,7 @@ use axum::http::request::Parts;
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 
-use crate::problem::ApiError;
+use crate::http::problem::ApiError;
 
 /// A JSON body (`application/json`), unknown fields refused where the type says so.
 #[derive(Debug)]

@@ -1,0 +1,525 @@
+//! The authorization endpoint (RFC 6749 §4.1 with PKCE, RFC 7636, S256 only) and the sign-in it
+//! starts: a page of plain HTML forms, password first, then a TOTP code or a device key's
+//! signature; on success an authorization code goes back to the client's registered redirect URI
+//! with the issuer (RFC 9207). Sign-ins and codes in progress live in memory ([`Flows`]): both
+//! last seconds to minutes.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::Form;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use bp_core::Timestamp;
+use bp_core::customer::{Customer, Username};
+use bp_core::ids::{CustomerId, DeviceId, SessionId};
+use bp_core::security::AuditKind;
+use chrono::Duration;
+use serde::Deserialize;
+
+use crate::auth::crypto::{ct_eq, random_token, sha256, unb64};
+use crate::auth::oauth::SCOPES;
+use crate::auth::pages::{error_page, password_page, second_factor_page};
+use crate::auth::{Provider, secs};
+use crate::http::problem::ApiError;
+
+/// Sign-ins in progress at most (beyond, new ones are refused until some finish or expire).
+const LOGINS_MAX: usize = 10_000;
+/// Unredeemed authorization codes at most.
+const CODES_MAX: usize = 10_000;
+/// The cookie binding a login form to the browser that opened it.
+const LOGIN_COOKIE: &str = "bp_login";
+
+/// Where a sign-in is.
+#[derive(Clone, Debug)]
+enum Stage {
+    /// Waiting for username and password.
+    Password,
+    /// Password right; waiting for the second factor.
+    SecondFactor { customer_id: CustomerId },
+}
+
+/// A sign-in in progress: the validated authorization request and how far it got.
+#[derive(Clone, Debug)]
+struct LoginTx {
+    client_id: String,
+    redirect_uri: String,
+    scope: String,
+    state: Option<String>,
+    nonce: Option<String>,
+    code_challenge: String,
+    cookie_hash: [u8; 32],
+    device_nonce: String,
+    expires_at: Timestamp,
+    stage: Stage,
+}
+
+/// An issued authorization code.
+#[derive(Clone, Debug)]
+pub(super) struct AuthCode {
+    pub(super) client_id: String,
+    pub(super) redirect_uri: String,
+    pub(super) code_challenge: String,
+    pub(super) customer_id: CustomerId,
+    pub(super) scope: String,
+    pub(super) nonce: Option<String>,
+    pub(super) amr: Vec<String>,
+    pub(super) auth_time: Timestamp,
+    pub(super) expires_at: Timestamp,
+    pub(super) session: SessionId,
+    pub(super) redeemed: bool,
+}
+
+/// Sign-ins and codes in progress (in memory: both live for seconds to minutes).
+#[derive(Debug, Default)]
+pub struct Flows {
+    logins: Mutex<HashMap<String, LoginTx>>,
+    pub(super) codes: Mutex<HashMap<[u8; 32], AuthCode>>,
+}
+
+impl Flows {
+    fn sweep(&self, now: Timestamp) {
+        self.logins.lock().unwrap_or_else(PoisonError::into_inner).retain(|_, t| t.expires_at > now);
+        self.codes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, c| c.expires_at + Duration::minutes(10) > now);
+    }
+}
+
+/// The query of `/oauth2/authorize`.
+#[derive(Debug, Default, Deserialize)]
+pub struct AuthorizeQuery {
+    response_type: Option<String>,
+    client_id: Option<String>,
+    redirect_uri: Option<String>,
+    scope: Option<String>,
+    state: Option<String>,
+    nonce: Option<String>,
+    code_challenge: Option<String>,
+    code_challenge_method: Option<String>,
+}
+
+/// `GET /oauth2/authorize`: validates the request and shows the login form.
+pub async fn authorize(State(state): State<Arc<Provider>>, Query(q): Query<AuthorizeQuery>) -> Response {
+    // Until client and redirect URI are known good, errors are shown, never redirected
+    // (RFC 6749 §4.1.2.1), so that nobody can bounce users to a URI of their choosing.
+    let Some(client) = q.client_id.as_deref().and_then(|id| state.client(id)) else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Unknown application",
+            "The application asking you to sign in is not registered with this bank.",
+        );
+    };
+    let Some(redirect_uri) =
+        q.redirect_uri.clone().filter(|r| client.redirect_uris.iter().any(|u| redirect_matches(u, r)))
+    else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Unregistered return address",
+            "The application gave a return address that is not registered for it.",
+        );
+    };
+    let fail = |error: &str, description: &str| {
+        redirect_error(&state.issuer, &redirect_uri, q.state.as_deref(), error, description)
+    };
+    if q.response_type.as_deref() != Some("code") {
+        return fail("unsupported_response_type", "only response_type=code is supported");
+    }
+    if q.code_challenge_method.as_deref() != Some("S256") {
+        return fail("invalid_request", "PKCE with code_challenge_method=S256 is required");
+    }
+    let Some(code_challenge) =
+        q.code_challenge.clone().filter(|c| c.len() == 43 && unb64(c).is_some_and(|b| b.len() == 32))
+    else {
+        return fail("invalid_request", "code_challenge must be the base64url SHA-256 of the code verifier");
+    };
+    let requested: Vec<&str> = q.scope.as_deref().unwrap_or("").split(' ').filter(|s| !s.is_empty()).collect();
+    if requested.is_empty() || requested.iter().any(|s| !SCOPES.contains(s)) {
+        return fail("invalid_scope", "request some of: openid profile accounts payments offline_access");
+    }
+    if q.state.as_ref().is_some_and(|s| s.len() > 512) || q.nonce.as_ref().is_some_and(|n| n.len() > 512) {
+        return fail("invalid_request", "state and nonce are limited to 512 characters");
+    }
+    let now = state.now();
+    state.flows.sweep(now);
+    let tx_id = random_token(24);
+    let cookie = random_token(24);
+    let tx = LoginTx {
+        client_id: client.id.clone(),
+        redirect_uri,
+        scope: requested.join(" "),
+        state: q.state.clone(),
+        nonce: q.nonce.clone(),
+        code_challenge,
+        cookie_hash: sha256(cookie.as_bytes()),
+        device_nonce: random_token(16),
+        expires_at: now + Duration::seconds(secs(state.config.login_ttl_s)),
+        stage: Stage::Password,
+    };
+    {
+        let mut logins = state.flows.logins.lock().unwrap_or_else(PoisonError::into_inner);
+        if logins.len() >= LOGINS_MAX {
+            return error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Busy",
+                "Too many sign-ins are in progress. Please try again in a minute.",
+            );
+        }
+        logins.insert(tx_id.clone(), tx);
+    }
+    let mut response = Html(password_page(&client.name, &tx_id, None)).into_response();
+    set_login_cookie(&mut response, &cookie, state.https);
+    response
+}
+
+/// The password form.
+#[derive(Debug, Deserialize)]
+pub struct PasswordForm {
+    tx: String,
+    username: String,
+    password: String,
+}
+
+/// The second-factor form: a TOTP code, or a device's signature of the login message.
+#[derive(Debug, Deserialize)]
+pub struct SecondFactorForm {
+    tx: String,
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    device_id: Option<String>,
+    #[serde(default)]
+    signature: Option<String>,
+}
+
+/// The text a device signs to sign in with its key instead of a TOTP code.
+pub fn login_message(tx: &str, nonce: &str) -> String {
+    format!("bp-login-v1\ntx:{tx}\nnonce:{nonce}")
+}
+
+fn take_tx(state: &Provider, headers: &HeaderMap, tx_id: &str) -> Result<LoginTx, Box<Response>> {
+    let now = state.now();
+    let logins = state.flows.logins.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(tx) = logins.get(tx_id).filter(|t| t.expires_at > now) else {
+        return Err(Box::new(error_page(
+            StatusCode::BAD_REQUEST,
+            "Sign-in expired",
+            "This sign-in page has expired. Go back to the application and start again.",
+        )));
+    };
+    let cookie = cookie_value(headers, LOGIN_COOKIE).unwrap_or_default();
+    if !ct_eq(&sha256(cookie.as_bytes()), &tx.cookie_hash) {
+        return Err(Box::new(error_page(
+            StatusCode::BAD_REQUEST,
+            "Sign-in not recognised",
+            "This sign-in was started in another browser or its cookie was blocked. Start again from the application.",
+        )));
+    }
+    Ok(tx.clone())
+}
+
+/// `POST /oauth2/login/password`.
+pub async fn login_password(
+    State(state): State<Arc<Provider>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<PasswordForm>,
+) -> Response {
+    let tx = match take_tx(&state, &headers, &form.tx) {
+        Ok(tx) => tx,
+        Err(page) => return *page,
+    };
+    let client_name = state.client(&tx.client_id).map(|c| c.name.clone()).unwrap_or_default();
+    if let Err(e) = state.rate_limit(peer.ip()) {
+        return e.into_response();
+    }
+    let customer = match Username::parse(form.username.trim()) {
+        Ok(u) => state.ledger.customer_by_username(&u).await.ok().flatten(),
+        Err(_) => None,
+    };
+    let Some(customer) = customer else {
+        // Take as long as a real check, so that timing does not reveal which usernames exist.
+        let dummy = state.dummy_hash.clone();
+        let hasher = state.hasher.clone();
+        let password = form.password;
+        let _ = tokio::task::spawn_blocking(move || hasher.verify(&dummy, &password)).await;
+        state.audit(AuditKind::PasswordFailed, None, serde_json::json!({ "client_id": tx.client_id })).await.ok();
+        metrics::counter!("bp_logins_total", "outcome" => "failed").increment(1);
+        return Html(password_page(&client_name, &form.tx, Some("Wrong username or password."))).into_response();
+    };
+    let _guard = state.lock_customer(customer.id).await;
+    let outcome = check_password(&state, &customer, form.password).await;
+    match outcome {
+        Ok(true) => {}
+        Ok(false) => {
+            metrics::counter!("bp_logins_total", "outcome" => "failed").increment(1);
+            if let Err(e) = state.record_failure(customer.id, AuditKind::PasswordFailed).await {
+                return e.into_response();
+            }
+            return Html(password_page(&client_name, &form.tx, Some("Wrong username or password."))).into_response();
+        }
+        Err(ApiError::LockedOut { .. }) => {
+            state.audit(AuditKind::LockedOutAttempt, Some(customer.id), serde_json::json!({})).await.ok();
+            return Html(password_page(&client_name, &form.tx, Some("Too many failed attempts. Try again later.")))
+                .into_response();
+        }
+        Err(e) => return e.into_response(),
+    }
+    let has_totp =
+        state.security.credentials(customer.id).await.ok().flatten().is_some_and(|c| c.totp_secret.is_some());
+    let mut logins = state.flows.logins.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(stored) = logins.get_mut(&form.tx) else {
+        return error_page(StatusCode::BAD_REQUEST, "Sign-in expired", "Start again from the application.");
+    };
+    stored.stage = Stage::SecondFactor { customer_id: customer.id };
+    let nonce = stored.device_nonce.clone();
+    drop(logins);
+    Html(second_factor_page(&client_name, &form.tx, &nonce, has_totp, None)).into_response()
+}
+
+async fn check_password(state: &Provider, customer: &Customer, password: String) -> Result<bool, ApiError> {
+    let security = state.security.security_state(customer.id).await?;
+    state.check_lock(&security)?;
+    let credentials = state.security.credentials(customer.id).await?;
+    let hasher = state.hasher.clone();
+    let phc = credentials.map(|c| c.password_hash).unwrap_or_else(|| state.dummy_hash.clone());
+    tokio::task::spawn_blocking(move || hasher.verify(&phc, &password)).await.map_err(|_| ApiError::Internal)
+}
+
+/// `POST /oauth2/login/second-factor`.
+pub async fn login_second_factor(
+    State(state): State<Arc<Provider>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<SecondFactorForm>,
+) -> Response {
+    let tx = match take_tx(&state, &headers, &form.tx) {
+        Ok(tx) => tx,
+        Err(page) => return *page,
+    };
+    let client_name = state.client(&tx.client_id).map(|c| c.name.clone()).unwrap_or_default();
+    let Stage::SecondFactor { customer_id, .. } = tx.stage.clone() else {
+        return Html(password_page(&client_name, &form.tx, Some("Enter your username and password first.")))
+            .into_response();
+    };
+    if let Err(e) = state.rate_limit(peer.ip()) {
+        return e.into_response();
+    }
+    let _guard = state.lock_customer(customer_id).await;
+    let result = check_second_factor(&state, customer_id, &form, &tx).await;
+    let has_totp =
+        state.security.credentials(customer_id).await.ok().flatten().is_some_and(|c| c.totp_secret.is_some());
+    let method = match result {
+        Ok(Some(method)) => method,
+        Ok(None) => {
+            metrics::counter!("bp_logins_total", "outcome" => "failed").increment(1);
+            if let Err(e) = state.record_failure(customer_id, AuditKind::SecondFactorFailed).await {
+                return e.into_response();
+            }
+            return Html(second_factor_page(
+                &client_name,
+                &form.tx,
+                &tx.device_nonce,
+                has_totp,
+                Some("That code or signature is not valid."),
+            ))
+            .into_response();
+        }
+        Err(ApiError::LockedOut { .. }) => {
+            state.audit(AuditKind::LockedOutAttempt, Some(customer_id), serde_json::json!({})).await.ok();
+            return Html(second_factor_page(
+                &client_name,
+                &form.tx,
+                &tx.device_nonce,
+                has_totp,
+                Some("Too many failed attempts. Try again later."),
+            ))
+            .into_response();
+        }
+        Err(e) => return e.into_response(),
+    };
+    // Both factors passed: the sign-in is an SCA, which resets failures and the low-value
+    // exemption counters.
+    let now = state.now();
+    let reset = async {
+        let mut security = state.security.security_state(customer_id).await?;
+        security.failures = 0;
+        security.lockouts = 0;
+        security.locked_until = None;
+        bp_core::sca::reset_low_value(&mut security);
+        if let Some(step) = method.1 {
+            security.totp_last_step = Some(step);
+        }
+        state.security.put_security_state(customer_id, security).await?;
+        state
+            .audit(
+                AuditKind::LoginSucceeded,
+                Some(customer_id),
+                serde_json::json!({ "client_id": tx.client_id, "amr": ["pwd", method.0] }),
+            )
+            .await
+    };
+    if let Err(e) = reset.await {
+        return e.into_response();
+    }
+    metrics::counter!("bp_logins_total", "outcome" => "succeeded").increment(1);
+    state.flows.logins.lock().unwrap_or_else(PoisonError::into_inner).remove(&form.tx);
+    let code = random_token(32);
+    let auth = AuthCode {
+        client_id: tx.client_id.clone(),
+        redirect_uri: tx.redirect_uri.clone(),
+        code_challenge: tx.code_challenge.clone(),
+        customer_id,
+        scope: tx.scope.clone(),
+        nonce: tx.nonce.clone(),
+        amr: vec!["pwd".to_owned(), method.0.to_owned()],
+        auth_time: now,
+        expires_at: now + Duration::seconds(secs(state.config.code_ttl_s)),
+        session: SessionId::new_v7(),
+        redeemed: false,
+    };
+    {
+        let mut codes = state.flows.codes.lock().unwrap_or_else(PoisonError::into_inner);
+        if codes.len() >= CODES_MAX {
+            return error_page(StatusCode::SERVICE_UNAVAILABLE, "Busy", "Please try again in a minute.");
+        }
+        codes.insert(sha256(code.as_bytes()), auth);
+    }
+    let mut params = vec![("code", code.as_str()), ("iss", state.issuer.as_str())];
+    if let Some(s) = tx.state.as_deref() {
+        params.push(("state", s));
+    }
+    let mut response = Redirect::to(&with_query(&tx.redirect_uri, &params)).into_response();
+    clear_login_cookie(&mut response, state.https);
+    response
+}
+
+/// `Ok(Some((amr, totp step)))` when the second factor is right.
+async fn check_second_factor(
+    state: &Provider,
+    customer_id: CustomerId,
+    form: &SecondFactorForm,
+    tx: &LoginTx,
+) -> Result<Option<(&'static str, Option<u64>)>, ApiError> {
+    let security = state.security.security_state(customer_id).await?;
+    state.check_lock(&security)?;
+    if let Some(code) = form.code.as_deref().filter(|c| !c.is_empty()) {
+        let Some(credentials) = state.security.credentials(customer_id).await? else { return Ok(None) };
+        let Some(secret) = credentials.totp_secret else { return Ok(None) };
+        return Ok(crate::auth::crypto::totp_accept(&secret, code.trim(), state.now_s(), security.totp_last_step)
+            .map(|step| ("otp", Some(step))));
+    }
+    let (Some(device_id), Some(signature)) = (form.device_id.as_deref(), form.signature.as_deref()) else {
+        return Ok(None);
+    };
+    let Ok(device_id) = device_id.parse::<DeviceId>() else { return Ok(None) };
+    let Some(device) = state.security.device(device_id).await? else { return Ok(None) };
+    if device.customer_id != customer_id || device.revoked_at.is_some() {
+        return Ok(None);
+    }
+    let (Some(key), Some(sig)) = (crate::auth::crypto::p256_public_key(&device.public_key), unb64(signature)) else {
+        return Ok(None);
+    };
+    let message = login_message(&form.tx, &tx.device_nonce);
+    Ok(crate::auth::crypto::p256_verify(&key, message.as_bytes(), &sig).then_some(("hwk", None)))
+}
+
+fn with_query(uri: &str, params: &[(&str, &str)]) -> String {
+    let encoded = serde_urlencoded::to_string(params).unwrap_or_default();
+    let sep = if uri.contains('?') { '&' } else { '?' };
+    format!("{uri}{sep}{encoded}")
+}
+
+/// Whether `requested` is the registered redirect URI `registered`: the same string, or, for a
+/// loopback IP literal over `http` (`http://127.0.0.1…`, `http://[::1]…`), the same URI on any
+/// port (RFC 8252 §7.3): a local app or the reference web app served on another port is still
+/// the same client, and nothing outside the machine can receive a loopback redirect.
+fn redirect_matches(registered: &str, requested: &str) -> bool {
+    fn without_port(uri: &str) -> Option<(&str, &str)> {
+        let host = ["http://127.0.0.1", "http://[::1]"].into_iter().find(|h| uri.starts_with(h))?;
+        let rest = &uri[host.len()..];
+        let rest = match rest.strip_prefix(':') {
+            Some(r) => {
+                let digits = r.bytes().take_while(u8::is_ascii_digit).count();
+                let port = &r[..digits];
+                if port.is_empty() || port.len() > 5 || port.parse::<u16>().is_err() {
+                    return None;
+                }
+                &r[digits..]
+            }
+            None => rest,
+        };
+        (rest.is_empty() || rest.starts_with('/')).then_some((host, rest))
+    }
+    registered == requested
+        || matches!((without_port(registered), without_port(requested)), (Some(a), Some(b)) if a == b)
+}
+
+fn redirect_error(issuer: &str, redirect_uri: &str, state: Option<&str>, error: &str, description: &str) -> Response {
+    let mut params = vec![("error", error), ("error_description", description), ("iss", issuer)];
+    if let Some(s) = state {
+        params.push(("state", s));
+    }
+    Redirect::to(&with_query(redirect_uri, &params)).into_response()
+}
+
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|kv| {
+        let (k, v) = kv.trim().split_once('=')?;
+        (k == name).then(|| v.to_owned())
+    })
+}
+
+fn set_login_cookie(response: &mut Response, value: &str, secure: bool) {
+    let secure = if secure { "; Secure" } else { "" };
+    let cookie = format!("{LOGIN_COOKIE}={value}; Path=/oauth2; HttpOnly; SameSite=Strict; Max-Age=600{secure}");
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+fn clear_login_cookie(response: &mut Response, secure: bool) {
+    let secure = if secure { "; Secure" } else { "" };
+    let cookie = format!("{LOGIN_COOKIE}=; Path=/oauth2; HttpOnly; SameSite=Strict; Max-Age=0{secure}");
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirects_keep_existing_query_parameters() {
+        assert_eq!(with_query("https://a/cb?x=1", &[("code", "c d")]), "https://a/cb?x=1&code=c+d");
+    }
+
+    #[test]
+    fn loopback_redirects_match_on_any_port_and_nothing_else_does() {
+        let web = "http://127.0.0.1:8080/callback";
+        assert!(redirect_matches(web, web));
+        assert!(redirect_matches(web, "http://127.0.0.1:9000/callback"));
+        assert!(redirect_matches(web, "http://127.0.0.1/callback"));
+        assert!(redirect_matches("http://[::1]/cb", "http://[::1]:43123/cb"));
+        for other in [
+            "http://127.0.0.1:9000/callback/x",
+            "http://127.0.0.1:9000/other",
+            "http://127.0.0.1.evil.example/callback",
+            "http://127.0.0.1:80@evil.example/callback",
+            "http://127.0.0.1:99999/callback",
+            "http://127.0.0.1:/callback",
+            "https://127.0.0.1:9000/callback",
+            "http://localhost:8080/callback",
+            "http://[::1]:8080/callback",
+        ] {
+            assert!(!redirect_matches(web, other), "{other}");
+        }
+        // Only loopback literals get the port rule.
+        assert!(!redirect_matches("https://bank.example/cb", "https://bank.example:444/cb"));
+        assert!(redirect_matches("bp.mobile://oauth/callback", "bp.mobile://oauth/callback"));
+    }
+}

@@ -1,0 +1,170 @@
+//! The OAuth2 authorization server and OpenID provider, the checks of the access tokens the API
+//! receives, and the security bookkeeping that sign-in shares with strong customer
+//! authentication (per-IP rate limit, per-customer locks, lockout, the audit log).
+//!
+//! The subsystem has a state of its own, [`Provider`]: its handlers take
+//! `State<Arc<Provider>>` and its extractors ([`Auth`], [`Payer`]) any router state that holds
+//! one ([`bearer::HasProvider`]), so that it knows nothing of the server's `AppState`, which
+//! composes it.
+//! It sits above `crate::http` (problems) and `crate::config`, and below everything that
+//! authenticates.
+//!
+//! - [`oauth`]: discovery, JWKS, the token endpoint (both grants), revocation and userinfo.
+//! - [`login`]: the authorization endpoint and the sign-in it starts (password, second factor).
+//! - [`pages`]: the sign-in's HTML pages and stylesheet.
+//! - [`tokens`]: the signing key, the claims, and checking our own and an external issuer's tokens.
+//! - [`bearer`]: the bearer-token extractors of the API.
+//! - [`guard`]: the per-IP rate limit, the per-customer locks and the audit log.
+//! - [`lockout`]: locking a customer out after failed answers, for longer each time.
+//! - [`crypto`]: random tokens, hashes, Argon2id, TOTP and P-256 signatures.
+
+pub mod bearer;
+pub mod crypto;
+pub mod guard;
+pub mod lockout;
+pub mod login;
+pub mod oauth;
+pub mod pages;
+pub mod tokens;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::routing::{get, post};
+use bp_core::clock::Clock;
+use bp_core::security::SecurityStore;
+use bp_core::{Ledger, Store, Timestamp};
+
+pub use crate::auth::bearer::{Auth, Payer, authenticate};
+use crate::auth::crypto::PasswordHasherConfig;
+use crate::auth::login::Flows;
+use crate::auth::tokens::{External, Keys, Verifier};
+use crate::config::{AuthConfig, ClientConfig, Config, LockoutConfig};
+
+/// Per-customer locks serialising read-modify-write of a customer's security state (stripes).
+const CUSTOMER_LOCKS_LEN: usize = 256;
+
+/// The provider's state: what its endpoints, the token checks and the security bookkeeping share.
+pub struct Provider {
+    /// The issuer URL.
+    pub issuer: String,
+    /// The authorization server's settings.
+    pub config: AuthConfig,
+    /// Lockout after failed authentication.
+    pub lockout: LockoutConfig,
+    /// Whether clients reach the server over HTTPS (the sign-in cookie is `Secure` then).
+    pub https: bool,
+    /// The customers: by username at sign-in and for an external issuer's tokens, by id for
+    /// userinfo.
+    pub ledger: Ledger<dyn Store>,
+    /// Credentials, devices, refresh tokens, sessions, security state and the audit log.
+    pub security: Arc<dyn SecurityStore>,
+    /// Signing keys.
+    pub keys: Keys,
+    /// Access-token checks.
+    pub verifier: Verifier,
+    /// The external issuer, when configured.
+    pub external: Option<External>,
+    /// Password hashing.
+    pub hasher: PasswordHasherConfig,
+    /// A hash verified for unknown usernames, so that their answer takes as long.
+    pub dummy_hash: String,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Rung after each audit write, for whoever reads the log as it grows (the event streams'
+    /// audit tail).
+    pub audit_written: Arc<tokio::sync::Notify>,
+    /// Sign-in flows and authorization codes in progress.
+    flows: Flows,
+    /// Sign-in attempts per client address in the current minute.
+    rate: Mutex<HashMap<IpAddr, (i64, u32)>>,
+    customer_locks: Vec<tokio::sync::Mutex<()>>,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider").field("issuer", &self.issuer).finish_non_exhaustive()
+    }
+}
+
+impl Provider {
+    /// The provider of `config`, over the customers of `ledger` and the records of `security`,
+    /// signing with `keys`.
+    pub fn new(
+        config: &Config,
+        ledger: Ledger<dyn Store>,
+        security: Arc<dyn SecurityStore>,
+        keys: Keys,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, String> {
+        let issuer = config.issuer();
+        let hasher = PasswordHasherConfig::new(config.auth.argon2_memory_kib, config.auth.argon2_iterations)?;
+        let dummy_hash = hasher.hash(&crypto::random_token(16))?;
+        let verifier = Verifier::new(&keys, issuer.clone(), config.auth.audience.clone());
+        let external = config.auth.external.clone().map(External::new);
+        Ok(Self {
+            issuer,
+            config: config.auth.clone(),
+            lockout: config.lockout.clone(),
+            https: config.tls(),
+            ledger,
+            security,
+            keys,
+            verifier,
+            external,
+            hasher,
+            dummy_hash,
+            clock,
+            audit_written: Arc::new(tokio::sync::Notify::new()),
+            flows: Flows::default(),
+            rate: Mutex::new(HashMap::new()),
+            customer_locks: (0..CUSTOMER_LOCKS_LEN).map(|_| tokio::sync::Mutex::new(())).collect(),
+        })
+    }
+
+    /// Now.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Now in seconds since the epoch.
+    pub fn now_s(&self) -> u64 {
+        u64::try_from(self.now().timestamp()).unwrap_or(0)
+    }
+
+    /// When a session signed in at `auth_time` ends, however often it is refreshed:
+    /// `auth.session_ttl_s` later.
+    pub fn session_end(&self, auth_time: Timestamp) -> Timestamp {
+        let ttl_s = i64::try_from(self.config.session_ttl_s).unwrap_or(i64::MAX / 1_000_000);
+        auth_time
+            .checked_add_signed(chrono::Duration::seconds(ttl_s))
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+    }
+
+    /// The registered client `id`.
+    fn client(&self, id: &str) -> Option<&ClientConfig> {
+        self.config.clients.iter().find(|c| c.id == id)
+    }
+}
+
+/// The provider's routes: discovery, JWKS, the authorization endpoint and its sign-in pages, the
+/// token, revocation and userinfo endpoints.
+pub fn routes() -> Router<Arc<Provider>> {
+    Router::new()
+        .route("/.well-known/openid-configuration", get(oauth::discovery))
+        .route("/oauth2/jwks", get(oauth::jwks))
+        .route("/oauth2/authorize", get(login::authorize))
+        .route("/oauth2/login/password", post(login::login_password))
+        .route("/oauth2/login/second-factor", post(login::login_second_factor))
+        .route("/oauth2/login.css", get(pages::login_css))
+        .route("/oauth2/token", post(oauth::token))
+        .route("/oauth2/revoke", post(oauth::revoke))
+        .route("/oauth2/userinfo", get(oauth::userinfo))
+}
+
+/// Seconds as a signed count for `chrono::Duration`, saturating far beyond any configured value.
+fn secs(s: u64) -> i64 {
+    i64::try_from(s).unwrap_or(i64::MAX / 1_000_000)
+}

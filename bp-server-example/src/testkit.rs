@@ -1,0 +1,236 @@
+//! (feature `testkit`) What the crate's tests, its examples and tools need to drive a real
+//! server, written once: a configuration for a server on a free loopback port, a customer with
+//! funded accounts and credentials, and the sign-in through the real login pages as a browser
+//! does it (authorization code with PKCE, password, then a TOTP code).
+//!
+//! Its functions panic when the server does not answer as it should: they are for tests.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use bp_core::customer::{KycStatus, NewCustomer, Username};
+use bp_core::ids::{AccountId, CustomerId, TransferId};
+use bp_core::money::{Currency, Money};
+use bp_core::service::current_account;
+use reqwest::StatusCode;
+use reqwest::redirect::Policy;
+use serde_json::Value;
+
+use crate::auth::crypto::{b64, random_token, sha256};
+use crate::config::{ClientConfig, Config};
+use crate::state::AppState;
+
+/// The configuration of a development server on a free loopback port over `dir`, without the
+/// demo, with `client` registered.
+pub fn loopback_config(dir: &Path, client: ClientConfig) -> Config {
+    let mut config = Config::default();
+    config.server.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    config.storage.data_dir = dir.to_owned();
+    config.auth.clients.push(client);
+    config.demo = false;
+    config
+}
+
+/// A customer opened by [`open_customer`], with what signing in takes.
+#[derive(Clone, Debug)]
+pub struct Customer {
+    /// Their id.
+    pub id: CustomerId,
+    /// Their username.
+    pub username: String,
+    /// Their password.
+    pub password: String,
+    /// Their raw TOTP secret.
+    pub totp: Vec<u8>,
+    /// Their accounts, in the order asked for.
+    pub accounts: Vec<AccountId>,
+}
+
+/// Opens the person `username` (KYC verified), a current account for each `(currency, funds)`
+/// of `accounts`, funded with `funds` minor units when positive, and their credentials:
+/// `password` and a new TOTP secret.
+pub async fn open_customer(state: &AppState, username: &str, password: &str, accounts: &[(Currency, i64)]) -> Customer {
+    let id = CustomerId::new_v7();
+    let name = Username::parse(username).expect("username");
+    let person = NewCustomer::person(id, name, "Test", username, KycStatus::Verified);
+    state.ledger.open_customer(person).await.expect("open customer");
+    let mut opened = Vec::new();
+    for &(currency, funds_minor) in accounts {
+        let account = AccountId::new_v7();
+        state.ledger.open_account(current_account(account, id, currency)).await.expect("open account");
+        if funds_minor > 0 {
+            state.ledger.fund(TransferId::new_v7(), account, Money::new(funds_minor, currency)).await.expect("fund");
+        }
+        opened.push(account);
+    }
+    let enrolled = crate::demo::enrol(state, id, username, password).await.expect("enrol");
+    Customer {
+        id,
+        username: username.to_owned(),
+        password: password.to_owned(),
+        totp: enrolled.totp_secret,
+        accounts: opened,
+    }
+}
+
+/// Where to sign in, and as which client: a server's base URL (`http://127.0.0.1:port`) and one
+/// of the OAuth2 clients registered there.
+#[derive(Clone, Debug)]
+pub struct Site {
+    /// The server's base URL.
+    pub base: String,
+    /// The client's id.
+    pub client_id: String,
+    /// The client's registered redirect URI.
+    pub redirect_uri: String,
+}
+
+impl Site {
+    /// The client `client_id`, redirected to `redirect_uri`, of the server at `base`.
+    pub fn new(base: &str, client_id: &str, redirect_uri: &str) -> Self {
+        Self { base: base.to_owned(), client_id: client_id.to_owned(), redirect_uri: redirect_uri.to_owned() }
+    }
+
+    /// The URL of `path` on the server.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The authorization request of this client for `scope`, with the PKCE challenge of
+    /// `verifier`, and `state` and `nonce`.
+    pub fn authorize_url(&self, scope: &str, verifier: &str, state: &str, nonce: &str) -> String {
+        let challenge = b64(&sha256(verifier.as_bytes()));
+        let q = serde_urlencoded::to_string([
+            ("response_type", "code"),
+            ("client_id", self.client_id.as_str()),
+            ("redirect_uri", self.redirect_uri.as_str()),
+            ("scope", scope),
+            ("state", state),
+            ("nonce", nonce),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+        ])
+        .expect("query");
+        self.url(&format!("/oauth2/authorize?{q}"))
+    }
+
+    /// Signs in with `username`, `password` and `totp_code` for `scope`; the token response.
+    pub async fn sign_in(&self, username: &str, password: &str, totp_code: &str, scope: &str) -> Value {
+        CodeFlow::until_code(self, username, password, totp_code, scope).await.tokens().await
+    }
+}
+
+/// A client that keeps cookies and does not follow redirects, as a browser's sign-in needs.
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder().cookie_store(true).redirect(Policy::none()).build().expect("client")
+}
+
+/// The value of the hidden field `name` of a form in `page`.
+pub fn hidden(page: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = page.find(&marker)? + marker.len();
+    let end = page[start..].find('"')?;
+    Some(page[start..start + end].to_owned())
+}
+
+/// One authorization-code flow, in a browser of its own.
+#[derive(Debug)]
+pub struct CodeFlow {
+    /// Where, and as which client.
+    pub site: Site,
+    /// The browser.
+    pub http: reqwest::Client,
+    /// The sign-in's transaction, from the login form.
+    pub tx: String,
+    /// The PKCE code verifier.
+    pub verifier: String,
+    /// The `state` sent, which must come back.
+    pub state: String,
+    /// The `nonce` sent, which the id token must carry.
+    pub nonce: String,
+    /// The authorization code, once there is one.
+    pub code: Option<String>,
+    /// The last page shown.
+    pub page: String,
+}
+
+impl CodeFlow {
+    /// Asks for authorization of `scope` and opens the login form.
+    pub async fn begin(site: &Site, scope: &str) -> Self {
+        let http = browser();
+        let verifier = random_token(48);
+        let state = random_token(8);
+        let nonce = random_token(8);
+        let response = http.get(site.authorize_url(scope, &verifier, &state, &nonce)).send().await.expect("authorize");
+        assert_eq!(response.status(), StatusCode::OK);
+        let page = response.text().await.expect("page");
+        let tx = hidden(&page, "tx").expect("login form has a tx field");
+        Self { site: site.clone(), http, tx, verifier, state, nonce, code: None, page }
+    }
+
+    /// The sign-in up to its authorization code: `username` and `password`, then `totp_code`.
+    pub async fn until_code(site: &Site, username: &str, password: &str, totp_code: &str, scope: &str) -> Self {
+        let mut flow = Self::begin(site, scope).await;
+        let page = flow.password(username, password).await;
+        assert!(page.contains("Confirm it is you"), "second-factor page: {page}");
+        let response = flow.second_factor(&[("code", totp_code)]).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "redirect after the second factor");
+        flow.code = Some(flow.code_from(&response));
+        flow
+    }
+
+    /// Sends the password form; the page shown next.
+    pub async fn password(&mut self, username: &str, password: &str) -> String {
+        let response = self
+            .http
+            .post(self.site.url("/oauth2/login/password"))
+            .form(&[("tx", self.tx.as_str()), ("username", username), ("password", password)])
+            .send()
+            .await
+            .expect("password");
+        self.page = response.text().await.expect("page");
+        self.page.clone()
+    }
+
+    /// Sends the second-factor form with `fields`.
+    pub async fn second_factor(&self, fields: &[(&str, &str)]) -> reqwest::Response {
+        let mut form: Vec<(&str, &str)> = vec![("tx", self.tx.as_str())];
+        form.extend_from_slice(fields);
+        self.http.post(self.site.url("/oauth2/login/second-factor")).form(&form).send().await.expect("second factor")
+    }
+
+    /// The authorization code of the redirect `response`, which goes to the client's redirect URI
+    /// with the `state` sent.
+    pub fn code_from(&self, response: &reqwest::Response) -> String {
+        let location = response.headers().get("location").expect("location").to_str().expect("ascii");
+        let url = reqwest::Url::parse(location).expect("url");
+        let params: HashMap<String, String> = url.query_pairs().into_owned().collect();
+        assert!(location.starts_with(&self.site.redirect_uri));
+        assert_eq!(params.get("state"), Some(&self.state), "state comes back");
+        params.get("code").expect("code").clone()
+    }
+
+    /// Exchanges the code for tokens with `verifier`.
+    pub async fn exchange(&self, verifier: &str) -> reqwest::Response {
+        let code = self.code.as_deref().expect("a code");
+        browser()
+            .post(self.site.url("/oauth2/token"))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", self.site.redirect_uri.as_str()),
+                ("client_id", self.site.client_id.as_str()),
+                ("code_verifier", verifier),
+            ])
+            .send()
+            .await
+            .expect("token")
+    }
+
+    /// The token response of the code, exchanged with the flow's own verifier.
+    pub async fn tokens(&self) -> Value {
+        let response = self.exchange(&self.verifier).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("token json")
+    }
+}

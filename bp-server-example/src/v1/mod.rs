@@ -1,0 +1,159 @@
+//! The REST API v1: one module per resource, every `/v1` route registered here, and the API
+//! description generated from them. Every handler checks that the ids it is given belong to the
+//! caller; another customer's ids get the same 404 as ids that do not exist.
+//!
+//! - [`profile`]: `/v1/me`, `/v1/me/photo`.
+//! - [`accounts`]: `/v1/accounts`, one account, its history and its pending payments.
+//! - [`transfers`]: `/v1/transfers`: payments with SCA, and their confirmation.
+//! - [`beneficiaries`]: `/v1/beneficiaries`: trusted payees.
+//! - [`devices`]: `/v1/devices`: device keys.
+//! - [`services`]: `/v1/services`: external services used.
+//! - [`events`]: `/v1/events` and `/v1/events/ticket`: the event stream (not in the description:
+//!   a stream is not a REST resource).
+//! - [`sca`]: the answers a challenge accepts, and checking one.
+
+pub mod accounts;
+pub mod beneficiaries;
+pub mod devices;
+pub mod events;
+pub mod profile;
+pub mod sca;
+pub mod services;
+pub mod transfers;
+
+use std::sync::Arc;
+
+use aide::axum::ApiRouter;
+use aide::axum::routing::{delete_with, get_with, post_with};
+use aide::openapi::{Components, Info, OpenApi, ReferenceOr, SecurityScheme, Server as ApiServer};
+use axum::Json;
+use axum::Router;
+use axum::routing::{get, post};
+use bp_core::api::{BeneficiaryResponse, DeviceView, TransferResponse};
+use bp_core::security::NAME_CHARS_MAX;
+
+use crate::http::problem::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// The v1 routes, and the API description generated from them: every route but the event
+/// stream's, which is not a REST resource and stays out of the description.
+pub fn routes() -> (Router<Arc<AppState>>, OpenApi) {
+    let mut api = base_description();
+    let routes = documented()
+        .finish_api(&mut api)
+        .route("/v1/events", get(events::stream))
+        .route("/v1/events/ticket", post(events::ticket));
+    (routes, api)
+}
+
+/// The API description, generated from the routes and the wire types.
+pub fn api_description() -> OpenApi {
+    routes().1
+}
+
+fn base_description() -> OpenApi {
+    let mut components = Components::default();
+    components.security_schemes.insert(
+        "bearer".to_owned(),
+        ReferenceOr::Item(SecurityScheme::Http {
+            scheme: "bearer".to_owned(),
+            bearer_format: Some("JWT".to_owned()),
+            description: Some(
+                "An access token of the built-in OAuth2 provider (see /.well-known/openid-configuration)".to_owned(),
+            ),
+            extensions: Default::default(),
+        }),
+    );
+    OpenApi {
+        info: Info {
+            title: "bp — Bank Payments API".to_owned(),
+            version: "1".to_owned(),
+            description: Some(
+                "Accounts, history, transfers with strong customer authentication, beneficiaries and devices. \
+                 Amounts are decimal strings. Errors are RFC 9457 problems."
+                    .to_owned(),
+            ),
+            ..Info::default()
+        },
+        servers: vec![ApiServer { url: "/".to_owned(), ..ApiServer::default() }],
+        components: Some(components),
+        ..OpenApi::default()
+    }
+}
+
+/// The routes the description documents.
+fn documented() -> ApiRouter<Arc<AppState>> {
+    aide::generate::extract_schemas(true);
+    aide::generate::infer_responses(true);
+    ApiRouter::new()
+        .api_route("/v1/me", get_with(profile::me, |o| o.tag("profile").summary("The signed-in customer's profile (FR1, FR4)")))
+        .api_route(
+            "/v1/me/photo",
+            get_with(profile::photo, |o| o.tag("profile").summary("The customer's photo").response::<200, Vec<u8>>()),
+        )
+        .api_route("/v1/accounts", get_with(accounts::accounts, |o| o.tag("accounts").summary("The customer's accounts")))
+        .api_route("/v1/accounts/{account_id}", get_with(accounts::account, |o| o.tag("accounts").summary("One account")))
+        .api_route(
+            "/v1/accounts/{account_id}/transactions",
+            get_with(accounts::transactions, |o| o.tag("accounts").summary("An account's history, newest first (FR2)")),
+        )
+        .api_route(
+            "/v1/accounts/{account_id}/pending",
+            get_with(accounts::pending, |o| {
+                o.tag("accounts").summary("An account's pending payments, oldest first").description(
+                    "Payments from this account waiting for SCA, holding their amount until confirmed or expired; at most 500. They are not in the history until posted.",
+                )
+            }),
+        )
+        .api_route(
+            "/v1/transfers",
+            post_with(transfers::create_transfer, |o| {
+                o.tag("transfers")
+                    .summary("Pay another account of this bank (FR5)")
+                    .description("201: posted without SCA (see `exemption`). 202: pending; answer `sca` at /v1/transfers/{id}/confirm.")
+                    .response::<201, Json<TransferResponse>>()
+                    .response::<202, Json<TransferResponse>>()
+            }),
+        )
+        .api_route("/v1/transfers/{transfer_id}", get_with(transfers::get_transfer, |o| o.tag("transfers").summary("One transfer")))
+        .api_route(
+            "/v1/transfers/{transfer_id}/confirm",
+            post_with(transfers::confirm_transfer, |o| o.tag("transfers").summary("Answer a transfer's SCA challenge")),
+        )
+        .api_route(
+            "/v1/beneficiaries",
+            get_with(beneficiaries::beneficiaries, |o| o.tag("beneficiaries").summary("Trusted payees")).post_with(
+                beneficiaries::add_beneficiary,
+                |o| o.tag("beneficiaries").summary("Add a payee (trusted once its SCA is answered)").response::<202, Json<BeneficiaryResponse>>(),
+            ),
+        )
+        .api_route(
+            "/v1/beneficiaries/{beneficiary_id}",
+            delete_with(beneficiaries::delete_beneficiary, |o| o.tag("beneficiaries").summary("Remove a payee").response::<204, ()>()),
+        )
+        .api_route(
+            "/v1/beneficiaries/{beneficiary_id}/confirm",
+            post_with(beneficiaries::confirm_beneficiary, |o| o.tag("beneficiaries").summary("Answer a payee's SCA challenge")),
+        )
+        .api_route(
+            "/v1/devices",
+            get_with(devices::devices, |o| o.tag("devices").summary("Registered device keys")).post_with(devices::add_device, |o| {
+                o.tag("devices").summary("Register a device key (needs a two-factor session)").response::<201, Json<DeviceView>>()
+            }),
+        )
+        .api_route(
+            "/v1/devices/{device_id}",
+            delete_with(devices::delete_device, |o| o.tag("devices").summary("Remove a device key").response::<204, ()>()),
+        )
+        .api_route("/v1/services", get_with(services::services, |o| o.tag("services").summary("External services used (FR3)")))
+}
+
+/// A beneficiary's or device's name, trimmed: 1 to `NAME_CHARS_MAX` characters, none a control
+/// character.
+fn check_name(name: &str) -> ApiResult<String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > NAME_CHARS_MAX || name.chars().any(char::is_control) {
+        return Err(ApiError::Unprocessable("name must be 1 to 100 characters, without control characters".into()));
+    }
+    Ok(name.to_owned())
+}
