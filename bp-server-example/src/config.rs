@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use bp_core::sca::ScaRules;
+use bp_core::sca::{LockoutRules, ScaRules};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -36,7 +36,7 @@ pub struct Config {
     /// Strong customer authentication and its exemptions.
     pub sca: ScaRules,
     /// Lockout after failed authentication.
-    pub lockout: LockoutConfig,
+    pub lockout: LockoutRules,
     /// Logs.
     pub log: LogConfig,
     /// The event bus between the outbox relay and the event streams.
@@ -188,18 +188,6 @@ pub struct AuthConfig {
     pub login_attempts_per_minute: u32,
 }
 
-/// Lockout settings.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LockoutConfig {
-    /// Consecutive failures that lock the customer out.
-    pub failures_max: u32,
-    /// First lockout duration; each further lockout doubles it.
-    pub lock_s: u64,
-    /// Longest lockout.
-    pub lock_max_s: u64,
-}
-
 /// Log settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -253,7 +241,7 @@ impl Default for Config {
                 login_attempts_per_minute: 30,
             },
             sca: ScaRules::default(),
-            lockout: LockoutConfig { failures_max: 5, lock_s: 60, lock_max_s: 3600 },
+            lockout: LockoutRules::default(),
             log: LogConfig { filter: "info".to_owned(), json: true },
             bus: BusConfig::default(),
         }
@@ -307,12 +295,8 @@ impl Config {
         if self.auth.clients.iter().any(|c| c.redirect_uris.is_empty()) {
             return bad("every client needs at least one redirect URI");
         }
-        if self.sca.challenge_ttl_s == 0 || self.sca.challenge_failures_max == 0 {
-            return bad("sca.challenge_ttl_s and sca.challenge_failures_max must be positive");
-        }
-        if self.lockout.failures_max == 0 || self.lockout.lock_s == 0 || self.lockout.lock_max_s < self.lockout.lock_s {
-            return bad("lockout: failures_max and lock_s must be positive and lock_max_s ≥ lock_s");
-        }
+        self.sca.validate().map_err(|e| ConfigError::Invalid(e.to_owned()))?;
+        self.lockout.validate().map_err(|e| ConfigError::Invalid(e.to_owned()))?;
         if self.server.tls_cert_path.is_some() != self.server.tls_key_path.is_some() {
             return bad("server.tls_cert_path and server.tls_key_path go together");
         }

@@ -1,5 +1,6 @@
 //! The server's shared state, [`AppState`]: the configuration, the ledger and the security
-//! records, and the subsystems composed over them — the OAuth2 provider ([`crate::auth`]) and
+//! records, and what is composed over them — bp-core's payments façade and strong customer
+//! authentication (with the server's [`ServerHooks`]), the OAuth2 provider ([`crate::auth`]) and
 //! the event-stream engine ([`crate::events`]). The v1 handlers take all of it; the provider's
 //! own handlers and extractors take only their part ([`HasProvider`]).
 
@@ -8,8 +9,12 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use bp_core::clock::Clock;
-use bp_core::security::SecurityStore;
+use bp_core::hooks::{Hooks, PaymentOutcome};
+use bp_core::payments::Payments;
+use bp_core::sca::Sca;
+use bp_core::security::{AuditEntry, AuditKind, SecurityStore};
 use bp_core::{Ledger, Store, Timestamp};
+use tokio::sync::Notify;
 
 use crate::auth::Provider;
 use crate::auth::bearer::HasProvider;
@@ -25,6 +30,9 @@ pub struct AppState {
     pub ledger: Ledger<dyn Store>,
     /// Security records.
     pub security: Arc<dyn SecurityStore>,
+    /// The payment flow (bp-core): payments with SCA, their confirmation, beneficiaries; its
+    /// `sca()` is the provider's too.
+    pub payments: Payments,
     /// The OAuth2 provider, the token checks and the security bookkeeping.
     pub auth: Arc<Provider>,
     /// Time.
@@ -37,7 +45,7 @@ pub struct AppState {
     /// How far the audit log's tail has put entries on the hub.
     pub audit_position: Arc<AtomicU64>,
     /// Wakes the outbox relay after a commit.
-    pub relay_waker: Arc<tokio::sync::Notify>,
+    pub relay_waker: Arc<Notify>,
     /// The outbox relay's counters, once it runs.
     pub relay_stats: std::sync::OnceLock<Arc<bp_notify::relay::RelayStats>>,
     /// Unspent event-stream tickets.
@@ -61,18 +69,25 @@ impl AppState {
         external_bus: Option<Arc<dyn bp_core::bus::EventBus>>,
     ) -> Result<Self, String> {
         let ledger = Ledger::new(store);
-        let auth = Provider::new(&config, ledger.clone(), Arc::clone(&security), keys, Arc::clone(&clock))?;
+        let relay_waker = Arc::new(Notify::new());
+        let audit_written = Arc::new(Notify::new());
+        let hooks = ServerHooks { relay: Arc::clone(&relay_waker), audit: Arc::clone(&audit_written) };
+        let sca = Sca::new(Arc::clone(&security), Arc::clone(&clock), config.sca.clone(), config.lockout.clone())
+            .with_hooks(Arc::new(hooks));
+        let payments = Payments::new(ledger.clone(), sca.clone());
+        let auth = Provider::new(&config, ledger.clone(), keys, Arc::clone(&clock), sca, audit_written)?;
         let bus = external_bus.unwrap_or_else(|| Arc::new(bp_notify::broadcast::BroadcastBus::default()));
         let hub = Arc::new(Hub::new(config.bus.stream_buffer_events));
         Ok(Self {
             ledger,
             security,
+            payments,
             auth: Arc::new(auth),
             clock,
             bus,
             hub,
             audit_position: Arc::new(AtomicU64::new(0)),
-            relay_waker: Arc::new(tokio::sync::Notify::new()),
+            relay_waker,
             relay_stats: std::sync::OnceLock::new(),
             tickets: Tickets::default(),
             config,
@@ -99,5 +114,38 @@ impl AppState {
 impl HasProvider for Arc<AppState> {
     fn provider(&self) -> &Provider {
         &self.auth
+    }
+}
+
+/// What bp-core's façades tell the server after the fact: a commit wakes the outbox relay, an
+/// audit write wakes the event streams' audit tail and is logged (kind and customer id, never
+/// its detail), and payments and lockouts are counted.
+#[derive(Debug)]
+pub struct ServerHooks {
+    relay: Arc<Notify>,
+    audit: Arc<Notify>,
+}
+
+impl Hooks for ServerHooks {
+    fn ledger_changed(&self) {
+        self.relay.notify_one();
+    }
+
+    fn audited(&self, entry: &AuditEntry) {
+        self.audit.notify_one();
+        if entry.kind == AuditKind::LockedOut {
+            metrics::counter!("bp_lockouts_total").increment(1);
+        }
+        let customer = entry.customer_id.map_or_else(|| "-".to_owned(), |c| c.to_string());
+        tracing::info!(audit = ?entry.kind, customer = %customer, "security event");
+    }
+
+    fn payment(&self, outcome: PaymentOutcome) {
+        let outcome = match outcome {
+            PaymentOutcome::Posted => "posted",
+            PaymentOutcome::ScaRequired => "sca_required",
+            PaymentOutcome::Rejected => "rejected",
+        };
+        metrics::counter!("bp_transfers_total", "outcome" => outcome).increment(1);
     }
 }

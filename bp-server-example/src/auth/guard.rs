@@ -1,26 +1,20 @@
-//! The security bookkeeping of sign-in, shared with strong customer authentication: the
-//! per-minute budget of sign-in attempts per client address, the locks that serialise changes of
-//! one customer's security state, and appending to the audit log.
+//! The security bookkeeping of sign-in: the per-minute budget of sign-in attempts per client
+//! address, and the audit log as the provider writes it (through bp-core's `Sca`, whose hooks
+//! wake the audit tail and log the event).
 
 use std::net::IpAddr;
 use std::sync::PoisonError;
 
 use bp_core::ids::CustomerId;
-use bp_core::security::{AuditEntry, AuditKind};
+use bp_core::security::AuditKind;
 
-use crate::auth::{CUSTOMER_LOCKS_LEN, Provider};
+use crate::auth::Provider;
 use crate::http::problem::ApiError;
 
 /// Client addresses remembered at most before those of past minutes are forgotten.
 const RATE_ADDRESSES_MAX: usize = 100_000;
 
 impl Provider {
-    /// The lock serialising changes of one customer's security state.
-    pub async fn lock_customer(&self, customer: CustomerId) -> tokio::sync::MutexGuard<'_, ()> {
-        let stripe = usize::from(customer.as_uuid().as_bytes()[15]) % CUSTOMER_LOCKS_LEN;
-        self.customer_locks[stripe].lock().await
-    }
-
     /// Counts one attempt from `ip` against the per-minute sign-in budget.
     pub fn rate_limit(&self, ip: IpAddr) -> Result<(), ApiError> {
         let minute = self.now().timestamp() / 60;
@@ -49,15 +43,6 @@ impl Provider {
         customer: Option<CustomerId>,
         detail: serde_json::Value,
     ) -> Result<(), ApiError> {
-        let detail = match detail {
-            serde_json::Value::Object(map) => map,
-            _ => serde_json::Map::new(),
-        };
-        let entry = AuditEntry { position: 0, at: self.now(), kind, customer_id: customer, detail };
-        self.security.append_audit(entry).await?;
-        self.audit_written.notify_one();
-        let customer_id = customer.map_or_else(|| "-".to_owned(), |c| c.to_string());
-        tracing::info!(audit = ?kind, customer = %customer_id, "security event");
-        Ok(())
+        Ok(self.sca.audit(kind, customer, detail).await?)
     }
 }

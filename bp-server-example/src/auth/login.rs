@@ -15,7 +15,8 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use bp_core::Timestamp;
 use bp_core::customer::{Customer, Username};
 use bp_core::ids::{CustomerId, DeviceId, SessionId};
-use bp_core::security::AuditKind;
+use bp_core::sca::{SecondFactor, Verified};
+use bp_core::security::{AuditKind, ScaMethod};
 use chrono::Duration;
 use serde::Deserialize;
 
@@ -250,14 +251,14 @@ pub async fn login_password(
         metrics::counter!("bp_logins_total", "outcome" => "failed").increment(1);
         return Html(password_page(&client_name, &form.tx, Some("Wrong username or password."))).into_response();
     };
-    let _guard = state.lock_customer(customer.id).await;
+    let _guard = state.sca.lock(customer.id).await;
     let outcome = check_password(&state, &customer, form.password).await;
     match outcome {
         Ok(true) => {}
         Ok(false) => {
             metrics::counter!("bp_logins_total", "outcome" => "failed").increment(1);
-            if let Err(e) = state.record_failure(customer.id, AuditKind::PasswordFailed).await {
-                return e.into_response();
+            if let Err(e) = state.sca.record_failure(customer.id, AuditKind::PasswordFailed).await {
+                return ApiError::from(e).into_response();
             }
             return Html(password_page(&client_name, &form.tx, Some("Wrong username or password."))).into_response();
         }
@@ -281,8 +282,7 @@ pub async fn login_password(
 }
 
 async fn check_password(state: &Provider, customer: &Customer, password: String) -> Result<bool, ApiError> {
-    let security = state.security.security_state(customer.id).await?;
-    state.check_lock(&security)?;
+    state.sca.unlocked(customer.id).await?;
     let credentials = state.security.credentials(customer.id).await?;
     let hasher = state.hasher.clone();
     let phc = credentials.map(|c| c.password_hash).unwrap_or_else(|| state.dummy_hash.clone());
@@ -308,16 +308,16 @@ pub async fn login_second_factor(
     if let Err(e) = state.rate_limit(peer.ip()) {
         return e.into_response();
     }
-    let _guard = state.lock_customer(customer_id).await;
+    let _guard = state.sca.lock(customer_id).await;
     let result = check_second_factor(&state, customer_id, &form, &tx).await;
     let has_totp =
         state.security.credentials(customer_id).await.ok().flatten().is_some_and(|c| c.totp_secret.is_some());
-    let method = match result {
-        Ok(Some(method)) => method,
+    let verified = match result {
+        Ok(Some(verified)) => verified,
         Ok(None) => {
             metrics::counter!("bp_logins_total", "outcome" => "failed").increment(1);
-            if let Err(e) = state.record_failure(customer_id, AuditKind::SecondFactorFailed).await {
-                return e.into_response();
+            if let Err(e) = state.sca.record_failure(customer_id, AuditKind::SecondFactorFailed).await {
+                return ApiError::from(e).into_response();
             }
             return Html(second_factor_page(
                 &client_name,
@@ -341,29 +341,13 @@ pub async fn login_second_factor(
         }
         Err(e) => return e.into_response(),
     };
-    // Both factors passed: the sign-in is an SCA, which resets failures and the low-value
-    // exemption counters.
+    // Both factors passed: the sign-in is an SCA, which resets failures, lockouts and the
+    // low-value exemption counters.
     let now = state.now();
-    let reset = async {
-        let mut security = state.security.security_state(customer_id).await?;
-        security.failures = 0;
-        security.lockouts = 0;
-        security.locked_until = None;
-        bp_core::sca::reset_low_value(&mut security);
-        if let Some(step) = method.1 {
-            security.totp_last_step = Some(step);
-        }
-        state.security.put_security_state(customer_id, security).await?;
-        state
-            .audit(
-                AuditKind::LoginSucceeded,
-                Some(customer_id),
-                serde_json::json!({ "client_id": tx.client_id, "amr": ["pwd", method.0] }),
-            )
-            .await
-    };
-    if let Err(e) = reset.await {
-        return e.into_response();
+    let amr = amr_of(verified.method);
+    let detail = serde_json::json!({ "client_id": tx.client_id, "amr": ["pwd", amr] });
+    if let Err(e) = state.sca.signed_in(customer_id, verified, detail).await {
+        return ApiError::from(e).into_response();
     }
     metrics::counter!("bp_logins_total", "outcome" => "succeeded").increment(1);
     state.flows.logins.lock().unwrap_or_else(PoisonError::into_inner).remove(&form.tx);
@@ -375,7 +359,7 @@ pub async fn login_second_factor(
         customer_id,
         scope: tx.scope.clone(),
         nonce: tx.nonce.clone(),
-        amr: vec!["pwd".to_owned(), method.0.to_owned()],
+        amr: vec!["pwd".to_owned(), amr.to_owned()],
         auth_time: now,
         expires_at: now + Duration::seconds(secs(state.config.code_ttl_s)),
         session: SessionId::new_v7(),
@@ -397,34 +381,32 @@ pub async fn login_second_factor(
     response
 }
 
-/// `Ok(Some((amr, totp step)))` when the second factor is right.
+/// `Ok(Some(verified))` when the second factor is right; a locked-out customer is refused.
 async fn check_second_factor(
     state: &Provider,
     customer_id: CustomerId,
     form: &SecondFactorForm,
     tx: &LoginTx,
-) -> Result<Option<(&'static str, Option<u64>)>, ApiError> {
-    let security = state.security.security_state(customer_id).await?;
-    state.check_lock(&security)?;
-    if let Some(code) = form.code.as_deref().filter(|c| !c.is_empty()) {
-        let Some(credentials) = state.security.credentials(customer_id).await? else { return Ok(None) };
-        let Some(secret) = credentials.totp_secret else { return Ok(None) };
-        return Ok(crate::auth::crypto::totp_accept(&secret, code.trim(), state.now_s(), security.totp_last_step)
-            .map(|step| ("otp", Some(step))));
-    }
-    let (Some(device_id), Some(signature)) = (form.device_id.as_deref(), form.signature.as_deref()) else {
-        return Ok(None);
-    };
-    let Ok(device_id) = device_id.parse::<DeviceId>() else { return Ok(None) };
-    let Some(device) = state.security.device(device_id).await? else { return Ok(None) };
-    if device.customer_id != customer_id || device.revoked_at.is_some() {
-        return Ok(None);
-    }
-    let (Some(key), Some(sig)) = (crate::auth::crypto::p256_public_key(&device.public_key), unb64(signature)) else {
-        return Ok(None);
-    };
+) -> Result<Option<Verified>, ApiError> {
+    let security = state.sca.unlocked(customer_id).await?;
     let message = login_message(&form.tx, &tx.device_nonce);
-    Ok(crate::auth::crypto::p256_verify(&key, message.as_bytes(), &sig).then_some(("hwk", None)))
+    let factor = match (form.code.as_deref().filter(|c| !c.is_empty()), &form.device_id, &form.signature) {
+        (Some(code), _, _) => SecondFactor::Totp { code },
+        (None, Some(device_id), Some(signature)) => {
+            let Ok(device_id) = device_id.parse::<DeviceId>() else { return Ok(None) };
+            SecondFactor::Device { device_id, message: &message, signature }
+        }
+        _ => return Ok(None),
+    };
+    Ok(state.sca.second_factor(customer_id, factor, &security).await?)
+}
+
+/// The RFC 8176 `amr` value of a second factor: `otp` for a TOTP code, `hwk` for a device key.
+fn amr_of(method: ScaMethod) -> &'static str {
+    match method {
+        ScaMethod::Totp => "otp",
+        ScaMethod::DeviceSignature => "hwk",
+    }
 }
 
 fn with_query(uri: &str, params: &[(&str, &str)]) -> String {

@@ -1,6 +1,7 @@
 //! The OAuth2 authorization server and OpenID provider, the checks of the access tokens the API
-//! receives, and the security bookkeeping that sign-in shares with strong customer
-//! authentication (per-IP rate limit, per-customer locks, lockout, the audit log).
+//! receives, and the per-IP rate limit of sign-in. The rules sign-in shares with strong customer
+//! authentication (second factors, lockout, per-customer locks, the audit log) are bp-core's
+//! [`Sca`], which the provider holds.
 //!
 //! The subsystem has a state of its own, [`Provider`]: its handlers take
 //! `State<Arc<Provider>>` and its extractors ([`Auth`], [`Payer`]) any router state that holds
@@ -14,14 +15,12 @@
 //! - [`pages`]: the sign-in's HTML pages and stylesheet.
 //! - [`tokens`]: the signing key, the claims, and checking our own and an external issuer's tokens.
 //! - [`bearer`]: the bearer-token extractors of the API.
-//! - [`guard`]: the per-IP rate limit, the per-customer locks and the audit log.
-//! - [`lockout`]: locking a customer out after failed answers, for longer each time.
-//! - [`crypto`]: random tokens, hashes, Argon2id, TOTP and P-256 signatures.
+//! - [`guard`]: the per-IP rate limit, and the audit log as the provider writes it.
+//! - [`crypto`]: random tokens, hashes, Argon2id, the TOTP URI.
 
 pub mod bearer;
 pub mod crypto;
 pub mod guard;
-pub mod lockout;
 pub mod login;
 pub mod oauth;
 pub mod pages;
@@ -34,6 +33,7 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use axum::routing::{get, post};
 use bp_core::clock::Clock;
+use bp_core::sca::Sca;
 use bp_core::security::SecurityStore;
 use bp_core::{Ledger, Store, Timestamp};
 
@@ -41,10 +41,7 @@ pub use crate::auth::bearer::{Auth, Payer, authenticate};
 use crate::auth::crypto::PasswordHasherConfig;
 use crate::auth::login::Flows;
 use crate::auth::tokens::{External, Keys, Verifier};
-use crate::config::{AuthConfig, ClientConfig, Config, LockoutConfig};
-
-/// Per-customer locks serialising read-modify-write of a customer's security state (stripes).
-const CUSTOMER_LOCKS_LEN: usize = 256;
+use crate::config::{AuthConfig, ClientConfig, Config};
 
 /// The provider's state: what its endpoints, the token checks and the security bookkeeping share.
 pub struct Provider {
@@ -52,8 +49,6 @@ pub struct Provider {
     pub issuer: String,
     /// The authorization server's settings.
     pub config: AuthConfig,
-    /// Lockout after failed authentication.
-    pub lockout: LockoutConfig,
     /// Whether clients reach the server over HTTPS (the sign-in cookie is `Secure` then).
     pub https: bool,
     /// The customers: by username at sign-in and for an external issuer's tokens, by id for
@@ -73,14 +68,15 @@ pub struct Provider {
     pub dummy_hash: String,
     /// Time.
     pub clock: Arc<dyn Clock>,
-    /// Rung after each audit write, for whoever reads the log as it grows (the event streams'
-    /// audit tail).
+    /// Second factors, lockout, the per-customer locks and the audit log (bp-core's rules).
+    pub sca: Sca,
+    /// Rung after each audit write (by the hooks of `sca`), for whoever reads the log as it
+    /// grows (the event streams' audit tail).
     pub audit_written: Arc<tokio::sync::Notify>,
     /// Sign-in flows and authorization codes in progress.
     flows: Flows,
     /// Sign-in attempts per client address in the current minute.
     rate: Mutex<HashMap<IpAddr, (i64, u32)>>,
-    customer_locks: Vec<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Provider {
@@ -90,14 +86,15 @@ impl std::fmt::Debug for Provider {
 }
 
 impl Provider {
-    /// The provider of `config`, over the customers of `ledger` and the records of `security`,
-    /// signing with `keys`.
+    /// The provider of `config`, over the customers of `ledger` and the records of `sca`'s
+    /// store, signing with `keys`; `audit_written` is rung after each audit write.
     pub fn new(
         config: &Config,
         ledger: Ledger<dyn Store>,
-        security: Arc<dyn SecurityStore>,
         keys: Keys,
         clock: Arc<dyn Clock>,
+        sca: Sca,
+        audit_written: Arc<tokio::sync::Notify>,
     ) -> Result<Self, String> {
         let issuer = config.issuer();
         let hasher = PasswordHasherConfig::new(config.auth.argon2_memory_kib, config.auth.argon2_iterations)?;
@@ -107,20 +104,19 @@ impl Provider {
         Ok(Self {
             issuer,
             config: config.auth.clone(),
-            lockout: config.lockout.clone(),
             https: config.tls(),
             ledger,
-            security,
+            security: Arc::clone(sca.store()),
             keys,
             verifier,
             external,
             hasher,
             dummy_hash,
             clock,
-            audit_written: Arc::new(tokio::sync::Notify::new()),
+            sca,
+            audit_written,
             flows: Flows::default(),
             rate: Mutex::new(HashMap::new()),
-            customer_locks: (0..CUSTOMER_LOCKS_LEN).map(|_| tokio::sync::Mutex::new(())).collect(),
         })
     }
 

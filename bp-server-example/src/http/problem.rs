@@ -7,6 +7,8 @@ use aide::openapi::{MediaType, Operation, Response, SchemaObject};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response as AxumResponse};
 use bp_core::api::Problem;
+use bp_core::payments::{InvalidIdempotencyKey, PaymentError};
+use bp_core::sca::ScaError;
 use bp_core::{Error, LedgerError, StoreError, StoreErrorKind};
 
 /// The media type of problems.
@@ -72,6 +74,10 @@ pub enum ApiError {
     /// Store overloaded or unreachable.
     #[error("the service is temporarily unavailable; retry with the same Idempotency-Key")]
     Unavailable,
+    /// The store cannot take changes (its disk is full, or it is read-only): retrying at once
+    /// will not help, an operator must act.
+    #[error("changes cannot be stored at the moment; retrying at once will not help")]
+    WritesUnavailable,
     /// A bug or an unexpected failure; details are in the logs under the request id.
     #[error("an unexpected error occurred")]
     Internal,
@@ -103,6 +109,9 @@ impl ApiError {
             }
             ApiError::PayloadTooLarge => (S::PAYLOAD_TOO_LARGE, "payload-too-large", "Request body too large"),
             ApiError::Unavailable => (S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
+            ApiError::WritesUnavailable => {
+                (S::SERVICE_UNAVAILABLE, "writes-unavailable", "Storage cannot accept changes")
+            }
             ApiError::Internal => (S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
         }
     }
@@ -174,6 +183,14 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(error = %e, "store unavailable");
                 ApiError::Unavailable
             }
+            StoreErrorKind::Conflict => {
+                tracing::warn!(error = %e, "store conflict");
+                ApiError::Conflict("the record conflicts with one that exists".to_owned())
+            }
+            StoreErrorKind::StorageFull | StoreErrorKind::ReadOnly => {
+                tracing::error!(error = %e, "the store cannot accept changes");
+                ApiError::WritesUnavailable
+            }
             _ => {
                 tracing::error!(error = %e, "store failure");
                 ApiError::Internal
@@ -227,6 +244,48 @@ impl From<LedgerError> for ApiError {
                 ApiError::Internal
             }
         }
+    }
+}
+
+impl From<ScaError> for ApiError {
+    fn from(e: ScaError) -> Self {
+        match e {
+            ScaError::Invalid(m) | ScaError::TooMany(m) => ApiError::Unprocessable(m),
+            ScaError::Duplicate(m) => ApiError::Conflict(m.to_owned()),
+            ScaError::NotFound(what) => ApiError::NotFound(what),
+            ScaError::WrongChallenge | ScaError::MethodNotAccepted(_) => ApiError::Unprocessable(e.to_string()),
+            ScaError::Failed => ApiError::ScaFailed,
+            ScaError::Closed(why) => ApiError::ChallengeClosed(why.reason()),
+            ScaError::LockedOut { retry_after_s } => ApiError::LockedOut { retry_after_s },
+            ScaError::Store(s) => s.into(),
+            other => {
+                tracing::error!(error = %other, "unexpected SCA refusal");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+impl From<PaymentError> for ApiError {
+    fn from(e: PaymentError) -> Self {
+        match e {
+            PaymentError::Ledger(l) => l.into(),
+            PaymentError::Sca(s) => s.into(),
+            PaymentError::NotFound(what) => ApiError::NotFound(what),
+            PaymentError::UnknownPayee => ApiError::Unprocessable(e.to_string()),
+            PaymentError::ChallengeMismatch => ApiError::Conflict(e.to_string()),
+            PaymentError::Store(s) => s.into(),
+            other => {
+                tracing::error!(error = %other, "unexpected payment refusal");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+impl From<InvalidIdempotencyKey> for ApiError {
+    fn from(e: InvalidIdempotencyKey) -> Self {
+        ApiError::BadRequest(e.to_string())
     }
 }
 

@@ -22,10 +22,7 @@ use crate::state::AppState;
 
 /// The caller's account `id`, or 404.
 pub(super) async fn own_account(state: &AppState, customer: CustomerId, id: AccountId) -> ApiResult<Account> {
-    match state.ledger.store().account(id).await? {
-        Some(a) if a.customer_id() == Some(customer) => Ok(a),
-        _ => Err(ApiError::NotFound("account")),
-    }
+    Ok(state.payments.own_account(customer, id).await?)
 }
 
 pub(super) async fn accounts(State(state): State<Arc<AppState>>, auth: Auth) -> ApiResult<Json<AccountList>> {

@@ -10,14 +10,12 @@
 //! - [`services`]: `/v1/services`: external services used.
 //! - [`events`]: `/v1/events` and `/v1/events/ticket`: the event stream (not in the description:
 //!   a stream is not a REST resource).
-//! - [`sca`]: the answers a challenge accepts, and checking one.
 
 pub mod accounts;
 pub mod beneficiaries;
 pub mod devices;
 pub mod events;
 pub mod profile;
-pub mod sca;
 pub mod services;
 pub mod transfers;
 
@@ -30,9 +28,7 @@ use axum::Json;
 use axum::Router;
 use axum::routing::{get, post};
 use bp_core::api::{BeneficiaryResponse, DeviceView, TransferResponse};
-use bp_core::security::NAME_CHARS_MAX;
 
-use crate::http::problem::{ApiError, ApiResult};
 use crate::state::AppState;
 
 /// The v1 routes, and the API description generated from them: every route but the event
@@ -146,14 +142,4 @@ fn documented() -> ApiRouter<Arc<AppState>> {
             delete_with(devices::delete_device, |o| o.tag("devices").summary("Remove a device key").response::<204, ()>()),
         )
         .api_route("/v1/services", get_with(services::services, |o| o.tag("services").summary("External services used (FR3)")))
-}
-
-/// A beneficiary's or device's name, trimmed: 1 to `NAME_CHARS_MAX` characters, none a control
-/// character.
-fn check_name(name: &str) -> ApiResult<String> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > NAME_CHARS_MAX || name.chars().any(char::is_control) {
-        return Err(ApiError::Unprocessable("name must be 1 to 100 characters, without control characters".into()));
-    }
-    Ok(name.to_owned())
 }
