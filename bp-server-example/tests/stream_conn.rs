@@ -176,6 +176,15 @@ async fn a_stream_on_its_own_connection_is_plain_http_and_matches_one_through_hy
     let api = Api::new(&server, &server.login(&ada, ALL).await);
     let bob_api = Api::new(&server, &server.login(&bob, ALL).await);
     let (_, bob_account) = bob_api.get(&format!("/v1/accounts/{}", bob.eur)).await;
+    // Bob is trusted, so the payment below is exempt without a low-value audit entry, and every
+    // security event so far has been read before the streams open: the payment's is then the
+    // only event on Ada's streams (a security event would race it to be first).
+    let (_, added) =
+        api.post("/v1/beneficiaries", &json!({ "name": "Bob", "account_number": bob_account["number"] }), None).await;
+    let answer = json!({ "method": "totp", "challenge_id": added["sca"]["id"], "code": server.totp(&ada) });
+    let confirm = format!("/v1/beneficiaries/{}/confirm", added["beneficiary"]["id"].as_str().expect("id"));
+    assert_eq!(api.post(&confirm, &answer, None).await.0, reqwest::StatusCode::OK);
+    server.audit_settled().await;
 
     // The lean transport: the connection's first bytes are the stream's request, sent in two
     // pieces (the server waits until it can tell).
