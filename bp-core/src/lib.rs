@@ -1,8 +1,11 @@
-//! bp-core: the domain model, the ledger rules and the storage traits of the bp Bank Payments
+//! bp-core: the domain model, the bank's rules and the storage traits of the bp Bank Payments
 //! platform. No I/O and no async runtime: pure functions decide, traits abstract.
 //!
-//! Start at [`service::Ledger`], the façade integrators call, over a [`store::Store`] such as the
-//! [`memory::MemoryStore`] here or the SQLite store of `bp-storage`.
+//! Start at one of the two façades integrators call: [`payments::Payments`], the payment flow
+//! with strong customer authentication (over a ledger and the [`sca::Sca`] service), or
+//! [`service::Ledger`], the ledger alone — over a [`store::Store`] (and a
+//! [`security::SecurityStore`]) such as the memory stores here or the SQLite store of
+//! `bp-storage`.
 
 #![deny(clippy::cast_possible_truncation, clippy::cast_possible_wrap, clippy::cast_sign_loss)]
 
