@@ -2,28 +2,15 @@
 //! database files in a temporary directory (one file per case), with the default settings and
 //! again with settings that push the writer onto its rarer paths.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use bp_core::clock::ManualClock;
-use bp_core::testing::{StoreFactory, factory_fn};
+use bp_core::testing::StoreFactory;
 use bp_storage::sqlite::{SqliteConfig, SqliteStore};
+
+mod common;
 
 /// A factory of SQLite stores, each in a new file of one temporary directory that lives as long
 /// as the factory. `tune` adjusts the default settings.
 fn sqlite(tune: fn(&mut SqliteConfig)) -> impl StoreFactory<S = SqliteStore> {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let files = AtomicUsize::new(0);
-    factory_fn(move |clock: Arc<ManualClock>| {
-        let path = dir.path().join(format!("case-{}.db", files.fetch_add(1, Ordering::Relaxed)));
-        let mut config = SqliteConfig { clock, ..SqliteConfig::default() };
-        tune(&mut config);
-        async move {
-            let store = SqliteStore::open(&path, config)
-                .unwrap_or_else(|e| panic!("cannot open a SQLite store at {}: {e}", path.display()));
-            Arc::new(store)
-        }
-    })
+    common::stores(tune, |store| store)
 }
 
 /// The default settings.

@@ -5,7 +5,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bp_core::Ledger;
 use bp_core::account_number::AccountNumber;
@@ -18,25 +17,17 @@ use bp_core::security::{
     SecurityStore,
 };
 use bp_core::store::Store;
-use bp_core::testing::factory_fn;
 use bp_core::testing::fixtures::{at, ok, person};
 use bp_core::testing::security::SecurityStoreFactory;
-use bp_storage::sqlite::{SqliteConfig, SqliteStore};
+use bp_storage::sqlite::SqliteStore;
+
+mod common;
 
 /// A factory of SQLite stores, each in a new file of one temporary directory that lives as long
 /// as the factory, on the clock the suite gives (the security records take every time as an
 /// argument; the clock stamps only the ledger beside them).
 fn sqlite() -> impl SecurityStoreFactory<S = SqliteStore> {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let files = AtomicUsize::new(0);
-    factory_fn(move |clock: Arc<ManualClock>| {
-        let path = dir.path().join(format!("case-{}.db", files.fetch_add(1, Ordering::Relaxed)));
-        async move {
-            let store = SqliteStore::open(&path, SqliteConfig { clock, ..SqliteConfig::default() })
-                .unwrap_or_else(|e| panic!("cannot open a SQLite store at {}: {e}", path.display()));
-            Arc::new(store)
-        }
-    })
+    common::stores(|_| {}, |store| store)
 }
 
 mod sqlite_security {
@@ -44,8 +35,7 @@ mod sqlite_security {
 }
 
 fn open(path: &Path, clock: &Arc<ManualClock>) -> SqliteStore {
-    let config = SqliteConfig { clock: Arc::clone(clock) as _, ..SqliteConfig::default() };
-    SqliteStore::open(path, config).unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
+    common::open(path, Arc::clone(clock), |_| {})
 }
 
 /// One record of every kind, written before a restart.
