@@ -1,5 +1,6 @@
 //! Payments with strong customer authentication, as an integrator links them: the payment
-//! façade over the memory stores. A small payment is exempt (low value); a larger one waits,
+//! façade over the memory stores. A phone registers its key (confirmed with a TOTP code after a
+//! sign-in). A small payment is exempt (low value); a larger one waits,
 //! holding its amount, for the payer's phone to sign a text naming amount, payee and transfer
 //! (dynamic linking); a tampered signature is refused; the right one posts it, once; a retry of
 //! the request is answered as the first.
@@ -16,9 +17,9 @@ use bp_core::clock::SystemClock;
 use bp_core::customer::{KycStatus, NewCustomer, Username};
 use bp_core::memory::MemoryStore;
 use bp_core::payments::{IdempotencyKey, Payee, Payment, PaymentRequest, Payments};
-use bp_core::sca::factors::b64;
+use bp_core::sca::factors::{TOTP_STEP_S, b64, totp_code};
 use bp_core::sca::{LockoutRules, Sca, ScaAnswer, ScaRules, device_registration_message, signing_message};
-use bp_core::security::MemorySecurityStore;
+use bp_core::security::{Credentials, MemorySecurityStore};
 use bp_core::service::current_account;
 use bp_core::{AccountId, Currency, CustomerId, Ledger, Money, Store, TransferId};
 use p256::ecdsa::signature::Signer as _;
@@ -59,13 +60,31 @@ async fn main() -> Result<(), Box<dyn StdError>> {
         println!("3.20 EUR posted at once: exempt from SCA ({exemption:?})");
     }
 
-    // Alice's phone registers its key (the private half stays in its keystore), proving it holds
-    // the key by signing the registration text.
+    // Alice has an authenticator app (her TOTP secret is kept by the security store), and her
+    // phone registers its key (the private half stays in its keystore), proving it holds the key
+    // by signing the registration text. A first device is confirmed with a TOTP code, from a
+    // session that has just signed in with both factors.
+    let totp_secret = b"alice's shared TOTP secret".to_vec();
+    let credentials = Credentials {
+        customer_id: alice.id,
+        password_hash: "her password's Argon2id hash, kept by the integrator".to_owned(),
+        totp_secret: Some(totp_secret.clone()),
+        updated_at: chrono::Utc::now(),
+    };
+    payments.sca().store().put_credentials(credentials).await?;
     let phone = SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
     let public_key = b64(phone.verifying_key().to_encoded_point(false).as_bytes());
     let proof: Signature = phone.sign(device_registration_message(alice.id, &public_key).as_bytes());
-    let device =
-        payments.sca().register_device(alice.id, "Alice's phone", &public_key, &b64(&proof.to_bytes())).await?;
+    let signed_in_at = Some(chrono::Utc::now());
+    let sca = payments.sca();
+    let begun = sca
+        .begin_device_registration(alice.id, "Alice's phone", &public_key, &b64(&proof.to_bytes()), signed_in_at)
+        .await?;
+    let code = totp_code(&totp_secret, u64::try_from(chrono::Utc::now().timestamp())? / TOTP_STEP_S);
+    let device = sca
+        .confirm_device(alice.id, begun.device_id, &ScaAnswer::Totp { challenge_id: begun.challenge.id, code })
+        .await?;
+    println!("Alice's phone is registered (a TOTP code confirmed it)");
 
     let rent = IdempotencyKey::parse("rent-2026-12")?;
     let receipt = payments.pay(alice.id, &rent, &pay("250.00")?).await?;

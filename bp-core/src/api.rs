@@ -315,7 +315,7 @@ pub struct TransferResponse {
     pub exemption: Option<Exemption>,
 }
 
-/// A device key to register (requires a fully authenticated session).
+/// A device key to register: registered once the challenge of the answer is answered.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDevice {
@@ -351,6 +351,18 @@ impl From<&Device> for DeviceView {
     fn from(d: &Device) -> Self {
         Self { id: d.id, name: d.name.clone(), created_at: d.created_at }
     }
+}
+
+/// The answer to registering a device: it is registered once `sca` is answered at
+/// `/v1/devices/{id}/confirm` (by a device the customer has, or for a first device by a TOTP
+/// code).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DeviceResponse {
+    /// The device (its id and name; registered only once the challenge is answered).
+    pub device: DeviceView,
+    /// The challenge to answer; absent once registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sca: Option<ChallengeView>,
 }
 
 /// The customer's registered devices.

@@ -153,6 +153,16 @@ pub enum ChallengePurpose {
         /// The beneficiary's account number.
         payee: AccountNumber,
     },
+    /// Registering a device key: it is added once the challenge is answered (by a device the
+    /// customer has already, or, for a first device, by a TOTP code soon after a sign-in).
+    Device {
+        /// The device it will be.
+        device_id: DeviceId,
+        /// The customer's name for it.
+        name: String,
+        /// Its public key, SEC1 uncompressed P-256, base64url (as registered).
+        public_key: String,
+    },
 }
 
 /// How a challenge was answered.
@@ -241,6 +251,11 @@ pub struct Beneficiary {
     pub state: BeneficiaryState,
     /// When it was added.
     pub created_at: Timestamp,
+    /// How the challenge that trusted it was answered: a device signature trusts it for any
+    /// amount, a TOTP code only up to the TOTP limit (`None`: not trusted, or trusted before
+    /// the method was recorded, which counts as TOTP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_by: Option<ScaMethod>,
 }
 
 /// A customer's authentication failures, lockout, and the low-value exemption counters since

@@ -35,19 +35,26 @@ impl Phone {
     }
 }
 
-async fn register_phone(api: &Api, customer: &Customer) -> Phone {
+/// A new key and its proof of possession for `customer`, as a phone sends them.
+fn new_key(customer: &Customer) -> (SigningKey, Value) {
     let key = SigningKey::random(&mut rand_core::OsRng);
     let public = b64(key.verifying_key().to_encoded_point(false).as_bytes());
     let proof: Signature = key.sign(device_registration_message(customer.id, &public).as_bytes());
-    let (status, body) = api
-        .post(
-            "/v1/devices",
-            &json!({ "name": "Test phone", "public_key": public, "proof": b64(&proof.to_bytes()) }),
-            None,
-        )
-        .await;
+    (key, json!({ "name": "Test phone", "public_key": public, "proof": b64(&proof.to_bytes()) }))
+}
+
+/// Registers a first phone of `customer`, from the fresh session of `api`, confirmed by TOTP.
+async fn register_phone(server: &Server, api: &Api, customer: &Customer) -> Phone {
+    let (key, body) = new_key(customer);
+    let (status, begun) = api.post("/v1/devices", &body, None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{begun}");
+    assert_eq!(begun["sca"]["methods"], json!(["totp"]), "a first device is confirmed by a TOTP code");
+    let device_id = begun["device"]["id"].as_str().expect("id").to_owned();
+    let answer = json!({ "method": "totp", "challenge_id": begun["sca"]["id"], "code": server.totp(customer).await });
+    let (status, body) = api.post(&format!("/v1/devices/{device_id}/confirm"), &answer, None).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    Phone { key, device_id: body["id"].as_str().expect("id").to_owned() }
+    assert_eq!(body["device"]["id"], json!(device_id));
+    Phone { key, device_id }
 }
 
 async fn number(api: &Api, account: &bp_core::ids::AccountId) -> String {
@@ -72,7 +79,7 @@ async fn payments_are_dynamically_linked_to_amount_and_payee() {
     let bob = server.customer("bob-t", 0, 0).await;
     let api = Api::new(&server, &server.login(&ada, ALL).await);
     let bob_api = Api::new(&server, &server.login(&bob, ALL).await);
-    let phone = register_phone(&api, &ada).await;
+    let phone = register_phone(&server, &api, &ada).await;
     let bob_eur = number(&bob_api, &bob.eur).await;
 
     // 150.00 to someone else: SCA needed; the transfer waits, pending, holding the money.
@@ -163,7 +170,7 @@ async fn exemptions_own_accounts_low_value_and_trusted_beneficiaries() {
     let challenge = body["sca"].clone();
     assert_eq!(challenge["methods"], json!(["totp"]));
     let id = body["transfer"]["id"].as_str().expect("id");
-    let answer = json!({ "method": "totp", "challenge_id": challenge["id"], "code": server.totp(&ada) });
+    let answer = json!({ "method": "totp", "challenge_id": challenge["id"], "code": server.totp(&ada).await });
     let (status, body) = api.post(&format!("/v1/transfers/{id}/confirm"), &answer, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["transfer"]["state"], "posted");
@@ -183,7 +190,7 @@ async fn exemptions_own_accounts_low_value_and_trusted_beneficiaries() {
     let (status, _) = api.post("/v1/transfers", &pay(&ada.eur, &bob_eur, "500.00"), Some("tb-0")).await;
     assert_eq!(status, StatusCode::ACCEPTED, "not trusted yet");
     let bid = added["beneficiary"]["id"].as_str().expect("id");
-    let answer = json!({ "method": "totp", "challenge_id": added["sca"]["id"], "code": server.totp(&ada) });
+    let answer = json!({ "method": "totp", "challenge_id": added["sca"]["id"], "code": server.totp(&ada).await });
     let (status, body) = api.post(&format!("/v1/beneficiaries/{bid}/confirm"), &answer, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["beneficiary"]["state"], "trusted");
@@ -271,7 +278,7 @@ async fn no_customer_reaches_another_customers_data() {
     let ada_eur = number(&ada_api, &ada.eur).await;
     let bob_eur = number(&bob_api, &bob.eur).await;
     // Bob's own things: a transfer, a beneficiary, a device.
-    let bob_phone = register_phone(&bob_api, &bob).await;
+    let bob_phone = register_phone(&server, &bob_api, &bob).await;
     let (_, t) = bob_api.post("/v1/transfers", &pay(&bob.eur, &ada_eur, "200.00"), Some("b1")).await;
     let bob_transfer = t["transfer"]["id"].as_str().expect("id").to_owned();
     let (_, b) = bob_api.post("/v1/beneficiaries", &json!({ "name": "Ada", "account_number": ada_eur }), None).await;
@@ -336,7 +343,7 @@ async fn pending_payments_are_listed_for_their_payer_only() {
     let api = Api::new(&server, &server.login(&ada, ALL).await);
     let bob_api = Api::new(&server, &server.login(&bob, ALL).await);
     let eve_api = Api::new(&server, &server.login(&eve, ALL).await);
-    let phone = register_phone(&api, &ada).await;
+    let phone = register_phone(&server, &api, &ada).await;
     let bob_eur = number(&bob_api, &bob.eur).await;
     let ada_pending = format!("/v1/accounts/{}/pending", ada.eur);
     let bob_pending = format!("/v1/accounts/{}/pending", bob.eur);
@@ -466,11 +473,64 @@ async fn device_registration_needs_proof_of_the_key() {
     let (status, body) =
         api.post("/v1/devices", &json!({ "name": "phone", "public_key": "AAAA", "proof": "AAAA" }), None).await;
     assert_problem(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
-    let phone = register_phone(&api, &ada).await;
+    let phone = register_phone(&server, &api, &ada).await;
     let audit = server.state.security.audit_after(0, 1000).await.expect("audit");
     assert!(audit.iter().any(|e| e.kind == bp_core::security::AuditKind::DeviceAdded));
     assert_eq!(api.delete(&format!("/v1/devices/{}", phone.device_id)).await.0, StatusCode::NO_CONTENT);
     assert_eq!(api.get("/v1/devices").await.1["devices"], json!([]));
+    server.stop().await;
+}
+
+/// A session that signed in a while ago — a stolen access or refresh token — can neither register
+/// a key (which would then sign payments and sign-ins) nor remove one: it must sign in again
+/// (RFC 9470). A device the customer has can still approve a new one from any session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_need_a_recent_sign_in_or_an_existing_device() {
+    let mut server = Server::start_with(|c| c.sca.recent_sign_in_max_age_s = 2).await;
+    let ada = server.customer("ada-s", 0, 0).await;
+    let api = Api::new(&server, &server.login(&ada, ALL).await);
+    let phone = register_phone(&server, &api, &ada).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+
+    // The same session, now older than the limit: it cannot remove the phone.
+    let r =
+        api.http.delete(server.url(&format!("/v1/devices/{}", phone.device_id))).bearer_auth(&api.token).send().await;
+    let r = r.expect("delete");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let challenge = r.headers()["www-authenticate"].to_str().expect("ascii").to_owned();
+    assert!(
+        challenge.contains("error=\"insufficient_user_authentication\"") && challenge.contains("max_age=2"),
+        "{challenge}"
+    );
+    let body: Value = r.json().await.expect("problem");
+    assert_eq!(body["type"], "urn:bp:problem:insufficient-user-authentication");
+
+    // A second key from the old session: only the phone can approve it (no TOTP code).
+    let (_, body) = new_key(&ada);
+    let (status, begun) = api.post("/v1/devices", &body, None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{begun}");
+    assert_eq!(begun["sca"]["methods"], json!(["device_signature"]));
+    let confirm = format!("/v1/devices/{}/confirm", begun["device"]["id"].as_str().expect("id"));
+    let by_totp = json!({ "method": "totp", "challenge_id": begun["sca"]["id"], "code": "123456" });
+    let (status, problem) = api.post(&confirm, &by_totp, None).await;
+    assert_problem(status, &problem, StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    let (status, body) = api.post(&confirm, &phone.answer(&begun["sca"]), None).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // A fresh sign-in removes both; then a first device from a session grown old is refused.
+    let fresh = Api::new(&server, &server.login(&ada, ALL).await);
+    for device in [phone.device_id.as_str(), body["device"]["id"].as_str().expect("id")] {
+        assert_eq!(fresh.delete(&format!("/v1/devices/{device}")).await.0, StatusCode::NO_CONTENT);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    let (_, body) = new_key(&ada);
+    let (status, problem) = fresh.post("/v1/devices", &body, None).await;
+    assert_problem(status, &problem, StatusCode::UNAUTHORIZED, "insufficient-user-authentication");
+    assert_eq!(fresh.get("/v1/devices").await.1["devices"], json!([]), "no refused key was registered");
+    let audit = server.state.security.audit_after(0, 1000).await.expect("audit");
+    let count = |kind| audit.iter().filter(|e| e.kind == kind).count();
+    assert_eq!(count(bp_core::security::AuditKind::DeviceAdded), 2);
+    assert_eq!(count(bp_core::security::AuditKind::DeviceRemoved), 2);
     server.stop().await;
 }
 
@@ -500,7 +560,7 @@ async fn an_unanswered_challenge_expires_and_releases_the_money() {
     let (_, account) = api.get(&format!("/v1/accounts/{}", ada.eur)).await;
     assert_eq!(account["balances"]["held"]["amount"], "0.00", "released");
     assert_eq!(account["balances"]["posted"]["amount"], "1000.00");
-    let answer = json!({ "method": "totp", "challenge_id": created["sca"]["id"], "code": server.totp(&ada) });
+    let answer = json!({ "method": "totp", "challenge_id": created["sca"]["id"], "code": server.totp(&ada).await });
     let (status, body) = api.post(&format!("/v1/transfers/{id}/confirm"), &answer, None).await;
     assert_problem(status, &body, StatusCode::CONFLICT, "challenge-closed");
     assert_eq!(balance(&bob_api, &bob.eur).await, "0.00");

@@ -216,7 +216,7 @@ async fn repeated_failures_lock_the_customer_out_progressively() {
         let r = flow.second_factor(&[("code", "000000")]).await;
         assert_eq!(r.status(), StatusCode::OK, "the form again, with an error");
     }
-    let r = flow.second_factor(&[("code", server.totp(&mallory).as_str())]).await;
+    let r = flow.second_factor(&[("code", server.totp(&mallory).await.as_str())]).await;
     assert!(r.text().await.expect("page").contains("Too many failed attempts"));
     server.stop().await;
 }

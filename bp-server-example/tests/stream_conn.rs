@@ -181,7 +181,7 @@ async fn a_stream_on_its_own_connection_is_plain_http_and_matches_one_through_hy
     // only event on Ada's streams (a security event would race it to be first).
     let (_, added) =
         api.post("/v1/beneficiaries", &json!({ "name": "Bob", "account_number": bob_account["number"] }), None).await;
-    let answer = json!({ "method": "totp", "challenge_id": added["sca"]["id"], "code": server.totp(&ada) });
+    let answer = json!({ "method": "totp", "challenge_id": added["sca"]["id"], "code": server.totp(&ada).await });
     let confirm = format!("/v1/beneficiaries/{}/confirm", added["beneficiary"]["id"].as_str().expect("id"));
     assert_eq!(api.post(&confirm, &answer, None).await.0, reqwest::StatusCode::OK);
     server.audit_settled().await;

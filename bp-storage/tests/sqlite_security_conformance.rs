@@ -116,6 +116,7 @@ async fn write_records(store: &SqliteStore, customer: CustomerId) -> Written {
         name: "Landlord".to_owned(),
         account_number: ok("account number", AccountNumber::from_serial(654_321)),
         state: BeneficiaryState::Trusted,
+        trusted_by: Some(ScaMethod::Totp),
         created_at: at(8),
     };
     ok("beneficiary", store.put_beneficiary(beneficiary.clone()).await);

@@ -27,7 +27,7 @@ use crate::hooks::{Hooks, PaymentOutcome};
 use crate::ids::{AccountId, BeneficiaryId, CustomerId, TransferId};
 use crate::money::Money;
 use crate::sca::{
-    Closed, Exemption, PayeeRelation, Sca, ScaAnswer, ScaError, challenge_id, count_low_value, limits, links,
+    Closed, Exemption, PayeeRelation, Sca, ScaAnswer, ScaError, Trust, challenge_id, count_low_value, limits, links,
     low_value_allows, standing_exemption,
 };
 use crate::security::{
@@ -88,8 +88,8 @@ pub enum Payment {
     Challenged {
         /// The transfer.
         transfer: Transfer,
-        /// The challenge to answer.
-        challenge: ScaChallenge,
+        /// The challenge to answer (boxed: it is much larger than a posted payment's answer).
+        challenge: Box<ScaChallenge>,
         /// How it may be answered (none: the customer must register a device first).
         methods: Vec<ScaMethod>,
     },
@@ -205,8 +205,8 @@ impl Order {
 enum Submitted {
     /// A new transfer.
     New(Transfer),
-    /// An earlier attempt's answer.
-    Replay(PayReceipt),
+    /// An earlier attempt's answer (boxed: much larger than a transfer).
+    Replay(Box<PayReceipt>),
 }
 
 impl Submitted {
@@ -215,7 +215,7 @@ impl Submitted {
             Submitted::New(transfer) => {
                 PayReceipt { payment: Payment::Posted { transfer, exemption }, replayed: false }
             }
-            Submitted::Replay(receipt) => receipt,
+            Submitted::Replay(receipt) => *receipt,
         }
     }
 }
@@ -271,7 +271,7 @@ impl Payments {
         let order = Order { customer, id: transfer_id(customer, key), payment, payee_number, relation };
         // Own accounts and trusted payees need no security state, so no lock; the low-value
         // exemption reads and counts it under the customer's lock.
-        if let Some(exemption) = standing_exemption(self.sca.rules(), relation) {
+        if let Some(exemption) = standing_exemption(self.sca.rules(), relation, &order.payment.amount) {
             return Ok(self.submit(&order, None).await?.posted(exemption));
         }
         let _guard = self.sca.lock(customer).await;
@@ -292,11 +292,14 @@ impl Payments {
         let expires_at = self.sca.now() + self.sca.rules().challenge_ttl();
         let transfer = match self.submit(&order, Some(expires_at)).await? {
             Submitted::New(t) => t,
-            Submitted::Replay(receipt) => return Ok(receipt),
+            Submitted::Replay(receipt) => return Ok(*receipt),
         };
         let (challenge, methods) = self.open_challenge(customer, &transfer, payee_number).await?;
         self.hooks().payment(PaymentOutcome::ScaRequired);
-        Ok(PayReceipt { payment: Payment::Challenged { transfer, challenge, methods }, replayed: false })
+        Ok(PayReceipt {
+            payment: Payment::Challenged { transfer, challenge: Box::new(challenge), methods },
+            replayed: false,
+        })
     }
 
     /// Confirms `customer`'s pending payment `transfer_id` with `answer` to its challenge, and
@@ -360,6 +363,7 @@ impl Payments {
             account_number: number,
             state: BeneficiaryState::Pending,
             created_at: now,
+            trusted_by: None,
         };
         store.put_beneficiary(beneficiary.clone()).await?;
         let purpose = ChallengePurpose::Beneficiary { beneficiary_id: beneficiary.id, payee: number };
@@ -385,8 +389,12 @@ impl Payments {
         }
         let challenge = self.sca.challenge_of(customer, challenge_id(beneficiary.id.as_uuid())).await?;
         let _guard = self.sca.lock(customer).await;
-        self.sca.answer(&challenge, answer).await?;
+        let answered = self.sca.answer(&challenge, answer).await?;
         beneficiary.state = BeneficiaryState::Trusted;
+        beneficiary.trusted_by = match answered.state {
+            ChallengeState::Answered { method, .. } => Some(method),
+            ChallengeState::Open | ChallengeState::Failed => None,
+        };
         store.put_beneficiary(beneficiary.clone()).await?;
         let detail = serde_json::json!({ "beneficiary": beneficiary.id.to_string() });
         self.sca.audit(AuditKind::BeneficiaryTrusted, Some(customer), detail).await?;
@@ -431,8 +439,8 @@ impl Payments {
         }
         let beneficiaries = self.sca.store().beneficiaries_of(customer).await?;
         let trusted =
-            beneficiaries.iter().any(|b| b.account_number == payee.number && b.state == BeneficiaryState::Trusted);
-        Ok(if trusted { PayeeRelation::TrustedBeneficiary } else { PayeeRelation::Other })
+            beneficiaries.iter().find(|b| b.account_number == payee.number && b.state == BeneficiaryState::Trusted);
+        Ok(trusted.map_or(PayeeRelation::Other, |b| PayeeRelation::TrustedBeneficiary(Trust::of(b.trusted_by))))
     }
 
     /// Submits to the ledger; a retry of the same key (one that got there first) gets the
@@ -441,7 +449,7 @@ impl Payments {
     /// another hold).
     async fn submit(&self, order: &Order, hold_until: Option<crate::Timestamp>) -> Result<Submitted, PaymentError> {
         match self.ledger.transfer(order.request(hold_until)).await {
-            Ok(receipt) if receipt.replayed => self.replay(order).await.map(Submitted::Replay),
+            Ok(receipt) if receipt.replayed => self.replay(order).await.map(|r| Submitted::Replay(Box::new(r))),
             Ok(receipt) => {
                 self.hooks().ledger_changed();
                 if receipt.transfer.state == TransferState::Posted {
@@ -450,7 +458,7 @@ impl Payments {
                 Ok(Submitted::New(receipt.transfer))
             }
             Err(Error::Ledger(LedgerError::IdempotencyConflict { .. })) => {
-                self.replay(order).await.map(Submitted::Replay)
+                self.replay(order).await.map(|r| Submitted::Replay(Box::new(r)))
             }
             Err(e) => {
                 self.hooks().payment(PaymentOutcome::Rejected);
@@ -470,17 +478,17 @@ impl Payments {
         let payment = match challenge {
             Some(challenge) => {
                 let methods = self.sca.methods(order.customer, &challenge.purpose).await?;
-                Payment::Challenged { transfer: existing, challenge, methods }
+                Payment::Challenged { transfer: existing, challenge: Box::new(challenge), methods }
             }
             // A crash between the pending transfer and its challenge: the challenge is made now.
             None if existing.state == TransferState::Pending => {
                 let (challenge, methods) = self.open_challenge(order.customer, &existing, order.payee_number).await?;
-                Payment::Challenged { transfer: existing, challenge, methods }
+                Payment::Challenged { transfer: existing, challenge: Box::new(challenge), methods }
             }
             None => {
                 let exemption = match order.relation {
                     PayeeRelation::OwnAccount => Exemption::OwnAccounts,
-                    PayeeRelation::TrustedBeneficiary => Exemption::TrustedBeneficiary,
+                    PayeeRelation::TrustedBeneficiary(_) => Exemption::TrustedBeneficiary,
                     PayeeRelation::Other => Exemption::LowValue,
                 };
                 Payment::Posted { transfer: existing, exemption }

@@ -67,6 +67,13 @@ pub enum ScaError {
     /// The challenge, or what it authorizes, can no longer be answered.
     #[error("{}", .0.reason())]
     Closed(Closed),
+    /// The customer must sign in again first: this needs a sign-in at most `max_age_s` old
+    /// (a step-up, RFC 9470).
+    #[error("sign in again to do this (a sign-in at most {max_age_s} s old is needed)")]
+    StepUp {
+        /// The oldest sign-in accepted, in seconds.
+        max_age_s: u64,
+    },
     /// Too many failures in a row: locked out for a while.
     #[error("too many failed attempts; try again later")]
     LockedOut {

@@ -92,6 +92,7 @@ mod tests {
                 name: "payee".to_owned(),
                 account_number: number(n),
                 state: BeneficiaryState::Trusted,
+                trusted_by: Some(crate::security::ScaMethod::DeviceSignature),
                 created_at: chrono::Utc::now(),
             })
             .collect();

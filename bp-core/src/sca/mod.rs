@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 pub use error::{Closed, ScaError};
 pub use lockout::LockoutRules;
-pub use service::{CustomerGuard, Sca, SecondFactor, Verified};
+pub use service::{CustomerGuard, DeviceChallenge, Sca, SecondFactor, Verified};
 
 use crate::Timestamp;
 use crate::account_number::AccountNumber;
@@ -69,8 +69,12 @@ pub struct ScaRules {
     /// …and this number (RTS art. 16 lets a bank use either limit; both are applied).
     pub low_value_count_max: u32,
     /// A customer without a device key may answer a payment challenge with a TOTP code for
-    /// amounts up to this many units (0: never).
+    /// amounts up to this many units (0: never); payments to a beneficiary trusted with a TOTP
+    /// code are exempt only up to it as well.
     pub totp_payment_amount_max_units: i64,
+    /// What needs a recent sign-in (registering a first device with a TOTP code, removing a
+    /// device) needs one at most this many seconds old; older sessions must sign in again.
+    pub recent_sign_in_max_age_s: u64,
 }
 
 impl Default for ScaRules {
@@ -84,6 +88,7 @@ impl Default for ScaRules {
             low_value_total_max_units: 100,
             low_value_count_max: 5,
             totp_payment_amount_max_units: 500,
+            recent_sign_in_max_age_s: 300,
         }
     }
 }
@@ -91,8 +96,10 @@ impl Default for ScaRules {
 impl ScaRules {
     /// Refuses settings under which no challenge could ever be answered.
     pub fn validate(&self) -> Result<(), &'static str> {
-        if self.challenge_ttl_s == 0 || self.challenge_failures_max == 0 {
-            return Err("sca.challenge_ttl_s and sca.challenge_failures_max must be positive");
+        if self.challenge_ttl_s == 0 || self.challenge_failures_max == 0 || self.recent_sign_in_max_age_s == 0 {
+            return Err(
+                "sca.challenge_ttl_s, sca.challenge_failures_max and sca.recent_sign_in_max_age_s must be positive",
+            );
         }
         Ok(())
     }
@@ -113,20 +120,54 @@ fn units_minor(units: i64, amount: &Money) -> i64 {
 pub enum PayeeRelation {
     /// Another account of the payer.
     OwnAccount,
-    /// A beneficiary the payer trusts (trusted with SCA).
-    TrustedBeneficiary,
+    /// A beneficiary the payer trusts, and how.
+    TrustedBeneficiary(Trust),
     /// Anyone else.
     Other,
 }
 
-/// The exemption a payment to a payee of `relation` has whatever the customer's recent
-/// payments: own accounts and trusted beneficiaries, when the rules allow them.
-pub fn standing_exemption(rules: &ScaRules, relation: PayeeRelation) -> Option<Exemption> {
+/// How a beneficiary came to be trusted, which bounds what trusting it exempts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trust {
+    /// With a device's signature of a text naming the payee (dynamically linked): payments to it
+    /// are exempt at any amount.
+    Linked,
+    /// With a TOTP code (or before the method was recorded): payments to it are exempt only up
+    /// to the TOTP limit, so that one phished code cannot open an account to any amount.
+    Totp,
+}
+
+impl Trust {
+    /// The trust a beneficiary trusted by `method` has (`None`: recorded before methods were).
+    pub fn of(method: Option<ScaMethod>) -> Self {
+        match method {
+            Some(ScaMethod::DeviceSignature) => Trust::Linked,
+            Some(ScaMethod::Totp) | None => Trust::Totp,
+        }
+    }
+}
+
+/// The exemption a payment of `amount` to a payee of `relation` has whatever the customer's
+/// recent payments: own accounts and trusted beneficiaries, when the rules allow them (a
+/// beneficiary trusted with a TOTP code only up to the TOTP limit).
+pub fn standing_exemption(rules: &ScaRules, relation: PayeeRelation, amount: &Money) -> Option<Exemption> {
     match relation {
         PayeeRelation::OwnAccount if rules.exempt_own_accounts => Some(Exemption::OwnAccounts),
-        PayeeRelation::TrustedBeneficiary if rules.exempt_trusted_beneficiaries => Some(Exemption::TrustedBeneficiary),
+        PayeeRelation::TrustedBeneficiary(trust) if rules.exempt_trusted_beneficiaries => {
+            let within = match trust {
+                Trust::Linked => true,
+                Trust::Totp => within_totp_limit(rules, amount),
+            };
+            within.then_some(Exemption::TrustedBeneficiary)
+        }
         _ => None,
     }
+}
+
+/// Whether `amount` is within what a TOTP code may authorize.
+fn within_totp_limit(rules: &ScaRules, amount: &Money) -> bool {
+    rules.totp_payment_amount_max_units > 0
+        && amount.amount_minor() <= units_minor(rules.totp_payment_amount_max_units, amount)
 }
 
 /// Whether a payment of `amount` to a payee of `relation` is exempt, and by which rule (tried
@@ -137,7 +178,7 @@ pub fn exemption(
     amount: &Money,
     state: &SecurityState,
 ) -> Option<Exemption> {
-    standing_exemption(rules, relation)
+    standing_exemption(rules, relation, amount)
         .or_else(|| low_value_allows(rules, amount, state).then_some(Exemption::LowValue))
 }
 
@@ -186,11 +227,10 @@ pub fn answer_methods(rules: &ScaRules, factors: Factors, purpose: &ChallengePur
         return vec![ScaMethod::DeviceSignature];
     }
     let totp_allowed = match purpose {
-        ChallengePurpose::Payment { amount, .. } => {
-            rules.totp_payment_amount_max_units > 0
-                && amount.amount_minor() <= units_minor(rules.totp_payment_amount_max_units, amount)
-        }
-        ChallengePurpose::Beneficiary { .. } => true,
+        ChallengePurpose::Payment { amount, .. } => within_totp_limit(rules, amount),
+        // Trusted by TOTP, a beneficiary's payments are exempt only within the TOTP limit; a
+        // first device's registration by TOTP needs a recent sign-in (`recently_signed_in`).
+        ChallengePurpose::Beneficiary { .. } | ChallengePurpose::Device { .. } => true,
     };
     if factors.totp && totp_allowed { vec![ScaMethod::Totp] } else { Vec::new() }
 }
@@ -214,6 +254,7 @@ pub fn new_challenge(
     let of = match &purpose {
         ChallengePurpose::Payment { transfer_id, .. } => *transfer_id.as_uuid(),
         ChallengePurpose::Beneficiary { beneficiary_id, .. } => *beneficiary_id.as_uuid(),
+        ChallengePurpose::Device { device_id, .. } => *device_id.as_uuid(),
     };
     ScaChallenge {
         id: challenge_id(&of),
@@ -234,6 +275,18 @@ pub fn answerable(challenge: &ScaChallenge, now: Timestamp) -> Result<(), Closed
         ChallengeState::Open => Err(Closed::Expired),
         ChallengeState::Answered { .. } => Err(Closed::Answered),
         ChallengeState::Failed => Err(Closed::Failed),
+    }
+}
+
+/// Whether a customer who signed in at `signed_in_at` (with both factors) did so recently
+/// enough, at `now`, for what needs a recent sign-in; otherwise they must sign in again (step
+/// up). A session that did not sign in here (an external issuer's token) is never recent.
+pub fn recently_signed_in(rules: &ScaRules, signed_in_at: Option<Timestamp>, now: Timestamp) -> Result<(), ScaError> {
+    let max_age_s = rules.recent_sign_in_max_age_s;
+    let max_age = chrono::Duration::seconds(i64::try_from(max_age_s).unwrap_or(i64::MAX / 1_000_000));
+    match signed_in_at {
+        Some(at) if at <= now && now - at <= max_age => Ok(()),
+        _ => Err(ScaError::StepUp { max_age_s }),
     }
 }
 
@@ -297,6 +350,13 @@ pub fn signing_message(challenge: &ScaChallenge) -> String {
             let _ = writeln!(out, "beneficiary:{beneficiary_id}");
             let _ = writeln!(out, "payee:{payee}");
         }
+        ChallengePurpose::Device { device_id, name, public_key } => {
+            let _ = writeln!(out, "purpose:register_device");
+            let _ = writeln!(out, "device:{device_id}");
+            // A display name has no control characters (`limits::display_name`): one line.
+            let _ = writeln!(out, "name:{name}");
+            let _ = writeln!(out, "key:{public_key}");
+        }
     }
     let _ = write!(out, "nonce:{}", challenge.nonce);
     out
@@ -325,13 +385,20 @@ mod tests {
         let small = Money::new(1_000, Currency::EUR);
         let large = Money::new(500_000, Currency::EUR);
         assert_eq!(exemption(&c, PayeeRelation::OwnAccount, &large, &s), Some(Exemption::OwnAccounts));
-        assert_eq!(exemption(&c, PayeeRelation::TrustedBeneficiary, &large, &s), Some(Exemption::TrustedBeneficiary));
+        let linked = PayeeRelation::TrustedBeneficiary(Trust::Linked);
+        let by_totp = PayeeRelation::TrustedBeneficiary(Trust::Totp);
+        assert_eq!(exemption(&c, linked, &large, &s), Some(Exemption::TrustedBeneficiary));
+        // Trusted by TOTP: exempt up to the TOTP limit (500), then low value or nothing.
+        assert_eq!(exemption(&c, by_totp, &Money::new(50_000, Currency::EUR), &s), Some(Exemption::TrustedBeneficiary));
+        assert_eq!(exemption(&c, by_totp, &Money::new(50_001, Currency::EUR), &s), None);
+        assert_eq!(exemption(&c, by_totp, &small, &s), Some(Exemption::TrustedBeneficiary));
+        assert_eq!(Trust::of(None), Trust::Totp, "trusted before methods were recorded counts as TOTP");
         assert_eq!(exemption(&c, PayeeRelation::Other, &small, &s), Some(Exemption::LowValue));
         assert_eq!(exemption(&c, PayeeRelation::Other, &large, &s), None);
         // A rule turned off leaves the next one to decide.
         let off = ScaRules { exempt_own_accounts: false, exempt_trusted_beneficiaries: false, ..c.clone() };
         assert_eq!(exemption(&off, PayeeRelation::OwnAccount, &small, &s), Some(Exemption::LowValue));
-        assert_eq!(exemption(&off, PayeeRelation::TrustedBeneficiary, &large, &s), None);
+        assert_eq!(exemption(&off, linked, &large, &s), None);
     }
 
     #[test]

@@ -19,8 +19,8 @@ use crate::security::{
 use super::factors::{DEVICE_KEY_LEN, DeviceKey, totp_accept, unb64};
 use super::lockout::{self, LockoutRules};
 use super::{
-    Closed, Factors, ScaAnswer, ScaError, ScaRules, answer_methods, answerable, device_registration_message, limits,
-    new_challenge, reset_low_value, signing_message,
+    Closed, Factors, ScaAnswer, ScaError, ScaRules, answer_methods, answerable, challenge_id,
+    device_registration_message, limits, new_challenge, recently_signed_in, reset_low_value, signing_message,
 };
 
 /// Per-customer locks (stripes) serialising the read-modify-write of a customer's security
@@ -56,6 +56,24 @@ pub struct Verified {
     pub method: ScaMethod,
     /// The TOTP time step, for a TOTP code.
     pub totp_step: Option<u64>,
+}
+
+/// A device key waiting for the challenge that registers it ([`Sca::confirm_device`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceChallenge {
+    /// The id the device will have.
+    pub device_id: DeviceId,
+    /// The challenge to answer.
+    pub challenge: ScaChallenge,
+    /// How it may be answered.
+    pub methods: Vec<ScaMethod>,
+}
+
+/// The bytes of a device key given as base64url: [`DEVICE_KEY_LEN`] of them.
+fn device_key_bytes(public_key_b64: &str) -> Result<Vec<u8>, ScaError> {
+    unb64(public_key_b64)
+        .filter(|k| k.len() == DEVICE_KEY_LEN)
+        .ok_or_else(|| ScaError::Invalid("public_key must be a base64url SEC1 uncompressed P-256 key".into()))
 }
 
 /// Holds one customer's lock (see [`Sca::lock`]).
@@ -312,33 +330,62 @@ impl Sca {
         self.security.put_security_state(customer, state).await
     }
 
-    /// Registers a device key of `customer`: `name` (trimmed, bounded), `public_key_b64` (SEC1
-    /// uncompressed P-256, base64url) and `proof_b64`, the key's signature of
-    /// [`device_registration_message`] — proof that the caller holds the private key. At most
-    /// [`DEVICES_MAX`](crate::security::DEVICES_MAX) at a time, each key once. Audited.
-    pub async fn register_device(
+    /// Begins registering a device key of `customer`: `name` (trimmed, bounded), `public_key_b64`
+    /// (SEC1 uncompressed P-256, base64url) and `proof_b64`, the key's signature of
+    /// [`device_registration_message`] (proof that the caller holds the private key). The key is
+    /// added only once the challenge returned is answered ([`Sca::confirm_device`]): by a device
+    /// the customer has already, or, for a first device, by a TOTP code — and then only by a
+    /// session that signed in with both factors within `recent_sign_in_max_age_s`
+    /// (`signed_in_at`), so that a stolen session cannot register the thief's key. At most
+    /// [`DEVICES_MAX`](crate::security::DEVICES_MAX) at a time, each key once.
+    pub async fn begin_device_registration(
         &self,
         customer: CustomerId,
         name: &str,
         public_key_b64: &str,
         proof_b64: &str,
-    ) -> Result<Device, ScaError> {
+        signed_in_at: Option<Timestamp>,
+    ) -> Result<DeviceChallenge, ScaError> {
         let name = limits::display_name(name)?;
-        let key_bytes = unb64(public_key_b64)
-            .filter(|k| k.len() == DEVICE_KEY_LEN)
-            .ok_or_else(|| ScaError::Invalid("public_key must be a base64url SEC1 uncompressed P-256 key".into()))?;
+        let key_bytes = device_key_bytes(public_key_b64)?;
         let key = DeviceKey::from_sec1(&key_bytes)
             .ok_or_else(|| ScaError::Invalid("public_key is not a point of P-256".into()))?;
         let proof = unb64(proof_b64).ok_or_else(|| ScaError::Invalid("proof must be base64url".into()))?;
         if !key.verifies(device_registration_message(customer, public_key_b64).as_bytes(), &proof) {
             return Err(ScaError::Invalid("proof is not the key's signature of the registration message".into()));
         }
+        let devices = self.security.devices_of(customer).await?;
+        limits::may_add_device(&devices, &key_bytes)?;
+        if !devices.iter().any(|d| d.revoked_at.is_none()) {
+            recently_signed_in(&self.rules, signed_in_at, self.now())?;
+        }
+        let device_id = DeviceId::new_v7();
+        let purpose = ChallengePurpose::Device { device_id, name, public_key: public_key_b64.to_owned() };
+        let (challenge, methods) = self.open(customer, purpose, self.now() + self.rules.challenge_ttl()).await?;
+        Ok(DeviceChallenge { device_id, challenge, methods })
+    }
+
+    /// Registers `customer`'s device `device_id` with `answer` to the challenge its registration
+    /// opened. Audited (and so announced on the customer's event stream).
+    pub async fn confirm_device(
+        &self,
+        customer: CustomerId,
+        device_id: DeviceId,
+        answer: &ScaAnswer,
+    ) -> Result<Device, ScaError> {
+        let challenge = self.challenge_of(customer, challenge_id(device_id.as_uuid())).await?;
+        let ChallengePurpose::Device { name, public_key, .. } = &challenge.purpose else {
+            return Err(ScaError::NotFound("device"));
+        };
+        let key_bytes = device_key_bytes(public_key)?;
         let _guard = self.lock(customer).await;
+        self.answer(&challenge, answer).await?;
+        // Checked again: another registration may have finished meanwhile.
         limits::may_add_device(&self.security.devices_of(customer).await?, &key_bytes)?;
         let device = Device {
-            id: DeviceId::new_v7(),
+            id: device_id,
             customer_id: customer,
-            name,
+            name: name.clone(),
             public_key: key_bytes,
             created_at: self.now(),
             revoked_at: None,
@@ -349,8 +396,15 @@ impl Sca {
         Ok(device)
     }
 
-    /// Removes `customer`'s device `id`: it answers no challenge from now on. Audited.
-    pub async fn remove_device(&self, customer: CustomerId, id: DeviceId) -> Result<(), ScaError> {
+    /// Removes `customer`'s device `id`: it answers no challenge from now on. Needs a sign-in
+    /// with both factors within `recent_sign_in_max_age_s` (`signed_in_at`). Audited.
+    pub async fn remove_device(
+        &self,
+        customer: CustomerId,
+        id: DeviceId,
+        signed_in_at: Option<Timestamp>,
+    ) -> Result<(), ScaError> {
+        recently_signed_in(&self.rules, signed_in_at, self.now())?;
         if !self.security.revoke_device(customer, id, self.now()).await? {
             return Err(ScaError::NotFound("device"));
         }

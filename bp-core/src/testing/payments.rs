@@ -108,6 +108,7 @@ macro_rules! __payments_conformance_cases {
             expiry
             totp_limit
             trusted_beneficiaries
+            device_registration
             refusals
             crash_recovery
             concurrent_retries
@@ -146,6 +147,7 @@ struct Person {
 }
 
 /// A device key of a case, made from a seed.
+#[derive(Clone)]
 struct Phone {
     key: SigningKey,
     device_id: DeviceId,
@@ -184,6 +186,8 @@ struct Bank {
     accounts: Mutex<Vec<AccountId>>,
     /// The last TOTP step used per customer, so that each answer has a code not spent yet.
     steps: Mutex<Vec<(CustomerId, u64)>>,
+    /// Each customer's first phone, which signs the registration of their next ones.
+    phones: Mutex<Vec<(CustomerId, Phone)>>,
 }
 
 impl Bank {
@@ -200,7 +204,15 @@ impl Bank {
             .with_randomness(Arc::new(SeededRandomness::new(0x5eed)))
             .with_hooks(recorded.clone());
         let payments = Payments::new(Ledger::new(Arc::clone(&stores.ledger)), sca);
-        Self { clock, payments, stores, recorded, accounts: Mutex::default(), steps: Mutex::default() }
+        Self {
+            clock,
+            payments,
+            stores,
+            recorded,
+            accounts: Mutex::default(),
+            steps: Mutex::default(),
+            phones: Mutex::default(),
+        }
     }
 
     fn sca(&self) -> &Sca {
@@ -247,14 +259,30 @@ impl Bank {
         ok("read account", self.ledger().account(account.id).await)
     }
 
-    /// Registers a device key made from `seed` for `p`.
+    /// Registers a device key made from `seed` for `p`: the first by a TOTP code right after a
+    /// sign-in, the next ones signed by the first.
     async fn phone(&self, p: &Person, seed: u8) -> Phone {
         let key = SigningKey::from_slice(&[seed; 32]).expect("a valid scalar");
-        let public = b64(key.verifying_key().to_encoded_point(false).as_bytes());
-        let proof: Signature = key.sign(device_registration_message(p.id, &public).as_bytes());
-        let device =
-            ok("register device", self.sca().register_device(p.id, "Phone", &public, &b64(&proof.to_bytes())).await);
-        Phone { key, device_id: device.id }
+        let (public, proof) = registration(&key, p.id);
+        let begun = self.sca().begin_device_registration(p.id, "Phone", &public, &proof, Some(self.clock.now())).await;
+        let begun = ok("begin registering a device", begun);
+        let first = self.first_phone(p.id);
+        let answer = match &first {
+            Some(signer) => signer.answer(&begun.challenge),
+            None => self.totp(p, &begun.challenge),
+        };
+        let device = ok("register device", self.sca().confirm_device(p.id, begun.device_id, &answer).await);
+        let phone = Phone { key, device_id: device.id };
+        if first.is_none() {
+            self.phones.lock().unwrap_or_else(PoisonError::into_inner).push((p.id, phone.clone()));
+        }
+        phone
+    }
+
+    /// `customer`'s first phone, if they have one.
+    fn first_phone(&self, customer: CustomerId) -> Option<Phone> {
+        let phones = self.phones.lock().unwrap_or_else(PoisonError::into_inner);
+        phones.iter().find(|(c, _)| *c == customer).map(|(_, phone)| phone.clone())
     }
 
     /// A TOTP answer of `p` to `challenge` with a code not used before.
@@ -341,6 +369,14 @@ impl Bank {
     }
 }
 
+/// The public key of `key` and its proof of possession for `customer`, base64url, as a device
+/// registers them.
+fn registration(key: &SigningKey, customer: CustomerId) -> (String, String) {
+    let public = b64(key.verifying_key().to_encoded_point(false).as_bytes());
+    let proof: Signature = key.sign(device_registration_message(customer, &public).as_bytes());
+    (public, b64(&proof.to_bytes()))
+}
+
 fn eur(minor: i64) -> Money {
     Money::new(minor, Currency::EUR)
 }
@@ -358,7 +394,7 @@ fn posted(receipt: &PayReceipt) -> (&crate::transfer::Transfer, Exemption) {
 
 fn challenged(receipt: &PayReceipt) -> (&crate::transfer::Transfer, &ScaChallenge, &[ScaMethod]) {
     match &receipt.payment {
-        Payment::Challenged { transfer, challenge, methods } => (transfer, challenge, methods),
+        Payment::Challenged { transfer, challenge, methods } => (transfer, &**challenge, methods),
         other => panic!("expected a payment waiting for SCA, got {other:?}"),
     }
 }
@@ -660,11 +696,12 @@ pub async fn totp_limit<F: PaymentsFactory>(factory: &F) {
     bank.check_invariants().await;
 }
 
-/// Trusting a beneficiary takes an answered challenge; payments to it are then exempt at any
-/// amount, until it is removed.
+/// Trusting a beneficiary takes an answered challenge; payments to it are then exempt — up to the
+/// TOTP limit when a TOTP code trusted it, at any amount when a device's signature did — until
+/// it is removed.
 pub async fn trusted_beneficiaries<F: PaymentsFactory>(factory: &F) {
     let bank = Bank::new(factory).await;
-    let ada = bank.person("ada", 10_000_00).await;
+    let ada = bank.person("ada", 20_000_00).await;
     let bob = bank.person("bob", 0).await;
     let added = ok("add bob", bank.payments.add_beneficiary(ada.id, " Bob ", bob.account.number).await);
     assert_eq!((added.beneficiary.state, added.beneficiary.name.as_str()), (BeneficiaryState::Pending, "Bob"));
@@ -673,9 +710,24 @@ pub async fn trusted_beneficiaries<F: PaymentsFactory>(factory: &F) {
     challenged(&pending);
     let answer = bank.totp(&ada, &added.challenge);
     let trusted = ok("trust", bank.payments.confirm_beneficiary(ada.id, added.beneficiary.id, &answer).await);
-    assert_eq!(trusted.state, BeneficiaryState::Trusted);
+    assert_eq!((trusted.state, trusted.trusted_by), (BeneficiaryState::Trusted, Some(ScaMethod::Totp)));
     assert_eq!(bank.audits(AuditKind::BeneficiaryTrusted), 1);
-    let receipt = ok("pay a trusted payee", bank.pay(&ada, &bob.account, 5_000_00, "tb-1").await);
+    let receipt =
+        ok("pay a payee trusted by TOTP, within the TOTP limit", bank.pay(&ada, &bob.account, 500_00, "tb-1").await);
+    assert_eq!(posted(&receipt).1, Exemption::TrustedBeneficiary);
+    let above = ok("above the TOTP limit", bank.pay(&ada, &bob.account, 5_000_00, "tb-big").await);
+    let (_, _, methods) = challenged(&above);
+    assert!(methods.is_empty(), "a phished TOTP code does not open the account to any amount: a device is needed");
+    // Trusted with a device's signature: exempt at any amount.
+    let carol = bank.person("carol", 0).await;
+    let phone = bank.phone(&ada, 7).await;
+    let added_by_phone = ok("add carol", bank.payments.add_beneficiary(ada.id, "Carol", carol.account.number).await);
+    assert_eq!(added_by_phone.methods, [ScaMethod::DeviceSignature], "with a device, TOTP no longer trusts a payee");
+    let signed = phone.answer(&added_by_phone.challenge);
+    let trusted =
+        ok("trust by device", bank.payments.confirm_beneficiary(ada.id, added_by_phone.beneficiary.id, &signed).await);
+    assert_eq!(trusted.trusted_by, Some(ScaMethod::DeviceSignature));
+    let receipt = ok("pay a payee trusted by a device", bank.pay(&ada, &carol.account, 5_000_00, "tc-1").await);
     assert_eq!(posted(&receipt).1, Exemption::TrustedBeneficiary);
     let again = bank.totp(&ada, &added.challenge);
     bank.refuses("trusting twice", bank.payments.confirm_beneficiary(ada.id, added.beneficiary.id, &again), |e| {
@@ -696,7 +748,81 @@ pub async fn trusted_beneficiaries<F: PaymentsFactory>(factory: &F) {
     assert_eq!(bank.audits(AuditKind::BeneficiaryRemoved), 1);
     let after = ok("after removal", bank.pay(&ada, &bob.account, 500_00, "tb-2").await);
     challenged(&after);
-    assert!(ok("list", bank.payments.beneficiaries(ada.id).await).is_empty());
+    let left = ok("list", bank.payments.beneficiaries(ada.id).await);
+    assert_eq!(left.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(), ["Carol"]);
+    bank.check_invariants().await;
+}
+
+/// A device key is registered only through a challenge: the first with a TOTP code from a
+/// session that signed in recently, the next ones signed by a device the customer has; removing
+/// one needs a recent sign-in. A stolen session can neither add a thief's key nor remove the
+/// owner's.
+pub async fn device_registration<F: PaymentsFactory>(factory: &F) {
+    let bank = Bank::new(factory).await;
+    let ada = bank.person("ada", 0).await;
+    let bob = bank.person("bob", 0).await;
+    let sca = bank.sca();
+    let max_age_s = ScaRules::default().recent_sign_in_max_age_s;
+    let seconds_ago = |s: u64| Some(bank.clock.now() - TimeDelta::seconds(i64::try_from(s).unwrap_or(0)));
+    let first = SigningKey::from_slice(&[21; 32]).expect("a valid scalar");
+    let (public, proof) = registration(&first, ada.id);
+    for (what, signed_in) in [("no sign-in here", None), ("a sign-in too old", seconds_ago(max_age_s + 1))] {
+        match sca.begin_device_registration(ada.id, "Phone", &public, &proof, signed_in).await {
+            Err(ScaError::StepUp { max_age_s: asked }) => assert_eq!(asked, max_age_s, "{what}"),
+            other => panic!("{what}: a first device needs a recent sign-in, got {other:?}"),
+        }
+    }
+    let begun =
+        ok("a recent sign-in", sca.begin_device_registration(ada.id, "Phone", &public, &proof, seconds_ago(10)).await);
+    assert_eq!(begun.methods, [ScaMethod::Totp], "a first device: a TOTP code");
+    let text = crate::sca::signing_message(&begun.challenge);
+    for part in
+        ["purpose:register_device", &format!("device:{}", begun.device_id), "name:Phone", &format!("key:{public}")]
+    {
+        assert!(text.contains(part), "the text names {part}: {text}");
+    }
+    let wrong = ScaAnswer::Totp { challenge_id: begun.challenge.id, code: "000000".to_owned() };
+    assert!(matches!(sca.confirm_device(ada.id, begun.device_id, &wrong).await, Err(ScaError::Failed)));
+    assert!(
+        matches!(
+            sca.confirm_device(bob.id, begun.device_id, &bank.totp(&bob, &begun.challenge)).await,
+            Err(ScaError::NotFound(_))
+        ),
+        "another customer's registration is not found"
+    );
+    assert!(ok("devices", sca.devices(ada.id).await).is_empty(), "nothing registered by a wrong answer");
+    let device =
+        ok("the right code", sca.confirm_device(ada.id, begun.device_id, &bank.totp(&ada, &begun.challenge)).await);
+    assert_eq!((device.id, device.name.as_str()), (begun.device_id, "Phone"));
+    assert_eq!(bank.audits(AuditKind::DeviceAdded), 1, "audited, so on the customer's event stream");
+    let phone = Phone { key: first, device_id: device.id };
+
+    // With a device, only a device's signature registers another: no TOTP code, even from a
+    // fresh session, and not the new key itself.
+    let second = SigningKey::from_slice(&[22; 32]).expect("a valid scalar");
+    let (public, proof) = registration(&second, ada.id);
+    let begun = ok("a second device", sca.begin_device_registration(ada.id, "Tablet", &public, &proof, None).await);
+    assert_eq!(begun.methods, [ScaMethod::DeviceSignature]);
+    let by_totp = bank.totp(&ada, &begun.challenge);
+    assert!(matches!(sca.confirm_device(ada.id, begun.device_id, &by_totp).await, Err(ScaError::MethodNotAccepted(_))));
+    let itself = Phone { key: second.clone(), device_id: begun.device_id };
+    assert!(matches!(
+        sca.confirm_device(ada.id, begun.device_id, &itself.answer(&begun.challenge)).await,
+        Err(ScaError::Failed)
+    ));
+    let tablet =
+        ok("signed by the phone", sca.confirm_device(ada.id, begun.device_id, &phone.answer(&begun.challenge)).await);
+    assert_eq!(ok("devices", sca.devices(ada.id).await).len(), 2);
+
+    // Removing one needs a recent sign-in.
+    for (what, signed_in) in [("no sign-in here", None), ("a sign-in too old", seconds_ago(max_age_s + 1))] {
+        match sca.remove_device(ada.id, tablet.id, signed_in).await {
+            Err(ScaError::StepUp { .. }) => {}
+            other => panic!("{what}: removing a device needs a recent sign-in, got {other:?}"),
+        }
+    }
+    ok("a recent sign-in removes it", sca.remove_device(ada.id, tablet.id, seconds_ago(0)).await);
+    assert_eq!(ok("devices", sca.devices(ada.id).await).len(), 1);
     bank.check_invariants().await;
 }
 
@@ -740,19 +866,17 @@ pub async fn refusals<F: PaymentsFactory>(factory: &F) {
     })
     .await;
     let sca = bank.sca();
+    let now = Some(bank.clock.now());
     let key = SigningKey::from_slice(&[3; 32]).expect("a valid scalar");
-    let public = b64(key.verifying_key().to_encoded_point(false).as_bytes());
-    let proof_of = |customer: CustomerId| -> String {
-        let sig: Signature = key.sign(device_registration_message(customer, &public).as_bytes());
-        b64(&sig.to_bytes())
-    };
+    let (public, proof) = registration(&key, ada.id);
+    let (_, bobs_proof) = registration(&key, bob.id);
     for (what, public_key, proof) in [
-        ("a key that is not base64", "***".to_owned(), proof_of(ada.id)),
-        ("a key of the wrong length", b64(&[4; 33]), proof_of(ada.id)),
-        ("a key off the curve", b64(&[4; 65]), proof_of(ada.id)),
-        ("a proof for another customer", public.clone(), proof_of(bob.id)),
+        ("a key that is not base64", "***".to_owned(), proof.clone()),
+        ("a key of the wrong length", b64(&[4; 33]), proof.clone()),
+        ("a key off the curve", b64(&[4; 65]), proof.clone()),
+        ("a proof for another customer", public.clone(), bobs_proof),
     ] {
-        match sca.register_device(ada.id, "Phone", &public_key, &proof).await {
+        match sca.begin_device_registration(ada.id, "Phone", &public_key, &proof, now).await {
             Err(ScaError::Invalid(_)) => {}
             other => panic!("{what}: expected Invalid, got {other:?}"),
         }
@@ -762,15 +886,16 @@ pub async fn refusals<F: PaymentsFactory>(factory: &F) {
     for seed in 0..DEVICES_MAX {
         phones.push(bank.phone(&ada, u8::try_from(seed + 10).unwrap_or(1)).await);
     }
-    match sca.register_device(ada.id, "One too many", &public, &proof_of(ada.id)).await {
+    match sca.begin_device_registration(ada.id, "One too many", &public, &proof, now).await {
         Err(ScaError::TooMany(_)) => {}
         other => panic!("an eleventh device: expected TooMany, got {other:?}"),
     }
-    ok("remove one", sca.remove_device(ada.id, phones[0].device_id).await);
-    assert!(matches!(sca.remove_device(ada.id, phones[0].device_id).await, Err(ScaError::NotFound("device"))));
-    assert!(matches!(sca.remove_device(bob.id, phones[1].device_id).await, Err(ScaError::NotFound("device"))));
-    ok("now there is room", sca.register_device(ada.id, "Phone", &public, &proof_of(ada.id)).await);
-    match sca.register_device(ada.id, "Same key", &public, &proof_of(ada.id)).await {
+    ok("remove one", sca.remove_device(ada.id, phones[1].device_id, now).await);
+    assert!(matches!(sca.remove_device(ada.id, phones[1].device_id, now).await, Err(ScaError::NotFound("device"))));
+    assert!(matches!(sca.remove_device(bob.id, phones[2].device_id, now).await, Err(ScaError::NotFound("device"))));
+    let begun = ok("now there is room", sca.begin_device_registration(ada.id, "Phone", &public, &proof, now).await);
+    ok("registered", sca.confirm_device(ada.id, begun.device_id, &phones[0].answer(&begun.challenge)).await);
+    match sca.begin_device_registration(ada.id, "Same key", &public, &proof, now).await {
         Err(ScaError::Duplicate(_)) => {}
         other => panic!("the same key twice: expected Duplicate, got {other:?}"),
     }
@@ -781,7 +906,7 @@ pub async fn refusals<F: PaymentsFactory>(factory: &F) {
     let (transfer, challenge, _) = challenged(&receipt);
     bank.refuses(
         "a removed device's signature",
-        bank.payments.confirm(ada.id, transfer.id, &phones[0].answer(challenge)),
+        bank.payments.confirm(ada.id, transfer.id, &phones[1].answer(challenge)),
         |e| is_sca(e, &ScaError::Failed),
     )
     .await;

@@ -229,6 +229,7 @@ fn beneficiary(customer: CustomerId, name: &str, serial: u64, created: i64) -> B
         account_number: account_number(serial),
         state: BeneficiaryState::Pending,
         created_at: at(created),
+        trusted_by: None,
     }
 }
 
@@ -667,6 +668,7 @@ pub async fn beneficiaries<F: SecurityStoreFactory>(f: &F) {
     let landlord = beneficiary(ada, "Landlord", 1_000_000_001, 20);
     let mut sister = beneficiary(ada, "Sister", 1_000_000_002, 10);
     sister.state = BeneficiaryState::Trusted;
+    sister.trusted_by = Some(ScaMethod::Totp);
     let club = beneficiary(ada, "Tennis club", 1_000_000_003, 20);
     let bobs = beneficiary(bob, "Garage", 1_000_000_004, 0);
     for b in [&landlord, &sister, &club, &bobs] {
@@ -683,6 +685,7 @@ pub async fn beneficiaries<F: SecurityStoreFactory>(f: &F) {
     let trusted = Beneficiary {
         name: "Landlord (flat)".to_owned(),
         state: BeneficiaryState::Trusted,
+        trusted_by: Some(ScaMethod::DeviceSignature),
         account_number: account_number(1_000_000_099),
         ..landlord.clone()
     };

@@ -190,6 +190,13 @@ impl Caller {
         self.scopes.contains(scope)
     }
 
+    /// When the customer signed in here with both factors, for a session of this server (an
+    /// external issuer's token has none): what a step-up checks.
+    pub fn signed_in_at(&self) -> Option<bp_core::Timestamp> {
+        let at = self.auth_time.filter(|_| self.session.is_some() && self.fully_authenticated())?;
+        chrono::DateTime::from_timestamp(i64::try_from(at).ok()?, 0)
+    }
+
     /// Whether the sign-in used two factors: knowledge and possession.
     pub fn fully_authenticated(&self) -> bool {
         let knowledge = self.amr.iter().any(|m| m == "pwd");

@@ -20,6 +20,12 @@ pub enum ApiError {
     /// No valid access token.
     #[error("a valid access token is required")]
     Unauthorized(&'static str),
+    /// The sign-in is too old for this: sign in again (RFC 9470 step-up).
+    #[error("sign in again to do this: it needs a sign-in with both factors at most {max_age_s} s old")]
+    StepUpRequired {
+        /// The oldest sign-in accepted, in seconds.
+        max_age_s: u64,
+    },
     /// The token lacks a scope or an authentication method.
     #[error("{0}")]
     Forbidden(&'static str),
@@ -89,6 +95,9 @@ impl ApiError {
         use StatusCode as S;
         match self {
             ApiError::Unauthorized(_) => (S::UNAUTHORIZED, "unauthorized", "Authentication required"),
+            ApiError::StepUpRequired { .. } => {
+                (S::UNAUTHORIZED, "insufficient-user-authentication", "A fresh sign-in is needed")
+            }
             ApiError::Forbidden(_) => (S::FORBIDDEN, "forbidden", "Not allowed"),
             ApiError::NotFound(_) => (S::NOT_FOUND, "not-found", "Not found"),
             ApiError::BadRequest(_) => (S::BAD_REQUEST, "bad-request", "Malformed request"),
@@ -156,6 +165,16 @@ impl IntoResponse for ApiError {
         match &self {
             ApiError::Unauthorized(reason) => {
                 let value = format!("Bearer error=\"invalid_token\", error_description=\"{reason}\"");
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    headers.insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            ApiError::StepUpRequired { max_age_s } => {
+                // RFC 9470 §3: the client signs in again with `max_age` (our sign-ins are always
+                // fresh, with both factors).
+                let value = format!(
+                    "Bearer error=\"insufficient_user_authentication\", error_description=\"a more recent sign-in is needed\", max_age={max_age_s}"
+                );
                 if let Ok(v) = HeaderValue::from_str(&value) {
                     headers.insert(header::WWW_AUTHENTICATE, v);
                 }
@@ -257,6 +276,7 @@ impl From<ScaError> for ApiError {
             ScaError::Failed => ApiError::ScaFailed,
             ScaError::Closed(why) => ApiError::ChallengeClosed(why.reason()),
             ScaError::LockedOut { retry_after_s } => ApiError::LockedOut { retry_after_s },
+            ScaError::StepUp { max_age_s } => ApiError::StepUpRequired { max_age_s },
             ScaError::Store(s) => s.into(),
             other => {
                 tracing::error!(error = %other, "unexpected SCA refusal");

@@ -27,7 +27,7 @@ use aide::openapi::{Components, Info, OpenApi, ReferenceOr, SecurityScheme, Serv
 use axum::Json;
 use axum::Router;
 use axum::routing::{get, post};
-use bp_core::api::{BeneficiaryResponse, DeviceView, TransferResponse};
+use bp_core::api::{BeneficiaryResponse, DeviceResponse, TransferResponse};
 
 use crate::state::AppState;
 
@@ -134,12 +134,23 @@ fn documented() -> ApiRouter<Arc<AppState>> {
         .api_route(
             "/v1/devices",
             get_with(devices::devices, |o| o.tag("devices").summary("Registered device keys")).post_with(devices::add_device, |o| {
-                o.tag("devices").summary("Register a device key (needs a two-factor session)").response::<201, Json<DeviceView>>()
+                o.tag("devices")
+                    .summary("Register a device key (registered once its SCA is answered)")
+                    .description("202: answer `sca` at /v1/devices/{id}/confirm — with a device the customer has, or for a first device with a TOTP code from a sign-in at most `sca.recent_sign_in_max_age_s` old (else 401 insufficient-user-authentication).")
+                    .response::<202, Json<DeviceResponse>>()
             }),
         )
         .api_route(
             "/v1/devices/{device_id}",
-            delete_with(devices::delete_device, |o| o.tag("devices").summary("Remove a device key").response::<204, ()>()),
+            delete_with(devices::delete_device, |o| {
+                o.tag("devices").summary("Remove a device key (needs a recent sign-in)").response::<204, ()>()
+            }),
+        )
+        .api_route(
+            "/v1/devices/{device_id}/confirm",
+            post_with(devices::confirm_device, |o| {
+                o.tag("devices").summary("Answer a device registration's SCA challenge").response::<201, Json<DeviceResponse>>()
+            }),
         )
         .api_route("/v1/services", get_with(services::services, |o| o.tag("services").summary("External services used (FR3)")))
 }

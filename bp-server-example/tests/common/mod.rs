@@ -129,14 +129,25 @@ impl Server {
         id
     }
 
-    /// A TOTP code of `c` not used before (a code is accepted once; steps within one of now).
-    pub fn totp(&self, c: &Customer) -> String {
-        let now_step = now_s() / TOTP_STEP_S;
-        let mut next = self.next_step.lock().expect("lock");
-        let step = next.get(&c.id).copied().unwrap_or(0).max(now_step.saturating_sub(1));
-        assert!(step <= now_step + 1, "more than three sign-ins of one customer within 30 s");
-        next.insert(c.id, step + 1);
-        totp_code(&c.totp, step)
+    /// A TOTP code of `c` not used before (a code is accepted once, within one step of now).
+    /// The previous step's code is used only while it has a few seconds left, so that it is still
+    /// valid when the server checks it; when every code valid now is spent, this waits for the
+    /// next step.
+    pub async fn totp(&self, c: &Customer) -> String {
+        loop {
+            let now = now_s();
+            let now_step = now / TOTP_STEP_S;
+            let earliest = if now % TOTP_STEP_S < TOTP_STEP_S - 3 { now_step.saturating_sub(1) } else { now_step };
+            {
+                let mut next = self.next_step.lock().expect("lock");
+                let step = next.get(&c.id).copied().unwrap_or(0).max(earliest);
+                if step <= now_step + 1 {
+                    next.insert(c.id, step + 1);
+                    return totp_code(&c.totp, step);
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(TOTP_STEP_S - now % TOTP_STEP_S)).await;
+        }
     }
 
     /// Signs in through the login pages; returns the token response.
@@ -145,7 +156,7 @@ impl Server {
     }
 
     pub async fn login_until_code(&self, c: &Customer, scope: &str) -> CodeFlow {
-        let code = self.totp(c);
+        let code = self.totp(c).await;
         CodeFlow::until_code(&self.site, &c.username, &c.password, &code, scope).await
     }
 }
