@@ -275,6 +275,9 @@ pub struct SecurityState {
     /// The last TOTP time step accepted, so that a code is accepted once.
     #[serde(default)]
     pub totp_last_step: Option<u64>,
+    /// When the last failure was: failures and lockouts are forgotten `lockout.decay_s` later.
+    #[serde(default)]
+    pub last_failure_at: Option<Timestamp>,
 }
 
 /// What kind of security event an audit entry records.

@@ -21,6 +21,7 @@ async fn main() -> ExitCode {
         // Fuzzing answers many challenges wrongly: keep the customer from locking out.
         c.lockout.failures_max = 1_000_000;
         c.auth.login_attempts_per_minute = 1_000_000;
+        c.auth.login_attempts_per_username_per_minute = 1_000_000;
     })
     .await;
     let payer = h.person("fuzz-payer", 2, 100_000_000).await;

@@ -37,6 +37,7 @@ async fn main() {
     let seconds = support::env_u64("BP_BENCH_SECONDS", 10);
     let h = support::harness(|c| {
         c.auth.login_attempts_per_minute = 1_000_000;
+        c.auth.login_attempts_per_username_per_minute = 1_000_000;
         c.server.concurrency_max = 4096;
     })
     .await;

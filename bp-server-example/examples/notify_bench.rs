@@ -264,7 +264,11 @@ async fn bench(nofile: u64) {
 
 /// The in-process bus: latency, then fan-out.
 async fn in_process(nofile: u64) {
-    let h = support::harness(|c| c.auth.login_attempts_per_minute = 1_000_000).await;
+    let h = support::harness(|c| {
+        c.auth.login_attempts_per_minute = 1_000_000;
+        c.auth.login_attempts_per_username_per_minute = 1_000_000;
+    })
+    .await;
     let addr = h.started.running.addr;
     let payer = Payer::new(&h).await;
 
@@ -348,6 +352,7 @@ async fn kafka(bootstrap: &str) {
     eprintln!("notify_bench: Kafka bus at {bootstrap}, topic {topic}");
     let h = support::harness(|c| {
         c.auth.login_attempts_per_minute = 1_000_000;
+        c.auth.login_attempts_per_username_per_minute = 1_000_000;
         c.bus.kind = bp_server_example::config::BusKind::Kafka;
         c.bus.kafka = bp_notify::kafka::KafkaConfig {
             bootstrap_servers: bootstrap.to_owned(),

@@ -117,6 +117,9 @@ pub struct ServerConfig {
     /// client that stopped reading); event streams on connections of their own end a whole ring
     /// behind instead.
     pub send_timeout_ms: u64,
+    /// Reverse proxies (addresses or networks, e.g. `10.0.0.0/8`) whose `Forwarded` or
+    /// `X-Forwarded-For` names the client; from anyone else those headers are ignored.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Storage settings.
@@ -184,8 +187,10 @@ pub struct AuthConfig {
     pub argon2_memory_kib: u32,
     /// Argon2id passes.
     pub argon2_iterations: u32,
-    /// Sign-in attempts per client address per minute.
+    /// Sign-in attempts per client source (an IPv4 address, an IPv6 /64) per minute.
     pub login_attempts_per_minute: u32,
+    /// Password attempts per username per minute, from all sources together.
+    pub login_attempts_per_username_per_minute: u32,
 }
 
 /// Log settings.
@@ -213,6 +218,7 @@ impl Default for Config {
                 concurrency_max: 1024,
                 shutdown_grace_ms: 10_000,
                 send_timeout_ms: 60_000,
+                trusted_proxies: Vec::new(),
             },
             storage: StorageConfig { data_dir: PathBuf::from("./data"), sqlite_file: PathBuf::from("bp.sqlite") },
             auth: AuthConfig {
@@ -239,6 +245,7 @@ impl Default for Config {
                 argon2_memory_kib: 19 * 1024,
                 argon2_iterations: 2,
                 login_attempts_per_minute: 30,
+                login_attempts_per_username_per_minute: 10,
             },
             sca: ScaRules::default(),
             lockout: LockoutRules::default(),

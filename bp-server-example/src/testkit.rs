@@ -125,6 +125,20 @@ pub fn browser() -> reqwest::Client {
     reqwest::Client::builder().cookie_store(true).redirect(Policy::none()).build().expect("client")
 }
 
+/// A [`browser`] whose requests a reverse proxy forwarded for `client` (`X-Forwarded-For`): the
+/// server believes it only when the connection comes from one of `server.trusted_proxies`.
+pub fn browser_at(client: std::net::IpAddr) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let value = reqwest::header::HeaderValue::from_str(&client.to_string()).expect("an address is a header value");
+    headers.insert("x-forwarded-for", value);
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(Policy::none())
+        .default_headers(headers)
+        .build()
+        .expect("client")
+}
+
 /// The value of the hidden field `name` of a form in `page`.
 pub fn hidden(page: &str, name: &str) -> Option<String> {
     let marker = format!("name=\"{name}\" value=\"");
@@ -157,7 +171,11 @@ pub struct CodeFlow {
 impl CodeFlow {
     /// Asks for authorization of `scope` and opens the login form.
     pub async fn begin(site: &Site, scope: &str) -> Self {
-        let http = browser();
+        Self::begin_in(site, scope, browser()).await
+    }
+
+    /// The same, in the browser `http` (e.g. one at another address, [`browser_at`]).
+    pub async fn begin_in(site: &Site, scope: &str, http: reqwest::Client) -> Self {
         let verifier = random_token(48);
         let state = random_token(8);
         let nonce = random_token(8);

@@ -180,6 +180,9 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_session() {
     server.stop().await;
 }
 
+/// The page every failed password stage shows, whatever the cause.
+const FAILED: &str = "Wrong username or password.";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_failures_lock_the_customer_out_progressively() {
     let mut server = Server::start_with(|c| {
@@ -191,24 +194,24 @@ async fn repeated_failures_lock_the_customer_out_progressively() {
     let mut flow = CodeFlow::begin(&server.site, "openid").await;
     for _ in 0..3 {
         let page = flow.password("eve", "wrong password!").await;
-        assert!(page.contains("Wrong username or password."), "{page}");
+        assert!(page.contains(FAILED), "{page}");
     }
-    // Locked: even the right password is refused now.
+    // Throttled from here: even the right password is refused, with the same page as a wrong
+    // one (a distinct answer would tell that the username exists).
     let page = flow.password("eve", &eve.password).await;
-    assert!(page.contains("Too many failed attempts"), "{page}");
+    assert!(page.contains(FAILED) && !page.contains("Confirm it is you"), "{page}");
     let state = server.state.security.security_state(eve.id).await.expect("state");
-    assert_eq!(state.lockouts, 1);
-    assert!(state.locked_until.is_some());
-    // An unknown username gets the same answer as a wrong password.
+    assert_eq!((state.lockouts, state.locked_until), (0, None), "failed passwords do not lock the customer out");
+    // An unknown username gets the same answer as a wrong password, throttled or not.
     let page = flow.password("nobody-here", "whatever").await;
-    assert!(page.contains("Wrong username or password."));
+    assert!(page.contains(FAILED));
     let kinds: Vec<_> =
         server.state.security.audit_after(0, 1000).await.expect("audit").into_iter().map(|e| e.kind).collect();
     use bp_core::security::AuditKind as K;
     assert_eq!(kinds.iter().filter(|k| **k == K::PasswordFailed).count(), 4);
     assert!(kinds.contains(&K::LockedOut) && kinds.contains(&K::LockedOutAttempt));
 
-    // Wrong second factors count too.
+    // Wrong second factors (the password is known then) lock the customer out.
     let mallory = server.customer("mallory", 0, 0).await;
     let mut flow = CodeFlow::begin(&server.site, "openid").await;
     flow.password("mallory", &mallory.password).await;
@@ -218,6 +221,105 @@ async fn repeated_failures_lock_the_customer_out_progressively() {
     }
     let r = flow.second_factor(&[("code", server.totp(&mallory).await.as_str())]).await;
     assert!(r.text().await.expect("page").contains("Too many failed attempts"));
+    let state = server.state.security.security_state(mallory.id).await.expect("state");
+    assert_eq!(state.lockouts, 1);
+    // Locked out, the password stage answers as for a wrong password, after the same work.
+    let mut flow = CodeFlow::begin(&server.site, "openid").await;
+    let page = flow.password("mallory", &mallory.password).await;
+    assert!(page.contains(FAILED), "a locked-out customer is not told apart from an unknown one: {page}");
+    server.stop().await;
+}
+
+/// Guessing passwords locks out the guesser's (username, source) pair, not the customer: the
+/// owner signs in from elsewhere. Behind a trusted proxy, sources are the forwarded clients; an
+/// IPv6 /64 is one source; from anyone else, a forwarding header is ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_cannot_lock_a_customer_out_and_sources_are_counted_behind_proxies() {
+    let mut server = Server::start_with(|c| {
+        c.lockout.failures_max = 3;
+        c.server.trusted_proxies = vec!["127.0.0.1/32".parse().expect("net")];
+        c.auth.login_attempts_per_minute = 6;
+    })
+    .await;
+    let eve = server.customer("eve", 0, 0).await;
+    let at = |ip: &str| bp_server_example::testkit::browser_at(ip.parse().expect("address"));
+    let mut attacker = CodeFlow::begin_in(&server.site, "openid", at("203.0.113.5")).await;
+    for _ in 0..3 {
+        assert!(attacker.password("eve", "guess").await.contains(FAILED));
+    }
+    assert!(attacker.password("eve", &eve.password).await.contains(FAILED), "the guesser's source is throttled");
+    // Eve, elsewhere (another /64 of IPv6), signs in.
+    let code = server.totp(&eve).await;
+    let mut flow = CodeFlow::begin_in(&server.site, "openid", at("2001:db8:1:2::7")).await;
+    assert!(flow.password("eve", &eve.password).await.contains("Confirm it is you"));
+    let r = flow.second_factor(&[("code", code.as_str())]).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "signed in");
+
+    // Per source budget: 6 attempts a minute. The guesser has used 5 (authorize and 4
+    // passwords); one more, then 429. Another address of Eve's /64 shares her budget (2 used).
+    assert!(attacker.password("eve", "guess").await.contains(FAILED));
+    let r = attacker
+        .http
+        .post(server.url("/oauth2/login/password"))
+        .form(&[("tx", attacker.tx.as_str()), ("username", "eve"), ("password", "x")])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let same_64 = at("2001:db8:1:2:ffff::1");
+    // Eve's sign-in used 3 of her /64's 6: authorize, password, second factor.
+    for _ in 0..3 {
+        let r = same_64.get(server.site.authorize_url("openid", &"v".repeat(43), "s", "n")).send().await.expect("get");
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let r = same_64.get(server.site.authorize_url("openid", &"v".repeat(43), "s", "n")).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "one /64, one budget");
+    server.stop().await;
+
+    // Without trusted proxies, a forwarding header is the client's own word: ignored.
+    let mut server = Server::start_with(|c| c.auth.login_attempts_per_minute = 2).await;
+    for ip in ["192.0.2.1", "192.0.2.2"] {
+        let r = at(ip).get(server.site.authorize_url("openid", &"v".repeat(43), "s", "n")).send().await.expect("get");
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let r =
+        at("192.0.2.3").get(server.site.authorize_url("openid", &"v".repeat(43), "s", "n")).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "all three were loopback");
+    server.stop().await;
+}
+
+/// Unauthenticated `GET /oauth2/authorize` cannot fill the store of sign-ins in progress: one
+/// source holds a bounded number; others are not affected. Password attempts per username are
+/// bounded across sources too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_ins_in_progress_and_attempts_per_username_are_bounded() {
+    let mut server = Server::start_with(|c| {
+        c.server.trusted_proxies = vec!["127.0.0.1/32".parse().expect("net")];
+        c.auth.login_attempts_per_username_per_minute = 3;
+    })
+    .await;
+    let eve = server.customer("eve", 0, 0).await;
+    let at = |ip: &str| bp_server_example::testkit::browser_at(ip.parse().expect("address"));
+    let flood = at("203.0.113.66");
+    let mut refused = 0;
+    for _ in 0..25 {
+        let r = flood.get(server.site.authorize_url("openid", &"v".repeat(43), "s", "n")).send().await.expect("get");
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 5, "20 sign-ins in progress per source");
+    let flow = CodeFlow::begin_in(&server.site, "openid", at("198.51.100.1")).await;
+    assert!(flow.page.contains("name=\"tx\""), "another source still signs in");
+
+    // Three password attempts for "eve" a minute, from anywhere: the fourth is refused, even
+    // with the right password, with the page of a wrong one.
+    for (i, ip) in ["198.51.100.2", "198.51.100.3", "198.51.100.4"].into_iter().enumerate() {
+        let mut f = CodeFlow::begin_in(&server.site, "openid", at(ip)).await;
+        assert!(f.password("eve", &format!("guess {i}")).await.contains(FAILED));
+    }
+    let mut f = CodeFlow::begin_in(&server.site, "openid", at("198.51.100.5")).await;
+    assert!(f.password("eve", &eve.password).await.contains(FAILED));
     server.stop().await;
 }
 
@@ -257,12 +359,14 @@ async fn codes_expire_and_lockouts_grow_longer() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(r.json::<Value>().await.expect("json")["error_description"], "the code has expired");
 
-    // Each lockout lasts twice as long as the one before.
-    let mut flow = CodeFlow::begin(&server.site, "openid").await;
+    // Each lockout lasts twice as long as the one before (wrong second factors lock the
+    // customer out; wrong passwords only their source, see below).
     let mut spans = Vec::new();
     for _ in 0..2 {
+        let mut flow = CodeFlow::begin(&server.site, "openid").await;
+        assert!(flow.password("ada-ttl", &ada.password).await.contains("Confirm it is you"));
         for _ in 0..2 {
-            flow.password("ada-ttl", "wrong password!").await;
+            flow.second_factor(&[("code", "000000")]).await;
         }
         let state = server.state.security.security_state(ada.id).await.expect("state");
         let until = state.locked_until.expect("locked");
@@ -273,8 +377,7 @@ async fn codes_expire_and_lockouts_grow_longer() {
         .await;
     }
     assert!(spans[0] <= 1000 && spans[1] > 1000 && spans[1] <= 2000, "1 s, then 2 s: {spans:?}");
-    // After the lock, the right password works again and resets the count.
-    let page = flow.password("ada-ttl", &ada.password).await;
-    assert!(page.contains("Confirm it is you"), "{page}");
+    // After the lock, the right factors work again.
+    server.login_until_code(&ada, "openid").await;
     server.stop().await;
 }

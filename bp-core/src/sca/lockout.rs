@@ -1,8 +1,9 @@
-//! Lockout after repeated authentication failures (a wrong password, second factor or SCA
-//! answer), progressive: each lockout without a successful sign-in in between lasts twice as
-//! long as the one before, up to a ceiling. Pure functions over a customer's
-//! [`SecurityState`]; the [`Sca`](super::Sca) service reads and writes it under the
-//! customer's lock.
+//! Lockout after repeated authentication failures, progressive: each lockout without a
+//! successful sign-in in between lasts twice as long as the one before, up to a ceiling; failures
+//! and lockouts are forgotten after `decay_s` without a failure, so that an old attack does not
+//! make today's lockouts long. Pure functions over a [`SecurityState`]: a customer's (second
+//! factors and SCA answers, kept by the [`Sca`](super::Sca) service under the customer's lock),
+//! or a server's per (username, source) record of failed passwords.
 
 use serde::{Deserialize, Serialize};
 
@@ -22,19 +23,24 @@ pub struct LockoutRules {
     pub lock_s: u64,
     /// Longest lockout, in seconds.
     pub lock_max_s: u64,
+    /// Failures and lockouts are forgotten this many seconds after the last failure.
+    pub decay_s: u64,
 }
 
 impl Default for LockoutRules {
     fn default() -> Self {
-        Self { failures_max: 5, lock_s: 60, lock_max_s: 3600 }
+        Self { failures_max: 5, lock_s: 60, lock_max_s: 3600, decay_s: 86_400 }
     }
 }
 
 impl LockoutRules {
     /// Refuses settings that would never lock or never unlock.
     pub fn validate(&self) -> Result<(), &'static str> {
-        if self.failures_max == 0 || self.lock_s == 0 || self.lock_max_s < self.lock_s {
-            return Err("lockout: failures_max and lock_s must be positive and lock_max_s ≥ lock_s");
+        if self.failures_max == 0 || self.lock_s == 0 || self.lock_max_s < self.lock_s || self.decay_s < self.lock_max_s
+        {
+            return Err(
+                "lockout: failures_max and lock_s must be positive, lock_max_s ≥ lock_s and decay_s ≥ lock_max_s",
+            );
         }
         Ok(())
     }
@@ -63,8 +69,15 @@ pub struct Failure {
 }
 
 /// Counts one failure at `now`; at `failures_max` in a row the customer is locked out (for
-/// longer each time) and the count starts again.
+/// longer each time) and the count starts again. Failures and lockouts older than `decay_s` are
+/// forgotten first.
 pub fn count_failure(state: &mut SecurityState, rules: &LockoutRules, now: Timestamp) -> Failure {
+    let decay = chrono::Duration::seconds(i64::try_from(rules.decay_s).unwrap_or(i64::MAX / 1_000_000));
+    if state.last_failure_at.is_some_and(|last| now - last >= decay) {
+        state.failures = 0;
+        state.lockouts = 0;
+    }
+    state.last_failure_at = Some(now);
     state.failures = state.failures.saturating_add(1);
     let failures = state.failures;
     if failures < rules.failures_max {
@@ -120,12 +133,34 @@ mod tests {
     }
 
     #[test]
+    fn failures_and_lockouts_decay_after_a_quiet_day() {
+        let rules = LockoutRules::default();
+        let mut state = SecurityState::default();
+        for _ in 0..3 {
+            for _ in 0..5 {
+                count_failure(&mut state, &rules, at(0));
+            }
+        }
+        assert_eq!(state.lockouts, 3, "three lockouts, each longer");
+        count_failure(&mut state, &rules, at(86_399));
+        assert_eq!((state.failures, state.lockouts), (1, 3), "within a day, remembered");
+        let later = 86_399 + 86_400;
+        assert_eq!(count_failure(&mut state, &rules, at(later)), Failure { failures: 1, locked_for_s: None });
+        assert_eq!(state.lockouts, 0, "forgotten after a day without failures");
+        for _ in 0..4 {
+            count_failure(&mut state, &rules, at(later));
+        }
+        assert_eq!(locked_for_s(&state, at(later)), Some(60), "the next lockout is the first again");
+    }
+
+    #[test]
     fn settings_that_never_lock_or_never_unlock_are_refused() {
         assert!(LockoutRules::default().validate().is_ok());
         for bad in [
             LockoutRules { failures_max: 0, ..LockoutRules::default() },
             LockoutRules { lock_s: 0, ..LockoutRules::default() },
             LockoutRules { lock_s: 60, lock_max_s: 59, ..LockoutRules::default() },
+            LockoutRules { decay_s: 60, ..LockoutRules::default() },
         ] {
             assert!(bad.validate().is_err(), "{bad:?}");
         }

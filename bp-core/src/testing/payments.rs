@@ -594,7 +594,7 @@ pub async fn replayed_answers<F: PaymentsFactory>(factory: &F) {
 /// Wrong answers in a row lock the customer out, for longer each time; the lockout ends.
 pub async fn lockout<F: PaymentsFactory>(factory: &F) {
     let rules = ScaRules { challenge_failures_max: 100, ..ScaRules::default() };
-    let lockout = LockoutRules { failures_max: 3, lock_s: 60, lock_max_s: 3600 };
+    let lockout = LockoutRules { failures_max: 3, ..LockoutRules::default() };
     let bank = Bank::with(factory, rules, lockout).await;
     let ada = bank.person("ada", 10_000_00).await;
     let bob = bank.person("bob", 0).await;

@@ -720,6 +720,7 @@ pub async fn security_states<F: SecurityStoreFactory>(f: &F) {
         low_value_count: 3,
         low_value_total_minor: BTreeMap::from([(Currency::EUR, 45_00), (Currency::USD, 12_50), (Currency::JPY, 300)]),
         totp_last_step: Some(58_907_521),
+        last_failure_at: Some(at(899)),
     };
     ok("put", store.put_security_state(ada, state.clone()).await);
     assert_eq!(ok("read back", store.security_state(ada).await), state);

@@ -5,17 +5,16 @@
 //! last seconds to minutes.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Form;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use bp_core::Timestamp;
-use bp_core::customer::{Customer, Username};
+use bp_core::customer::Username;
 use bp_core::ids::{CustomerId, DeviceId, SessionId};
-use bp_core::sca::{SecondFactor, Verified};
+use bp_core::sca::{ScaError, SecondFactor, Verified};
 use bp_core::security::{AuditKind, ScaMethod};
 use chrono::Duration;
 use serde::Deserialize;
@@ -24,10 +23,18 @@ use crate::auth::crypto::{ct_eq, random_token, sha256, unb64};
 use crate::auth::oauth::SCOPES;
 use crate::auth::pages::{error_page, password_page, second_factor_page};
 use crate::auth::{Provider, secs};
+use crate::http::client::{ClientAddr, Source};
 use crate::http::problem::ApiError;
 
 /// Sign-ins in progress at most (beyond, new ones are refused until some finish or expire).
 const LOGINS_MAX: usize = 10_000;
+/// Sign-ins in progress at most per client source, so that one source cannot fill the whole
+/// store of them (an unauthenticated `GET /oauth2/authorize` makes one).
+const LOGINS_PER_SOURCE_MAX: usize = 20;
+/// What every failed password stage answers — a wrong password, an unknown username, or a
+/// username throttled from this source or locked out — so that none tells which it was.
+const PASSWORD_FAILED: &str =
+    "Wrong username or password. After several failed attempts, sign-in from this address is paused for a while.";
 /// Unredeemed authorization codes at most.
 const CODES_MAX: usize = 10_000;
 /// The cookie binding a login form to the browser that opened it.
@@ -55,6 +62,8 @@ struct LoginTx {
     device_nonce: String,
     expires_at: Timestamp,
     stage: Stage,
+    /// Where it was started from, for the bound per source.
+    source: Source,
 }
 
 /// An issued authorization code.
@@ -104,7 +113,15 @@ pub struct AuthorizeQuery {
 }
 
 /// `GET /oauth2/authorize`: validates the request and shows the login form.
-pub async fn authorize(State(state): State<Arc<Provider>>, Query(q): Query<AuthorizeQuery>) -> Response {
+pub async fn authorize(
+    State(state): State<Arc<Provider>>,
+    client_addr: ClientAddr,
+    Query(q): Query<AuthorizeQuery>,
+) -> Response {
+    let source = client_addr.source();
+    if let Err(e) = state.rate_limit(source) {
+        return e.into_response();
+    }
     // Until client and redirect URI are known good, errors are shown, never redirected
     // (RFC 6749 §4.1.2.1), so that nobody can bounce users to a URI of their choosing.
     let Some(client) = q.client_id.as_deref().and_then(|id| state.client(id)) else {
@@ -159,9 +176,17 @@ pub async fn authorize(State(state): State<Arc<Provider>>, Query(q): Query<Autho
         device_nonce: random_token(16),
         expires_at: now + Duration::seconds(secs(state.config.login_ttl_s)),
         stage: Stage::Password,
+        source,
     };
     {
         let mut logins = state.flows.logins.lock().unwrap_or_else(PoisonError::into_inner);
+        if logins.values().filter(|t| t.source == source).count() >= LOGINS_PER_SOURCE_MAX {
+            return error_page(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many sign-ins",
+                "Too many sign-ins were started from your address. Finish one, or try again in a few minutes.",
+            );
+        }
         if logins.len() >= LOGINS_MAX {
             return error_page(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -222,10 +247,12 @@ fn take_tx(state: &Provider, headers: &HeaderMap, tx_id: &str) -> Result<LoginTx
     Ok(tx.clone())
 }
 
-/// `POST /oauth2/login/password`.
+/// `POST /oauth2/login/password`. A wrong password, an unknown username, a username throttled
+/// from this source and a customer locked out all get the same page after the same work (one
+/// password hash check), so that the answer tells nothing about the username.
 pub async fn login_password(
     State(state): State<Arc<Provider>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    client_addr: ClientAddr,
     headers: HeaderMap,
     Form(form): Form<PasswordForm>,
 ) -> Response {
@@ -234,41 +261,47 @@ pub async fn login_password(
         Err(page) => return *page,
     };
     let client_name = state.client(&tx.client_id).map(|c| c.name.clone()).unwrap_or_default();
-    if let Err(e) = state.rate_limit(peer.ip()) {
+    let source = client_addr.source();
+    if let Err(e) = state.rate_limit(source) {
         return e.into_response();
     }
+    let failed = || Html(password_page(&client_name, &form.tx, Some(PASSWORD_FAILED))).into_response();
+    let refused = !state.username_within_budget(&form.username) || state.throttled(&form.username, source);
     let customer = match Username::parse(form.username.trim()) {
         Ok(u) => state.ledger.customer_by_username(&u).await.ok().flatten(),
         Err(_) => None,
     };
-    let Some(customer) = customer else {
-        // Take as long as a real check, so that timing does not reveal which usernames exist.
-        let dummy = state.dummy_hash.clone();
-        let hasher = state.hasher.clone();
-        let password = form.password;
-        let _ = tokio::task::spawn_blocking(move || hasher.verify(&dummy, &password)).await;
-        state.audit(AuditKind::PasswordFailed, None, serde_json::json!({ "client_id": tx.client_id })).await.ok();
-        metrics::counter!("bp_logins_total", "outcome" => "failed").increment(1);
-        return Html(password_page(&client_name, &form.tx, Some("Wrong username or password."))).into_response();
+    let customer_id = customer.as_ref().map(|c| c.id);
+    let _guard = match customer_id {
+        Some(id) => Some(state.sca.lock(id).await),
+        None => None,
     };
-    let _guard = state.sca.lock(customer.id).await;
-    let outcome = check_password(&state, &customer, form.password).await;
-    match outcome {
-        Ok(true) => {}
-        Ok(false) => {
-            metrics::counter!("bp_logins_total", "outcome" => "failed").increment(1);
-            if let Err(e) = state.sca.record_failure(customer.id, AuditKind::PasswordFailed).await {
-                return ApiError::from(e).into_response();
-            }
-            return Html(password_page(&client_name, &form.tx, Some("Wrong username or password."))).into_response();
-        }
-        Err(ApiError::LockedOut { .. }) => {
-            state.audit(AuditKind::LockedOutAttempt, Some(customer.id), serde_json::json!({})).await.ok();
-            return Html(password_page(&client_name, &form.tx, Some("Too many failed attempts. Try again later.")))
-                .into_response();
-        }
+    let locked = match customer_id {
+        Some(id) => matches!(state.sca.unlocked(id).await, Err(ScaError::LockedOut { .. })),
+        None => false,
+    };
+    // One password hash check whatever the case: the customer's hash, or a dummy one.
+    let right = match check_password(&state, customer_id, form.password).await {
+        Ok(right) => right && !refused && !locked,
         Err(e) => return e.into_response(),
+    };
+    if right {
+        state.password_passed(&form.username, source);
+    } else {
+        metrics::counter!("bp_logins_total", "outcome" => "failed").increment(1);
+        let detail = serde_json::json!({ "client_id": tx.client_id });
+        if refused || locked {
+            state.audit(AuditKind::LockedOutAttempt, customer_id, detail).await.ok();
+        } else {
+            state.audit(AuditKind::PasswordFailed, customer_id, detail).await.ok();
+            if let Some(lock_s) = state.password_failed(&form.username, source) {
+                let detail = serde_json::json!({ "scope": "username_and_source", "lock_s": lock_s });
+                state.audit(AuditKind::LockedOut, customer_id, detail).await.ok();
+            }
+        }
+        return failed();
     }
+    let Some(customer) = customer else { return failed() };
     let has_totp =
         state.security.credentials(customer.id).await.ok().flatten().is_some_and(|c| c.totp_secret.is_some());
     let mut logins = state.flows.logins.lock().unwrap_or_else(PoisonError::into_inner);
@@ -281,18 +314,25 @@ pub async fn login_password(
     Html(second_factor_page(&client_name, &form.tx, &nonce, has_totp, None)).into_response()
 }
 
-async fn check_password(state: &Provider, customer: &Customer, password: String) -> Result<bool, ApiError> {
-    state.sca.unlocked(customer.id).await?;
-    let credentials = state.security.credentials(customer.id).await?;
+/// Whether `password` is `customer`'s; for an unknown customer (or one without credentials) a
+/// dummy hash is checked, so that the answer takes as long.
+async fn check_password(state: &Provider, customer: Option<CustomerId>, password: String) -> Result<bool, ApiError> {
+    let credentials = match customer {
+        Some(id) => state.security.credentials(id).await?,
+        None => None,
+    };
     let hasher = state.hasher.clone();
+    let known = credentials.is_some();
     let phc = credentials.map(|c| c.password_hash).unwrap_or_else(|| state.dummy_hash.clone());
-    tokio::task::spawn_blocking(move || hasher.verify(&phc, &password)).await.map_err(|_| ApiError::Internal)
+    let right =
+        tokio::task::spawn_blocking(move || hasher.verify(&phc, &password)).await.map_err(|_| ApiError::Internal)?;
+    Ok(right && known)
 }
 
 /// `POST /oauth2/login/second-factor`.
 pub async fn login_second_factor(
     State(state): State<Arc<Provider>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    client_addr: ClientAddr,
     headers: HeaderMap,
     Form(form): Form<SecondFactorForm>,
 ) -> Response {
@@ -305,7 +345,7 @@ pub async fn login_second_factor(
         return Html(password_page(&client_name, &form.tx, Some("Enter your username and password first.")))
             .into_response();
     };
-    if let Err(e) = state.rate_limit(peer.ip()) {
+    if let Err(e) = state.rate_limit(client_addr.source()) {
         return e.into_response();
     }
     let _guard = state.sca.lock(customer_id).await;

@@ -15,7 +15,8 @@
 //! - [`pages`]: the sign-in's HTML pages and stylesheet.
 //! - [`tokens`]: the signing key, the claims, and checking our own and an external issuer's tokens.
 //! - [`bearer`]: the bearer-token extractors of the API.
-//! - [`guard`]: the per-IP rate limit, and the audit log as the provider writes it.
+//! - [`guard`]: budgets of attempts per source and per username, the throttle of failed
+//!   passwords per (username, source), and the audit log as the provider writes it.
 //! - [`crypto`]: random tokens, hashes, Argon2id, the TOTP URI.
 
 pub mod bearer;
@@ -26,22 +27,22 @@ pub mod oauth;
 pub mod pages;
 pub mod tokens;
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{get, post};
 use bp_core::clock::Clock;
-use bp_core::sca::Sca;
+use bp_core::sca::{LockoutRules, Sca};
 use bp_core::security::SecurityStore;
 use bp_core::{Ledger, Store, Timestamp};
 
 pub use crate::auth::bearer::{Auth, Payer, authenticate};
 use crate::auth::crypto::PasswordHasherConfig;
+use crate::auth::guard::{Budget, Throttle};
 use crate::auth::login::Flows;
 use crate::auth::tokens::{External, Keys, Verifier};
 use crate::config::{AuthConfig, ClientConfig, Config};
+use crate::http::client::Source;
 
 /// The provider's state: what its endpoints, the token checks and the security bookkeeping share.
 pub struct Provider {
@@ -75,8 +76,14 @@ pub struct Provider {
     pub audit_written: Arc<tokio::sync::Notify>,
     /// Sign-in flows and authorization codes in progress.
     flows: Flows,
-    /// Sign-in attempts per client address in the current minute.
-    rate: Mutex<HashMap<IpAddr, (i64, u32)>>,
+    /// Lockout after failed passwords, per (username, source).
+    pub lockout: LockoutRules,
+    /// Sign-in attempts per client source in the current minute.
+    rate: Budget<Source>,
+    /// Password attempts per username in the current minute.
+    usernames: Budget<String>,
+    /// Failed passwords per (username, source).
+    throttle: Throttle,
 }
 
 impl std::fmt::Debug for Provider {
@@ -116,7 +123,10 @@ impl Provider {
             sca,
             audit_written,
             flows: Flows::default(),
-            rate: Mutex::new(HashMap::new()),
+            lockout: config.lockout.clone(),
+            rate: Budget::default(),
+            usernames: Budget::default(),
+            throttle: Throttle::default(),
         })
     }
 

@@ -2,11 +2,10 @@
 //! (the authorization-code grant with PKCE, and rotating refresh tokens with reuse detection,
 //! RFC 9700 §4.14), revocation (RFC 7009) and userinfo.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError};
 
 use axum::Form;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bp_core::Timestamp;
@@ -20,6 +19,7 @@ use crate::auth::crypto::{b64, ct_eq, random_token, sha256};
 use crate::auth::tokens::{AccessClaims, IdClaims};
 use crate::auth::{Provider, secs};
 use crate::config::ClientConfig;
+use crate::http::client::ClientAddr;
 use crate::http::problem::ApiError;
 
 /// Scopes this server grants.
@@ -75,7 +75,7 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
 /// `POST /oauth2/token`.
 pub async fn token(
     State(state): State<Arc<Provider>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    client_addr: ClientAddr,
     Form(form): Form<TokenForm>,
 ) -> Response {
     let Some(client) = form.client_id.as_deref().and_then(|id| state.client(id)).cloned() else {
@@ -83,7 +83,7 @@ pub async fn token(
     };
     match form.grant_type.as_deref() {
         Some("authorization_code") => code_grant(&state, &client, &form).await,
-        Some("refresh_token") => refresh_grant(&state, &client, &form, peer).await,
+        Some("refresh_token") => refresh_grant(&state, &client, &form, client_addr).await,
         _ => oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "use authorization_code or refresh_token"),
     }
 }
@@ -229,7 +229,7 @@ fn issue(
     ([(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")], axum::Json(body)).into_response()
 }
 
-async fn refresh_grant(state: &Provider, client: &ClientConfig, form: &TokenForm, peer: SocketAddr) -> Response {
+async fn refresh_grant(state: &Provider, client: &ClientConfig, form: &TokenForm, client_addr: ClientAddr) -> Response {
     let Some(presented) = form.refresh_token.as_deref() else {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "refresh_token is required");
     };
@@ -238,7 +238,7 @@ async fn refresh_grant(state: &Provider, client: &ClientConfig, form: &TokenForm
     let stored = match state.security.refresh_token(old_hash).await {
         Ok(Some(t)) => t,
         Ok(None) => {
-            if let Err(e) = state.rate_limit(peer.ip()) {
+            if let Err(e) = state.rate_limit(client_addr.source()) {
                 return e.into_response();
             }
             return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown refresh token");

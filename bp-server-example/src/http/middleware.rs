@@ -1,6 +1,7 @@
 //! The layers every request of the server passes through, outermost first: a bound on requests
 //! in flight, a request id (made, or the client's, and echoed), panics answered as problems, one
-//! log line and one latency sample per request, security headers, a timeout and a body limit;
+//! log line and one latency sample per request, the client's address (behind trusted proxies),
+//! security headers, a timeout and a body limit;
 //! and the problem answers of unknown routes and methods. The process's metrics recorder is here
 //! too, since the latency samples are its first use.
 
@@ -17,6 +18,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 
 use crate::config::ServerConfig;
+use crate::http::client::client_addr_layer;
 use crate::http::problem::{ApiError, problem_response};
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -41,6 +43,7 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
 /// `config` says; `hsts` when the server is reached over HTTPS.
 pub fn layered<S: Clone + Send + Sync + 'static>(routes: Router<S>, config: &ServerConfig, hsts: bool) -> Router<S> {
     let timeout = Duration::from_millis(config.request_timeout_ms);
+    let trusted: std::sync::Arc<[ipnet::IpNet]> = config.trusted_proxies.clone().into();
     routes
         .fallback(|| async { ApiError::NotFound("route").into_response() })
         .method_not_allowed_fallback(|| async {
@@ -54,6 +57,7 @@ pub fn layered<S: Clone + Send + Sync + 'static>(routes: Router<S>, config: &Ser
         .layer(DefaultBodyLimit::max(config.body_bytes_max))
         .layer(middleware::from_fn(move |req, next| timeout_layer(timeout, req, next)))
         .layer(middleware::from_fn(move |req, next| headers_layer(hsts, req, next)))
+        .layer(middleware::from_fn(move |req, next| client_addr_layer(trusted.clone(), req, next)))
         .layer(middleware::from_fn(observe))
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("a handler panicked");

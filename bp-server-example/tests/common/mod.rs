@@ -60,6 +60,7 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     config.auth.argon2_memory_kib = 8 * 1024;
     config.auth.argon2_iterations = 1;
     config.auth.login_attempts_per_minute = 10_000;
+    config.auth.login_attempts_per_username_per_minute = 10_000;
     config.log.json = true;
     config
 }
