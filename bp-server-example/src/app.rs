@@ -20,7 +20,7 @@ use crate::state::AppState;
 pub fn router(state: Arc<AppState>) -> Router {
     let (v1, api) = crate::v1::routes();
     let api_json = Arc::new(serde_json::to_string_pretty(&api).unwrap_or_default());
-    let routes = Router::new()
+    let mut routes = Router::new()
         .merge(v1)
         .merge(crate::auth::routes().with_state(Arc::clone(&state.auth)))
         .route("/", get(crate::http::web::page))
@@ -28,7 +28,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/app/{*file}", get(crate::http::web::file))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
         .route(
             "/openapi.json",
             get(move || {
@@ -36,7 +35,33 @@ pub fn router(state: Arc<AppState>) -> Router {
                 async move { ([(header::CONTENT_TYPE, "application/json")], (*body).clone()) }
             }),
         );
-    crate::http::middleware::layered(routes, &state.config.server, state.config.tls()).with_state(state)
+    if state.config.metrics_on_main_listener() {
+        routes = routes.route("/metrics", get(metrics_text));
+    }
+    crate::http::middleware::layered(routes, &state.config.server, state.config.public_https()).with_state(state)
+}
+
+/// `/metrics` on a listener of its own (`server.metrics_listen`), stopped when dropped.
+#[derive(Debug)]
+pub struct MetricsServer(tokio::task::JoinHandle<()>);
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Serves `/metrics` of `state` on `listener`, plain HTTP: for a monitoring network, not for
+/// customers.
+pub fn serve_metrics(state: Arc<AppState>, listener: std::net::TcpListener) -> std::io::Result<MetricsServer> {
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let routes = Router::new().route("/metrics", get(metrics_text)).with_state(state);
+    Ok(MetricsServer(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, routes).await {
+            tracing::warn!(error = %e, "the metrics listener stopped");
+        }
+    })))
 }
 
 async fn livez() -> &'static str {
@@ -72,9 +97,15 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
 /// when configured, event streams on connections of their own served by
 /// [`crate::events::stream_conn`]; starts the background [`jobs`](crate::jobs), which stop with
 /// it.
-pub async fn serve(state: Arc<AppState>, listener: std::net::TcpListener, signals: bool) -> std::io::Result<Running> {
+pub async fn serve(
+    state: Arc<AppState>,
+    listener: std::net::TcpListener,
+    metrics: Option<std::net::TcpListener>,
+    signals: bool,
+) -> std::io::Result<Running> {
     metrics_handle();
-    let jobs = crate::jobs::start(&state);
+    let metrics = metrics.map(|l| serve_metrics(Arc::clone(&state), l)).transpose()?;
+    let jobs = (crate::jobs::start(&state), metrics);
     let stopping = state.clone();
     // Event streams end once they have sent what their ring holds, so that graceful shutdown
     // does not wait for them (their clients resume elsewhere); new ones are refused.

@@ -120,6 +120,10 @@ pub struct ServerConfig {
     /// Reverse proxies (addresses or networks, e.g. `10.0.0.0/8`) whose `Forwarded` or
     /// `X-Forwarded-For` names the client; from anyone else those headers are ignored.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Where `/metrics` is served, on a listener of its own (for the monitoring network only).
+    /// Unset, it is served on the main listener in development mode (which listens on loopback)
+    /// and not at all in production mode.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Storage settings.
@@ -219,6 +223,7 @@ impl Default for Config {
                 shutdown_grace_ms: 10_000,
                 send_timeout_ms: 60_000,
                 trusted_proxies: Vec::new(),
+                metrics_listen: None,
             },
             storage: StorageConfig { data_dir: PathBuf::from("./data"), sqlite_file: PathBuf::from("bp.sqlite") },
             auth: AuthConfig {
@@ -349,6 +354,19 @@ impl Config {
         self.server.tls_cert_path.is_some()
     }
 
+    /// Whether clients reach the server over HTTPS — this process's TLS, or a TLS-terminating
+    /// proxy in front of it (the public URL's scheme): the sign-in cookie is `Secure` and HSTS
+    /// is sent then.
+    pub fn public_https(&self) -> bool {
+        self.issuer().starts_with("https://")
+    }
+
+    /// Whether `/metrics` is served on the main listener: only in development mode without a
+    /// listener of its own (`server.metrics_listen`).
+    pub fn metrics_on_main_listener(&self) -> bool {
+        self.mode == Mode::Development && self.server.metrics_listen.is_none()
+    }
+
     /// The issuer URL (no trailing slash).
     pub fn issuer(&self) -> String {
         match &self.server.public_url {
@@ -366,6 +384,19 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn https_and_metrics_follow_the_public_url_and_the_mode() {
+        let mut c = Config::default();
+        assert!(!c.public_https() && c.metrics_on_main_listener(), "development on loopback");
+        c.server.public_url = Some("https://bank.example".to_owned());
+        assert!(c.public_https(), "TLS terminated by a proxy in front: still HTTPS for the clients");
+        c.server.metrics_listen = Some("127.0.0.1:9464".parse().expect("address"));
+        assert!(!c.metrics_on_main_listener(), "a listener of its own");
+        c.server.metrics_listen = None;
+        c.mode = Mode::Production;
+        assert!(!c.metrics_on_main_listener(), "never public in production");
+    }
 
     #[test]
     fn defaults_are_valid_and_loopback() {

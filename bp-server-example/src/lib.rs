@@ -55,6 +55,8 @@ pub struct Started {
     pub state: Arc<AppState>,
     /// Demo credentials, when this start seeded the demo.
     pub demo: Option<Vec<demo::Enrolled>>,
+    /// Where `/metrics` is served, when on a listener of its own.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Opens the store and keys of `config`, connects the bus it names, seeds the demo on a first
@@ -92,6 +94,12 @@ async fn serve_on(
     let keys = Keys::load_or_create(&key_path, config.mode == Mode::Development).map_err(|e| e.to_string())?;
     let listener = std::net::TcpListener::bind(config.server.listen)
         .map_err(|e| format!("binding {}: {e}", config.server.listen))?;
+    let metrics = match config.server.metrics_listen {
+        Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|e| format!("binding {addr}: {e}"))?),
+        None => None,
+    };
+    let metrics_addr =
+        metrics.as_ref().map(std::net::TcpListener::local_addr).transpose().map_err(|e| e.to_string())?;
     let mut config = config;
     // An ephemeral port (0) becomes the real one, so that the issuer URL is right.
     config.server.listen = listener.local_addr().map_err(|e| e.to_string())?;
@@ -108,6 +116,6 @@ async fn serve_on(
     } else {
         None
     };
-    let running = app::serve(state.clone(), listener, signals).await.map_err(|e| e.to_string())?;
-    Ok(Started { running, state, demo })
+    let running = app::serve(state.clone(), listener, metrics, signals).await.map_err(|e| e.to_string())?;
+    Ok(Started { running, state, demo, metrics_addr })
 }

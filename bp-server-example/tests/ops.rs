@@ -162,6 +162,29 @@ async fn health_metrics_and_security_headers() {
     server.stop().await;
 }
 
+/// `/metrics` on a listener of its own is not on the public one; behind a TLS-terminating proxy
+/// (an `https` public URL) the server sends HSTS and makes the sign-in cookie `Secure`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_on_their_own_listener_and_https_from_the_public_url() {
+    let mut server = Server::start_with(|c| {
+        c.server.metrics_listen = Some("127.0.0.1:0".parse().expect("address"));
+        c.server.public_url = Some("https://bank.example".to_owned());
+    })
+    .await;
+    let http = reqwest::Client::new();
+    assert_eq!(http.get(server.url("/metrics")).send().await.expect("metrics").status(), StatusCode::NOT_FOUND);
+    let addr = server.started.as_ref().and_then(|s| s.metrics_addr).expect("a metrics listener");
+    let metrics = http.get(format!("http://{addr}/metrics")).send().await.expect("metrics");
+    assert_eq!(metrics.status(), StatusCode::OK);
+    assert!(metrics.text().await.expect("text").contains("bp_http_request_duration_seconds"));
+    let live = http.get(server.url("/livez")).send().await.expect("livez");
+    assert!(live.headers()["strict-transport-security"].to_str().expect("ascii").contains("max-age="));
+    let authorize = http.get(server.site.authorize_url("openid", &"v".repeat(43), "s", "n")).send().await.expect("get");
+    let cookie = authorize.headers()["set-cookie"].to_str().expect("ascii").to_owned();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_web_app_is_served_from_the_binary_with_its_csp() {
     let mut server = Server::start().await;

@@ -111,7 +111,7 @@ impl Provider {
         Ok(Self {
             issuer,
             config: config.auth.clone(),
-            https: config.tls(),
+            https: config.public_https(),
             ledger,
             security: Arc::clone(sca.store()),
             keys,
