@@ -452,4 +452,24 @@ mod tests {
         let err = Config::load(Some(&dir.path().join("missing.toml"))).expect_err("missing file");
         assert!(err.to_string().contains("no configuration file"));
     }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn euro_rates_are_exact_decimals_from_the_file_or_the_environment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("bp.toml");
+        std::fs::write(&file, "[sca.eur_rates]\nJPY = \"160\"\nCHF = \"0.9412\"\n").expect("write");
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("BP_SCA__EUR_RATES__GBP", "\"0.85\"");
+            let c = Config::load(Some(&file)).expect("loads");
+            let rate = |code: &str| c.sca.eur_rates.get(&code.parse().expect("currency")).map(ToString::to_string);
+            assert_eq!(rate("JPY").as_deref(), Some("160"));
+            assert_eq!(rate("CHF").as_deref(), Some("0.9412"));
+            assert_eq!(rate("GBP").as_deref(), Some("0.85"));
+            jail.set_env("BP_SCA__EUR_RATES__GBP", "0.85");
+            let err = Config::load(Some(&file)).expect_err("an unquoted decimal is a float");
+            assert!(err.to_string().contains("as a string"), "{err}");
+            Ok(())
+        });
+    }
 }

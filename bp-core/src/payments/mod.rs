@@ -282,7 +282,7 @@ impl Payments {
             if let Submitted::New(t) = &submitted
                 && t.state == TransferState::Posted
             {
-                count_low_value(&mut state, &order.payment.amount);
+                count_low_value(self.sca.rules(), &mut state, &order.payment.amount);
                 store.put_security_state(customer, state).await?;
                 let detail = serde_json::json!({ "rule": "low_value", "transfer": order.id.to_string() });
                 self.sca.audit(AuditKind::ScaExempted, Some(customer), detail).await?;

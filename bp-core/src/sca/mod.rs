@@ -6,17 +6,20 @@
 //! customer's records in a [`SecurityStore`](crate::security::SecurityStore).
 //!
 //! - [`factors`]: checking device-key signatures and TOTP codes.
+//! - [`eur`]: euro equivalents of payments, which the limits are stated in.
 //! - [`lockout`]: progressive lockout after repeated failures.
 //! - [`limits`]: bounds on names, devices and beneficiaries.
 //! - [`Sca`]: challenges opened and answered, failures counted, devices registered, the audit
 //!   log written; the payments façade ([`crate::payments`]) builds on it.
 
 mod error;
+pub mod eur;
 pub mod factors;
 pub mod limits;
 pub mod lockout;
 mod service;
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use schemars::JsonSchema;
@@ -24,15 +27,24 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use error::{Closed, ScaError};
+pub use eur::EurRate;
+use eur::eur_units_minor;
 pub use lockout::LockoutRules;
 pub use service::{CustomerGuard, DeviceChallenge, Sca, SecondFactor, Verified};
 
 use crate::Timestamp;
 use crate::account_number::AccountNumber;
 use crate::ids::{ChallengeId, CustomerId, DeviceId};
-use crate::money::Money;
+use crate::money::{Currency, Money};
 use crate::security::{ChallengePurpose, ChallengeState, ScaChallenge, ScaMethod, SecurityState};
 use crate::transfer::Transfer;
+
+/// The demo's rate of US dollars per euro (`ScaRules::default`): a placeholder, as every default
+/// rate is; the bank sets its reference rates.
+const DEMO_USD_RATE: EurRate = match EurRate::from_parts(110, 2) {
+    Some(rate) => rate,
+    None => panic!("1.10 is a valid rate"),
+};
 
 /// Namespace of challenge ids derived from what they authorize.
 const CHALLENGE_NAMESPACE: Uuid = Uuid::from_u128(0x8b5e_0d44_7c19_4e02_a3f6_21d9_6c70_e418);
@@ -61,17 +73,24 @@ pub struct ScaRules {
     pub exempt_own_accounts: bool,
     /// Transfers to trusted beneficiaries need no SCA (RTS art. 13).
     pub exempt_trusted_beneficiaries: bool,
-    /// Low-value payments below this many currency units need no SCA (0 turns it off)…
+    /// Low-value payments below this many euro (their euro equivalent, see `eur_rates`) need no
+    /// SCA (0 turns it off)…
     pub low_value_amount_max_units: i64,
     /// …while the payments since the last SCA, this one included, stay within this cumulative
-    /// amount (per currency)…
+    /// amount in euro…
     pub low_value_total_max_units: i64,
     /// …and this number (RTS art. 16 lets a bank use either limit; both are applied).
     pub low_value_count_max: u32,
     /// A customer without a device key may answer a payment challenge with a TOTP code for
-    /// amounts up to this many units (0: never); payments to a beneficiary trusted with a TOTP
+    /// amounts up to this many euro (0: never); payments to a beneficiary trusted with a TOTP
     /// code are exempt only up to it as well.
     pub totp_payment_amount_max_units: i64,
+    /// Units of each currency per euro (exact decimals, e.g. `USD = "1.10"`): how payments in
+    /// other currencies are compared with the limits above. Set them to the bank's reference
+    /// rates; a currency without one gets no low-value or TOTP-trusted exemption and no TOTP
+    /// answers. The default has a rate for the demo's US dollars only.
+    #[serde(deserialize_with = "eur::deserialize_rates")]
+    pub eur_rates: BTreeMap<Currency, EurRate>,
     /// What needs a recent sign-in (registering a first device with a TOTP code, removing a
     /// device) needs one at most this many seconds old; older sessions must sign in again.
     pub recent_sign_in_max_age_s: u64,
@@ -89,6 +108,7 @@ impl Default for ScaRules {
             low_value_count_max: 5,
             totp_payment_amount_max_units: 500,
             recent_sign_in_max_age_s: 300,
+            eur_rates: BTreeMap::from([(Currency::USD, DEMO_USD_RATE)]),
         }
     }
 }
@@ -104,15 +124,15 @@ impl ScaRules {
         Ok(())
     }
 
+    /// The euro equivalent of `amount`, in cents, rounded up; `None` without a rate.
+    pub fn eur_minor(&self, amount: &Money) -> Option<i64> {
+        eur::eur_minor(amount, self.eur_rates.get(&amount.currency()).copied())
+    }
+
     /// How long a challenge made now is answerable.
     pub fn challenge_ttl(&self) -> chrono::Duration {
         chrono::Duration::seconds(i64::try_from(self.challenge_ttl_s).unwrap_or(i64::MAX / 1_000_000))
     }
-}
-
-/// `units` whole units of `amount`'s currency, in minor units (saturating).
-fn units_minor(units: i64, amount: &Money) -> i64 {
-    10i64.checked_pow(u32::from(amount.currency().exponent())).and_then(|f| f.checked_mul(units)).unwrap_or(i64::MAX)
 }
 
 /// Who the payee of a payment is to its payer.
@@ -164,10 +184,10 @@ pub fn standing_exemption(rules: &ScaRules, relation: PayeeRelation, amount: &Mo
     }
 }
 
-/// Whether `amount` is within what a TOTP code may authorize.
+/// Whether `amount` is within what a TOTP code may authorize (in euro).
 fn within_totp_limit(rules: &ScaRules, amount: &Money) -> bool {
     rules.totp_payment_amount_max_units > 0
-        && amount.amount_minor() <= units_minor(rules.totp_payment_amount_max_units, amount)
+        && rules.eur_minor(amount).is_some_and(|eur| eur <= eur_units_minor(rules.totp_payment_amount_max_units))
 }
 
 /// Whether a payment of `amount` to a payee of `relation` is exempt, and by which rule (tried
@@ -184,23 +204,30 @@ pub fn exemption(
 
 /// Whether the low-value exemption covers a payment of `amount` given the counters since the
 /// last SCA: below the single-payment limit, and within both the cumulative amount and the
-/// count once this payment is added.
+/// count once this payment is added — all in euro (see [`ScaRules::eur_rates`]).
 pub fn low_value_allows(rules: &ScaRules, amount: &Money, state: &SecurityState) -> bool {
-    if rules.low_value_amount_max_units <= 0 {
+    if rules.low_value_amount_max_units <= 0 || state.low_value_count >= rules.low_value_count_max {
         return false;
     }
-    let minor = amount.amount_minor();
-    let total = state.low_value_total_minor.get(&amount.currency()).copied().unwrap_or(0);
-    minor < units_minor(rules.low_value_amount_max_units, amount)
-        && total.checked_add(minor).is_some_and(|t| t <= units_minor(rules.low_value_total_max_units, amount))
-        && state.low_value_count < rules.low_value_count_max
+    let (Some(eur), Some(total)) = (rules.eur_minor(amount), low_value_total_eur(rules, state)) else { return false };
+    eur < eur_units_minor(rules.low_value_amount_max_units)
+        && total.checked_add(eur).is_some_and(|t| t <= eur_units_minor(rules.low_value_total_max_units))
 }
 
-/// Counts a payment made under the low-value exemption.
-pub fn count_low_value(state: &mut SecurityState, amount: &Money) {
+/// The low-value payments since the last SCA, in euro cents. They are kept as euro; totals kept
+/// per currency by earlier versions are converted too (`None` when a rate is missing).
+fn low_value_total_eur(rules: &ScaRules, state: &SecurityState) -> Option<i64> {
+    state.low_value_total_minor.iter().try_fold(0i64, |sum, (currency, minor)| {
+        Some(sum.saturating_add(rules.eur_minor(&Money::new(*minor, *currency))?))
+    })
+}
+
+/// Counts a payment made under the low-value exemption (its euro equivalent).
+pub fn count_low_value(rules: &ScaRules, state: &mut SecurityState, amount: &Money) {
     state.low_value_count = state.low_value_count.saturating_add(1);
-    let total = state.low_value_total_minor.entry(amount.currency()).or_insert(0);
-    *total = total.saturating_add(amount.amount_minor());
+    let eur = rules.eur_minor(amount).unwrap_or(i64::MAX);
+    let total = state.low_value_total_minor.entry(Currency::EUR).or_insert(0);
+    *total = total.saturating_add(eur);
 }
 
 /// An SCA happened (a sign-in with two factors, an answered challenge): the low-value
@@ -409,7 +436,7 @@ mod tests {
         assert!(low_value_allows(&c, &Money::new(2_999, Currency::EUR), &s));
         // Cumulative: 3 × 29.99 = 89.97; a fourth of 29.99 would pass 100.
         for _ in 0..3 {
-            count_low_value(&mut s, &Money::new(2_999, Currency::EUR));
+            count_low_value(&c, &mut s, &Money::new(2_999, Currency::EUR));
         }
         assert!(!low_value_allows(&c, &Money::new(2_999, Currency::EUR), &s));
         assert!(low_value_allows(&c, &Money::new(1_003, Currency::EUR), &s), "exactly 100.00 is within");
@@ -417,14 +444,36 @@ mod tests {
         let mut s = SecurityState::default();
         for _ in 0..5 {
             assert!(low_value_allows(&c, &Money::new(100, Currency::EUR), &s));
-            count_low_value(&mut s, &Money::new(100, Currency::EUR));
+            count_low_value(&c, &mut s, &Money::new(100, Currency::EUR));
         }
         assert!(!low_value_allows(&c, &Money::new(100, Currency::EUR), &s));
         reset_low_value(&mut s);
         assert!(low_value_allows(&c, &Money::new(100, Currency::EUR), &s));
-        // Currencies are counted in their own units: JPY has no minor unit.
-        assert!(low_value_allows(&c, &Money::new(29, Currency::JPY), &SecurityState::default()));
-        assert!(!low_value_allows(&c, &Money::new(30, Currency::JPY), &SecurityState::default()));
+        // Other currencies count by their euro equivalent (RTS art. 16 says €30 and €100), and
+        // not at all without a rate: JPY has no minor unit.
+        assert!(!low_value_allows(&c, &Money::new(29, Currency::JPY), &SecurityState::default()), "no JPY rate");
+        let yen = ScaRules {
+            eur_rates: BTreeMap::from([(Currency::JPY, EurRate::parse("160").expect("rate"))]),
+            ..c.clone()
+        };
+        assert!(low_value_allows(&yen, &Money::new(4_798, Currency::JPY), &SecurityState::default()), "29.99 EUR");
+        assert!(!low_value_allows(&yen, &Money::new(4_799, Currency::JPY), &SecurityState::default()), "30.00 EUR");
+        // Totals add up across currencies in euro: 29.99 EUR and 32.98 USD (29.99 EUR), …
+        let mut s = SecurityState::default();
+        count_low_value(&c, &mut s, &Money::new(2_999, Currency::EUR));
+        count_low_value(&c, &mut s, &Money::new(3_298, Currency::USD));
+        assert_eq!(s.low_value_total_minor.get(&Currency::EUR), Some(&(2_999 + 2_999)), "kept in euro");
+        assert!(low_value_allows(&c, &Money::new(2_999, Currency::EUR), &s));
+        count_low_value(&c, &mut s, &Money::new(2_999, Currency::EUR));
+        assert!(low_value_allows(&c, &Money::new(1_100, Currency::USD), &s), "… 89.97 + 10.00 EUR is within 100");
+        assert!(!low_value_allows(&c, &Money::new(1_104, Currency::USD), &s), "89.97 + 10.04 EUR is not");
+        // A total an earlier version kept per currency is converted.
+        let legacy = SecurityState {
+            low_value_total_minor: BTreeMap::from([(Currency::USD, 8_800)]),
+            ..SecurityState::default()
+        };
+        assert!(!low_value_allows(&c, &Money::new(2_001, Currency::EUR), &legacy), "80.00 + 20.01 EUR");
+        assert!(low_value_allows(&c, &Money::new(2_000, Currency::EUR), &legacy));
     }
 
     #[test]
