@@ -16,6 +16,8 @@ use crate::http::problem::ApiError;
 pub const TICKET_TTL_S: i64 = 30;
 /// Unspent tickets kept at most.
 const TICKETS_MAX: usize = 100_000;
+/// Unspent tickets of one customer at most, so that one customer cannot use up everyone's.
+const TICKETS_PER_CUSTOMER_MAX: usize = 20;
 
 /// Unspent stream tickets, by hash.
 #[derive(Debug, Default)]
@@ -38,7 +40,8 @@ pub struct Ticketed {
 
 impl Tickets {
     /// A new ticket for `customer` signed in with `session` at `now`, whose stream may last until
-    /// `authority_until`. Refused (rate limited) while `TICKETS_MAX` are unspent.
+    /// `authority_until`. Refused (rate limited) while `TICKETS_PER_CUSTOMER_MAX` of the
+    /// customer's, or `TICKETS_MAX` in all, are unspent.
     pub fn issue(
         &self,
         now: Timestamp,
@@ -48,7 +51,8 @@ impl Tickets {
         let token = random_token(32);
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         map.retain(|_, t| t.until > now);
-        if map.len() >= TICKETS_MAX {
+        let customers = map.values().filter(|t| t.customer == customer).count();
+        if customers >= TICKETS_PER_CUSTOMER_MAX || map.len() >= TICKETS_MAX {
             return Err(ApiError::RateLimited { retry_after_s: 5 });
         }
         let ticketed =
@@ -60,5 +64,25 @@ impl Tickets {
     /// Spends `ticket`: what it was issued for, once; the caller checks that it has not expired.
     pub fn spend(&self, ticket: &str) -> Option<Ticketed> {
         self.map.lock().unwrap_or_else(PoisonError::into_inner).remove(&sha256(ticket.as_bytes()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_customer_cannot_use_up_everyones_tickets() {
+        let tickets = Tickets::default();
+        let now = chrono::Utc::now();
+        let (ada, bob) = (CustomerId::new_v7(), CustomerId::new_v7());
+        for _ in 0..TICKETS_PER_CUSTOMER_MAX {
+            tickets.issue(now, (ada, None), now).expect("within the bound");
+        }
+        assert!(matches!(tickets.issue(now, (ada, None), now), Err(ApiError::RateLimited { .. })));
+        let bobs = tickets.issue(now, (bob, None), now).expect("another customer still gets one");
+        assert_eq!(tickets.spend(&bobs).map(|t| t.customer), Some(bob));
+        let later = now + chrono::Duration::seconds(TICKET_TTL_S + 1);
+        tickets.issue(later, (ada, None), later).expect("expired tickets no longer count");
     }
 }
