@@ -437,6 +437,10 @@ pub trait SecurityStore: Send + Sync + 'static {
     async fn append_audit(&self, entry: AuditEntry) -> Result<u64, StoreError>;
     /// Audit entries after `position`, oldest first, at most `limit` (≤ [`AUDIT_PAGE_LEN_MAX`]).
     async fn audit_after(&self, position: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+    /// The audit entries naming `customer` after `position`, oldest first, at most `limit`
+    /// (≤ [`AUDIT_PAGE_LEN_MAX`]): a customer's security events, read without reading everyone
+    /// else's.
+    async fn audit_of(&self, customer: CustomerId, position: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
     /// The position of the latest audit entry; 0 for an empty log.
     async fn audit_end(&self) -> Result<u64, StoreError>;
 }
@@ -725,6 +729,13 @@ impl SecurityStore for MemorySecurityStore {
     async fn audit_after(&self, position: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
         let limit = usize::try_from(limit.min(AUDIT_PAGE_LEN_MAX)).unwrap_or(usize::MAX);
         Ok(self.lock().audit.iter().filter(|e| e.position > position).take(limit).cloned().collect())
+    }
+
+    async fn audit_of(&self, customer: CustomerId, position: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        let limit = usize::try_from(limit.min(AUDIT_PAGE_LEN_MAX)).unwrap_or(usize::MAX);
+        let inner = self.lock();
+        let theirs = inner.audit.iter().filter(|e| e.position > position && e.customer_id == Some(customer));
+        Ok(theirs.take(limit).cloned().collect())
     }
 
     async fn audit_end(&self) -> Result<u64, StoreError> {

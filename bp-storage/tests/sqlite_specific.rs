@@ -439,11 +439,14 @@ async fn version_2_upgrades_with_its_pending_transfers() {
     drop(ledger);
     ok("close", store.close().await);
 
-    // Back to what version 2 left: the same tables and rows, without the index of version 3.
-    let index = "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND name = 'transfers_pending_by_debit'";
+    // Back to what version 2 left: the same tables and rows, without the indexes of versions 3
+    // and 4.
+    let index = "SELECT count(*) FROM sqlite_schema WHERE type = 'index' \
+                 AND name IN ('transfers_pending_by_debit', 'audit_by_customer')";
     {
         let conn = ok("open with rusqlite", rusqlite::Connection::open(&path));
-        ok("downgrade", conn.execute_batch("DROP INDEX transfers_pending_by_debit; PRAGMA user_version = 2;"));
+        let downgrade = "DROP INDEX transfers_pending_by_debit; DROP INDEX audit_by_customer; PRAGMA user_version = 2;";
+        ok("downgrade", conn.execute_batch(downgrade));
     }
 
     let store = open(&path, config(&clock));
@@ -454,7 +457,7 @@ async fn version_2_upgrades_with_its_pending_transfers() {
     let version: i64 = ok("user_version", conn.query_row("PRAGMA user_version", [], |r| r.get(0)));
     assert_eq!(version, SCHEMA_VERSION);
     let indexes: i64 = ok("index", conn.query_row(index, [], |r| r.get(0)));
-    assert_eq!(indexes, 1, "the upgrade made the index");
+    assert_eq!(indexes, 2, "the upgrade made the indexes");
 }
 
 /// Writes a database with `user_version` above this build's schema version.

@@ -99,6 +99,7 @@ macro_rules! __security_conformance_cases {
             security_states
             photos
             audit_log
+            audit_of_a_customer
             concurrent_rotation
         }
     };
@@ -818,6 +819,41 @@ pub async fn audit_log<F: SecurityStoreFactory>(f: &F) {
     assert_eq!(ok("far after the end", store.audit_after(u64::MAX, 10).await), Vec::new());
     assert_eq!(ok("a limit of zero", store.audit_after(0, 0).await), Vec::new());
     assert_eq!(ok("a limit above the page bound", store.audit_after(0, u32::MAX).await), entries);
+}
+
+/// A customer's audit entries: only theirs, after a position, in pages, oldest first; entries
+/// naming nobody or another customer are not among them.
+pub async fn audit_of_a_customer<F: SecurityStoreFactory>(f: &F) {
+    let store = fresh(f).await;
+    let (ada, bob) = (CustomerId::new_v7(), CustomerId::new_v7());
+    assert_eq!(ok("nothing yet", store.audit_of(ada, 0, 10).await), Vec::new());
+    let mut adas = Vec::new();
+    for (i, customer) in
+        [Some(ada), None, Some(bob), Some(ada), Some(bob), Some(ada), Some(ada)].into_iter().enumerate()
+    {
+        let n = i64::try_from(i).unwrap_or(i64::MAX);
+        let entry = AuditEntry {
+            position: 0,
+            at: at(n),
+            kind: AuditKind::LoginSucceeded,
+            customer_id: customer,
+            detail: json_map(serde_json::json!({ "n": n })),
+        };
+        let position = ok("append", store.append_audit(entry.clone()).await);
+        if customer == Some(ada) {
+            adas.push(AuditEntry { position, ..entry });
+        }
+    }
+    assert_eq!(ok("ada's", store.audit_of(ada, 0, 100).await), adas, "positions 1, 4, 6, 7");
+    assert_eq!(ok("after position 4", store.audit_of(ada, 4, 100).await), adas[2..].to_vec());
+    assert_eq!(ok("a page of 2", store.audit_of(ada, 0, 2).await), adas[..2].to_vec());
+    assert_eq!(
+        ok("bob's", store.audit_of(bob, 0, 100).await).iter().map(|e| e.position).collect::<Vec<_>>(),
+        vec![3, 5]
+    );
+    assert_eq!(ok("after the end", store.audit_of(ada, 7, 100).await), Vec::new());
+    assert_eq!(ok("a limit of zero", store.audit_of(ada, 0, 0).await), Vec::new());
+    assert_eq!(ok("nobody's", store.audit_of(CustomerId::new_v7(), 0, 100).await), Vec::new());
 }
 
 /// Many tasks present the same refresh token at once, each with its own successor: exactly one

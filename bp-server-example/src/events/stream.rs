@@ -24,6 +24,8 @@ use crate::events::hub::{Hub, Outgoing, What};
 
 /// The comment an idle stream sends every `bus.stream_heartbeat_s`.
 pub const HEARTBEAT: &[u8] = b": heartbeat\n\n";
+/// Audit entries of the stream's customer read at once while catching up.
+const AUDIT_PAGE_LEN: u32 = 500;
 
 /// What a stream reads, and how often it speaks when idle.
 #[derive(Clone)]
@@ -110,8 +112,6 @@ pub struct ClientStream {
     audit: u64,
     /// Still to read the audit log after the ledger catch-up.
     audit_catching_up: bool,
-    /// The end of the audit page read last, once its entries of this customer are sent.
-    audit_skip: u64,
     ids: Vec<AccountId>,
     positions: Vec<u64>,
     seq: Sequencer,
@@ -156,7 +156,6 @@ impl ClientStream {
             held: None,
             audit,
             audit_catching_up: true,
-            audit_skip: 0,
             catching_up: Some(0),
             ids,
             positions: start,
@@ -257,23 +256,18 @@ impl ClientStream {
             return true;
         }
         if self.audit_catching_up {
-            let Ok(page) = self.sources.security.audit_after(self.audit, 500).await else { return false };
-            let Some(last) = page.last().map(|e| e.position) else {
+            let customer = self.customer;
+            let Ok(page) = self.sources.security.audit_of(customer, self.audit, AUDIT_PAGE_LEN).await else {
+                return false;
+            };
+            if page.is_empty() {
                 self.audit_catching_up = false;
                 return true;
-            };
-            let customer = Some(self.customer);
-            for e in page.into_iter().filter(|e| e.customer_id == customer) {
+            }
+            for e in page {
                 self.note_revocation(&e);
                 let Some(out) = Outgoing::security(e) else { return false };
                 self.ready.push_back(out);
-            }
-            // Past other customers' entries too, once this customer's are sent (the cursor
-            // names only what was delivered).
-            if self.ready.is_empty() {
-                self.audit = last;
-            } else {
-                self.audit_skip = last;
             }
         }
         true
@@ -416,9 +410,6 @@ impl ClientStream {
                 }
             }
             What::Security(e) => self.audit = self.audit.max(e.position),
-        }
-        if self.ready.is_empty() && self.audit_skip > self.audit {
-            self.audit = self.audit_skip;
         }
         // One allocation per message and stream: the event's shared lines, then the stream's
         // own `id:` line. (One buffer, so one frame of the body per message.)

@@ -8,11 +8,11 @@ use bp_core::{StoreError, StoreErrorKind};
 use super::sql_err;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Each migration takes the schema from version `index` to `index + 1`. A released migration is
 /// never edited: databases that ran it must keep matching it.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     r"
 -- Small named counters of the store itself.
 CREATE TABLE meta (
@@ -193,6 +193,12 @@ BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
     r"
 CREATE INDEX transfers_pending_by_debit ON transfers(debit_key, created_at, id) WHERE state = 0;
 ",
+    // 4: a customer's audit entries (`SecurityStore::audit_of`: the security events a resumed
+    // event stream replays) without reading everyone else's. Partial: entries naming nobody
+    // (failed sign-ins of unknown usernames) are not in it.
+    r"
+CREATE INDEX audit_by_customer ON audit(customer_id, position) WHERE customer_id IS NOT NULL;
+",
 ];
 
 /// Refuses a database written by a newer version of bp; returns the database's schema version.
@@ -268,6 +274,27 @@ mod tests {
         let marker: i64 =
             conn.query_row("SELECT value FROM meta WHERE name = 'v1_marker'", [], |r| r.get(0)).expect("the v1 row");
         assert_eq!(marker, 42, "the upgrade keeps the rows of version 1");
+    }
+
+    /// A customer's audit entries are read from their index, in order: no scan of the log and no
+    /// sort, however many other customers' entries it holds.
+    #[test]
+    fn a_customers_audit_entries_read_their_index() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        super::migrate(&mut conn).expect("migrate");
+        let mut stmt =
+            conn.prepare(&format!("EXPLAIN QUERY PLAN {}", super::super::security::AUDIT_OF_SQL)).expect("explain");
+        let plan: Vec<String> = stmt
+            .query_map(rusqlite::params![[0u8; 16].as_slice(), 0, 10], |r| r.get(3))
+            .expect("plan")
+            .collect::<Result<_, _>>()
+            .expect("plan rows");
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains("USING COVERING INDEX audit_by_customer") || plan.contains("USING INDEX audit_by_customer"),
+            "{plan}"
+        );
+        assert!(!plan.contains("TEMP B-TREE") && !plan.contains("SCAN"), "{plan}");
     }
 
     /// The audit log refuses to be rewritten, whoever tries.

@@ -46,6 +46,11 @@ fn int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// A customer's audit entries after a position, oldest first (`SecurityStore::audit_of`): read
+/// from the `audit_by_customer` index (its query plan is checked by a test of `schema`).
+pub(crate) const AUDIT_OF_SQL: &str = "SELECT position, at, kind, customer_id, detail FROM audit \
+     WHERE customer_id = ?1 AND position > ?2 ORDER BY position LIMIT ?3";
+
 /// The bytes of a 16-byte id or a 32-byte hash column.
 fn blob<const N: usize>(row: &Row<'_>, i: usize, what: &str) -> Result<[u8; N], StoreError> {
     let bytes: Vec<u8> = row.get(i).map_err(sql_err)?;
@@ -674,6 +679,26 @@ impl SecurityStore for SqliteStore {
             entries.windows(2).all(|w| w[0].position < w[1].position)
                 && entries.first().is_none_or(|e| e.position > position),
             "an audit page goes up from its cursor"
+        );
+        Ok(entries)
+    }
+
+    async fn audit_of(&self, customer: CustomerId, position: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        let limit = limit.min(AUDIT_PAGE_LEN_MAX);
+        let entries = self
+            .read(move |c, _| {
+                rows(
+                    c,
+                    AUDIT_OF_SQL,
+                    params![customer.as_uuid().as_bytes().as_slice(), int(position), i64::from(limit)],
+                    audit_from_row,
+                )
+            })
+            .await?;
+        assert!(
+            entries.windows(2).all(|w| w[0].position < w[1].position)
+                && entries.iter().all(|e| e.position > position && e.customer_id == Some(customer)),
+            "a customer's audit page goes up from its cursor and names only them"
         );
         Ok(entries)
     }
