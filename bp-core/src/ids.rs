@@ -86,6 +86,10 @@ uuid_id!(
     /// Identifies a sign-in session: the family of refresh tokens one login started.
     SessionId
 );
+uuid_id!(
+    /// Identifies a passkey (a WebAuthn credential) a customer registered.
+    PasskeyId
+);
 
 /// Namespace for the name-based event ids (a fixed random UUID).
 const EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2a0e_94b5_4c52_8f0e_5d3b_91a7_c2e4);

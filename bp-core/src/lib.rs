@@ -42,7 +42,8 @@ pub type Timestamp = chrono::DateTime<chrono::Utc>;
 
 pub use error::{Error, LedgerError, StoreError, StoreErrorKind};
 pub use ids::{
-    AccountId, BeneficiaryId, ChallengeId, CustomerId, DeviceId, EventId, ServiceRecordId, SessionId, TransferId,
+    AccountId, BeneficiaryId, ChallengeId, CustomerId, DeviceId, EventId, PasskeyId, ServiceRecordId, SessionId,
+    TransferId,
 };
 pub use money::{Currency, Money, MoneyError};
 pub use payments::Payments;

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::Timestamp;
 use crate::account_number::AccountNumber;
 use crate::error::StoreError;
-use crate::ids::{BeneficiaryId, ChallengeId, CustomerId, DeviceId, SessionId, TransferId};
+use crate::ids::{BeneficiaryId, ChallengeId, CustomerId, DeviceId, PasskeyId, SessionId, TransferId};
 use crate::money::{Currency, Money};
 
 /// Upper bound of a device's or beneficiary's display name, in characters.
@@ -27,6 +27,10 @@ pub const NAME_CHARS_MAX: usize = 100;
 pub const PHOTO_BYTES_MAX: usize = 512 * 1024;
 /// Upper bound of the devices one customer may register.
 pub const DEVICES_MAX: usize = 10;
+/// Upper bound of the passkeys one customer may register.
+pub const PASSKEYS_MAX: usize = 10;
+/// Upper bound of a passkey's credential id, in bytes (WebAuthn allows 1023).
+pub const CREDENTIAL_ID_BYTES_MAX: usize = 1023;
 /// Upper bound of one customer's trusted beneficiaries.
 pub const BENEFICIARIES_MAX: usize = 200;
 /// Upper bound of a page of the audit log.
@@ -73,6 +77,29 @@ pub struct Device {
     pub created_at: Timestamp,
     /// When it was removed; a removed device answers no challenge.
     pub revoked_at: Option<Timestamp>,
+}
+
+/// A passkey a customer registered: a WebAuthn credential, phishing-resistant (its authenticator
+/// signs only for this site's origin) and, with the authenticator's user verification (a
+/// biometric or a PIN), two factors at once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Passkey {
+    /// Id.
+    pub id: PasskeyId,
+    /// Whose.
+    pub customer_id: CustomerId,
+    /// The customer's name for it ("MacBook Touch ID").
+    pub name: String,
+    /// The credential id the authenticator made (unique across customers), at most
+    /// [`CREDENTIAL_ID_BYTES_MAX`] bytes.
+    pub credential_id: Vec<u8>,
+    /// The verifier's record of the credential (public key, algorithm, signature counter, …):
+    /// opaque to the store, read and updated by the server's WebAuthn verifier.
+    pub credential: serde_json::Value,
+    /// When it was registered.
+    pub created_at: Timestamp,
+    /// When it last signed a sign-in.
+    pub last_used_at: Option<Timestamp>,
 }
 
 /// Where a refresh token is in its life.
@@ -316,6 +343,10 @@ pub enum AuditKind {
     CredentialsChanged,
     /// An access token from the configured external issuer was accepted for the first time in a session.
     ExternalTokenAccepted,
+    /// A passkey was registered.
+    PasskeyAdded,
+    /// A passkey was removed.
+    PasskeyRemoved,
 }
 
 /// One entry of the append-only audit log. It names the customer by id and never holds a
@@ -412,6 +443,24 @@ pub trait SecurityStore: Send + Sync + 'static {
     /// failed challenge is left as it is. Returns it as it is now (`None` when unknown).
     async fn fail_challenge(&self, id: ChallengeId, failures_max: u32) -> Result<Option<ScaChallenge>, StoreError>;
 
+    /// Registers a passkey; `Conflict`, changing nothing, when its id or its credential id is
+    /// taken.
+    async fn add_passkey(&self, passkey: Passkey) -> Result<(), StoreError>;
+    /// A customer's passkeys, oldest first (by `created_at`, ties in the order they were added).
+    async fn passkeys_of(&self, customer: CustomerId) -> Result<Vec<Passkey>, StoreError>;
+    /// The passkey with the WebAuthn credential id `credential_id`.
+    async fn passkey_by_credential(&self, credential_id: &[u8]) -> Result<Option<Passkey>, StoreError>;
+    /// Records a sign-in by passkey `id` at `at`, with the verifier's updated record of the
+    /// credential (its signature counter); false when there is no such passkey.
+    async fn passkey_used(
+        &self,
+        id: PasskeyId,
+        credential: serde_json::Value,
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// Deletes a passkey of the customer; false when there was none.
+    async fn remove_passkey(&self, customer: CustomerId, id: PasskeyId) -> Result<bool, StoreError>;
+
     /// Inserts or replaces a beneficiary.
     async fn put_beneficiary(&self, beneficiary: Beneficiary) -> Result<(), StoreError>;
     /// A beneficiary by id.
@@ -454,6 +503,7 @@ struct Inner {
     challenges: HashMap<ChallengeId, ScaChallenge>,
     beneficiaries: Vec<Beneficiary>,
     states: HashMap<CustomerId, SecurityState>,
+    passkeys: Vec<Passkey>,
     photos: HashMap<CustomerId, Photo>,
     audit: Vec<AuditEntry>,
 }
@@ -667,6 +717,54 @@ impl SecurityStore for MemorySecurityStore {
         let Some(c) = inner.challenges.get_mut(&id) else { return Ok(None) };
         count_failure(c, failures_max);
         Ok(Some(c.clone()))
+    }
+
+    async fn add_passkey(&self, passkey: Passkey) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if inner.passkeys.iter().any(|p| p.id == passkey.id || p.credential_id == passkey.credential_id) {
+            return Err(StoreError::new(
+                crate::StoreErrorKind::Conflict,
+                "a passkey with this id or credential id exists",
+            ));
+        }
+        inner.passkeys.push(passkey);
+        Ok(())
+    }
+
+    async fn passkeys_of(&self, customer: CustomerId) -> Result<Vec<Passkey>, StoreError> {
+        let mut passkeys: Vec<Passkey> =
+            self.lock().passkeys.iter().filter(|p| p.customer_id == customer).cloned().collect();
+        // Stable: ties stay in the order they were added.
+        passkeys.sort_by_key(|p| p.created_at);
+        Ok(passkeys)
+    }
+
+    async fn passkey_by_credential(&self, credential_id: &[u8]) -> Result<Option<Passkey>, StoreError> {
+        Ok(self.lock().passkeys.iter().find(|p| p.credential_id == credential_id).cloned())
+    }
+
+    async fn passkey_used(
+        &self,
+        id: PasskeyId,
+        credential: serde_json::Value,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        match inner.passkeys.iter_mut().find(|p| p.id == id) {
+            Some(p) => {
+                p.credential = credential;
+                p.last_used_at = Some(at);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn remove_passkey(&self, customer: CustomerId, id: PasskeyId) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let before = inner.passkeys.len();
+        inner.passkeys.retain(|p| !(p.id == id && p.customer_id == customer));
+        Ok(inner.passkeys.len() != before)
     }
 
     async fn put_beneficiary(&self, beneficiary: Beneficiary) -> Result<(), StoreError> {

@@ -37,12 +37,12 @@ use crate::Timestamp;
 use crate::account_number::AccountNumber;
 use crate::clock::ManualClock;
 use crate::error::{StoreError, StoreErrorKind};
-use crate::ids::{BeneficiaryId, ChallengeId, CustomerId, DeviceId, SessionId, TransferId};
+use crate::ids::{BeneficiaryId, ChallengeId, CustomerId, DeviceId, PasskeyId, SessionId, TransferId};
 use crate::money::{Currency, Money};
 use crate::security::{
     AuditEntry, AuditKind, Beneficiary, BeneficiaryState, ChallengeAnswer, ChallengePurpose, ChallengeState,
-    Credentials, Device, PHOTO_BYTES_MAX, Photo, RefreshToken, RefreshTokenState, Rotation, ScaChallenge, ScaMethod,
-    SecurityState, SecurityStore,
+    Credentials, Device, PHOTO_BYTES_MAX, Passkey, Photo, RefreshToken, RefreshTokenState, Rotation, ScaChallenge,
+    ScaMethod, SecurityState, SecurityStore,
 };
 
 /// A [`Factory`] of security stores: the factory of this suite. Every [`Factory`] whose value
@@ -100,6 +100,7 @@ macro_rules! __security_conformance_cases {
             photos
             audit_log
             audit_of_a_customer
+            passkeys
             concurrent_rotation
         }
     };
@@ -819,6 +820,56 @@ pub async fn audit_log<F: SecurityStoreFactory>(f: &F) {
     assert_eq!(ok("far after the end", store.audit_after(u64::MAX, 10).await), Vec::new());
     assert_eq!(ok("a limit of zero", store.audit_after(0, 0).await), Vec::new());
     assert_eq!(ok("a limit above the page bound", store.audit_after(0, u32::MAX).await), entries);
+}
+
+/// A passkey made for the cases: `n` makes its ids and credential differ.
+fn passkey(customer: CustomerId, n: u8, created: i64) -> Passkey {
+    Passkey {
+        id: PasskeyId::new_v7(),
+        customer_id: customer,
+        name: format!("Laptop {n}"),
+        credential_id: vec![n; 32],
+        credential: json_map(serde_json::json!({ "cred": { "counter": 0, "key": format!("k{n}") } })).into(),
+        created_at: at(created),
+        last_used_at: None,
+    }
+}
+
+/// Passkeys: registered, listed oldest first per customer, found by credential id, their use
+/// recorded with the verifier's updated record, removed only by their customer; a taken id or
+/// credential id is a `Conflict` that changes nothing.
+pub async fn passkeys<F: SecurityStoreFactory>(f: &F) {
+    let store = fresh(f).await;
+    let (ada, bob) = (CustomerId::new_v7(), CustomerId::new_v7());
+    assert_eq!(ok("none yet", store.passkeys_of(ada).await), Vec::new());
+    let laptop = passkey(ada, 1, 20);
+    let phone = passkey(ada, 2, 10);
+    let bobs = passkey(bob, 3, 0);
+    for p in [&laptop, &phone, &bobs] {
+        ok("add", store.add_passkey(p.clone()).await);
+    }
+    assert_eq!(ok("ada's", store.passkeys_of(ada).await), vec![phone.clone(), laptop.clone()], "oldest first");
+    assert_eq!(ok("by credential", store.passkey_by_credential(&[3; 32]).await), Some(bobs.clone()));
+    assert_eq!(ok("an unknown credential", store.passkey_by_credential(&[9; 32]).await), None);
+    let same_credential = Passkey { id: PasskeyId::new_v7(), customer_id: bob, ..laptop.clone() };
+    let same_id = Passkey { credential_id: vec![8; 32], ..laptop.clone() };
+    for (what, taken) in [("a taken credential id", same_credential), ("a taken id", same_id)] {
+        match store.add_passkey(taken).await {
+            Err(e) if e.kind() == StoreErrorKind::Conflict => {}
+            other => panic!("{what}: expected Conflict, got {other:?}"),
+        }
+    }
+    assert_eq!(ok("unchanged", store.passkeys_of(bob).await), vec![bobs.clone()]);
+    let counted: serde_json::Value = serde_json::json!({ "cred": { "counter": 7, "key": "k1" } });
+    assert!(ok("used", store.passkey_used(laptop.id, counted.clone(), at(30)).await));
+    let used = Passkey { credential: counted, last_used_at: Some(at(30)), ..laptop.clone() };
+    assert_eq!(ok("read back", store.passkey_by_credential(&[1; 32]).await), Some(used));
+    assert!(!ok("an unknown passkey", store.passkey_used(PasskeyId::new_v7(), serde_json::json!({}), at(31)).await));
+    assert!(!ok("bob removing ada's", store.remove_passkey(bob, laptop.id).await));
+    assert!(ok("ada removing it", store.remove_passkey(ada, laptop.id).await));
+    assert!(!ok("again", store.remove_passkey(ada, laptop.id).await));
+    assert_eq!(ok("ada's now", store.passkeys_of(ada).await), vec![phone]);
+    assert_eq!(ok("its credential is free", store.passkey_by_credential(&[1; 32]).await), None);
 }
 
 /// A customer's audit entries: only theirs, after a position, in pages, oldest first; entries

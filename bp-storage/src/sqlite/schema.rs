@@ -8,11 +8,11 @@ use bp_core::{StoreError, StoreErrorKind};
 use super::sql_err;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Each migration takes the schema from version `index` to `index + 1`. A released migration is
 /// never edited: databases that ran it must keep matching it.
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     r"
 -- Small named counters of the store itself.
 CREATE TABLE meta (
@@ -198,6 +198,21 @@ CREATE INDEX transfers_pending_by_debit ON transfers(debit_key, created_at, id) 
     // (failed sign-ins of unknown usernames) are not in it.
     r"
 CREATE INDEX audit_by_customer ON audit(customer_id, position) WHERE customer_id IS NOT NULL;
+",
+    // 5: passkeys (WebAuthn credentials). The document holds the verifier's record of the
+    // credential, which changes with its signature counter; the credential id is unique across
+    // customers, as a sign-in finds the passkey by it. `key` keeps the order they were added in,
+    // for ties of `created_at`.
+    r"
+CREATE TABLE passkeys (
+    key           INTEGER PRIMARY KEY,
+    id            BLOB NOT NULL UNIQUE,
+    customer_id   BLOB NOT NULL,
+    credential_id BLOB NOT NULL UNIQUE,
+    created_at    INTEGER NOT NULL,
+    doc           TEXT NOT NULL
+) STRICT;
+CREATE INDEX passkeys_by_customer ON passkeys(customer_id, created_at, key);
 ",
 ];
 

@@ -21,11 +21,11 @@
 use std::sync::{Arc, PoisonError};
 
 use async_trait::async_trait;
-use bp_core::ids::{BeneficiaryId, ChallengeId, CustomerId, DeviceId, SessionId};
+use bp_core::ids::{BeneficiaryId, ChallengeId, CustomerId, DeviceId, PasskeyId, SessionId};
 use bp_core::security::{
     AUDIT_PAGE_LEN_MAX, AuditEntry, Beneficiary, ChallengeAnswer, ChallengeState, Credentials, Device, PHOTO_BYTES_MAX,
-    Photo, RefreshToken, RefreshTokenState, Rotation, ScaChallenge, ScaMethod, SecurityState, SecurityStore, answer_of,
-    count_failure, rotation_of, successor_fits,
+    Passkey, Photo, RefreshToken, RefreshTokenState, Rotation, ScaChallenge, ScaMethod, SecurityState, SecurityStore,
+    answer_of, count_failure, rotation_of, successor_fits,
 };
 use bp_core::{StoreError, StoreErrorKind, Timestamp};
 use rusqlite::{Connection, Row, TransactionBehavior, params};
@@ -257,6 +257,17 @@ fn beneficiary_from_row(row: &Row<'_>) -> Result<Beneficiary, StoreError> {
         return Err(corrupt("beneficiary (its document names another id or customer)"));
     }
     Ok(beneficiary)
+}
+
+fn passkey_from_row(row: &Row<'_>) -> Result<Passkey, StoreError> {
+    let id = PasskeyId::from_uuid(uuid(&blob::<16>(row, 0, "passkey id")?)?);
+    let customer = customer_col(row, 1)?;
+    let text: String = row.get(2).map_err(sql_err)?;
+    let passkey: Passkey = serde_json::from_str(&text).map_err(|_| corrupt("passkey"))?;
+    if (passkey.id, passkey.customer_id) != (id, customer) {
+        return Err(corrupt("passkey (its document names another id or customer)"));
+    }
+    Ok(passkey)
 }
 
 fn audit_from_row(row: &Row<'_>) -> Result<AuditEntry, StoreError> {
@@ -525,6 +536,87 @@ impl SecurityStore for SqliteStore {
                 write_challenge(c, &challenge)?;
             }
             Ok(Some(challenge))
+        })
+        .await
+    }
+
+    async fn add_passkey(&self, passkey: Passkey) -> Result<(), StoreError> {
+        // A taken id or credential id meets a unique index: `sql_err` answers `Conflict`.
+        self.security_write(move |c| {
+            execute(
+                c,
+                "INSERT INTO passkeys (id, customer_id, credential_id, created_at, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    passkey.id.as_uuid().as_bytes(),
+                    passkey.customer_id.as_uuid().as_bytes(),
+                    passkey.credential_id,
+                    micros(passkey.created_at),
+                    serde_json::to_string(&passkey).map_err(unencodable)?,
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn passkeys_of(&self, customer: CustomerId) -> Result<Vec<Passkey>, StoreError> {
+        self.read(move |c, _| {
+            rows(
+                c,
+                "SELECT id, customer_id, doc FROM passkeys WHERE customer_id = ?1 ORDER BY created_at, key",
+                [customer.as_uuid().as_bytes()],
+                passkey_from_row,
+            )
+        })
+        .await
+    }
+
+    async fn passkey_by_credential(&self, credential_id: &[u8]) -> Result<Option<Passkey>, StoreError> {
+        let credential_id = credential_id.to_vec();
+        self.read(move |c, _| {
+            row(
+                c,
+                "SELECT id, customer_id, doc FROM passkeys WHERE credential_id = ?1",
+                [credential_id],
+                passkey_from_row,
+            )
+        })
+        .await
+    }
+
+    async fn passkey_used(
+        &self,
+        id: PasskeyId,
+        credential: serde_json::Value,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.security_write(move |c| {
+            let Some(mut passkey) = row(
+                c,
+                "SELECT id, customer_id, doc FROM passkeys WHERE id = ?1",
+                [id.as_uuid().as_bytes()],
+                passkey_from_row,
+            )?
+            else {
+                return Ok(false);
+            };
+            passkey.credential = credential;
+            passkey.last_used_at = Some(at);
+            let doc = serde_json::to_string(&passkey).map_err(unencodable)?;
+            execute(c, "UPDATE passkeys SET doc = ?2 WHERE id = ?1", params![id.as_uuid().as_bytes(), doc])?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn remove_passkey(&self, customer: CustomerId, id: PasskeyId) -> Result<bool, StoreError> {
+        self.security_write(move |c| {
+            let deleted = execute(
+                c,
+                "DELETE FROM passkeys WHERE id = ?1 AND customer_id = ?2",
+                params![id.as_uuid().as_bytes(), customer.as_uuid().as_bytes()],
+            )?;
+            Ok(deleted == 1)
         })
         .await
     }
