@@ -9,10 +9,12 @@ async fn get_account(State(state): State<Arc<AppState>>, Path(id): Path<String>)
     let routes = state.hub.routes.read().unwrap();
     if account.closed {
         // ruleid: bp-handler-no-panic
-        unreachable!("closed accounts are filtered");
+        panic!("closed accounts are filtered");
     }
+    // ok: bp-handler-no-panic
+    let mac = Hmac::<Sha256>::new_from_slice(&secret).unwrap_or_else(|_| unreachable!("any key length"));
     // ruleid: bp-handler-no-panic
-    panic!("no");
+    todo!("beneficiaries");
     // ok: bp-handler-no-panic
     let name = account.name.unwrap_or_default();
     // ok: bp-handler-no-panic

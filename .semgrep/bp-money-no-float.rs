@@ -63,3 +63,22 @@ fn metrics(stats: &Stats, elapsed: std::time::Duration) {
     // ruleid: bp-money-no-float
     metrics::gauge!("bp_balance").set(balance_minor as f64 / 100.0);
 }
+
+impl<'de> serde::de::Visitor<'de> for RateVisitor {
+    type Value = EurRate;
+
+    // ok: bp-money-no-float
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<EurRate, E> {
+        Err(E::custom("write the rate as a string"))
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for AmountVisitor {
+    type Value = Money;
+
+    // ruleid: bp-money-no-float
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Money, E> {
+        // ruleid: bp-money-no-float
+        Money::from_minor((v * 100.0) as i64).map_err(E::custom)
+    }
+}
