@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite of bp: formatting, lints with every feature, and every test.
-# `.ci/run` runs exactly this. Needs a Rust toolchain, Python 3, Java 17+, Maven and Node.js 20+
-# (schemathesis is installed into a virtual environment, and the Kafka broker's jars and the web
-# tests' npm packages are fetched, under ~/.cache/bp on first use; Debian's chromium is installed
-# with apt-get when missing); SQLite is bundled.
+# `.ci/run` runs exactly this. Needs a Rust toolchain, Python 3, Go, Java 17+, Maven and Node.js 20+
+# (schemathesis and semgrep are installed into virtual environments, cargo-deny and
+# cargo-cyclonedx with cargo install, gitleaks with go install, and the Kafka broker's jars and
+# the web tests' npm packages are fetched, under ~/.cache/bp on first use; Debian's chromium is
+# installed with apt-get when missing); SQLite is bundled.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,11 @@ cargo fmt --all -- --check
 
 echo "== cargo clippy (all targets, all features)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+# cargo-deny (licences, bans, sources), the server's SBOM, semgrep with the project's rules and a
+# secrets scan; the tools are pinned and installed under ~/.cache/bp on first use.
+echo "== security checks (scripts/security-checks.sh)"
+./scripts/security-checks.sh
 
 echo "== cargo test (all features)"
 cargo test --workspace --all-features
