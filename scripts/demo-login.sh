@@ -7,12 +7,16 @@
 #
 # The password and TOTP secret come from data/demo-credentials.txt (or $BP_CREDENTIALS); the
 # TOTP code is computed by the server binary's `totp` command (or $BP_TOTP_COMMAND).
+#
+# It signs in as the development client `bp-cli`, whose tokens are bearer tokens (curl cannot
+# make the DPoP proofs that the web and mobile clients' tokens need with every request); its
+# redirect URI is a loopback one, which matches on any port.
 set -euo pipefail
 BASE="${1:-http://127.0.0.1:8080}"
 USERNAME="${2:-ada}"
 CREDENTIALS="${BP_CREDENTIALS:-data/demo-credentials.txt}"
 TOTP_COMMAND="${BP_TOTP_COMMAND:-cargo run -q -p bp-server-example -- totp}"
-CLIENT_ID="${BP_CLIENT_ID:-bp-web}"
+CLIENT_ID="${BP_CLIENT_ID:-bp-cli}"
 REDIRECT_URI="${BP_REDIRECT_URI:-http://127.0.0.1:8080/callback}"
 
 field() { # field <username> <password|totp_secret>

@@ -1,5 +1,5 @@
 //! Security records and the store that keeps them: credentials, device keys, sign-in sessions
-//! (refresh-token families), strong-customer-authentication challenges, trusted beneficiaries,
+//! (refresh-token families, revocations, last activity), strong-customer-authentication challenges, trusted beneficiaries,
 //! per-customer lockout and exemption counters, profile photos, and the append-only audit log.
 //!
 //! The rules that use these records (password and TOTP checks, token rotation, dynamic linking,
@@ -138,6 +138,11 @@ pub struct RefreshToken {
     pub expires_at: Timestamp,
     /// State.
     pub state: RefreshTokenState,
+    /// The JWK SHA-256 thumbprint (RFC 7638) of the key the session is bound to (DPoP, RFC
+    /// 9449): the token is only exchanged with a proof of that key. Every token of a session has
+    /// the session's binding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_jkt: Option<String>,
 }
 
 /// What presenting a refresh token for rotation did.
@@ -410,7 +415,8 @@ pub trait SecurityStore: Send + Sync + 'static {
     /// deciding with [`rotation_of`]: `Rotated` stores `new` and marks the old token used;
     /// `Reused` revokes the whole session at `now`; the other answers change nothing.
     /// When the token would rotate, changing nothing: `InvalidRequest` if `new` is of another
-    /// session, `Conflict` if its hash is taken (the presented token's own included).
+    /// session or another key binding (`dpop_jkt`), `Conflict` if its hash is taken (the
+    /// presented token's own included).
     async fn rotate_refresh_token(
         &self,
         old: [u8; 32],
@@ -419,11 +425,18 @@ pub trait SecurityStore: Send + Sync + 'static {
     ) -> Result<Rotation, StoreError>;
     /// The token hashed `hash`.
     async fn refresh_token(&self, hash: [u8; 32]) -> Result<Option<RefreshToken>, StoreError>;
-    /// Revokes a whole session (every token of it); false when it was already revoked or no
-    /// token of it is stored.
+    /// Revokes a whole session at `at`: records it revoked and revokes every refresh token of it;
+    /// false, changing nothing, when it was already revoked. A session of which no refresh token
+    /// is stored (one signed in without `offline_access`, whose access tokens alone are revoked)
+    /// is recorded all the same, so that [`Self::sessions_revoked_since`] names it.
     async fn revoke_session(&self, session: SessionId, at: Timestamp) -> Result<bool, StoreError>;
     /// Sessions revoked at or after `since` (the server keeps them to refuse their access tokens).
     async fn sessions_revoked_since(&self, since: Timestamp) -> Result<Vec<SessionId>, StoreError>;
+    /// Records that `session` was used by its customer at `at` (the inactivity limit counts from
+    /// it), keeping a later time already recorded: calls may arrive out of order.
+    async fn record_session_activity(&self, session: SessionId, at: Timestamp) -> Result<(), StoreError>;
+    /// When `session` was last used, as recorded; `None` when never.
+    async fn session_active_at(&self, session: SessionId) -> Result<Option<Timestamp>, StoreError>;
 
     /// Stores a new challenge, or replaces an open one with the same id; `InvalidRequest`,
     /// changing nothing, when the one with its id is answered or failed (a request to undo an
@@ -500,6 +513,7 @@ struct Inner {
     devices: Vec<Device>,
     refresh_tokens: HashMap<[u8; 32], RefreshToken>,
     revoked_sessions: HashMap<SessionId, Timestamp>,
+    session_activity: HashMap<SessionId, Timestamp>,
     challenges: HashMap<ChallengeId, ScaChallenge>,
     beneficiaries: Vec<Beneficiary>,
     states: HashMap<CustomerId, SecurityState>,
@@ -540,12 +554,15 @@ pub fn rotation_of(stored: Option<&RefreshToken>, session_revoked: bool, now: Ti
     }
 }
 
-/// Checks the successor of a token that rotates: of the same session, with a hash of its own
-/// (`hash_taken`: a token with `new`'s hash is stored). Every store checks it before writing:
-/// `InvalidRequest` for another session, `Conflict` for a taken hash.
+/// Checks the successor of a token that rotates: of the same session and key binding, with a
+/// hash of its own (`hash_taken`: a token with `new`'s hash is stored). Every store checks it
+/// before writing: `InvalidRequest` for another session or binding, `Conflict` for a taken hash.
 pub fn successor_fits(stored: &RefreshToken, new: &RefreshToken, hash_taken: bool) -> Result<(), StoreError> {
     if new.session != stored.session {
         return Err(invalid("the successor of a refresh token must be of the same session"));
+    }
+    if new.dpop_jkt != stored.dpop_jkt {
+        return Err(invalid("the successor of a refresh token must keep its session's key binding"));
     }
     if hash_taken {
         return Err(conflict("a refresh token with the successor's hash exists"));
@@ -668,8 +685,7 @@ impl SecurityStore for MemorySecurityStore {
 
     async fn revoke_session(&self, session: SessionId, at: Timestamp) -> Result<bool, StoreError> {
         let mut inner = self.lock();
-        if inner.revoked_sessions.contains_key(&session) || !inner.refresh_tokens.values().any(|t| t.session == session)
-        {
+        if inner.revoked_sessions.contains_key(&session) {
             return Ok(false);
         }
         inner.revoked_sessions.insert(session, at);
@@ -681,6 +697,17 @@ impl SecurityStore for MemorySecurityStore {
 
     async fn sessions_revoked_since(&self, since: Timestamp) -> Result<Vec<SessionId>, StoreError> {
         Ok(self.lock().revoked_sessions.iter().filter(|(_, at)| **at >= since).map(|(s, _)| *s).collect())
+    }
+
+    async fn record_session_activity(&self, session: SessionId, at: Timestamp) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let last = inner.session_activity.entry(session).or_insert(at);
+        *last = (*last).max(at);
+        Ok(())
+    }
+
+    async fn session_active_at(&self, session: SessionId) -> Result<Option<Timestamp>, StoreError> {
+        Ok(self.lock().session_activity.get(&session).copied())
     }
 
     async fn put_challenge(&self, challenge: ScaChallenge) -> Result<(), StoreError> {

@@ -3,13 +3,18 @@
 //!
 //! - `http_transfers_per_s`, `http_p50_ms`, `http_p99_ms`: authenticated SCA-exempt transfers
 //!   (between a customer's own accounts) over keep-alive HTTP, `BP_BENCH_CONNECTIONS` (32)
-//!   clients for `BP_BENCH_SECONDS` (10) after a warm-up;
+//!   clients with bearer tokens for `BP_BENCH_SECONDS` (10) after a warm-up;
+//! - `http_dpop_transfers_per_s`, `http_dpop_p50_ms`, `http_dpop_p99_ms`: the same with
+//!   DPoP-bound tokens, a proof per request (ES256, signed before the clock starts, up to
+//!   `BP_BENCH_PROOFS_PER_CLIENT`, 4,000, then as it goes: stderr says so);
 //! - `token_refresh_per_s`: one client rotating a refresh token in a loop;
 //! - `password_logins_per_s`: one client signing in through the login pages (password with the
 //!   OWASP Argon2id cost, then TOTP, code and token) in a loop.
 //!
 //! `cargo run --release -p bp-server-example --example http_bench` (`BP_BENCH_ONLY=transfers`,
-//! `refresh` or `logins` runs one part, for profiling).
+//! `dpop`, `refresh` or `logins` runs one part, for profiling). `BP_BENCH_REQUESTS=n` makes `n`
+//! transfers in all instead of timing them; with `BP_BENCH_CALLGRIND=1`, under
+//! `valgrind --tool=callgrind`, the instruction counts are dumped just before and after them.
 
 mod support;
 
@@ -42,8 +47,15 @@ async fn main() {
     })
     .await;
     let only = std::env::var("BP_BENCH_ONLY").unwrap_or_default();
+    let run = match support::env_u64("BP_BENCH_REQUESTS", 0) {
+        0 => Run::For { seconds },
+        all => Run::Count { per_client: all.div_ceil(connections as u64) },
+    };
     if only.is_empty() || only == "transfers" {
-        transfers(&h, connections, seconds).await;
+        transfers(&h, connections, run, Binding::Bearer).await;
+    }
+    if only.is_empty() || only == "dpop" {
+        transfers(&h, connections, run, Binding::Dpop).await;
     }
     if only.is_empty() || only == "refresh" {
         refresh(&h).await;
@@ -54,60 +66,75 @@ async fn main() {
     h.started.running.stop().await.expect("stop");
 }
 
-async fn transfers(h: &support::Harness, connections: usize, seconds: u64) {
-    eprintln!("preparing {connections} customers…");
+/// How a transfer client holds its token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Binding {
+    /// A bearer token.
+    Bearer,
+    /// A DPoP-bound token, and a proof per request (ES256, signed before the measurement).
+    Dpop,
+}
+
+/// A signed-in transfer client: the customer, its site (and DPoP key), token and account numbers.
+struct Client {
+    person: support::Person,
+    site: bp_server_example::testkit::Site,
+    token: String,
+    numbers: Vec<String>,
+}
+
+/// How many transfers each client makes: for `seconds`, or a fixed count (`BP_BENCH_REQUESTS`
+/// in all, for instruction counts under callgrind).
+#[derive(Clone, Copy, Debug)]
+enum Run {
+    For { seconds: u64 },
+    Count { per_client: u64 },
+}
+
+async fn transfers(h: &support::Harness, connections: usize, run: Run, binding: Binding) {
+    let prefix = if binding == Binding::Bearer { "http" } else { "http_dpop" };
+    eprintln!("preparing {connections} customers ({binding:?})…");
     let mut clients = Vec::new();
     for i in 0..connections {
-        let p = h.person(&format!("bench-{i}"), 2, 1_000_000_000).await;
-        let tokens = support::login(&h.base, &p, "openid accounts payments", support::step_now()).await;
+        let site = match binding {
+            Binding::Bearer => support::bearer_site(&h.base),
+            Binding::Dpop => support::dpop_site(&h.base),
+        };
+        let person = h.person(&format!("bench-{prefix}-{i}"), 2, 1_000_000_000).await;
+        let tokens = support::login_at(&site, &person, "openid accounts payments", support::step_now()).await;
         let token = tokens["access_token"].as_str().expect("token").to_owned();
-        let numbers = support::account_numbers(&h.base, &token, &p.accounts).await;
-        clients.push((p, token, numbers));
+        let numbers = support::account_numbers(&site, &token, &person.accounts).await;
+        clients.push(Client { person, site, token, numbers });
     }
-
-    // Transfers at fixed concurrency: one keep-alive HTTP/1.1 connection per client.
-    let addr = h.started.running.addr;
+    // Everyone waits here once its proofs are signed, then again when done (fixed counts).
+    let gate = Arc::new(tokio::sync::Barrier::new(connections + 1));
     let stop = Arc::new(AtomicBool::new(false));
     let measuring = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
-    for (p, token, numbers) in clients {
-        let (stop, measuring) = (stop.clone(), measuring.clone());
-        tasks.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-            stream.set_nodelay(true).expect("nodelay");
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
-            tokio::spawn(conn);
-            let authorization = format!("Bearer {token}");
-            let mut latencies = Vec::new();
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let (from, to) = if n % 2 == 0 { (p.accounts[0], &numbers[1]) } else { (p.accounts[1], &numbers[0]) };
-                let body = json!({ "from_account": from, "to_account_number": to, "amount": { "amount": "0.01", "currency": "EUR" } });
-                let request = hyper::Request::post("/v1/transfers")
-                    .header("host", addr.to_string())
-                    .header("authorization", &authorization)
-                    .header("content-type", "application/json")
-                    .header("idempotency-key", uuid::Uuid::now_v7().to_string())
-                    .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))
-                    .expect("request");
-                let started = Instant::now();
-                sender.ready().await.expect("connection ready");
-                let response = sender.send_request(request).await.expect("transfer");
-                assert_eq!(response.status(), hyper::StatusCode::CREATED, "transfer posted");
-                let _ = http_body_util::BodyExt::collect(response.into_body()).await.expect("body");
-                if measuring.load(Ordering::Relaxed) {
-                    latencies.push(started.elapsed());
-                }
-                n += 1;
-            }
-            latencies
-        }));
+    for client in clients {
+        let (gate, stop, measuring) = (gate.clone(), stop.clone(), measuring.clone());
+        let addr = h.started.running.addr;
+        tasks.push(tokio::spawn(async move { client_loop(client, addr, run, (gate, stop, measuring)).await }));
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    measuring.store(true, Ordering::Relaxed);
-    let started = Instant::now();
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    gate.wait().await;
+    let started = match run {
+        Run::For { seconds } => {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            measuring.store(true, Ordering::Relaxed);
+            let started = Instant::now();
+            tokio::time::sleep(Duration::from_secs(seconds)).await;
+            started
+        }
+        Run::Count { .. } => {
+            callgrind_dump("before the transfers");
+            measuring.store(true, Ordering::Relaxed);
+            gate.wait().await;
+            let started = Instant::now();
+            gate.wait().await;
+            callgrind_dump("after the transfers");
+            started
+        }
+    };
     measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed();
     stop.store(true, Ordering::Relaxed);
@@ -116,9 +143,95 @@ async fn transfers(h: &support::Harness, connections: usize, seconds: u64) {
         all.extend(t.await.expect("join"));
     }
     all.sort();
-    println!("http_transfers_per_s {}", per_s(all.len() as u64, elapsed));
-    println!("http_p50_ms {}", support::ms(support::percentile(&all, 500)));
-    println!("http_p99_ms {}", support::ms(support::percentile(&all, 990)));
+    println!("{prefix}_transfers_per_s {}", per_s(all.len() as u64, elapsed));
+    println!("{prefix}_p50_ms {}", support::ms(support::percentile(&all, 500)));
+    println!("{prefix}_p99_ms {}", support::ms(support::percentile(&all, 990)));
+}
+
+/// One client's transfers on its own keep-alive HTTP/1.1 connection; their latencies while
+/// `measuring`.
+async fn client_loop(
+    c: Client,
+    addr: std::net::SocketAddr,
+    run: Run,
+    (gate, stop, measuring): (Arc<tokio::sync::Barrier>, Arc<AtomicBool>, Arc<AtomicBool>),
+) -> Vec<Duration> {
+    let url = c.site.url("/v1/transfers");
+    // Proofs are signed before the clock starts: the load generator shares the server's cores,
+    // and the figure is to show the server's cost of checking them.
+    let ahead = match run {
+        Run::For { .. } => support::env_u64("BP_BENCH_PROOFS_PER_CLIENT", 4_000),
+        Run::Count { per_client } => per_client,
+    };
+    let mut proofs: Vec<String> = match &c.site.dpop {
+        Some(key) => (0..ahead).map(|_| key.proof("POST", &url, Some(&c.token))).collect(),
+        None => Vec::new(),
+    };
+    let authorization = match c.site.dpop {
+        Some(_) => format!("DPoP {}", c.token),
+        None => format!("Bearer {}", c.token),
+    };
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
+    tokio::spawn(conn);
+    gate.wait().await;
+    let limit = match run {
+        Run::For { .. } => u64::MAX,
+        Run::Count { per_client } => {
+            gate.wait().await;
+            per_client
+        }
+    };
+    let (mut latencies, mut signed_late) = (Vec::new(), 0u64);
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) && n < limit {
+        let (from, to) =
+            if n % 2 == 0 { (c.person.accounts[0], &c.numbers[1]) } else { (c.person.accounts[1], &c.numbers[0]) };
+        let body =
+            json!({ "from_account": from, "to_account_number": to, "amount": { "amount": "0.01", "currency": "EUR" } });
+        let mut request = hyper::Request::post("/v1/transfers")
+            .header("host", addr.to_string())
+            .header("authorization", &authorization)
+            .header("content-type", "application/json")
+            .header("idempotency-key", uuid::Uuid::now_v7().to_string());
+        if let Some(key) = &c.site.dpop {
+            let proof = proofs.pop().unwrap_or_else(|| {
+                signed_late += 1;
+                key.proof("POST", &url, Some(&c.token))
+            });
+            request = request.header("dpop", proof);
+        }
+        let request = request.body(http_body_util::Full::new(bytes::Bytes::from(body.to_string()))).expect("request");
+        let started = Instant::now();
+        sender.ready().await.expect("connection ready");
+        let response = sender.send_request(request).await.expect("transfer");
+        assert_eq!(response.status(), hyper::StatusCode::CREATED, "transfer posted");
+        let _ = http_body_util::BodyExt::collect(response.into_body()).await.expect("body");
+        if measuring.load(Ordering::Relaxed) {
+            latencies.push(started.elapsed());
+        }
+        n += 1;
+    }
+    if let Run::Count { .. } = run {
+        gate.wait().await;
+    }
+    if signed_late > 0 {
+        eprintln!("a client signed {signed_late} proofs while measured (BP_BENCH_PROOFS_PER_CLIENT was too low)");
+    }
+    latencies
+}
+
+/// Under `valgrind --tool=callgrind` (`BP_BENCH_CALLGRIND=1`), dumps the instruction counts so
+/// far, so that the dump after the transfers minus the one before is theirs alone.
+fn callgrind_dump(when: &str) {
+    if std::env::var_os("BP_BENCH_CALLGRIND").is_none() {
+        return;
+    }
+    let pid = std::process::id().to_string();
+    let status = std::process::Command::new("callgrind_control").args(["--dump", &pid]).status();
+    eprintln!("callgrind dump {when}: {status:?}");
 }
 
 /// Refresh-token rotation, one client.

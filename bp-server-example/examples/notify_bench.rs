@@ -185,7 +185,7 @@ impl Payer {
         let p = h.person("notify-bench", 2, 1_000_000_000).await;
         let tokens = support::login(&h.base, &p, "openid accounts payments", support::step_now()).await;
         let token = tokens["access_token"].as_str().expect("token").to_owned();
-        let numbers = support::account_numbers(&h.base, &token, &p.accounts).await;
+        let numbers = support::account_numbers(&support::bearer_site(&h.base), &token, &p.accounts).await;
         Self { http: reqwest::Client::new(), base: h.base.clone(), token, accounts: p.accounts, numbers }
     }
 

@@ -146,6 +146,23 @@ pub struct ClientConfig {
     pub name: String,
     /// Redirect URIs, matched exactly.
     pub redirect_uris: Vec<String>,
+    /// Whether its tokens must be bound to its key (DPoP, the default) or may be bearer tokens.
+    #[serde(default)]
+    pub token_binding: TokenBinding,
+}
+
+/// How a client's tokens are bound to it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenBinding {
+    /// Every token request carries a DPoP proof (RFC 9449), and the tokens are bound to its key:
+    /// a stolen token is useless without the key.
+    #[default]
+    Dpop,
+    /// Token requests may carry a DPoP proof (and its tokens are bound to its key then); without
+    /// one, the access token is a bearer token, which whoever holds it can use. For tools that
+    /// cannot make proofs (curl, schemathesis).
+    Bearer,
 }
 
 /// An external OpenID provider whose access tokens the API accepts.
@@ -162,6 +179,17 @@ pub struct ExternalIssuerConfig {
     pub username_claim: String,
     /// How long a fetched JWKS is trusted before it is fetched again.
     pub jwks_refresh_s: u64,
+    /// The JOSE `typ` values its access tokens may carry, compared without case and without an
+    /// `application/` prefix: `["at+jwt"]` (RFC 9068) unless set; some providers type theirs
+    /// `JWT`. A token of another type (an id token, say) is refused.
+    #[serde(default = "ExternalIssuerConfig::default_token_types")]
+    pub token_types: Vec<String>,
+}
+
+impl ExternalIssuerConfig {
+    fn default_token_types() -> Vec<String> {
+        vec!["at+jwt".to_owned()]
+    }
 }
 
 /// Authorization-server settings.
@@ -177,6 +205,10 @@ pub struct AuthConfig {
     pub refresh_token_ttl_s: u64,
     /// A session ends this long after sign-in, however often it is refreshed.
     pub session_ttl_s: u64,
+    /// A session ends this long after its customer's last activity (PSD2 RTS art. 4(3)(d): five
+    /// minutes): an API request the customer makes. Refreshing a token, the event stream and its
+    /// tickets, and requests marked `BP-Activity: background` are not activity.
+    pub idle_timeout_s: u64,
     /// Authorization-code lifetime (at most 60).
     pub code_ttl_s: u64,
     /// How long the login page may take from first view to second factor.
@@ -195,6 +227,10 @@ pub struct AuthConfig {
     pub login_attempts_per_minute: u32,
     /// Password attempts per username per minute, from all sources together.
     pub login_attempts_per_username_per_minute: u32,
+    /// Require DPoP proofs to carry a nonce of the server's (RFC 9449 §8): a proof can then not
+    /// be made ahead of time, at the price of a retry when a client's nonce ages out (every one
+    /// to two minutes).
+    pub dpop_nonce: bool,
 }
 
 /// Log settings.
@@ -231,6 +267,7 @@ impl Default for Config {
                 access_token_ttl_s: 300,
                 refresh_token_ttl_s: 8 * 3600,
                 session_ttl_s: 24 * 3600,
+                idle_timeout_s: 300,
                 code_ttl_s: 60,
                 login_ttl_s: 600,
                 audience: "bp-api".to_owned(),
@@ -239,11 +276,21 @@ impl Default for Config {
                         id: "bp-web".to_owned(),
                         name: "bp web banking".to_owned(),
                         redirect_uris: vec!["http://127.0.0.1:8080/callback".to_owned()],
+                        token_binding: TokenBinding::Dpop,
                     },
                     ClientConfig {
                         id: "bp-mobile".to_owned(),
                         name: "bp mobile banking".to_owned(),
                         redirect_uris: vec!["bp.mobile://oauth/callback".to_owned()],
+                        token_binding: TokenBinding::Dpop,
+                    },
+                    // curl and scripts (scripts/demo-login.sh): a loopback redirect on any port,
+                    // bearer tokens. A deployment for real customers leaves it out.
+                    ClientConfig {
+                        id: "bp-cli".to_owned(),
+                        name: "bp command line (development)".to_owned(),
+                        redirect_uris: vec!["http://127.0.0.1/callback".to_owned()],
+                        token_binding: TokenBinding::Bearer,
                     },
                 ],
                 external: None,
@@ -251,6 +298,7 @@ impl Default for Config {
                 argon2_iterations: 2,
                 login_attempts_per_minute: 30,
                 login_attempts_per_username_per_minute: 10,
+                dpop_nonce: false,
             },
             sca: ScaRules::default(),
             lockout: LockoutRules::default(),
@@ -300,6 +348,9 @@ impl Config {
         }
         if self.auth.refresh_token_ttl_s == 0 || self.auth.session_ttl_s < self.auth.refresh_token_ttl_s {
             return bad("auth.refresh_token_ttl_s must be positive and at most auth.session_ttl_s");
+        }
+        if self.auth.idle_timeout_s == 0 {
+            return bad("auth.idle_timeout_s must be positive");
         }
         if self.auth.argon2_memory_kib < 8 * 1024 || self.auth.argon2_iterations == 0 {
             return bad("auth.argon2_memory_kib must be at least 8192 and auth.argon2_iterations positive");

@@ -1,7 +1,7 @@
 //! The server's background jobs, which run while it serves and stop with it: the outbox relay
 //! (committed events, store → bus) with the bridge it starts first (bus → this process's
-//! streams), the audit log's tail (security events → streams), and the sweeper of payments whose
-//! SCA was not answered in time.
+//! streams), the audit log's tail (security events → streams), the sweeper of payments whose
+//! SCA was not answered in time, and the end of sessions past their idle deadline.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +27,7 @@ impl Drop for Jobs {
 /// Starts every job over `state`.
 pub fn start(state: &Arc<AppState>) -> Jobs {
     let sweeper = tokio::spawn(expire_holds(Arc::clone(state)));
+    let idle = tokio::spawn(end_idle_sessions(Arc::clone(state)));
     let relay = spawn_relay(state);
     let audit_tail = tokio::spawn(crate::events::bridge::tail_audit(
         Arc::clone(&state.security),
@@ -34,7 +35,7 @@ pub fn start(state: &Arc<AppState>) -> Jobs {
         Arc::clone(&state.auth.audit_written),
         Arc::clone(&state.audit_position),
     ));
-    Jobs { tasks: vec![sweeper, relay, audit_tail] }
+    Jobs { tasks: vec![sweeper, idle, relay, audit_tail] }
 }
 
 /// Runs the bridge from the bus to this server's streams, then the outbox relay from the store to
@@ -85,5 +86,15 @@ async fn expire_holds(state: Arc<AppState>) {
             }
             Err(e) => tracing::warn!(error = %e, "expiring holds failed"),
         }
+    }
+}
+
+/// Ends, every second, the sessions this process has seen whose idle deadline has passed, so
+/// that their event streams end on time (the audit entry ends them).
+async fn end_idle_sessions(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        state.auth.end_idle_sessions().await;
     }
 }

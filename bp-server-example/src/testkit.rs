@@ -1,12 +1,15 @@
 //! (feature `testkit`) What the crate's tests, its examples and tools need to drive a real
 //! server, written once: a configuration for a server on a free loopback port, a customer with
 //! funded accounts and credentials, and the sign-in through the real login pages as a browser
-//! does it (authorization code with PKCE, password, then a TOTP code).
+//! does it (authorization code with PKCE, password, then a TOTP code), with DPoP: a [`Site`]
+//! holds a P-256 key ([`DpopKey`]) unless made for bearer tokens, and proves possession of it
+//! at the token endpoint and with every use of its tokens.
 //!
 //! Its functions panic when the server does not answer as it should: they are for tests.
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use bp_core::customer::{KycStatus, NewCustomer, Username};
 use bp_core::ids::{AccountId, CustomerId, TransferId};
@@ -73,8 +76,82 @@ pub async fn open_customer(state: &AppState, username: &str, password: &str, acc
     }
 }
 
+/// A client's DPoP key: a P-256 key pair (ES256, what WebCrypto and phone keystores make) whose
+/// private half never leaves this value, and the proofs it signs (RFC 9449 §4.2).
+pub struct DpopKey {
+    key: p256::ecdsa::SigningKey,
+    jwk: Value,
+    jkt: String,
+}
+
+impl std::fmt::Debug for DpopKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DpopKey").field("jkt", &self.jkt).finish_non_exhaustive()
+    }
+}
+
+impl DpopKey {
+    /// A new random key.
+    pub fn generate() -> Self {
+        let key = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+        let point = key.verifying_key().to_encoded_point(false);
+        let (x, y) = (b64(point.x().expect("x")), b64(point.y().expect("y")));
+        // RFC 7638: the required members in lexicographic order, no whitespace.
+        let jkt = b64(&sha256(format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#).as_bytes()));
+        let jwk = serde_json::json!({ "kty": "EC", "crv": "P-256", "x": x, "y": y });
+        Self { key, jwk, jkt }
+    }
+
+    /// The public key as a JWK.
+    pub fn jwk(&self) -> &Value {
+        &self.jwk
+    }
+
+    /// Its JWK SHA-256 thumbprint: what tokens bound to it carry as `cnf.jkt`.
+    pub fn thumbprint(&self) -> &str {
+        &self.jkt
+    }
+
+    /// The claims of a fresh proof for `method` on `url` (its query dropped), made now, for
+    /// `access_token` when given: what [`DpopKey::proof`] signs, for tests that change them.
+    pub fn claims(&self, method: &str, url: &str, access_token: Option<&str>) -> Value {
+        let htu = url.split(['?', '#']).next().unwrap_or(url);
+        let iat = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs();
+        let mut claims = serde_json::json!({ "jti": random_token(16), "htm": method, "htu": htu, "iat": iat });
+        if let Some(token) = access_token {
+            claims["ath"] = b64(&sha256(token.as_bytes())).into();
+        }
+        claims
+    }
+
+    /// A proof for `method` on `url`, for `access_token` when given.
+    pub fn proof(&self, method: &str, url: &str, access_token: Option<&str>) -> String {
+        self.sign(&self.header(), &self.claims(method, url, access_token))
+    }
+
+    /// The header of its proofs: `typ`, `alg` and the public key.
+    pub fn header(&self) -> Value {
+        serde_json::json!({ "typ": "dpop+jwt", "alg": "ES256", "jwk": self.jwk })
+    }
+
+    /// `header` and `claims` signed as a JWT with this key (ES256), whatever they say.
+    pub fn sign(&self, header: &Value, claims: &Value) -> String {
+        use p256::ecdsa::signature::Signer as _;
+        let signed = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+        let signature: p256::ecdsa::Signature = self.key.sign(signed.as_bytes());
+        format!("{signed}.{}", b64(&signature.to_bytes()))
+    }
+
+    /// The `Authorization` and `DPoP` headers of a request with `method` to `url` that uses
+    /// `access_token`, bound to this key.
+    pub fn headers(&self, method: &str, url: &str, access_token: &str) -> [(&'static str, String); 2] {
+        [("authorization", format!("DPoP {access_token}")), ("dpop", self.proof(method, url, Some(access_token)))]
+    }
+}
+
 /// Where to sign in, and as which client: a server's base URL (`http://127.0.0.1:port`) and one
-/// of the OAuth2 clients registered there.
+/// of the OAuth2 clients registered there, with the client's DPoP key unless it uses bearer
+/// tokens.
 #[derive(Clone, Debug)]
 pub struct Site {
     /// The server's base URL.
@@ -83,12 +160,58 @@ pub struct Site {
     pub client_id: String,
     /// The client's registered redirect URI.
     pub redirect_uri: String,
+    /// The client's DPoP key, which its tokens are bound to; `None`: bearer tokens.
+    pub dpop: Option<Arc<DpopKey>>,
 }
 
 impl Site {
-    /// The client `client_id`, redirected to `redirect_uri`, of the server at `base`.
+    /// The client `client_id`, redirected to `redirect_uri`, of the server at `base`, with a new
+    /// DPoP key.
     pub fn new(base: &str, client_id: &str, redirect_uri: &str) -> Self {
-        Self { base: base.to_owned(), client_id: client_id.to_owned(), redirect_uri: redirect_uri.to_owned() }
+        Self {
+            base: base.to_owned(),
+            client_id: client_id.to_owned(),
+            redirect_uri: redirect_uri.to_owned(),
+            dpop: Some(Arc::new(DpopKey::generate())),
+        }
+    }
+
+    /// The same client without a key: its token requests carry no proof, and it gets bearer
+    /// tokens (if the server lets it: `token_binding = "bearer"`).
+    pub fn bearer(base: &str, client_id: &str, redirect_uri: &str) -> Self {
+        Self { dpop: None, ..Self::new(base, client_id, redirect_uri) }
+    }
+
+    /// A token request of this client: `form`, with a proof of its key when it has one.
+    pub async fn token_request(&self, form: &[(&str, &str)]) -> reqwest::Response {
+        let url = self.url("/oauth2/token");
+        let mut request = browser().post(&url).form(form);
+        if let Some(key) = &self.dpop {
+            request = request.header("dpop", key.proof("POST", &url, None));
+        }
+        request.send().await.expect("token")
+    }
+
+    /// Exchanges `refresh_token` (which rotates) for new tokens.
+    pub async fn refresh(&self, refresh_token: &str) -> reqwest::Response {
+        let form =
+            [("grant_type", "refresh_token"), ("refresh_token", refresh_token), ("client_id", self.client_id.as_str())];
+        self.token_request(&form).await
+    }
+
+    /// `request` (to `url` with `method`) with `access_token`: as a DPoP-bound token with a proof
+    /// when this client has a key, else as a bearer token.
+    pub fn authorize(
+        &self,
+        request: reqwest::RequestBuilder,
+        method: &str,
+        url: &str,
+        access_token: &str,
+    ) -> reqwest::RequestBuilder {
+        match &self.dpop {
+            Some(key) => key.headers(method, url, access_token).into_iter().fold(request, |r, (k, v)| r.header(k, v)),
+            None => request.bearer_auth(access_token),
+        }
     }
 
     /// The URL of `path` on the server.
@@ -228,21 +351,18 @@ impl CodeFlow {
         params.get("code").expect("code").clone()
     }
 
-    /// Exchanges the code for tokens with `verifier`.
+    /// Exchanges the code for tokens with `verifier` (and a proof of the site's key, if any).
     pub async fn exchange(&self, verifier: &str) -> reqwest::Response {
         let code = self.code.as_deref().expect("a code");
-        browser()
-            .post(self.site.url("/oauth2/token"))
-            .form(&[
+        self.site
+            .token_request(&[
                 ("grant_type", "authorization_code"),
                 ("code", code),
                 ("redirect_uri", self.site.redirect_uri.as_str()),
                 ("client_id", self.site.client_id.as_str()),
                 ("code_verifier", verifier),
             ])
-            .send()
             .await
-            .expect("token")
     }
 
     /// The token response of the code, exchanged with the flow's own verifier.

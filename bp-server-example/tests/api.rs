@@ -428,9 +428,8 @@ async fn history_filters_and_pages_and_errors_are_problems() {
     let r = reqwest::Client::new().get(server.url("/v1/accounts")).send().await.expect("get");
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert!(r.headers()["www-authenticate"].to_str().expect("ascii").starts_with("Bearer"));
-    let r = reqwest::Client::new()
-        .post(server.url("/v1/transfers"))
-        .bearer_auth(&api.token)
+    let r = api
+        .request(reqwest::Method::POST, "/v1/transfers")
         .header("Idempotency-Key", "big")
         .header("content-type", "application/json")
         .body(vec![b' '; 100 * 1024])
@@ -438,9 +437,8 @@ async fn history_filters_and_pages_and_errors_are_problems() {
         .await
         .expect("post");
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    let r = reqwest::Client::new()
-        .post(server.url("/v1/transfers"))
-        .bearer_auth(&api.token)
+    let r = api
+        .request(reqwest::Method::POST, "/v1/transfers")
         .header("Idempotency-Key", "txt")
         .body("hello")
         .send()
@@ -493,13 +491,14 @@ async fn devices_need_a_recent_sign_in_or_an_existing_device() {
     tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
 
     // The same session, now older than the limit: it cannot remove the phone.
-    let r =
-        api.http.delete(server.url(&format!("/v1/devices/{}", phone.device_id))).bearer_auth(&api.token).send().await;
+    let r = api.request(reqwest::Method::DELETE, &format!("/v1/devices/{}", phone.device_id)).send().await;
     let r = r.expect("delete");
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let challenge = r.headers()["www-authenticate"].to_str().expect("ascii").to_owned();
     assert!(
-        challenge.contains("error=\"insufficient_user_authentication\"") && challenge.contains("max_age=2"),
+        challenge.starts_with("DPoP ")
+            && challenge.contains("error=\"insufficient_user_authentication\"")
+            && challenge.contains("max_age=2"),
         "{challenge}"
     );
     let body: Value = r.json().await.expect("problem");

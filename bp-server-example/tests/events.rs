@@ -75,13 +75,8 @@ async fn tickets_are_single_use_and_required() {
     let again = reqwest::get(&url).await.expect("stream");
     assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(reqwest::get(server.url("/v1/events")).await.expect("stream").status(), StatusCode::UNAUTHORIZED);
-    let bad = reqwest::Client::new()
-        .get(server.url("/v1/events"))
-        .bearer_auth(&api.token)
-        .header("Last-Event-ID", "junk")
-        .send()
-        .await
-        .expect("stream");
+    let bad =
+        api.request(reqwest::Method::GET, "/v1/events").header("Last-Event-ID", "junk").send().await.expect("stream");
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     server.stop().await;
 }
@@ -191,6 +186,39 @@ async fn security_events_reach_their_customers_stream_once() {
     server.stop().await;
 }
 
+/// Revoking a session that has no refresh token (signed in without `offline_access`) with its
+/// access token is stored and audited like any sign-out: the session's streams end, and its
+/// access token stays refused after a restart on the same data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_an_access_token_only_session_is_stored_and_ends_its_streams() {
+    let mut server = Server::start().await;
+    let ada = server.customer("ada-no-refresh", 0, 0).await;
+    let tokens = server.login(&ada, "openid accounts").await;
+    assert!(tokens.get("refresh_token").is_none(), "a session of access tokens only");
+    let api = Api::new(&server, &tokens);
+    assert_eq!(api.get("/v1/accounts").await.0, StatusCode::OK);
+    let mut stream = Stream::open(&server, &api, None).await;
+
+    let revoked = reqwest::Client::new()
+        .post(server.url("/oauth2/revoke"))
+        .form(&[("token", api.token.as_str()), ("client_id", common::CLIENT)])
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(revoked.status(), StatusCode::OK);
+    let last = stream.next(1).await;
+    assert_eq!(last[0].event, "security.session_revoked", "{last:?}");
+    assert!(stream.closes_within(Duration::from_secs(5)).await, "the stream ends with its session");
+    assert_eq!(api.get("/v1/accounts").await.0, StatusCode::UNAUTHORIZED);
+
+    server.restart().await;
+    // A new client: the old one's pooled connection went with the old server.
+    let api = Api::new(&server, &tokens);
+    let (status, body) = api.get("/v1/accounts").await;
+    common::assert_problem(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+    server.stop().await;
+}
+
 /// An idle stream sends a comment every `bus.stream_heartbeat_s`, so that proxies keep it open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_streams_send_heartbeats() {
@@ -241,20 +269,8 @@ async fn refresh_token_reuse_ends_the_sessions_streams() {
     let api = Api::new(&server, &tokens);
     let mut stream = Stream::open(&server, &api, None).await;
     let refresh = |token: String| {
-        let url = server.url("/oauth2/token");
-        async move {
-            reqwest::Client::new()
-                .post(url)
-                .form(&[
-                    ("grant_type", "refresh_token"),
-                    ("refresh_token", token.as_str()),
-                    ("client_id", common::CLIENT),
-                ])
-                .send()
-                .await
-                .expect("refresh")
-                .status()
-        }
+        let site = server.site.clone();
+        async move { site.refresh(&token).await.status() }
     };
     let old = tokens["refresh_token"].as_str().expect("rt").to_owned();
     assert_eq!(refresh(old.clone()).await, StatusCode::OK);
@@ -274,8 +290,10 @@ async fn streams_end_with_their_session() {
     })
     .await;
     let ada = server.customer("ada-session-end", 0, 0).await;
-    let api = Api::new(&server, &server.login(&ada, ALL).await);
+    // Taken before the sign-in: the session's clock starts during it (at the second factor,
+    // in whole seconds), and a loaded machine can take over a second to finish the sign-in.
     let signed_in = std::time::Instant::now();
+    let api = Api::new(&server, &server.login(&ada, ALL).await);
     // On a connection of its own (a pump holds it while it is live).
     let mut stream = Stream::open(&server, &api, None).await;
     assert!(stream.quiet_for(Duration::from_millis(1000)).await, "open while the session lasts");

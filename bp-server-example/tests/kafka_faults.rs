@@ -211,11 +211,7 @@ async fn a_killed_server_publishes_on_restart_and_another_process_gets_every_eve
     let (base, _logs, mut child) = common::spawn_binary(dir.path(), &env);
     let ada = common::demo_login(&base, dir.path(), "ada");
     let bob = common::demo_login(&base, dir.path(), "bob");
-    let api = |t: &Value| Api {
-        http: reqwest::Client::new(),
-        base: base.clone(),
-        token: t["access_token"].as_str().expect("at").into(),
-    };
+    let api = |t: &Value| Api::bearer(&base, t);
     let (ada, bob) = (api(&ada), api(&bob));
     let (_, accounts) = ada.get("/v1/accounts").await;
     let from = accounts["accounts"].as_array().expect("accounts").iter().find(|a| a["currency"] == "EUR").expect("EUR")

@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use bp_server_example::testkit::{CodeFlow, browser, hidden};
+use bp_server_example::testkit::{CodeFlow, Site, browser, hidden};
 use common::{Api, CLIENT, REDIRECT, Server, assert_problem};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -16,12 +16,7 @@ fn jwt_claims(token: &str) -> Value {
 }
 
 async fn refresh(server: &Server, token: &str) -> reqwest::Response {
-    browser()
-        .post(server.url("/oauth2/token"))
-        .form(&[("grant_type", "refresh_token"), ("refresh_token", token), ("client_id", CLIENT)])
-        .send()
-        .await
-        .expect("refresh")
+    server.site.refresh(token).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -30,12 +25,25 @@ async fn complete_sign_in_gives_tokens_that_the_api_accepts() {
     let ada = server.customer("ada", 10_000, 0).await;
     let flow = server.login_until_code(&ada, "openid profile accounts payments offline_access").await;
 
-    // A wrong verifier is refused, and burns the code.
+    // A wrong verifier, or another client, is refused and burns nothing: whoever holds a leaked
+    // code without its verifier cannot spend it, nor keep its client from spending it.
     let wrong = flow.exchange(&bp_server_example::auth::crypto::random_token(48)).await;
     assert_eq!(wrong.status(), StatusCode::BAD_REQUEST);
     assert_eq!(wrong.json::<Value>().await.expect("json")["error"], "invalid_grant");
-    let again = flow.exchange(&flow.verifier).await;
-    assert_eq!(again.status(), StatusCode::BAD_REQUEST, "a code is single-use, even after a failed attempt");
+    let other_client = Site { client_id: "bp-mobile".to_owned(), ..server.site.clone() }
+        .token_request(&[
+            ("grant_type", "authorization_code"),
+            ("code", flow.code.as_deref().expect("code")),
+            ("redirect_uri", REDIRECT),
+            ("client_id", "bp-mobile"),
+            ("code_verifier", flow.verifier.as_str()),
+        ])
+        .await;
+    assert_eq!(other_client.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(other_client.json::<Value>().await.expect("json")["error"], "invalid_grant");
+    let right = flow.exchange(&flow.verifier).await;
+    assert_eq!(right.status(), StatusCode::OK, "the code still works for its client with its verifier");
+    assert_eq!(flow.exchange(&flow.verifier).await.status(), StatusCode::BAD_REQUEST, "once");
 
     // A fresh sign-in with the right verifier.
     let flow = server.login_until_code(&ada, "openid profile accounts payments offline_access").await;
@@ -43,7 +51,8 @@ async fn complete_sign_in_gives_tokens_that_the_api_accepts() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["cache-control"], "no-store");
     let tokens: Value = response.json().await.expect("json");
-    assert_eq!(tokens["token_type"], "Bearer");
+    // The test client signs in with DPoP: its tokens are bound to its key (tests/dpop.rs).
+    assert_eq!(tokens["token_type"], "DPoP");
     assert!(tokens["expires_in"].as_u64().expect("expires_in") <= 300);
     let access = jwt_claims(tokens["access_token"].as_str().expect("access"));
     assert_eq!(access["sub"], ada.id.to_string());
@@ -169,6 +178,21 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_session() {
         refresh(&server, tokens["refresh_token"].as_str().expect("refresh")).await.status(),
         StatusCode::BAD_REQUEST
     );
+    // Another client cannot revoke a client's tokens: 200 as RFC 7009 says, and nothing changes.
+    let tokens = server.login(&bob, "openid accounts offline_access").await;
+    let api = Api::new(&server, &tokens);
+    for token in [&tokens["access_token"], &tokens["refresh_token"]] {
+        let r = browser()
+            .post(server.url("/oauth2/revoke"))
+            .form(&[("token", token.as_str().expect("token")), ("client_id", "bp-mobile")])
+            .send()
+            .await
+            .expect("revoke");
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    assert_eq!(api.get("/v1/accounts").await.0, StatusCode::OK, "the access token still works");
+    let r = refresh(&server, tokens["refresh_token"].as_str().expect("refresh")).await;
+    assert_eq!(r.status(), StatusCode::OK, "so does the refresh token");
     // Unknown tokens: 200 as RFC 7009 says.
     let r = browser()
         .post(server.url("/oauth2/revoke"))

@@ -37,30 +37,17 @@ async fn the_binary_serves_the_demo_and_logs_no_secret_or_personal_data() {
     let auth_code = flow.code_from(&r);
     flow.code = Some(auth_code.clone());
     let tokens: Value = flow.exchange(&flow.verifier).await.json().await.expect("json");
-    let http = &flow.http;
-    let refreshed: Value = http
-        .post(format!("{base}/oauth2/token"))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", tokens["refresh_token"].as_str().expect("rt")),
-            ("client_id", "bp-web"),
-        ])
-        .send()
-        .await
-        .expect("refresh")
-        .json()
-        .await
-        .expect("json");
+    let refreshed: Value = web.refresh(tokens["refresh_token"].as_str().expect("rt")).await.json().await.expect("json");
     let api = Api {
         http: reqwest::Client::new(),
         base: base.clone(),
         token: refreshed["access_token"].as_str().expect("at").to_owned(),
+        dpop: web.dpop.clone(),
     };
     let (status, me) = api.get("/v1/me").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(me["photo_url"], "/v1/me/photo");
-    let photo =
-        reqwest::Client::new().get(format!("{base}/v1/me/photo")).bearer_auth(&api.token).send().await.expect("photo");
+    let photo = api.request(reqwest::Method::GET, "/v1/me/photo").send().await.expect("photo");
     assert_eq!(photo.headers()["content-type"], "image/svg+xml");
     assert!(photo.headers()["content-security-policy"].to_str().expect("ascii").contains("sandbox"));
     assert!(photo.text().await.expect("svg").starts_with("<svg"));
@@ -76,11 +63,7 @@ async fn the_binary_serves_the_demo_and_logs_no_secret_or_personal_data() {
 
     // The documented curl sign-in (docs/api/README.md) works against the demo, as another customer.
     let scripted = common::demo_login(&base, dir.path(), &credentials[1].0);
-    let bob = Api {
-        http: reqwest::Client::new(),
-        base: base.clone(),
-        token: scripted["access_token"].as_str().expect("at").to_owned(),
-    };
+    let bob = Api::bearer(&base, &scripted);
     let (status, bob_me) = bob.get("/v1/me").await;
     assert_eq!((status, bob_me["username"].as_str()), (StatusCode::OK, Some(credentials[1].0.as_str())));
     for k in ["access_token", "refresh_token", "id_token"] {
@@ -259,7 +242,16 @@ async fn tokens_of_an_external_provider_are_verified_by_its_jwks() {
     let jwks = keys.jwks().clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let jwks_url = format!("http://{}/jwks", listener.local_addr().expect("addr"));
-    let app = axum::Router::new().route("/jwks", axum::routing::get(move || async move { axum::Json(jwks.clone()) }));
+    let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = fetches.clone();
+    let app = axum::Router::new().route(
+        "/jwks",
+        axum::routing::get(move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let jwks = jwks.clone();
+            async move { axum::Json(jwks) }
+        }),
+    );
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let url = jwks_url.clone();
@@ -270,6 +262,7 @@ async fn tokens_of_an_external_provider_are_verified_by_its_jwks() {
             audience: "bp-api".to_owned(),
             username_claim: "preferred_username".to_owned(),
             jwks_refresh_s: 300,
+            token_types: vec!["at+jwt".to_owned()],
         });
     })
     .await;
@@ -280,7 +273,7 @@ async fn tokens_of_an_external_provider_are_verified_by_its_jwks() {
     let call = |token: String| {
         let base = server.base.clone();
         async move {
-            let api = Api { http: reqwest::Client::new(), base, token };
+            let api = Api { http: reqwest::Client::new(), base, token, dpop: None };
             api.get("/v1/accounts").await
         }
     };
@@ -301,6 +294,41 @@ async fn tokens_of_an_external_provider_are_verified_by_its_jwks() {
     .expect("keys");
     let forged = stranger.sign(&claims("https://idp.example", "bp-api", "ada-ext"), "at+jwt").expect("sign");
     assert_eq!(call(forged).await.0, StatusCode::UNAUTHORIZED);
+    // Tokens with unknown key ids fetch the JWKS again at most once per interval, however many
+    // arrive.
+    let before = fetches.load(std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..20 {
+        let stranger = bp_server_example::auth::tokens::Keys::from_signing_key(&ed25519_dalek::SigningKey::generate(
+            &mut rand_core::OsRng,
+        ))
+        .expect("keys");
+        let forged = stranger.sign(&claims("https://idp.example", "bp-api", "ada-ext"), "at+jwt").expect("sign");
+        assert_eq!(call(forged).await.0, StatusCode::UNAUTHORIZED);
+    }
+    let more = fetches.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert!(more <= 1, "20 unknown key ids fetched the JWKS {more} more times");
+    // Only access tokens: of the configured `typ` (at+jwt), not an id token's or none.
+    for typ in ["JWT", ""] {
+        let token = keys.sign(&claims("https://idp.example", "bp-api", "ada-ext"), typ).expect("sign");
+        assert_eq!(call(token).await.0, StatusCode::UNAUTHORIZED, "typ {typ:?}");
+    }
+    let token = keys.sign(&claims("https://idp.example", "bp-api", "ada-ext"), "application/AT+JWT").expect("sign");
+    assert_eq!(call(token).await.0, StatusCode::OK, "the media type's full form");
+    // Payments need a sign-in with two factors.
+    let pay = |amr: Value| {
+        let mut c = claims("https://idp.example", "bp-api", "ada-ext");
+        c["scope"] = json!("accounts payments");
+        c["amr"] = amr;
+        let api = Api { http: reqwest::Client::new(), base: server.base.clone(), token: sign(&c), dpop: None };
+        async move { api.post("/v1/transfers", &json!({}), Some("ext-pay")).await }
+    };
+    let (status, body) = pay(json!(["pwd"])).await;
+    common::assert_problem(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    assert_eq!(
+        pay(json!(["pwd", "hwk"])).await.0,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "past the check, the body is wrong"
+    );
 
     // An event stream opened with an external token lasts as long as the token: we cannot see
     // the provider's revocations.

@@ -53,8 +53,9 @@ impl Raw {
 
     /// Opens the event stream of `api`'s customer on this connection (bearer token); its head.
     async fn open_stream(&mut self, api: &Api) -> Head {
+        // Host is not the server's address: a proof names the server's public URL (the issuer).
         let request =
-            format!("GET /v1/events HTTP/1.1\r\nHost: bp.test\r\nAuthorization: Bearer {}\r\n\r\n", api.token);
+            format!("GET /v1/events HTTP/1.1\r\nHost: bp.test\r\n{}\r\n", api.head_lines("GET", "/v1/events"));
         self.send(request.as_bytes()).await;
         self.head().await
     }
@@ -213,9 +214,13 @@ async fn a_stream_on_its_own_connection_is_plain_http_and_matches_one_through_hy
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.expect("handshake");
     tokio::spawn(conn);
     let get = |uri: String| {
+        let url = format!("{}{uri}", api.base);
+        let key = api.dpop.as_ref().expect("a DPoP-bound token");
+        let [(a, authorization), (d, proof)] = key.headers("GET", &url, &api.token);
         hyper::Request::get(uri)
             .header("host", "bp.test")
-            .header("authorization", format!("Bearer {}", api.token))
+            .header(a, authorization)
+            .header(d, proof)
             .body(http_body_util::Empty::<bytes::Bytes>::new())
             .expect("request")
     };

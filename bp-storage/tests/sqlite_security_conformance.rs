@@ -83,6 +83,7 @@ async fn write_records(store: &SqliteStore, customer: CustomerId) -> Written {
         issued_at: at(issued),
         expires_at: at(issued + 3600),
         state: RefreshTokenState::Active,
+        dpop_jkt: Some("-8iA6s9YbMTqrEC4DcmskoofrHJ7eZUVuNaqLRtBsZc".to_owned()),
     };
     let (first, active) = (token(1, 3), token(2, 4));
     ok("insert token", store.insert_refresh_token(first.clone()).await);

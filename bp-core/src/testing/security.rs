@@ -90,9 +90,12 @@ macro_rules! __security_conformance_cases {
             credentials
             devices
             refresh_token_rotation
+            refresh_token_binding
             refresh_token_reuse
             refresh_token_refusals
             session_revocation
+            session_revocation_without_tokens
+            session_activity
             challenges
             challenge_failures
             beneficiaries
@@ -147,6 +150,7 @@ fn token(session: SessionId, customer: CustomerId, issued: i64) -> RefreshToken 
         issued_at: at(issued),
         expires_at: at(issued + 3600),
         state: RefreshTokenState::Active,
+        dpop_jkt: None,
     }
 }
 
@@ -397,6 +401,47 @@ pub async fn refresh_token_rotation<F: SecurityStoreFactory>(f: &F) {
     assert_eq!(revoked_since(&*store, at(0)).await, Vec::new(), "rotation revokes nothing");
 }
 
+/// A session bound to a key (DPoP): its tokens keep the thumbprint through storage and rotation;
+/// a successor with another binding, or none, is refused without a change.
+pub async fn refresh_token_binding<F: SecurityStoreFactory>(f: &F) {
+    let store = fresh(f).await;
+    let ada = CustomerId::new_v7();
+    let session = SessionId::new_v7();
+    let jkt = Some("-8iA6s9YbMTqrEC4DcmskoofrHJ7eZUVuNaqLRtBsZc".to_owned());
+    let bound = |issued: i64| RefreshToken { dpop_jkt: jkt.clone(), ..token(session, ada, issued) };
+    let first = bound(0);
+    ok("insert", store.insert_refresh_token(first.clone()).await);
+    assert_eq!(ok("read back", store.refresh_token(first.hash).await), Some(first.clone()), "with its binding");
+
+    let other_key = RefreshToken { dpop_jkt: Some("another-thumbprint".to_owned()), ..bound(60) };
+    let unbound = RefreshToken { dpop_jkt: None, ..bound(60) };
+    for (what, successor) in [("another key", &other_key), ("no key", &unbound)] {
+        expect_kind(
+            what,
+            store.rotate_refresh_token(first.hash, successor.clone(), at(60)).await,
+            StoreErrorKind::InvalidRequest,
+        );
+    }
+    expect_tokens(
+        "unchanged after refusals",
+        &*store,
+        &[(&first.hash, Some(first.clone())), (&other_key.hash, None), (&unbound.hash, None)],
+    )
+    .await;
+
+    let second = bound(60);
+    assert_eq!(
+        ok("rotate within the binding", store.rotate_refresh_token(first.hash, second.clone(), at(60)).await),
+        Rotation::Rotated(first.clone())
+    );
+    expect_tokens(
+        "after rotation",
+        &*store,
+        &[(&first.hash, Some(in_state(&first, RefreshTokenState::Used))), (&second.hash, Some(second.clone()))],
+    )
+    .await;
+}
+
 /// Reuse detection: presenting a used token revokes its whole session (every token of it, at
 /// the time of the reuse) and no other; afterwards every token of the session answers
 /// `Revoked`, and revoking the session again answers false.
@@ -513,13 +558,12 @@ pub async fn refresh_token_refusals<F: SecurityStoreFactory>(f: &F) {
     .await;
 }
 
-/// Revoking sessions: true once, false again or for an unknown session; every token of the
-/// session (used or active) revoked, other sessions untouched; `sessions_revoked_since` from
-/// the revocation time on.
+/// Revoking sessions: true once, false again; every token of the session (used or active)
+/// revoked, other sessions untouched; `sessions_revoked_since` from the revocation time on.
 pub async fn session_revocation<F: SecurityStoreFactory>(f: &F) {
     let store = fresh(f).await;
     let (ada, bob) = (CustomerId::new_v7(), CustomerId::new_v7());
-    let (one, two, unknown) = (SessionId::new_v7(), SessionId::new_v7(), SessionId::new_v7());
+    let (one, two) = (SessionId::new_v7(), SessionId::new_v7());
     let first = token(one, ada, 0);
     let second = token(one, ada, 10);
     let bobs = token(two, bob, 0);
@@ -529,9 +573,6 @@ pub async fn session_revocation<F: SecurityStoreFactory>(f: &F) {
         ok("rotate", store.rotate_refresh_token(first.hash, second.clone(), at(10)).await),
         Rotation::Rotated(first.clone())
     );
-
-    assert!(!ok("revoke an unknown session", store.revoke_session(unknown, at(40)).await));
-    assert_eq!(revoked_since(&*store, at(0)).await, Vec::new(), "an unknown session is not recorded");
 
     assert!(ok("revoke", store.revoke_session(one, at(50)).await));
     expect_tokens(
@@ -557,6 +598,51 @@ pub async fn session_revocation<F: SecurityStoreFactory>(f: &F) {
         ok("rotate a revoked active token", store.rotate_refresh_token(second.hash, next, at(80)).await),
         Rotation::Revoked
     );
+}
+
+/// A session of which no refresh token is stored (signed in without `offline_access`: only
+/// its access tokens exist) is revoked like any other: true once, false again, and named by
+/// `sessions_revoked_since`, so that its access tokens stay refused after a restart. A refresh
+/// token of it stored later is refused as revoked.
+pub async fn session_revocation_without_tokens<F: SecurityStoreFactory>(f: &F) {
+    let store = fresh(f).await;
+    let ada = CustomerId::new_v7();
+    let (lone, other) = (SessionId::new_v7(), SessionId::new_v7());
+    ok("insert", store.insert_refresh_token(token(other, ada, 0)).await);
+
+    assert!(ok("revoke a session without tokens", store.revoke_session(lone, at(40)).await));
+    assert_eq!(revoked_since(&*store, at(0)).await, vec![lone], "recorded");
+    assert_eq!(revoked_since(&*store, at(40)).await, vec![lone], "at its revocation time");
+    assert_eq!(revoked_since(&*store, at(41)).await, Vec::new());
+    assert!(!ok("revoke it again", store.revoke_session(lone, at(50)).await));
+    assert_eq!(revoked_since(&*store, at(41)).await, Vec::new(), "the first revocation's time is kept");
+
+    let late = token(lone, ada, 60);
+    ok("insert a token of the revoked session", store.insert_refresh_token(late.clone()).await);
+    let next = token(lone, ada, 70);
+    assert_eq!(
+        ok("rotate a token of the revoked session", store.rotate_refresh_token(late.hash, next.clone(), at(70)).await),
+        Rotation::Revoked
+    );
+    expect_tokens("after refusal", &*store, &[(&late.hash, Some(late.clone())), (&next.hash, None)]).await;
+}
+
+/// Sessions' last activity: none until recorded; a later time replaces an earlier one, an
+/// earlier one (out of order) changes nothing; sessions are independent.
+pub async fn session_activity<F: SecurityStoreFactory>(f: &F) {
+    let store = fresh(f).await;
+    let (one, two) = (SessionId::new_v7(), SessionId::new_v7());
+    assert_eq!(ok("never used", store.session_active_at(one).await), None);
+    ok("record", store.record_session_activity(one, at(10)).await);
+    assert_eq!(ok("read back", store.session_active_at(one).await), Some(at(10)));
+    ok("record later", store.record_session_activity(one, at(70)).await);
+    assert_eq!(ok("the later time", store.session_active_at(one).await), Some(at(70)));
+    ok("record earlier", store.record_session_activity(one, at(40)).await);
+    assert_eq!(ok("kept the later time", store.session_active_at(one).await), Some(at(70)));
+    assert_eq!(ok("another session", store.session_active_at(two).await), None);
+    ok("record the other", store.record_session_activity(two, at(5)).await);
+    assert_eq!(ok("each its own", store.session_active_at(one).await), Some(at(70)));
+    assert_eq!(ok("each its own", store.session_active_at(two).await), Some(at(5)));
 }
 
 /// Challenges: stored, replaced while open, answered once (with method and device) before they

@@ -6,7 +6,7 @@
 use bp_core::ids::AccountId;
 use bp_core::money::Currency;
 use bp_server_example::auth::crypto::{TOTP_STEP_S, totp_code};
-use bp_server_example::config::{ClientConfig, Config};
+use bp_server_example::config::{ClientConfig, Config, TokenBinding};
 use bp_server_example::testkit::{self, Site};
 use bp_server_example::{Started, start};
 
@@ -25,10 +25,13 @@ pub type Person = testkit::Customer;
 
 pub async fn harness(adjust: impl FnOnce(&mut Config)) -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
+    // Bearer tokens unless a token request carries a DPoP proof: schemathesis sends one fixed
+    // header, and the HTTP benchmark compares both.
     let client = ClientConfig {
         id: CLIENT.to_owned(),
         name: "Example client".to_owned(),
         redirect_uris: vec![REDIRECT.to_owned()],
+        token_binding: TokenBinding::Bearer,
     };
     let mut config = testkit::loopback_config(dir.path(), client);
     adjust(&mut config);
@@ -46,9 +49,24 @@ impl Harness {
     }
 }
 
-/// Signs in through the login pages with TOTP step `step`; returns the token response.
+/// The example client of the server at `base`, with bearer tokens.
+pub fn bearer_site(base: &str) -> Site {
+    Site::bearer(base, CLIENT, REDIRECT)
+}
+
+/// The example client of the server at `base` with a DPoP key of its own: its tokens are bound.
+pub fn dpop_site(base: &str) -> Site {
+    Site::new(base, CLIENT, REDIRECT)
+}
+
+/// Signs in through the login pages with TOTP step `step`, for bearer tokens; returns the
+/// token response.
 pub async fn login(base: &str, p: &Person, scope: &str, step: u64) -> serde_json::Value {
-    let site = Site::new(base, CLIENT, REDIRECT);
+    login_at(&bearer_site(base), p, scope, step).await
+}
+
+/// Signs in at `site` (bearer, or DPoP with its key) with TOTP step `step`.
+pub async fn login_at(site: &Site, p: &Person, scope: &str, step: u64) -> serde_json::Value {
     site.sign_in(&p.username, &p.password, &totp_code(&p.totp, step), scope).await
 }
 
@@ -77,14 +95,14 @@ pub fn ms(d: std::time::Duration) -> String {
     format!("{}.{:02}", us / 1000, (us % 1000) / 10)
 }
 
-/// The account numbers of `accounts`, read through the API with `token`.
-pub async fn account_numbers(base: &str, token: &str, accounts: &[AccountId]) -> Vec<String> {
+/// The account numbers of `accounts`, read through the API of `site` with `token`.
+pub async fn account_numbers(site: &Site, token: &str, accounts: &[AccountId]) -> Vec<String> {
     let http = reqwest::Client::new();
     let mut numbers = Vec::new();
     for a in accounts {
-        let v: serde_json::Value = http
-            .get(format!("{base}/v1/accounts/{a}"))
-            .bearer_auth(token)
+        let url = site.url(&format!("/v1/accounts/{a}"));
+        let v: serde_json::Value = site
+            .authorize(http.get(&url), "GET", &url, token)
             .send()
             .await
             .expect("account")

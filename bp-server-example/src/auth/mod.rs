@@ -14,13 +14,17 @@
 //! - [`login`]: the authorization endpoint and the sign-in it starts (password, second factor).
 //! - [`pages`]: the sign-in's HTML pages and stylesheet.
 //! - [`tokens`]: the signing key, the claims, and checking our own and an external issuer's tokens.
-//! - [`bearer`]: the bearer-token extractors of the API.
+//! - [`activity`]: the inactivity limit: sessions end after `auth.idle_timeout_s` without use.
+//! - [`bearer`]: the access-token extractors of the API (bearer, or DPoP-bound with a proof).
+//! - [`dpop`]: DPoP proofs (RFC 9449): checking one, key thumbprints, replay cache, nonces.
 //! - [`guard`]: budgets of attempts per source and per username, the throttle of failed
 //!   passwords per (username, source), and the audit log as the provider writes it.
 //! - [`crypto`]: random tokens, hashes, Argon2id, the TOTP URI.
 
+pub mod activity;
 pub mod bearer;
 pub mod crypto;
+pub mod dpop;
 pub mod guard;
 pub mod login;
 pub mod oauth;
@@ -30,14 +34,16 @@ pub mod tokens;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use bp_core::clock::Clock;
 use bp_core::sca::{LockoutRules, Sca};
 use bp_core::security::SecurityStore;
 use bp_core::{Ledger, Store, Timestamp};
 
-pub use crate::auth::bearer::{Auth, Payer, authenticate};
+pub use crate::auth::bearer::{Auth, Passive, Payer, authenticate, authenticate_request};
 use crate::auth::crypto::PasswordHasherConfig;
+use crate::auth::dpop::{Dpop, Proof, ProofError, Target};
 use crate::auth::guard::{Budget, Throttle};
 use crate::auth::login::Flows;
 use crate::auth::tokens::{External, Keys, Verifier};
@@ -63,6 +69,10 @@ pub struct Provider {
     pub verifier: Verifier,
     /// The external issuer, when configured.
     pub external: Option<External>,
+    /// DPoP proofs: their replay cache, and the server's nonces when required.
+    pub dpop: Dpop,
+    /// The sessions' last activity, for the inactivity limit.
+    pub activity: activity::Activity,
     /// Password hashing.
     pub hasher: PasswordHasherConfig,
     /// A hash verified for unknown usernames, so that their answer takes as long.
@@ -108,6 +118,7 @@ impl Provider {
         let dummy_hash = hasher.hash(&crypto::random_token(16))?;
         let verifier = Verifier::new(&keys, issuer.clone(), config.auth.audience.clone());
         let external = config.auth.external.clone().map(External::new);
+        let dpop = Dpop::new(config.auth.dpop_nonce.then(|| keys.nonce_secret()));
         Ok(Self {
             issuer,
             config: config.auth.clone(),
@@ -117,6 +128,8 @@ impl Provider {
             keys,
             verifier,
             external,
+            dpop,
+            activity: activity::Activity::default(),
             hasher,
             dummy_hash,
             clock,
@@ -149,6 +162,26 @@ impl Provider {
             .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
     }
 
+    /// The DPoP proof of a request to `path` (of this server's public URL, the issuer: not the
+    /// `Host` it was sent to, which a proxy may change) with `method`, checked, when it has one;
+    /// `access_token`, the token it must be made for (its `ath`). Two `DPoP` headers are refused.
+    pub fn dpop_proof(
+        &self,
+        headers: &HeaderMap,
+        method: &str,
+        path: &str,
+        access_token: Option<&str>,
+    ) -> Result<Option<Proof>, ProofError> {
+        let mut values = headers.get_all("dpop").iter();
+        let Some(value) = values.next() else { return Ok(None) };
+        if values.next().is_some() {
+            return Err(ProofError::Invalid("a request carries one DPoP proof at most"));
+        }
+        let proof = value.to_str().map_err(|_| ProofError::Invalid("the DPoP proof is not a JWT"))?;
+        let url = format!("{}{path}", self.issuer);
+        self.dpop.check(proof, Target { method, url: &url, access_token }, self.now().timestamp()).map(Some)
+    }
+
     /// The registered client `id`.
     fn client(&self, id: &str) -> Option<&ClientConfig> {
         self.config.clients.iter().find(|c| c.id == id)
@@ -165,7 +198,7 @@ pub fn routes() -> Router<Arc<Provider>> {
         .route("/oauth2/login/password", post(login::login_password))
         .route("/oauth2/login/second-factor", post(login::login_second_factor))
         .route("/oauth2/login.css", get(pages::login_css))
-        .route("/oauth2/token", post(oauth::token))
+        .route(oauth::TOKEN_PATH, post(oauth::token))
         .route("/oauth2/revoke", post(oauth::revoke))
         .route("/oauth2/userinfo", get(oauth::userinfo))
 }

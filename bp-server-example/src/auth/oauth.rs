@@ -6,7 +6,7 @@ use std::sync::{Arc, PoisonError};
 
 use axum::Form;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bp_core::Timestamp;
 use bp_core::api::TokenResponse;
@@ -16,11 +16,16 @@ use chrono::Duration;
 use serde::Deserialize;
 
 use crate::auth::crypto::{b64, ct_eq, random_token, sha256};
-use crate::auth::tokens::{AccessClaims, IdClaims};
+use crate::auth::dpop::{DPOP_ALGS, ProofError};
+use crate::auth::login::AuthCode;
+use crate::auth::tokens::{AccessClaims, Confirmation, IdClaims};
 use crate::auth::{Provider, secs};
-use crate::config::ClientConfig;
+use crate::config::{ClientConfig, TokenBinding};
 use crate::http::client::ClientAddr;
-use crate::http::problem::ApiError;
+use crate::http::problem::{ApiError, DPOP_NONCE};
+
+/// The token endpoint's path: what its DPoP proofs name (after the issuer).
+pub const TOKEN_PATH: &str = "/oauth2/token";
 
 /// Scopes this server grants.
 pub const SCOPES: [&str; 5] = ["openid", "profile", "accounts", "payments", "offline_access"];
@@ -31,7 +36,7 @@ pub async fn discovery(State(state): State<Arc<Provider>>) -> Response {
     let doc = serde_json::json!({
         "issuer": i,
         "authorization_endpoint": format!("{i}/oauth2/authorize"),
-        "token_endpoint": format!("{i}/oauth2/token"),
+        "token_endpoint": format!("{i}{TOKEN_PATH}"),
         "revocation_endpoint": format!("{i}/oauth2/revoke"),
         "userinfo_endpoint": format!("{i}/oauth2/userinfo"),
         "jwks_uri": format!("{i}/oauth2/jwks"),
@@ -44,6 +49,7 @@ pub async fn discovery(State(state): State<Arc<Provider>>) -> Response {
         "token_endpoint_auth_methods_supported": ["none"],
         "revocation_endpoint_auth_methods_supported": ["none"],
         "code_challenge_methods_supported": ["S256"],
+        "dpop_signing_alg_values_supported": DPOP_ALGS,
         "authorization_response_iss_parameter_supported": true,
         "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "amr", "sid", "preferred_username", "name"],
     });
@@ -72,18 +78,40 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
     (status, [(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
 }
 
-/// `POST /oauth2/token`.
+/// `POST /oauth2/token`. A `DPoP` proof (RFC 9449 §5), when sent, binds the tokens to its key;
+/// clients with `token_binding = "dpop"` must send one. With server nonces required, every
+/// answer carries a fresh one.
 pub async fn token(
     State(state): State<Arc<Provider>>,
     client_addr: ClientAddr,
+    headers: HeaderMap,
     Form(form): Form<TokenForm>,
 ) -> Response {
+    let mut response = token_answer(&state, client_addr, &headers, &form).await;
+    if let Some(nonce) = state.dpop.nonce(state.now().timestamp()).and_then(|n| HeaderValue::from_str(&n).ok()) {
+        response.headers_mut().insert(&DPOP_NONCE, nonce);
+    }
+    response
+}
+
+async fn token_answer(state: &Provider, client_addr: ClientAddr, headers: &HeaderMap, form: &TokenForm) -> Response {
     let Some(client) = form.client_id.as_deref().and_then(|id| state.client(id)).cloned() else {
         return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "unknown client_id");
     };
+    let proof = match state.dpop_proof(headers, "POST", TOKEN_PATH, None) {
+        Ok(proof) => proof,
+        Err(ProofError::Invalid(why)) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_dpop_proof", why),
+        Err(ProofError::NonceRequired(why)) => return oauth_error(StatusCode::BAD_REQUEST, "use_dpop_nonce", why),
+        Err(ProofError::Busy) => return ApiError::Unavailable.into_response(),
+    };
+    if proof.is_none() && client.token_binding == TokenBinding::Dpop {
+        let why = "this client's token requests need a DPoP proof (RFC 9449)";
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_dpop_proof", why);
+    }
+    let jkt = proof.map(|p| p.jkt);
     match form.grant_type.as_deref() {
-        Some("authorization_code") => code_grant(&state, &client, &form).await,
-        Some("refresh_token") => refresh_grant(&state, &client, &form, client_addr).await,
+        Some("authorization_code") => code_grant(state, &client, form, jkt).await,
+        Some("refresh_token") => refresh_grant(state, &client, form, client_addr, jkt).await,
         _ => oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "use authorization_code or refresh_token"),
     }
 }
@@ -94,44 +122,68 @@ fn pkce_ok(verifier: &str, challenge: &str) -> bool {
     well_formed && ct_eq(b64(&sha256(verifier.as_bytes())).as_bytes(), challenge.as_bytes())
 }
 
-async fn code_grant(state: &Provider, client: &ClientConfig, form: &TokenForm) -> Response {
+/// Redeems the code of `form` for `client`: the code's client, redirect URI and PKCE verifier
+/// are checked before it is marked redeemed, so that whoever holds a leaked code without its
+/// verifier cannot burn it. A code presented twice with its verifier was probably stolen with
+/// it: the session it gave is revoked (RFC 6749 §4.1.2).
+async fn redeem_code(state: &Provider, client: &ClientConfig, form: &TokenForm) -> Result<AuthCode, Response> {
     let (Some(code), Some(verifier)) = (form.code.as_deref(), form.code_verifier.as_deref()) else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "code and code_verifier are required");
+        return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "code and code_verifier are required"));
     };
+    let hash = sha256(code.as_bytes());
+    let issued = state.flows.codes.lock().unwrap_or_else(PoisonError::into_inner).get(&hash).cloned();
+    let Some(issued) = issued else {
+        return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown or expired code"));
+    };
+    if issued.client_id != client.id || form.redirect_uri.as_deref() != Some(issued.redirect_uri.as_str()) {
+        return Err(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "client or redirect_uri does not match the code",
+        ));
+    }
+    if !pkce_ok(verifier, &issued.code_challenge) {
+        let why = "the code_verifier does not match the code_challenge";
+        return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", why));
+    }
     let now = state.now();
-    let found = {
+    let redeemed = {
         let mut codes = state.flows.codes.lock().unwrap_or_else(PoisonError::into_inner);
-        match codes.get_mut(&sha256(code.as_bytes())) {
+        match codes.get_mut(&hash) {
             None => None,
-            Some(auth) if auth.redeemed => Some(Err((auth.session, auth.customer_id))),
+            Some(auth) if auth.redeemed => Some(Err(())),
+            Some(auth) if auth.expires_at <= now => Some(Ok(None)),
             Some(auth) => {
                 auth.redeemed = true;
-                Some(Ok(auth.clone()))
+                Some(Ok(Some(auth.clone())))
             }
         }
     };
-    let auth = match found {
-        None => return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown or expired code"),
-        Some(Err((session, customer))) => {
-            // A code presented twice was probably stolen: revoke what it gave (RFC 6749 §4.1.2).
-            revoke_session(state, session, Some(customer), AuditKind::RefreshTokenReuse).await;
-            return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "the code was already used");
+    match redeemed {
+        None => Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown or expired code")),
+        Some(Err(())) => {
+            let (session, customer) = (issued.session, issued.customer_id);
+            let detail = serde_json::json!({ "client_id": client.id });
+            if let Err(e) = revoke_session(state, session, Some(customer), AuditKind::RefreshTokenReuse, detail).await {
+                return Err(e.into_response());
+            }
+            Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "the code was already used"))
         }
-        Some(Ok(auth)) => auth,
+        Some(Ok(None)) => Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "the code has expired")),
+        Some(Ok(Some(auth))) => Ok(auth),
+    }
+}
+
+async fn code_grant(state: &Provider, client: &ClientConfig, form: &TokenForm, jkt: Option<String>) -> Response {
+    let auth = match redeem_code(state, client, form).await {
+        Ok(auth) => auth,
+        Err(refused) => return refused,
     };
-    if auth.expires_at <= now {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "the code has expired");
+    // The sign-in is the session's first activity: its idle deadline starts here.
+    if let Err(e) = state.note_activity(auth.session, auth.customer_id).await {
+        return e.into_response();
     }
-    if auth.client_id != client.id || form.redirect_uri.as_deref() != Some(auth.redirect_uri.as_str()) {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "client or redirect_uri does not match the code");
-    }
-    if !pkce_ok(verifier, &auth.code_challenge) {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_grant",
-            "the code_verifier does not match the code_challenge",
-        );
-    }
+    let now = state.now();
     let refresh = if auth.scope.split(' ').any(|s| s == "offline_access") {
         let token = random_token(32);
         let record = RefreshToken {
@@ -145,6 +197,8 @@ async fn code_grant(state: &Provider, client: &ClientConfig, form: &TokenForm) -
             issued_at: now,
             expires_at: refresh_expiry(state, auth.auth_time, now),
             state: RefreshTokenState::Active,
+            // The session is bound to the key of the proof that redeemed the code, if any.
+            dpop_jkt: jkt.clone(),
         };
         if let Err(e) = state.security.insert_refresh_token(record).await {
             return ApiError::from(e).into_response();
@@ -172,17 +226,16 @@ async fn code_grant(state: &Provider, client: &ClientConfig, form: &TokenForm) -
     } else {
         None
     };
-    issue(
-        state,
-        &auth.customer_id,
-        &auth.client_id,
-        &auth.scope,
-        &auth.amr,
-        auth.auth_time,
-        auth.session,
-        refresh,
-        id_token,
-    )
+    let grant = Grant {
+        customer: auth.customer_id,
+        client_id: &auth.client_id,
+        scope: &auth.scope,
+        amr: &auth.amr,
+        auth_time: auth.auth_time,
+        session: auth.session,
+        dpop_jkt: jkt,
+    };
+    issue(state, &grant, refresh, id_token)
 }
 
 fn refresh_expiry(state: &Provider, auth_time: Timestamp, now: Timestamp) -> Timestamp {
@@ -190,46 +243,60 @@ fn refresh_expiry(state: &Provider, auth_time: Timestamp, now: Timestamp) -> Tim
     per_token.min(state.session_end(auth_time))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn issue(
-    state: &Provider,
-    customer: &CustomerId,
-    client_id: &str,
-    scope: &str,
-    amr: &[String],
+/// What an access token grants: to whom, for which client, what and since when; and the key it is
+/// bound to, if any.
+#[derive(Debug)]
+struct Grant<'a> {
+    customer: CustomerId,
+    client_id: &'a str,
+    scope: &'a str,
+    amr: &'a [String],
     auth_time: Timestamp,
     session: SessionId,
-    refresh_token: Option<String>,
-    id_token: Option<String>,
-) -> Response {
+    dpop_jkt: Option<String>,
+}
+
+/// The token response of `grant`: a new access token (`token_type` DPoP when bound, RFC 9449
+/// §5.1), with `refresh_token` and `id_token` when given.
+fn issue(state: &Provider, grant: &Grant<'_>, refresh_token: Option<String>, id_token: Option<String>) -> Response {
     let now_s = state.now_s();
     let ttl = state.config.access_token_ttl_s;
     let claims = AccessClaims {
         iss: state.issuer.clone(),
-        sub: customer.to_string(),
+        sub: grant.customer.to_string(),
         aud: state.config.audience.clone(),
         exp: now_s + ttl,
         iat: now_s,
         jti: random_token(12),
-        client_id: client_id.to_owned(),
-        scope: scope.to_owned(),
-        sid: session.to_string(),
-        amr: amr.to_vec(),
-        auth_time: epoch_s(auth_time),
+        client_id: grant.client_id.to_owned(),
+        scope: grant.scope.to_owned(),
+        sid: grant.session.to_string(),
+        amr: grant.amr.to_vec(),
+        auth_time: epoch_s(grant.auth_time),
+        cnf: grant.dpop_jkt.clone().map(|jkt| Confirmation { jkt }),
     };
     let Ok(access_token) = state.keys.sign(&claims, "at+jwt") else { return ApiError::Internal.into_response() };
     let body = TokenResponse {
         access_token,
-        token_type: "Bearer".to_owned(),
+        token_type: if grant.dpop_jkt.is_some() { "DPoP" } else { "Bearer" }.to_owned(),
         expires_in: ttl,
         refresh_token,
         id_token,
-        scope: scope.to_owned(),
+        scope: grant.scope.to_owned(),
     };
     ([(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")], axum::Json(body)).into_response()
 }
 
-async fn refresh_grant(state: &Provider, client: &ClientConfig, form: &TokenForm, client_addr: ClientAddr) -> Response {
+/// Rotates a refresh token. A token of a session bound to a key needs a proof of that key,
+/// checked before anything changes: a thief of the token without the key can neither use it nor
+/// set off reuse detection. The new access token is bound to the proof's key, if any.
+async fn refresh_grant(
+    state: &Provider,
+    client: &ClientConfig,
+    form: &TokenForm,
+    client_addr: ClientAddr,
+    jkt: Option<String>,
+) -> Response {
     let Some(presented) = form.refresh_token.as_deref() else {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "refresh_token is required");
     };
@@ -248,6 +315,31 @@ async fn refresh_grant(state: &Provider, client: &ClientConfig, form: &TokenForm
     if stored.client_id != client.id {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "the refresh token belongs to another client");
     }
+    if let Some(bound) = &stored.dpop_jkt {
+        let why = match &jkt {
+            None => "the refresh token is bound to a key: send a DPoP proof of it",
+            Some(proven) if proven != bound => "the refresh token is bound to another key",
+            Some(_) => "",
+        };
+        if !why.is_empty() {
+            return oauth_error(StatusCode::BAD_REQUEST, "invalid_dpop_proof", why);
+        }
+    }
+    // A refresh is not activity, but it is refused after the idle deadline (which ends the session).
+    match state.check_idle(stored.session, stored.customer_id, stored.auth_time).await {
+        Ok(()) => {}
+        Err(ApiError::SessionInactive(idle_s)) => {
+            let description = format!("the session ended after {idle_s} s without activity; sign in again");
+            let body = serde_json::json!({
+                "error": "invalid_grant",
+                "error_description": description,
+                // Tells the client why, so that it can say so to the customer.
+                "session_ended": "inactivity",
+            });
+            return (StatusCode::BAD_REQUEST, [(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response();
+        }
+        Err(e) => return e.into_response(),
+    }
     let token = random_token(32);
     let next = RefreshToken {
         hash: sha256(token.as_bytes()),
@@ -259,17 +351,16 @@ async fn refresh_grant(state: &Provider, client: &ClientConfig, form: &TokenForm
     match state.security.rotate_refresh_token(old_hash, next, now).await {
         Ok(Rotation::Rotated(old)) => {
             metrics::counter!("bp_token_refreshes_total").increment(1);
-            issue(
-                state,
-                &old.customer_id,
-                &old.client_id,
-                &old.scope,
-                &old.amr,
-                old.auth_time,
-                old.session,
-                Some(token),
-                None,
-            )
+            let grant = Grant {
+                customer: old.customer_id,
+                client_id: &old.client_id,
+                scope: &old.scope,
+                amr: &old.amr,
+                auth_time: old.auth_time,
+                session: old.session,
+                dpop_jkt: jkt,
+            };
+            issue(state, &grant, Some(token), None)
         }
         Ok(Rotation::Reused { session, customer_id }) => {
             state.verifier.revoke(session);
@@ -295,11 +386,23 @@ async fn refresh_grant(state: &Provider, client: &ClientConfig, form: &TokenForm
     }
 }
 
-async fn revoke_session(state: &Provider, session: SessionId, customer: Option<CustomerId>, kind: AuditKind) {
+/// Revokes `session` at once in this process, then in the store, and audits it once (the audit
+/// entry names the session, which ends its event streams). The store keeps it whether or not it
+/// has refresh tokens, so that its access tokens stay refused after a restart.
+pub(super) async fn revoke_session(
+    state: &Provider,
+    session: SessionId,
+    customer: Option<CustomerId>,
+    kind: AuditKind,
+    detail: serde_json::Value,
+) -> Result<(), ApiError> {
     state.verifier.revoke(session);
-    if let Ok(true) = state.security.revoke_session(session, state.now()).await {
-        state.audit(kind, customer, serde_json::json!({ "session": session.to_string() })).await.ok();
+    if state.security.revoke_session(session, state.now()).await? {
+        let mut detail = detail;
+        detail["session"] = session.to_string().into();
+        state.audit(kind, customer, detail).await?;
     }
+    Ok(())
 }
 
 /// The revocation form (RFC 7009).
@@ -320,20 +423,30 @@ pub async fn revoke(State(state): State<Arc<Provider>>, Form(form): Form<RevokeF
     let Some(token) = form.token.as_deref() else {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "token is required");
     };
+    // Only the client a token was issued to may revoke it; another client's token, like an
+    // unknown one, is answered 200 and left alone (RFC 7009 §2.1, §2.2).
     let session = match state.security.refresh_token(sha256(token.as_bytes())).await {
-        Ok(Some(t)) if t.client_id == client.id => Some((t.session, Some(t.customer_id))),
-        Ok(_) => state.verifier.session_of(token),
+        Ok(Some(t)) => (t.client_id == client.id).then_some((t.session, Some(t.customer_id))),
+        Ok(None) => {
+            state.verifier.session_of(token).filter(|s| s.client_id == client.id).map(|s| (s.session, s.customer))
+        }
         Err(e) => return ApiError::from(e).into_response(),
     };
     if let Some((session, customer)) = session {
-        revoke_session(&state, session, customer, AuditKind::SessionRevoked).await;
+        let detail = serde_json::json!({ "client_id": client.id });
+        if let Err(e) = revoke_session(&state, session, customer, AuditKind::SessionRevoked, detail).await {
+            return e.into_response();
+        }
     }
     // RFC 7009 §2.2: unknown tokens get 200 as well.
     (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")]).into_response()
 }
 
 /// `GET /oauth2/userinfo`.
-pub async fn userinfo(State(state): State<Arc<Provider>>, auth: crate::auth::Auth) -> Response {
+pub async fn userinfo(
+    State(state): State<Arc<Provider>>,
+    crate::auth::Passive(auth): crate::auth::Passive,
+) -> Response {
     if !auth.0.has_scope("openid") {
         return ApiError::Forbidden("the access token lacks the 'openid' scope").into_response();
     }

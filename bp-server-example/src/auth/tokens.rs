@@ -38,6 +38,7 @@ pub struct Keys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     jwks: serde_json::Value,
+    nonce_secret: [u8; 32],
 }
 
 impl std::fmt::Debug for Keys {
@@ -74,7 +75,15 @@ impl Keys {
         let jwks = serde_json::json!({
             "keys": [{ "kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "use": "sig", "alg": "EdDSA" }]
         });
-        Ok(Self { kid, encoding: EncodingKey::from_ed_der(der.as_bytes()), decoding, jwks })
+        // The DPoP nonces' MAC key: derived from the signing key, so that every replica that
+        // shares the key file accepts the others' nonces, and nothing more to keep secret.
+        let nonce_secret = sha256(&[b"bp-dpop-nonce-secret-v1\n".as_slice(), key.to_bytes().as_slice()].concat());
+        Ok(Self { kid, encoding: EncodingKey::from_ed_der(der.as_bytes()), decoding, jwks, nonce_secret })
+    }
+
+    /// The secret of the server's DPoP nonces.
+    pub fn nonce_secret(&self) -> [u8; 32] {
+        self.nonce_secret
     }
 
     /// The key id in our tokens' headers.
@@ -138,6 +147,16 @@ pub struct AccessClaims {
     pub amr: Vec<String>,
     /// When the customer signed in.
     pub auth_time: u64,
+    /// The key the token is bound to (DPoP), for a sender-constrained token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// The confirmation claim of a DPoP-bound token (RFC 7800, RFC 9449 §6.1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// The JWK SHA-256 thumbprint (RFC 7638) of the key.
+    pub jkt: String,
 }
 
 /// The claims of our id tokens (OpenID Connect Core §2).
@@ -182,6 +201,9 @@ pub struct Caller {
     /// When the customer signed in (seconds since the epoch), for our own tokens: our session
     /// ends `auth.session_ttl_s` after it.
     pub auth_time: Option<u64>,
+    /// The thumbprint of the key the token is bound to (`cnf.jkt`): it is only accepted with a
+    /// DPoP proof of that key.
+    pub dpop_jkt: Option<String>,
 }
 
 impl Caller {
@@ -197,6 +219,14 @@ impl Caller {
         chrono::DateTime::from_timestamp(i64::try_from(at).ok()?, 0)
     }
 
+    /// The authentication scheme the token is used with: `DPoP` for a token bound to a key.
+    pub fn scheme(&self) -> crate::http::problem::AuthScheme {
+        match self.dpop_jkt {
+            Some(_) => crate::http::problem::AuthScheme::Dpop,
+            None => crate::http::problem::AuthScheme::Bearer,
+        }
+    }
+
     /// Whether the sign-in used two factors: knowledge and possession.
     pub fn fully_authenticated(&self) -> bool {
         let knowledge = self.amr.iter().any(|m| m == "pwd");
@@ -205,11 +235,17 @@ impl Caller {
     }
 }
 
+/// The least time between two fetches of an external issuer's JWKS, however many tokens with
+/// unknown key ids arrive: anyone can make such a token, and each would otherwise cost a fetch.
+pub const JWKS_FETCH_GAP_MIN_S: u64 = 30;
+
 /// An external issuer's verification material.
 pub struct External {
     /// Its configuration.
     pub config: crate::config::ExternalIssuerConfig,
     jwks: RwLock<Option<(Instant, JwkSet)>>,
+    /// When the JWKS was last fetched or tried: the next fetch waits [`JWKS_FETCH_GAP_MIN_S`].
+    fetched: Mutex<Option<Instant>>,
     http: reqwest::Client,
 }
 
@@ -226,16 +262,31 @@ impl External {
             .timeout(Duration::from_secs(5))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        Self { config, jwks: RwLock::new(None), http }
+        Self { config, jwks: RwLock::new(None), fetched: Mutex::new(None), http }
     }
 
+    /// The issuer's keys: the cached set while it is younger than `jwks_refresh_s` (unless
+    /// `force`), otherwise fetched again, at most once per [`JWKS_FETCH_GAP_MIN_S`] (between
+    /// fetches, the cached set, however old).
     async fn keys(&self, force: bool) -> Result<JwkSet, TokenError> {
         let max_age = Duration::from_secs(self.config.jwks_refresh_s);
+        let cached = self.jwks.read().unwrap_or_else(PoisonError::into_inner).clone();
         if !force
-            && let Some((at, set)) = self.jwks.read().unwrap_or_else(PoisonError::into_inner).as_ref()
+            && let Some((at, set)) = &cached
             && at.elapsed() < max_age
         {
             return Ok(set.clone());
+        }
+        let may_fetch = {
+            let mut fetched = self.fetched.lock().unwrap_or_else(PoisonError::into_inner);
+            let due = fetched.is_none_or(|at| at.elapsed() >= Duration::from_secs(JWKS_FETCH_GAP_MIN_S));
+            if due {
+                *fetched = Some(Instant::now());
+            }
+            due
+        };
+        if !may_fetch {
+            return cached.map(|(_, set)| set).ok_or(TokenError::Invalid("the external issuer's keys are unreachable"));
         }
         let response = self
             .http
@@ -252,10 +303,18 @@ impl External {
     /// The verified claims of an external token.
     pub async fn verify(&self, token: &str) -> Result<serde_json::Map<String, serde_json::Value>, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid("malformed token"))?;
+        let typ = header.typ.as_deref().unwrap_or_default();
+        let typ = typ
+            .get(.."application/".len())
+            .filter(|p| p.eq_ignore_ascii_case("application/"))
+            .map_or(typ, |p| &typ[p.len()..]);
+        if !self.config.token_types.iter().any(|t| t.eq_ignore_ascii_case(typ)) {
+            return Err(TokenError::Invalid("not an access token of the external issuer (typ)"));
+        }
         let kid = header.kid.ok_or(TokenError::Invalid("token without kid"))?;
         let mut set = self.keys(false).await?;
         if set.find(&kid).is_none() {
-            // A new key of the issuer: fetch once more (rate-bounded by the issuer's own cache).
+            // Perhaps a new key of the issuer: fetch once more (at most once per gap).
             set = self.keys(true).await?;
         }
         let jwk = set.find(&kid).ok_or(TokenError::Invalid("unknown signing key"))?;
@@ -276,6 +335,17 @@ impl External {
             .map(|d| d.claims)
             .map_err(|_| TokenError::Invalid("the token is not valid"))
     }
+}
+
+/// Whose session an access token is of, as revocation needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenSession {
+    /// The session.
+    pub session: SessionId,
+    /// Its customer.
+    pub customer: Option<CustomerId>,
+    /// The client the token was issued to.
+    pub client_id: String,
 }
 
 /// Checks access tokens and remembers revoked sessions.
@@ -365,18 +435,23 @@ impl Verifier {
             client_id: c.client_id,
             exp: c.exp,
             auth_time: Some(c.auth_time),
+            dpop_jkt: c.cnf.map(|c| c.jkt),
         })
     }
 
     /// The session of one of our access tokens whose signature is valid, expired or not (for
     /// revocation).
-    pub fn session_of(&self, token: &str) -> Option<(SessionId, Option<CustomerId>)> {
+    pub fn session_of(&self, token: &str) -> Option<TokenSession> {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
         validation.validate_exp = false;
         let claims = jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &validation).ok()?.claims;
-        Some((claims.sid.parse().ok()?, claims.sub.parse().ok()))
+        Some(TokenSession {
+            session: claims.sid.parse().ok()?,
+            customer: claims.sub.parse().ok(),
+            client_id: claims.client_id,
+        })
     }
 }
 
@@ -397,6 +472,7 @@ mod tests {
             sid: SessionId::new_v7().to_string(),
             amr: vec!["pwd".into(), "otp".into()],
             auth_time: exp - 300,
+            cnf: None,
         }
     }
 

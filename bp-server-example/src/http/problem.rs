@@ -14,6 +14,40 @@ use bp_core::{Error, LedgerError, StoreError, StoreErrorKind};
 /// The media type of problems.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// The authentication scheme a `WWW-Authenticate` challenge names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthScheme {
+    /// `Bearer` (RFC 6750).
+    Bearer,
+    /// `DPoP` (RFC 9449).
+    Dpop,
+}
+
+/// Why a request's credentials were refused, as RFC 6750 §3.1 and RFC 9449 §7.1 name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// `invalid_token`: the access token cannot be used (so, with this scheme).
+    InvalidToken,
+    /// `invalid_dpop_proof`: the DPoP proof is missing or not valid for this request.
+    InvalidDpopProof,
+    /// `use_dpop_nonce`: the proof must carry the server's nonce (sent in `DPoP-Nonce`).
+    UseDpopNonce,
+}
+
+impl Refusal {
+    /// The `error` of the challenge.
+    pub fn error(self) -> &'static str {
+        match self {
+            Refusal::InvalidToken => "invalid_token",
+            Refusal::InvalidDpopProof => "invalid_dpop_proof",
+            Refusal::UseDpopNonce => "use_dpop_nonce",
+        }
+    }
+}
+
+/// The algorithms a `DPoP` challenge offers (`algs`).
+pub const DPOP_CHALLENGE_ALGS: &str = "ES256 EdDSA";
+
 /// Every problem the API answers with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -25,7 +59,24 @@ pub enum ApiError {
     StepUpRequired {
         /// The oldest sign-in accepted, in seconds.
         max_age_s: u64,
+        /// The scheme of the caller's token, which the challenge names.
+        scheme: AuthScheme,
     },
+    /// Credentials refused, with the challenge to answer (the reason is the problem's detail).
+    #[error("{reason}")]
+    Refused {
+        /// The scheme the challenge names.
+        scheme: AuthScheme,
+        /// Why.
+        refusal: Refusal,
+        /// In words.
+        reason: &'static str,
+        /// The server's DPoP nonce, to send in `DPoP-Nonce`.
+        nonce: Option<String>,
+    },
+    /// The session ended after `auth.idle_timeout_s` without activity: sign in again.
+    #[error("the session ended after {0} s without activity; sign in again")]
+    SessionInactive(u64),
     /// The token lacks a scope or an authentication method.
     #[error("{0}")]
     Forbidden(&'static str),
@@ -90,13 +141,30 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The same problem, a step-up's challenge in `scheme`, the scheme of the caller's token.
+    pub fn in_scheme(self, scheme: AuthScheme) -> Self {
+        match self {
+            ApiError::StepUpRequired { max_age_s, .. } => ApiError::StepUpRequired { max_age_s, scheme },
+            other => other,
+        }
+    }
+
     /// Status, stable slug and title.
     pub fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         use StatusCode as S;
         match self {
-            ApiError::Unauthorized(_) => (S::UNAUTHORIZED, "unauthorized", "Authentication required"),
+            ApiError::Unauthorized(_) | ApiError::Refused { refusal: Refusal::InvalidToken, .. } => {
+                (S::UNAUTHORIZED, "unauthorized", "Authentication required")
+            }
             ApiError::StepUpRequired { .. } => {
                 (S::UNAUTHORIZED, "insufficient-user-authentication", "A fresh sign-in is needed")
+            }
+            ApiError::SessionInactive(_) => (S::UNAUTHORIZED, "session-inactive", "Signed out after inactivity"),
+            ApiError::Refused { refusal: Refusal::InvalidDpopProof, .. } => {
+                (S::UNAUTHORIZED, "invalid-dpop-proof", "Proof of possession refused")
+            }
+            ApiError::Refused { refusal: Refusal::UseDpopNonce, .. } => {
+                (S::UNAUTHORIZED, "use-dpop-nonce", "Proof of possession needs the server's nonce")
             }
             ApiError::Forbidden(_) => (S::FORBIDDEN, "forbidden", "Not allowed"),
             ApiError::NotFound(_) => (S::NOT_FOUND, "not-found", "Not found"),
@@ -164,16 +232,30 @@ impl IntoResponse for ApiError {
         let headers = response.headers_mut();
         match &self {
             ApiError::Unauthorized(reason) => {
-                let value = format!("Bearer error=\"invalid_token\", error_description=\"{reason}\"");
-                if let Ok(v) = HeaderValue::from_str(&value) {
-                    headers.insert(header::WWW_AUTHENTICATE, v);
+                // Either scheme will do: a challenge for each (RFC 9449 §7.2).
+                challenge(headers, AuthScheme::Bearer, Refusal::InvalidToken, reason);
+                challenge(headers, AuthScheme::Dpop, Refusal::InvalidToken, reason);
+            }
+            ApiError::SessionInactive(_) => {
+                let reason = "the session ended after a time without activity";
+                challenge(headers, AuthScheme::Bearer, Refusal::InvalidToken, reason);
+                challenge(headers, AuthScheme::Dpop, Refusal::InvalidToken, reason);
+            }
+            ApiError::Refused { scheme, refusal, reason, nonce } => {
+                challenge(headers, *scheme, *refusal, reason);
+                if let Some(v) = nonce.as_deref().and_then(|n| HeaderValue::from_str(n).ok()) {
+                    headers.insert(&DPOP_NONCE, v);
                 }
             }
-            ApiError::StepUpRequired { max_age_s } => {
+            ApiError::StepUpRequired { max_age_s, scheme } => {
                 // RFC 9470 §3: the client signs in again with `max_age` (our sign-ins are always
                 // fresh, with both factors).
+                let scheme = match scheme {
+                    AuthScheme::Bearer => "Bearer",
+                    AuthScheme::Dpop => "DPoP",
+                };
                 let value = format!(
-                    "Bearer error=\"insufficient_user_authentication\", error_description=\"a more recent sign-in is needed\", max_age={max_age_s}"
+                    "{scheme} error=\"insufficient_user_authentication\", error_description=\"a more recent sign-in is needed\", max_age={max_age_s}"
                 );
                 if let Ok(v) = HeaderValue::from_str(&value) {
                     headers.insert(header::WWW_AUTHENTICATE, v);
@@ -192,6 +274,25 @@ impl IntoResponse for ApiError {
             tracing::warn!(problem = slug, "answered with a server error");
         }
         response
+    }
+}
+
+/// The header that carries the server's DPoP nonce (RFC 9449 §8).
+pub static DPOP_NONCE: header::HeaderName = header::HeaderName::from_static("dpop-nonce");
+
+/// Appends a `WWW-Authenticate` challenge of `scheme` saying why (RFC 6750 §3, RFC 9449 §7.1).
+fn challenge(headers: &mut axum::http::HeaderMap, scheme: AuthScheme, refusal: Refusal, reason: &str) {
+    let value = match scheme {
+        AuthScheme::Bearer => format!("Bearer error=\"{}\", error_description=\"{reason}\"", refusal.error()),
+        AuthScheme::Dpop => {
+            format!(
+                "DPoP error=\"{}\", error_description=\"{reason}\", algs=\"{DPOP_CHALLENGE_ALGS}\"",
+                refusal.error()
+            )
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.append(header::WWW_AUTHENTICATE, v);
     }
 }
 
@@ -276,7 +377,7 @@ impl From<ScaError> for ApiError {
             ScaError::Failed => ApiError::ScaFailed,
             ScaError::Closed(why) => ApiError::ChallengeClosed(why.reason()),
             ScaError::LockedOut { retry_after_s } => ApiError::LockedOut { retry_after_s },
-            ScaError::StepUp { max_age_s } => ApiError::StepUpRequired { max_age_s },
+            ScaError::StepUp { max_age_s } => ApiError::StepUpRequired { max_age_s, scheme: AuthScheme::Bearer },
             ScaError::Store(s) => s.into(),
             other => {
                 tracing::error!(error = %other, "unexpected SCA refusal");

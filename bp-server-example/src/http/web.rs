@@ -34,6 +34,7 @@ const ASSETS: &[Asset] = &[
     asset!("js/main.js", JS),
     asset!("js/auth.js", JS),
     asset!("js/api.js", JS),
+    asset!("js/dpop.js", JS),
     asset!("js/live.js", JS),
     asset!("js/format.js", JS),
     asset!("js/dom.js", JS),

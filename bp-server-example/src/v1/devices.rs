@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use crate::auth::Payer;
 use crate::http::extract::{ApiJson, ApiPath};
-use crate::http::problem::ApiResult;
+use crate::http::problem::{ApiError, ApiResult};
 use crate::state::AppState;
 
 pub(super) async fn devices(State(state): State<Arc<AppState>>, Payer(auth): Payer) -> ApiResult<Json<DeviceList>> {
@@ -32,8 +32,10 @@ pub(super) async fn add_device(
 ) -> ApiResult<(StatusCode, Json<DeviceResponse>)> {
     let (customer, signed_in_at) = (auth.0.customer_id, auth.0.signed_in_at());
     let sca = state.payments.sca();
-    let begun =
-        sca.begin_device_registration(customer, &body.name, &body.public_key, &body.proof, signed_in_at).await?;
+    let begun = sca
+        .begin_device_registration(customer, &body.name, &body.public_key, &body.proof, signed_in_at)
+        .await
+        .map_err(|e| ApiError::from(e).in_scheme(auth.0.scheme()))?;
     let device = DeviceView { id: begun.device_id, name: body.name.trim().to_owned(), created_at: state.now() };
     let sca = Some(ChallengeView::of(&begun.challenge, begun.methods));
     Ok((StatusCode::ACCEPTED, Json(DeviceResponse { device, sca })))
@@ -59,6 +61,8 @@ pub(super) async fn delete_device(
     Payer(auth): Payer,
     ApiPath(p): ApiPath<DevicePath>,
 ) -> ApiResult<StatusCode> {
-    state.payments.sca().remove_device(auth.0.customer_id, p.device_id, auth.0.signed_in_at()).await?;
+    let sca = state.payments.sca();
+    let removed = sca.remove_device(auth.0.customer_id, p.device_id, auth.0.signed_in_at()).await;
+    removed.map_err(|e| ApiError::from(e).in_scheme(auth.0.scheme()))?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,18 +1,19 @@
 //! The event-stream routes: `POST /v1/events/ticket` exchanges an access token for a stream
-//! ticket, `GET /v1/events` opens the signed-in customer's stream (with a ticket or a bearer
-//! token), resuming after `Last-Event-ID`. The streams themselves are [`crate::events`]'s.
+//! ticket, `GET /v1/events` opens the signed-in customer's stream (with a ticket, or an access
+//! token: bearer, or DPoP-bound with its proof), resuming after `Last-Event-ID`. The streams
+//! themselves are [`crate::events`]'s.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 use bp_core::ids::AccountId;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::tokens::Caller;
-use crate::auth::{Auth, authenticate};
+use crate::auth::{Passive, authenticate_request};
 use crate::events::cursor::parse_cursor;
 use crate::events::tickets::TICKET_TTL_S;
 use crate::events::{ClientStream, response};
@@ -34,6 +35,9 @@ fn authority_until(state: &AppState, caller: &Caller) -> bp_core::Timestamp {
     }
 }
 
+/// The event stream's path: what DPoP proofs of its requests name (after the issuer).
+pub const STREAM_PATH: &str = "/v1/events";
+
 /// A stream ticket.
 #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Ticket {
@@ -43,8 +47,11 @@ pub struct Ticket {
     pub expires_in: i64,
 }
 
-/// `POST /v1/events/ticket`.
-pub async fn ticket(State(state): State<Arc<AppState>>, auth: Auth) -> Result<axum::Json<Ticket>, ApiError> {
+/// `POST /v1/events/ticket`: not the customer's activity (an app reconnects by itself).
+pub async fn ticket(
+    State(state): State<Arc<AppState>>,
+    Passive(auth): Passive,
+) -> Result<axum::Json<Ticket>, ApiError> {
     auth.require("accounts")?;
     let until = authority_until(&state, &auth.0);
     let ticket = state.tickets.issue(state.now(), (auth.0.customer_id, auth.0.session), until)?;
@@ -75,19 +82,14 @@ async fn open(state: &Arc<AppState>, headers: &HeaderMap, q: &StreamQuery) -> Re
             }
             _ => return Err(ApiError::Unauthorized("unknown, used or expired stream ticket")),
         },
-        (None, Some(value)) => {
-            let token = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-                .ok_or(ApiError::Unauthorized("malformed authorization"))?;
-            let caller = authenticate(&state.auth, token.trim()).await?;
+        (None, Some(_)) => {
+            let caller = authenticate_request(&state.auth, headers, &Method::GET, STREAM_PATH).await?;
             if !caller.has_scope("accounts") {
                 return Err(ApiError::Forbidden("the access token lacks the 'accounts' scope"));
             }
             (caller.customer_id, caller.session, authority_until(state, &caller))
         }
-        (None, None) => return Err(ApiError::Unauthorized("a stream ticket or a bearer token is required")),
+        (None, None) => return Err(ApiError::Unauthorized("a stream ticket or an access token is required")),
     };
     let mut accounts: Vec<_> = state.ledger.accounts_of(customer).await?;
     // In opening order: accounts opened after a cursor was made come after the ones it names.

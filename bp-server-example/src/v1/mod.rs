@@ -37,7 +37,7 @@ pub fn routes() -> (Router<Arc<AppState>>, OpenApi) {
     let mut api = base_description();
     let routes = documented()
         .finish_api(&mut api)
-        .route("/v1/events", get(events::stream))
+        .route(events::STREAM_PATH, get(events::stream))
         .route("/v1/events/ticket", post(events::ticket));
     (routes, api)
 }
@@ -56,6 +56,19 @@ fn base_description() -> OpenApi {
             bearer_format: Some("JWT".to_owned()),
             description: Some(
                 "An access token of the built-in OAuth2 provider (see /.well-known/openid-configuration)".to_owned(),
+            ),
+            extensions: Default::default(),
+        }),
+    );
+    components.security_schemes.insert(
+        "dpop".to_owned(),
+        ReferenceOr::Item(SecurityScheme::Http {
+            scheme: "DPoP".to_owned(),
+            bearer_format: Some("JWT".to_owned()),
+            description: Some(
+                "A DPoP-bound access token (RFC 9449): `Authorization: DPoP <token>` and a `DPoP` proof of the \
+                 token's key for each request"
+                    .to_owned(),
             ),
             extensions: Default::default(),
         }),

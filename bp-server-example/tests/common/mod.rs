@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 use bp_core::ids::{AccountId, CustomerId};
 use bp_core::money::Currency;
 use bp_server_example::auth::crypto::{TOTP_STEP_S, totp_code};
-use bp_server_example::config::{ClientConfig, Config};
+use bp_server_example::config::{ClientConfig, Config, TokenBinding};
 use bp_server_example::state::AppState;
-use bp_server_example::testkit::{self, CodeFlow, Site};
+use bp_server_example::testkit::{self, CodeFlow, DpopKey, Site};
 use bp_server_example::{Started, start};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -55,6 +55,7 @@ pub fn test_config(dir: &std::path::Path) -> Config {
         id: CLIENT.to_owned(),
         name: "Test client".to_owned(),
         redirect_uris: vec![REDIRECT.to_owned()],
+        token_binding: TokenBinding::Dpop,
     };
     let mut config = testkit::loopback_config(dir, client);
     config.auth.argon2_memory_kib = 8 * 1024;
@@ -94,6 +95,17 @@ impl Server {
         if let Some(s) = self.started.take() {
             s.running.stop().await.expect("stops");
         }
+    }
+
+    /// Stops the server and starts it again with the same configuration, on the same address
+    /// and data folder: the same issuer, signing key and records, nothing of its memory.
+    pub async fn restart(&mut self) {
+        let config = self.state.config.clone();
+        self.stop().await;
+        let started = start(config, false).await.expect("server restarts");
+        assert_eq!(format!("http://{}", started.running.addr), self.base, "the same address");
+        self.state = started.state.clone();
+        self.started = Some(started);
     }
 
     /// Waits until the server's audit tail has read the whole audit log, so that a stream opened
@@ -166,31 +178,72 @@ pub fn now_s() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs()
 }
 
-/// An API client with a bearer token.
+/// An API client with an access token: DPoP-bound, with the key it is bound to (the test
+/// client's, which signs in with DPoP), or a bearer token.
 #[derive(Clone)]
 pub struct Api {
     pub http: reqwest::Client,
     pub base: String,
     pub token: String,
+    /// The key the token is bound to; `None` for a bearer token.
+    pub dpop: Option<Arc<DpopKey>>,
 }
 
 impl Api {
+    /// The client of `token` (a token response) from signing in to `server`'s test client.
     pub fn new(server: &Server, token: &Value) -> Self {
+        let dpop = (token["token_type"] == "DPoP").then(|| server.site.dpop.clone().expect("the test client's key"));
         Self {
             http: reqwest::Client::new(),
             base: server.base.clone(),
             token: token["access_token"].as_str().expect("access token").to_owned(),
+            dpop,
+        }
+    }
+
+    /// A bearer token's client of the server at `base`.
+    pub fn bearer(base: &str, token: &Value) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: base.to_owned(),
+            token: token["access_token"].as_str().expect("access token").to_owned(),
+            dpop: None,
+        }
+    }
+
+    /// A request to `path` with the token: `Authorization: DPoP` and a fresh proof, or `Bearer`.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let url = format!("{}{path}", self.base);
+        let request = self.http.request(method.clone(), &url);
+        match &self.dpop {
+            Some(key) => {
+                key.headers(method.as_str(), &url, &self.token).into_iter().fold(request, |r, (k, v)| r.header(k, v))
+            }
+            None => request.bearer_auth(&self.token),
+        }
+    }
+
+    /// The request head lines (`Authorization`, and `DPoP` for a bound token) of a `method`
+    /// request to `path`, for tests that write HTTP by hand.
+    pub fn head_lines(&self, method: &str, path: &str) -> String {
+        match &self.dpop {
+            Some(key) => key
+                .headers(method, &format!("{}{path}", self.base), &self.token)
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}\r\n"))
+                .collect(),
+            None => format!("authorization: Bearer {}\r\n", self.token),
         }
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let r = self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await.expect("get");
+        let r = self.request(reqwest::Method::GET, path).send().await.expect("get");
         let status = r.status();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn post(&self, path: &str, body: &Value, key: Option<&str>) -> (StatusCode, Value) {
-        let mut req = self.http.post(format!("{}{path}", self.base)).bearer_auth(&self.token).json(body);
+        let mut req = self.request(reqwest::Method::POST, path).json(body);
         if let Some(k) = key {
             req = req.header("Idempotency-Key", k);
         }
@@ -200,7 +253,7 @@ impl Api {
     }
 
     pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
-        let r = self.http.delete(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await.expect("delete");
+        let r = self.request(reqwest::Method::DELETE, path).send().await.expect("delete");
         let status = r.status();
         (status, r.json().await.unwrap_or(Value::Null))
     }

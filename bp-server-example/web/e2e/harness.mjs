@@ -22,7 +22,7 @@
 // `totp`) for every code a test types or sends, or the second sign-in within 30 s fails.
 
 import { spawn } from 'node:child_process';
-import { createHash, createHmac, randomBytes, randomUUID } from 'node:crypto';
+import { createHash, createHmac, generateKeyPairSync, randomBytes, randomUUID, sign } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -379,6 +379,92 @@ function pageError(html) {
 }
 
 /**
+ * A DPoP key (RFC 9449): a P-256 key pair, and the server's latest nonce for it.
+ * @typedef {{ privateKey: import('node:crypto').KeyObject, jwk: { kty: string, crv: string, x: string, y: string },
+ *   nonce: string }} DpopKey
+ */
+
+/** A new DPoP key. @returns {DpopKey} */
+export function dpopKey() {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const { kty = 'EC', crv = 'P-256', x = '', y = '' } = publicKey.export({ format: 'jwk' });
+  return { privateKey, jwk: { kty, crv, x, y }, nonce: '' };
+}
+
+/**
+ * A DPoP proof of `key` for `method` on `url` (query dropped), for `accessToken` when given, with
+ * the key's nonce when it has one; `claims` overrides what it says.
+ * @param {DpopKey} key
+ * @param {string} method
+ * @param {string} url
+ * @param {string | null} [accessToken]
+ * @param {Record<string, unknown>} [claims]
+ */
+export function dpopProof(key, method, url, accessToken, claims = {}) {
+  const u = new URL(url);
+  /** @type {Record<string, unknown>} */
+  const payload = { jti: base64url(randomBytes(16)), htm: method, htu: `${u.origin}${u.pathname}`, iat: Math.floor(Date.now() / 1000) };
+  if (accessToken) payload.ath = base64url(createHash('sha256').update(accessToken).digest());
+  if (key.nonce) payload.nonce = key.nonce;
+  Object.assign(payload, claims);
+  const json = (/** @type {unknown} */ v) => base64url(Buffer.from(JSON.stringify(v)));
+  const signed = `${json({ typ: 'dpop+jwt', alg: 'ES256', jwk: key.jwk })}.${json(payload)}`;
+  const signature = sign('sha256', Buffer.from(signed), { key: key.privateKey, dsaEncoding: 'ieee-p1363' });
+  return `${signed}.${base64url(signature)}`;
+}
+
+/**
+ * Keeps the nonce of `res` in `key`; whether `res` asked for one (retry once then).
+ * @param {DpopKey} key
+ * @param {Response} res
+ * @param {any} [body] the token endpoint's JSON answer
+ */
+function tookNonce(key, res, body) {
+  const nonce = res.headers.get('dpop-nonce');
+  if (nonce) key.nonce = nonce;
+  const asked = (res.status === 401 && /use_dpop_nonce/.test(res.headers.get('www-authenticate') ?? '')) ||
+    (res.status === 400 && body?.error === 'use_dpop_nonce');
+  return Boolean(nonce) && asked;
+}
+
+/** The DPoP key of each access token the harness got (`api` finds it there). @type {Map<string, DpopKey>} */
+const keysOfTokens = new Map();
+
+/**
+ * A token request (`POST /oauth2/token` with `form`), with a proof of `key` when given (and a
+ * second try when the server asks for its nonce); the token response, whose access token `api`
+ * then uses with its key. Throws on an error answer.
+ * @param {string} base
+ * @param {DpopKey | null} key
+ * @param {Record<string, string>} form
+ * @returns {Promise<any>}
+ */
+export async function tokenRequest(base, key, form) {
+  for (let attempt = 0; ; attempt++) {
+    /** @type {Record<string, string>} */
+    const headers = { 'content-type': 'application/x-www-form-urlencoded' };
+    if (key) headers.dpop = dpopProof(key, 'POST', `${base}/oauth2/token`);
+    const res = await fetch(`${base}/oauth2/token`, { method: 'POST', headers, body: new URLSearchParams(form) });
+    const body = await res.json();
+    if (key && attempt === 0 && tookNonce(key, res, body)) continue;
+    if (res.status !== 200) throw new Error(`token: ${res.status} ${JSON.stringify(body)}`);
+    if (key && body.token_type === 'DPoP') keysOfTokens.set(body.access_token, key);
+    return body;
+  }
+}
+
+/**
+ * Refreshes `session` (a token response of `apiLogin`, which knows its key); the new one.
+ * @param {string} base
+ * @param {any} session
+ * @param {string} [clientId]
+ */
+export function refreshTokens(base, session, clientId = CLIENT_ID) {
+  const key = keysOfTokens.get(session.access_token) ?? null;
+  return tokenRequest(base, key, { grant_type: 'refresh_token', refresh_token: session.refresh_token, client_id: clientId });
+}
+
+/**
  * Signs in as the demo customer `username` the way the web app's browser does (what
  * scripts/demo-login.sh does with curl): the authorization-code flow with PKCE through the HTML
  * login pages (password, then a TOTP code from `freshTotp`), then the token request.
@@ -391,10 +477,12 @@ function pageError(html) {
  *   redirect URI is accepted, RFC 8252 §7.3).
  * @param {string} [options.clientId]  Default `bp-web`.
  * @param {string} [options.scope]  Default `SCOPE`.
+ * @param {DpopKey | null} [options.dpop]  The key to bind the session to: default a new one
+ *   (`bp-web` needs one), `null` for none (a bearer client such as `bp-cli`).
  * @returns {Promise<{ access_token: string, refresh_token?: string, id_token?: string,
  *   token_type: string, expires_in: number, scope?: string, [k: string]: unknown }>}
  */
-export async function apiLogin(base, dataDir, username, { redirectUri, clientId = CLIENT_ID, scope = SCOPE } = {}) {
+export async function apiLogin(base, dataDir, username, { redirectUri, clientId = CLIENT_ID, scope = SCOPE, dpop = dpopKey() } = {}) {
   const redirect = redirectUri ?? `${base}/callback`;
   const { password, totpSecret } = credentials(dataDir, username);
   const { verifier, challenge } = pkce();
@@ -458,26 +546,20 @@ export async function apiLogin(base, dataDir, username, { redirectUri, clientId 
   if (!authCode) throw new Error(`login/second-factor redirected without a code: ${location}`);
   if (back.searchParams.get('state') !== state) throw new Error(`the state came back changed: ${location}`);
 
-  // 4. The code and the PKCE verifier for tokens.
-  const tokenRes = await fetch(`${base}/oauth2/token`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/x-www-form-urlencoded' },
-    body: new URLSearchParams({
-      grant_type: 'authorization_code',
-      code: authCode,
-      redirect_uri: redirect,
-      client_id: clientId,
-      code_verifier: verifier,
-    }),
+  // 4. The code and the PKCE verifier for tokens, with a proof of the session's key.
+  return tokenRequest(base, dpop, {
+    grant_type: 'authorization_code',
+    code: authCode,
+    redirect_uri: redirect,
+    client_id: clientId,
+    code_verifier: verifier,
   });
-  const tokens = await tokenRes.json();
-  if (tokenRes.status !== 200) throw new Error(`token: ${tokenRes.status} ${JSON.stringify(tokens)}`);
-  return tokens;
 }
 
 /**
- * Calls the API with a bearer token. A `body` object is sent as JSON. Never throws for an HTTP
- * status: look at `status`.
+ * Calls the API with an access token: a DPoP-bound one of `apiLogin` with a fresh proof of its
+ * key (and a second try when the server asks for its nonce), any other as a bearer token. A
+ * `body` object is sent as JSON. Never throws for an HTTP status: look at `status`.
  *
  * @param {string} base
  * @param {string | null} token  An access token, or null for none.
@@ -490,14 +572,20 @@ export async function apiLogin(base, dataDir, username, { redirectUri, clientId 
 export async function api(base, token, method, path, { body, headers = {} } = {}) {
   /** @type {Record<string, string>} */
   const all = { accept: 'application/json', ...headers };
-  if (token) all.authorization = `Bearer ${token}`;
+  const key = token ? keysOfTokens.get(token) : undefined;
+  if (token) all.authorization = `${key ? 'DPoP' : 'Bearer'} ${token}`;
   /** @type {string | undefined} */
   let payload;
   if (body !== undefined) {
     payload = typeof body === 'string' ? body : JSON.stringify(body);
     all['content-type'] ??= 'application/json';
   }
-  const res = await fetch(`${base}${path}`, { method, headers: all, body: payload });
+  const send = () => {
+    if (key) all.dpop = dpopProof(key, method, `${base}${path}`, token);
+    return fetch(`${base}${path}`, { method, headers: all, body: payload });
+  };
+  let res = await send();
+  if (key && tookNonce(key, res)) res = await send();
   const text = await res.text();
   let json = null;
   if (/json/.test(res.headers.get('content-type') ?? '') && text) json = JSON.parse(text);

@@ -40,6 +40,8 @@ async function accessibilityViolations(p) {
 /** @type {any[]} */ let adaAccounts;
 /** @type {any} */ let adaEur;
 /** @type {any} */ let bobEur;
+/** The page's API requests' credentials, as the browser sent them. */
+const pageRequests = /** @type {{ method: string, url: string, authorization: string, dpop: string }[]} */ ([]);
 /** Messages the browser logged as errors (CSP violations among them). */
 const consoleErrors = /** @type {string[]} */ ([]);
 
@@ -53,12 +55,8 @@ const ACCESS_TTL_S = 70;
 async function renewApiTokens() {
   for (const name of ['ada', 'bob']) {
     const session = name === 'ada' ? adaSession : bobSession;
-    const res = await fetch(`${server.base}/oauth2/token`, {
-      method: 'POST',
-      body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: session.refresh_token, client_id: H.CLIENT_ID }),
-    });
-    if (res.status !== 200) continue;
-    const next = await res.json();
+    const next = await H.refreshTokens(server.base, session).catch(() => null);
+    if (!next) continue;
     if (name === 'ada') [adaSession, ada] = [next, next.access_token];
     else [bobSession, bob] = [next, next.access_token];
   }
@@ -72,9 +70,11 @@ before(async () => {
       // More low-value payments than the default five without SCA: the test makes about ten.
       BP_SCA__LOW_VALUE_COUNT_MAX: '50',
       BP_SCA__LOW_VALUE_TOTAL_MAX_UNITS: '1000',
-      // Access tokens of 70 s, so that the app's silent refresh (a minute before expiry) runs
-      // every 10 s during the test.
+      // Access tokens of 70 s, so that the app's silent refresh (a request of the customer's
+      // within a minute of expiry) happens every 10 s of use during the test.
       BP_AUTH__ACCESS_TOKEN_TTL_S: String(ACCESS_TTL_S),
+      // DPoP proofs must carry the server's nonce: the app fetches and renews it as it goes.
+      BP_AUTH__DPOP_NONCE: 'true',
     },
   });
   adaSession = await H.apiLogin(server.base, server.dataDir, 'ada');
@@ -101,6 +101,10 @@ before(async () => {
     if (m.type() === 'error') consoleErrors.push(m.text());
   });
   page.on('pageerror', (e) => consoleErrors.push(e.message));
+  page.on('request', (r) => {
+    const authorization = r.headers().authorization ?? '';
+    if (authorization) pageRequests.push({ method: r.method(), url: r.url(), authorization, dpop: r.headers().dpop ?? '' });
+  });
 });
 
 after(async () => {
@@ -147,6 +151,33 @@ test('signs in through the login pages with password and TOTP; tokens stay in me
   const text = await page.locator('body').innerText();
   assert.ok(text.includes('ada'), 'the username is shown');
   assert.ok(!text.includes(password), 'never a password');
+});
+
+test('the page’s tokens are bound to its key: a token taken from it alone is refused', async () => {
+  const sent = pageRequests.filter((r) => r.url.includes('/v1/'));
+  assert.ok(sent.length > 0, 'the page called the API');
+  for (const r of sent) {
+    assert.match(r.authorization, /^DPoP /, `the DPoP scheme: ${r.url}`);
+    const proof = JSON.parse(Buffer.from(r.dpop.split('.')[1], 'base64url').toString());
+    assert.equal(proof.htu, new URL(r.url).origin + new URL(r.url).pathname, 'the proof names the request');
+    assert.ok(proof.nonce, 'with the server’s nonce');
+  }
+  const stolen = sent[sent.length - 1].authorization.slice('DPoP '.length);
+  const url = `${server.base}/v1/accounts`;
+  const tryWith = async (/** @type {Record<string, string>} */ headers) => {
+    const res = await fetch(url, { headers });
+    return { status: res.status, type: (await res.json()).type };
+  };
+  assert.deepEqual(await tryWith({ authorization: `DPoP ${stolen}` }), { status: 401, type: 'urn:bp:problem:invalid-dpop-proof' }, 'without a proof');
+  assert.deepEqual(await tryWith({ authorization: `Bearer ${stolen}` }), { status: 401, type: 'urn:bp:problem:unauthorized' }, 'as a bearer token');
+  const thief = H.dpopKey();
+  thief.nonce = JSON.parse(Buffer.from(sent[sent.length - 1].dpop.split('.')[1], 'base64url').toString()).nonce;
+  const forged = H.dpopProof(thief, 'GET', url, stolen);
+  assert.deepEqual(await tryWith({ authorization: `DPoP ${stolen}`, dpop: forged }), { status: 401, type: 'urn:bp:problem:invalid-dpop-proof' }, 'with a proof of another key');
+  // A request the page sent, replayed as it was (token and proof), is refused.
+  const replayed = sent[sent.length - 1];
+  const again = await fetch(replayed.url, { method: replayed.method, headers: { authorization: replayed.authorization, dpop: replayed.dpop } });
+  assert.equal(again.status, 401, 'a proof is accepted once');
 });
 
 test('the overview shows every account with the API’s balances', async () => {
@@ -322,6 +353,15 @@ test('a broken stream shows in the indicator, recovers, and the page catches up 
 });
 
 test('the access token is refreshed silently, and the refresh token rotates', async () => {
+  // The app refreshes on the customer's activity only (a request of theirs finding the token
+  // within a minute of expiry: with 70-s tokens, 10 s after each refresh): keep using it.
+  let using = true;
+  const use = (async () => {
+    for (let i = 0; using; i++) {
+      await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: i % 2 ? 'Transactions' : 'Services' }).click();
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+    }
+  })();
   /** @type {string[]} */
   const used = [];
   for (let i = 0; i < 2; i++) {
@@ -333,6 +373,8 @@ test('the access token is refreshed silently, and the refresh token rotates', as
     assert.equal(response?.status(), 200);
     used.push(new URLSearchParams(request.postData() ?? '').get('refresh_token') ?? '');
   }
+  using = false;
+  await use;
   assert.notEqual(used[0], used[1], 'each refresh uses the token the previous one returned');
   // Still signed in, still live, and the API still answers the page.
   await liveIs('live');

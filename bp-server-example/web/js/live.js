@@ -34,7 +34,7 @@ export class LiveStream {
   /**
    * @param {object} handlers
    * @param {(event: LedgerEvent) => void} handlers.onLedgerEvent
-   * @param {(type: string) => void} handlers.onSecurityEvent
+   * @param {(kind: string, data: { detail?: Record<string, unknown> }) => void} handlers.onSecurityEvent
    * @param {(state: LiveState, detail: string) => void} handlers.onState
    */
   constructor(handlers) {
@@ -86,8 +86,15 @@ export class LiveStream {
     let ticket;
     this.opening = true;
     try {
-      ticket = await api.call('POST', '/v1/events/ticket');
+      // Reconnecting is the app's doing, not the customer's: a background request.
+      ticket = await api.call('POST', '/v1/events/ticket', undefined, { background: true });
     } catch (e) {
+      if (e instanceof api.ApiProblem && e.type === api.PAUSED_PROBLEM) {
+        // The token expired while the customer was away: reconnect once they are back.
+        this.handlers.onState('offline', e.detail);
+        api.whenActive(() => this.reconnectNow());
+        return;
+      }
       this.failed(e instanceof api.ApiProblem ? e.title : 'no connection');
       return;
     } finally {
@@ -118,7 +125,7 @@ export class LiveStream {
     for (const kind of SECURITY_KINDS) {
       source.addEventListener(`security.${kind}`, (message) => {
         this.cursor = message.lastEventId || this.cursor;
-        this.handlers.onSecurityEvent(kind);
+        this.handlers.onSecurityEvent(kind, JSON.parse(message.data));
       });
     }
   }

@@ -31,6 +31,8 @@ const LIVE_LABELS = {
  */
 function showProblem(error) {
   if (error instanceof auth.AuthError && error.code === 'signed_out') return;
+  // Signed out meanwhile (the landing page says why): the failures of what was under way are moot.
+  if (!auth.signedIn()) return;
   const p =
     error instanceof api.ApiProblem
       ? error
@@ -157,7 +159,12 @@ async function start() {
   const cursor = `v1.${list.accounts.map((a) => a.last_event_seq).join('.')}`;
   live = new LiveStream({
     onLedgerEvent,
-    onSecurityEvent: () => {},
+    onSecurityEvent: (kind, data) => {
+      // This very session revoked (signed out elsewhere, or ended by the bank for inactivity).
+      if (kind === 'session_revoked' && data.detail?.session === auth.sessionId()) {
+        auth.sessionEnded(data.detail?.reason === 'inactivity' ? 'inactivity' : 'revoked');
+      }
+    },
     onState: setLiveState,
   });
   live.start(cursor);

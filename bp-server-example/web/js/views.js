@@ -307,25 +307,28 @@ export function transactions(ctx, account) {
   let applied = new URLSearchParams();
 
   /**
-   * A page of the history with the filters last applied, from `cursor` (the newest when absent).
+   * A page of the history with the filters last applied, from `cursor` (the newest when absent);
+   * `background` when the app asks by itself (after a live event), not the customer.
    * @param {string} [cursor]
+   * @param {boolean} [background]
    * @returns {Promise<{ items: Transaction[], next_cursor?: string }>}
    */
-  const page = (cursor) => {
+  const page = (cursor, background = false) => {
     const query = new URLSearchParams(applied);
     query.set('limit', String(PAGE));
     if (cursor) query.set('cursor', cursor);
-    return api.get(`${base}/transactions?${query}`);
+    return api.get(`${base}/transactions?${query}`, { background });
   };
 
   /**
    * The payments this account makes that wait for SCA, newest first (the API lists them oldest
    * first).
+   * @param {boolean} [background]
    * @returns {Promise<Transfer[]>}
    */
-  const pendingNewestFirst = async () => {
+  const pendingNewestFirst = async (background = false) => {
     /** @type {{ transfers: Transfer[] }} */
-    const held = await api.get(`${base}/pending`);
+    const held = await api.get(`${base}/pending`, { background });
     return held.transfers.slice().reverse();
   };
 
@@ -384,13 +387,13 @@ export function transactions(ctx, account) {
       /** @type {string | undefined} */
       let cursor;
       for (let pages = 0; pages < 40; pages++) {
-        const newer = await page(cursor);
+        const newer = await page(cursor, true);
         const unseen = newer.items.filter((t) => !seen.has(t.seq));
         fresh.push(...unseen);
         if (unseen.length < newer.items.length || !newer.next_cursor) break;
         cursor = newer.next_cursor;
       }
-      const held = await pendingNewestFirst();
+      const held = await pendingNewestFirst(true);
       if (mine !== generation) return;
       // `seen` may have grown meanwhile (a page loaded by "Load more"): keep each line once.
       const added = fresh.filter((t) => !seen.has(t.seq));
@@ -399,7 +402,10 @@ export function transactions(ctx, account) {
       pending = held;
       render(new Set(added.map((t) => t.seq)));
     } catch (e) {
-      ctx.showProblem(e);
+      // Waiting for the customer (an expired token only their activity may refresh): catch up
+      // after their next request.
+      if (e instanceof api.ApiProblem && e.type === api.PAUSED_PROBLEM) api.whenActive(() => catchUp());
+      else ctx.showProblem(e);
     }
   };
 

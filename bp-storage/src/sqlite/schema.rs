@@ -8,11 +8,11 @@ use bp_core::{StoreError, StoreErrorKind};
 use super::sql_err;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Each migration takes the schema from version `index` to `index + 1`. A released migration is
 /// never edited: databases that ran it must keep matching it.
-const MIGRATIONS: [&str; 5] = [
+const MIGRATIONS: [&str; 6] = [
     r"
 -- Small named counters of the store itself.
 CREATE TABLE meta (
@@ -213,6 +213,14 @@ CREATE TABLE passkeys (
     doc           TEXT NOT NULL
 ) STRICT;
 CREATE INDEX passkeys_by_customer ON passkeys(customer_id, created_at, key);
+",
+    // 6: when each session was last used by its customer, for the inactivity limit (it survives
+    // restarts and is shared by replicas on the same file).
+    r"
+CREATE TABLE session_activity (
+    session   BLOB PRIMARY KEY,
+    active_at INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
 ",
 ];
 

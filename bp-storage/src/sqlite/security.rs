@@ -15,7 +15,8 @@
 //! fsync of its own; it is durable at the next fsync of the WAL — the next commit of the ledger or
 //! of any other security record, or the checkpoint thread's next pass (every few milliseconds).
 //! A power cut in that window can undo the latest rotations: their clients must sign in again,
-//! and a token they had used is active again until used. Everything else — a reuse and the
+//! and a token they had used is active again until used. Sessions' last activity is written
+//! the same way (losing the latest only ends a session sooner). Everything else — a reuse and the
 //! revocation it causes, sign-outs, audit entries, credentials, challenges — commits at `FULL`.
 
 use std::sync::{Arc, PoisonError};
@@ -119,7 +120,8 @@ fn device_from_row(row: &Row<'_>) -> Result<Device, StoreError> {
     })
 }
 
-// Refresh tokens: the grant (client, scope, methods, sign-in and issue times) is a document.
+// Refresh tokens: the grant (client, scope, methods, sign-in and issue times, the key binding)
+// is a document.
 
 fn grant_doc(token: &RefreshToken) -> Result<String, StoreError> {
     let mut grant = Map::new();
@@ -128,6 +130,9 @@ fn grant_doc(token: &RefreshToken) -> Result<String, StoreError> {
     grant.insert("amr".to_owned(), Value::from(token.amr.clone()));
     grant.insert("auth_time".to_owned(), serde_json::to_value(token.auth_time).map_err(unencodable)?);
     grant.insert("issued_at".to_owned(), serde_json::to_value(token.issued_at).map_err(unencodable)?);
+    if let Some(jkt) = &token.dpop_jkt {
+        grant.insert("dpop_jkt".to_owned(), Value::from(jkt.as_str()));
+    }
     Ok(Value::Object(grant).to_string())
 }
 
@@ -148,6 +153,8 @@ fn token_from_row(row: &Row<'_>) -> Result<RefreshToken, StoreError> {
         issued_at: serde_json::from_value(take("issued_at")).map_err(bad)?,
         expires_at: time(row.get(4).map_err(sql_err)?)?,
         state: token_state_from(row.get(3).map_err(sql_err)?)?,
+        // Absent from grants written before DPoP, and for unbound sessions.
+        dpop_jkt: serde_json::from_value(take("dpop_jkt")).map_err(bad)?,
     })
 }
 
@@ -474,8 +481,7 @@ impl SecurityStore for SqliteStore {
 
     async fn revoke_session(&self, session: SessionId, at: Timestamp) -> Result<bool, StoreError> {
         self.security_write(move |c| {
-            let known = exists(c, "SELECT 1 FROM refresh_tokens WHERE session = ?1", [session.as_uuid().as_bytes()])?;
-            if !known || session_revoked(c, session)? {
+            if session_revoked(c, session)? {
                 return Ok(false);
             }
             revoke(c, session, at)?;
@@ -492,6 +498,30 @@ impl SecurityStore for SqliteStore {
                 [micros(since)],
                 |r| Ok(SessionId::from_uuid(uuid(&blob::<16>(r, 0, "session id")?)?)),
             )
+        })
+        .await
+    }
+
+    async fn record_session_activity(&self, session: SessionId, at: Timestamp) -> Result<(), StoreError> {
+        // Like an ordinary rotation, on the rotations connection (synchronous=NORMAL): a power
+        // cut can only lose the latest activity, which ends a session sooner, never later.
+        self.write_on(Arc::clone(&self.rotations), move |c| {
+            execute(
+                c,
+                "INSERT INTO session_activity (session, active_at) VALUES (?1, ?2) \
+                 ON CONFLICT (session) DO UPDATE SET active_at = max(active_at, excluded.active_at)",
+                params![session.as_uuid().as_bytes(), micros(at)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session_active_at(&self, session: SessionId) -> Result<Option<Timestamp>, StoreError> {
+        self.read(move |c, _| {
+            row(c, "SELECT active_at FROM session_activity WHERE session = ?1", [session.as_uuid().as_bytes()], |r| {
+                time(r.get(0).map_err(sql_err)?)
+            })
         })
         .await
     }
