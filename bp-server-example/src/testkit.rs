@@ -299,10 +299,19 @@ impl CodeFlow {
 
     /// The same, in the browser `http` (e.g. one at another address, [`browser_at`]).
     pub async fn begin_in(site: &Site, scope: &str, http: reqwest::Client) -> Self {
+        Self::begin_asking(site, scope, http, &[]).await
+    }
+
+    /// The same, with more parameters of the authorization request (`prompt`, `acr_values`, …).
+    pub async fn begin_asking(site: &Site, scope: &str, http: reqwest::Client, more: &[(&str, &str)]) -> Self {
         let verifier = random_token(48);
         let state = random_token(8);
         let nonce = random_token(8);
-        let response = http.get(site.authorize_url(scope, &verifier, &state, &nonce)).send().await.expect("authorize");
+        let mut url = site.authorize_url(scope, &verifier, &state, &nonce);
+        for (name, value) in more {
+            url.push_str(&serde_urlencoded::to_string([(name, value)]).map(|q| format!("&{q}")).expect("query"));
+        }
+        let response = http.get(url).send().await.expect("authorize");
         assert_eq!(response.status(), StatusCode::OK);
         let page = response.text().await.expect("page");
         let tx = hidden(&page, "tx").expect("login form has a tx field");

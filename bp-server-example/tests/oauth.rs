@@ -135,6 +135,60 @@ async fn authorization_requests_are_validated_before_anything_else() {
     server.stop().await;
 }
 
+/// Step-up requests (OpenID Connect Core §3.1.2.1, RFC 9470): every authorization is a fresh
+/// sign-in with both factors, so `prompt=login` and `max_age` are met and `prompt=none` never is;
+/// `acr_values` sets the least class of sign-in, and the tokens tell the class reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_up_requests_are_honoured_and_tokens_tell_the_class() {
+    let mut server = Server::start().await;
+    let ada = server.customer("ada-step-up", 0, 0).await;
+    let redirected = |r: &reqwest::Response| -> HashMap<String, String> {
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        let location = url::Url::parse(r.headers()["location"].to_str().expect("ascii")).expect("url");
+        assert!(location.as_str().starts_with(REDIRECT));
+        location.query_pairs().into_owned().collect()
+    };
+    let good = server.site.authorize_url("openid", "v".repeat(43).as_str(), "s", "n");
+    for (more, error) in [
+        ("&prompt=none", "login_required"),
+        ("&prompt=none%20login", "invalid_request"),
+        ("&prompt=consent", "invalid_request"),
+        ("&max_age=soon", "invalid_request"),
+        ("&max_age=-1", "invalid_request"),
+        ("&acr_values=urn%3Abp%3Aacr%3A1fa", "invalid_request"),
+    ] {
+        let q = redirected(&browser().get(format!("{good}{more}")).send().await.expect("authorize"));
+        assert_eq!(q["error"], error, "{more}");
+        assert_eq!((q["state"].as_str(), q["iss"].as_str()), ("s", server.base.as_str()), "{more}");
+    }
+
+    // prompt=login and max_age=0: a sign-in as always; the tokens carry its time and class.
+    let before = chrono::Utc::now().timestamp();
+    let more = [("prompt", "login"), ("max_age", "0"), ("acr_values", "urn:bp:acr:2fa")];
+    let mut flow = CodeFlow::begin_asking(&server.site, "openid accounts", browser(), &more).await;
+    assert!(flow.password("ada-step-up", &ada.password).await.contains("Confirm it is you"));
+    let response = flow.second_factor(&[("code", &server.totp(&ada).await)]).await;
+    flow.code = Some(flow.code_from(&response));
+    let tokens = flow.tokens().await;
+    for token in ["access_token", "id_token"] {
+        let claims = jwt_claims(tokens[token].as_str().expect(token));
+        assert_eq!(claims["acr"], "urn:bp:acr:2fa", "{token}");
+        assert!(claims["auth_time"].as_i64().expect("auth_time") >= before - 1, "{token}");
+    }
+
+    // A phishing-resistant sign-in asked for: the password path cannot give it, and says so
+    // before a password is typed; asked among others, the weakest class listed is enough.
+    let phr = [("acr_values", "urn:bp:acr:phr")];
+    let mut flow = CodeFlow::begin_asking(&server.site, "openid", browser(), &phr).await;
+    assert!(flow.page.contains("passkey"), "the page says what is needed: {}", flow.page);
+    let page = flow.password("ada-step-up", &ada.password).await;
+    assert!(page.contains("passkey") && !page.contains("Confirm it is you"), "{page}");
+    let both = [("acr_values", "urn:bp:acr:phr urn:bp:acr:2fa")];
+    let mut flow = CodeFlow::begin_asking(&server.site, "openid", browser(), &both).await;
+    assert!(flow.password("ada-step-up", &ada.password).await.contains("Confirm it is you"));
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_tokens_rotate_and_reuse_revokes_the_session() {
     let mut server = Server::start().await;
@@ -362,6 +416,8 @@ async fn discovery_and_jwks_describe_the_provider() {
     assert_eq!(d["issuer"], server.base);
     assert_eq!(d["code_challenge_methods_supported"], json!(["S256"]));
     assert_eq!(d["authorization_response_iss_parameter_supported"], true);
+    assert_eq!(d["acr_values_supported"], json!(["urn:bp:acr:2fa", "urn:bp:acr:phr"]));
+    assert_eq!(d["prompt_values_supported"], json!(["none", "login"]));
     let jwks: Value = http.get(server.url("/oauth2/jwks")).send().await.expect("get").json().await.expect("json");
     assert_eq!(jwks["keys"][0]["crv"], "Ed25519");
     assert!(jwks["keys"][0].get("d").is_none(), "no private part");

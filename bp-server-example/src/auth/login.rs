@@ -22,6 +22,7 @@ use serde::Deserialize;
 use crate::auth::crypto::{ct_eq, random_token, sha256, unb64};
 use crate::auth::oauth::SCOPES;
 use crate::auth::pages::{error_page, password_page, second_factor_page};
+use crate::auth::tokens::Acr;
 use crate::auth::{Provider, secs};
 use crate::http::client::{ClientAddr, Source};
 use crate::http::problem::ApiError;
@@ -39,6 +40,12 @@ const PASSWORD_FAILED: &str =
 const CODES_MAX: usize = 10_000;
 /// The cookie binding a login form to the browser that opened it.
 const LOGIN_COOKIE: &str = "bp_login";
+/// The `prompt` values `/oauth2/authorize` takes (OpenID Connect Core §3.1.2.1). This provider
+/// keeps no sign-in session of its own, so every authorization is a new sign-in with both
+/// factors: `login` is always met and `none` can never be (`login_required`).
+pub const PROMPTS: [&str; 2] = ["none", "login"];
+/// What a sign-in at a weaker class than the request's `acr_values` asks answers.
+const ACR_UNMET: &str = "This application asks for a sign-in with a passkey. Use a passkey to sign in.";
 
 /// Where a sign-in is.
 #[derive(Clone, Debug)]
@@ -51,7 +58,7 @@ enum Stage {
 
 /// A sign-in in progress: the validated authorization request and how far it got.
 #[derive(Clone, Debug)]
-struct LoginTx {
+pub(super) struct LoginTx {
     client_id: String,
     redirect_uri: String,
     scope: String,
@@ -64,6 +71,8 @@ struct LoginTx {
     stage: Stage,
     /// Where it was started from, for the bound per source.
     source: Source,
+    /// The least class of sign-in the client accepts (its `acr_values`).
+    acr: Acr,
 }
 
 /// An issued authorization code.
@@ -110,6 +119,40 @@ pub struct AuthorizeQuery {
     nonce: Option<String>,
     code_challenge: Option<String>,
     code_challenge_method: Option<String>,
+    prompt: Option<String>,
+    max_age: Option<String>,
+    acr_values: Option<String>,
+}
+
+/// The least class of sign-in `acr_values` (space-separated, in order of preference) accepts:
+/// the weakest of the classes we know; an error when it names none (OpenID Connect Core
+/// §3.1.2.1 leaves unknown values to the provider; a bank refuses rather than guess).
+fn least_acr(acr_values: Option<&str>) -> Result<Acr, &'static str> {
+    let Some(values) = acr_values.filter(|v| !v.trim().is_empty()) else { return Ok(Acr::TwoFactor) };
+    values
+        .split(' ')
+        .filter_map(Acr::parse)
+        .min()
+        .ok_or("acr_values names no class this provider signs in at (see acr_values_supported)")
+}
+
+/// Checks `prompt` and `max_age`. Every authorization here is a fresh sign-in with both factors,
+/// so `login` and any `max_age` are met by it; `none` never is.
+fn check_prompt(prompt: Option<&str>, max_age: Option<&str>) -> Result<(), (&'static str, &'static str)> {
+    if max_age.is_some_and(|m| m.parse::<u64>().is_err()) {
+        return Err(("invalid_request", "max_age must be a number of seconds"));
+    }
+    let values: Vec<&str> = prompt.unwrap_or("").split(' ').filter(|p| !p.is_empty()).collect();
+    if values.iter().any(|p| !PROMPTS.contains(p)) {
+        return Err(("invalid_request", "prompt may be none or login"));
+    }
+    if values.contains(&"none") {
+        if values.len() > 1 {
+            return Err(("invalid_request", "prompt=none cannot be combined with other values"));
+        }
+        return Err(("login_required", "the customer must sign in: this provider keeps no sign-in session"));
+    }
+    Ok(())
 }
 
 /// `GET /oauth2/authorize`: validates the request and shows the login form.
@@ -161,6 +204,13 @@ pub async fn authorize(
     if q.state.as_ref().is_some_and(|s| s.len() > 512) || q.nonce.as_ref().is_some_and(|n| n.len() > 512) {
         return fail("invalid_request", "state and nonce are limited to 512 characters");
     }
+    if let Err((error, description)) = check_prompt(q.prompt.as_deref(), q.max_age.as_deref()) {
+        return fail(error, description);
+    }
+    let acr = match least_acr(q.acr_values.as_deref()) {
+        Ok(acr) => acr,
+        Err(description) => return fail("invalid_request", description),
+    };
     let now = state.now();
     state.flows.sweep(now);
     let tx_id = random_token(24);
@@ -177,6 +227,7 @@ pub async fn authorize(
         expires_at: now + Duration::seconds(secs(state.config.login_ttl_s)),
         stage: Stage::Password,
         source,
+        acr,
     };
     {
         let mut logins = state.flows.logins.lock().unwrap_or_else(PoisonError::into_inner);
@@ -196,7 +247,8 @@ pub async fn authorize(
         }
         logins.insert(tx_id.clone(), tx);
     }
-    let mut response = Html(password_page(&client.name, &tx_id, None)).into_response();
+    let note = (acr > Acr::TwoFactor).then_some(ACR_UNMET);
+    let mut response = Html(password_page(&client.name, &tx_id, note)).into_response();
     set_login_cookie(&mut response, &cookie, state.https);
     response
 }
@@ -264,6 +316,9 @@ pub async fn login_password(
     let source = client_addr.source();
     if let Err(e) = state.rate_limit(source) {
         return e.into_response();
+    }
+    if tx.acr > Acr::TwoFactor {
+        return Html(password_page(&client_name, &form.tx, Some(ACR_UNMET))).into_response();
     }
     let failed = || Html(password_page(&client_name, &form.tx, Some(PASSWORD_FAILED))).into_response();
     let refused = !state.username_within_budget(&form.username) || state.throttled(&form.username, source);
@@ -389,34 +444,60 @@ pub async fn login_second_factor(
     if let Err(e) = state.sca.signed_in(customer_id, verified, detail).await {
         return ApiError::from(e).into_response();
     }
-    metrics::counter!("bp_logins_total", "outcome" => "succeeded").increment(1);
-    state.flows.logins.lock().unwrap_or_else(PoisonError::into_inner).remove(&form.tx);
-    let code = random_token(32);
-    let auth = AuthCode {
-        client_id: tx.client_id.clone(),
-        redirect_uri: tx.redirect_uri.clone(),
-        code_challenge: tx.code_challenge.clone(),
-        customer_id,
-        scope: tx.scope.clone(),
-        nonce: tx.nonce.clone(),
-        amr: vec!["pwd".to_owned(), amr.to_owned()],
-        auth_time: now,
-        expires_at: now + Duration::seconds(secs(state.config.code_ttl_s)),
-        session: SessionId::new_v7(),
-        redeemed: false,
-    };
-    {
-        let mut codes = state.flows.codes.lock().unwrap_or_else(PoisonError::into_inner);
-        if codes.len() >= CODES_MAX {
-            return error_page(StatusCode::SERVICE_UNAVAILABLE, "Busy", "Please try again in a minute.");
+    complete(&state, &form.tx, &tx, customer_id, vec!["pwd".to_owned(), amr.to_owned()], now)
+}
+
+/// Ends sign-in `tx_id` of `customer_id`, who signed in at `auth_time` with the methods `amr`
+/// (both factors checked, and the success recorded, by the caller): redirects to the client
+/// with a new authorization code, or, when `amr` falls short of the client's `acr_values`,
+/// with `unmet_authentication_requirements` (OpenID Connect Core errata §3.1.2.6).
+pub(super) fn complete(
+    state: &Provider,
+    tx_id: &str,
+    tx: &LoginTx,
+    customer_id: CustomerId,
+    amr: Vec<String>,
+    auth_time: Timestamp,
+) -> Response {
+    state.flows.logins.lock().unwrap_or_else(PoisonError::into_inner).remove(tx_id);
+    let mut response = if Acr::of_amr(&amr).is_none_or(|acr| acr < tx.acr) {
+        let description = "the sign-in does not reach the class acr_values asks for";
+        redirect_error(
+            &state.issuer,
+            &tx.redirect_uri,
+            tx.state.as_deref(),
+            "unmet_authentication_requirements",
+            description,
+        )
+    } else {
+        metrics::counter!("bp_logins_total", "outcome" => "succeeded").increment(1);
+        let code = random_token(32);
+        let auth = AuthCode {
+            client_id: tx.client_id.clone(),
+            redirect_uri: tx.redirect_uri.clone(),
+            code_challenge: tx.code_challenge.clone(),
+            customer_id,
+            scope: tx.scope.clone(),
+            nonce: tx.nonce.clone(),
+            amr,
+            auth_time,
+            expires_at: auth_time + Duration::seconds(secs(state.config.code_ttl_s)),
+            session: SessionId::new_v7(),
+            redeemed: false,
+        };
+        {
+            let mut codes = state.flows.codes.lock().unwrap_or_else(PoisonError::into_inner);
+            if codes.len() >= CODES_MAX {
+                return error_page(StatusCode::SERVICE_UNAVAILABLE, "Busy", "Please try again in a minute.");
+            }
+            codes.insert(sha256(code.as_bytes()), auth);
         }
-        codes.insert(sha256(code.as_bytes()), auth);
-    }
-    let mut params = vec![("code", code.as_str()), ("iss", state.issuer.as_str())];
-    if let Some(s) = tx.state.as_deref() {
-        params.push(("state", s));
-    }
-    let mut response = Redirect::to(&with_query(&tx.redirect_uri, &params)).into_response();
+        let mut params = vec![("code", code.as_str()), ("iss", state.issuer.as_str())];
+        if let Some(s) = tx.state.as_deref() {
+            params.push(("state", s));
+        }
+        Redirect::to(&with_query(&tx.redirect_uri, &params)).into_response()
+    };
     clear_login_cookie(&mut response, state.https);
     response
 }

@@ -17,8 +17,8 @@ use serde::Deserialize;
 
 use crate::auth::crypto::{b64, ct_eq, random_token, sha256};
 use crate::auth::dpop::{DPOP_ALGS, ProofError};
-use crate::auth::login::AuthCode;
-use crate::auth::tokens::{AccessClaims, Confirmation, IdClaims};
+use crate::auth::login::{AuthCode, PROMPTS};
+use crate::auth::tokens::{AccessClaims, Acr, Confirmation, IdClaims};
 use crate::auth::{Provider, secs};
 use crate::config::{ClientConfig, TokenBinding};
 use crate::http::client::ClientAddr;
@@ -51,7 +51,9 @@ pub async fn discovery(State(state): State<Arc<Provider>>) -> Response {
         "code_challenge_methods_supported": ["S256"],
         "dpop_signing_alg_values_supported": DPOP_ALGS,
         "authorization_response_iss_parameter_supported": true,
-        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "amr", "sid", "preferred_username", "name"],
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "sid", "preferred_username", "name"],
+        "acr_values_supported": Acr::ALL.map(Acr::uri),
+        "prompt_values_supported": PROMPTS,
     });
     ([(header::CACHE_CONTROL, "public, max-age=300")], axum::Json(doc)).into_response()
 }
@@ -217,6 +219,7 @@ async fn code_grant(state: &Provider, client: &ClientConfig, form: &TokenForm, j
             auth_time: epoch_s(auth.auth_time),
             nonce: auth.nonce.clone(),
             amr: auth.amr.clone(),
+            acr: Acr::of_amr(&auth.amr).map(|a| a.uri().to_owned()),
             sid: auth.session.to_string(),
         };
         match state.keys.sign(&claims, "JWT") {
@@ -273,6 +276,7 @@ fn issue(state: &Provider, grant: &Grant<'_>, refresh_token: Option<String>, id_
         sid: grant.session.to_string(),
         amr: grant.amr.to_vec(),
         auth_time: epoch_s(grant.auth_time),
+        acr: Acr::of_amr(grant.amr).map(|a| a.uri().to_owned()),
         cnf: grant.dpop_jkt.clone().map(|jkt| Confirmation { jkt }),
     };
     let Ok(access_token) = state.keys.sign(&claims, "at+jwt") else { return ApiError::Internal.into_response() };

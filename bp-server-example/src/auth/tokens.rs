@@ -31,6 +31,50 @@ pub enum TokenError {
     Key(String),
 }
 
+/// An authentication context class (OpenID Connect `acr`) of our sign-ins, weakest first: what
+/// `acr_values` asks for and the tokens tell. It follows from the sign-in's methods (`amr`), so
+/// that refreshed tokens keep it without storing it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Acr {
+    /// Two factors: a password and a TOTP code or a device key's signature (RTS art. 4).
+    TwoFactor,
+    /// Two factors of which one is phishing-resistant: a passkey with user verification, whose
+    /// authenticator signs only for this site's origin.
+    PhishingResistant,
+}
+
+impl Acr {
+    /// Every class, weakest first.
+    pub const ALL: [Acr; 2] = [Acr::TwoFactor, Acr::PhishingResistant];
+
+    /// Its URI, the value of `acr` and `acr_values`.
+    pub const fn uri(self) -> &'static str {
+        match self {
+            Acr::TwoFactor => "urn:bp:acr:2fa",
+            Acr::PhishingResistant => "urn:bp:acr:phr",
+        }
+    }
+
+    /// The class of a URI we sign in at.
+    pub fn parse(uri: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.uri() == uri)
+    }
+
+    /// The class a sign-in with methods `amr` (RFC 8176) reached, if two factors: a passkey with
+    /// user verification (`hwk` and `mfa`), or a password (`pwd`) and a possession factor (`otp`,
+    /// `hwk` or `swk`).
+    pub fn of_amr(amr: &[String]) -> Option<Self> {
+        let has = |m: &str| amr.iter().any(|a| a == m);
+        if has("hwk") && has("mfa") {
+            Some(Acr::PhishingResistant)
+        } else if has("pwd") && (has("otp") || has("hwk") || has("swk")) {
+            Some(Acr::TwoFactor)
+        } else {
+            None
+        }
+    }
+}
+
 /// The Ed25519 key that signs our tokens (JWS `EdDSA`): a signature costs microseconds, where
 /// ES256 with a portable P-256 implementation costs a large part of a millisecond.
 pub struct Keys {
@@ -147,6 +191,9 @@ pub struct AccessClaims {
     pub amr: Vec<String>,
     /// When the customer signed in.
     pub auth_time: u64,
+    /// The sign-in's class ([`Acr::uri`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
     /// The key the token is bound to (DPoP), for a sender-constrained token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cnf: Option<Confirmation>,
@@ -179,6 +226,9 @@ pub struct IdClaims {
     pub nonce: Option<String>,
     /// Authentication methods.
     pub amr: Vec<String>,
+    /// The sign-in's class ([`Acr::uri`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
     /// The session.
     pub sid: String,
 }
@@ -227,11 +277,15 @@ impl Caller {
         }
     }
 
-    /// Whether the sign-in used two factors: knowledge and possession.
+    /// Whether the sign-in used two factors (a password and a possession factor, or a passkey
+    /// with user verification).
     pub fn fully_authenticated(&self) -> bool {
-        let knowledge = self.amr.iter().any(|m| m == "pwd");
-        let possession = self.amr.iter().any(|m| m == "otp" || m == "hwk" || m == "swk");
-        knowledge && possession
+        self.acr().is_some()
+    }
+
+    /// The class of the sign-in, from its methods.
+    pub fn acr(&self) -> Option<Acr> {
+        Acr::of_amr(&self.amr)
     }
 }
 
@@ -472,8 +526,25 @@ mod tests {
             sid: SessionId::new_v7().to_string(),
             amr: vec!["pwd".into(), "otp".into()],
             auth_time: exp - 300,
+            acr: Some(Acr::TwoFactor.uri().to_owned()),
             cnf: None,
         }
+    }
+
+    #[test]
+    fn the_class_of_a_sign_in_follows_from_its_methods() {
+        let amr = |m: &[&str]| m.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(Acr::of_amr(&amr(&["pwd", "otp"])), Some(Acr::TwoFactor));
+        assert_eq!(Acr::of_amr(&amr(&["pwd", "hwk"])), Some(Acr::TwoFactor));
+        assert_eq!(Acr::of_amr(&amr(&["hwk", "mfa"])), Some(Acr::PhishingResistant));
+        for one_factor in [&["pwd"][..], &["otp"], &["hwk"], &["mfa"], &["pwd", "mfa"], &[]] {
+            assert_eq!(Acr::of_amr(&amr(one_factor)), None, "{one_factor:?}");
+        }
+        for acr in Acr::ALL {
+            assert_eq!(Acr::parse(acr.uri()), Some(acr));
+        }
+        assert_eq!(Acr::parse("urn:bp:acr:1fa"), None);
+        assert!(Acr::TwoFactor < Acr::PhishingResistant, "weakest first");
     }
 
     #[test]
