@@ -51,7 +51,7 @@ enum Stage {
 
 /// A sign-in in progress: the validated authorization request and how far it got.
 #[derive(Clone, Debug)]
-struct LoginTx {
+pub(super) struct LoginTx {
     client_id: String,
     redirect_uri: String,
     scope: String,
@@ -64,6 +64,18 @@ struct LoginTx {
     stage: Stage,
     /// Where it was started from, for the bound per source.
     source: Source,
+}
+
+impl LoginTx {
+    /// The client signing in.
+    pub(super) fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// When the sign-in page expires.
+    pub(super) fn expires_at(&self) -> Timestamp {
+        self.expires_at
+    }
 }
 
 /// An issued authorization code.
@@ -226,7 +238,7 @@ pub fn login_message(tx: &str, nonce: &str) -> String {
     format!("bp-login-v1\ntx:{tx}\nnonce:{nonce}")
 }
 
-fn take_tx(state: &Provider, headers: &HeaderMap, tx_id: &str) -> Result<LoginTx, Box<Response>> {
+pub(super) fn take_tx(state: &Provider, headers: &HeaderMap, tx_id: &str) -> Result<LoginTx, Box<Response>> {
     let now = state.now();
     let logins = state.flows.logins.lock().unwrap_or_else(PoisonError::into_inner);
     let Some(tx) = logins.get(tx_id).filter(|t| t.expires_at > now) else {
@@ -389,8 +401,22 @@ pub async fn login_second_factor(
     if let Err(e) = state.sca.signed_in(customer_id, verified, detail).await {
         return ApiError::from(e).into_response();
     }
+    complete(&state, &form.tx, &tx, customer_id, vec!["pwd".to_owned(), amr.to_owned()], now)
+}
+
+/// Ends sign-in `tx_id` of `customer_id`, who signed in at `auth_time` with the methods `amr`
+/// (both factors checked, and the success recorded, by the caller): redirects to the client
+/// with a new authorization code.
+pub(super) fn complete(
+    state: &Provider,
+    tx_id: &str,
+    tx: &LoginTx,
+    customer_id: CustomerId,
+    amr: Vec<String>,
+    auth_time: Timestamp,
+) -> Response {
     metrics::counter!("bp_logins_total", "outcome" => "succeeded").increment(1);
-    state.flows.logins.lock().unwrap_or_else(PoisonError::into_inner).remove(&form.tx);
+    state.flows.logins.lock().unwrap_or_else(PoisonError::into_inner).remove(tx_id);
     let code = random_token(32);
     let auth = AuthCode {
         client_id: tx.client_id.clone(),
@@ -399,9 +425,9 @@ pub async fn login_second_factor(
         customer_id,
         scope: tx.scope.clone(),
         nonce: tx.nonce.clone(),
-        amr: vec!["pwd".to_owned(), amr.to_owned()],
-        auth_time: now,
-        expires_at: now + Duration::seconds(secs(state.config.code_ttl_s)),
+        amr,
+        auth_time,
+        expires_at: auth_time + Duration::seconds(secs(state.config.code_ttl_s)),
         session: SessionId::new_v7(),
         redeemed: false,
     };

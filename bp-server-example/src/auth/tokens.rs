@@ -227,11 +227,11 @@ impl Caller {
         }
     }
 
-    /// Whether the sign-in used two factors: knowledge and possession.
+    /// Whether the sign-in used two factors: knowledge and possession, or a passkey with user
+    /// verification (`hwk` and `mfa`).
     pub fn fully_authenticated(&self) -> bool {
-        let knowledge = self.amr.iter().any(|m| m == "pwd");
-        let possession = self.amr.iter().any(|m| m == "otp" || m == "hwk" || m == "swk");
-        knowledge && possession
+        let has = |m: &str| self.amr.iter().any(|a| a == m);
+        (has("hwk") && has("mfa")) || (has("pwd") && (has("otp") || has("hwk") || has("swk")))
     }
 }
 
