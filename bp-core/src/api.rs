@@ -11,10 +11,10 @@ use crate::Timestamp;
 use crate::account::{Account, AccountKind, AccountStatus, Balances};
 use crate::account_number::AccountNumber;
 use crate::customer::{BiometricEnrolment, Contact, Customer, DocumentKind, KycStatus, Party};
-use crate::ids::{AccountId, BeneficiaryId, ChallengeId, CustomerId, DeviceId, TransferId};
+use crate::ids::{AccountId, BeneficiaryId, ChallengeId, CustomerId, DeviceId, PasskeyId, TransferId};
 use crate::money::{Currency, Money};
 pub use crate::sca::{Exemption, ScaAnswer, device_registration_message, signing_message};
-use crate::security::{Beneficiary, BeneficiaryState, Device, ScaChallenge, ScaMethod};
+use crate::security::{Beneficiary, BeneficiaryState, Device, Passkey, ScaChallenge, ScaMethod};
 use crate::service_record::ServiceRecord;
 use crate::transfer::{Direction, Posting, Transfer, TransferKind, TransferState, VoidReason};
 
@@ -371,6 +371,69 @@ pub struct DeviceList {
     /// Oldest first; removed devices are not listed.
     pub devices: Vec<DeviceView>,
 }
+
+/// A passkey to register: `POST /v1/passkeys` answers the WebAuthn options to create it with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPasskey {
+    /// The customer's name for the passkey ("MacBook Touch ID").
+    #[schemars(
+        length(min = 1, max = 100),
+        regex(
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+        )
+    )]
+    pub name: String,
+}
+
+/// A registered passkey. Its credential (public key, counter) stays on the server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PasskeyView {
+    /// Id.
+    pub id: PasskeyId,
+    /// Name.
+    pub name: String,
+    /// When it was registered.
+    pub created_at: Timestamp,
+    /// When it last signed the customer in.
+    pub last_used_at: Option<Timestamp>,
+}
+
+impl From<&Passkey> for PasskeyView {
+    fn from(p: &Passkey) -> Self {
+        Self { id: p.id, name: p.name.clone(), created_at: p.created_at, last_used_at: p.last_used_at }
+    }
+}
+
+/// The customer's passkeys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PasskeyList {
+    /// Oldest first.
+    pub passkeys: Vec<PasskeyView>,
+}
+
+/// A passkey registration begun: create the credential with `options` (the browser's
+/// `navigator.credentials.create`, its binary members base64url) and send it to
+/// `/v1/passkeys/{id}/confirm`, once, before the options expire.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PasskeyRegistration {
+    /// The id the passkey will have.
+    pub id: PasskeyId,
+    /// Its name.
+    pub name: String,
+    /// When the options expire.
+    pub expires_at: Timestamp,
+    /// WebAuthn `CredentialCreationOptions` (`{"publicKey": …}`): user verification required,
+    /// a discoverable credential required, the customer's passkeys excluded.
+    pub options: serde_json::Value,
+}
+
+/// The credential the authenticator made, as the browser gives it (a WebAuthn
+/// `RegistrationResponseJSON`: `id`, `rawId`, `type`, `response.clientDataJSON`,
+/// `response.attestationObject`, binary members base64url).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct PasskeyCredential(pub serde_json::Value);
 
 /// A payee to trust (adding one requires SCA).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

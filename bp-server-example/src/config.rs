@@ -275,7 +275,11 @@ impl Default for Config {
                     ClientConfig {
                         id: "bp-web".to_owned(),
                         name: "bp web banking".to_owned(),
-                        redirect_uris: vec!["http://127.0.0.1:8080/callback".to_owned()],
+                        // localhost: the demo with passkeys (`server.public_url = "http://localhost:8080"`).
+                        redirect_uris: vec![
+                            "http://127.0.0.1:8080/callback".to_owned(),
+                            "http://localhost:8080/callback".to_owned(),
+                        ],
                         token_binding: TokenBinding::Dpop,
                     },
                     ClientConfig {

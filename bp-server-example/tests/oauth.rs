@@ -113,14 +113,18 @@ async fn authorization_requests_are_validated_before_anything_else() {
         assert_eq!(q["state"], "s");
         assert_eq!(q["iss"], server.base);
     }
-    // The login page: plain HTML, no script, a strict CSP.
+    // The login page: plain HTML forms that work without JavaScript, a strict CSP, and one
+    // script, a file of this origin, that only adds the passkey sign-in.
     let r = http.get(&good).send().await.expect("authorize");
     assert_eq!(r.status(), StatusCode::OK);
     let csp = r.headers()["content-security-policy"].to_str().expect("ascii").to_owned();
     assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
     assert_eq!(r.headers()["x-frame-options"], "DENY");
     let page = r.text().await.expect("page");
-    assert!(!page.contains("<script"), "the login page works without JavaScript");
+    let script = "<script type=\"module\" src=\"/app/js/signin-passkey.js\"></script>";
+    assert_eq!(page.matches("<script").count(), 1, "one script: {page}");
+    assert!(page.contains(script), "no inline script: {page}");
+    assert!(page.contains("<form method=\"post\" action=\"/oauth2/login/password\">"), "a plain form");
     assert!(page.contains("type=\"password\""));
     // A form posted without the browser's login cookie is refused.
     let tx = hidden(&page, "tx").expect("tx");

@@ -1,9 +1,11 @@
-//! The bounds on what a customer registers: display names, device keys and trusted
+//! The bounds on what a customer registers: display names, device keys, passkeys and trusted
 //! beneficiaries. Pure functions over the customer's current records; the messages are built
 //! from the limits' constants, never from copies of their numbers.
 
 use crate::account_number::AccountNumber;
-use crate::security::{BENEFICIARIES_MAX, Beneficiary, DEVICES_MAX, Device, NAME_CHARS_MAX};
+use crate::security::{
+    BENEFICIARIES_MAX, Beneficiary, CREDENTIAL_ID_BYTES_MAX, DEVICES_MAX, Device, NAME_CHARS_MAX, PASSKEYS_MAX, Passkey,
+};
 
 use super::ScaError;
 
@@ -30,6 +32,26 @@ pub fn may_add_device(devices: &[Device], key: &[u8]) -> Result<(), ScaError> {
         return Err(ScaError::TooMany(format!("too many devices (at most {DEVICES_MAX}); remove one first")));
     }
     Ok(())
+}
+
+/// Whether a customer with `passkeys` may begin registering another: at most [`PASSKEYS_MAX`].
+pub fn passkey_room(passkeys: &[Passkey]) -> Result<(), ScaError> {
+    if passkeys.len() >= PASSKEYS_MAX {
+        return Err(ScaError::TooMany(format!("too many passkeys (at most {PASSKEYS_MAX}); remove one first")));
+    }
+    Ok(())
+}
+
+/// Whether a customer with `passkeys` may register the credential `credential_id`: 1 to
+/// [`CREDENTIAL_ID_BYTES_MAX`] bytes, not twice, and at most [`PASSKEYS_MAX`].
+pub fn may_add_passkey(passkeys: &[Passkey], credential_id: &[u8]) -> Result<(), ScaError> {
+    if credential_id.is_empty() || credential_id.len() > CREDENTIAL_ID_BYTES_MAX {
+        return Err(ScaError::Invalid(format!("a credential id has 1 to {CREDENTIAL_ID_BYTES_MAX} bytes")));
+    }
+    if passkeys.iter().any(|p| p.credential_id == credential_id) {
+        return Err(ScaError::Duplicate("this passkey is already registered"));
+    }
+    passkey_room(passkeys)
 }
 
 /// Whether a customer with `beneficiaries` may add the payee `number`: not twice, and at most
@@ -79,6 +101,30 @@ mod tests {
         assert!(matches!(may_add_device(&devices, &[0; 65]), Err(ScaError::Duplicate(_))));
         devices.push(device(201, false));
         assert!(matches!(may_add_device(&devices, &[202; 65]), Err(ScaError::TooMany(_))));
+    }
+
+    #[test]
+    fn passkeys_are_unique_bounded_and_their_ids_sized() {
+        let customer = CustomerId::new_v7();
+        let passkey = |n: u8| Passkey {
+            id: crate::ids::PasskeyId::new_v7(),
+            customer_id: customer,
+            name: "laptop".to_owned(),
+            credential_id: vec![n; 16],
+            credential: serde_json::json!({}),
+            created_at: chrono::Utc::now(),
+            last_used_at: None,
+        };
+        let mut list: Vec<Passkey> = (0..PASSKEYS_MAX - 1).map(|i| passkey(u8::try_from(i).unwrap_or(0))).collect();
+        assert!(passkey_room(&list).is_ok());
+        assert!(may_add_passkey(&list, &[200; 16]).is_ok());
+        assert!(matches!(may_add_passkey(&list, &[0; 16]), Err(ScaError::Duplicate(_))));
+        assert!(matches!(may_add_passkey(&list, &[]), Err(ScaError::Invalid(_))));
+        assert!(may_add_passkey(&list, &vec![7; CREDENTIAL_ID_BYTES_MAX]).is_ok());
+        assert!(matches!(may_add_passkey(&list, &vec![7; CREDENTIAL_ID_BYTES_MAX + 1]), Err(ScaError::Invalid(_))));
+        list.push(passkey(201));
+        assert!(matches!(passkey_room(&list), Err(ScaError::TooMany(_))));
+        assert!(matches!(may_add_passkey(&list, &[202; 16]), Err(ScaError::TooMany(_))));
     }
 
     #[test]

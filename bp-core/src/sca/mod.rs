@@ -8,15 +8,17 @@
 //! - [`factors`]: checking device-key signatures and TOTP codes.
 //! - [`eur`]: euro equivalents of payments, which the limits are stated in.
 //! - [`lockout`]: progressive lockout after repeated failures.
-//! - [`limits`]: bounds on names, devices and beneficiaries.
+//! - [`limits`]: bounds on names, devices, passkeys and beneficiaries.
 //! - [`Sca`]: challenges opened and answered, failures counted, devices registered, the audit
-//!   log written; the payments façade ([`crate::payments`]) builds on it.
+//!   log written; the payments façade ([`crate::payments`]) builds on it. Its passkey rules
+//!   (registration after a recent sign-in, the bound, removal, sign-in) are in `passkeys.rs`.
 
 mod error;
 pub mod eur;
 pub mod factors;
 pub mod limits;
 pub mod lockout;
+mod passkeys;
 mod service;
 
 use std::collections::BTreeMap;

@@ -75,6 +75,18 @@ pub(super) struct LoginTx {
     acr: Acr,
 }
 
+impl LoginTx {
+    /// The client signing in.
+    pub(super) fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// When the sign-in page expires.
+    pub(super) fn expires_at(&self) -> Timestamp {
+        self.expires_at
+    }
+}
+
 /// An issued authorization code.
 #[derive(Clone, Debug)]
 pub(super) struct AuthCode {
@@ -278,7 +290,7 @@ pub fn login_message(tx: &str, nonce: &str) -> String {
     format!("bp-login-v1\ntx:{tx}\nnonce:{nonce}")
 }
 
-fn take_tx(state: &Provider, headers: &HeaderMap, tx_id: &str) -> Result<LoginTx, Box<Response>> {
+pub(super) fn take_tx(state: &Provider, headers: &HeaderMap, tx_id: &str) -> Result<LoginTx, Box<Response>> {
     let now = state.now();
     let logins = state.flows.logins.lock().unwrap_or_else(PoisonError::into_inner);
     let Some(tx) = logins.get(tx_id).filter(|t| t.expires_at > now) else {

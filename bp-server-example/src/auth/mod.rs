@@ -12,6 +12,8 @@
 //!
 //! - [`oauth`]: discovery, JWKS, the token endpoint (both grants), revocation and userinfo.
 //! - [`login`]: the authorization endpoint and the sign-in it starts (password, second factor).
+//! - [`passkey`]: passkeys (WebAuthn): the Relying Party, registration's ceremony for the v1
+//!   routes, and the sign-in with username and passkey.
 //! - [`pages`]: the sign-in's HTML pages and stylesheet.
 //! - [`tokens`]: the signing key, the claims, and checking our own and an external issuer's tokens.
 //! - [`activity`]: the inactivity limit: sessions end after `auth.idle_timeout_s` without use.
@@ -29,6 +31,7 @@ pub mod guard;
 pub mod login;
 pub mod oauth;
 pub mod pages;
+pub mod passkey;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -86,6 +89,8 @@ pub struct Provider {
     pub audit_written: Arc<tokio::sync::Notify>,
     /// Sign-in flows and authorization codes in progress.
     flows: Flows,
+    /// Passkeys: the Relying Party and its ceremonies in progress.
+    pub passkeys: passkey::Passkeys,
     /// Lockout after failed passwords, per (username, source).
     pub lockout: LockoutRules,
     /// Sign-in attempts per client source in the current minute.
@@ -136,6 +141,7 @@ impl Provider {
             sca,
             audit_written,
             flows: Flows::default(),
+            passkeys: passkey::Passkeys::new(&config.issuer(), config.sca.challenge_ttl()),
             lockout: config.lockout.clone(),
             rate: Budget::default(),
             usernames: Budget::default(),
@@ -197,6 +203,8 @@ pub fn routes() -> Router<Arc<Provider>> {
         .route("/oauth2/authorize", get(login::authorize))
         .route("/oauth2/login/password", post(login::login_password))
         .route("/oauth2/login/second-factor", post(login::login_second_factor))
+        .route("/oauth2/login/passkey/options", post(passkey::sign_in_options))
+        .route("/oauth2/login/passkey", post(passkey::sign_in))
         .route("/oauth2/login.css", get(pages::login_css))
         .route(oauth::TOKEN_PATH, post(oauth::token))
         .route("/oauth2/revoke", post(oauth::revoke))

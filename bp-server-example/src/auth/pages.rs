@@ -1,5 +1,7 @@
 //! The sign-in's HTML pages (plain forms, every value escaped) and their stylesheet, served as a
-//! file so that the content security policy needs no inline style.
+//! file so that the content security policy needs no inline style. The password page also offers
+//! a passkey, through the web app's script `signin-passkey.js` (a file of this origin: no inline
+//! script either).
 
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -48,9 +50,16 @@ pub(super) fn password_page(client_name: &str, tx: &str, error: Option<&str>) ->
              <input id=\"username\" name=\"username\" autocomplete=\"username\" required autofocus>\
              <label for=\"password\">Password</label>\
              <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
-             <button type=\"submit\">Continue</button></form>",
+             <button type=\"submit\">Continue</button></form>\
+             <div class=\"passkey\"><p class=\"or\">or, without your password</p>\
+             <button type=\"button\" id=\"passkey-button\" class=\"secondary\" hidden>Sign in with a passkey</button>\
+             <p id=\"passkey-status\" role=\"status\"></p>\
+             <form id=\"passkey-form\" method=\"post\" action=\"/oauth2/login/passkey\">\
+             <input type=\"hidden\" name=\"tx\" value=\"{}\"><input type=\"hidden\" name=\"credential\"></form></div>\
+             <script type=\"module\" src=\"/app/js/signin-passkey.js\"></script>",
             escape(client_name),
             alert(error),
+            escape(tx),
             escape(tx)
         ),
     )
@@ -107,7 +116,10 @@ h1{font-size:1.4rem;margin-top:0}label{display:block;margin:1rem 0 .25rem;font-w
 input{width:100%;box-sizing:border-box;padding:.6rem;border:1px solid #6b7280;border-radius:4px;font-size:1rem}\
 button{margin-top:1.25rem;width:100%;padding:.7rem;border:0;border-radius:4px;background:#0b5cad;color:#fff;font-size:1rem}\
 :focus-visible{outline:3px solid #f59e0b;outline-offset:2px}.error{color:#a4161a;font-weight:600}\
-pre{white-space:pre-wrap;background:#eef1f4;padding:.5rem;font-size:.8rem}details{margin-top:1.5rem}";
+pre{white-space:pre-wrap;background:#eef1f4;padding:.5rem;font-size:.8rem}details{margin-top:1.5rem}\
+.passkey{margin-top:1.5rem;border-top:1px solid #d1d5db}.or{text-align:center;color:#4b5563;margin:.75rem 0 0}\
+button.secondary{background:#fff;color:#0b5cad;border:1px solid #0b5cad}[hidden]{display:none}\
+#passkey-status:empty{display:none}#passkey-status{color:#1b1f24;font-weight:600}";
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")], CSS)
         .into_response()
 }

@@ -135,6 +135,13 @@ pub enum ApiError {
     /// will not help, an operator must act.
     #[error("changes cannot be stored at the moment; retrying at once will not help")]
     WritesUnavailable,
+    /// A passkey's credential was refused (malformed, not made for this site or this ceremony,
+    /// or without user verification); nothing was changed.
+    #[error("{0}")]
+    PasskeyRefused(&'static str),
+    /// Passkeys are off on this server: why (its RP ID would be an IP address).
+    #[error("{0}")]
+    PasskeysUnavailable(String),
     /// A bug or an unexpected failure; details are in the logs under the request id.
     #[error("an unexpected error occurred")]
     Internal,
@@ -188,6 +195,10 @@ impl ApiError {
             ApiError::Unavailable => (S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
             ApiError::WritesUnavailable => {
                 (S::SERVICE_UNAVAILABLE, "writes-unavailable", "Storage cannot accept changes")
+            }
+            ApiError::PasskeyRefused(_) => (S::UNPROCESSABLE_ENTITY, "passkey-refused", "Passkey refused"),
+            ApiError::PasskeysUnavailable(_) => {
+                (S::NOT_IMPLEMENTED, "passkeys-unavailable", "Passkeys are not available on this server")
             }
             ApiError::Internal => (S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
         }

@@ -39,6 +39,8 @@ const ASSETS: &[Asset] = &[
     asset!("js/format.js", JS),
     asset!("js/dom.js", JS),
     asset!("js/views.js", JS),
+    asset!("js/webauthn.js", JS),
+    asset!("js/signin-passkey.js", JS),
 ];
 
 /// Each asset's entity tag, worked out once: a hash of its bytes.

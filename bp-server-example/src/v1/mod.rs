@@ -7,6 +7,7 @@
 //! - [`transfers`]: `/v1/transfers`: payments with SCA, and their confirmation.
 //! - [`beneficiaries`]: `/v1/beneficiaries`: trusted payees.
 //! - [`devices`]: `/v1/devices`: device keys.
+//! - [`passkeys`]: `/v1/passkeys`: passkeys (WebAuthn) that sign the customer in.
 //! - [`services`]: `/v1/services`: external services used.
 //! - [`events`]: `/v1/events` and `/v1/events/ticket`: the event stream (not in the description:
 //!   a stream is not a REST resource).
@@ -15,6 +16,7 @@ pub mod accounts;
 pub mod beneficiaries;
 pub mod devices;
 pub mod events;
+pub mod passkeys;
 pub mod profile;
 pub mod services;
 pub mod transfers;
@@ -27,7 +29,7 @@ use aide::openapi::{Components, Info, OpenApi, ReferenceOr, SecurityScheme, Serv
 use axum::Json;
 use axum::Router;
 use axum::routing::{get, post};
-use bp_core::api::{BeneficiaryResponse, DeviceResponse, TransferResponse};
+use bp_core::api::{BeneficiaryResponse, DeviceResponse, PasskeyRegistration, PasskeyView, TransferResponse};
 
 use crate::state::AppState;
 
@@ -163,6 +165,30 @@ fn documented() -> ApiRouter<Arc<AppState>> {
             "/v1/devices/{device_id}/confirm",
             post_with(devices::confirm_device, |o| {
                 o.tag("devices").summary("Answer a device registration's SCA challenge").response::<201, Json<DeviceResponse>>()
+            }),
+        )
+        .api_route(
+            "/v1/passkeys",
+            get_with(passkeys::passkeys, |o| o.tag("passkeys").summary("Registered passkeys")).post_with(passkeys::add_passkey, |o| {
+                o.tag("passkeys")
+                    .summary("Begin registering a passkey (needs a recent sign-in)")
+                    .description("202: WebAuthn creation options (user verification and a discoverable credential required); create the credential with them and send it to /v1/passkeys/{id}/confirm before `expires_at`, once. Needs a sign-in at most `sca.recent_sign_in_max_age_s` old (else 401 insufficient-user-authentication); 501 passkeys-unavailable when the server is reached by an IP address (WebAuthn needs a domain name).")
+                    .response::<202, Json<PasskeyRegistration>>()
+            }),
+        )
+        .api_route(
+            "/v1/passkeys/{passkey_id}",
+            delete_with(passkeys::delete_passkey, |o| {
+                o.tag("passkeys").summary("Remove a passkey (needs a recent sign-in)").response::<204, ()>()
+            }),
+        )
+        .api_route(
+            "/v1/passkeys/{passkey_id}/confirm",
+            post_with(passkeys::confirm_passkey, |o| {
+                o.tag("passkeys")
+                    .summary("Finish registering a passkey with the authenticator's credential")
+                    .description("The registration is spent by this first answer, right or wrong. 422 passkey-refused: the credential is malformed, made for another site or ceremony, or without user verification; nothing is stored.")
+                    .response::<201, Json<PasskeyView>>()
             }),
         )
         .api_route("/v1/services", get_with(services::services, |o| o.tag("services").summary("External services used (FR3)")))

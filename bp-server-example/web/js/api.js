@@ -30,6 +30,8 @@ export const NETWORK_PROBLEM = 'urn:bp:web:network';
 export const PAUSED_PROBLEM = 'urn:bp:web:paused';
 /** The server's problem `type` of a session it ended for inactivity. */
 export const INACTIVE_PROBLEM = 'urn:bp:problem:session-inactive';
+/** The server's problem `type` of a request that needs a more recent sign-in (RFC 9470). */
+export const STEP_UP_PROBLEM = 'urn:bp:problem:insufficient-user-authentication';
 
 /** What to do at the customer's next request (background work that waited for a fresh token). */
 /** @type {Set<() => void>} */
@@ -99,7 +101,8 @@ export async function call(method, path, body, { background = false } = {}) {
     const problem = await response.clone().json().catch(() => ({}));
     if (problem.type === INACTIVE_PROBLEM) {
       auth.sessionEnded('inactivity');
-    } else if (!background) {
+    } else if (!background && problem.type !== STEP_UP_PROBLEM) {
+      // A refreshed token keeps the sign-in's time: it cannot answer a step-up.
       await auth.refresh();
       response = await send(method, path, body, background);
     }
@@ -110,6 +113,7 @@ export async function call(method, path, body, { background = false } = {}) {
       whenActiveCallbacks.clear();
       for (const callback of waiting) callback();
     }
+    if (response.status === 204) return /** @type {T} */ (/** @type {unknown} */ (undefined));
     return /** @type {Promise<T>} */ (response.json());
   }
   const problem = await response.json().catch(() => ({}));

@@ -1,5 +1,5 @@
 // The web app's entry point: sign-in, the header (navigation, live indicator, sign-out), routing
-// between the views (`#/overview`, `#/accounts/<id>`, `#/services`, `#/profile`), and the live
+// between the views (`#/overview`, `#/accounts/<id>`, `#/services`, `#/profile`, `#/security`), and the live
 // stream that keeps balances and history current.
 
 import * as api from './api.js';
@@ -130,6 +130,8 @@ function route() {
     next = views.services(ctx);
   } else if (name === 'profile') {
     next = views.profile(ctx);
+  } else if (name === 'security') {
+    next = views.security(ctx);
   } else {
     active = 'overview';
     next = views.overview(ctx);

@@ -1,9 +1,10 @@
-// The four views: overview (FR1), an account's transactions (FR2), services (FR3) and the
-// read-only profile. Each renders into the page's <main> and may react to live ledger events.
+// The views: overview (FR1), an account's transactions (FR2), services (FR3), the read-only
+// profile, and security (the customer's passkeys). Each renders into the page's <main> and may react to live ledger events.
 
 import * as api from './api.js';
 import { h, replace, flash } from './dom.js';
 import * as fmt from './format.js';
+import { creationOptions, credentialJSON, failureText } from './webauthn.js';
 
 /** @typedef {import('./format.js').Money} Money */
 /** @typedef {{ posted: Money, held: Money, available: Money }} Balances */
@@ -585,4 +586,101 @@ export function profile(ctx) {
     ])),
   );
   return { title: 'Profile', root };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Security: passkeys
+
+/**
+ * @typedef {object} PasskeyView
+ * @property {string} id
+ * @property {string} name
+ * @property {string} created_at
+ * @property {string | null} [last_used_at]
+ */
+
+/**
+ * What a failed passkey request tells the customer.
+ * @param {unknown} e
+ */
+function passkeyProblemText(e) {
+  if (e instanceof api.ApiProblem && e.type === api.STEP_UP_PROBLEM) {
+    return 'For your safety, adding or removing a passkey needs a recent sign-in. Sign out and sign in again, then retry.';
+  }
+  if (e instanceof api.ApiProblem) return e.detail || e.title;
+  return failureText(e);
+}
+
+/**
+ * The customer's passkeys: listed, added (the browser's passkey prompt) and removed.
+ * @param {Context} ctx
+ * @returns {View}
+ */
+export function security(ctx) {
+  const list = h('div', { id: 'passkey-list' }, h('p', { class: 'muted', role: 'status' }, 'Loading…'));
+  const message = h('p', { id: 'passkey-message', role: 'status', 'aria-live': 'polite' });
+  const name = /** @type {HTMLInputElement} */ (h('input', { id: 'passkey-name', name: 'name', required: '', maxlength: '100', autocomplete: 'off', placeholder: 'e.g. Work laptop' }));
+  const add = h('button', { type: 'submit', id: 'passkey-add' }, 'Add a passkey');
+  const form = h('form', { id: 'passkey-form', class: 'inline' },
+    h('label', { for: 'passkey-name' }, 'Name of the new passkey'), name, add);
+  /** @param {string} text @param {'ok' | 'error'} kind */
+  const say = (text, kind) => {
+    message.textContent = text;
+    message.className = kind === 'error' ? 'error' : 'ok';
+  };
+
+  const load = async () => {
+    /** @type {{ passkeys: PasskeyView[] }} */
+    const { passkeys } = await api.get('/v1/passkeys');
+    if (passkeys.length === 0) {
+      replace(list, h('p', { class: 'empty', 'data-empty': 'passkeys' }, 'No passkeys yet. Add one to sign in with your fingerprint, face or device PIN instead of your password and code.'));
+      return;
+    }
+    replace(list, h('ul', { class: 'passkeys' }, passkeys.map((p) => {
+      const remove = h('button', { type: 'button', class: 'secondary', 'data-remove': p.id }, 'Remove');
+      remove.addEventListener('click', () => {
+        remove.setAttribute('disabled', '');
+        api.call('DELETE', `/v1/passkeys/${p.id}`)
+          .then(() => { say(`Removed the passkey “${p.name}”.`, 'ok'); return load(); })
+          .catch((e) => { remove.removeAttribute('disabled'); say(passkeyProblemText(e), 'error'); });
+      });
+      return h('li', { 'data-passkey': p.id },
+        h('span', { class: 'name' }, p.name),
+        h('span', { class: 'muted' }, ` · added ${fmt.when(p.created_at)}`, p.last_used_at ? ` · last used ${fmt.when(p.last_used_at)}` : ' · not used yet'),
+        remove);
+    })));
+  };
+
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    add.setAttribute('disabled', '');
+    say('Follow your browser’s prompt to create the passkey…', 'ok');
+    (async () => {
+      /** @type {{ id: string, name: string, options: unknown }} */
+      const begun = await api.call('POST', '/v1/passkeys', { name: name.value });
+      const credential = await navigator.credentials.create(creationOptions(begun.options));
+      /** @type {PasskeyView} */
+      const made = await api.call('POST', `/v1/passkeys/${begun.id}/confirm`, credentialJSON(credential));
+      name.value = '';
+      say(`Added the passkey “${made.name}”. You can now sign in with your username and this passkey.`, 'ok');
+      await load();
+    })()
+      .catch((e) => say(passkeyProblemText(e), 'error'))
+      .finally(() => add.removeAttribute('disabled'));
+  });
+
+  const supported = 'PublicKeyCredential' in window;
+  const root = h(
+    'section',
+    { 'aria-labelledby': 'security-title' },
+    h('h1', { id: 'security-title' }, 'Security'),
+    h('p', { class: 'sub' }, 'Passkeys sign you in with your username and your device’s fingerprint, face or PIN: no password or code, and they only work on this bank’s site.'),
+    h('div', { class: 'card' }, h('h2', {}, 'Passkeys'), list, message,
+      supported ? form : h('p', { class: 'muted' }, 'This browser cannot use passkeys.')),
+  );
+  load().catch((e) => {
+    replace(list, h('p', { class: 'muted' }, 'Your passkeys could not be loaded.'));
+    ctx.showProblem(e);
+  });
+  return { title: 'Security', root };
 }
