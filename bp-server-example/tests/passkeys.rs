@@ -172,7 +172,17 @@ async fn passkey_sign_in(
     username: &str,
     answer: impl FnOnce(&Value) -> Value,
 ) -> (CodeFlow, reqwest::Response) {
-    let flow = CodeFlow::begin(&server.site, ALL).await;
+    passkey_sign_in_asking(server, &[], username, answer).await
+}
+
+/// The same, the authorization request with the parameters `more` (`acr_values`, …).
+async fn passkey_sign_in_asking(
+    server: &Server,
+    more: &[(&str, &str)],
+    username: &str,
+    answer: impl FnOnce(&Value) -> Value,
+) -> (CodeFlow, reqwest::Response) {
+    let flow = CodeFlow::begin_asking(&server.site, ALL, bp_server_example::testkit::browser(), more).await;
     assert!(flow.page.contains("passkey-button") && flow.page.contains("/app/js/signin-passkey.js"), "{}", flow.page);
     let options = flow
         .http
@@ -233,11 +243,19 @@ async fn a_customer_registers_a_passkey_signs_in_with_it_alone_and_not_once_it_i
     let claims = tokens["access_token"].as_str().expect("at").split('.').nth(1).map(unb64).expect("claims");
     let claims: Value = serde_json::from_slice(&claims).expect("json");
     assert_eq!(claims["amr"], json!(["hwk", "mfa"]));
+    assert_eq!(claims["acr"], "urn:bp:acr:phr", "a passkey is phishing-resistant");
     let passkey_api = Api::new(&server, &tokens);
     assert_eq!(passkey_api.get("/v1/accounts").await.0, StatusCode::OK);
     let (status, list) = passkey_api.get("/v1/passkeys").await;
     assert_eq!(status, StatusCode::OK, "a payments route: {list}");
     assert!(list["passkeys"][0]["last_used_at"].is_string(), "its use recorded: {list}");
+
+    // A client asking for a phishing-resistant sign-in gets one from the passkey.
+    let phr = [("acr_values", "urn:bp:acr:phr")];
+    let (flow, response) =
+        passkey_sign_in_asking(&server, &phr, "ada-passkey", |o| key.get(o, &origin, "localhost", UP | UV)).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert!(flow.code_from(&response).len() > 20, "a code for the phr request");
 
     // Removed (from a recent sign-in): the passkey signs no one in.
     let id = view["id"].as_str().expect("id");
