@@ -342,6 +342,19 @@ impl CodeFlow {
         self.page.clone()
     }
 
+    /// A whole sign-in attempt: `username` and `password`, then the TOTP code `code` on the
+    /// second-factor page that follows either way; the page shown at the end (the verdict of a
+    /// failed sign-in, or the body of the redirect that ends a good one).
+    pub async fn attempt(&mut self, username: &str, password: &str, code: &str) -> String {
+        let page = self.password(username, password).await;
+        if !page.contains("name=\"code\"") {
+            return page;
+        }
+        let response = self.second_factor(&[("code", code)]).await;
+        self.page = response.text().await.expect("page");
+        self.page.clone()
+    }
+
     /// Sends the second-factor form with `fields`.
     pub async fn second_factor(&self, fields: &[(&str, &str)]) -> reqwest::Response {
         let mut form: Vec<(&str, &str)> = vec![("tx", self.tx.as_str())];

@@ -262,8 +262,8 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_session() {
     server.stop().await;
 }
 
-/// The page every failed password stage shows, whatever the cause.
-const FAILED: &str = "Wrong username or password.";
+/// The verdict of every failed sign-in, whichever element failed (RTS art. 4(3)(a)).
+const FAILED: &str = "The sign-in failed: the username, password, code or signature was not right.";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_failures_lock_the_customer_out_progressively() {
@@ -274,40 +274,50 @@ async fn repeated_failures_lock_the_customer_out_progressively() {
     .await;
     let eve = server.customer("eve", 0, 0).await;
     let mut flow = CodeFlow::begin(&server.site, "openid").await;
-    for _ in 0..3 {
-        let page = flow.password("eve", "wrong password!").await;
+    // A wrong password is not told at once: the second-factor page follows, the same as after
+    // the right one, and the verdict names no element (RTS art. 4(3)(a)).
+    // (The right one first: a right password clears the source's count of wrong ones.)
+    let mut other = CodeFlow::begin(&server.site, "openid").await;
+    let after_right = other.password("eve", &eve.password).await;
+    let after_wrong = flow.password("eve", "wrong password!").await;
+    let form = |page: &str, tx: &str| page.split("<pre").next().unwrap_or_default().replace(tx, "TX");
+    assert_eq!(form(&after_wrong, &flow.tx), form(&after_right, &other.tx), "the same page: {after_wrong}");
+    let wrong_code = other.second_factor(&[("code", "000000")]).await.text().await.expect("page");
+    let wrong_password = flow.second_factor(&[("code", &server.totp(&eve).await)]).await.text().await.expect("page");
+    assert!(wrong_code.contains(FAILED) && wrong_password.contains(FAILED), "{wrong_code}");
+    assert_eq!(form(&wrong_code, &other.tx), form(&wrong_password, &flow.tx), "one verdict");
+    for _ in 0..2 {
+        let page = flow.attempt("eve", "wrong password!", "000000").await;
         assert!(page.contains(FAILED), "{page}");
     }
-    // Throttled from here: even the right password is refused, with the same page as a wrong
-    // one (a distinct answer would tell that the username exists).
-    let page = flow.password("eve", &eve.password).await;
-    assert!(page.contains(FAILED) && !page.contains("Confirm it is you"), "{page}");
+    // Throttled from here: even the right password and code are refused, with the verdict of a
+    // wrong one (a distinct answer would tell that the username exists).
+    let page = flow.attempt("eve", &eve.password, &server.totp(&eve).await).await;
+    assert!(page.contains(FAILED), "{page}");
     let state = server.state.security.security_state(eve.id).await.expect("state");
     assert_eq!((state.lockouts, state.locked_until), (0, None), "failed passwords do not lock the customer out");
+    assert_eq!(state.failures, 1, "the one wrong code after her right password does");
     // An unknown username gets the same answer as a wrong password, throttled or not.
-    let page = flow.password("nobody-here", "whatever").await;
+    let page = flow.attempt("nobody-here", "whatever", "000000").await;
     assert!(page.contains(FAILED));
     let kinds: Vec<_> =
         server.state.security.audit_after(0, 1000).await.expect("audit").into_iter().map(|e| e.kind).collect();
     use bp_core::security::AuditKind as K;
     assert_eq!(kinds.iter().filter(|k| **k == K::PasswordFailed).count(), 4);
+    assert_eq!(kinds.iter().filter(|k| **k == K::SecondFactorFailed).count(), 1, "only where the password was right");
     assert!(kinds.contains(&K::LockedOut) && kinds.contains(&K::LockedOutAttempt));
 
     // Wrong second factors (the password is known then) lock the customer out.
     let mallory = server.customer("mallory", 0, 0).await;
     let mut flow = CodeFlow::begin(&server.site, "openid").await;
-    flow.password("mallory", &mallory.password).await;
     for _ in 0..3 {
-        let r = flow.second_factor(&[("code", "000000")]).await;
-        assert_eq!(r.status(), StatusCode::OK, "the form again, with an error");
+        let page = flow.attempt("mallory", &mallory.password, "000000").await;
+        assert!(page.contains(FAILED), "{page}");
     }
-    let r = flow.second_factor(&[("code", server.totp(&mallory).await.as_str())]).await;
-    assert!(r.text().await.expect("page").contains("Too many failed attempts"));
     let state = server.state.security.security_state(mallory.id).await.expect("state");
     assert_eq!(state.lockouts, 1);
-    // Locked out, the password stage answers as for a wrong password, after the same work.
-    let mut flow = CodeFlow::begin(&server.site, "openid").await;
-    let page = flow.password("mallory", &mallory.password).await;
+    // Locked out: the right password and code get the verdict of any failure.
+    let page = flow.attempt("mallory", &mallory.password, &server.totp(&mallory).await).await;
     assert!(page.contains(FAILED), "a locked-out customer is not told apart from an unknown one: {page}");
     server.stop().await;
 }
@@ -320,16 +330,17 @@ async fn a_stranger_cannot_lock_a_customer_out_and_sources_are_counted_behind_pr
     let mut server = Server::start_with(|c| {
         c.lockout.failures_max = 3;
         c.server.trusted_proxies = vec!["127.0.0.1/32".parse().expect("net")];
-        c.auth.login_attempts_per_minute = 6;
+        c.auth.login_attempts_per_minute = 10;
     })
     .await;
     let eve = server.customer("eve", 0, 0).await;
     let at = |ip: &str| bp_server_example::testkit::browser_at(ip.parse().expect("address"));
     let mut attacker = CodeFlow::begin_in(&server.site, "openid", at("203.0.113.5")).await;
     for _ in 0..3 {
-        assert!(attacker.password("eve", "guess").await.contains(FAILED));
+        assert!(attacker.attempt("eve", "guess", "000000").await.contains(FAILED));
     }
-    assert!(attacker.password("eve", &eve.password).await.contains(FAILED), "the guesser's source is throttled");
+    let code = server.totp(&eve).await;
+    assert!(attacker.attempt("eve", &eve.password, &code).await.contains(FAILED), "the guesser's source is throttled");
     // Eve, elsewhere (another /64 of IPv6), signs in.
     let code = server.totp(&eve).await;
     let mut flow = CodeFlow::begin_in(&server.site, "openid", at("2001:db8:1:2::7")).await;
@@ -337,9 +348,9 @@ async fn a_stranger_cannot_lock_a_customer_out_and_sources_are_counted_behind_pr
     let r = flow.second_factor(&[("code", code.as_str())]).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER, "signed in");
 
-    // Per source budget: 6 attempts a minute. The guesser has used 5 (authorize and 4
-    // passwords); one more, then 429. Another address of Eve's /64 shares her budget (2 used).
-    assert!(attacker.password("eve", "guess").await.contains(FAILED));
+    // Per source budget: 10 requests a minute. The guesser has used 9 (authorize, and 4 times a
+    // password and a code); one more, then 429. Another address of Eve's /64 shares her budget.
+    assert!(attacker.password("eve", "guess").await.contains("Confirm it is you"));
     let r = attacker
         .http
         .post(server.url("/oauth2/login/password"))
@@ -349,8 +360,8 @@ async fn a_stranger_cannot_lock_a_customer_out_and_sources_are_counted_behind_pr
         .expect("post");
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
     let same_64 = at("2001:db8:1:2:ffff::1");
-    // Eve's sign-in used 3 of her /64's 6: authorize, password, second factor.
-    for _ in 0..3 {
+    // Eve's sign-in used 3 of her /64's 10: authorize, password, second factor.
+    for _ in 0..7 {
         let r = same_64.get(server.site.authorize_url("openid", &"v".repeat(43), "s", "n")).send().await.expect("get");
         assert_eq!(r.status(), StatusCode::OK);
     }
@@ -398,10 +409,10 @@ async fn sign_ins_in_progress_and_attempts_per_username_are_bounded() {
     // with the right password, with the page of a wrong one.
     for (i, ip) in ["198.51.100.2", "198.51.100.3", "198.51.100.4"].into_iter().enumerate() {
         let mut f = CodeFlow::begin_in(&server.site, "openid", at(ip)).await;
-        assert!(f.password("eve", &format!("guess {i}")).await.contains(FAILED));
+        assert!(f.attempt("eve", &format!("guess {i}"), "000000").await.contains(FAILED));
     }
     let mut f = CodeFlow::begin_in(&server.site, "openid", at("198.51.100.5")).await;
-    assert!(f.password("eve", &eve.password).await.contains(FAILED));
+    assert!(f.attempt("eve", &eve.password, &server.totp(&eve).await).await.contains(FAILED));
     server.stop().await;
 }
 
@@ -448,9 +459,8 @@ async fn codes_expire_and_lockouts_grow_longer() {
     let mut spans = Vec::new();
     for _ in 0..2 {
         let mut flow = CodeFlow::begin(&server.site, "openid").await;
-        assert!(flow.password("ada-ttl", &ada.password).await.contains("Confirm it is you"));
         for _ in 0..2 {
-            flow.second_factor(&[("code", "000000")]).await;
+            assert!(flow.attempt("ada-ttl", &ada.password, "000000").await.contains(FAILED));
         }
         let state = server.state.security.security_state(ada.id).await.expect("state");
         let until = state.locked_until.expect("locked");

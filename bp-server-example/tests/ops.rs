@@ -27,8 +27,8 @@ async fn the_binary_serves_the_demo_and_logs_no_secret_or_personal_data() {
     // Sign in as a demo customer through the web client, refresh, move money, fail a login.
     let web = Site::new(&base, "bp-web", "http://127.0.0.1:8080/callback");
     let mut flow = CodeFlow::begin(&web, "openid profile accounts payments offline_access").await;
-    let wrong = flow.password(&username, "not-the-password-42").await;
-    assert!(wrong.contains("Wrong username or password"));
+    let wrong = flow.attempt(&username, "not-the-password-42", "000000").await;
+    assert!(wrong.contains("The sign-in failed"), "{wrong}");
     flow.password(&username, &password).await;
     let now = common::now_s();
     let code = totp_code(&secret, now / TOTP_STEP_S);

@@ -1,6 +1,7 @@
 //! The authorization endpoint (RFC 6749 §4.1 with PKCE, RFC 7636, S256 only) and the sign-in it
 //! starts: a page of plain HTML forms, password first, then a TOTP code or a device key's
-//! signature; on success an authorization code goes back to the client's registered redirect URI
+//! signature (asked whether the password was right or not: a failed sign-in gets one verdict at
+//! the end, which names no element); on success an authorization code goes back to the client's registered redirect URI
 //! with the issuer (RFC 9207). Sign-ins and codes in progress live in memory ([`Flows`]): both
 //! last seconds to minutes.
 
@@ -32,10 +33,11 @@ const LOGINS_MAX: usize = 10_000;
 /// Sign-ins in progress at most per client source, so that one source cannot fill the whole
 /// store of them (an unauthenticated `GET /oauth2/authorize` makes one).
 const LOGINS_PER_SOURCE_MAX: usize = 20;
-/// What every failed password stage answers — a wrong password, an unknown username, or a
-/// username throttled from this source or locked out — so that none tells which it was.
-const PASSWORD_FAILED: &str =
-    "Wrong username or password. After several failed attempts, sign-in from this address is paused for a while.";
+/// What every failed sign-in answers, once both stages are done — a wrong password, an unknown
+/// username, a username throttled from this source, a customer locked out, a wrong code or
+/// signature — so that none tells which element was wrong (RTS art. 4(3)(a)).
+const SIGN_IN_FAILED: &str = "The sign-in failed: the username, password, code or signature was not right. \
+     Please start again. After several failed attempts, sign-in is paused for a while.";
 /// Unredeemed authorization codes at most.
 const CODES_MAX: usize = 10_000;
 /// The cookie binding a login form to the browser that opened it.
@@ -52,8 +54,10 @@ const ACR_UNMET: &str = "This application asks for a sign-in with a passkey. Use
 enum Stage {
     /// Waiting for username and password.
     Password,
-    /// Password right; waiting for the second factor.
-    SecondFactor { customer_id: CustomerId },
+    /// Password checked; waiting for the second factor. `None` when the password stage failed
+    /// (wrong password, unknown username, throttled or locked out): the second-factor page is
+    /// shown all the same, and the verdict comes after it, so that it names no element.
+    SecondFactor { customer_id: Option<CustomerId> },
 }
 
 /// A sign-in in progress: the validated authorization request and how far it got.
@@ -311,9 +315,10 @@ pub(super) fn take_tx(state: &Provider, headers: &HeaderMap, tx_id: &str) -> Res
     Ok(tx.clone())
 }
 
-/// `POST /oauth2/login/password`. A wrong password, an unknown username, a username throttled
-/// from this source and a customer locked out all get the same page after the same work (one
-/// password hash check), so that the answer tells nothing about the username.
+/// `POST /oauth2/login/password`. Right or wrong — a wrong password, an unknown username, a
+/// username throttled from this source, a customer locked out — the same second-factor page
+/// follows after the same work (one password hash check); the verdict comes after the second
+/// factor and names no element (RTS art. 4(3)(a)).
 pub async fn login_password(
     State(state): State<Arc<Provider>>,
     client_addr: ClientAddr,
@@ -332,7 +337,6 @@ pub async fn login_password(
     if tx.acr > Acr::TwoFactor {
         return Html(password_page(&client_name, &form.tx, Some(ACR_UNMET))).into_response();
     }
-    let failed = || Html(password_page(&client_name, &form.tx, Some(PASSWORD_FAILED))).into_response();
     let refused = !state.username_within_budget(&form.username) || state.throttled(&form.username, source);
     let customer = match Username::parse(form.username.trim()) {
         Ok(u) => state.ledger.customer_by_username(&u).await.ok().flatten(),
@@ -366,19 +370,29 @@ pub async fn login_password(
                 state.audit(AuditKind::LockedOut, customer_id, detail).await.ok();
             }
         }
-        return failed();
     }
-    let Some(customer) = customer else { return failed() };
-    let has_totp =
-        state.security.credentials(customer.id).await.ok().flatten().is_some_and(|c| c.totp_secret.is_some());
+    // The second-factor page either way: whether the password was right is told only with the
+    // verdict on both factors.
+    let passed = customer_id.filter(|_| right);
     let mut logins = state.flows.logins.lock().unwrap_or_else(PoisonError::into_inner);
     let Some(stored) = logins.get_mut(&form.tx) else {
         return error_page(StatusCode::BAD_REQUEST, "Sign-in expired", "Start again from the application.");
     };
-    stored.stage = Stage::SecondFactor { customer_id: customer.id };
+    stored.stage = Stage::SecondFactor { customer_id: passed };
     let nonce = stored.device_nonce.clone();
     drop(logins);
-    Html(second_factor_page(&client_name, &form.tx, &nonce, has_totp, None)).into_response()
+    Html(second_factor_page(&client_name, &form.tx, &nonce, None)).into_response()
+}
+
+/// The verdict on a failed sign-in, whichever element failed: sign-in `tx_id` goes back to its
+/// password stage, with the one message of every failure.
+fn sign_in_failed(state: &Provider, tx_id: &str, client_name: &str) -> Response {
+    let mut logins = state.flows.logins.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(stored) = logins.get_mut(tx_id) {
+        stored.stage = Stage::Password;
+    }
+    drop(logins);
+    Html(password_page(client_name, tx_id, Some(SIGN_IN_FAILED))).into_response()
 }
 
 /// Whether `password` is `customer`'s; for an unknown customer (or one without credentials) a
@@ -408,43 +422,28 @@ pub async fn login_second_factor(
         Err(page) => return *page,
     };
     let client_name = state.client(&tx.client_id).map(|c| c.name.clone()).unwrap_or_default();
-    let Stage::SecondFactor { customer_id, .. } = tx.stage.clone() else {
+    let Stage::SecondFactor { customer_id } = tx.stage.clone() else {
         return Html(password_page(&client_name, &form.tx, Some("Enter your username and password first.")))
             .into_response();
     };
     if let Err(e) = state.rate_limit(client_addr.source()) {
         return e.into_response();
     }
+    // The password stage failed (and was counted there): the verdict, whatever was entered here.
+    let Some(customer_id) = customer_id else { return sign_in_failed(&state, &form.tx, &client_name) };
     let _guard = state.sca.lock(customer_id).await;
-    let result = check_second_factor(&state, customer_id, &form, &tx).await;
-    let has_totp =
-        state.security.credentials(customer_id).await.ok().flatten().is_some_and(|c| c.totp_secret.is_some());
-    let verified = match result {
+    let verified = match check_second_factor(&state, customer_id, &form, &tx).await {
         Ok(Some(verified)) => verified,
         Ok(None) => {
             metrics::counter!("bp_logins_total", "outcome" => "failed").increment(1);
             if let Err(e) = state.sca.record_failure(customer_id, AuditKind::SecondFactorFailed).await {
                 return ApiError::from(e).into_response();
             }
-            return Html(second_factor_page(
-                &client_name,
-                &form.tx,
-                &tx.device_nonce,
-                has_totp,
-                Some("That code or signature is not valid."),
-            ))
-            .into_response();
+            return sign_in_failed(&state, &form.tx, &client_name);
         }
         Err(ApiError::LockedOut { .. }) => {
             state.audit(AuditKind::LockedOutAttempt, Some(customer_id), serde_json::json!({})).await.ok();
-            return Html(second_factor_page(
-                &client_name,
-                &form.tx,
-                &tx.device_nonce,
-                has_totp,
-                Some("Too many failed attempts. Try again later."),
-            ))
-            .into_response();
+            return sign_in_failed(&state, &form.tx, &client_name);
         }
         Err(e) => return e.into_response(),
     };

@@ -65,25 +65,17 @@ pub(super) fn password_page(client_name: &str, tx: &str, error: Option<&str>) ->
     )
 }
 
-pub(super) fn second_factor_page(
-    client_name: &str,
-    tx: &str,
-    device_nonce: &str,
-    has_totp: bool,
-    error: Option<&str>,
-) -> String {
-    let totp = if has_totp {
-        format!(
-            "<form method=\"post\" action=\"/oauth2/login/second-factor\">\
-             <input type=\"hidden\" name=\"tx\" value=\"{}\">\
-             <label for=\"code\">Code from your authenticator app</label>\
-             <input id=\"code\" name=\"code\" inputmode=\"numeric\" pattern=\"[0-9]{{6}}\" maxlength=\"6\" autocomplete=\"one-time-code\" required autofocus>\
-             <button type=\"submit\">Sign in</button></form>",
-            escape(tx)
-        )
-    } else {
-        "<p>This account has no authenticator app; confirm with your registered phone.</p>".to_owned()
-    };
+pub(super) fn second_factor_page(client_name: &str, tx: &str, device_nonce: &str, error: Option<&str>) -> String {
+    // The same page for every customer (and for a sign-in whose password was wrong): what it
+    // offers must not tell whether the password was right, nor which factors the customer has.
+    let totp = format!(
+        "<form method=\"post\" action=\"/oauth2/login/second-factor\">\
+         <input type=\"hidden\" name=\"tx\" value=\"{}\">\
+         <label for=\"code\">Code from your authenticator app</label>\
+         <input id=\"code\" name=\"code\" inputmode=\"numeric\" pattern=\"[0-9]{{6}}\" maxlength=\"6\" autocomplete=\"one-time-code\" required autofocus>\
+         <button type=\"submit\">Sign in</button></form>",
+        escape(tx)
+    );
     page(
         "Confirm it is you",
         &format!(
