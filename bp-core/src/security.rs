@@ -178,6 +178,15 @@ pub enum ChallengePurpose {
         /// The payee's account number.
         payee: AccountNumber,
     },
+    /// Posting a payment to an account at another bank (its text is `bp-sca-v2`).
+    ExternalPayment {
+        /// The transfer, pending until the challenge is answered.
+        transfer_id: TransferId,
+        /// Amount and currency.
+        amount: Money,
+        /// The payee: IBAN, name and BIC, each part of the signed text.
+        payee: crate::external::ExternalAccount,
+    },
     /// Trusting a beneficiary (exempting later payments to it).
     Beneficiary {
         /// The beneficiary, pending until the challenge is answered.

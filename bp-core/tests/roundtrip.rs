@@ -13,6 +13,7 @@ use bp_core::clock::ManualClock;
 use bp_core::command::{Command, Executed, Outcome};
 use bp_core::customer::{BiometricEnrolment, Contact, Customer, CustomerUpdate, KycStatus, NewCustomer, Party};
 use bp_core::event::{EVENT_VERSION, Event, EventBody};
+use bp_core::external::ReasonCode;
 use bp_core::memory::MemoryStore;
 use bp_core::service::current_account;
 use bp_core::service_record::{ServiceKind, ServiceRecord, ServiceStatus};
@@ -258,10 +259,11 @@ fn queries_pages_totals_and_service_records() {
     assert_eq!(serde_json::from_str::<CurrencyTotal>(&text).expect("deserialise"), wide, "{text}");
     for (kind, status) in [
         (ServiceKind::InterbankTransfer, ServiceStatus::Requested),
-        (ServiceKind::InternationalTransfer, ServiceStatus::InProgress),
-        (ServiceKind::Loan, ServiceStatus::Completed),
+        (ServiceKind::InternationalTransfer, ServiceStatus::Submitted),
+        (ServiceKind::InterbankTransfer, ServiceStatus::Unknown),
+        (ServiceKind::Loan, ServiceStatus::Accepted),
+        (ServiceKind::InterbankTransfer, ServiceStatus::Settled),
         (ServiceKind::Loan, ServiceStatus::Rejected),
-        (ServiceKind::InterbankTransfer, ServiceStatus::Cancelled),
     ] {
         let record = ServiceRecord {
             id: ServiceRecordId::new_v7(),
@@ -271,6 +273,10 @@ fn queries_pages_totals_and_service_records() {
             account_id: AccountId::new_v7(),
             amount: Money::new(99_999, Currency::GBP),
             transfers: vec![TransferId::new_v7(), TransferId::new_v7()],
+            checks: 3,
+            next_check_at: (status == ServiceStatus::Unknown).then(|| at(2)),
+            stuck_since: (status == ServiceStatus::Unknown).then(|| at(1)),
+            reason: (status == ServiceStatus::Rejected).then(|| ReasonCode::parse("AC01").expect("code")),
             details: json_map(serde_json::json!({ "iban": "DE89370400440532013000", "fx": { "rate": "1.0842" } })),
             created_at: at(0),
             updated_at: at(1),

@@ -14,8 +14,10 @@
 //!   exempt.
 //!
 //! The rules are [`crate::sca`]'s and [`rules`]'s pure functions; this module reads the state
-//! they decide on and writes their effects. Payees are accounts of this bank today; a payee is
-//! a [`Payee`], so that external payees (IBAN and name) join the same flow.
+//! they decide on and writes their effects. A payee is a [`Payee`]: an account of this bank, or
+//! an account at another bank ([`Payee::External`]: IBAN, name, BIC), whose types, signed text
+//! ([`crate::sca::signing_message`], `bp-sca-v2`) and exemption relation
+//! ([`rules::external_relation`]) are complete, but which [`Payments::pay`] does not pay yet.
 
 pub mod rules;
 
@@ -23,12 +25,13 @@ use crate::account::Account;
 use crate::account_number::AccountNumber;
 use crate::api::NewTransfer;
 use crate::error::{Error, LedgerError, StoreError};
+use crate::external::ExternalAccount;
 use crate::hooks::{Hooks, PaymentOutcome};
 use crate::ids::{AccountId, BeneficiaryId, CustomerId, TransferId};
 use crate::money::Money;
 use crate::sca::{
     Closed, Exemption, PayeeRelation, Sca, ScaAnswer, ScaError, Trust, challenge_id, count_low_value, limits, links,
-    low_value_allows, standing_exemption,
+    links_external, low_value_allows, standing_exemption,
 };
 use crate::security::{
     AuditKind, Beneficiary, BeneficiaryState, ChallengePurpose, ChallengeState, ScaChallenge, ScaMethod,
@@ -38,7 +41,7 @@ use crate::store::Store;
 use crate::transfer::{Transfer, TransferKind, TransferRequest, TransferState};
 
 use rules::InternalPayment;
-pub use rules::{IDEMPOTENCY_KEY_LEN_MAX, IdempotencyKey, InvalidIdempotencyKey, transfer_id};
+pub use rules::{IDEMPOTENCY_KEY_LEN_MAX, IdempotencyKey, InvalidIdempotencyKey, external_relation, transfer_id};
 
 /// Whom a payment goes to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +49,18 @@ pub use rules::{IDEMPOTENCY_KEY_LEN_MAX, IdempotencyKey, InvalidIdempotencyKey, 
 pub enum Payee {
     /// A customer account of this bank, by number.
     Account(AccountNumber),
+    /// An account at another bank, paid over a rail ([`crate::external`]).
+    External(ExternalAccount),
+}
+
+impl Payee {
+    /// Dynamic linking: whether `challenge` authorizes exactly `transfer` to this payee.
+    pub fn links(&self, challenge: &ScaChallenge, transfer: &Transfer) -> bool {
+        match self {
+            Payee::Account(number) => links(challenge, transfer, *number),
+            Payee::External(account) => links_external(challenge, transfer, account),
+        }
+    }
 }
 
 /// A payment a customer asks for.
@@ -147,6 +162,10 @@ pub enum PaymentError {
     /// The challenge does not authorize exactly this transfer (dynamic linking).
     #[error("the challenge does not match this transfer")]
     ChallengeMismatch,
+    /// This kind of payment is not built yet (payments to other banks: the store of their
+    /// records, the rail's worker and adapter come next).
+    #[error("{0} are not supported yet")]
+    NotSupported(&'static str),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -256,6 +275,11 @@ impl Payments {
 
     /// Pays: posted at once when exempt, otherwise pending with a challenge. See the module
     /// documentation for retries.
+    ///
+    /// A payment to [`Payee::External`] is refused with [`PaymentError::NotSupported`] (after
+    /// the payer's account is checked): nothing is held and nothing is sent until the record
+    /// store and the rail's worker exist, so that no money is ever held without a worker to
+    /// release or send it.
     pub async fn pay(
         &self,
         customer: CustomerId,
@@ -263,7 +287,10 @@ impl Payments {
         request: &PaymentRequest,
     ) -> Result<PayReceipt, PaymentError> {
         let from = self.own_account(customer, request.from_account).await?;
-        let Payee::Account(payee_number) = request.payee;
+        let payee_number = match &request.payee {
+            Payee::Account(number) => *number,
+            Payee::External(_) => return Err(PaymentError::NotSupported("payments to other banks")),
+        };
         let to = self.payee_account(payee_number).await?;
         let relation = self.relation(customer, &to).await?;
         let payment =
@@ -316,8 +343,8 @@ impl Payments {
             return Err(PaymentError::NotFound("transfer"));
         }
         let challenge = self.sca.challenge_of(customer, challenge_id(transfer.id.as_uuid())).await?;
-        let payee = self.ledger.account(transfer.credit_account).await?.number;
-        if !links(&challenge, &transfer, payee) {
+        let payee = Payee::Account(self.ledger.account(transfer.credit_account).await?.number);
+        if !payee.links(&challenge, &transfer) {
             return Err(PaymentError::ChallengeMismatch);
         }
         let _guard = self.sca.lock(customer).await;

@@ -5,8 +5,11 @@ use std::fmt;
 
 use uuid::Uuid;
 
+use crate::external::ExternalAccount;
+use crate::iban::Iban;
 use crate::ids::{AccountId, CustomerId, TransferId};
 use crate::money::Money;
+use crate::sca::{PayeeRelation, Trust};
 use crate::transfer::{Transfer, TransferKind};
 
 /// Namespace of transfer ids derived from (customer, idempotency key).
@@ -68,6 +71,18 @@ pub fn transfer_id(customer: CustomerId, key: &IdempotencyKey) -> TransferId {
         }
         _ => TransferId::from_uuid(named),
     }
+}
+
+/// Who an external payee is to its payer: a trusted beneficiary when one of `trusted` (the
+/// IBANs of the payer's trusted beneficiaries at other banks, and how each was trusted) is its
+/// IBAN; otherwise [`PayeeRelation::Other`], never an own account (an IBAN of this bank is paid
+/// as [`super::Payee::Account`]). The IBAN alone decides: it is where the money goes, while
+/// the name is the payer's spelling of its holder.
+pub fn external_relation(payee: &ExternalAccount, trusted: &[(Iban, Trust)]) -> PayeeRelation {
+    trusted
+        .iter()
+        .find(|(iban, _)| *iban == payee.iban)
+        .map_or(PayeeRelation::Other, |(_, trust)| PayeeRelation::TrustedBeneficiary(*trust))
 }
 
 /// An internal payment as the ledger records it: what a retry must repeat exactly.

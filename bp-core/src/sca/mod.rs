@@ -36,6 +36,7 @@ pub use service::{CustomerGuard, DeviceChallenge, Sca, SecondFactor, Verified};
 
 use crate::Timestamp;
 use crate::account_number::AccountNumber;
+use crate::external::ExternalAccount;
 use crate::ids::{ChallengeId, CustomerId, DeviceId};
 use crate::money::{Currency, Money};
 use crate::security::{ChallengePurpose, ChallengeState, ScaChallenge, ScaMethod, SecurityState};
@@ -256,7 +257,9 @@ pub fn answer_methods(rules: &ScaRules, factors: Factors, purpose: &ChallengePur
         return vec![ScaMethod::DeviceSignature];
     }
     let totp_allowed = match purpose {
-        ChallengePurpose::Payment { amount, .. } => within_totp_limit(rules, amount),
+        ChallengePurpose::Payment { amount, .. } | ChallengePurpose::ExternalPayment { amount, .. } => {
+            within_totp_limit(rules, amount)
+        }
         // Trusted by TOTP, a beneficiary's payments are exempt only within the TOTP limit; a
         // first device's registration by TOTP needs a recent sign-in (`recently_signed_in`).
         ChallengePurpose::Beneficiary { .. } | ChallengePurpose::Device { .. } => true,
@@ -281,7 +284,9 @@ pub fn new_challenge(
     expires_at: Timestamp,
 ) -> ScaChallenge {
     let of = match &purpose {
-        ChallengePurpose::Payment { transfer_id, .. } => *transfer_id.as_uuid(),
+        ChallengePurpose::Payment { transfer_id, .. } | ChallengePurpose::ExternalPayment { transfer_id, .. } => {
+            *transfer_id.as_uuid()
+        }
         ChallengePurpose::Beneficiary { beneficiary_id, .. } => *beneficiary_id.as_uuid(),
         ChallengePurpose::Device { device_id, .. } => *device_id.as_uuid(),
     };
@@ -328,6 +333,14 @@ pub fn links(challenge: &ScaChallenge, transfer: &Transfer, payee: AccountNumber
             if *transfer_id == transfer.id && *amount == transfer.amount && *signed == payee)
 }
 
+/// Dynamic linking for a payment to another bank: whether `challenge` authorizes exactly
+/// `transfer`, of its amount, to exactly `payee` (IBAN, name and BIC).
+pub fn links_external(challenge: &ScaChallenge, transfer: &Transfer, payee: &ExternalAccount) -> bool {
+    matches!(&challenge.purpose,
+        ChallengePurpose::ExternalPayment { transfer_id, amount, payee: signed }
+            if *transfer_id == transfer.id && *amount == transfer.amount && signed == payee)
+}
+
 /// An answer to an SCA challenge.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
@@ -363,8 +376,18 @@ impl ScaAnswer {
 
 /// The text a device signs to answer `challenge`: every value the challenge authorizes, one
 /// per line, so that a changed amount, currency, payee or transfer gives another text.
+///
+/// Version 1 (`bp-sca-v1`) is the format of payments to this bank's accounts, beneficiaries and
+/// devices, unchanged since it was first signed. Version 2 (`bp-sca-v2`) is a payment to
+/// another bank: its payee lines are `iban:` (electronic form), `name:` (the holder's name,
+/// which has no control character, so it is one line and cannot forge the next) and `bic:`
+/// (empty when none was given), and its values may be any Unicode. A device shows every line.
 pub fn signing_message(challenge: &ScaChallenge) -> String {
-    let mut out = String::from("bp-sca-v1\n");
+    let version = match challenge.purpose {
+        ChallengePurpose::ExternalPayment { .. } => "bp-sca-v2",
+        _ => "bp-sca-v1",
+    };
+    let mut out = format!("{version}\n");
     let _ = writeln!(out, "challenge:{}", challenge.id);
     match &challenge.purpose {
         ChallengePurpose::Payment { transfer_id, amount, payee } => {
@@ -373,6 +396,15 @@ pub fn signing_message(challenge: &ScaChallenge) -> String {
             let _ = writeln!(out, "amount:{}", amount.to_decimal_string());
             let _ = writeln!(out, "currency:{}", amount.currency());
             let _ = writeln!(out, "payee:{payee}");
+        }
+        ChallengePurpose::ExternalPayment { transfer_id, amount, payee } => {
+            let _ = writeln!(out, "purpose:external_payment");
+            let _ = writeln!(out, "transfer:{transfer_id}");
+            let _ = writeln!(out, "amount:{}", amount.to_decimal_string());
+            let _ = writeln!(out, "currency:{}", amount.currency());
+            let _ = writeln!(out, "iban:{}", payee.iban.as_str());
+            let _ = writeln!(out, "name:{}", payee.name);
+            let _ = writeln!(out, "bic:{}", payee.bic.as_ref().map_or("", |b| b.as_str()));
         }
         ChallengePurpose::Beneficiary { beneficiary_id, payee } => {
             let _ = writeln!(out, "purpose:trust_beneficiary");
@@ -514,5 +546,93 @@ mod tests {
         assert_eq!(answerable(&c, now), Err(Closed::Failed));
         c.state = ChallengeState::Answered { at: now, method: ScaMethod::Totp, device_id: None };
         assert_eq!(answerable(&c, now), Err(Closed::Answered));
+    }
+
+    fn challenge_for(purpose: ChallengePurpose) -> ScaChallenge {
+        let now = chrono::DateTime::from_timestamp(1_767_225_600, 0).expect("time");
+        let customer = CustomerId::from_uuid(Uuid::from_u128(1));
+        new_challenge(customer, purpose, "n0nce".to_owned(), now, now)
+    }
+
+    #[test]
+    fn version_1_texts_stay_byte_identical() {
+        let transfer_id = TransferId::from_uuid(Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0002));
+        let payee = AccountNumber::from_serial(1).expect("serial");
+        let amount = Money::new(12_345, Currency::EUR);
+        let pay = challenge_for(ChallengePurpose::Payment { transfer_id, amount, payee });
+        assert_eq!(
+            signing_message(&pay),
+            format!(
+                "bp-sca-v1\nchallenge:{}\npurpose:payment\ntransfer:01900000-0000-7000-8000-000000000002\n\
+                 amount:123.45\ncurrency:EUR\npayee:000000000195\nnonce:n0nce",
+                pay.id
+            )
+        );
+        let beneficiary_id = crate::ids::BeneficiaryId::from_uuid(Uuid::from_u128(3));
+        let trust = challenge_for(ChallengePurpose::Beneficiary { beneficiary_id, payee });
+        assert_eq!(
+            signing_message(&trust),
+            format!(
+                "bp-sca-v1\nchallenge:{}\npurpose:trust_beneficiary\nbeneficiary:00000000-0000-0000-0000-000000000003\n\
+                 payee:000000000195\nnonce:n0nce",
+                trust.id
+            )
+        );
+    }
+
+    #[test]
+    fn external_payments_sign_amount_currency_iban_and_name() {
+        let transfer_id = TransferId::from_uuid(Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0002));
+        let payee =
+            ExternalAccount::parse("DE89370400440532013000", "Zoë: O'Brien & Co", Some("COBADEFFXXX")).expect("payee");
+        let amount = Money::new(12_345, Currency::EUR);
+        let c = challenge_for(ChallengePurpose::ExternalPayment { transfer_id, amount, payee: payee.clone() });
+        assert_eq!(
+            signing_message(&c),
+            format!(
+                "bp-sca-v2\nchallenge:{}\npurpose:external_payment\ntransfer:01900000-0000-7000-8000-000000000002\n\
+                 amount:123.45\ncurrency:EUR\niban:DE89370400440532013000\nname:Zoë: O'Brien & Co\n\
+                 bic:COBADEFFXXX\nnonce:n0nce",
+                c.id
+            )
+        );
+        assert_eq!(answer_methods(&config(), Factors { device: false, totp: true }, &c.purpose), vec![ScaMethod::Totp]);
+        let transfer = Transfer {
+            id: transfer_id,
+            kind: crate::transfer::TransferKind::Interbank,
+            debit_account: crate::ids::AccountId::new_v7(),
+            credit_account: crate::ids::AccountId::new_v7(),
+            amount,
+            reference: None,
+            state: crate::transfer::TransferState::Pending,
+            void_reason: None,
+            hold_until: None,
+            created_at: c.created_at,
+            finished_at: None,
+        };
+        assert!(links_external(&c, &transfer, &payee));
+        // Any change of what was signed breaks the link, and changes the text.
+        let other = |iban: &str, name: &str, bic: Option<&str>| ExternalAccount::parse(iban, name, bic).expect("payee");
+        for changed in [
+            other("GB82WEST12345698765432", "Zoë: O'Brien & Co", Some("COBADEFFXXX")),
+            other("DE89370400440532013000", "Zoe: O'Brien & Co", Some("COBADEFFXXX")),
+            other("DE89370400440532013000", "Zoë: O'Brien & Co", None),
+        ] {
+            assert!(!links_external(&c, &transfer, &changed), "{changed:?}");
+            let forged = challenge_for(ChallengePurpose::ExternalPayment { transfer_id, amount, payee: changed });
+            assert_ne!(signing_message(&forged), signing_message(&c));
+        }
+        for amount in [Money::new(12_346, Currency::EUR), Money::new(12_345, Currency::USD)] {
+            assert!(!links_external(&c, &Transfer { amount, ..transfer.clone() }, &payee), "{amount:?}");
+        }
+        assert!(!links_external(&c, &Transfer { id: TransferId::new_v7(), ..transfer.clone() }, &payee));
+        // An internal payment's challenge never links to an external payee, nor the reverse.
+        let internal = challenge_for(ChallengePurpose::Payment {
+            transfer_id,
+            amount,
+            payee: AccountNumber::from_serial(1).expect("serial"),
+        });
+        assert!(!links_external(&internal, &transfer, &payee));
+        assert!(!links(&c, &transfer, AccountNumber::from_serial(1).expect("serial")));
     }
 }
