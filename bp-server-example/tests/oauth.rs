@@ -286,6 +286,7 @@ async fn repeated_failures_lock_the_customer_out_progressively() {
     let wrong_password = flow.second_factor(&[("code", &server.totp(&eve).await)]).await.text().await.expect("page");
     assert!(wrong_code.contains(FAILED) && wrong_password.contains(FAILED), "{wrong_code}");
     assert_eq!(form(&wrong_code, &other.tx), form(&wrong_password, &flow.tx), "one verdict");
+    assert!(wrong_password.contains("value=\"eve\""), "the username typed stays: {wrong_password}");
     for _ in 0..2 {
         let page = flow.attempt("eve", "wrong password!", "000000").await;
         assert!(page.contains(FAILED), "{page}");

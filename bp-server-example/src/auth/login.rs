@@ -57,7 +57,12 @@ enum Stage {
     /// Password checked; waiting for the second factor. `None` when the password stage failed
     /// (wrong password, unknown username, throttled or locked out): the second-factor page is
     /// shown all the same, and the verdict comes after it, so that it names no element.
-    SecondFactor { customer_id: Option<CustomerId> },
+    SecondFactor {
+        /// The customer, when the password was right.
+        customer_id: Option<CustomerId>,
+        /// The username typed, to fill the field again after a failed sign-in.
+        username: String,
+    },
 }
 
 /// A sign-in in progress: the validated authorization request and how far it got.
@@ -264,7 +269,7 @@ pub async fn authorize(
         logins.insert(tx_id.clone(), tx);
     }
     let note = (acr > Acr::TwoFactor).then_some(ACR_UNMET);
-    let mut response = Html(password_page(&client.name, &tx_id, note)).into_response();
+    let mut response = Html(password_page(&client.name, &tx_id, None, note)).into_response();
     set_login_cookie(&mut response, &cookie, state.https);
     response
 }
@@ -335,7 +340,7 @@ pub async fn login_password(
         return e.into_response();
     }
     if tx.acr > Acr::TwoFactor {
-        return Html(password_page(&client_name, &form.tx, Some(ACR_UNMET))).into_response();
+        return Html(password_page(&client_name, &form.tx, Some(&form.username), Some(ACR_UNMET))).into_response();
     }
     let refused = !state.username_within_budget(&form.username) || state.throttled(&form.username, source);
     let customer = match Username::parse(form.username.trim()) {
@@ -378,7 +383,7 @@ pub async fn login_password(
     let Some(stored) = logins.get_mut(&form.tx) else {
         return error_page(StatusCode::BAD_REQUEST, "Sign-in expired", "Start again from the application.");
     };
-    stored.stage = Stage::SecondFactor { customer_id: passed };
+    stored.stage = Stage::SecondFactor { customer_id: passed, username: form.username.trim().to_owned() };
     let nonce = stored.device_nonce.clone();
     drop(logins);
     Html(second_factor_page(&client_name, &form.tx, &nonce, None)).into_response()
@@ -388,11 +393,13 @@ pub async fn login_password(
 /// password stage, with the one message of every failure.
 fn sign_in_failed(state: &Provider, tx_id: &str, client_name: &str) -> Response {
     let mut logins = state.flows.logins.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(stored) = logins.get_mut(tx_id) {
-        stored.stage = Stage::Password;
-    }
+    let username =
+        logins.get_mut(tx_id).and_then(|stored| match std::mem::replace(&mut stored.stage, Stage::Password) {
+            Stage::SecondFactor { username, .. } => Some(username),
+            Stage::Password => None,
+        });
     drop(logins);
-    Html(password_page(client_name, tx_id, Some(SIGN_IN_FAILED))).into_response()
+    Html(password_page(client_name, tx_id, username.as_deref(), Some(SIGN_IN_FAILED))).into_response()
 }
 
 /// Whether `password` is `customer`'s; for an unknown customer (or one without credentials) a
@@ -422,8 +429,8 @@ pub async fn login_second_factor(
         Err(page) => return *page,
     };
     let client_name = state.client(&tx.client_id).map(|c| c.name.clone()).unwrap_or_default();
-    let Stage::SecondFactor { customer_id } = tx.stage.clone() else {
-        return Html(password_page(&client_name, &form.tx, Some("Enter your username and password first.")))
+    let Stage::SecondFactor { customer_id, .. } = tx.stage.clone() else {
+        return Html(password_page(&client_name, &form.tx, None, Some("Enter your username and password first.")))
             .into_response();
     };
     if let Err(e) = state.rate_limit(client_addr.source()) {

@@ -28,7 +28,7 @@ fn page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{} · bp</title><link rel=\"stylesheet\" href=\"/oauth2/login.css\"></head>\
+         <title>{} · bp</title><link rel=\"icon\" href=\"data:,\"><link rel=\"stylesheet\" href=\"/oauth2/login.css\"></head>\
          <body><main><h1>{}</h1>{body}</main></body></html>\n",
         escape(title),
         escape(title)
@@ -39,7 +39,9 @@ fn alert(error: Option<&str>) -> String {
     error.map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e))).unwrap_or_default()
 }
 
-pub(super) fn password_page(client_name: &str, tx: &str, error: Option<&str>) -> String {
+/// The first page of a sign-in; `username` fills its field again (what the customer typed, after
+/// a failed attempt).
+pub(super) fn password_page(client_name: &str, tx: &str, username: Option<&str>, error: Option<&str>) -> String {
     page(
         "Sign in",
         &format!(
@@ -47,7 +49,7 @@ pub(super) fn password_page(client_name: &str, tx: &str, error: Option<&str>) ->
              <form method=\"post\" action=\"/oauth2/login/password\">\
              <input type=\"hidden\" name=\"tx\" value=\"{}\">\
              <label for=\"username\">Username</label>\
-             <input id=\"username\" name=\"username\" autocomplete=\"username\" required autofocus>\
+             <input id=\"username\" name=\"username\" autocomplete=\"username\" value=\"{}\" required autofocus>\
              <label for=\"password\">Password</label>\
              <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
              <button type=\"submit\">Continue</button></form>\
@@ -60,6 +62,7 @@ pub(super) fn password_page(client_name: &str, tx: &str, error: Option<&str>) ->
             escape(client_name),
             alert(error),
             escape(tx),
+            escape(username.unwrap_or_default()),
             escape(tx)
         ),
     )
@@ -123,6 +126,7 @@ mod tests {
     #[test]
     fn html_is_escaped() {
         assert_eq!(escape("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
-        assert!(!password_page("<script>", "tx\"", None).contains("<script>"));
+        assert!(!password_page("<script>", "tx\"", Some("<b>\""), None).contains("<script>"));
+        assert!(password_page("bank", "tx", Some("<b>\""), None).contains("value=\"&lt;b&gt;&quot;\""));
     }
 }

@@ -310,9 +310,11 @@ pub async fn sign_in(
     if let Err(e) = state.rate_limit(source) {
         return e.into_response();
     }
-    let failed = || Html(password_page(&client_name, &form.tx, Some(PASSKEY_FAILED))).into_response();
     let now = state.now();
-    let Some(ceremony) = state.passkeys.take_sign_in(&form.tx, now) else { return failed() };
+    let ceremony = state.passkeys.take_sign_in(&form.tx, now);
+    let typed = ceremony.as_ref().map(|c| c.username.clone());
+    let failed = || Html(password_page(&client_name, &form.tx, typed.as_deref(), Some(PASSKEY_FAILED))).into_response();
+    let Some(ceremony) = ceremony else { return failed() };
     let username = ceremony.username.clone();
     let refused = !state.username_within_budget(&username) || state.throttled(&username, source);
     let customer = match Username::parse(&username) {
