@@ -15,7 +15,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use bp_core::Timestamp;
 use bp_core::customer::Username;
 use bp_core::ids::{CustomerId, DeviceId, SessionId};
-use bp_core::sca::{ScaError, SecondFactor, Verified};
+use bp_core::sca::{CustomerGuard, ScaError, SecondFactor, Verified};
 use bp_core::security::{AuditKind, ScaMethod};
 use chrono::Duration;
 use serde::Deserialize;
@@ -342,20 +342,7 @@ pub async fn login_password(
     if tx.acr > Acr::TwoFactor {
         return Html(password_page(&client_name, &form.tx, Some(&form.username), Some(ACR_UNMET))).into_response();
     }
-    let refused = !state.username_within_budget(&form.username) || state.throttled(&form.username, source);
-    let customer = match Username::parse(form.username.trim()) {
-        Ok(u) => state.ledger.customer_by_username(&u).await.ok().flatten(),
-        Err(_) => None,
-    };
-    let customer_id = customer.as_ref().map(|c| c.id);
-    let _guard = match customer_id {
-        Some(id) => Some(state.sca.lock(id).await),
-        None => None,
-    };
-    let locked = match customer_id {
-        Some(id) => matches!(state.sca.unlocked(id).await, Err(ScaError::LockedOut { .. })),
-        None => false,
-    };
+    let Claimant { customer_id, refused, locked, _guard } = claimant(&state, &form.username, source).await;
     // One password hash check whatever the case: the customer's hash, or a dummy one.
     let right = match check_password(&state, customer_id, form.password).await {
         Ok(right) => right && !refused && !locked,
@@ -400,6 +387,35 @@ fn sign_in_failed(state: &Provider, tx_id: &str, client_name: &str) -> Response 
         });
     drop(logins);
     Html(password_page(client_name, tx_id, username.as_deref(), Some(SIGN_IN_FAILED))).into_response()
+}
+
+/// Who a sign-in attempt for a username names, and whether it may be tried: the customer (none
+/// for an unknown username), whether the (username, source) pair is throttled or the username's
+/// budget spent (`refused`), and whether the customer is locked out — held under the customer's
+/// lock for the rest of the attempt. Both sign-in paths (password, passkey) ask it the same way.
+pub(super) struct Claimant<'a> {
+    pub(super) customer_id: Option<CustomerId>,
+    pub(super) refused: bool,
+    pub(super) locked: bool,
+    pub(super) _guard: Option<CustomerGuard<'a>>,
+}
+
+pub(super) async fn claimant<'a>(state: &'a Provider, username: &str, source: Source) -> Claimant<'a> {
+    let refused = !state.username_within_budget(username) || state.throttled(username, source);
+    let customer = match Username::parse(username.trim()) {
+        Ok(u) => state.ledger.customer_by_username(&u).await.ok().flatten(),
+        Err(_) => None,
+    };
+    let customer_id = customer.as_ref().map(|c| c.id);
+    let _guard = match customer_id {
+        Some(id) => Some(state.sca.lock(id).await),
+        None => None,
+    };
+    let locked = match customer_id {
+        Some(id) => matches!(state.sca.unlocked(id).await, Err(ScaError::LockedOut { .. })),
+        None => false,
+    };
+    Claimant { customer_id, refused, locked, _guard }
 }
 
 /// Whether `password` is `customer`'s; for an unknown customer (or one without credentials) a

@@ -29,7 +29,7 @@ use axum::http::{HeaderMap, header};
 use axum::response::{Html, IntoResponse, Response};
 use bp_core::Timestamp;
 use bp_core::api::{PasskeyCredential, PasskeyRegistration};
-use bp_core::customer::{Customer, Username};
+use bp_core::customer::Customer;
 use bp_core::ids::{CustomerId, PasskeyId};
 use bp_core::sca::{Sca, ScaError};
 use bp_core::security::{AuditKind, Passkey};
@@ -41,7 +41,7 @@ use webauthn_rs::prelude::{
 };
 
 use crate::auth::Provider;
-use crate::auth::login::{complete, take_tx};
+use crate::auth::login::{Claimant, claimant, complete, take_tx};
 use crate::auth::pages::password_page;
 use crate::http::client::ClientAddr;
 use crate::http::problem::ApiError;
@@ -316,20 +316,7 @@ pub async fn sign_in(
     let failed = || Html(password_page(&client_name, &form.tx, typed.as_deref(), Some(PASSKEY_FAILED))).into_response();
     let Some(ceremony) = ceremony else { return failed() };
     let username = ceremony.username.clone();
-    let refused = !state.username_within_budget(&username) || state.throttled(&username, source);
-    let customer = match Username::parse(&username) {
-        Ok(u) => state.ledger.customer_by_username(&u).await.ok().flatten(),
-        Err(_) => None,
-    };
-    let customer_id = customer.as_ref().map(|c| c.id);
-    let _guard = match customer_id {
-        Some(id) => Some(state.sca.lock(id).await),
-        None => None,
-    };
-    let locked = match customer_id {
-        Some(id) => matches!(state.sca.unlocked(id).await, Err(ScaError::LockedOut { .. })),
-        None => false,
-    };
+    let Claimant { customer_id, refused, locked, _guard } = claimant(&state, &username, source).await;
     let outcome = match customer_id {
         Some(id) if !refused && !locked => verify(&state, id, ceremony, &form.credential).await,
         _ => Err(Refused::Plain),
