@@ -199,6 +199,23 @@ async fn no_connection_is_not_sent() {
 }
 
 #[tokio::test]
+async fn once_an_attempt_may_have_arrived_the_call_is_never_not_sent() {
+    // A rail that takes the first status query and never answers, then is gone: the later
+    // attempts find no connection, but the first may have been read.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let rail_side = tokio::spawn(async move {
+        let (connection, _) = listener.accept().await.expect("accept");
+        drop(listener);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        drop(connection);
+    });
+    let (rail, _) = rail_with(&format!("http://{addr}/"), 300, 100);
+    assert_eq!(rail.status(&key(12)).await, Err(CallError::Unknown(Unknown::Timeout)));
+    rail_side.abort();
+}
+
+#[tokio::test]
 async fn the_breaker_opens_fails_fast_and_closes_after_a_successful_probe() {
     let server = MockServer::start().await;
     Mock::given(method("POST")).respond_with(ResponseTemplate::new(500)).mount(&server).await;

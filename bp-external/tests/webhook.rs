@@ -140,3 +140,12 @@ fn secrets_and_signatures_never_show() {
     assert!(WebhookVerifier::new(vec![s.clone(); 5], 300).is_err());
     assert!(WebhookVerifier::new(vec![s], 0).is_err());
 }
+
+#[test]
+fn the_documented_test_vector_holds() {
+    // docs/external-services.md, "Webhooks from the rail": what a rail implements against.
+    let secret = bp_external::WebhookSecret::new(b"bp-example-webhook-secret-0123456789".to_vec()).expect("secret");
+    let expected = "97c43abd278342df240e6767694fe25915780bda05e078a3d3cb44a17edea878";
+    assert_eq!(secret.sign(1_772_357_401, b"<Document/>"), expected);
+    assert_eq!(signature_header(1_772_357_401, &[&secret], b"<Document/>"), format!("t=1772357401,v1={expected}"));
+}
