@@ -16,7 +16,7 @@ use common::{key, order, rail_with, secret, url};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-const SETTLE_MS: u64 = 400;
+const SETTLE_MS: u64 = 1_000;
 
 fn config() -> SimulatorConfig {
     let mut config = SimulatorConfig::new(secret(9), 42);
