@@ -135,6 +135,41 @@ fn pacs002_statuses_read_as_answers() {
 }
 
 #[test]
+fn a_pacs002_we_build_reads_back_as_the_same_answer() {
+    use pacs002::{NewStatusReport, Reported, Status};
+    let ac04 = Some(ReasonCode::closed_account());
+    let statuses = [
+        (Status::AcceptedTechnical, None),
+        (Status::Accepted, None),
+        (Status::AcceptedSettlementInProcess, None),
+        (Status::AcceptedWithChange, None),
+        (Status::Settled, None),
+        (Status::CreditorCredited, None),
+        (Status::Pending, None),
+        (Status::Rejected, ac04.clone()),
+        (Status::Rejected, None),
+    ];
+    for (status, reason) in statuses {
+        let reported = Reported { status, reason: reason.clone() };
+        let new = NewStatusReport::for_key(&key(), "R-7 & <co>".to_owned(), at(), reported.clone());
+        let xml = pacs002::build(&new).expect("build");
+        assert!(xml.contains(&format!("<TxSts>{}</TxSts>", status.code())), "{xml}");
+        assert!(xml.contains("<OrgnlMsgNmId>pacs.008.001.08</OrgnlMsgNmId>"), "{xml}");
+        let read = pacs002::parse(&xml).expect("parse");
+        assert_eq!(read.message_id, "R-7 & <co>", "escaped and read back");
+        assert_eq!(read.original_message_id.as_deref(), Some(key().as_str()));
+        assert_eq!(read.transactions.len(), 1);
+        assert_eq!(read.transactions[0].status.as_ref(), Some(&reported));
+        assert_eq!(read.answer_for(&key()), Some(status.answer(reason)), "{status:?}");
+    }
+    let mut bad =
+        NewStatusReport::for_key(&key(), String::new(), at(), Reported { status: Status::Pending, reason: None });
+    assert!(matches!(pacs002::build(&bad), Err(Iso20022Error::Invalid { field: "MsgId", .. })));
+    bad.message_id = "x".repeat(36);
+    assert!(pacs002::build(&bad).is_err(), "longer than Max35Text");
+}
+
+#[test]
 fn malformed_messages_are_errors_never_panics() {
     let good = report(None, Some(("ACSC", None)));
     let bad_cases: Vec<(String, &str)> = vec![

@@ -1,9 +1,12 @@
 //! pacs.002.001.10, the FI-to-FI payment status report: [`parse`] reads one, and
-//! [`StatusReport::answer_for`] says what it reports about the order sent under a key.
+//! [`StatusReport::answer_for`] says what it reports about the order sent under a key;
+//! [`build`] writes one (the rail's side: the simulator of the outside parties, and a bank
+//! answering an incoming pacs.008).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::{Iso20022Error, invalid, read};
+use super::{Iso20022Error, invalid, read, write};
+use crate::Timestamp;
 use crate::external::{CallKey, RailAnswer, ReasonCode};
 
 /// The message's namespace.
@@ -101,6 +104,20 @@ impl Status {
             "RJCT" => Status::Rejected,
             other => return Err(invalid("status", format!("unknown status code {other:?}"))),
         })
+    }
+
+    /// Its code in a message (`ACSC`, `RJCT`, …).
+    pub fn code(self) -> &'static str {
+        match self {
+            Status::AcceptedTechnical => "ACTC",
+            Status::Accepted => "ACCP",
+            Status::AcceptedSettlementInProcess => "ACSP",
+            Status::AcceptedWithChange => "ACWC",
+            Status::Settled => "ACSC",
+            Status::CreditorCredited => "ACCC",
+            Status::Pending => "PDNG",
+            Status::Rejected => "RJCT",
+        }
     }
 
     /// What it means for the order.
@@ -205,4 +222,131 @@ pub fn parse(xml: &str) -> Result<StatusReport, Iso20022Error> {
         group_status,
         transactions,
     })
+}
+
+/// The name of the message a report answers (`OrgnlMsgNmId`): the credit transfers we send.
+const ORIGINAL_MESSAGE_NAME: &str = "pacs.008.001.08";
+
+/// What a pacs.002 that [`build`] writes reports: the status of one transaction of one
+/// original message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewStatusReport {
+    /// The report's own message id (1 to 35 characters).
+    pub message_id: String,
+    /// When the report is made.
+    pub created_at: Timestamp,
+    /// The original pacs.008's message id.
+    pub original_message_id: String,
+    /// The original transaction's end-to-end id.
+    pub original_end_to_end_id: String,
+    /// The original transaction's id, when it had one.
+    pub original_tx_id: Option<String>,
+    /// The transaction's status, with its reason (a rejection's `AC04`, …).
+    pub status: Reported,
+}
+
+impl NewStatusReport {
+    /// The report of `status` for the order we sent under `key` (which is its message,
+    /// end-to-end and transaction id alike, `pacs008::build`).
+    pub fn for_key(key: &CallKey, message_id: String, created_at: Timestamp, status: Reported) -> Self {
+        Self {
+            message_id,
+            created_at,
+            original_message_id: key.as_str().to_owned(),
+            original_end_to_end_id: key.as_str().to_owned(),
+            original_tx_id: Some(key.as_str().to_owned()),
+            status,
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename = "Document")]
+struct OutDocument<'a> {
+    #[serde(rename = "@xmlns")]
+    xmlns: &'a str,
+    #[serde(rename = "FIToFIPmtStsRpt")]
+    report: OutReport<'a>,
+}
+
+#[derive(Serialize)]
+struct OutReport<'a> {
+    #[serde(rename = "GrpHdr")]
+    header: OutHeader<'a>,
+    #[serde(rename = "OrgnlGrpInfAndSts")]
+    group: OutGroup<'a>,
+    #[serde(rename = "TxInfAndSts")]
+    transaction: OutTx<'a>,
+}
+
+#[derive(Serialize)]
+struct OutHeader<'a> {
+    #[serde(rename = "MsgId")]
+    message_id: &'a str,
+    #[serde(rename = "CreDtTm")]
+    created_at: String,
+}
+
+#[derive(Serialize)]
+struct OutGroup<'a> {
+    #[serde(rename = "OrgnlMsgId")]
+    original_message_id: &'a str,
+    #[serde(rename = "OrgnlMsgNmId")]
+    original_message_name: &'a str,
+}
+
+#[derive(Serialize)]
+struct OutTx<'a> {
+    #[serde(rename = "OrgnlEndToEndId")]
+    end_to_end_id: &'a str,
+    #[serde(rename = "OrgnlTxId", skip_serializing_if = "Option::is_none")]
+    tx_id: Option<&'a str>,
+    #[serde(rename = "TxSts")]
+    status: &'a str,
+    #[serde(rename = "StsRsnInf", skip_serializing_if = "Option::is_none")]
+    reason: Option<OutReasonInfo<'a>>,
+}
+
+#[derive(Serialize)]
+struct OutReasonInfo<'a> {
+    #[serde(rename = "Rsn")]
+    reason: OutReason<'a>,
+}
+
+#[derive(Serialize)]
+struct OutReason<'a> {
+    #[serde(rename = "Cd")]
+    code: &'a str,
+}
+
+fn id35<'a>(value: &'a str, field: &'static str) -> Result<&'a str, Iso20022Error> {
+    if value.trim().is_empty() || value.chars().count() > 35 {
+        return Err(invalid(field, "1 to 35 characters"));
+    }
+    Ok(value)
+}
+
+/// Writes `report` as a pacs.002.001.10 with one transaction status (and the original
+/// message's id and name as its group information); [`parse`] reads it back the same.
+pub fn build(report: &NewStatusReport) -> Result<String, Iso20022Error> {
+    let document = OutDocument {
+        xmlns: NAMESPACE,
+        report: OutReport {
+            header: OutHeader {
+                message_id: id35(&report.message_id, "MsgId")?,
+                created_at: report.created_at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+            },
+            group: OutGroup {
+                original_message_id: id35(&report.original_message_id, "OrgnlMsgId")?,
+                original_message_name: ORIGINAL_MESSAGE_NAME,
+            },
+            transaction: OutTx {
+                end_to_end_id: id35(&report.original_end_to_end_id, "OrgnlEndToEndId")?,
+                tx_id: report.original_tx_id.as_deref().map(|t| id35(t, "OrgnlTxId")).transpose()?,
+                status: report.status.status.code(),
+                reason: report.status.reason.as_ref().map(|r| OutReasonInfo { reason: OutReason { code: r.as_str() } }),
+            },
+        },
+    };
+    write(&document)
 }
