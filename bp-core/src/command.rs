@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::account::{Account, AccountStatus, NewAccount};
 use crate::customer::{Customer, CustomerUpdate, NewCustomer};
-use crate::ids::{AccountId, CustomerId, TransferId};
+use crate::external::lifecycle::Transition;
+use crate::ids::{AccountId, CustomerId, ServiceRecordId, TransferId};
+use crate::service_record::ServiceRecord;
 use crate::transfer::{Transfer, TransferRequest, VoidReason};
 
 /// A change to the ledger.
@@ -46,6 +48,26 @@ pub enum Command {
         /// Why.
         reason: VoidReason,
     },
+    /// Record a new external service request and hold its funds, in one atomic write: the
+    /// transition of `external::lifecycle::request` (its record, `requested`, is the intent to
+    /// submit; its effects place the hold and emit `service.updated`). Idempotent by the
+    /// record's id: the same request again replays, another one with the same id (or the hold's
+    /// id taken by another transfer) is an `IdempotencyConflict`. A pending transfer of the same
+    /// id placed while the payment awaited SCA, with the same accounts, amount and reference,
+    /// becomes the hold (its deadline removed).
+    RequestService(Box<Transition>),
+    /// Apply a lifecycle transition to a stored record, only if it is still at
+    /// `expected_version` (`VersionConflict` otherwise, and nothing changes): the new record,
+    /// its money effect (post or void the hold) and its events, in one atomic write.
+    ApplyService {
+        /// The record.
+        id: ServiceRecordId,
+        /// The version the transition was computed from.
+        expected_version: u64,
+        /// The new record and its effects (`Submit` and `QueryStatus` are the caller's to do
+        /// after the write; the store ignores them).
+        transition: Box<Transition>,
+    },
 }
 
 /// The record a command produced or found.
@@ -58,6 +80,8 @@ pub enum Outcome {
     Account(Account),
     /// A transfer.
     Transfer(Transfer),
+    /// A service record.
+    Service(Box<ServiceRecord>),
 }
 
 /// A command's result as the store answers it.
@@ -80,4 +104,6 @@ pub struct Keys {
     pub transfers: Vec<TransferId>,
     /// Usernames whose owner must be known.
     pub usernames: Vec<crate::customer::Username>,
+    /// Service records.
+    pub services: Vec<ServiceRecordId>,
 }

@@ -4,7 +4,7 @@
 use std::fmt;
 
 use crate::account::AccountStatus;
-use crate::ids::{AccountId, CustomerId, TransferId};
+use crate::ids::{AccountId, CustomerId, ServiceRecordId, TransferId};
 use crate::money::{Currency, MoneyError};
 use crate::transfer::{TransferKind, TransferState};
 
@@ -40,6 +40,17 @@ pub enum LedgerError {
     /// No such transfer.
     #[error("transfer {0} does not exist")]
     TransferNotFound(TransferId),
+    /// No such service record.
+    #[error("service record {0} does not exist")]
+    ServiceNotFound(ServiceRecordId),
+    /// The pending transfer is an external payment's hold: only its service record's lifecycle
+    /// posts or voids it (`Command::ApplyService`), never `PostPending`, `VoidPending` or the
+    /// hold sweeper.
+    #[error("transfer {transfer} is held for an external party's answer")]
+    HeldForExternalParty {
+        /// The transfer.
+        transfer: TransferId,
+    },
     /// The amount's currency is not the account's.
     #[error("account {account} is in {expected}, the amount is in {actual}")]
     CurrencyMismatch {

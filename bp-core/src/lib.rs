@@ -33,6 +33,7 @@ pub mod sca;
 pub mod security;
 pub mod service;
 pub mod service_record;
+pub mod service_store;
 pub mod state;
 pub mod store;
 #[cfg(feature = "testing")]

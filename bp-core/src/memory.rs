@@ -14,9 +14,12 @@ use crate::command::{Command, Executed};
 use crate::customer::{Customer, Username};
 use crate::error::{Error, StoreError};
 use crate::event::Event;
-use crate::ids::{AccountId, CustomerId, TransferId};
+use crate::external::rail::clearing_accounts;
+use crate::ids::{AccountId, CustomerId, ServiceRecordId, TransferId};
 use crate::invariants::{Books, check};
-use crate::rules::{LedgerView, decide};
+use crate::rules::{LedgerView, Write, decide, system_account};
+use crate::service_record::ServiceRecord;
+use crate::service_store::{ServiceQuery, ServiceStore};
 use crate::state::LedgerState;
 use crate::store::{CurrencyTotal, HistoryQuery, OutboxEntry, PAGE_LEN_MAX, Page, Store, check_cursor_name};
 use crate::transfer::{Posting, Transfer, TransferState};
@@ -28,6 +31,8 @@ struct Inner {
     postings: HashMap<AccountId, Vec<Posting>>,
     events: HashMap<AccountId, Vec<Event>>,
     outbox: Vec<Event>,
+    /// Service records in the order they were written: a record's cursor is its index + 1.
+    services: Vec<ServiceRecordId>,
 }
 
 /// A [`Store`] in memory. Cloning shares the same ledger.
@@ -49,9 +54,13 @@ impl MemoryStore {
         Self::with_clock(Arc::new(SystemClock))
     }
 
-    /// An empty ledger on `clock`.
+    /// An empty ledger on `clock`, with the rails' clearing accounts open.
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
-        let inner = Inner { state: LedgerState::new(), ..Inner::default() };
+        let mut state = LedgerState::new();
+        for (system, currency) in clearing_accounts() {
+            state.insert_account(system_account(system, currency, clock.now()));
+        }
+        let inner = Inner { state, ..Inner::default() };
         Self { inner: Arc::new(Mutex::new(inner)), clock }
     }
 
@@ -78,6 +87,11 @@ impl Store for MemoryStore {
         for e in effects.events {
             inner.events.entry(e.account_id).or_default().push(e.clone());
             inner.outbox.push(e);
+        }
+        for (write, r) in effects.services {
+            if write == Write::Insert {
+                inner.services.push(r.id);
+            }
         }
         Ok(decision.executed)
     }
@@ -187,5 +201,58 @@ impl Store for MemoryStore {
 
     async fn totals(&self) -> Result<Vec<CurrencyTotal>, StoreError> {
         Ok(CurrencyTotal::sum_of(self.lock().state.accounts()))
+    }
+}
+
+fn take<'a>(records: impl Iterator<Item = &'a ServiceRecord>, limit: u32) -> Vec<ServiceRecord> {
+    records.take(usize::try_from(limit.min(PAGE_LEN_MAX)).unwrap_or(usize::MAX)).cloned().collect()
+}
+
+#[async_trait]
+impl ServiceStore for MemoryStore {
+    async fn service_record(&self, id: ServiceRecordId) -> Result<Option<ServiceRecord>, StoreError> {
+        Ok(self.lock().state.service_record(id).cloned())
+    }
+
+    async fn due(&self, now: Timestamp, limit: u32) -> Result<Vec<ServiceRecord>, StoreError> {
+        let inner = self.lock();
+        // The memory store is a test double: a scan is fine.
+        let mut due: Vec<&ServiceRecord> =
+            inner.state.services().filter(|r| r.next_check_at.is_some_and(|at| at <= now)).collect();
+        due.sort_by_key(|r| (r.next_check_at, r.id));
+        Ok(take(due.into_iter(), limit))
+    }
+
+    async fn stuck(&self, limit: u32) -> Result<Vec<ServiceRecord>, StoreError> {
+        let inner = self.lock();
+        let mut stuck: Vec<&ServiceRecord> = inner.state.services().filter(|r| r.stuck_since.is_some()).collect();
+        stuck.sort_by_key(|r| (r.stuck_since, r.id));
+        Ok(take(stuck.into_iter(), limit))
+    }
+
+    async fn service_records_of(
+        &self,
+        customer: CustomerId,
+        query: &ServiceQuery,
+    ) -> Result<Page<ServiceRecord>, StoreError> {
+        let inner = self.lock();
+        let limit = usize::try_from(query.limit()).unwrap_or(usize::MAX);
+        let end = query.before.map_or(inner.services.len(), |c| usize::try_from(c.saturating_sub(1)).unwrap_or(0));
+        let mut items = Vec::new();
+        let mut last_cursor = None;
+        let mut next_cursor = None;
+        for (i, id) in inner.services.iter().enumerate().take(end).rev() {
+            let Some(r) = inner.state.service_record(*id) else { continue };
+            if r.customer_id != customer || !query.matches(r) {
+                continue;
+            }
+            if items.len() == limit {
+                next_cursor = last_cursor;
+                break;
+            }
+            items.push(r.clone());
+            last_cursor = u64::try_from(i).ok().map(|i| i + 1);
+        }
+        Ok(Page { items, next_cursor })
     }
 }

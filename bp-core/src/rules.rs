@@ -14,8 +14,10 @@ use crate::customer::{
 };
 use crate::error::LedgerError;
 use crate::event::{EVENT_VERSION, Event, EventBody};
-use crate::ids::{AccountId, CustomerId, EventId, TransferId};
-use crate::money::Money;
+use crate::external::lifecycle::{Effect, Transition};
+use crate::ids::{AccountId, CustomerId, EventId, ServiceRecordId, TransferId};
+use crate::money::{Currency, Money};
+use crate::service_record::{ServiceRecord, ServiceStatus};
 use crate::transfer::{
     Direction, Posting, REFERENCE_CHARS_MAX, Transfer, TransferKind, TransferRequest, TransferState, VoidReason,
 };
@@ -32,6 +34,8 @@ pub trait LedgerView {
     fn customer_by_username(&self, username: &Username) -> Option<CustomerId>;
     /// The serial the next customer account gets.
     fn next_account_serial(&self) -> u64;
+    /// A service record, if it exists (and is loaded).
+    fn service_record(&self, id: ServiceRecordId) -> Option<&ServiceRecord>;
 }
 
 /// Whether a record is new or replaces the stored one.
@@ -56,6 +60,8 @@ pub struct Effects {
     pub postings: Vec<Posting>,
     /// Events added: the outbox.
     pub events: Vec<Event>,
+    /// Service records written.
+    pub services: Vec<(Write, ServiceRecord)>,
 }
 
 impl Effects {
@@ -66,6 +72,7 @@ impl Effects {
             && self.transfers.is_empty()
             && self.postings.is_empty()
             && self.events.is_empty()
+            && self.services.is_empty()
     }
 }
 
@@ -103,6 +110,26 @@ pub fn keys(cmd: &Command, view: &impl LedgerView) -> Keys {
                 k.accounts.extend([t.debit_account, t.credit_account]);
             }
         }
+        Command::RequestService(t) => {
+            k.services.push(t.record.id);
+            k.accounts.push(t.record.account_id);
+            for effect in &t.effects {
+                if let Effect::PlaceHold(hold) = effect {
+                    k.transfers.push(hold.id);
+                    k.accounts.extend([hold.debit_account, hold.credit_account]);
+                }
+            }
+        }
+        Command::ApplyService { id, transition, .. } => {
+            k.services.push(*id);
+            k.accounts.push(transition.record.account_id);
+            if let Some(hold) = transition.record.transfers.first() {
+                k.transfers.push(*hold);
+                if let Some(t) = view.transfer(*hold) {
+                    k.accounts.extend([t.debit_account, t.credit_account]);
+                }
+            }
+        }
     }
     k
 }
@@ -119,6 +146,10 @@ pub fn decide(view: &impl LedgerView, cmd: &Command, now: Timestamp) -> Result<D
         Command::Transfer(req) => transfer(view, req, now),
         Command::PostPending { id } => post_pending(view, *id, now),
         Command::VoidPending { id, reason } => void_pending(view, *id, *reason, now),
+        Command::RequestService(t) => request_service(view, t, now),
+        Command::ApplyService { id, expected_version, transition } => {
+            apply_service(view, *id, *expected_version, transition, now)
+        }
     }
 }
 
@@ -355,23 +386,27 @@ fn account_or_system(view: &impl LedgerView, id: AccountId, now: Timestamp) -> R
         return Ok((Write::Update, a.clone()));
     }
     let (system, currency) = SystemAccount::from_id(id).ok_or(LedgerError::AccountNotFound(id))?;
-    Ok((
-        Write::Insert,
-        Account {
-            id,
-            number: system.number(currency),
-            owner: AccountOwner::Bank { system },
-            kind: AccountKind::System,
-            currency,
-            status: AccountStatus::Active,
-            posted_minor: 0,
-            held_minor: 0,
-            overdraft_limit_minor: 0,
-            last_event_seq: 0,
-            version: 0,
-            opened_at: now,
-        },
-    ))
+    Ok((Write::Insert, system_account(system, currency, now)))
+}
+
+/// The system account `system` in `currency` as the ledger opens it at `now`: active, empty,
+/// without events. Stores open the rails' clearing accounts so when they start
+/// (`external::rail::clearing_accounts`); the others are opened by their first transfer.
+pub fn system_account(system: SystemAccount, currency: Currency, now: Timestamp) -> Account {
+    Account {
+        id: system.id(currency),
+        number: system.number(currency),
+        owner: AccountOwner::Bank { system },
+        kind: AccountKind::System,
+        currency,
+        status: AccountStatus::Active,
+        posted_minor: 0,
+        held_minor: 0,
+        overdraft_limit_minor: 0,
+        last_event_seq: 0,
+        version: 0,
+        opened_at: now,
+    }
 }
 
 fn existing_account(view: &impl LedgerView, id: AccountId) -> Result<Account, LedgerError> {
@@ -591,6 +626,27 @@ fn transfer(view: &impl LedgerView, req: &TransferRequest, now: Timestamp) -> Re
     if let Some(existing) = view.transfer(req.id) {
         return transfer_idempotency(existing, req);
     }
+    let movement = if req.hold_until.is_some() { Movement::Hold } else { Movement::Post };
+    new_transfer(view, req, movement, now)
+}
+
+/// Whether a new transfer moves the money at once or holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Movement {
+    /// Posted at once.
+    Post,
+    /// Pending, holding the amount on the debit account until `hold_until` (none: until the
+    /// external party answers).
+    Hold,
+}
+
+/// A new transfer (its id not taken): validated, funds checked, held or posted.
+fn new_transfer(
+    view: &impl LedgerView,
+    req: &TransferRequest,
+    movement: Movement,
+    now: Timestamp,
+) -> Result<Decision, LedgerError> {
     validate_transfer_request(req, now)?;
     let (debit_write, mut debit) = account_or_system(view, req.debit_account, now)?;
     let (credit_write, mut credit) = account_or_system(view, req.credit_account, now)?;
@@ -614,7 +670,8 @@ fn transfer(view: &impl LedgerView, req: &TransferRequest, now: Timestamp) -> Re
         finished_at: Some(now),
     };
     let mut effects = Effects::default();
-    if req.hold_until.is_some() {
+    let holds_only = movement == Movement::Hold;
+    if holds_only {
         transfer.state = TransferState::Pending;
         transfer.finished_at = None;
         add_held(&mut debit, amount)?;
@@ -631,7 +688,6 @@ fn transfer(view: &impl LedgerView, req: &TransferRequest, now: Timestamp) -> Re
     }
     // The debit always changes (a hold or a posting); the credit only when money moves, or when
     // it is a system account opened by this transfer.
-    let holds_only = req.hold_until.is_some();
     effects.accounts.push((debit_write, debit));
     if credit_write == Write::Insert || !holds_only {
         effects.accounts.push((credit_write, credit));
@@ -646,6 +702,26 @@ fn pending_transfer(view: &impl LedgerView, id: TransferId) -> Result<&Transfer,
 
 fn post_pending(view: &impl LedgerView, id: TransferId, now: Timestamp) -> Result<Decision, LedgerError> {
     let t = pending_transfer(view, id)?;
+    if t.awaits_external_party() {
+        return Err(LedgerError::HeldForExternalParty { transfer: id });
+    }
+    post_hold(view, t, Authority::Ledger, now)
+}
+
+/// Who ends a hold: the ledger's own commands, or an external payment's lifecycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Authority {
+    /// `PostPending`, `VoidPending`: the accounts must be active to post.
+    Ledger,
+    /// `ApplyService`: the outside party has taken the order, so the money has left; posting
+    /// it does not depend on the accounts' status (a frozen payer cannot undo a payment the
+    /// rail accepted, as a void does not look at the status either).
+    Lifecycle,
+}
+
+/// Posts the pending transfer `t` (a replay if it is posted already).
+fn post_hold(view: &impl LedgerView, t: &Transfer, by: Authority, now: Timestamp) -> Result<Decision, LedgerError> {
+    let id = t.id;
     match t.state {
         TransferState::Posted => return Ok(replay(Outcome::Transfer(t.clone()))),
         TransferState::Voided | TransferState::Failed => {
@@ -658,8 +734,10 @@ fn post_pending(view: &impl LedgerView, id: TransferId, now: Timestamp) -> Resul
     }
     let mut debit = existing_account(view, t.debit_account)?;
     let mut credit = existing_account(view, t.credit_account)?;
-    check_account_usable(&debit, t.amount)?;
-    check_account_usable(&credit, t.amount)?;
+    if by == Authority::Ledger {
+        check_account_usable(&debit, t.amount)?;
+        check_account_usable(&credit, t.amount)?;
+    }
     let mut transfer = t.clone();
     transfer.state = TransferState::Posted;
     transfer.finished_at = Some(now);
@@ -678,6 +756,20 @@ fn void_pending(
     now: Timestamp,
 ) -> Result<Decision, LedgerError> {
     let t = pending_transfer(view, id)?;
+    if t.awaits_external_party() {
+        return Err(LedgerError::HeldForExternalParty { transfer: id });
+    }
+    release_hold(view, t, reason, now)
+}
+
+/// Voids (or fails) the pending transfer `t`, releasing its hold.
+fn release_hold(
+    view: &impl LedgerView,
+    t: &Transfer,
+    reason: VoidReason,
+    now: Timestamp,
+) -> Result<Decision, LedgerError> {
+    let id = t.id;
     let target = if reason == VoidReason::Rejected { TransferState::Failed } else { TransferState::Voided };
     match t.state {
         s if s == target && t.void_reason == Some(reason) => return Ok(replay(Outcome::Transfer(t.clone()))),
@@ -700,6 +792,173 @@ fn void_pending(
     effects.accounts.push((Write::Update, debit));
     effects.transfers.push((Write::Update, transfer.clone()));
     Ok(applied(Outcome::Transfer(transfer), effects))
+}
+
+// ---------------------------------------------------------------------------------------------
+// External services
+
+/// `record` appends `body` to `account_id`'s events, on the account as `effects` left it.
+fn emit(
+    view: &impl LedgerView,
+    effects: &mut Effects,
+    account_id: AccountId,
+    body: EventBody,
+    now: Timestamp,
+) -> Result<(), LedgerError> {
+    let written = effects.accounts.iter().position(|(_, a)| a.id == account_id);
+    let mut account = match written {
+        Some(i) => effects.accounts[i].1.clone(),
+        None => existing_account(view, account_id)?,
+    };
+    push_event(&mut account, body, now, &mut effects.events);
+    match written {
+        Some(i) => effects.accounts[i].1 = account,
+        None => effects.accounts.push((Write::Update, account)),
+    }
+    Ok(())
+}
+
+const NOT_A_HOLD: LedgerError = LedgerError::InvalidField {
+    field: "effects",
+    reason: "a service request places exactly one hold, from its account, of its amount, without a deadline",
+};
+
+/// Whether `stored` was made by the same request as `new` (a retry of it).
+fn same_service_request(stored: &ServiceRecord, new: &ServiceRecord) -> bool {
+    stored.customer_id == new.customer_id
+        && stored.kind == new.kind
+        && stored.account_id == new.account_id
+        && stored.amount == new.amount
+        && stored.transfers == new.transfers
+        && stored.details == new.details
+}
+
+fn request_service(view: &impl LedgerView, t: &Transition, now: Timestamp) -> Result<Decision, LedgerError> {
+    let record = &t.record;
+    if let Some(stored) = view.service_record(record.id) {
+        return if same_service_request(stored, record) {
+            Ok(replay(Outcome::Service(Box::new(stored.clone()))))
+        } else {
+            Err(LedgerError::IdempotencyConflict { id: record.id.to_string() })
+        };
+    }
+    let holds: Vec<&TransferRequest> =
+        t.effects.iter().filter_map(|e| if let Effect::PlaceHold(h) = e { Some(h) } else { None }).collect();
+    let [hold] = holds.as_slice() else { return Err(NOT_A_HOLD) };
+    let credit_is_system = SystemAccount::from_id(hold.credit_account).is_some();
+    if record.status != ServiceStatus::Requested
+        || record.transfers.first() != Some(&hold.id)
+        || hold.debit_account != record.account_id
+        || hold.amount != record.amount
+        || hold.hold_until.is_some()
+        || !credit_is_system
+        || t.effects.iter().any(|e| matches!(e, Effect::PostHold(_) | Effect::VoidHold(_)))
+    {
+        return Err(NOT_A_HOLD);
+    }
+    let payer = existing_account(view, record.account_id)?;
+    if payer.customer_id() != Some(record.customer_id) {
+        return Err(LedgerError::InvalidField { field: "account_id", reason: "is not the customer's account" });
+    }
+    let mut effects = match view.transfer(hold.id) {
+        None => new_transfer(view, hold, Movement::Hold, now)?.effects,
+        Some(existing) => adopt_hold(existing, hold, now)?,
+    };
+    for effect in &t.effects {
+        if let Effect::Emit(body) = effect {
+            emit(view, &mut effects, record.account_id, body.clone(), now)?;
+        }
+    }
+    let mut record = record.clone();
+    record.version = 1;
+    effects.services.push((Write::Insert, record.clone()));
+    Ok(applied(Outcome::Service(Box::new(record)), effects))
+}
+
+/// A pending transfer placed under the hold's id while the payment waited for SCA becomes the
+/// hold: the same accounts, amount and reference, not expired; its deadline is removed.
+fn adopt_hold(existing: &Transfer, hold: &TransferRequest, now: Timestamp) -> Result<Effects, LedgerError> {
+    let same = existing.kind == hold.kind
+        && existing.debit_account == hold.debit_account
+        && existing.credit_account == hold.credit_account
+        && existing.amount == hold.amount
+        && existing.reference == hold.reference;
+    if !same || existing.state != TransferState::Pending || existing.hold_until.is_none() {
+        return Err(LedgerError::IdempotencyConflict { id: hold.id.to_string() });
+    }
+    if existing.hold_until.is_some_and(|until| now > until) {
+        return Err(LedgerError::HoldExpired { transfer: hold.id });
+    }
+    let mut adopted = existing.clone();
+    adopted.hold_until = None;
+    Ok(Effects { transfers: vec![(Write::Update, adopted)], ..Effects::default() })
+}
+
+/// Whether `new` keeps what a transition never changes in `stored`.
+fn same_service(stored: &ServiceRecord, new: &ServiceRecord) -> bool {
+    stored.id == new.id
+        && stored.customer_id == new.customer_id
+        && stored.kind == new.kind
+        && stored.account_id == new.account_id
+        && stored.amount == new.amount
+        && stored.transfers == new.transfers
+        && stored.created_at == new.created_at
+}
+
+fn apply_service(
+    view: &impl LedgerView,
+    id: ServiceRecordId,
+    expected_version: u64,
+    t: &Transition,
+    now: Timestamp,
+) -> Result<Decision, LedgerError> {
+    let stored = view.service_record(id).ok_or(LedgerError::ServiceNotFound(id))?;
+    if stored.version != expected_version {
+        return Err(LedgerError::VersionConflict { expected: expected_version, actual: stored.version });
+    }
+    if !same_service(stored, &t.record) {
+        return Err(LedgerError::InvalidField {
+            field: "record",
+            reason: "a transition changes only a record's status, schedule, reason and details",
+        });
+    }
+    let hold = stored.transfers.first().copied();
+    let mut effects = Effects::default();
+    for effect in &t.effects {
+        let money = match effect {
+            Effect::PostHold(h) | Effect::VoidHold(h) if Some(*h) != hold => {
+                return Err(LedgerError::InvalidField {
+                    field: "effects",
+                    reason: "names another transfer than the hold",
+                });
+            }
+            Effect::PostHold(h) => {
+                let held = pending_transfer(view, *h)?;
+                post_hold(view, held, Authority::Lifecycle, now)?
+            }
+            Effect::VoidHold(h) => release_hold(view, pending_transfer(view, *h)?, VoidReason::Rejected, now)?,
+            Effect::PlaceHold(_) => {
+                return Err(LedgerError::InvalidField {
+                    field: "effects",
+                    reason: "the hold is placed once, by the request",
+                });
+            }
+            Effect::Emit(body) => {
+                emit(view, &mut effects, t.record.account_id, body.clone(), now)?;
+                continue;
+            }
+            // The caller's to do once the write is durable.
+            Effect::Submit(_) | Effect::QueryStatus(_) => continue,
+        };
+        if !effects.is_empty() || money.effects.is_empty() {
+            return Err(LedgerError::InvalidField { field: "effects", reason: "a transition moves money once, first" });
+        }
+        effects = money.effects;
+    }
+    let mut record = t.record.clone();
+    record.version = expected_version + 1;
+    effects.services.push((Write::Update, record.clone()));
+    Ok(applied(Outcome::Service(Box::new(record)), effects))
 }
 
 #[cfg(test)]

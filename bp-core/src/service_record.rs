@@ -1,7 +1,7 @@
 //! Service records: the envelope of interbank transfers, international transfers and loans (FR3,
 //! FR6), and what the bank knows of each request's life. An interbank payment's record moves
-//! through [`crate::external::lifecycle::transition`]; no store keeps service records yet (the
-//! next step of the external-services work adds that).
+//! through [`crate::external::lifecycle::transition`]; stores keep them through
+//! [`crate::service_store::ServiceStore`].
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -90,6 +90,11 @@ pub struct ServiceRecord {
     /// Service-specific fields (counterparty IBAN, FX quote, loan schedule, …) without schema
     /// migrations.
     pub details: serde_json::Map<String, serde_json::Value>,
+    /// The stored version: 1 when first written, one more at every write after. A transition is
+    /// applied only to the version it was computed from (optimistic concurrency); records not
+    /// yet written have 0.
+    #[serde(default)]
+    pub version: u64,
     /// When it was requested.
     pub created_at: Timestamp,
     /// When it last changed.

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 
 use crate::account::Account;
 use crate::customer::{Customer, Username};
-use crate::ids::{AccountId, CustomerId, TransferId};
+use crate::ids::{AccountId, CustomerId, ServiceRecordId, TransferId};
 use crate::rules::{Effects, LedgerView};
+use crate::service_record::ServiceRecord;
 use crate::transfer::Transfer;
 
 /// Customers, accounts and transfers by id, plus the next account serial.
@@ -16,6 +17,7 @@ pub struct LedgerState {
     usernames: HashMap<Username, CustomerId>,
     accounts: HashMap<AccountId, Account>,
     transfers: HashMap<TransferId, Transfer>,
+    services: HashMap<ServiceRecordId, ServiceRecord>,
     next_account_serial: u64,
 }
 
@@ -36,6 +38,24 @@ impl LedgerState {
         for (_, t) in &effects.transfers {
             self.insert_transfer(t.clone());
         }
+        for (_, r) in &effects.services {
+            self.insert_service(r.clone());
+        }
+    }
+
+    /// Adds or replaces a service record.
+    pub fn insert_service(&mut self, r: ServiceRecord) {
+        self.services.insert(r.id, r);
+    }
+
+    /// Whether the service record `id` is loaded.
+    pub fn has_service(&self, id: ServiceRecordId) -> bool {
+        self.services.contains_key(&id)
+    }
+
+    /// All loaded service records.
+    pub fn services(&self) -> impl Iterator<Item = &ServiceRecord> {
+        self.services.values()
     }
 
     /// Adds or replaces a customer.
@@ -57,10 +77,11 @@ impl LedgerState {
         self.transfers.insert(t.id, t);
     }
 
-    /// Drops every transfer from the state: a cache bounding its size. The rules then ask for a
-    /// forgotten transfer again through `keys`.
+    /// Drops every transfer and service record from the state: a cache bounding its size. The
+    /// rules then ask for a forgotten one again through `keys`.
     pub fn clear_transfers(&mut self) {
         self.transfers.clear();
+        self.services.clear();
     }
 
     /// Sets the next account serial, if higher than the current one.
@@ -128,5 +149,9 @@ impl LedgerView for LedgerState {
 
     fn next_account_serial(&self) -> u64 {
         self.next_account_serial
+    }
+
+    fn service_record(&self, id: ServiceRecordId) -> Option<&ServiceRecord> {
+        self.services.get(&id)
     }
 }

@@ -53,6 +53,7 @@ mod history;
 pub mod payments;
 mod pending;
 pub mod security;
+pub mod services;
 mod transfers;
 
 pub use accounts::{account_open, account_status};

@@ -105,7 +105,8 @@ pub struct Transfer {
     pub reference: Option<String>,
     /// State.
     pub state: TransferState,
-    /// For pending transfers: the latest time it may be posted.
+    /// For pending transfers: the latest time it may be posted. A pending transfer without one
+    /// is an external payment's hold ([`Transfer::awaits_external_party`]): it has no deadline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold_until: Option<Timestamp>,
     /// Why it was voided or failed.
@@ -119,6 +120,14 @@ pub struct Transfer {
 }
 
 impl Transfer {
+    /// Whether this is an external payment's hold: pending without a deadline, held until the
+    /// outside party answers. Only a service request places one (`Command::RequestService`),
+    /// and only its lifecycle ends it (`Command::ApplyService`): the hold sweeper never lists
+    /// it, and `PostPending` and `VoidPending` refuse it (`HeldForExternalParty`).
+    pub fn awaits_external_party(&self) -> bool {
+        self.state == TransferState::Pending && self.hold_until.is_none()
+    }
+
     /// Whether `req` is the request that created this transfer.
     pub fn was_requested_by(&self, req: &TransferRequest) -> bool {
         self.id == req.id

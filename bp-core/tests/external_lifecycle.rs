@@ -26,7 +26,7 @@ fn t0() -> Timestamp {
 }
 
 fn policy() -> Policy {
-    Policy { back_off: BackOff { first_ms: 1_000, max_ms: 60_000 }, stuck_after_s: 3_600, hold_s: 30 * 86_400 }
+    Policy { back_off: BackOff { first_ms: 1_000, max_ms: 60_000 }, stuck_after_s: 3_600 }
 }
 
 fn hold() -> TransferId {
@@ -46,7 +46,7 @@ fn new_payment() -> NewExternalPayment {
 }
 
 fn requested() -> ServiceRecord {
-    request(&new_payment(), t0(), &policy()).expect("request").record
+    request(&new_payment(), t0()).expect("request").record
 }
 
 fn key() -> CallKey {
@@ -86,7 +86,7 @@ fn rejected(code: &str) -> RailAnswer {
 
 #[test]
 fn a_request_holds_the_funds_against_the_rails_clearing_account() {
-    let t = request(&new_payment(), t0(), &policy()).expect("request");
+    let t = request(&new_payment(), t0()).expect("request");
     assert_eq!(t.record.status, ServiceStatus::Requested);
     assert_eq!(t.record.id, record_id(hold()));
     assert_eq!(t.record.next_check_at, Some(t0()), "due at once");
@@ -97,15 +97,15 @@ fn a_request_holds_the_funds_against_the_rails_clearing_account() {
     };
     assert_eq!((h.id, h.kind, h.amount), (hold(), TransferKind::Interbank, new_payment().amount));
     assert_eq!(h.credit_account, SystemAccount::InterbankClearing.id(Currency::EUR));
-    assert!(h.hold_until.is_some_and(|u| u > t0() + TimeDelta::seconds(policy().stuck_after_s as i64)));
+    assert_eq!(h.hold_until, None, "an external hold has no deadline: only the lifecycle ends it");
     let details = bp_core::external::lifecycle::InterbankDetails::of(&t.record).expect("details");
     assert_eq!((details.key, details.creditor), (key(), new_payment().creditor));
     let usd = NewExternalPayment { amount: Money::new(1, Currency::USD), ..new_payment() };
-    assert_eq!(request(&usd, t0(), &policy()), Err(RequestError::Currency { expected: Currency::EUR }));
+    assert_eq!(request(&usd, t0()), Err(RequestError::Currency { expected: Currency::EUR }));
     let zero = NewExternalPayment { amount: Money::new(0, Currency::EUR), ..new_payment() };
-    assert_eq!(request(&zero, t0(), &policy()), Err(RequestError::Amount));
+    assert_eq!(request(&zero, t0()), Err(RequestError::Amount));
     let long = NewExternalPayment { remittance: Some("x".repeat(141)), ..new_payment() };
-    assert_eq!(request(&long, t0(), &policy()), Err(RequestError::Remittance));
+    assert_eq!(request(&long, t0()), Err(RequestError::Remittance));
 }
 
 #[test]

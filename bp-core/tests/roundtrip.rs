@@ -278,6 +278,7 @@ fn queries_pages_totals_and_service_records() {
             stuck_since: (status == ServiceStatus::Unknown).then(|| at(1)),
             reason: (status == ServiceStatus::Rejected).then(|| ReasonCode::parse("AC01").expect("code")),
             details: json_map(serde_json::json!({ "iban": "DE89370400440532013000", "fx": { "rate": "1.0842" } })),
+            version: 3,
             created_at: at(0),
             updated_at: at(1),
         };

@@ -363,13 +363,15 @@ async fn check(path: &Path, customer: CustomerId, log: &Log) {
         ok("accounts_of", store.accounts_of(customer).await).iter().map(|a| a.id).collect();
     assert_eq!(accounts.len(), ACCOUNTS);
     accounts.push(SystemAccount::Funding.id(EUR));
+    // The interbank clearing account is open from the start (empty here).
+    accounts.push(SystemAccount::InterbankClearing.id(EUR));
     let mut books = read_books(&store, &accounts, Scope::Ledger).await;
-    assert_eq!(books.accounts.len(), ACCOUNTS + 1, "the funding account exists");
+    assert_eq!(books.accounts.len(), ACCOUNTS + 2, "the funding and clearing accounts exist");
     // One currency, summing to zero over exactly these accounts.
     let totals = books.totals.clone().unwrap_or_default();
     assert_eq!(totals.len(), 1, "{totals:?}");
     assert_eq!((totals[0].currency, totals[0].posted_minor), (EUR, 0), "{totals:?}");
-    assert_eq!(totals[0].accounts, u64::try_from(ACCOUNTS + 1).unwrap_or(0), "{totals:?}");
+    assert_eq!(totals[0].accounts, u64::try_from(ACCOUNTS + 2).unwrap_or(0), "{totals:?}");
 
     // Every transfer any child sent, read concurrently: the ledger's transfers are those found.
     let ids: Vec<TransferId> = log.transfers.keys().copied().collect();

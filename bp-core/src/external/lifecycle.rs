@@ -39,17 +39,15 @@ pub struct Policy {
     /// Delays between checks (submissions and status queries).
     pub back_off: BackOff,
     /// Undecided this long after it was requested, a payment is flagged stuck for operators
-    /// (seconds). It keeps its hold and its checks; nothing releases it by itself.
+    /// (seconds). It keeps its hold and its checks; nothing releases it by itself (the hold has
+    /// no deadline: see [`Effect::PlaceHold`]).
     pub stuck_after_s: u64,
-    /// How long the hold is placed for (seconds): far beyond `stuck_after_s`. See
-    /// `docs/external-services.md`: the ledger must not expire these holds by itself.
-    pub hold_s: u64,
 }
 
 impl Default for Policy {
-    /// Back-off from 1 s to 10 min; stuck after 1 hour; holds for 30 days.
+    /// Back-off from 1 s to 10 min; stuck after 1 hour.
     fn default() -> Self {
-        Self { back_off: BackOff::default(), stuck_after_s: 3_600, hold_s: 30 * 86_400 }
+        Self { back_off: BackOff::default(), stuck_after_s: 3_600 }
     }
 }
 
@@ -82,10 +80,14 @@ pub enum Input {
 }
 
 /// What the adapter must do, in the same atomic write as the new record.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Effect {
     /// Place the hold: a pending transfer from the customer's account to the rail's clearing
-    /// account.
+    /// account. Its request has no `hold_until`, and here that does not mean "post at once":
+    /// the hold has no deadline, it lasts until the outside party answers
+    /// ([`crate::transfer::Transfer::awaits_external_party`]), so no sweeper can release money
+    /// that may already be on its way.
     PlaceHold(TransferRequest),
     /// Post the hold: the money leaves for the rail.
     PostHold(TransferId),
@@ -101,7 +103,7 @@ pub enum Effect {
 }
 
 /// A record after an input, and what to do about it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transition {
     /// The record to write.
     pub record: ServiceRecord,
@@ -191,9 +193,10 @@ pub fn record_id(hold: TransferId) -> ServiceRecordId {
 }
 
 /// The record of a new external payment (`requested`, due at once) and its effects: place the
-/// hold, emit `service.updated`. The adapter writes the hold and the record (the intent to
-/// submit) in one atomic write; the worker then submits it.
-pub fn request(p: &NewExternalPayment, now: Timestamp, policy: &Policy) -> Result<Transition, RequestError> {
+/// hold (without a deadline), emit `service.updated`. The store writes the hold and the record
+/// (the intent to submit) in one atomic write (`ServiceStore::request`); the worker then
+/// submits it.
+pub fn request(p: &NewExternalPayment, now: Timestamp) -> Result<Transition, RequestError> {
     if p.amount.currency() != p.rail.currency() {
         return Err(RequestError::Currency { expected: p.rail.currency() });
     }
@@ -225,6 +228,7 @@ pub fn request(p: &NewExternalPayment, now: Timestamp, policy: &Policy) -> Resul
         stuck_since: None,
         reason: None,
         details,
+        version: 0,
         created_at: now,
         updated_at: now,
     };
@@ -235,7 +239,7 @@ pub fn request(p: &NewExternalPayment, now: Timestamp, policy: &Policy) -> Resul
         credit_account: p.rail.clearing_account(),
         amount: p.amount,
         reference: p.remittance.clone(),
-        hold_until: Some(now + seconds(policy.hold_s)),
+        hold_until: None,
     };
     let effects = vec![Effect::PlaceHold(hold), Effect::Emit(event(&record))];
     Ok(Transition { record, effects })

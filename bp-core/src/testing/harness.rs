@@ -103,9 +103,26 @@ impl<S: Store + ?Sized> Harness<S> {
     pub(crate) async fn new<F: StoreFactory<S = S>>(factory: &F) -> Self {
         let clock = Arc::new(ManualClock::new(start_time()));
         let store = factory.fresh(Arc::clone(&clock)).await;
-        let harness = Self { clock, ledger: Ledger::new(store), known: Mutex::new(Known::default()) };
+        // The rails' clearing accounts are open from the start: the books include them.
+        let clearing = crate::external::rail::clearing_accounts();
+        let known = Known {
+            accounts: clearing.iter().map(|(system, currency)| system.id(*currency)).collect(),
+            currencies: clearing.iter().map(|(_, currency)| *currency).collect(),
+            ..Known::default()
+        };
+        let harness = Self { clock, ledger: Ledger::new(store), known: Mutex::new(known) };
+        // A fresh store holds only the rails' clearing accounts, empty.
         let totals = ok("totals of a fresh store", harness.store().totals().await);
-        assert!(totals.is_empty(), "a fresh store must be empty, has totals {totals:?}");
+        let clearing = crate::external::rail::clearing_accounts();
+        let expected: Vec<CurrencyTotal> = clearing
+            .iter()
+            .map(|(_, currency)| CurrencyTotal { currency: *currency, posted_minor: 0, accounts: 1 })
+            .collect();
+        assert_eq!(totals, expected, "a fresh store must hold only the empty clearing accounts");
+        for (system, currency) in clearing {
+            let account = ok("a clearing account", harness.store().account(system.id(currency)).await);
+            assert!(account.is_some_and(|a| a.posted_minor == 0 && a.last_event_seq == 0), "{system:?} {currency}");
+        }
         let outbox = ok("outbox of a fresh store", harness.store().outbox_after(0, PAGE_LEN_MAX).await);
         assert!(outbox.is_empty(), "a fresh store must be empty, has events {outbox:?}");
         harness
@@ -183,6 +200,16 @@ impl<S: Store + ?Sized> Harness<S> {
             Command::SetAccountStatus { id, .. } => self.track_account(*id),
             Command::Transfer(t) => self.track_request(t),
             Command::PostPending { id } | Command::VoidPending { id, .. } => self.track_transfers([*id]),
+            Command::RequestService(t) | Command::ApplyService { transition: t, .. } => {
+                self.track_account(t.record.account_id);
+                self.track_currency(t.record.amount.currency());
+                self.track_transfers(t.record.transfers.iter().copied());
+                for effect in &t.effects {
+                    if let crate::external::lifecycle::Effect::PlaceHold(hold) = effect {
+                        self.track_request(hold);
+                    }
+                }
+            }
         }
         self.store().execute(cmd)
     }

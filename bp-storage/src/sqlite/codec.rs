@@ -76,6 +76,8 @@ pub(crate) const KIND_STATUS: i64 = 2;
 pub(crate) const KIND_POSTED: i64 = 3;
 pub(crate) const KIND_PENDING: i64 = 4;
 pub(crate) const KIND_VOIDED: i64 = 5;
+/// A `service.updated` event: its body is the row's JSON `doc`.
+pub(crate) const KIND_SERVICE: i64 = 6;
 
 /// The columns of [`account_from_row`], in order, for `SELECT`s on `accounts a` joined with
 /// `customers c` on the owner.
@@ -154,7 +156,7 @@ pub(crate) fn transfer_from_row(row: &Row<'_>) -> Result<Transfer, StoreError> {
 pub(crate) const JOURNAL_COLUMNS: &str = "j.position, j.kind, j.at, j.amount_minor, j.code, \
      j.a_key, j.a_seq, j.a_posted, j.a_held, a.id, a.currency, \
      j.b_key, j.b_seq, j.b_posted, j.b_held, b.id, \
-     t.id, t.kind, t.reference, tc.id";
+     t.id, t.kind, t.reference, tc.id, j.doc";
 
 /// `FROM journal j` with the joins that [`JOURNAL_COLUMNS`] needs.
 pub(crate) const JOURNAL_JOINS: &str = "FROM journal j JOIN accounts a ON a.key = j.a_key \
@@ -184,6 +186,7 @@ pub(crate) struct JournalRow {
     pub b: Option<(Side, AccountId)>,
     pub transfer: Option<(TransferId, TransferKind, Option<String>)>,
     pub transfer_credit: Option<AccountId>,
+    pub doc: Option<String>,
 }
 
 fn opt_id(row: &Row<'_>, i: usize) -> Result<Option<Uuid>, StoreError> {
@@ -232,6 +235,7 @@ impl JournalRow {
             b,
             transfer,
             transfer_credit: opt_id(row, 19)?.map(AccountId::from_uuid),
+            doc: row.get(20).map_err(get_err)?,
         })
     }
 
@@ -285,6 +289,14 @@ impl JournalRow {
                 amount: amount()?,
                 balances,
             },
+            KIND_SERVICE => {
+                let doc = self.doc.as_deref().ok_or_else(|| corrupt("service event"))?;
+                let body: EventBody = serde_json::from_str(doc).map_err(|_| corrupt("service event"))?;
+                if !matches!(body, EventBody::ServiceUpdated { .. }) {
+                    return Err(corrupt("service event"));
+                }
+                body
+            }
             _ => return Err(corrupt("journal kind")),
         };
         Ok(Event {
@@ -373,6 +385,24 @@ pub(crate) fn decode_positions(bytes: &[u8], len: usize) -> Result<Vec<i64>, Sto
         return Err(corrupt("position list"));
     }
     Ok(out)
+}
+
+/// The snake_case name a value has on the wire, as stored in a text column.
+fn wire_name(value: Result<serde_json::Value, serde_json::Error>) -> Result<String, StoreError> {
+    match value {
+        Ok(serde_json::Value::String(name)) => Ok(name),
+        _ => Err(StoreError::new(StoreErrorKind::Corrupt, "cannot encode a name")),
+    }
+}
+
+/// A service kind's wire name (`interbank_transfer`, …).
+pub(crate) fn service_kind_name(kind: bp_core::service_record::ServiceKind) -> Result<String, StoreError> {
+    wire_name(serde_json::to_value(kind))
+}
+
+/// A service status's wire name (`requested`, …).
+pub(crate) fn service_status_name(status: bp_core::service_record::ServiceStatus) -> Result<String, StoreError> {
+    wire_name(serde_json::to_value(status))
 }
 
 #[cfg(test)]

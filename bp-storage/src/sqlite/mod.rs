@@ -31,7 +31,9 @@ use bp_core::clock::{Clock, SystemClock};
 use bp_core::command::{Command, Executed};
 use bp_core::customer::{Customer, Username};
 use bp_core::event::Event;
-use bp_core::ids::{AccountId, CustomerId, TransferId};
+use bp_core::ids::{AccountId, CustomerId, ServiceRecordId, TransferId};
+use bp_core::service_record::ServiceRecord;
+use bp_core::service_store::{ServiceQuery, ServiceStore};
 use bp_core::store::{CurrencyTotal, HistoryQuery, OutboxEntry, Page, Store, check_cursor_name};
 use bp_core::transfer::{Posting, Transfer};
 use bp_core::{Error, StoreError, StoreErrorKind, Timestamp};
@@ -256,6 +258,7 @@ impl SqliteStore {
         schema::refuse_newer(&Connection::open_with_flags(&path, rw).map_err(sql_err)?)?;
         let mut conn = open_connection(&path, rw, config.cache_size_kib)?;
         schema::migrate(&mut conn)?;
+        schema::open_clearing_accounts(&conn, config.clock.now())?;
         // Checkpoints run on their own thread, so that commits never wait for one.
         conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(sql_err)?;
 
@@ -364,6 +367,30 @@ impl SqliteStore {
         F: FnOnce(&Connection, &writer::SharedLive) -> Result<T, StoreError> + Send + 'static,
     {
         self.reads.with(f).await
+    }
+}
+
+#[async_trait]
+impl ServiceStore for SqliteStore {
+    async fn service_record(&self, id: ServiceRecordId) -> Result<Option<ServiceRecord>, StoreError> {
+        self.read(move |c, _| reads::service_record(c, id)).await
+    }
+
+    async fn due(&self, now: Timestamp, limit: u32) -> Result<Vec<ServiceRecord>, StoreError> {
+        self.read(move |c, _| reads::services_due(c, now, limit)).await
+    }
+
+    async fn stuck(&self, limit: u32) -> Result<Vec<ServiceRecord>, StoreError> {
+        self.read(move |c, _| reads::services_stuck(c, limit)).await
+    }
+
+    async fn service_records_of(
+        &self,
+        customer: CustomerId,
+        query: &ServiceQuery,
+    ) -> Result<Page<ServiceRecord>, StoreError> {
+        let query = query.clone();
+        self.read(move |c, _| reads::service_records_of(c, customer, &query)).await
     }
 }
 

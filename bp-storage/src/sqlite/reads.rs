@@ -9,9 +9,11 @@ use bp_core::account::Account;
 use bp_core::account_number::AccountNumber;
 use bp_core::customer::{Customer, Username};
 use bp_core::event::Event;
-use bp_core::ids::{AccountId, CustomerId, TransferId};
+use bp_core::ids::{AccountId, CustomerId, ServiceRecordId, TransferId};
 use bp_core::invariants::{self, Books, Scope};
 use bp_core::money::Currency;
+use bp_core::service_record::ServiceRecord;
+use bp_core::service_store::ServiceQuery;
 use bp_core::store::{CurrencyTotal, HistoryQuery, OutboxEntry, PAGE_LEN_MAX, Page};
 use bp_core::transfer::{Posting, Transfer};
 use bp_core::{StoreError, StoreErrorKind, Timestamp};
@@ -323,6 +325,91 @@ pub(crate) fn pending_expired(conn: &Connection, now: Timestamp, limit: u32) -> 
         out.push(TransferId::from_uuid(super::codec::uuid(&id)?));
     }
     Ok(out)
+}
+
+fn service_from_doc(id: &[u8], doc: &str) -> Result<ServiceRecord, StoreError> {
+    let record: ServiceRecord = serde_json::from_str(doc).map_err(|_| corrupt("service record"))?;
+    // The document must be the record of its row.
+    if record.id.as_uuid().as_bytes() != id {
+        return Err(corrupt("service record (id)"));
+    }
+    Ok(record)
+}
+
+fn services_where(
+    conn: &Connection,
+    sql: &str,
+    values: impl rusqlite::Params,
+) -> Result<Vec<ServiceRecord>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(sql_err)?;
+    let mut rows = stmt.query(values).map_err(sql_err)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(sql_err)? {
+        let id: Vec<u8> = row.get(0).map_err(sql_err)?;
+        let doc: String = row.get(1).map_err(sql_err)?;
+        out.push(service_from_doc(&id, &doc)?);
+    }
+    Ok(out)
+}
+
+/// A service record by id (also what the writer loads).
+pub(crate) fn service_record(conn: &Connection, id: ServiceRecordId) -> Result<Option<ServiceRecord>, StoreError> {
+    let found = services_where(
+        conn,
+        "SELECT id, doc FROM service_records WHERE id = ?1",
+        [id.as_uuid().as_bytes().as_slice()],
+    )?;
+    Ok(found.into_iter().next())
+}
+
+/// Records due at `now`, by `next_check_at` then id, through `service_records_due`.
+pub(crate) fn services_due(conn: &Connection, now: Timestamp, limit: u32) -> Result<Vec<ServiceRecord>, StoreError> {
+    let sql = "SELECT id, doc FROM service_records WHERE next_check_at IS NOT NULL AND next_check_at <= ?1 \
+               ORDER BY next_check_at, id LIMIT ?2";
+    services_where(conn, sql, params![micros(now), limit.min(PAGE_LEN_MAX)])
+}
+
+/// Stuck records, by `stuck_since` then id, through `service_records_stuck`.
+pub(crate) fn services_stuck(conn: &Connection, limit: u32) -> Result<Vec<ServiceRecord>, StoreError> {
+    let sql = "SELECT id, doc FROM service_records WHERE stuck_since IS NOT NULL ORDER BY stuck_since, id LIMIT ?1";
+    services_where(conn, sql, params![limit.min(PAGE_LEN_MAX)])
+}
+
+/// A customer's records, newest first by `key` (the cursor), filtered by `ServiceQuery::matches`
+/// (the one definition of the filters): the walk reads the customer's rows through
+/// `service_records_of_customer` until it has one more match than the page holds.
+pub(crate) fn service_records_of(
+    conn: &Connection,
+    customer: CustomerId,
+    query: &ServiceQuery,
+) -> Result<Page<ServiceRecord>, StoreError> {
+    let limit = usize::try_from(query.limit()).unwrap_or(usize::MAX);
+    let before = query.before.map_or(i64::MAX, int);
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT key, id, doc FROM service_records WHERE customer_id = ?1 AND key < ?2 ORDER BY key DESC",
+        )
+        .map_err(sql_err)?;
+    let mut rows = stmt.query(params![customer.as_uuid().as_bytes().as_slice(), before]).map_err(sql_err)?;
+    let mut items = Vec::new();
+    let mut last_key = None;
+    let mut next_cursor = None;
+    while let Some(row) = rows.next().map_err(sql_err)? {
+        let key: i64 = row.get(0).map_err(sql_err)?;
+        let id: Vec<u8> = row.get(1).map_err(sql_err)?;
+        let doc: String = row.get(2).map_err(sql_err)?;
+        let record = service_from_doc(&id, &doc)?;
+        if !query.matches(&record) {
+            continue;
+        }
+        if items.len() == limit {
+            next_cursor = last_key;
+            break;
+        }
+        items.push(record);
+        last_key = u64::try_from(key).ok();
+    }
+    Ok(Page { items, next_cursor })
 }
 
 /// The pending transfers an account pays, oldest first. `state = 0` is written out (not a

@@ -19,9 +19,10 @@ use bp_core::clock::Clock;
 use bp_core::command::{Command, Executed};
 use bp_core::customer::Customer;
 use bp_core::event::{Event, EventBody};
-use bp_core::ids::{AccountId, CustomerId, TransferId};
+use bp_core::ids::{AccountId, CustomerId, ServiceRecordId, TransferId};
 use bp_core::invariants::{Books, check};
 use bp_core::rules::{Decision, Effects, LedgerView, Write, decide, keys};
+use bp_core::service_record::ServiceRecord;
 use bp_core::state::LedgerState;
 use bp_core::transfer::Direction;
 use bp_core::{Error, StoreError, StoreErrorKind};
@@ -29,9 +30,10 @@ use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::codec::{
-    ACCOUNT_COLUMNS, JOURNAL_COLUMNS, JOURNAL_JOINS, JournalRow, KIND_OPENED, KIND_PENDING, KIND_POSTED, KIND_STATUS,
-    KIND_VOIDED, RUN_POSITIONS_MAX, TRANSFER_COLUMNS, account_from_row, account_kind_to, corrupt, encode_positions,
-    micros, reason_to, state_to, status_from, status_to, system_to, transfer_from_row, transfer_kind_to,
+    ACCOUNT_COLUMNS, JOURNAL_COLUMNS, JOURNAL_JOINS, JournalRow, KIND_OPENED, KIND_PENDING, KIND_POSTED, KIND_SERVICE,
+    KIND_STATUS, KIND_VOIDED, RUN_POSITIONS_MAX, TRANSFER_COLUMNS, account_from_row, account_kind_to, corrupt,
+    encode_positions, micros, reason_to, service_kind_name, service_status_name, state_to, status_from, status_to,
+    system_to, transfer_from_row, transfer_kind_to,
 };
 use super::{WriteTurn, sql_err};
 
@@ -305,9 +307,22 @@ impl Cache {
                     self.load_transfer(conn, id)?;
                 }
             }
-            if !matches!(cmd, Command::PostPending { .. } | Command::VoidPending { .. }) {
+            for id in k.services {
+                if !self.state.has_service(id) {
+                    self.load_service(conn, id)?;
+                }
+            }
+            if !matches!(cmd, Command::PostPending { .. } | Command::VoidPending { .. } | Command::ApplyService { .. })
+            {
                 break;
             }
+        }
+        Ok(())
+    }
+
+    fn load_service(&mut self, conn: &Connection, id: ServiceRecordId) -> Result<(), StoreError> {
+        if let Some(record) = super::reads::service_record(conn, id)? {
+            self.state.insert_service(record);
         }
         Ok(())
     }
@@ -358,8 +373,8 @@ const INSERT_TRANSFER: &str = "INSERT INTO transfers (id, kind, debit_key, credi
      state, hold_until, void_reason, created_at, finished_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 
 const INSERT_JOURNAL: &str = "INSERT INTO journal (position, kind, at, transfer_id, amount_minor, code, a_key, a_seq, \
-     a_posted, a_held, b_key, b_seq, b_posted, b_held) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+     a_posted, a_held, b_key, b_seq, b_posted, b_held, doc) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
 
 /// Writes one command's effects inside the open transaction, then applies them to the cache.
 fn write_effects(
@@ -410,11 +425,19 @@ fn write_effects(
                 }
             }
             Write::Update => {
+                // `hold_until` changes when a service request adopts a hold placed during SCA.
                 conn.prepare_cached(
-                    "UPDATE transfers SET state = ?2, void_reason = ?3, finished_at = ?4 WHERE id = ?1",
+                    "UPDATE transfers SET state = ?2, void_reason = ?3, finished_at = ?4, hold_until = ?5 \
+                     WHERE id = ?1",
                 )
                 .and_then(|mut s| {
-                    s.execute(params![id, state_to(t.state), t.void_reason.map(reason_to), t.finished_at.map(micros)])
+                    s.execute(params![
+                        id,
+                        state_to(t.state),
+                        t.void_reason.map(reason_to),
+                        t.finished_at.map(micros),
+                        t.hold_until.map(micros)
+                    ])
                 })
                 .map_err(sql)?;
             }
@@ -444,6 +467,10 @@ fn write_effects(
         }
     }
 
+    for (write, record) in &effects.services {
+        write_service(conn, *write, record)?;
+    }
+
     // New accounts: the row holds their state after this command and all their events so far
     // are indexed at once.
     for (write, a) in &effects.accounts {
@@ -455,9 +482,10 @@ fn write_effects(
 
     // Events of accounts opened by this command, indexed at once: (key, positions from seq 1).
     let mut opened: Vec<(i64, Vec<i64>)> = Vec::new();
+    let mut running = HashMap::new();
     for row in journal_rows(&effects.events) {
         let position = cache.next_position;
-        insert_journal(&mut batch.insert_journal, cache, &row, position, &key_of)?;
+        insert_journal(&mut batch.insert_journal, cache, &row, position, &key_of, &mut running)?;
         cache.next_position += 1;
         for event in row.sides() {
             let key = key_of(cache, event.account_id)?;
@@ -540,12 +568,45 @@ fn journal_rows(events: &[Event]) -> Vec<JournalEvents<'_>> {
     rows
 }
 
+/// Writes a service record's row (the whole record as a JSON document, the queried columns
+/// typed).
+fn write_service(conn: &Connection, write: Write, r: &ServiceRecord) -> Result<(), WriteError> {
+    let doc = serde_json::to_string(r)
+        .map_err(|e| StoreError::with_source(StoreErrorKind::Corrupt, "cannot encode a service record", e))?;
+    let values = params![
+        r.id.as_uuid().as_bytes(),
+        r.customer_id.as_uuid().as_bytes(),
+        service_kind_name(r.kind)?,
+        service_status_name(r.status)?,
+        micros(r.created_at),
+        r.next_check_at.map(micros),
+        r.stuck_since.map(micros),
+        doc,
+    ];
+    let statement = match write {
+        Write::Insert => {
+            "INSERT INTO service_records (id, customer_id, kind, status, created_at, next_check_at, stuck_since, doc) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+        }
+        Write::Update => {
+            "UPDATE service_records SET customer_id = ?2, kind = ?3, status = ?4, created_at = ?5, \
+             next_check_at = ?6, stuck_since = ?7, doc = ?8 WHERE id = ?1"
+        }
+    };
+    let changed = conn.prepare_cached(statement).and_then(|mut s| s.execute(values)).map_err(sql)?;
+    if changed != 1 {
+        return Err(WriteError::Store(corrupt("service record row")));
+    }
+    Ok(())
+}
+
 fn insert_journal(
     insert: &mut CachedStatement<'_>,
     cache: &Cache,
     row: &JournalEvents<'_>,
     position: i64,
     key_of: &dyn Fn(&Cache, AccountId) -> Result<i64, StoreError>,
+    running: &mut HashMap<AccountId, (i64, i64)>,
 ) -> Result<(), WriteError> {
     let a = match row {
         JournalEvents::One(e) | JournalEvents::Posting(e, _) => *e,
@@ -562,25 +623,37 @@ fn insert_journal(
         EventBody::TransferVoided { transfer_id, reason, amount, .. } => {
             (KIND_VOIDED, Some(*transfer_id), Some(amount.amount_minor()), Some(reason_to(*reason)))
         }
-        // No command of the ledger makes one yet: the store of service records (with its own
-        // journal kind) comes with the external-services worker.
-        EventBody::ServiceUpdated { .. } => return Err(WriteError::Store(service_events_not_stored())),
+        EventBody::ServiceUpdated { .. } => (KIND_SERVICE, None, None, None),
     };
-    let balances = |e: &Event| -> Result<(i64, i64), StoreError> {
-        Ok(match &e.body {
+    let doc = match &a.body {
+        EventBody::ServiceUpdated { .. } => Some(
+            serde_json::to_string(&a.body)
+                .map_err(|e| StoreError::with_source(StoreErrorKind::Corrupt, "cannot encode an event", e))?,
+        ),
+        _ => None,
+    };
+    let mut balances = |e: &Event| -> Result<(i64, i64), StoreError> {
+        let balances = match &e.body {
             EventBody::AccountOpened { balances }
             | EventBody::TransferPosted { balances, .. }
             | EventBody::TransferPending { balances, .. }
             | EventBody::TransferVoided { balances, .. } => {
                 (balances.posted.amount_minor(), balances.held.amount_minor())
             }
-            // A status change leaves the balances as the account has them before this command.
-            EventBody::AccountStatusChanged { .. } => {
-                let acc = cache.state.account(e.account_id).ok_or_else(|| corrupt("event account"))?;
-                (acc.posted_minor, acc.held_minor)
+            // A status change or a service event leaves the balances as the account has them
+            // after this command's earlier events (a service request's hold comes first).
+            EventBody::AccountStatusChanged { .. } | EventBody::ServiceUpdated { .. } => {
+                match running.get(&e.account_id) {
+                    Some(b) => *b,
+                    None => {
+                        let acc = cache.state.account(e.account_id).ok_or_else(|| corrupt("event account"))?;
+                        (acc.posted_minor, acc.held_minor)
+                    }
+                }
             }
-            EventBody::ServiceUpdated { .. } => return Err(service_events_not_stored()),
-        })
+        };
+        running.insert(e.account_id, balances);
+        Ok(balances)
     };
     let (a_posted, a_held) = balances(a)?;
     let b = match row {
@@ -612,6 +685,7 @@ fn insert_journal(
             b_cols.1,
             b_cols.2,
             b_cols.3,
+            doc,
         ])
         .map_err(sql)?;
     Ok(())
@@ -1028,9 +1102,4 @@ fn commit_batch(conn: &Connection, mut cache: Cache, batch: &mut Vec<Job>, ctx: 
             None
         }
     }
-}
-
-/// A service event reached the journal, which cannot hold one yet.
-fn service_events_not_stored() -> StoreError {
-    StoreError::new(bp_core::StoreErrorKind::InvalidRequest, "service events are not stored yet")
 }
