@@ -21,6 +21,7 @@ use crate::auth::bearer::HasProvider;
 use crate::auth::tokens::Keys;
 use crate::config::Config;
 use crate::events::{Hub, Sources, Tickets};
+use crate::external::External;
 
 /// Everything the handlers share.
 pub struct AppState {
@@ -50,6 +51,10 @@ pub struct AppState {
     pub relay_stats: std::sync::OnceLock<Arc<bp_notify::relay::RelayStats>>,
     /// Unspent event-stream tickets.
     pub tickets: Tickets,
+    /// The external services' records (the same store as the ledger's).
+    pub services: Arc<dyn bp_core::service_store::ServiceStore>,
+    /// The connected rail, when external payments are on.
+    pub external: Option<Arc<External>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -63,6 +68,7 @@ impl AppState {
     pub fn new(
         config: Config,
         store: Arc<dyn Store>,
+        services: Arc<dyn bp_core::service_store::ServiceStore>,
         security: Arc<dyn SecurityStore>,
         keys: Keys,
         clock: Arc<dyn Clock>,
@@ -90,8 +96,16 @@ impl AppState {
             relay_waker,
             relay_stats: std::sync::OnceLock::new(),
             tickets: Tickets::default(),
+            services,
+            external: None,
             config,
         })
+    }
+
+    /// The same state with the connected rail (`crate::external::connect`).
+    pub fn with_external(mut self, external: Option<External>) -> Self {
+        self.external = external.map(Arc::new);
+        self
     }
 
     /// Now.
