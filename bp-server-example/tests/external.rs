@@ -364,3 +364,119 @@ async fn stuck_payments_are_flagged_kept_and_listed_for_operators() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.lines().any(|l| l.starts_with(&r.id.to_string()) && l.contains("30.00")), "{text}");
 }
+
+/// Opens `dir`'s database in this process (no server running on it).
+async fn open_store(dir: &std::path::Path) -> std::sync::Arc<bp_storage::sqlite::SqliteStore> {
+    let store = bp_storage::sqlite::SqliteStore::open(&dir.join("bp.sqlite"), Default::default()).expect("open");
+    std::sync::Arc::new(store)
+}
+
+async fn close_store(store: std::sync::Arc<bp_storage::sqlite::SqliteStore>) {
+    std::sync::Arc::into_inner(store).expect("the only reference").close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_in_flight_when_the_server_is_killed_is_submitted_once_after_restart() {
+    use bp_core::account::{AccountKind, NewAccount};
+    use bp_core::customer::{KycStatus, NewCustomer, Username};
+    use bp_core::Store as _;
+    use bp_core::ids::CustomerId;
+    use bp_core::service_store::ServiceStore as _;
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A customer and a payment requested (hold and record, the intent to submit), as the
+    // payments façade will write them.
+    let store = open_store(dir.path()).await;
+    let ledger = bp_core::Ledger::new(store.clone() as std::sync::Arc<dyn bp_core::Store>);
+    let (customer, account) = (CustomerId::new_v7(), AccountId::new_v7());
+    let username = Username::parse("crash-ada").expect("username");
+    ledger
+        .open_customer(NewCustomer::person(customer, username, "Ada", "Lovelace", KycStatus::Verified))
+        .await
+        .expect("customer");
+    let new = NewAccount {
+        id: account,
+        customer_id: customer,
+        kind: AccountKind::Current,
+        currency: Currency::EUR,
+        overdraft_limit_minor: 0,
+    };
+    ledger.open_account(new).await.expect("account");
+    ledger.fund(TransferId::new_v7(), account, Money::new(100_000, Currency::EUR)).await.expect("fund");
+    let hold = TransferId::new_v7();
+    let payment = NewExternalPayment {
+        customer,
+        account,
+        hold,
+        amount: Money::new(2_500, Currency::EUR),
+        creditor: ExternalAccount::parse("DE89370400440532013000", "Erika Mustermann", None).expect("payee"),
+        remittance: None,
+        rail: RailId::SepaCreditTransfer,
+    };
+    let t = lifecycle::request(&payment, chrono::Utc::now()).expect("request");
+    let id = store.request(t).await.expect("stored").record.id;
+    drop(ledger);
+    close_store(store).await;
+
+    // The server runs with the rail unreachable (its worker is mid-way with the payment), and is
+    // killed with SIGKILL.
+    let env = [
+        ("BP_DEMO", "false"),
+        ("BP_EXTERNAL__SEPA__WEBHOOK_SECRETS", "[\"bp-test-webhook-secret-0123456789abcdef\"]"),
+        ("BP_EXTERNAL__SEPA__CHECK_FIRST_MS", "50"),
+        ("BP_EXTERNAL__SEPA__CHECK_MAX_MS", "200"),
+    ];
+    let unreachable = [env.as_slice(), &[("BP_EXTERNAL__SEPA__BASE_URL", "http://127.0.0.1:1/")]].concat();
+    let (_, _, mut child) = common::spawn_binary(dir.path(), &unreachable);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let store = open_store(dir.path()).await;
+    let killed = store.service_record(id).await.expect("read").expect("record");
+    assert!(!killed.status.money_decided(), "{killed:?}");
+    close_store(store).await;
+
+    // Restarted with the rail up: the payment is submitted exactly once, with its key.
+    let rail = MockServer::start().await;
+    let key = CallKey::of_transfer(hold);
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(202).set_body_raw(status_report(&key, Status::Settled, "RAIL-1"), "application/xml"),
+        )
+        .mount(&rail)
+        .await;
+    // A status query (the record may have been left `submitted`): never received.
+    let not_found = serde_json::json!({ "type": "urn:bp:rail:order-not-found", "title": "no such order" });
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(404).set_body_raw(not_found.to_string(), "application/problem+json"))
+        .mount(&rail)
+        .await;
+    let base = format!("{}/", rail.uri());
+    let reachable = [env.as_slice(), &[("BP_EXTERNAL__SEPA__BASE_URL", base.as_str())]].concat();
+    let (_, _, mut child) = common::spawn_binary(dir.path(), &reachable);
+    let mut posts = 0;
+    for _ in 0..200 {
+        posts =
+            rail.received_requests().await.expect("recorded").iter().filter(|r| r.method.as_str() == "POST").count();
+        if posts > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Time for a wrong second submission to show.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let requests = rail.received_requests().await.expect("recorded");
+    let sent: Vec<_> = requests.iter().filter(|r| r.method.as_str() == "POST").collect();
+    assert_eq!((posts, sent.len()), (1, 1), "submitted once");
+    assert_eq!(sent[0].headers.get("Idempotency-Key").and_then(|v| v.to_str().ok()), Some(key.as_str()));
+    let store = open_store(dir.path()).await;
+    let stored = store.service_record(id).await.expect("read").expect("record");
+    assert_eq!(stored.status, ServiceStatus::Settled);
+    let account = store.account(account).await.expect("read").expect("account");
+    assert_eq!((account.posted_minor, account.available_minor()), (97_500, 97_500));
+    close_store(store).await;
+}
