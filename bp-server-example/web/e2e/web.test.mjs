@@ -396,9 +396,9 @@ test('an API error is shown in plain words with its problem type', async () => {
   await page.getByRole('button', { name: 'Clear' }).click();
 });
 
-test('services say honestly that there are none; the profile masks documents', async () => {
+test('services list the demo interbank payment (the simulator is the rail); the profile masks documents', async () => {
   await page.getByRole('link', { name: 'Services' }).click();
-  await page.locator('[data-empty="not-connected"]').waitFor();
+  await page.locator('tr[data-service]').first().waitFor();
   await page.getByRole('link', { name: 'Profile' }).click();
   await page.getByRole('heading', { name: 'Profile' }).waitFor();
   const text = await page.locator('main').innerText();
@@ -410,7 +410,7 @@ test('services say honestly that there are none; the profile masks documents', a
   assert.ok(text.includes(me.contact.email));
   assert.deepEqual(await accessibilityViolations(page), [], 'the profile');
   await page.getByRole('link', { name: 'Services' }).click();
-  await page.locator('[data-empty="not-connected"]').waitFor();
+  await page.locator('tr[data-service]').first().waitFor();
   assert.deepEqual(await accessibilityViolations(page), [], 'the services');
 });
 
