@@ -18,7 +18,7 @@ use bp_core::service_store::IncomingOutcome;
 use bp_external::WebhookError;
 use bp_external::contract::{PROBLEM_JSON, PROBLEM_REFUSED, Problem, SIGNATURE_HEADER};
 
-use crate::external::{Applied, External, INCOMING_WEBHOOK_PATH, STATUS_WEBHOOK_PATH, apply_input, record_of_key};
+use crate::external::{Applied, INCOMING_WEBHOOK_PATH, STATUS_WEBHOOK_PATH, apply_input, record_of_key};
 use crate::http::problem::problem_response;
 use crate::state::AppState;
 
@@ -27,15 +27,14 @@ pub fn routes() -> Router<Arc<AppState>> {
     Router::new().route(STATUS_WEBHOOK_PATH, post(status_report)).route(INCOMING_WEBHOOK_PATH, post(incoming))
 }
 
-fn connected(state: &AppState) -> Result<&External, Response> {
-    state.external.as_deref().ok_or_else(|| {
-        problem_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "external-services-unavailable",
-            "External services are not connected",
-            "this server has no payment rail configured",
-        )
-    })
+/// The answer when no rail is connected.
+fn unavailable() -> Response {
+    problem_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "external-services-unavailable",
+        "External services are not connected",
+        "this server has no payment rail configured",
+    )
 }
 
 /// The problem answering a delivery the verifier refused; `Replayed` is answered by the caller.
@@ -60,10 +59,7 @@ fn signature(headers: &HeaderMap) -> Option<&str> {
 
 /// `POST /rail/sepa/webhooks/status`: a status report, applied to its payment's record.
 async fn status_report(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    let external = match connected(&state) {
-        Ok(e) => e,
-        Err(r) => return r,
-    };
+    let Some(external) = state.external.as_deref() else { return unavailable() };
     let report = match external.verifier.status_report(signature(&headers), &body, state.now().timestamp()) {
         Ok(report) => report,
         // Accepted before: that delivery was applied (or answered 5xx and delivered anew).
@@ -105,10 +101,7 @@ async fn status_report(State(state): State<Arc<AppState>>, headers: HeaderMap, b
 /// `POST /rail/sepa/webhooks/incoming`: an incoming payment, credited once however often it is
 /// delivered, or refused with its ISO reason code (`urn:bp:rail:refused`, `reason`).
 async fn incoming(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    let external = match connected(&state) {
-        Ok(e) => e,
-        Err(r) => return r,
-    };
+    let Some(external) = state.external.as_deref() else { return unavailable() };
     let message = match external.verifier.incoming(signature(&headers), &body, state.now().timestamp()) {
         Ok(message) => message,
         Err(WebhookError::Replayed) => return StatusCode::OK.into_response(),

@@ -367,7 +367,7 @@ async fn stuck_payments_are_flagged_kept_and_listed_for_operators() {
 
 /// Opens `dir`'s database in this process (no server running on it).
 async fn open_store(dir: &std::path::Path) -> std::sync::Arc<bp_storage::sqlite::SqliteStore> {
-    let store = bp_storage::sqlite::SqliteStore::open(&dir.join("bp.sqlite"), Default::default()).expect("open");
+    let store = bp_storage::sqlite::SqliteStore::open(dir.join("bp.sqlite"), Default::default()).expect("open");
     std::sync::Arc::new(store)
 }
 
@@ -377,9 +377,9 @@ async fn close_store(store: std::sync::Arc<bp_storage::sqlite::SqliteStore>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_in_flight_when_the_server_is_killed_is_submitted_once_after_restart() {
+    use bp_core::Store as _;
     use bp_core::account::{AccountKind, NewAccount};
     use bp_core::customer::{KycStatus, NewCustomer, Username};
-    use bp_core::Store as _;
     use bp_core::ids::CustomerId;
     use bp_core::service_store::ServiceStore as _;
     use wiremock::matchers::method;
