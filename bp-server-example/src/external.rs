@@ -217,3 +217,30 @@ pub async fn order_of(
         requested_at: record.created_at,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn production_never_runs_the_simulator_and_development_does() {
+        let mut config = Config { mode: Mode::Production, ..Config::default() };
+        assert!(connect(&config, "http://127.0.0.1:1").await.expect("connect").is_none(), "off in production");
+        config.mode = Mode::Development;
+        config.external.sepa.simulate = false;
+        assert!(connect(&config, "http://127.0.0.1:1").await.expect("connect").is_none(), "simulate = false");
+        config.external.sepa.simulate = true;
+        let external = connect(&config, "http://127.0.0.1:1").await.expect("connect").expect("connected");
+        let simulator = external.simulator.expect("the simulator");
+        assert!(simulator.addr().ip().is_loopback());
+        simulator.stop().await;
+    }
+
+    #[test]
+    fn a_rail_key_leads_back_to_its_record() {
+        let hold = TransferId::new_v7();
+        let key = CallKey::of_transfer(hold);
+        assert_eq!(record_of_key(&key), Some(lifecycle::record_id(hold)));
+        assert_eq!(record_of_key(&CallKey::parse("SIM0123").expect("key")), None);
+    }
+}
