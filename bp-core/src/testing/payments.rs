@@ -123,6 +123,8 @@ macro_rules! __payments_conformance_cases {
             external_confirmed
             external_tampered
             external_refusals
+            external_crash_recovery
+            external_concurrent_retries
         }
     };
 }
@@ -1277,5 +1279,62 @@ pub async fn external_refusals<F: PaymentsFactory>(factory: &F) {
     for key in ["x-usd", "x-ours", "x-none"] {
         assert_eq!(bank.transfer(transfer_id(ada.id, &key_of(key))).await, None, "{key}: nothing held");
     }
+    bank.check_invariants().await;
+}
+
+/// A server that stopped between the pending transfer and its challenge, or between the answer
+/// and the record: the retry makes the challenge, the next confirmation writes the record.
+pub async fn external_crash_recovery<F: PaymentsFactory>(factory: &F) {
+    let bank = Bank::new(factory).await;
+    let ada = bank.person("ada", 1_000_00).await;
+    let phone = bank.phone(&ada, 7).await;
+    let id = transfer_id(ada.id, &key_of("k"));
+    let request = TransferRequest {
+        id,
+        kind: TransferKind::Interbank,
+        debit_account: ada.account.id,
+        credit_account: RailId::SepaCreditTransfer.clearing_account(),
+        amount: eur(200_00),
+        reference: Some(INVOICE.to_owned()),
+        hold_until: Some(bank.clock.now() + ScaRules::default().challenge_ttl()),
+    };
+    ok("the crashed attempt's pending transfer", bank.ledger().transfer(request).await);
+    let retry = ok("the retry", bank.pay_out(&ada, &erika(), eur(200_00), "k").await);
+    let (transfer, challenge, _) = challenged(&retry);
+    assert_eq!((transfer.id, retry.replayed, Some(challenge.expires_at)), (id, true, transfer.hold_until));
+    assert!(crate::sca::signing_message(challenge).contains("iban:DE89370400440532013000"));
+    // Answered, but the server stopped before writing the record.
+    let guard = bank.sca().lock(ada.id).await;
+    ok("answered", bank.sca().answer(challenge, &phone.answer(challenge)).await);
+    drop(guard);
+    assert_eq!(bank.record(record_id(id)).await, None);
+    let confirmed = ok("the next confirmation", bank.payments.confirm(ada.id, id, &phone.answer(challenge)).await);
+    let record = confirmed.service.expect("the record");
+    assert_requested(&record, &confirmed.transfer, &ada.account, 200_00);
+    assert_eq!(bank.held_minor(&ada.account).await, 200_00);
+    bank.check_invariants().await;
+}
+
+/// Concurrent retries of one exempt payment to another bank write one record and one hold, and
+/// count the exemption once.
+pub async fn external_concurrent_retries<F: PaymentsFactory>(factory: &F) {
+    let bank = Arc::new(Bank::new(factory).await);
+    let ada = Arc::new(bank.person("ada", 1_000_00).await);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (bank, ada) = (Arc::clone(&bank), Arc::clone(&ada));
+        tasks.spawn(async move { bank.pay_out(&ada, &erika(), eur(10_00), "same").await });
+    }
+    let mut records = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let receipt = ok("a retry", joined.expect("the task ran"));
+        let (_, record, exemption) = submitted(&receipt);
+        assert_eq!(exemption, Some(Exemption::LowValue));
+        records.push(record.id);
+    }
+    records.dedup();
+    assert_eq!(records.len(), 1, "one record");
+    assert_eq!(bank.held_minor(&ada.account).await, 10_00, "held once");
+    assert_eq!(bank.audits(AuditKind::ScaExempted), 1, "counted once");
     bank.check_invariants().await;
 }
