@@ -13,6 +13,9 @@ pub enum PaymentOutcome {
     Posted,
     /// Waiting for SCA.
     ScaRequired,
+    /// Handed to a rail (a payment to another bank): its amount held and its record written,
+    /// pending there.
+    Submitted,
     /// Refused by a rule of the ledger (funds, account status, ...).
     Rejected,
 }

@@ -158,6 +158,7 @@ impl Hooks for ServerHooks {
         let outcome = match outcome {
             PaymentOutcome::Posted => "posted",
             PaymentOutcome::ScaRequired => "sca_required",
+            PaymentOutcome::Submitted => "submitted",
             PaymentOutcome::Rejected => "rejected",
         };
         metrics::counter!("bp_transfers_total", "outcome" => outcome).increment(1);

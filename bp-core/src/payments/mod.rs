@@ -13,19 +13,28 @@
 //! - Beneficiaries: trusting a payee takes an answered challenge; payments to it are then
 //!   exempt.
 //!
+//! - Payments to another bank ([`Payee::External`]: IBAN, name, BIC) take the same flow over a
+//!   [`ServiceStore`] ([`Payments::with_external`]): exempt, the hold, the service record and
+//!   their events are written in one command ([`ServiceStore::request`]); otherwise a pending
+//!   transfer holds the amount while a challenge signed as `bp-sca-v2` text (amount, currency,
+//!   IBAN, name, BIC) is answered, and [`Payments::confirm`] then writes the record, taking the
+//!   pending transfer over as its hold. Either way the answer is [`Payment::Submitted`]: pending
+//!   at the rail, with the record's id.
+//!
 //! The rules are [`crate::sca`]'s and [`rules`]'s pure functions; this module reads the state
-//! they decide on and writes their effects. A payee is a [`Payee`]: an account of this bank, or
-//! an account at another bank ([`Payee::External`]: IBAN, name, BIC), whose types, signed text
-//! ([`crate::sca::signing_message`], `bp-sca-v2`) and exemption relation
-//! ([`rules::external_relation`]) are complete, but which [`Payments::pay`] does not pay yet.
+//! they decide on and writes their effects.
 
+mod external;
 pub mod rules;
+
+use std::sync::Arc;
 
 use crate::account::Account;
 use crate::account_number::AccountNumber;
 use crate::api::NewTransfer;
 use crate::error::{Error, LedgerError, StoreError};
-use crate::external::ExternalAccount;
+use crate::external::lifecycle::RequestError;
+use crate::external::{BankIbans, ExternalAccount};
 use crate::hooks::{Hooks, PaymentOutcome};
 use crate::ids::{AccountId, BeneficiaryId, CustomerId, TransferId};
 use crate::money::Money;
@@ -37,6 +46,8 @@ use crate::security::{
     AuditKind, Beneficiary, BeneficiaryState, ChallengePurpose, ChallengeState, ScaChallenge, ScaMethod,
 };
 use crate::service::Ledger;
+use crate::service_record::ServiceRecord;
+use crate::service_store::ServiceStore;
 use crate::store::Store;
 use crate::transfer::{Transfer, TransferKind, TransferRequest, TransferState};
 
@@ -108,6 +119,20 @@ pub enum Payment {
         /// How it may be answered (none: the customer must register a device first).
         methods: Vec<ScaMethod>,
     },
+    /// A payment to another bank, handed to the rail: `transfer` holds its amount (without a
+    /// deadline) and `service` (status `requested` when written) is the payment at the rail,
+    /// which the rail's worker sends and which ends when the rail decides. An HTTP layer answers
+    /// `202 Accepted` with `service.id`. A retry with the same key answers this again, with
+    /// the transfer and the record as they are now, once the record exists (exempt at once, or
+    /// after [`Payments::confirm`]); before, it answers [`Payment::Challenged`].
+    Submitted {
+        /// The hold, as it is now (pending until the rail decides).
+        transfer: Transfer,
+        /// The service record, as it is now (boxed: it is much larger than a transfer).
+        service: Box<ServiceRecord>,
+        /// Why no SCA was needed; `None` when an answered challenge authorized it.
+        exemption: Option<Exemption>,
+    },
 }
 
 /// The answer to [`Payments::pay`].
@@ -122,12 +147,16 @@ pub struct PayReceipt {
 /// The answer to [`Payments::confirm`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Confirmed {
-    /// The posted transfer.
+    /// The posted transfer; for a payment to another bank, its hold (pending, no deadline any
+    /// more) until the rail decides.
     pub transfer: Transfer,
     /// The answered challenge.
     pub challenge: ScaChallenge,
     /// How it could be answered.
     pub methods: Vec<ScaMethod>,
+    /// For a payment to another bank: its service record, written by this confirmation (the
+    /// payment is then pending at the rail: an HTTP layer answers `202` with its id).
+    pub service: Option<ServiceRecord>,
 }
 
 /// A beneficiary waiting for the SCA that trusts it.
@@ -162,10 +191,21 @@ pub enum PaymentError {
     /// The challenge does not authorize exactly this transfer (dynamic linking).
     #[error("the challenge does not match this transfer")]
     ChallengeMismatch,
-    /// This kind of payment is not built yet (payments to other banks: the store of their
-    /// records, the rail's worker and adapter come next).
-    #[error("{0} are not supported yet")]
+    /// This kind of payment is not set up: payments to other banks need
+    /// [`Payments::with_external`].
+    #[error("{0} are not supported here")]
     NotSupported(&'static str),
+    /// The rail does not take this payment (another currency than the rail's, remittance
+    /// information too long): nothing was held.
+    #[error(transparent)]
+    Rail(RequestError),
+    /// The payee's IBAN is one of this bank's accounts: pay account `number` as an account of
+    /// this bank ([`Payee::Account`]), not over the rail. Nothing was held.
+    #[error("this IBAN is account {number} of this bank: pay it as an account of this bank")]
+    OwnIban {
+        /// The account the IBAN names.
+        number: AccountNumber,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -239,11 +279,13 @@ impl Submitted {
     }
 }
 
-/// The payment flow over a ledger and strong customer authentication. Cloning shares it.
+/// The payment flow over a ledger and strong customer authentication (and, for payments to
+/// other banks, a service store: [`Payments::with_external`]). Cloning shares it.
 #[derive(Clone)]
 pub struct Payments {
     ledger: Ledger<dyn Store>,
     sca: Sca,
+    external: Option<external::ExternalPayments>,
 }
 
 impl std::fmt::Debug for Payments {
@@ -256,7 +298,18 @@ impl Payments {
     /// The flow over `ledger`, authenticating with `sca` (whose store, clock, rules and hooks
     /// it uses).
     pub fn new(ledger: Ledger<dyn Store>, sca: Sca) -> Self {
-        Self { ledger, sca }
+        Self { ledger, sca, external: None }
+    }
+
+    /// The flow with payments to other banks, over `store`, which becomes the ledger's store
+    /// too (the hold placed while a payment waits for SCA and the record that takes it over
+    /// must be in one store, so there is no second one to get wrong); `bank` tells which IBANs
+    /// are this bank's own accounts (refused as payees: [`PaymentError::OwnIban`]). The rail is
+    /// SEPA credit transfer, the one there is. Without this, [`Payments::pay`] refuses
+    /// [`Payee::External`] with [`PaymentError::NotSupported`].
+    pub fn with_external(self, store: Arc<dyn ServiceStore>, bank: BankIbans) -> Self {
+        let ledger: Arc<dyn Store> = store.clone();
+        Self { ledger: Ledger::new(ledger), external: Some(external::ExternalPayments { store, bank }), ..self }
     }
 
     /// The ledger.
@@ -276,10 +329,11 @@ impl Payments {
     /// Pays: posted at once when exempt, otherwise pending with a challenge. See the module
     /// documentation for retries.
     ///
-    /// A payment to [`Payee::External`] is refused with [`PaymentError::NotSupported`] (after
-    /// the payer's account is checked): nothing is held and nothing is sent until the record
-    /// store and the rail's worker exist, so that no money is ever held without a worker to
-    /// release or send it.
+    /// A payment to [`Payee::External`] is handed to the rail ([`Payment::Submitted`]) when
+    /// exempt, otherwise challenged the same way; it is refused (after the payer's account is
+    /// checked, nothing held) without [`Payments::with_external`]
+    /// ([`PaymentError::NotSupported`]), in another currency than the rail's
+    /// ([`PaymentError::Rail`]), or to an IBAN of this bank ([`PaymentError::OwnIban`]).
     pub async fn pay(
         &self,
         customer: CustomerId,
@@ -289,7 +343,7 @@ impl Payments {
         let from = self.own_account(customer, request.from_account).await?;
         let payee_number = match &request.payee {
             Payee::Account(number) => *number,
-            Payee::External(_) => return Err(PaymentError::NotSupported("payments to other banks")),
+            Payee::External(payee) => return self.pay_external(customer, &from, key, payee, request).await,
         };
         let to = self.payee_account(payee_number).await?;
         let relation = self.relation(customer, &to).await?;
@@ -330,8 +384,10 @@ impl Payments {
     }
 
     /// Confirms `customer`'s pending payment `transfer_id` with `answer` to its challenge, and
-    /// posts it. An answer is spent once; a payment confirmed before its server stopped is
-    /// posted by the next confirmation.
+    /// posts it — or, for a payment to another bank, writes its service record, which takes the
+    /// pending transfer over as its hold ([`Confirmed::service`]). An answer is spent once; a
+    /// payment confirmed before its server stopped is posted (or recorded) by the next
+    /// confirmation.
     pub async fn confirm(
         &self,
         customer: CustomerId,
@@ -343,6 +399,9 @@ impl Payments {
             return Err(PaymentError::NotFound("transfer"));
         }
         let challenge = self.sca.challenge_of(customer, challenge_id(transfer.id.as_uuid())).await?;
+        if transfer.kind == TransferKind::Interbank {
+            return self.confirm_external(customer, &transfer, challenge, answer).await;
+        }
         let payee = Payee::Account(self.ledger.account(transfer.credit_account).await?.number);
         if !payee.links(&challenge, &transfer) {
             return Err(PaymentError::ChallengeMismatch);
@@ -353,20 +412,25 @@ impl Payments {
             TransferState::Posted => return Err(Closed::PaymentConfirmed.into()),
             TransferState::Voided | TransferState::Failed => return Err(Closed::PaymentEnded.into()),
         }
-        let answered = match self.sca.answer(&challenge, answer).await {
-            Ok(c) => c,
-            // Answered before, but the transfer is still pending (the server stopped in
-            // between): the customer did authorize it, so it is posted now.
-            Err(ScaError::Closed(Closed::Answered)) if matches!(challenge.state, ChallengeState::Answered { .. }) => {
-                challenge
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let answered = self.spend_answer(challenge, answer).await?;
         let receipt = self.ledger.post_pending(transfer.id).await?;
         self.hooks().ledger_changed();
         self.hooks().payment(PaymentOutcome::Posted);
         let methods = self.sca.methods(customer, &answered.purpose).await?;
-        Ok(Confirmed { transfer: receipt.transfer, challenge: answered, methods })
+        Ok(Confirmed { transfer: receipt.transfer, challenge: answered, methods, service: None })
+    }
+
+    /// Checks and spends `answer` to `challenge` (the caller holds the customer's lock).
+    async fn spend_answer(&self, challenge: ScaChallenge, answer: &ScaAnswer) -> Result<ScaChallenge, PaymentError> {
+        match self.sca.answer(&challenge, answer).await {
+            Ok(c) => Ok(c),
+            // Answered before, but the payment is still pending (the server stopped in
+            // between): the customer did authorize it, so it goes ahead now.
+            Err(ScaError::Closed(Closed::Answered)) if matches!(challenge.state, ChallengeState::Answered { .. }) => {
+                Ok(challenge)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Adds a payee of this bank to `customer`'s beneficiaries, pending until the challenge it

@@ -34,8 +34,12 @@ use super::conformance::Factory;
 use super::fixtures::{ok, person, start_time};
 use crate::account::{Account, AccountKind, NewAccount, SystemAccount};
 use crate::clock::{Clock, ManualClock};
+use crate::event::EventBody;
+use crate::external::ExternalAccount;
+use crate::external::lifecycle::{InterbankDetails, record_id};
+use crate::external::rail::RailId;
 use crate::hooks::{Hooks, PaymentOutcome};
-use crate::ids::{AccountId, CustomerId, DeviceId, TransferId};
+use crate::ids::{AccountId, CustomerId, DeviceId, ServiceRecordId, TransferId};
 use crate::invariants::Scope;
 use crate::money::{Currency, Money};
 use crate::payments::{
@@ -48,14 +52,17 @@ use crate::security::{
     AuditEntry, AuditKind, BeneficiaryState, Credentials, DEVICES_MAX, ScaChallenge, ScaMethod, SecurityStore,
 };
 use crate::service::Ledger;
+use crate::service_record::{ServiceKind, ServiceRecord, ServiceStatus};
+use crate::service_store::ServiceStore;
 use crate::store::{PAGE_LEN_MAX, Store};
 use crate::transfer::{TransferKind, TransferRequest, TransferState};
 
-/// What the façade runs on: a ledger store and a security store (one backend may be both).
+/// What the façade runs on: a ledger store (with its service records, for payments to other
+/// banks) and a security store (one backend may be both).
 #[derive(Clone)]
 pub struct PaymentStores {
-    /// The ledger.
-    pub ledger: Arc<dyn Store>,
+    /// The ledger and its service records.
+    pub ledger: Arc<dyn ServiceStore>,
     /// The security records.
     pub security: Arc<dyn SecurityStore>,
 }
@@ -112,6 +119,12 @@ macro_rules! __payments_conformance_cases {
             refusals
             crash_recovery
             concurrent_retries
+            external_low_value
+            external_confirmed
+            external_tampered
+            external_refusals
+            external_crash_recovery
+            external_concurrent_retries
         }
     };
 }
@@ -203,7 +216,8 @@ impl Bank {
         let sca = Sca::new(Arc::clone(&stores.security), clock_dyn, rules, lockout)
             .with_randomness(Arc::new(SeededRandomness::new(0x5eed)))
             .with_hooks(recorded.clone());
-        let payments = Payments::new(Ledger::new(Arc::clone(&stores.ledger)), sca);
+        let ledger: Arc<dyn Store> = stores.ledger.clone();
+        let payments = Payments::new(Ledger::new(ledger), sca).with_external(Arc::clone(&stores.ledger), bank_ibans());
         Self {
             clock,
             payments,
@@ -974,5 +988,353 @@ pub async fn concurrent_retries<F: PaymentsFactory>(factory: &F) {
     assert_eq!(bank.audits(AuditKind::ScaExempted), 1, "counted once");
     let state = ok("state", bank.stores.security.security_state(ada.id).await);
     assert_eq!(state.low_value_count, 1);
+    bank.check_invariants().await;
+}
+
+/// This bank's IBANs in the cases (German form, bank code `500105`).
+fn bank_ibans() -> crate::external::BankIbans {
+    ok("bank ibans", crate::external::BankIbans::new("DE", "500105"))
+}
+
+/// The payee at another bank of the external cases.
+fn erika() -> ExternalAccount {
+    ok("payee", ExternalAccount::parse("DE89370400440532013000", "Erika Mustermann", Some("COBADEFFXXX")))
+}
+
+/// The remittance information of the external cases.
+const INVOICE: &str = "invoice 42";
+
+impl Bank {
+    async fn pay_out(
+        &self,
+        p: &Person,
+        to: &ExternalAccount,
+        amount: Money,
+        key: &str,
+    ) -> Result<PayReceipt, PaymentError> {
+        let request = PaymentRequest {
+            from_account: p.account.id,
+            payee: Payee::External(to.clone()),
+            amount,
+            reference: Some(INVOICE.to_owned()),
+        };
+        self.payments.pay(p.id, &key_of(key), &request).await
+    }
+
+    async fn record(&self, id: ServiceRecordId) -> Option<ServiceRecord> {
+        ok("read record", self.stores.ledger.service_record(id).await)
+    }
+
+    async fn transfer(&self, id: TransferId) -> Option<crate::transfer::Transfer> {
+        ok("read transfer", self.stores.ledger.transfer(id).await)
+    }
+
+    async fn events_after(&self, len: usize) -> Vec<EventBody> {
+        let outbox = ok("outbox", self.stores.ledger.outbox_after(0, PAGE_LEN_MAX).await);
+        outbox.into_iter().skip(len).map(|e| e.event.body).collect()
+    }
+}
+
+fn submitted(receipt: &PayReceipt) -> (&crate::transfer::Transfer, &ServiceRecord, Option<Exemption>) {
+    match &receipt.payment {
+        Payment::Submitted { transfer, service, exemption } => (transfer, &**service, *exemption),
+        other => panic!("expected a payment submitted to the rail, got {other:?}"),
+    }
+}
+
+fn is_conflict(e: &PaymentError) -> bool {
+    matches!(e, PaymentError::Ledger(crate::LedgerError::IdempotencyConflict { .. }))
+}
+
+/// The record and hold of a payment to another bank, as the rail's worker will find them.
+fn assert_requested(record: &ServiceRecord, hold: &crate::transfer::Transfer, from: &Account, amount_minor: i64) {
+    assert_eq!(
+        (record.status, record.version, record.kind),
+        (ServiceStatus::Requested, 1, ServiceKind::InterbankTransfer)
+    );
+    assert_eq!(
+        (record.account_id, record.amount, record.transfers.as_slice()),
+        (from.id, eur(amount_minor), &[hold.id][..])
+    );
+    let details = InterbankDetails::of(record).expect("interbank details");
+    assert_eq!((details.creditor, details.remittance.as_deref()), (erika(), Some(INVOICE)));
+    assert_eq!(
+        (hold.kind, hold.debit_account, hold.credit_account),
+        (TransferKind::Interbank, from.id, RailId::SepaCreditTransfer.clearing_account())
+    );
+    assert!(hold.awaits_external_party(), "the hold is pending without a deadline: {hold:?}");
+}
+
+/// A low-value payment to another bank is exempt like any payment to someone else: the hold,
+/// the record (`requested`) and their events in one write, counted and audited; a retry answers
+/// the same record and holds once; the key for another payment is a conflict.
+pub async fn external_low_value<F: PaymentsFactory>(factory: &F) {
+    let bank = Bank::new(factory).await;
+    let ada = bank.person("ada", 1_000_00).await;
+    let bob = bank.person("bob", 0).await;
+    let events = bank.money().await.outbox_len;
+    let receipt = ok("pay 20.00 to another bank", bank.pay_out(&ada, &erika(), eur(20_00), "x-1").await);
+    let (hold, record, exemption) = submitted(&receipt);
+    assert_eq!((exemption, receipt.replayed), (Some(Exemption::LowValue), false));
+    assert_eq!(hold.id, transfer_id(ada.id, &key_of("x-1")), "the hold's id is derived from customer and key");
+    assert_eq!(record.id, record_id(hold.id), "the record's id is derived from the hold's");
+    assert_requested(record, hold, &ada.account, 20_00);
+    assert_eq!(bank.record(record.id).await.as_ref(), Some(record), "stored as answered");
+    assert_eq!((bank.posted_minor(&ada.account).await, bank.held_minor(&ada.account).await), (1_000_00, 20_00));
+    let new = bank.events_after(events).await;
+    assert!(
+        matches!(new.as_slice(), [EventBody::TransferPending { .. }, EventBody::ServiceUpdated { status: ServiceStatus::Requested, service_id, .. }] if *service_id == record.id),
+        "the hold's and the record's events: {new:?}"
+    );
+    assert_eq!(bank.audits(AuditKind::ScaExempted), 1, "a low-value exemption is audited");
+    assert_eq!(ok("state", bank.stores.security.security_state(ada.id).await).low_value_count, 1, "and counted");
+    assert_eq!(
+        bank.recorded.outcomes.lock().unwrap_or_else(PoisonError::into_inner).last(),
+        Some(&PaymentOutcome::Submitted)
+    );
+    // A retry: the same record, one hold, nothing moved, not counted again.
+    let before = bank.money().await;
+    let again = ok("retry", bank.pay_out(&ada, &erika(), eur(20_00), "x-1").await);
+    assert!(again.replayed);
+    assert_eq!(submitted(&again), (hold, record, Some(Exemption::LowValue)), "the first answer again");
+    assert_eq!(before, bank.money().await, "a retry moves nothing");
+    assert_eq!(bank.audits(AuditKind::ScaExempted), 1);
+    // The key for another payment: another amount, payee, name, or an internal payment.
+    let other_iban = ok("payee", ExternalAccount::parse("FR1420041010050500013M02606", "Erika Mustermann", None));
+    let other_name =
+        ExternalAccount { name: ok("name", crate::external::PayeeName::parse("Max Mustermann")), ..erika() };
+    bank.refuses("the key for another amount", bank.pay_out(&ada, &erika(), eur(21_00), "x-1"), is_conflict).await;
+    bank.refuses("the key for another IBAN", bank.pay_out(&ada, &other_iban, eur(20_00), "x-1"), is_conflict).await;
+    bank.refuses("the key for another name", bank.pay_out(&ada, &other_name, eur(20_00), "x-1"), is_conflict).await;
+    bank.refuses("the key for an internal payment", bank.pay(&ada, &bob.account, 20_00, "x-1"), is_conflict).await;
+    // An internal payment's key for an external one.
+    ok("an internal payment", bank.pay(&ada, &bob.account, 1_00, "i-1").await);
+    bank.refuses(
+        "an internal key for an external payment",
+        bank.pay_out(&ada, &erika(), eur(1_00), "i-1"),
+        is_conflict,
+    )
+    .await;
+    assert_eq!(bank.held_minor(&ada.account).await, 20_00, "one hold");
+    bank.check_invariants().await;
+}
+
+/// Above the exemptions: a pending transfer holds the amount until the challenge expires, and
+/// the challenge's `bp-sca-v2` text names amount, currency, IBAN, name and BIC. The answer
+/// writes the record, which takes the pending transfer over as its hold (its deadline removed,
+/// so the sweeper leaves it); a retry then answers the record.
+pub async fn external_confirmed<F: PaymentsFactory>(factory: &F) {
+    let bank = Bank::new(factory).await;
+    let ada = bank.person("ada", 1_000_00).await;
+    let phone = bank.phone(&ada, 7).await;
+    let receipt = ok("pay 150.00 to another bank", bank.pay_out(&ada, &erika(), eur(150_00), "x-1").await);
+    let (transfer, challenge, methods) = challenged(&receipt);
+    assert_eq!(methods, [ScaMethod::DeviceSignature]);
+    let ttl = ScaRules::default().challenge_ttl();
+    assert_eq!((transfer.state, transfer.hold_until), (TransferState::Pending, Some(bank.clock.now() + ttl)));
+    assert_eq!((transfer.kind, challenge.expires_at), (TransferKind::Interbank, bank.clock.now() + ttl));
+    let text = crate::sca::signing_message(challenge);
+    assert!(text.starts_with("bp-sca-v2\n"), "{text}");
+    for part in [
+        "purpose:external_payment",
+        &format!("transfer:{}", transfer.id),
+        "amount:150.00",
+        "currency:EUR",
+        "iban:DE89370400440532013000",
+        "name:Erika Mustermann",
+        "bic:COBADEFFXXX",
+    ] {
+        assert!(text.lines().any(|l| l == part), "the text names {part}: {text}");
+    }
+    let id = record_id(transfer.id);
+    assert_eq!(bank.record(id).await, None, "no record before the answer");
+    let pending = ok("a retry before the answer", bank.pay_out(&ada, &erika(), eur(150_00), "x-1").await);
+    assert_eq!((challenged(&pending).1.id, pending.replayed), (challenge.id, true));
+    assert_eq!(bank.held_minor(&ada.account).await, 150_00);
+    let events = bank.money().await.outbox_len;
+    let confirmed = ok("confirm", bank.payments.confirm(ada.id, transfer.id, &phone.answer(challenge)).await);
+    let record = confirmed.service.clone().expect("the record");
+    assert_eq!(confirmed.transfer.id, transfer.id, "the pending transfer became the hold");
+    assert_requested(&record, &confirmed.transfer, &ada.account, 150_00);
+    assert_eq!((record.id, bank.record(id).await.as_ref()), (id, Some(&record)));
+    assert_eq!(bank.held_minor(&ada.account).await, 150_00, "one hold, taken over");
+    let new = bank.events_after(events).await;
+    assert!(
+        matches!(new.as_slice(), [EventBody::ServiceUpdated { status: ServiceStatus::Requested, service_id, .. }] if *service_id == id),
+        "{new:?}"
+    );
+    assert_eq!(
+        bank.recorded.outcomes.lock().unwrap_or_else(PoisonError::into_inner).last(),
+        Some(&PaymentOutcome::Submitted)
+    );
+    // Confirmed once; a retry answers the record; the sweeper leaves the hold alone.
+    bank.refuses("the same answer again", bank.payments.confirm(ada.id, transfer.id, &phone.answer(challenge)), |e| {
+        is_closed(e, Closed::PaymentConfirmed)
+    })
+    .await;
+    let again = ok("a retry after the answer", bank.pay_out(&ada, &erika(), eur(150_00), "x-1").await);
+    assert_eq!((submitted(&again).1, submitted(&again).2, again.replayed), (&record, None, true));
+    bank.advance_secs(ttl.num_seconds() + 1);
+    assert_eq!(ok("expire holds", bank.ledger().expire_holds(bank.clock.now(), 10).await), 0);
+    assert_eq!(bank.transfer(transfer.id).await.map(|t| t.state), Some(TransferState::Pending));
+    assert_eq!(bank.held_minor(&ada.account).await, 150_00);
+    bank.check_invariants().await;
+}
+
+/// An answer that signs another IBAN, name or amount, or a challenge changed in the store,
+/// requests nothing: the pending transfer keeps its deadline, and the sweeper releases it.
+pub async fn external_tampered<F: PaymentsFactory>(factory: &F) {
+    let rules = ScaRules { challenge_failures_max: 10, ..ScaRules::default() };
+    let bank = Bank::with(factory, rules, LockoutRules::default()).await;
+    let ada = bank.person("ada", 1_000_00).await;
+    let phone = bank.phone(&ada, 7).await;
+    let receipt = ok("pay 150.00 to another bank", bank.pay_out(&ada, &erika(), eur(150_00), "x-1").await);
+    let (transfer, challenge, _) = challenged(&receipt);
+    let text = crate::sca::signing_message(challenge);
+    let confirm = |answer: ScaAnswer| {
+        let payments = bank.payments.clone();
+        let (customer, id) = (ada.id, transfer.id);
+        async move { payments.confirm(customer, id, &answer).await }
+    };
+    for (what, from, to) in [
+        ("another IBAN", "iban:DE89370400440532013000", "iban:FR1420041010050500013M02606"),
+        ("another name", "name:Erika Mustermann", "name:Mallory"),
+        ("another amount", "amount:150.00", "amount:1.50"),
+        ("another BIC", "bic:COBADEFFXXX", "bic:"),
+    ] {
+        let tampered = phone.answer_text(challenge, &text.replace(from, to));
+        bank.refuses(what, confirm(tampered), |e| is_sca(e, &ScaError::Failed)).await;
+    }
+    // A challenge changed in the store: of another amount, it is not linked to the stored
+    // hold; of another payee, the device's signature of the text it showed does not answer it.
+    let forged_payee = ok("payee", ExternalAccount::parse("FR1420041010050500013M02606", "Mallory", None));
+    let mismatch: fn(&PaymentError) -> bool = |e| matches!(e, PaymentError::ChallengeMismatch);
+    let failed: fn(&PaymentError) -> bool = |e| is_sca(e, &ScaError::Failed);
+    for (what, amount, payee, expected) in [
+        ("a stored challenge of another amount", eur(1_50), erika(), mismatch),
+        ("a stored challenge of another payee", eur(150_00), forged_payee, failed),
+    ] {
+        let forged = ScaChallenge {
+            purpose: crate::security::ChallengePurpose::ExternalPayment { transfer_id: transfer.id, amount, payee },
+            ..challenge.clone()
+        };
+        ok("replace the open challenge", bank.stores.security.put_challenge(forged).await);
+        bank.refuses(what, confirm(phone.answer(challenge)), expected).await;
+        ok("put it back", bank.stores.security.put_challenge(challenge.clone()).await);
+    }
+    let id = record_id(transfer.id);
+    assert_eq!(bank.record(id).await, None, "nothing requested");
+    let hold = bank.transfer(transfer.id).await.expect("the pending transfer");
+    assert_eq!((hold.state, hold.hold_until), (TransferState::Pending, transfer.hold_until), "with its deadline");
+    // The sweeper releases it once the challenge is over.
+    bank.advance_secs(ScaRules::default().challenge_ttl().num_seconds() + 1);
+    assert_eq!(ok("expire holds", bank.ledger().expire_holds(bank.clock.now(), 10).await), 1);
+    assert_eq!(bank.held_minor(&ada.account).await, 0, "released");
+    bank.refuses("the right answer, too late", confirm(phone.answer(challenge)), |e| {
+        is_closed(e, Closed::PaymentEnded)
+    })
+    .await;
+    assert_eq!(bank.record(id).await, None, "still nothing requested");
+    bank.check_invariants().await;
+}
+
+/// Refused before anything is held: insufficient funds (exempt or challenged), another
+/// currency than the rail's (euro), an IBAN of this bank, and a façade without a service store.
+pub async fn external_refusals<F: PaymentsFactory>(factory: &F) {
+    let bank = Bank::new(factory).await;
+    let ada = bank.person("ada", 10_00).await;
+    let bob = bank.person("bob", 0).await;
+    for (what, amount_minor, key) in [("exempt", 20_00, "x-small"), ("challenged", 500_00, "x-big")] {
+        bank.refuses(what, bank.pay_out(&ada, &erika(), eur(amount_minor), key), |e| {
+            matches!(e, PaymentError::Ledger(crate::LedgerError::InsufficientFunds { .. }))
+        })
+        .await;
+        let hold = transfer_id(ada.id, &key_of(key));
+        assert_eq!((bank.transfer(hold).await, bank.record(record_id(hold)).await), (None, None), "{what}: nothing");
+    }
+    assert_eq!(bank.audits(AuditKind::ScaExempted), 0, "a refused payment is not counted");
+    let usd = Money::new(5_00, Currency::USD);
+    bank.refuses("dollars over SEPA", bank.pay_out(&ada, &erika(), usd, "x-usd"), |e| {
+        matches!(e, PaymentError::Rail(crate::external::lifecycle::RequestError::Currency { expected: Currency::EUR }))
+    })
+    .await;
+    let ours = ExternalAccount { iban: bank_ibans().iban_of(bob.account.number), ..erika() };
+    bank.refuses(
+        "an IBAN of this bank",
+        bank.pay_out(&ada, &ours, eur(1_00), "x-ours"),
+        |e| matches!(e, PaymentError::OwnIban { number } if *number == bob.account.number),
+    )
+    .await;
+    let internal_only = Payments::new(bank.ledger().clone(), bank.sca().clone());
+    let request = PaymentRequest {
+        from_account: ada.account.id,
+        payee: Payee::External(erika()),
+        amount: eur(1_00),
+        reference: None,
+    };
+    bank.refuses("without a service store", internal_only.pay(ada.id, &key_of("x-none"), &request), |e| {
+        matches!(e, PaymentError::NotSupported(_))
+    })
+    .await;
+    for key in ["x-usd", "x-ours", "x-none"] {
+        assert_eq!(bank.transfer(transfer_id(ada.id, &key_of(key))).await, None, "{key}: nothing held");
+    }
+    bank.check_invariants().await;
+}
+
+/// A server that stopped between the pending transfer and its challenge, or between the answer
+/// and the record: the retry makes the challenge, the next confirmation writes the record.
+pub async fn external_crash_recovery<F: PaymentsFactory>(factory: &F) {
+    let bank = Bank::new(factory).await;
+    let ada = bank.person("ada", 1_000_00).await;
+    let phone = bank.phone(&ada, 7).await;
+    let id = transfer_id(ada.id, &key_of("k"));
+    let request = TransferRequest {
+        id,
+        kind: TransferKind::Interbank,
+        debit_account: ada.account.id,
+        credit_account: RailId::SepaCreditTransfer.clearing_account(),
+        amount: eur(200_00),
+        reference: Some(INVOICE.to_owned()),
+        hold_until: Some(bank.clock.now() + ScaRules::default().challenge_ttl()),
+    };
+    ok("the crashed attempt's pending transfer", bank.ledger().transfer(request).await);
+    let retry = ok("the retry", bank.pay_out(&ada, &erika(), eur(200_00), "k").await);
+    let (transfer, challenge, _) = challenged(&retry);
+    assert_eq!((transfer.id, retry.replayed, Some(challenge.expires_at)), (id, true, transfer.hold_until));
+    assert!(crate::sca::signing_message(challenge).contains("iban:DE89370400440532013000"));
+    // Answered, but the server stopped before writing the record.
+    let guard = bank.sca().lock(ada.id).await;
+    ok("answered", bank.sca().answer(challenge, &phone.answer(challenge)).await);
+    drop(guard);
+    assert_eq!(bank.record(record_id(id)).await, None);
+    let confirmed = ok("the next confirmation", bank.payments.confirm(ada.id, id, &phone.answer(challenge)).await);
+    let record = confirmed.service.expect("the record");
+    assert_requested(&record, &confirmed.transfer, &ada.account, 200_00);
+    assert_eq!(bank.held_minor(&ada.account).await, 200_00);
+    bank.check_invariants().await;
+}
+
+/// Concurrent retries of one exempt payment to another bank write one record and one hold, and
+/// count the exemption once.
+pub async fn external_concurrent_retries<F: PaymentsFactory>(factory: &F) {
+    let bank = Arc::new(Bank::new(factory).await);
+    let ada = Arc::new(bank.person("ada", 1_000_00).await);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (bank, ada) = (Arc::clone(&bank), Arc::clone(&ada));
+        tasks.spawn(async move { bank.pay_out(&ada, &erika(), eur(10_00), "same").await });
+    }
+    let mut records = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let receipt = ok("a retry", joined.expect("the task ran"));
+        let (_, record, exemption) = submitted(&receipt);
+        assert_eq!(exemption, Some(Exemption::LowValue));
+        records.push(record.id);
+    }
+    records.dedup();
+    assert_eq!(records.len(), 1, "one record");
+    assert_eq!(bank.held_minor(&ada.account).await, 10_00, "held once");
+    assert_eq!(bank.audits(AuditKind::ScaExempted), 1, "counted once");
     bank.check_invariants().await;
 }

@@ -94,6 +94,9 @@ pub(super) async fn create_transfer(
                 exemption: None,
             },
         ),
+        // Payments to other banks are not routed here yet (`PaymentRequest::from(&NewTransfer)`
+        // names an account of this bank), so `pay` never answers this.
+        Payment::Submitted { .. } => return Err(ApiError::Internal),
     };
     Ok((status, Json(response)))
 }

@@ -12,8 +12,10 @@ const SECURITY_KINDS = [
   'login_succeeded', 'password_failed', 'second_factor_failed', 'locked_out', 'locked_out_attempt',
   'device_added', 'device_removed', 'refresh_token_reuse', 'session_revoked', 'challenge_answered',
   'challenge_failed', 'sca_exempted', 'beneficiary_trusted', 'beneficiary_removed', 'credentials_changed',
-  'external_token_accepted',
+  'external_token_accepted', 'passkey_added', 'passkey_removed',
 ];
+/** A change of an external service request (docs/events.md): its status, not its balances. */
+const SERVICE_TYPE = 'service.updated';
 /** Waits before reconnecting: the first retry is quick, later ones back off (with jitter). */
 const BACKOFF_MS = [250, 1000, 2000, 4000, 8000];
 
@@ -28,6 +30,15 @@ const BACKOFF_MS = [250, 1000, 2000, 4000, 8000];
  * @property {{ balances?: { posted: import('./format.js').Money, held: import('./format.js').Money, available: import('./format.js').Money }, transfer_id?: string }} data
  */
 
+/**
+ * A `service.updated` event: an external service request changed status.
+ * @typedef {object} ServiceEvent
+ * @property {string} id
+ * @property {string} account_id
+ * @property {number} seq
+ * @property {{ service_id: string, status: string }} data
+ */
+
 /** @typedef {'connecting' | 'live' | 'reconnecting' | 'offline'} LiveState */
 
 export class LiveStream {
@@ -35,6 +46,7 @@ export class LiveStream {
    * @param {object} handlers
    * @param {(event: LedgerEvent) => void} handlers.onLedgerEvent
    * @param {(kind: string, data: { detail?: Record<string, unknown> }) => void} handlers.onSecurityEvent
+   * @param {(event: ServiceEvent) => void} handlers.onServiceEvent
    * @param {(state: LiveState, detail: string) => void} handlers.onState
    */
   constructor(handlers) {
@@ -122,6 +134,10 @@ export class LiveStream {
         this.handlers.onLedgerEvent(JSON.parse(message.data));
       });
     }
+    source.addEventListener(SERVICE_TYPE, (message) => {
+      this.cursor = message.lastEventId || this.cursor;
+      this.handlers.onServiceEvent(JSON.parse(message.data));
+    });
     for (const kind of SECURITY_KINDS) {
       source.addEventListener(`security.${kind}`, (message) => {
         this.cursor = message.lastEventId || this.cursor;

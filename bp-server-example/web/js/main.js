@@ -167,6 +167,7 @@ async function start() {
         auth.sessionEnded(data.detail?.reason === 'inactivity' ? 'inactivity' : 'revoked');
       }
     },
+    onServiceEvent: (event) => view?.serviceChanged?.(event),
     onState: setLiveState,
   });
   live.start(cursor);

@@ -75,11 +75,13 @@ import { creationOptions, credentialJSON, failureText } from './webauthn.js';
  */
 
 /**
- * A rendered view. `accountChanged` is called after a live event changed an account's balances.
+ * A rendered view. `accountChanged` is called after a live event changed an account's balances,
+ * `serviceChanged` after one changed an external service request's status.
  * @typedef {object} View
  * @property {string} title
  * @property {HTMLElement} root
  * @property {(account: Account, event: import('./live.js').LedgerEvent) => void} [accountChanged]
+ * @property {(event: import('./live.js').ServiceEvent) => void} [serviceChanged]
  */
 
 /** @param {Account} account */
@@ -502,33 +504,51 @@ export function services(ctx) {
   const body = h('div', {}, h('p', { class: 'muted', role: 'status' }, 'Loading…'));
   const root = h('section', { 'aria-labelledby': 'services-title' }, h('h1', { id: 'services-title' }, 'Services'),
     h('p', { class: 'sub' }, 'Interbank transfers, international transfers and loans.'), body);
-  /** @type {Promise<{ services: ServiceRecord[], external_services_connected: boolean }>} */
-  const request = api.get('/v1/services');
-  request
-    .then((list) => {
-      if (!list.external_services_connected) {
-        replace(body, h('p', { class: 'empty', 'data-empty': 'not-connected' },
-          'This bank has not connected its interbank, international and loan services yet, so there is no history of them to show. ',
-          'Payments between accounts of this bank are under Transactions.'));
-      } else if (list.services.length === 0) {
-        replace(body, h('p', { class: 'empty', 'data-empty': 'none' }, 'You have not used any of these services yet.'));
-      } else {
-        replace(body, h('table', {},
-          h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Service'), h('th', { scope: 'col' }, 'Status'),
-            h('th', { scope: 'col', class: 'amount' }, 'Amount'), h('th', { scope: 'col' }, 'Requested'), h('th', { scope: 'col' }, 'Updated'))),
-          h('tbody', {}, list.services.map((s) => h('tr', { 'data-service': s.id },
-            h('td', {}, SERVICE_KINDS[s.kind] ?? fmt.words(s.kind)),
-            h('td', {}, h('span', { class: 'badge' }, fmt.words(s.status))),
-            h('td', { class: 'amount' }, fmt.money(s.amount)),
-            h('td', {}, fmt.when(s.created_at)),
-            h('td', {}, fmt.when(s.updated_at)))))));
-      }
-    })
-    .catch((e) => {
+  // Loads the list; a live change while a load runs asks for one more load after it, so the
+  // view ends with the latest state and never runs two loads at once.
+  let loading = false;
+  let again = false;
+  const load = () => {
+    if (loading) {
+      again = true;
+      return;
+    }
+    loading = true;
+    /** @type {Promise<{ services: ServiceRecord[], external_services_connected: boolean }>} */
+    const request = api.get('/v1/services');
+    request.then(show).catch((e) => {
       replace(body, h('p', { class: 'muted' }, 'The services could not be loaded.'));
       ctx.showProblem(e);
+    }).finally(() => {
+      loading = false;
+      if (again) {
+        again = false;
+        load();
+      }
     });
-  return { title: 'Services', root };
+  };
+  /** @param {{ services: ServiceRecord[], external_services_connected: boolean }} list */
+  const show = (list) => {
+    if (!list.external_services_connected) {
+      replace(body, h('p', { class: 'empty', 'data-empty': 'not-connected' },
+        'This bank has not connected its interbank, international and loan services yet, so there is no history of them to show. ',
+        'Payments between accounts of this bank are under Transactions.'));
+    } else if (list.services.length === 0) {
+      replace(body, h('p', { class: 'empty', 'data-empty': 'none' }, 'You have not used any of these services yet.'));
+    } else {
+      replace(body, h('table', {},
+        h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Service'), h('th', { scope: 'col' }, 'Status'),
+          h('th', { scope: 'col', class: 'amount' }, 'Amount'), h('th', { scope: 'col' }, 'Requested'), h('th', { scope: 'col' }, 'Updated'))),
+        h('tbody', {}, list.services.map((s) => h('tr', { 'data-service': s.id, 'data-status': s.status },
+          h('td', {}, SERVICE_KINDS[s.kind] ?? fmt.words(s.kind)),
+          h('td', {}, h('span', { class: 'badge' }, fmt.words(s.status))),
+          h('td', { class: 'amount' }, fmt.money(s.amount)),
+          h('td', {}, fmt.when(s.created_at)),
+          h('td', {}, fmt.when(s.updated_at)))))));
+    }
+  };
+  load();
+  return { title: 'Services', root, serviceChanged: () => load() };
 }
 
 // ---------------------------------------------------------------------------------------------
