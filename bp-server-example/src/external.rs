@@ -18,7 +18,6 @@ use bp_core::service_store::ServiceStore;
 use bp_external::simulator::{OutcomeRules, Simulator, SimulatorConfig, SimulatorHandle};
 use bp_external::{BreakerConfig, HttpRail, HttpRailConfig, WebhookSecret, WebhookVerifier};
 use rand::Rng as _;
-use tokio::sync::Notify;
 
 use crate::config::{Config, Mode};
 
@@ -44,8 +43,6 @@ pub struct External {
     pub policy: Policy,
     /// Payments the worker calls the rail about at once.
     pub concurrency_max: usize,
-    /// Wakes the worker: a payment was requested or rescheduled.
-    pub wake: Notify,
     /// The simulator of the outside parties, when this process runs it (development mode).
     pub simulator: Option<SimulatorHandle>,
 }
@@ -116,7 +113,6 @@ pub async fn connect(config: &Config, public_base: &str) -> Result<Option<Extern
         bic,
         policy: Policy { back_off: sepa.check_back_off(), stuck_after_s: sepa.stuck_after_s },
         concurrency_max: sepa.worker_concurrency_max,
-        wake: Notify::new(),
         simulator,
     }))
 }

@@ -55,7 +55,7 @@ const STUCK_LEN_MAX: u32 = 500;
 /// to submit, unknown or submitted ones to ask about), runs the lifecycle on each, makes the
 /// call it asks for (with the record's own key: an unknown outcome is asked about, never sent
 /// again under a new key) and applies the answer, at most `concurrency_max` payments at once.
-/// Woken by `External::wake` (a payment was requested) and by the earliest `next_check_at`
+/// Woken by `AppState::external_wake` (a payment was handed to the rail) and by the earliest `next_check_at`
 /// it has seen, at the latest every [`WORKER_IDLE_MS_MAX`].
 pub async fn external_worker(state: Arc<AppState>, external: Arc<crate::external::External>) {
     let limit = Arc::new(tokio::sync::Semaphore::new(external.concurrency_max));
@@ -97,7 +97,7 @@ pub async fn external_worker(state: Arc<AppState>, external: Arc<crate::external
             .map(|at| u64::try_from((at - state.now()).num_milliseconds()).unwrap_or(0))
             .map_or(WORKER_IDLE_MS_MAX, |ms| ms.min(WORKER_IDLE_MS_MAX));
         tokio::select! {
-            () = external.wake.notified() => {}
+            () = state.external_wake.notified() => {}
             () = tokio::time::sleep(Duration::from_millis(idle_ms)) => {}
         }
     }

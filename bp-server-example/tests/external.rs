@@ -60,9 +60,7 @@ async fn request(server: &Server, customer: &common::Customer, minor: i64) -> Se
     };
     let t = lifecycle::request(&payment, server.state.now()).expect("request");
     let receipt = server.state.services.request(t).await.expect("stored");
-    if let Some(external) = &server.state.external {
-        external.wake.notify_one();
-    }
+    server.state.external_wake.notify_one();
     receipt.record
 }
 
@@ -310,7 +308,7 @@ async fn a_timed_out_submission_is_reconciled_by_a_status_query_not_sent_again()
     };
     let t = lifecycle::request(&payment, server.state.now()).expect("request");
     let r = server.state.services.request(t).await.expect("stored").record;
-    server.state.external.as_ref().expect("connected").wake.notify_one();
+    server.state.external_wake.notify_one();
     until_status(&server, r.id, ServiceStatus::Settled).await;
     assert_eq!(balances(&server, ada.eur).await, (92_500, 92_500));
     let posts =
@@ -479,4 +477,27 @@ async fn a_payment_in_flight_when_the_server_is_killed_is_submitted_once_after_r
     let account = store.account(account).await.expect("read").expect("account");
     assert_eq!((account.posted_minor, account.available_minor()), (97_500, 97_500));
     close_store(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_to_an_iban_through_the_facade_is_sent_by_the_worker() {
+    use bp_core::payments::{Payee, Payment, PaymentRequest};
+
+    let mut server = Server::start_with(simulated).await;
+    let ada = server.customer("ada-iban", 100_000, 0).await;
+    let request = PaymentRequest {
+        from_account: ada.eur,
+        payee: Payee::External(
+            ExternalAccount::parse("DE89370400440532013000", "Erika Mustermann", None).expect("payee"),
+        ),
+        // Low value: exempt from SCA, so handed to the rail at once.
+        amount: Money::new(1_500, Currency::EUR),
+        reference: Some("books".to_owned()),
+    };
+    let key = bp_core::payments::rules::IdempotencyKey::parse("iban-1").expect("key");
+    let receipt = server.state.payments.pay(ada.id, &key, &request).await.expect("pay");
+    let Payment::Submitted { service, .. } = receipt.payment else { panic!("not submitted: {receipt:?}") };
+    until_status(&server, service.id, ServiceStatus::Settled).await;
+    assert_eq!(balances(&server, ada.eur).await, (98_500, 98_500));
+    server.stop().await;
 }
