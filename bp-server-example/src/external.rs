@@ -165,6 +165,7 @@ pub async fn apply_input(
     id: ServiceRecordId,
     input: &Input,
 ) -> Result<Applied, Error> {
+    let mut stale = None;
     for _ in 0..APPLY_ATTEMPTS_MAX {
         let Some(record) = services.service_record(id).await? else { return Ok(Applied::NotFound) };
         let transition = match lifecycle::transition(&record, input, clock.now(), policy, rand::rng().random()) {
@@ -186,11 +187,13 @@ pub async fn apply_input(
             .collect();
         match services.apply(id, record.version, transition).await {
             Ok(stored) => return Ok(Applied::Written(stored, calls)),
-            Err(Error::Ledger(LedgerError::VersionConflict { .. })) => continue,
+            Err(e @ Error::Ledger(LedgerError::VersionConflict { .. })) => stale = Some(e),
             Err(e) => return Err(e),
         }
     }
-    Err(Error::Ledger(LedgerError::VersionConflict { expected: 0, actual: 0 }))
+    // Other writers won every time: the caller answers so that the input comes again (a 5xx to
+    // a webhook; the worker's next check).
+    Err(stale.unwrap_or_else(|| unreachable!("APPLY_ATTEMPTS_MAX is positive")))
 }
 
 /// The order of `record` as the rail receives it: our customer (name and IBAN, our BIC) pays
