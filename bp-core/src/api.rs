@@ -505,6 +505,9 @@ pub struct ServiceList {
     /// is empty for everyone, and clients should say so rather than show it as the customer's
     /// history.
     pub external_services_connected: bool,
+    /// Pass as `cursor` to get the next (older) page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// The OAuth2 token endpoint's answer (RFC 6749 §5.1, OpenID Connect Core §3.1.3.3).

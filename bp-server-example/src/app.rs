@@ -23,6 +23,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let mut routes = Router::new()
         .merge(v1)
         .merge(crate::auth::routes().with_state(Arc::clone(&state.auth)))
+        .merge(crate::rail_webhooks::routes())
         .route("/", get(crate::http::web::page))
         .route("/callback", get(crate::http::web::page))
         .route("/app/{*file}", get(crate::http::web::file))

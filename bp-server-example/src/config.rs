@@ -42,6 +42,163 @@ pub struct Config {
     /// The event bus between the outbox relay and the event streams.
     #[serde(default)]
     pub bus: BusConfig,
+    /// The outside parties (FR6): the payment rails.
+    #[serde(default)]
+    pub external: ExternalConfig,
+}
+
+/// The outside parties the bank pays through.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExternalConfig {
+    /// The SEPA credit-transfer rail.
+    pub sepa: SepaConfig,
+}
+
+/// A secret from the configuration: its `Debug` and its serialisation (`print-config`) never
+/// show it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The shown form of every secret.
+    pub const REDACTED: &'static str = "(redacted)";
+
+    /// A secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// Its bytes, for the one place that uses it.
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(Self::REDACTED)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(Self::REDACTED)
+    }
+}
+
+/// The SEPA credit-transfer rail: where it is, how patiently it is called, how its webhooks are
+/// authenticated, and how this bank's accounts are written as IBANs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SepaConfig {
+    /// The rail's base URL (`https://rail.example/v1/`). Unset: in development mode with
+    /// `simulate`, the simulator of the outside parties on a loopback port of its own; in
+    /// production, external payments are off.
+    pub base_url: Option<String>,
+    /// In development mode without `base_url`, run the simulator (never in production).
+    pub simulate: bool,
+    /// The secrets the rail signs its webhooks with, each at least 32 bytes, 1 to 4 (new and
+    /// old during a rotation). Required with `base_url`; the simulator makes its own when empty.
+    pub webhook_secrets: Vec<Secret>,
+    /// Webhooks signed further from our clock than this are refused (seconds).
+    pub webhook_tolerance_s: u64,
+    /// Longest wait for a connection to the rail (milliseconds).
+    pub connect_timeout_ms: u64,
+    /// Longest wait for a whole call (milliseconds).
+    pub request_timeout_ms: u64,
+    /// Attempts per call, the first included (1 to 10).
+    pub attempts_max: u32,
+    /// First delay between attempts of one call (milliseconds).
+    pub retry_first_ms: u64,
+    /// Longest delay between attempts of one call (milliseconds).
+    pub retry_max_ms: u64,
+    /// Consecutive failed attempts that open the circuit breaker.
+    pub breaker_failures_max: u32,
+    /// How long the open circuit waits before one probe (milliseconds).
+    pub breaker_cool_down_ms: u64,
+    /// First delay between the worker's checks of one payment (milliseconds).
+    pub check_first_ms: u64,
+    /// Longest delay between the worker's checks of one payment (milliseconds).
+    pub check_max_ms: u64,
+    /// An undecided payment this long after it was requested is flagged stuck (seconds).
+    pub stuck_after_s: u64,
+    /// Payments the worker calls the rail about at once.
+    pub worker_concurrency_max: usize,
+    /// The country of this bank's IBANs (two letters).
+    pub iban_country: String,
+    /// The bank code in this bank's IBANs (of the length the country needs).
+    pub iban_bank_code: String,
+    /// This bank's BIC (the debtor agent of its payments).
+    pub bic: String,
+    /// The simulator settles an accepted order this long after it received it (milliseconds).
+    pub simulator_settle_after_ms: u64,
+}
+
+impl Default for SepaConfig {
+    fn default() -> Self {
+        Self {
+            base_url: None,
+            simulate: true,
+            webhook_secrets: Vec::new(),
+            webhook_tolerance_s: 300,
+            connect_timeout_ms: 2_000,
+            request_timeout_ms: 10_000,
+            attempts_max: 3,
+            retry_first_ms: 200,
+            retry_max_ms: 2_000,
+            breaker_failures_max: 5,
+            breaker_cool_down_ms: 30_000,
+            check_first_ms: 1_000,
+            check_max_ms: 600_000,
+            stuck_after_s: 3_600,
+            worker_concurrency_max: 8,
+            // Spain: a bank code of 8 digits, then the 12 of the account number.
+            iban_country: "ES".to_owned(),
+            iban_bank_code: "99990001".to_owned(),
+            bic: "BPEXESMMXXX".to_owned(),
+            simulator_settle_after_ms: 5_000,
+        }
+    }
+}
+
+impl SepaConfig {
+    /// Checks the rules no type expresses.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(url) = &self.base_url {
+            let parsed = url::Url::parse(url).map_err(|e| format!("external.sepa.base_url: {e}"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err("external.sepa.base_url must be an http or https URL".to_owned());
+            }
+            if self.webhook_secrets.is_empty() {
+                return Err("external.sepa.webhook_secrets is required with external.sepa.base_url".to_owned());
+            }
+        }
+        if self.webhook_secrets.len() > bp_external::webhook::SECRETS_MAX
+            || self.webhook_secrets.iter().any(|s| s.expose().len() < bp_external::webhook::SECRET_BYTES_MIN)
+        {
+            return Err(format!(
+                "external.sepa.webhook_secrets: at most {} secrets of at least {} bytes each",
+                bp_external::webhook::SECRETS_MAX,
+                bp_external::webhook::SECRET_BYTES_MIN
+            ));
+        }
+        if self.webhook_tolerance_s == 0 || self.stuck_after_s == 0 || self.worker_concurrency_max == 0 {
+            return Err("external.sepa.webhook_tolerance_s, stuck_after_s and worker_concurrency_max must be positive"
+                .to_owned());
+        }
+        self.check_back_off().validate().map_err(|e| format!("external.sepa.check_*: {e}"))?;
+        bp_core::external::BankIbans::new(&self.iban_country, &self.iban_bank_code)
+            .map_err(|e| format!("external.sepa.iban_country / iban_bank_code: {e}"))?;
+        bp_core::external::Bic::parse(&self.bic).map_err(|e| format!("external.sepa.bic: {e}"))?;
+        Ok(())
+    }
+
+    /// The back-off between the worker's checks of a payment.
+    pub fn check_back_off(&self) -> bp_core::external::BackOff {
+        bp_core::external::BackOff { first_ms: self.check_first_ms, max_ms: self.check_max_ms }
+    }
 }
 
 /// Which event bus carries committed events to the event streams.
@@ -308,6 +465,7 @@ impl Default for Config {
             lockout: LockoutRules::default(),
             log: LogConfig { filter: "info".to_owned(), json: true },
             bus: BusConfig::default(),
+            external: ExternalConfig::default(),
         }
     }
 }
@@ -394,6 +552,7 @@ impl Config {
                 return bad("bus.kind = \"kafka\" needs a server built with the `kafka` feature (the default)");
             }
         }
+        self.external.sepa.validate().map_err(ConfigError::Invalid)?;
         if self.mode == Mode::Development && !self.tls() && !self.server.listen.ip().is_loopback() {
             return bad("development mode serves plain HTTP on loopback addresses only: configure TLS \
                  (server.tls_cert_path, server.tls_key_path) or listen on 127.0.0.1");
@@ -470,6 +629,21 @@ mod tests {
         c.server.tls_cert_path = Some("cert.pem".into());
         c.server.tls_key_path = Some("key.pem".into());
         c.validate().expect("TLS makes it acceptable");
+    }
+
+    #[test]
+    fn webhook_secrets_are_long_and_never_printed() {
+        let mut c = Config::default();
+        c.external.sepa.base_url = Some("https://rail.example/v1/".to_owned());
+        assert!(c.validate().is_err(), "a rail without webhook secrets");
+        c.external.sepa.webhook_secrets = vec![Secret::new("short")];
+        assert!(c.validate().is_err(), "a secret under 32 bytes");
+        let secret = "a-webhook-secret-of-at-least-32-bytes";
+        c.external.sepa.webhook_secrets = vec![Secret::new(secret)];
+        c.validate().expect("valid");
+        let printed = toml::to_string_pretty(&c).expect("toml");
+        assert!(!printed.contains(secret) && printed.contains(Secret::REDACTED), "{printed}");
+        assert!(!format!("{c:?}").contains(secret));
     }
 
     #[test]

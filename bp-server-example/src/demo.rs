@@ -201,11 +201,59 @@ pub async fn seed(state: &AppState, credentials_file: &Path) -> Result<Option<Ve
                 .await
                 .map_err(|e| e.to_string())?;
         }
+        let eur = AccountId::from_uuid(demo_uuid(&format!("{}/{}", c.username, Currency::EUR)));
+        seed_interbank(state, c.username, id, eur).await?;
         enrolled.push(enrol(state, id, c.username, &random_token(12)).await?);
     }
     write_credentials(credentials_file, &enrolled)
         .map_err(|e| format!("writing {}: {e}", credentials_file.display()))?;
     Ok(Some(enrolled))
+}
+
+/// Past interbank payments of a demo customer (FR3's Services view), through the real paths:
+/// one coming in, credited by `credit_incoming` as the rail's webhook would; one going out,
+/// requested (hold and record), submitted and settled by the store's commands, two days ago.
+async fn seed_interbank(state: &AppState, username: &str, customer: CustomerId, eur: AccountId) -> Result<(), String> {
+    use bp_core::external::incoming::IncomingCredit;
+    use bp_core::external::lifecycle::{self, Input, NewExternalPayment};
+    use bp_core::external::{BankIbans, Bic, ExternalAccount, RailAnswer, RailId};
+
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let sepa = &state.config.external.sepa;
+    let bank = BankIbans::new(&sepa.iban_country, &sepa.iban_bank_code).map_err(|e| err(&e))?;
+    let account = state.ledger.store().account(eur).await.map_err(|e| err(&e))?.ok_or("no demo account")?;
+    let rail = RailId::SepaCreditTransfer;
+    let credit = IncomingCredit {
+        end_to_end_id: format!("DEMO-{username}-IN"),
+        tx_id: Some(format!("DEMO-{username}-IN")),
+        debtor_agent: Some(Bic::parse("COBADEFFXXX").map_err(|e| err(&e))?),
+        amount: Money::new(45_000, Currency::EUR),
+        creditor_iban: bank.iban_of(account.number),
+        debtor_name: Some("Erika Mustermann".to_owned()),
+        remittance: Some("Invoice 2026-017".to_owned()),
+    };
+    state.services.credit_incoming(&bank, rail, &credit).await.map_err(|e| err(&e))?;
+    let past = state.now() - chrono::Duration::days(2);
+    let payment = NewExternalPayment {
+        customer,
+        account: eur,
+        hold: TransferId::from_uuid(demo_uuid(&format!("{username}/interbank/out"))),
+        amount: Money::new(12_000, Currency::EUR),
+        creditor: ExternalAccount::parse("DE89370400440532013000", "Erika Mustermann", None).map_err(|e| err(&e))?,
+        remittance: Some("Rent".to_owned()),
+        rail,
+    };
+    let requested = lifecycle::request(&payment, past).map_err(|e| err(&e))?;
+    let mut record = state.services.request(requested).await.map_err(|e| err(&e))?.record;
+    let policy = lifecycle::Policy::default();
+    for (input, at) in [(Input::Due, past), (Input::Answered(RailAnswer::Settled), past + chrono::Duration::seconds(2))]
+    {
+        let t = lifecycle::transition(&record, &input, at, &policy, 0).map_err(|e| err(&e))?;
+        if t.record != record {
+            record = state.services.apply(record.id, record.version, t).await.map_err(|e| err(&e))?;
+        }
+    }
+    Ok(())
 }
 
 /// The file, in the data folder, where the demo's credentials are written.

@@ -1,7 +1,8 @@
 //! The server's background jobs, which run while it serves and stop with it: the outbox relay
 //! (committed events, store → bus) with the bridge it starts first (bus → this process's
 //! streams), the audit log's tail (security events → streams), the sweeper of payments whose
-//! SCA was not answered in time, and the end of sessions past their idle deadline.
+//! SCA was not answered in time, the end of sessions past their idle deadline, and the worker
+//! of external payments ([`external_worker`]), when a rail is connected.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +36,128 @@ pub fn start(state: &Arc<AppState>) -> Jobs {
         Arc::clone(&state.auth.audit_written),
         Arc::clone(&state.audit_position),
     ));
-    Jobs { tasks: vec![sweeper, idle, relay, audit_tail] }
+    let mut tasks = vec![sweeper, idle, relay, audit_tail];
+    if let Some(external) = &state.external {
+        tasks.push(tokio::spawn(external_worker(Arc::clone(state), Arc::clone(external))));
+    }
+    Jobs { tasks }
+}
+
+/// Most records the worker takes from the store per pass.
+const DUE_BATCH_LEN_MAX: u32 = 100;
+/// Longest sleep of the worker between passes: the timer of records scheduled by others (a
+/// webhook, another replica) that did not wake it (milliseconds).
+const WORKER_IDLE_MS_MAX: u64 = 1_000;
+/// Longest stuck list read for the `bp_external_stuck` gauge.
+const STUCK_LEN_MAX: u32 = 500;
+
+/// The worker and reconciler of external payments: takes the records that are due (new ones
+/// to submit, unknown or submitted ones to ask about), runs the lifecycle on each, makes the
+/// call it asks for (with the record's own key: an unknown outcome is asked about, never sent
+/// again under a new key) and applies the answer, at most `concurrency_max` payments at once.
+/// Woken by `AppState::external_wake` (a payment was handed to the rail) and by the earliest `next_check_at`
+/// it has seen, at the latest every [`WORKER_IDLE_MS_MAX`].
+pub async fn external_worker(state: Arc<AppState>, external: Arc<crate::external::External>) {
+    let limit = Arc::new(tokio::sync::Semaphore::new(external.concurrency_max));
+    loop {
+        let now = state.now();
+        let due = match state.services.due(now, DUE_BATCH_LEN_MAX).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing due external payments failed");
+                Vec::new()
+            }
+        };
+        let full = u32::try_from(due.len()).unwrap_or(u32::MAX) >= DUE_BATCH_LEN_MAX;
+        let mut checks = tokio::task::JoinSet::new();
+        for record in due {
+            let Ok(permit) = Arc::clone(&limit).acquire_owned().await else { return };
+            let (state, external) = (Arc::clone(&state), Arc::clone(&external));
+            checks.spawn(async move {
+                let next = check(&state, &external, record.id).await;
+                drop(permit);
+                next
+            });
+        }
+        let mut next_at = None;
+        while let Some(done) = checks.join_next().await {
+            if let Ok(Some(at)) = done {
+                next_at = Some(next_at.map_or(at, |n: bp_core::Timestamp| n.min(at)));
+            }
+        }
+        match state.services.stuck(STUCK_LEN_MAX).await {
+            // An integer count far below 2^53: exact in an f64.
+            Ok(stuck) => metrics::gauge!("bp_external_stuck").set(stuck.len() as f64),
+            Err(e) => tracing::warn!(error = %e, "listing stuck external payments failed"),
+        }
+        if full {
+            continue;
+        }
+        let idle_ms = next_at
+            .map(|at| u64::try_from((at - state.now()).num_milliseconds()).unwrap_or(0))
+            .map_or(WORKER_IDLE_MS_MAX, |ms| ms.min(WORKER_IDLE_MS_MAX));
+        tokio::select! {
+            () = state.external_wake.notified() => {}
+            () = tokio::time::sleep(Duration::from_millis(idle_ms)) => {}
+        }
+    }
+}
+
+/// One turn of the payment `id`: the lifecycle's `Due`, then the call it asks for and the
+/// answer applied. Returns when it is to be checked next.
+async fn check(
+    state: &AppState,
+    external: &crate::external::External,
+    id: bp_core::ids::ServiceRecordId,
+) -> Option<bp_core::Timestamp> {
+    use bp_core::external::lifecycle::{Effect, Input};
+
+    use crate::external::{Applied, apply_input, order_of};
+    let services = state.services.as_ref();
+    let apply = |input: Input| async move {
+        let applied = apply_input(services, state.clock.as_ref(), &external.policy, id, &input).await;
+        if matches!(applied, Ok(Applied::Written(..))) {
+            state.relay_waker.notify_one();
+        }
+        applied
+    };
+    let (record, calls) = match apply(Input::Due).await {
+        Ok(Applied::Written(record, calls)) => (record, calls),
+        Ok(_) => return None,
+        Err(e) => {
+            tracing::warn!(service = %id, error = %e, "an external payment's turn failed; it stays due");
+            return None;
+        }
+    };
+    let mut next = record.next_check_at;
+    for call in calls {
+        let input = match call {
+            Effect::Submit(key) => match order_of(services, external, &record).await {
+                Ok(order) => match external.rail.submit(&order, &key).await {
+                    Ok(answer) => Input::Answered(answer),
+                    Err(e) => Input::SubmitFailed(e),
+                },
+                Err(e) => {
+                    // Recorded as submitted; asked about at the next check (the rail has no
+                    // order under the key, so it answers NotFound and the record is requested
+                    // again): an operator sees it stuck if it never works.
+                    tracing::error!(service = %id, error = %e, "cannot build an external payment's order");
+                    continue;
+                }
+            },
+            Effect::QueryStatus(key) => match external.rail.status(&key).await {
+                Ok(status) => Input::StatusReport(status),
+                Err(e) => Input::StatusFailed(e),
+            },
+            _ => continue,
+        };
+        match apply(input).await {
+            Ok(Applied::Written(record, _)) => next = record.next_check_at,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(service = %id, error = %e, "applying a rail's answer failed; it is asked again"),
+        }
+    }
+    next
 }
 
 /// Runs the bridge from the bus to this server's streams, then the outbox relay from the store to

@@ -14,9 +14,12 @@
 //! 1. `config`: the configuration (defaults, TOML file, environment).
 //! 2. `http`: HTTP plumbing: problems, extractors, middleware, serving, the web app's files.
 //! 3. `auth`: the OAuth2/OIDC provider, tokens, bearer extractors, lockout, the audit log.
-//! 4. `events`: the event-stream engine: hub, client streams, cursors, tickets, bridge, pumps.
+//! 4. `events`, `external`: the event-stream engine: hub, client streams, cursors, tickets,
+//!    bridge, pumps; the outside parties: the rail connected from the configuration (or the
+//!    simulator in development mode) and applying what is learnt about a payment to its record.
 //! 5. `state`: `AppState`, which composes the store, the provider and the engine.
-//! 6. `v1`, `jobs`, `demo`: the v1 resources; the background jobs; the demo data.
+//! 6. `v1`, `rail_webhooks`, `jobs`, `demo`: the v1 resources; the rail's webhook receivers;
+//!    the background jobs (the external payments' worker among them); the demo data.
 //! 7. `app`, `testkit`: the whole router and serving it with the jobs; (feature `testkit`) a
 //!    customer and the sign-in, for tests and examples.
 //!
@@ -30,8 +33,10 @@ pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod events;
+pub mod external;
 pub mod http;
 pub mod jobs;
+pub mod rail_webhooks;
 pub mod state;
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -103,7 +108,9 @@ async fn serve_on(
     let mut config = config;
     // An ephemeral port (0) becomes the real one, so that the issuer URL is right.
     config.server.listen = listener.local_addr().map_err(|e| e.to_string())?;
-    let state = AppState::new(config, store.clone(), store, keys, Arc::new(SystemClock), bus)?;
+    let external = external::connect(&config, &config.issuer()).await?;
+    let state = AppState::new(config, store.clone(), store.clone(), store, keys, Arc::new(SystemClock), bus)?
+        .with_external(external);
     let state = Arc::new(state);
     // Sessions revoked within an access token's lifetime stay refused across restarts.
     let since = state.now() - chrono::Duration::seconds(600);

@@ -1,5 +1,5 @@
-//! The `bp-server-example` command: `serve` (the default), `create-customer`, `print-config`,
-//! `totp`.
+//! The `bp-server-example` command: `serve` (the default), `create-customer`, `external stuck`,
+//! `print-config`, `totp`.
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::path::PathBuf;
@@ -53,10 +53,27 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "EUR")]
         currencies: Vec<String>,
     },
+    /// External payments, for operators.
+    External {
+        #[command(subcommand)]
+        command: ExternalCommand,
+    },
     /// Print the current TOTP code of a base32 secret (for trying the demo without an app).
     Totp {
         /// The base32 secret.
         secret: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ExternalCommand {
+    /// List the external payments flagged stuck (undecided `external.sepa.stuck_after_s` after
+    /// they were requested), longest stuck first. They keep their holds and their checks;
+    /// nothing releases them by itself: an operator asks the rail and decides.
+    Stuck {
+        /// Most payments listed (1 to 500).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
     },
 }
 
@@ -109,6 +126,7 @@ fn run(config: Config, command: Command) -> ExitCode {
             Command::CreateCustomer { username, given_name, family_name, currencies } => {
                 create_customer(config, &username, &given_name, &family_name, &currencies).await
             }
+            Command::External { command: ExternalCommand::Stuck { limit } } => list_stuck(&config, limit).await,
             _ => serve(config).await,
         }
     });
@@ -150,6 +168,40 @@ async fn serve(config: Config) -> Result<(), String> {
     }
     tracing::info!(address = %started.running.addr, issuer = %started.state.auth.issuer, "serving");
     started.running.wait().await.map_err(|e| e.to_string())
+}
+
+/// Prints the stuck external payments of the configured database, one a line.
+async fn list_stuck(config: &Config, limit: u32) -> Result<(), String> {
+    use bp_core::service_store::ServiceStore as _;
+    use bp_storage::sqlite::{SqliteConfig, SqliteStore};
+
+    let db = config.data_path(&config.storage.sqlite_file);
+    if !db.exists() {
+        return Err(format!("no database at {}", db.display()));
+    }
+    let store =
+        SqliteStore::open(&db, SqliteConfig::default()).map_err(|e| format!("opening {}: {e}", db.display()))?;
+    let stuck = store.stuck(limit.clamp(1, bp_core::store::PAGE_LEN_MAX)).await.map_err(|e| e.to_string())?;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "service\tkind\tstatus\tamount\tcurrency\tstuck_since\trequested_at\tchecks\tcustomer\thold");
+    for r in &stuck {
+        let stuck_since = r.stuck_since.map(|t| t.to_rfc3339()).unwrap_or_default();
+        let hold = r.transfers.first().map(ToString::to_string).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{}\t{:?}\t{:?}\t{}\t{}\t{stuck_since}\t{}\t{}\t{}\t{hold}",
+            r.id,
+            r.kind,
+            r.status,
+            r.amount.to_decimal_string(),
+            r.amount.currency(),
+            r.created_at.to_rfc3339(),
+            r.checks,
+            r.customer_id,
+        );
+    }
+    let _ = writeln!(std::io::stderr(), "{} stuck external payment(s)", stuck.len());
+    Ok(())
 }
 
 async fn create_customer(

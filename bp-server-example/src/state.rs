@@ -21,6 +21,7 @@ use crate::auth::bearer::HasProvider;
 use crate::auth::tokens::Keys;
 use crate::config::Config;
 use crate::events::{Hub, Sources, Tickets};
+use crate::external::External;
 
 /// Everything the handlers share.
 pub struct AppState {
@@ -50,6 +51,12 @@ pub struct AppState {
     pub relay_stats: std::sync::OnceLock<Arc<bp_notify::relay::RelayStats>>,
     /// Unspent event-stream tickets.
     pub tickets: Tickets,
+    /// The external services' records (the same store as the ledger's).
+    pub services: Arc<dyn bp_core::service_store::ServiceStore>,
+    /// The connected rail, when external payments are on.
+    pub external: Option<Arc<External>>,
+    /// Wakes the external payments' worker: a payment was handed to the rail.
+    pub external_wake: Arc<Notify>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -63,6 +70,7 @@ impl AppState {
     pub fn new(
         config: Config,
         store: Arc<dyn Store>,
+        services: Arc<dyn bp_core::service_store::ServiceStore>,
         security: Arc<dyn SecurityStore>,
         keys: Keys,
         clock: Arc<dyn Clock>,
@@ -71,7 +79,12 @@ impl AppState {
         let ledger = Ledger::new(store);
         let relay_waker = Arc::new(Notify::new());
         let audit_written = Arc::new(Notify::new());
-        let hooks = ServerHooks { relay: Arc::clone(&relay_waker), audit: Arc::clone(&audit_written) };
+        let external_wake = Arc::new(Notify::new());
+        let hooks = ServerHooks {
+            relay: Arc::clone(&relay_waker),
+            audit: Arc::clone(&audit_written),
+            external: Arc::clone(&external_wake),
+        };
         let sca = Sca::new(Arc::clone(&security), Arc::clone(&clock), config.sca.clone(), config.lockout.clone())
             .with_hooks(Arc::new(hooks));
         let payments = Payments::new(ledger.clone(), sca.clone());
@@ -90,8 +103,23 @@ impl AppState {
             relay_waker,
             relay_stats: std::sync::OnceLock::new(),
             tickets: Tickets::default(),
+            services,
+            external: None,
+            external_wake,
             config,
         })
+    }
+
+    /// The same state with the connected rail (`crate::external::connect`): the payments
+    /// façade then pays to IBANs (`Payments::with_external`), writing the hold and the record
+    /// that the worker submits. Without a rail it keeps refusing them, so no money is held
+    /// for a payment nothing would send.
+    pub fn with_external(mut self, external: Option<External>) -> Self {
+        if let Some(external) = &external {
+            self.payments = self.payments.with_external(Arc::clone(&self.services), external.bank.clone());
+        }
+        self.external = external.map(Arc::new);
+        self
     }
 
     /// Now.
@@ -119,11 +147,13 @@ impl HasProvider for Arc<AppState> {
 
 /// What bp-core's façades tell the server after the fact: a commit wakes the outbox relay, an
 /// audit write wakes the event streams' audit tail and is logged (kind and customer id, never
-/// its detail), and payments and lockouts are counted.
+/// its detail), a payment handed to the rail wakes the external payments' worker, and payments
+/// and lockouts are counted.
 #[derive(Debug)]
 pub struct ServerHooks {
     relay: Arc<Notify>,
     audit: Arc<Notify>,
+    external: Arc<Notify>,
 }
 
 impl Hooks for ServerHooks {
@@ -144,7 +174,10 @@ impl Hooks for ServerHooks {
         let outcome = match outcome {
             PaymentOutcome::Posted => "posted",
             PaymentOutcome::ScaRequired => "sca_required",
-            PaymentOutcome::Submitted => "submitted",
+            PaymentOutcome::Submitted => {
+                self.external.notify_one();
+                "submitted"
+            }
             PaymentOutcome::Rejected => "rejected",
         };
         metrics::counter!("bp_transfers_total", "outcome" => outcome).increment(1);

@@ -314,7 +314,22 @@ async fn no_customer_reaches_another_customers_data() {
     // Paying from Bob's account.
     let (status, body) = ada_api.post("/v1/transfers", &pay(&bob.eur, &ada_eur, "1.00"), Some("steal")).await;
     assert_problem(status, &body, StatusCode::NOT_FOUND, "not-found");
+    // Bob's interbank payment (requested through the store until the façade pays to IBANs).
+    let payment = bp_core::external::lifecycle::NewExternalPayment {
+        customer: bob.id,
+        account: bob.eur,
+        hold: bp_core::ids::TransferId::new_v7(),
+        amount: bp_core::money::Money::new(1_000, bp_core::money::Currency::EUR),
+        creditor: bp_core::external::ExternalAccount::parse("DE89370400440532013000", "Erika Mustermann", None)
+            .expect("payee"),
+        remittance: None,
+        rail: bp_core::external::RailId::SepaCreditTransfer,
+    };
+    let requested = bp_core::external::lifecycle::request(&payment, server.state.now()).expect("request");
+    let bob_service = server.state.services.request(requested).await.expect("stored").record.id;
     // Lists show only one's own.
+    assert_eq!(ada_api.get("/v1/services").await.1["services"], json!([]));
+    assert_eq!(bob_api.get("/v1/services").await.1["services"][0]["id"], json!(bob_service));
     let (_, accounts) = ada_api.get("/v1/accounts").await;
     assert!(accounts["accounts"].as_array().expect("list").iter().all(|a| a["id"] != json!(bob.eur)));
     assert_eq!(ada_api.get("/v1/beneficiaries").await.1["beneficiaries"], json!([]));

@@ -1,14 +1,72 @@
-//! The external services the customer used (FR3): interbank and international transfers, loans.
+//! The external services the customer used (FR3): interbank and international transfers, loans,
+//! newest first, filtered and paged like an account's history.
+
+use std::sync::Arc;
 
 use axum::Json;
+use axum::extract::State;
 use bp_core::api::ServiceList;
+use bp_core::service_record::{ServiceKind, ServiceStatus};
+use bp_core::service_store::ServiceQuery;
+use bp_core::{LedgerError, Timestamp};
+use schemars::JsonSchema;
+use serde::Deserialize;
 
 use crate::auth::Auth;
-use crate::http::problem::ApiResult;
+use crate::http::extract::ApiQuery;
+use crate::http::problem::{ApiError, ApiResult};
+use crate::state::AppState;
 
-pub(super) async fn services(auth: Auth) -> ApiResult<Json<ServiceList>> {
+/// Filters of the customer's services.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ServicesQuery {
+    /// Only services of this kind.
+    kind: Option<ServiceKind>,
+    /// Only services in this status.
+    status: Option<ServiceStatus>,
+    /// Only services requested at or after this time (RFC 3339).
+    from: Option<Timestamp>,
+    /// Only services requested before this time (RFC 3339).
+    to: Option<Timestamp>,
+    /// The `next_cursor` of the previous page.
+    #[schemars(regex(pattern = r"^[0-9]{1,19}$"))]
+    cursor: Option<String>,
+    /// Page length, 1 to 500 (default 50).
+    #[schemars(range(min = 1, max = 500))]
+    limit: Option<u32>,
+}
+
+pub(super) async fn services(
+    State(state): State<Arc<AppState>>,
+    auth: Auth,
+    ApiQuery(q): ApiQuery<ServicesQuery>,
+) -> ApiResult<Json<ServiceList>> {
     auth.require("accounts")?;
-    // External services (interbank, international, loans) are not connected to this server
-    // yet; the list says so instead of pretending the customer has none.
-    Ok(Json(ServiceList { services: Vec::new(), external_services_connected: false }))
+    let connected = state.external.is_some();
+    let before = match q.cursor.as_deref() {
+        None => None,
+        Some(c) => {
+            Some(c.parse::<u64>().map_err(|_| ApiError::BadRequest("cursor: not a cursor of this API".to_owned()))?)
+        }
+    };
+    // An empty range is a question with an empty answer, as in an account's history.
+    if matches!((q.from, q.to), (Some(f), Some(t)) if f >= t) {
+        return Ok(Json(ServiceList {
+            services: Vec::new(),
+            external_services_connected: connected,
+            next_cursor: None,
+        }));
+    }
+    let query = ServiceQuery { kind: q.kind, status: q.status, from: q.from, to: q.to, before, limit: q.limit };
+    query.validate().map_err(|e| match e {
+        LedgerError::InvalidField { field, reason } => ApiError::BadRequest(format!("{field}: {reason}")),
+        other => ApiError::from(other),
+    })?;
+    let page = state.services.service_records_of(auth.0.customer_id, &query).await?;
+    Ok(Json(ServiceList {
+        services: page.items,
+        external_services_connected: connected,
+        next_cursor: page.next_cursor.map(|c| c.to_string()),
+    }))
 }

@@ -63,6 +63,8 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     config.auth.login_attempts_per_minute = 10_000;
     config.auth.login_attempts_per_username_per_minute = 10_000;
     config.log.json = true;
+    // No rail unless a test connects one (tests/external.rs).
+    config.external.sepa.simulate = false;
     config
 }
 

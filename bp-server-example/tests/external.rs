@@ -1,0 +1,503 @@
+//! External payments end to end: the worker, the rail (the real `HttpRail` against the real
+//! simulator, or wiremock), the webhook receivers, `GET /v1/services`, the event stream and the
+//! ledger, over real HTTP on loopback and a real SQLite file.
+
+mod common;
+
+use std::time::Duration;
+
+use bp_core::external::lifecycle::{self, NewExternalPayment};
+use bp_core::external::{CallKey, ExternalAccount, RailId};
+use bp_core::ids::{AccountId, ServiceRecordId, TransferId};
+use bp_core::iso20022::pacs002::{self, NewStatusReport, Reported, Status};
+use bp_core::money::{Currency, Money};
+use bp_core::service_record::{ServiceRecord, ServiceStatus};
+use bp_external::WebhookSecret;
+use bp_external::simulator::IncomingPayment;
+use bp_external::webhook::signature_header;
+use bp_server_example::config::{Config, Secret};
+use common::sse::Stream;
+use common::{Api, Server, assert_problem};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+const ALL: &str = "openid profile accounts payments offline_access";
+const SECRET: &str = "bp-test-webhook-secret-0123456789abcdef";
+
+/// A server whose worker checks often and whose simulator settles quickly.
+fn simulated(c: &mut Config) {
+    c.external.sepa.simulate = true;
+    c.external.sepa.webhook_secrets = vec![Secret::new(SECRET)];
+    c.external.sepa.simulator_settle_after_ms = 300;
+    c.external.sepa.check_first_ms = 100;
+    c.external.sepa.check_max_ms = 1_000;
+}
+
+/// A server with a rail at `url` (no simulator).
+fn rail_at(url: &str) -> impl FnOnce(&mut Config) + use<> {
+    let url = url.to_owned();
+    move |c: &mut Config| {
+        c.external.sepa.base_url = Some(url);
+        c.external.sepa.webhook_secrets = vec![Secret::new(SECRET)];
+        c.external.sepa.check_first_ms = 100;
+        c.external.sepa.check_max_ms = 1_000;
+        c.external.sepa.request_timeout_ms = 500;
+        c.external.sepa.attempts_max = 1;
+    }
+}
+
+/// Requests a payment of `minor` euro cents from `account` straight through the store (as the
+/// payments façade will), and wakes the worker.
+async fn request(server: &Server, customer: &common::Customer, minor: i64) -> ServiceRecord {
+    let payment = NewExternalPayment {
+        customer: customer.id,
+        account: customer.eur,
+        hold: TransferId::new_v7(),
+        amount: Money::new(minor, Currency::EUR),
+        creditor: ExternalAccount::parse("DE89370400440532013000", "Erika Mustermann", None).expect("payee"),
+        remittance: Some("test".to_owned()),
+        rail: RailId::SepaCreditTransfer,
+    };
+    let t = lifecycle::request(&payment, server.state.now()).expect("request");
+    let receipt = server.state.services.request(t).await.expect("stored");
+    server.state.external_wake.notify_one();
+    receipt.record
+}
+
+async fn record(server: &Server, id: ServiceRecordId) -> ServiceRecord {
+    server.state.services.service_record(id).await.expect("read").expect("record")
+}
+
+/// Waits (up to 15 s) until record `id` is in `status`.
+async fn until_status(server: &Server, id: ServiceRecordId, status: ServiceStatus) -> ServiceRecord {
+    for _ in 0..300 {
+        let r = record(server, id).await;
+        if r.status == status {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("record {id} never became {status:?}: {:?}", record(server, id).await);
+}
+
+async fn balances(server: &Server, id: AccountId) -> (i64, i64) {
+    let a = server.state.ledger.store().account(id).await.expect("read").expect("account");
+    (a.posted_minor, a.available_minor())
+}
+
+fn clearing() -> AccountId {
+    RailId::SepaCreditTransfer.clearing_account()
+}
+
+fn status_report(key: &CallKey, status: Status, message_id: &str) -> String {
+    let report =
+        NewStatusReport::for_key(key, message_id.to_owned(), chrono::Utc::now(), Reported { status, reason: None });
+    pacs002::build(&report).expect("pacs.002")
+}
+
+async fn deliver(server: &Server, path: &str, body: &str, secret: &str) -> (StatusCode, Value) {
+    let secret = WebhookSecret::new(secret.as_bytes().to_vec()).expect("secret");
+    let header = signature_header(chrono::Utc::now().timestamp(), &[&secret], body.as_bytes());
+    deliver_signed(server, path, body, &header).await
+}
+
+async fn deliver_signed(server: &Server, path: &str, body: &str, header: &str) -> (StatusCode, Value) {
+    let r = reqwest::Client::new()
+        .post(server.url(path))
+        .header("content-type", "application/xml")
+        .header("Rail-Signature", header)
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("deliver");
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_is_submitted_by_the_worker_and_settles_through_the_simulator() {
+    let mut server = Server::start_with(simulated).await;
+    let ada = server.customer("ada-ext", 100_000, 0).await;
+    let api = Api::new(&server, &server.login(&ada, ALL).await);
+    let mut stream = Stream::open(&server, &api, None).await;
+    let clearing_before = balances(&server, clearing()).await.0;
+
+    let r = request(&server, &ada, 10_000).await;
+    let settled = until_status(&server, r.id, ServiceStatus::Settled).await;
+    assert_eq!(settled.amount, Money::new(10_000, Currency::EUR));
+    // The hold is posted to the clearing account: the money left for the rail.
+    assert_eq!(balances(&server, ada.eur).await, (90_000, 90_000));
+    assert_eq!(balances(&server, clearing()).await.0, clearing_before + 10_000);
+    let hold = server.state.ledger.store().transfer(r.transfers[0]).await.expect("read").expect("hold");
+    assert_eq!(format!("{:?}", hold.state), "Posted");
+
+    // The customer's stream saw the record move: requested … settled.
+    let mut statuses = Vec::new();
+    while statuses.last().map(String::as_str) != Some("settled") {
+        for m in stream.next(1).await {
+            if m.event == "service.updated" {
+                statuses.push(m.data["data"]["status"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+    }
+    assert_eq!(statuses.first().map(String::as_str), Some("requested"), "{statuses:?}");
+    assert!(statuses.contains(&"submitted".to_owned()), "{statuses:?}");
+
+    // And GET /v1/services shows it, settled, with the rail connected.
+    let (status, list) = api.get("/v1/services").await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(list["external_services_connected"], true);
+    assert_eq!(list["services"][0]["id"], r.id.to_string());
+    assert_eq!(list["services"][0]["status"], "settled");
+    let (_, rejected) = api.get("/v1/services?status=rejected").await;
+    assert_eq!(rejected["services"], serde_json::json!([]));
+    let simulator = server.state.external.as_ref().and_then(|e| e.simulator.as_ref()).expect("simulator");
+    assert_eq!(simulator.order_posts(), 1, "submitted once");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_payment_releases_its_hold() {
+    let mut server = Server::start_with(simulated).await;
+    let ada = server.customer("ada-rej", 100_000, 0).await;
+    let clearing_before = balances(&server, clearing()).await.0;
+    // The simulator rejects amounts ending in .13.
+    let r = request(&server, &ada, 1_213).await;
+    assert_eq!(balances(&server, ada.eur).await, (100_000, 100_000 - 1_213), "held");
+    let rejected = until_status(&server, r.id, ServiceStatus::Rejected).await;
+    assert_eq!(rejected.reason.as_ref().map(|r| r.as_str()), Some("AC04"));
+    assert_eq!(balances(&server, ada.eur).await, (100_000, 100_000), "the hold is voided");
+    assert_eq!(balances(&server, clearing()).await.0, clearing_before);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_webhooks_are_refused_and_repeated_ones_apply_once() {
+    // A rail nobody listens on: the submission is not sent, so the record waits for news.
+    let mut server = Server::start_with(|c| {
+        rail_at("http://127.0.0.1:1/")(c);
+        c.external.sepa.check_first_ms = 600_000;
+        c.external.sepa.check_max_ms = 600_000;
+    })
+    .await;
+    let ada = server.customer("ada-hook", 100_000, 0).await;
+    let r = request(&server, &ada, 5_000).await;
+    let key = CallKey::of_transfer(r.transfers[0]);
+    // The worker's first turn: not sent, back to requested, next check in minutes.
+    let mut waiting = record(&server, r.id).await;
+    for _ in 0..200 {
+        if waiting.checks > 0 && waiting.status == ServiceStatus::Requested {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waiting = record(&server, r.id).await;
+    }
+    assert_eq!((waiting.status, waiting.checks), (ServiceStatus::Requested, 1));
+
+    let settled = status_report(&key, Status::Settled, "RAIL-1");
+    // Forged: signed with another secret; unsigned; malformed.
+    let (status, body) =
+        deliver(&server, "/rail/sepa/webhooks/status", &settled, "another-secret-of-at-least-32-bytes!!").await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED, "bad-signature");
+    let (status, body) = deliver_signed(&server, "/rail/sepa/webhooks/status", &settled, "").await;
+    assert_problem(status, &body, StatusCode::UNAUTHORIZED, "bad-signature");
+    let (status, body) = deliver(&server, "/rail/sepa/webhooks/status", "<Document/>", SECRET).await;
+    assert_problem(status, &body, StatusCode::BAD_REQUEST, "malformed-message");
+    assert_eq!(record(&server, r.id).await, waiting, "nothing changed");
+    assert_eq!(balances(&server, ada.eur).await, (100_000, 95_000));
+
+    // Authentic: applied; delivered again (signed anew, a new message id): applied once.
+    let clearing_before = balances(&server, clearing()).await.0;
+    let (status, _) = deliver(&server, "/rail/sepa/webhooks/status", &settled, SECRET).await;
+    assert_eq!(status, StatusCode::OK);
+    let done = record(&server, r.id).await;
+    assert_eq!(done.status, ServiceStatus::Settled);
+    let again = status_report(&key, Status::Settled, "RAIL-2");
+    let secret = WebhookSecret::new(SECRET.as_bytes().to_vec()).expect("secret");
+    let header = signature_header(chrono::Utc::now().timestamp(), &[&secret], again.as_bytes());
+    assert_eq!(deliver_signed(&server, "/rail/sepa/webhooks/status", &again, &header).await.0, StatusCode::OK);
+    // A byte-for-byte replay is acknowledged without acting.
+    assert_eq!(deliver_signed(&server, "/rail/sepa/webhooks/status", &again, &header).await.0, StatusCode::OK);
+    // A late, contradicting report is not applied.
+    let late = status_report(&key, Status::Rejected, "RAIL-3");
+    assert_eq!(deliver(&server, "/rail/sepa/webhooks/status", &late, SECRET).await.0, StatusCode::OK);
+    assert_eq!(record(&server, r.id).await, done, "applied once");
+    assert_eq!(balances(&server, ada.eur).await, (95_000, 95_000));
+    assert_eq!(balances(&server, clearing()).await.0, clearing_before + 5_000, "posted once");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incoming_payment_is_credited_once_however_often_delivered() {
+    let mut server = Server::start_with(simulated).await;
+    let ada = server.customer("ada-in", 0, 0).await;
+    let external = server.state.external.clone().expect("connected");
+    let simulator = external.simulator.as_ref().expect("simulator");
+    let number = server.state.ledger.store().account(ada.eur).await.expect("read").expect("account").number;
+    let name = bp_core::external::PayeeName::parse("Ada Lovelace").expect("name");
+    let payee = ExternalAccount { iban: external.bank.iban_of(number), name, bic: None };
+    let payment = IncomingPayment {
+        amount: Money::new(4_200, Currency::EUR),
+        payer: ExternalAccount::parse("DE89370400440532013000", "Erika Mustermann", Some("COBADEFFXXX"))
+            .expect("payer"),
+        payee: payee.clone(),
+        remittance: Some("invoice 7".to_owned()),
+    };
+    let delivery = simulator.originate_incoming(payment.clone()).await.expect("delivered");
+    assert_eq!(delivery.status, 200);
+    assert_eq!(balances(&server, ada.eur).await, (4_200, 4_200));
+    // The same payment delivered again (built and signed anew, as the rail redelivers).
+    let order = bp_core::external::RailOrder {
+        amount: payment.amount,
+        debtor: payment.payer.clone(),
+        creditor: payee.clone(),
+        remittance: payment.remittance.clone(),
+        requested_at: chrono::Utc::now(),
+    };
+    let again = bp_core::iso20022::pacs008::build(&order, &delivery.key, chrono::Utc::now()).expect("pacs.008");
+    assert_eq!(deliver(&server, "/rail/sepa/webhooks/incoming", &again, SECRET).await.0, StatusCode::OK);
+    assert_eq!(balances(&server, ada.eur).await, (4_200, 4_200), "credited once");
+    // Not one of our IBANs: refused with its ISO reason.
+    let other = bp_core::external::RailOrder {
+        creditor: ExternalAccount::parse("DE89370400440532013000", "Somebody", None).expect("payee"),
+        ..order
+    };
+    let body = bp_core::iso20022::pacs008::build(&other, &CallKey::parse("OTHER-1").expect("key"), chrono::Utc::now())
+        .expect("pacs.008");
+    let (status, problem) = deliver(&server, "/rail/sepa/webhooks/incoming", &body, SECRET).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(problem["reason"], "AC01");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_submission_is_reconciled_by_a_status_query_not_sent_again() {
+    use wiremock::matchers::{method, path_regex};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let rail = MockServer::start().await;
+    let mut server = Server::start_with(rail_at(&format!("{}/", rail.uri()))).await;
+    let ada = server.customer("ada-slow", 100_000, 0).await;
+    let hold = TransferId::new_v7();
+    let key = CallKey::of_transfer(hold);
+    // The order is taken, but the answer comes after our timeout (500 ms).
+    let accepted = status_report(&key, Status::Accepted, "RAIL-A");
+    Mock::given(method("POST"))
+        .and(path_regex("^/orders$"))
+        .respond_with(
+            ResponseTemplate::new(202).set_body_raw(accepted, "application/xml").set_delay(Duration::from_secs(2)),
+        )
+        .expect(1)
+        .mount(&rail)
+        .await;
+    let settled = status_report(&key, Status::Settled, "RAIL-S");
+    Mock::given(method("GET"))
+        .and(path_regex(format!("^/orders/{key}$")))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(settled, "application/xml"))
+        .expect(1..)
+        .mount(&rail)
+        .await;
+    let payment = NewExternalPayment {
+        customer: ada.id,
+        account: ada.eur,
+        hold,
+        amount: Money::new(7_500, Currency::EUR),
+        creditor: ExternalAccount::parse("DE89370400440532013000", "Erika Mustermann", None).expect("payee"),
+        remittance: None,
+        rail: RailId::SepaCreditTransfer,
+    };
+    let t = lifecycle::request(&payment, server.state.now()).expect("request");
+    let r = server.state.services.request(t).await.expect("stored").record;
+    server.state.external_wake.notify_one();
+    until_status(&server, r.id, ServiceStatus::Settled).await;
+    assert_eq!(balances(&server, ada.eur).await, (92_500, 92_500));
+    let posts =
+        rail.received_requests().await.expect("recorded").iter().filter(|r| r.method.as_str() == "POST").count();
+    assert_eq!(posts, 1, "one submission; the outcome was asked for, never sent again");
+    rail.verify().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_payments_are_flagged_kept_and_listed_for_operators() {
+    let mut server = Server::start_with(|c| {
+        rail_at("http://127.0.0.1:1/")(c);
+        c.external.sepa.stuck_after_s = 1;
+    })
+    .await;
+    let ada = server.customer("ada-stuck", 100_000, 0).await;
+    let r = request(&server, &ada, 3_000).await;
+    let mut stuck = record(&server, r.id).await;
+    for _ in 0..200 {
+        if stuck.stuck_since.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stuck = record(&server, r.id).await;
+    }
+    assert!(stuck.stuck_since.is_some(), "flagged stuck: {stuck:?}");
+    assert!(!stuck.status.money_decided(), "never released by itself");
+    assert_eq!(balances(&server, ada.eur).await, (100_000, 97_000), "the hold stays");
+    // The gauge (other tests' workers set it too: wait for this one's).
+    let mut seen = false;
+    for _ in 0..100 {
+        let text = reqwest::get(server.url("/metrics")).await.expect("metrics").text().await.expect("text");
+        if text.lines().any(|l| l.starts_with("bp_external_stuck ") && l != "bp_external_stuck 0") {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen, "bp_external_stuck counts it");
+    server.stop().await;
+    // The operators' command lists it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bp-server-example"))
+        .args(["external", "stuck"])
+        .env("BP_STORAGE__DATA_DIR", server.dir.path())
+        .env("BP_EXTERNAL__SEPA__SIMULATE", "false")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().any(|l| l.starts_with(&r.id.to_string()) && l.contains("30.00")), "{text}");
+}
+
+/// Opens `dir`'s database in this process (no server running on it).
+async fn open_store(dir: &std::path::Path) -> std::sync::Arc<bp_storage::sqlite::SqliteStore> {
+    let store = bp_storage::sqlite::SqliteStore::open(dir.join("bp.sqlite"), Default::default()).expect("open");
+    std::sync::Arc::new(store)
+}
+
+async fn close_store(store: std::sync::Arc<bp_storage::sqlite::SqliteStore>) {
+    std::sync::Arc::into_inner(store).expect("the only reference").close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_in_flight_when_the_server_is_killed_is_submitted_once_after_restart() {
+    use bp_core::Store as _;
+    use bp_core::account::{AccountKind, NewAccount};
+    use bp_core::customer::{KycStatus, NewCustomer, Username};
+    use bp_core::ids::CustomerId;
+    use bp_core::service_store::ServiceStore as _;
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A customer and a payment requested (hold and record, the intent to submit), as the
+    // payments façade will write them.
+    let store = open_store(dir.path()).await;
+    let ledger = bp_core::Ledger::new(store.clone() as std::sync::Arc<dyn bp_core::Store>);
+    let (customer, account) = (CustomerId::new_v7(), AccountId::new_v7());
+    let username = Username::parse("crash-ada").expect("username");
+    ledger
+        .open_customer(NewCustomer::person(customer, username, "Ada", "Lovelace", KycStatus::Verified))
+        .await
+        .expect("customer");
+    let new = NewAccount {
+        id: account,
+        customer_id: customer,
+        kind: AccountKind::Current,
+        currency: Currency::EUR,
+        overdraft_limit_minor: 0,
+    };
+    ledger.open_account(new).await.expect("account");
+    ledger.fund(TransferId::new_v7(), account, Money::new(100_000, Currency::EUR)).await.expect("fund");
+    let hold = TransferId::new_v7();
+    let payment = NewExternalPayment {
+        customer,
+        account,
+        hold,
+        amount: Money::new(2_500, Currency::EUR),
+        creditor: ExternalAccount::parse("DE89370400440532013000", "Erika Mustermann", None).expect("payee"),
+        remittance: None,
+        rail: RailId::SepaCreditTransfer,
+    };
+    let t = lifecycle::request(&payment, chrono::Utc::now()).expect("request");
+    let id = store.request(t).await.expect("stored").record.id;
+    drop(ledger);
+    close_store(store).await;
+
+    // The server runs with the rail unreachable (its worker is mid-way with the payment), and is
+    // killed with SIGKILL.
+    let env = [
+        ("BP_DEMO", "false"),
+        ("BP_EXTERNAL__SEPA__WEBHOOK_SECRETS", "[\"bp-test-webhook-secret-0123456789abcdef\"]"),
+        ("BP_EXTERNAL__SEPA__CHECK_FIRST_MS", "50"),
+        ("BP_EXTERNAL__SEPA__CHECK_MAX_MS", "200"),
+    ];
+    let unreachable = [env.as_slice(), &[("BP_EXTERNAL__SEPA__BASE_URL", "http://127.0.0.1:1/")]].concat();
+    let (_, _, mut child) = common::spawn_binary(dir.path(), &unreachable);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let store = open_store(dir.path()).await;
+    let killed = store.service_record(id).await.expect("read").expect("record");
+    assert!(!killed.status.money_decided(), "{killed:?}");
+    close_store(store).await;
+
+    // Restarted with the rail up: the payment is submitted exactly once, with its key.
+    let rail = MockServer::start().await;
+    let key = CallKey::of_transfer(hold);
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(202).set_body_raw(status_report(&key, Status::Settled, "RAIL-1"), "application/xml"),
+        )
+        .mount(&rail)
+        .await;
+    // A status query (the record may have been left `submitted`): never received.
+    let not_found = serde_json::json!({ "type": "urn:bp:rail:order-not-found", "title": "no such order" });
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(404).set_body_raw(not_found.to_string(), "application/problem+json"))
+        .mount(&rail)
+        .await;
+    let base = format!("{}/", rail.uri());
+    let reachable = [env.as_slice(), &[("BP_EXTERNAL__SEPA__BASE_URL", base.as_str())]].concat();
+    let (_, _, mut child) = common::spawn_binary(dir.path(), &reachable);
+    let mut posts = 0;
+    for _ in 0..200 {
+        posts =
+            rail.received_requests().await.expect("recorded").iter().filter(|r| r.method.as_str() == "POST").count();
+        if posts > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Time for a wrong second submission to show.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let requests = rail.received_requests().await.expect("recorded");
+    let sent: Vec<_> = requests.iter().filter(|r| r.method.as_str() == "POST").collect();
+    assert_eq!((posts, sent.len()), (1, 1), "submitted once");
+    assert_eq!(sent[0].headers.get("Idempotency-Key").and_then(|v| v.to_str().ok()), Some(key.as_str()));
+    let store = open_store(dir.path()).await;
+    let stored = store.service_record(id).await.expect("read").expect("record");
+    assert_eq!(stored.status, ServiceStatus::Settled);
+    let account = store.account(account).await.expect("read").expect("account");
+    assert_eq!((account.posted_minor, account.available_minor()), (97_500, 97_500));
+    close_store(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_to_an_iban_through_the_facade_is_sent_by_the_worker() {
+    use bp_core::payments::{Payee, Payment, PaymentRequest};
+
+    let mut server = Server::start_with(simulated).await;
+    let ada = server.customer("ada-iban", 100_000, 0).await;
+    let request = PaymentRequest {
+        from_account: ada.eur,
+        payee: Payee::External(
+            ExternalAccount::parse("DE89370400440532013000", "Erika Mustermann", None).expect("payee"),
+        ),
+        // Low value: exempt from SCA, so handed to the rail at once.
+        amount: Money::new(1_500, Currency::EUR),
+        reference: Some("books".to_owned()),
+    };
+    let key = bp_core::payments::rules::IdempotencyKey::parse("iban-1").expect("key");
+    let receipt = server.state.payments.pay(ada.id, &key, &request).await.expect("pay");
+    let Payment::Submitted { service, .. } = receipt.payment else { panic!("not submitted: {receipt:?}") };
+    until_status(&server, service.id, ServiceStatus::Settled).await;
+    assert_eq!(balances(&server, ada.eur).await, (98_500, 98_500));
+    server.stop().await;
+}
