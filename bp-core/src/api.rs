@@ -11,7 +11,7 @@ use crate::Timestamp;
 use crate::account::{Account, AccountKind, AccountStatus, Balances};
 use crate::account_number::AccountNumber;
 use crate::customer::{BiometricEnrolment, Contact, Customer, DocumentKind, KycStatus, Party};
-use crate::ids::{AccountId, BeneficiaryId, ChallengeId, CustomerId, DeviceId, PasskeyId, TransferId};
+use crate::ids::{AccountId, BeneficiaryId, ChallengeId, CustomerId, DeviceId, PasskeyId, ServiceRecordId, TransferId};
 use crate::money::{Currency, Money};
 pub use crate::sca::{Exemption, ScaAnswer, device_registration_message, signing_message};
 use crate::security::{Beneficiary, BeneficiaryState, Device, Passkey, ScaChallenge, ScaMethod};
@@ -227,6 +227,32 @@ pub struct NewTransfer {
     pub reference: Option<String>,
 }
 
+/// A payment to an account at another bank (a SEPA credit transfer: EUR only), sent over the
+/// bank's payment rail. Its funds are held until the rail settles or rejects it; follow it at
+/// `GET /v1/services`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewInterbankTransfer {
+    /// The customer's account the money leaves.
+    pub from_account: AccountId,
+    /// The payee's IBAN (spaces allowed, letters in any case).
+    #[schemars(length(min = 15, max = 42))]
+    pub to_iban: String,
+    /// The payee's name, as their bank knows it (1 to 70 characters).
+    #[schemars(length(min = 1, max = 70))]
+    pub to_name: String,
+    /// The payee's bank's BIC (8 or 11 characters), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 8, max = 11))]
+    pub to_bic: Option<String>,
+    /// Amount (EUR).
+    pub amount: Money,
+    /// Remittance information for the payee (at most 140 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 140))]
+    pub reference: Option<String>,
+}
+
 /// A transfer as its payer sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TransferView {
@@ -313,6 +339,10 @@ pub struct TransferResponse {
     /// Present when the transfer was posted without SCA: why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exemption: Option<Exemption>,
+    /// Present for a payment to another bank once it is handed to the rail: its service record,
+    /// followed at `GET /v1/services` (its status changes arrive as `service.updated` events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceRecordId>,
 }
 
 /// A device key to register: registered once the challenge of the answer is answered.

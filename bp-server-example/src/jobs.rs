@@ -86,8 +86,8 @@ pub async fn external_worker(state: Arc<AppState>, external: Arc<crate::external
             }
         }
         match state.services.stuck(STUCK_LEN_MAX).await {
-            // An integer count far below 2^53: exact in an f64.
-            Ok(stuck) => metrics::gauge!("bp_external_stuck").set(stuck.len() as f64),
+            // At most STUCK_LEN_MAX: a u32, which the gauge takes exactly.
+            Ok(stuck) => metrics::gauge!("bp_external_stuck").set(u32::try_from(stuck.len()).unwrap_or(u32::MAX)),
             Err(e) => tracing::warn!(error = %e, "listing stuck external payments failed"),
         }
         if full {

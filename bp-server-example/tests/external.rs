@@ -501,3 +501,88 @@ async fn a_payment_to_an_iban_through_the_facade_is_sent_by_the_worker() {
     assert_eq!(balances(&server, ada.eur).await, (98_500, 98_500));
     server.stop().await;
 }
+
+/// `POST /v1/interbank-transfers` over HTTP: a low-value payment to an IBAN is handed to the rail
+/// at once (202 with its service record) and settles; one above the low-value limit waits for its
+/// dynamically linked challenge (the text names IBAN and name), whose answer hands it over; a
+/// retry answers the same; bad payees, another currency and a server without a rail are problems
+/// that hold nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_to_an_iban_over_http_are_handed_to_the_rail_and_settle() {
+    let mut server = Server::start_with(simulated).await;
+    let ada = server.customer("ada-iban-http", 100_000, 10_000).await;
+    let api = Api::new(&server, &server.login(&ada, ALL).await);
+    let pay = |amount: &str, iban: &str| {
+        serde_json::json!({
+            "from_account": ada.eur, "to_iban": iban, "to_name": "Erika Mustermann",
+            "amount": { "amount": amount, "currency": "EUR" }, "reference": "books",
+        })
+    };
+    let iban = "DE89 3704 0044 0532 0130 00";
+
+    // Low value: handed to the rail at once, then settled; a retry answers the same record.
+    let (status, low) = api.post("/v1/interbank-transfers", &pay("15.00", iban), Some("iban-low")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{low}");
+    assert!(low.get("sca").is_none(), "{low}");
+    assert_eq!(low["exemption"], "low_value", "{low}");
+    let service: ServiceRecordId = low["service"].as_str().expect("service").parse().expect("id");
+    until_status(&server, service, ServiceStatus::Settled).await;
+    let (status, again) = api.post("/v1/interbank-transfers", &pay("15.00", iban), Some("iban-low")).await;
+    assert_eq!((status, &again["service"]), (StatusCode::ACCEPTED, &low["service"]), "{again}");
+    assert_eq!(balances(&server, ada.eur).await, (98_500, 98_500));
+
+    // Above the low-value limit: a challenge naming IBAN and name; its answer hands it over.
+    let (status, big) = api.post("/v1/interbank-transfers", &pay("250.00", iban), Some("iban-big")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{big}");
+    assert!(big.get("service").is_none(), "not handed over before the answer: {big}");
+    let message = big["sca"]["message"].as_str().expect("message");
+    assert!(message.contains("iban:DE89370400440532013000") && message.contains("name:Erika Mustermann"), "{message}");
+    assert_eq!(balances(&server, ada.eur).await, (98_500, 73_500), "held meanwhile");
+    let answer =
+        serde_json::json!({ "method": "totp", "challenge_id": big["sca"]["id"], "code": server.totp(&ada).await });
+    let id = big["transfer"]["id"].as_str().expect("id");
+    let (status, confirmed) = api.post(&format!("/v1/transfers/{id}/confirm"), &answer, None).await;
+    assert_eq!(status, StatusCode::OK, "{confirmed}");
+    let service: ServiceRecordId = confirmed["service"].as_str().expect("service").parse().expect("id");
+    until_status(&server, service, ServiceStatus::Settled).await;
+    assert_eq!(balances(&server, ada.eur).await, (73_500, 73_500));
+    let (_, list) = api.get("/v1/services").await;
+    assert_eq!(list["services"].as_array().map(Vec::len), Some(2), "{list}");
+
+    // Refused, nothing held: a malformed IBAN, an empty name, dollars, an IBAN of this bank.
+    for (body, why) in [
+        (pay("5.00", "DE00 3704 0044 0532 0130 00"), "check digits"),
+        (
+            serde_json::json!({ "from_account": ada.eur, "to_iban": iban, "to_name": "", "amount": { "amount": "5.00", "currency": "EUR" } }),
+            "no name",
+        ),
+        (
+            serde_json::json!({ "from_account": ada.usd, "to_iban": iban, "to_name": "Erika", "amount": { "amount": "5.00", "currency": "USD" } }),
+            "USD",
+        ),
+    ] {
+        let (status, problem) =
+            api.post("/v1/interbank-transfers", &body, Some(&format!("bad-{}", why.replace(' ', "-")))).await;
+        assert_problem(status, &problem, StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    }
+    assert_eq!(balances(&server, ada.eur).await, (73_500, 73_500));
+    let (_, list) = api.get("/v1/services").await;
+    assert_eq!(list["services"].as_array().map(Vec::len), Some(2), "nothing recorded: {list}");
+    // Paying from another customer's account: as if it did not exist.
+    let bob = server.customer("bob-iban-http", 100_000, 0).await;
+    let steal = serde_json::json!({ "from_account": bob.eur, "to_iban": iban, "to_name": "Mallory", "amount": { "amount": "5.00", "currency": "EUR" } });
+    let (status, problem) = api.post("/v1/interbank-transfers", &steal, Some("steal")).await;
+    assert_problem(status, &problem, StatusCode::NOT_FOUND, "not-found");
+    assert_eq!(balances(&server, bob.eur).await, (100_000, 100_000));
+    server.stop().await;
+
+    // Without a rail, the route says so and holds nothing.
+    let mut server = Server::start().await;
+    let bob = server.customer("bob-no-rail", 100_000, 0).await;
+    let api = Api::new(&server, &server.login(&bob, ALL).await);
+    let body = serde_json::json!({ "from_account": bob.eur, "to_iban": iban, "to_name": "Erika", "amount": { "amount": "5.00", "currency": "EUR" } });
+    let (status, problem) = api.post("/v1/interbank-transfers", &body, Some("no-rail")).await;
+    assert_problem(status, &problem, StatusCode::SERVICE_UNAVAILABLE, "external-services-unavailable");
+    assert_eq!(balances(&server, bob.eur).await, (100_000, 100_000));
+    server.stop().await;
+}

@@ -142,6 +142,9 @@ pub enum ApiError {
     /// Passkeys are off on this server: why (its RP ID would be an IP address).
     #[error("{0}")]
     PasskeysUnavailable(String),
+    /// Payments to other banks need a payment rail, and this server has none configured.
+    #[error("this server has no payment rail configured")]
+    ExternalUnavailable,
     /// A bug or an unexpected failure; details are in the logs under the request id.
     #[error("an unexpected error occurred")]
     Internal,
@@ -199,6 +202,9 @@ impl ApiError {
             ApiError::PasskeyRefused(_) => (S::UNPROCESSABLE_ENTITY, "passkey-refused", "Passkey refused"),
             ApiError::PasskeysUnavailable(_) => {
                 (S::NOT_IMPLEMENTED, "passkeys-unavailable", "Passkeys are not available on this server")
+            }
+            ApiError::ExternalUnavailable => {
+                (S::SERVICE_UNAVAILABLE, "external-services-unavailable", "External services are not connected")
             }
             ApiError::Internal => (S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
         }
@@ -406,6 +412,8 @@ impl From<PaymentError> for ApiError {
             PaymentError::NotFound(what) => ApiError::NotFound(what),
             PaymentError::UnknownPayee => ApiError::Unprocessable(e.to_string()),
             PaymentError::ChallengeMismatch => ApiError::Conflict(e.to_string()),
+            PaymentError::Rail(_) | PaymentError::OwnIban { .. } => ApiError::Unprocessable(e.to_string()),
+            PaymentError::NotSupported(_) => ApiError::ExternalUnavailable,
             PaymentError::Store(s) => s.into(),
             other => {
                 tracing::error!(error = %other, "unexpected payment refusal");

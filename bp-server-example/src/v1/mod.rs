@@ -126,6 +126,19 @@ fn documented() -> ApiRouter<Arc<AppState>> {
                     .response::<202, Json<TransferResponse>>()
             }),
         )
+        .api_route(
+            "/v1/interbank-transfers",
+            post_with(transfers::create_interbank_transfer, |o| {
+                o.tag("transfers")
+                    .summary("Pay an account at another bank (SEPA credit transfer, EUR)")
+                    .description(
+                        "202: handed to the rail (see `service`; follow it at /v1/services), or pending: answer `sca` \
+                         at /v1/transfers/{id}/confirm, whose answer then names the service. The funds are held until \
+                         the rail settles (posted) or rejects (released) the payment.",
+                    )
+                    .response::<202, Json<TransferResponse>>()
+            }),
+        )
         .api_route("/v1/transfers/{transfer_id}", get_with(transfers::get_transfer, |o| o.tag("transfers").summary("One transfer")))
         .api_route(
             "/v1/transfers/{transfer_id}/confirm",

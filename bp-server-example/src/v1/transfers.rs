@@ -14,9 +14,10 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use bp_core::account::Account;
-use bp_core::api::{ChallengeView, NewTransfer, ScaAnswer, TransferResponse, TransferView};
+use bp_core::api::{ChallengeView, NewInterbankTransfer, NewTransfer, ScaAnswer, TransferResponse, TransferView};
+use bp_core::external::ExternalAccount;
 use bp_core::ids::{CustomerId, TransferId};
-use bp_core::payments::{IDEMPOTENCY_KEY_LEN_MAX, Payment, PaymentRequest};
+use bp_core::payments::{IDEMPOTENCY_KEY_LEN_MAX, Payee, Payment, PaymentRequest};
 use bp_core::transfer::{Transfer, TransferState};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -79,12 +80,46 @@ pub(super) async fn create_transfer(
     key: IdempotencyKey,
     ApiJson(body): ApiJson<NewTransfer>,
 ) -> ApiResult<(StatusCode, Json<TransferResponse>)> {
-    let receipt = state.payments.pay(auth.0.customer_id, &key.0, &PaymentRequest::from(&body)).await?;
-    // A retry gets the first attempt's status, with the transfer as it is now.
+    pay(&state, auth.0.customer_id, &key, &PaymentRequest::from(&body)).await
+}
+
+/// `POST /v1/interbank-transfers`: a payment to an IBAN, over the rail.
+pub(super) async fn create_interbank_transfer(
+    State(state): State<Arc<AppState>>,
+    Payer(auth): Payer,
+    key: IdempotencyKey,
+    ApiJson(body): ApiJson<NewInterbankTransfer>,
+) -> ApiResult<(StatusCode, Json<TransferResponse>)> {
+    let payee = ExternalAccount::parse(&body.to_iban, &body.to_name, body.to_bic.as_deref())
+        .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    let request = PaymentRequest {
+        from_account: body.from_account,
+        payee: Payee::External(payee),
+        amount: body.amount,
+        reference: body.reference.clone(),
+    };
+    pay(&state, auth.0.customer_id, &key, &request).await
+}
+
+/// Pays `request` under `key` and answers as the façade decided: 201 posted (with its
+/// exemption), 202 waiting for SCA (with the challenge), or 202 handed to the rail (with the
+/// service record). A retry gets the first attempt's status, with the transfer as it is now.
+async fn pay(
+    state: &AppState,
+    customer: CustomerId,
+    key: &IdempotencyKey,
+    request: &PaymentRequest,
+) -> ApiResult<(StatusCode, Json<TransferResponse>)> {
+    let receipt = state.payments.pay(customer, &key.0, request).await?;
     let (status, response) = match receipt.payment {
         Payment::Posted { transfer, exemption } => (
             StatusCode::CREATED,
-            TransferResponse { transfer: TransferView::from(&transfer), sca: None, exemption: Some(exemption) },
+            TransferResponse {
+                transfer: TransferView::from(&transfer),
+                sca: None,
+                exemption: Some(exemption),
+                service: None,
+            },
         ),
         Payment::Challenged { transfer, challenge, methods } => (
             StatusCode::ACCEPTED,
@@ -92,11 +127,18 @@ pub(super) async fn create_transfer(
                 transfer: TransferView::from(&transfer),
                 sca: Some(ChallengeView::of(&challenge, methods)),
                 exemption: None,
+                service: None,
             },
         ),
-        // Payments to other banks are not routed here yet (`PaymentRequest::from(&NewTransfer)`
-        // names an account of this bank), so `pay` never answers this.
-        Payment::Submitted { .. } => return Err(ApiError::Internal),
+        Payment::Submitted { transfer, service, exemption } => (
+            StatusCode::ACCEPTED,
+            TransferResponse {
+                transfer: TransferView::from(&transfer),
+                sca: None,
+                exemption,
+                service: Some(service.id),
+            },
+        ),
     };
     Ok((status, Json(response)))
 }
@@ -112,6 +154,7 @@ pub(super) async fn confirm_transfer(
         transfer: TransferView::from(&confirmed.transfer),
         sca: Some(ChallengeView::of(&confirmed.challenge, confirmed.methods)),
         exemption: None,
+        service: confirmed.service.as_ref().map(|s| s.id),
     }))
 }
 
