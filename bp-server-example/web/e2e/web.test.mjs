@@ -401,6 +401,22 @@ test('an API error is shown in plain words with its problem type', async () => {
 test('services list the demo interbank payment (the simulator is the rail); the profile masks documents', async () => {
   await page.getByRole('link', { name: 'Services' }).click();
   await page.locator('tr[data-service]').first().waitFor();
+  // A payment to another bank, made while the view is open, appears and settles without reload.
+  await page.evaluate(() => { /** @type {any} */ (window).__sameDocument = true; });
+  const paid = await H.api(server.base, ada, 'POST', '/v1/interbank-transfers', {
+    body: { from_account: adaEur.id, to_iban: 'DE89 3704 0044 0532 0130 00', to_name: 'Erika Mustermann', amount: { amount: '20.00', currency: 'EUR' } },
+    headers: { 'idempotency-key': H.uuidv7() },
+  });
+  assert.equal(paid.status, 202, paid.text);
+  const started = Date.now();
+  const row = page.locator(`tr[data-service="${paid.json.service}"]`);
+  await row.waitFor({ timeout: 15_000 });
+  await page.locator(`tr[data-service="${paid.json.service}"][data-status="settled"]`).waitFor({ timeout: 15_000 });
+  console.log(`interbank payment settled on the open Services view ${Date.now() - started} ms after the API's answer`);
+  assert.equal(await page.evaluate(() => /** @type {any} */ (window).__sameDocument), true, 'no reload');
+  assert.match(await row.innerText(), /settled/i);
+  assert.match(await row.innerText(), /Erika Mustermann · DE … 3000/, 'the payee, its IBAN masked');
+  await H.snapshot(page, 'services');
   await page.getByRole('link', { name: 'Profile' }).click();
   await page.getByRole('heading', { name: 'Profile' }).waitFor();
   const text = await page.locator('main').innerText();

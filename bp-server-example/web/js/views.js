@@ -63,7 +63,20 @@ import { creationOptions, credentialJSON, failureText } from './webauthn.js';
  * @property {Money} amount
  * @property {string} created_at
  * @property {string} updated_at
+ * @property {{ creditor?: { iban?: string, name?: string } }} [details]
  */
+
+/**
+ * Whom a service pays, as the list shows it: the payee's name and the IBAN's country and last
+ * four characters (the rest stays in the record).
+ * @param {ServiceRecord} s
+ */
+function servicePayee(s) {
+  const c = s.details?.creditor;
+  if (!c?.name) return '—';
+  const iban = (c.iban ?? '').replace(/\s+/g, '');
+  return iban.length > 8 ? `${c.name} · ${iban.slice(0, 2)} … ${iban.slice(-4)}` : c.name;
+}
 
 /**
  * What the views share: the signed-in customer, their accounts (kept current by the live
@@ -537,10 +550,11 @@ export function services(ctx) {
       replace(body, h('p', { class: 'empty', 'data-empty': 'none' }, 'You have not used any of these services yet.'));
     } else {
       replace(body, h('table', {},
-        h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Service'), h('th', { scope: 'col' }, 'Status'),
+        h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Service'), h('th', { scope: 'col' }, 'Payee'), h('th', { scope: 'col' }, 'Status'),
           h('th', { scope: 'col', class: 'amount' }, 'Amount'), h('th', { scope: 'col' }, 'Requested'), h('th', { scope: 'col' }, 'Updated'))),
         h('tbody', {}, list.services.map((s) => h('tr', { 'data-service': s.id, 'data-status': s.status },
           h('td', {}, SERVICE_KINDS[s.kind] ?? fmt.words(s.kind)),
+          h('td', {}, servicePayee(s)),
           h('td', {}, h('span', { class: 'badge' }, fmt.words(s.status))),
           h('td', { class: 'amount' }, fmt.money(s.amount)),
           h('td', {}, fmt.when(s.created_at)),
