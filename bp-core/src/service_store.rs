@@ -22,7 +22,7 @@ use crate::external::payee::BankIbans;
 use crate::external::rail::RailId;
 use crate::ids::{CustomerId, ServiceRecordId};
 use crate::service_record::{ServiceKind, ServiceRecord, ServiceStatus};
-use crate::store::{PAGE_LEN_DEFAULT, PAGE_LEN_MAX, Page, Store};
+use crate::store::{Page, Store, check_page, page_len};
 use crate::transfer::Transfer;
 
 /// Which of a customer's service records to list, newest first (`GET /v1/services`, FR3).
@@ -44,7 +44,7 @@ pub struct ServiceQuery {
     /// Continue after this cursor (a previous page's `next_cursor`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before: Option<u64>,
-    /// Page length, 1 to [`PAGE_LEN_MAX`]; [`PAGE_LEN_DEFAULT`] when absent.
+    /// Page length, 1 to [`PAGE_LEN_MAX`](crate::store::PAGE_LEN_MAX); [`PAGE_LEN_DEFAULT`](crate::store::PAGE_LEN_DEFAULT) when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
 }
@@ -52,20 +52,13 @@ pub struct ServiceQuery {
 impl ServiceQuery {
     /// Checks the query's bounds.
     pub fn validate(&self) -> Result<(), LedgerError> {
-        if self.limit.is_some_and(|l| l == 0 || l > PAGE_LEN_MAX) {
-            return Err(LedgerError::InvalidField { field: "limit", reason: "must be between 1 and 500" });
-        }
-        if let (Some(from), Some(to)) = (self.from, self.to)
-            && from >= to
-        {
-            return Err(LedgerError::InvalidField { field: "from", reason: "must be before 'to'" });
-        }
+        check_page(self.limit, self.from, self.to)?;
         Ok(())
     }
 
     /// The page length to use.
     pub fn limit(&self) -> u32 {
-        self.limit.unwrap_or(PAGE_LEN_DEFAULT).clamp(1, PAGE_LEN_MAX)
+        page_len(self.limit)
     }
 
     /// Whether `r` passes the filters (the cursor, a store's own position, excepted). Stores
@@ -114,7 +107,7 @@ fn service_of(outcome: Outcome) -> Result<ServiceRecord, Error> {
 /// A store of external service records, over the ledger it holds the money of. Every adapter
 /// passes the conformance suite `bp_core::testing::services`.
 ///
-/// Lists are bounded: at most `limit`, and at most [`PAGE_LEN_MAX`].
+/// Lists are bounded: at most `limit`, and at most [`PAGE_LEN_MAX`](crate::store::PAGE_LEN_MAX).
 #[async_trait]
 pub trait ServiceStore: Store {
     /// A service record by id.

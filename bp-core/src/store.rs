@@ -20,6 +20,29 @@ pub const PAGE_LEN_DEFAULT: u32 = 50;
 /// Largest page of history lines or events a store returns.
 pub const PAGE_LEN_MAX: u32 = 500;
 
+/// The bounds every paged, time-filtered list checks (transfers history, service records): a
+/// `limit` of 1 to [`PAGE_LEN_MAX`], and `from` before `to`.
+pub(crate) fn check_page(
+    limit: Option<u32>,
+    from: Option<Timestamp>,
+    to: Option<Timestamp>,
+) -> Result<(), LedgerError> {
+    if limit.is_some_and(|l| l == 0 || l > PAGE_LEN_MAX) {
+        return Err(LedgerError::InvalidField { field: "limit", reason: "must be between 1 and 500" });
+    }
+    if let (Some(from), Some(to)) = (from, to)
+        && from >= to
+    {
+        return Err(LedgerError::InvalidField { field: "from", reason: "must be before 'to'" });
+    }
+    Ok(())
+}
+
+/// The page length a list uses for `limit`: [`PAGE_LEN_DEFAULT`] when absent, within bounds.
+pub(crate) fn page_len(limit: Option<u32>) -> u32 {
+    limit.unwrap_or(PAGE_LEN_DEFAULT).clamp(1, PAGE_LEN_MAX)
+}
+
 /// Which lines of an account's history to return, newest first.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -53,14 +76,7 @@ pub struct HistoryQuery {
 impl HistoryQuery {
     /// Checks the query's bounds.
     pub fn validate(&self) -> Result<(), LedgerError> {
-        if self.limit.is_some_and(|l| l == 0 || l > PAGE_LEN_MAX) {
-            return Err(LedgerError::InvalidField { field: "limit", reason: "must be between 1 and 500" });
-        }
-        if let (Some(from), Some(to)) = (self.from, self.to)
-            && from >= to
-        {
-            return Err(LedgerError::InvalidField { field: "from", reason: "must be before 'to'" });
-        }
+        check_page(self.limit, self.from, self.to)?;
         if self.amount_min_minor.is_some_and(|m| m < 0) || self.amount_max_minor.is_some_and(|m| m < 0) {
             return Err(LedgerError::InvalidField { field: "amount", reason: "bounds must not be negative" });
         }
@@ -74,7 +90,7 @@ impl HistoryQuery {
 
     /// The page length to use.
     pub fn limit(&self) -> u32 {
-        self.limit.unwrap_or(PAGE_LEN_DEFAULT).clamp(1, PAGE_LEN_MAX)
+        page_len(self.limit)
     }
 
     /// Whether `p` passes the filters (the cursor included). Stores that filter in their query
