@@ -36,16 +36,28 @@ pub enum SystemAccount {
     LoanFunding,
     /// Fees earned by the bank.
     Fees,
+    /// The bank's position in a currency from converting customers' money (FX): credited with
+    /// what customers sell, debited with what they buy. Its balance is the bank's open position.
+    FxPosition,
+    /// Interest earned on loans.
+    InterestIncome,
+    /// What one loan's borrower owes the bank: one per loan, opened with an id derived from the
+    /// loan (not [`SystemAccount::id`]'s fixed id), debited at disbursement, credited by every
+    /// principal repayment; zero when the loan is repaid.
+    LoanReceivable,
 }
 
 impl SystemAccount {
-    /// Every system account kind.
-    pub const ALL: [SystemAccount; 5] = [
+    /// Every system account kind with one fixed id per currency: all but
+    /// [`SystemAccount::LoanReceivable`], of which each loan has its own.
+    pub const ALL: [SystemAccount; 7] = [
         SystemAccount::Funding,
         SystemAccount::InterbankClearing,
         SystemAccount::InternationalClearing,
         SystemAccount::LoanFunding,
         SystemAccount::Fees,
+        SystemAccount::FxPosition,
+        SystemAccount::InterestIncome,
     ];
 
     fn code(self) -> u8 {
@@ -55,11 +67,15 @@ impl SystemAccount {
             SystemAccount::InternationalClearing => 3,
             SystemAccount::LoanFunding => 4,
             SystemAccount::Fees => 5,
+            SystemAccount::FxPosition => 6,
+            SystemAccount::InterestIncome => 7,
+            SystemAccount::LoanReceivable => 8,
         }
     }
 
     /// The fixed id of this system account in `currency`: every store and every process agrees
-    /// on it without a lookup. It is an RFC 9562 version-8 (custom) UUID: `bpsyst`, the version
+    /// on it without a lookup. [`SystemAccount::LoanReceivable`] has none (each loan has its
+    /// own): [`SystemAccount::from_id`] does not recognise this id for it. It is an RFC 9562 version-8 (custom) UUID: `bpsyst`, the version
     /// byte, the kind, the variant byte, the currency code, then zeros.
     pub fn id(self, currency: Currency) -> AccountId {
         let mut bytes = [0u8; 16];
@@ -86,6 +102,7 @@ impl SystemAccount {
         if &bytes[..6] != SYSTEM_ID_PREFIX || bytes[6] != 0x80 || bytes[8] != 0x80 || bytes[12..] != [0; 4] {
             return None;
         }
+        // `ALL` leaves out the loans' receivables: each has its own id, never the fixed one.
         let kind = SystemAccount::ALL.into_iter().find(|k| k.code() == bytes[7])?;
         let code = std::str::from_utf8(&bytes[9..12]).ok()?;
         let currency = Currency::from_code(code).ok()?;

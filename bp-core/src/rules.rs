@@ -17,7 +17,7 @@ use crate::event::{EVENT_VERSION, Event, EventBody};
 use crate::external::lifecycle::{Effect, Transition};
 use crate::ids::{AccountId, CustomerId, EventId, ServiceRecordId, TransferId};
 use crate::money::{Currency, Money};
-use crate::service_record::{ServiceRecord, ServiceStatus};
+use crate::service_record::{ServiceKind, ServiceRecord, ServiceStatus};
 use crate::transfer::{
     Direction, Posting, REFERENCE_CHARS_MAX, Transfer, TransferKind, TransferRequest, TransferState, VoidReason,
 };
@@ -123,10 +123,20 @@ pub fn keys(cmd: &Command, view: &impl LedgerView) -> Keys {
         Command::ApplyService { id, transition, .. } => {
             k.services.push(*id);
             k.accounts.push(transition.record.account_id);
-            if let Some(hold) = transition.record.transfers.first() {
-                k.transfers.push(*hold);
-                if let Some(t) = view.transfer(*hold) {
-                    k.accounts.extend([t.debit_account, t.credit_account]);
+            for effect in &transition.effects {
+                match effect {
+                    Effect::PostHold(t) | Effect::VoidHold(t) => {
+                        k.transfers.push(*t);
+                        if let Some(t) = view.transfer(*t) {
+                            k.accounts.extend([t.debit_account, t.credit_account]);
+                        }
+                    }
+                    Effect::Post(t) => {
+                        k.transfers.push(t.id);
+                        k.accounts.extend([t.debit_account, t.credit_account]);
+                    }
+                    Effect::OpenReceivable(a) => k.accounts.push(*a),
+                    Effect::PlaceHold(_) | Effect::Submit(_) | Effect::QueryStatus(_) | Effect::Emit(_) => {}
                 }
             }
         }
@@ -279,7 +289,9 @@ pub fn validate_transfer_request(req: &TransferRequest, now: Timestamp) -> Resul
 }
 
 /// Which system account, if any, a transfer of `kind` must use, and on which side.
-/// Returns `(system account, true if it is the debit side)`.
+/// Returns `(system account, true if it is the debit side)`. Kinds that join two system
+/// accounts as well ([`TransferKind::International`], [`TransferKind::Loan`]) are checked by
+/// [`check_kind`].
 pub fn system_side(kind: TransferKind) -> Option<(SystemAccount, Option<bool>)> {
     match kind {
         TransferKind::Internal => None,
@@ -289,13 +301,31 @@ pub fn system_side(kind: TransferKind) -> Option<(SystemAccount, Option<bool>)> 
         TransferKind::Interbank => Some((SystemAccount::InterbankClearing, None)),
         TransferKind::International => Some((SystemAccount::InternationalClearing, None)),
         TransferKind::Loan => Some((SystemAccount::LoanFunding, None)),
+        TransferKind::Fx => Some((SystemAccount::FxPosition, None)),
+        TransferKind::Interest => Some((SystemAccount::InterestIncome, Some(false))),
     }
 }
 
+/// The bank's own legs that join two system accounts, as `(kind, debit, credit)`: the FX
+/// position paying out the converted amount to the international clearing account (an
+/// international payment's target-currency leg), and a loan's receivable booked against the
+/// loan funding account at disbursement.
+const SYSTEM_LEGS: [(TransferKind, SystemAccount, SystemAccount); 2] = [
+    (TransferKind::International, SystemAccount::FxPosition, SystemAccount::InternationalClearing),
+    (TransferKind::Loan, SystemAccount::LoanReceivable, SystemAccount::LoanFunding),
+];
+
 /// Checks that the transfer kind fits the two accounts: internal transfers join two customer
-/// accounts; every other kind joins a customer account with its own system account.
+/// accounts; every other kind joins a customer account with its own system account, or is one
+/// of the bank's own legs ([`SYSTEM_LEGS`]); a customer repays a loan's principal to the loan's
+/// receivable account.
 pub fn check_kind(kind: TransferKind, debit: &Account, credit: &Account) -> Result<(), LedgerError> {
     let is = |a: &Account, s: SystemAccount| a.owner == AccountOwner::Bank { system: s };
+    if SYSTEM_LEGS.iter().any(|&(k, d, c)| k == kind && is(debit, d) && is(credit, c))
+        || (kind == TransferKind::Loan && !debit.is_system() && is(credit, SystemAccount::LoanReceivable))
+    {
+        return Ok(());
+    }
     match system_side(kind) {
         None if debit.is_system() || credit.is_system() => {
             Err(LedgerError::KindNotAllowed { kind, reason: "must join two customer accounts" })
@@ -797,30 +827,99 @@ fn release_hold(
 // ---------------------------------------------------------------------------------------------
 // External services
 
-/// `record` appends `body` to `account_id`'s events, on the account as `effects` left it.
-fn emit(
-    view: &impl LedgerView,
-    effects: &mut Effects,
-    account_id: AccountId,
-    body: EventBody,
-    now: Timestamp,
-) -> Result<(), LedgerError> {
-    let written = effects.accounts.iter().position(|(_, a)| a.id == account_id);
-    let mut account = match written {
-        Some(i) => effects.accounts[i].1.clone(),
-        None => existing_account(view, account_id)?,
-    };
-    push_event(&mut account, body, now, &mut effects.events);
-    match written {
-        Some(i) => effects.accounts[i].1 = account,
-        None => effects.accounts.push((Write::Update, account)),
+/// The effects of a command decided in several steps, read back as the view each next step is
+/// decided on: a step sees the accounts and transfers the earlier ones wrote.
+struct Overlay<'a, V> {
+    view: &'a V,
+    effects: Effects,
+}
+
+impl<V: LedgerView> LedgerView for Overlay<'_, V> {
+    fn account(&self, id: AccountId) -> Option<&Account> {
+        let written = self.effects.accounts.iter().find(|(_, a)| a.id == id).map(|(_, a)| a);
+        written.or_else(|| self.view.account(id))
     }
-    Ok(())
+    fn transfer(&self, id: TransferId) -> Option<&Transfer> {
+        let written = self.effects.transfers.iter().find(|(_, t)| t.id == id).map(|(_, t)| t);
+        written.or_else(|| self.view.transfer(id))
+    }
+    fn customer(&self, id: CustomerId) -> Option<&Customer> {
+        self.view.customer(id)
+    }
+    fn customer_by_username(&self, username: &Username) -> Option<CustomerId> {
+        self.view.customer_by_username(username)
+    }
+    fn next_account_serial(&self) -> u64 {
+        let opened =
+            self.effects.accounts.iter().filter(|(w, a)| *w == Write::Insert && a.number.serial() < SYSTEM_SERIAL_BASE);
+        opened.map(|(_, a)| a.number.serial() + 1).fold(self.view.next_account_serial(), u64::max)
+    }
+    fn service_record(&self, id: ServiceRecordId) -> Option<&ServiceRecord> {
+        self.view.service_record(id)
+    }
+}
+
+impl<'a, V: LedgerView> Overlay<'a, V> {
+    fn new(view: &'a V) -> Self {
+        Self { view, effects: Effects::default() }
+    }
+
+    /// Adds a step's effects: a record written twice keeps its first write's kind and its last
+    /// state.
+    fn absorb(&mut self, step: Effects) {
+        fn merge<T>(into: &mut Vec<(Write, T)>, from: Vec<(Write, T)>, same: impl Fn(&T, &T) -> bool) {
+            for (write, item) in from {
+                match into.iter_mut().find(|(_, x)| same(x, &item)) {
+                    Some(slot) => slot.1 = item,
+                    None => into.push((write, item)),
+                }
+            }
+        }
+        merge(&mut self.effects.customers, step.customers, |a, b| a.id == b.id);
+        merge(&mut self.effects.accounts, step.accounts, |a, b| a.id == b.id);
+        merge(&mut self.effects.transfers, step.transfers, |a, b| a.id == b.id);
+        merge(&mut self.effects.services, step.services, |a, b| a.id == b.id);
+        self.effects.postings.extend(step.postings);
+        self.effects.events.extend(step.events);
+    }
+
+    /// Appends `body` to `account_id`'s events, on the account as the earlier steps left it.
+    fn emit(&mut self, account_id: AccountId, body: EventBody, now: Timestamp) -> Result<(), LedgerError> {
+        let mut account = self.account(account_id).cloned().ok_or(LedgerError::AccountNotFound(account_id))?;
+        let mut events = Vec::with_capacity(1);
+        push_event(&mut account, body, now, &mut events);
+        self.absorb(Effects { accounts: vec![(Write::Update, account)], events, ..Effects::default() });
+        Ok(())
+    }
+
+    /// Opens loan `record`'s receivable account `id` (bank-owned, in the loan's currency), with
+    /// the next account number.
+    fn open_receivable(&mut self, record: &ServiceRecord, id: AccountId, now: Timestamp) -> Result<(), LedgerError> {
+        if record.kind != ServiceKind::Loan || self.account(id).is_some() || SystemAccount::from_id(id).is_some() {
+            return Err(LedgerError::InvalidField {
+                field: "effects",
+                reason: "a receivable account is opened once, for a loan, under a new id",
+            });
+        }
+        let serial = self.next_account_serial();
+        let number = AccountNumber::from_serial(serial)
+            .ok()
+            .filter(|_| serial < SYSTEM_SERIAL_BASE)
+            .ok_or(LedgerError::InvalidField { field: "number", reason: "no account numbers left" })?;
+        let mut account = system_account(SystemAccount::LoanReceivable, record.amount.currency(), now);
+        account.id = id;
+        account.number = number;
+        let mut events = Vec::with_capacity(1);
+        let balances = account.balances();
+        push_event(&mut account, EventBody::AccountOpened { balances }, now, &mut events);
+        self.absorb(Effects { accounts: vec![(Write::Insert, account)], events, ..Effects::default() });
+        Ok(())
+    }
 }
 
 const NOT_A_HOLD: LedgerError = LedgerError::InvalidField {
     field: "effects",
-    reason: "a service request places exactly one hold, from its account, of its amount, without a deadline",
+    reason: "a service request places its holds, without a deadline, the first from its account of its amount",
 };
 
 /// Whether `stored` was made by the same request as `new` (a retry of it).
@@ -831,6 +930,16 @@ fn same_service_request(stored: &ServiceRecord, new: &ServiceRecord) -> bool {
         && stored.amount == new.amount
         && stored.transfers == new.transfers
         && stored.details == new.details
+}
+
+/// Whether `hold` may be one of a service request's holds: without a deadline, joining a
+/// system account, and taken from the customer's account or from one of the bank's.
+fn is_service_hold(record: &ServiceRecord, hold: &TransferRequest) -> bool {
+    let debit_is_system = SystemAccount::from_id(hold.debit_account).is_some();
+    let credit_is_system = SystemAccount::from_id(hold.credit_account).is_some();
+    hold.hold_until.is_none()
+        && (debit_is_system || credit_is_system)
+        && (hold.debit_account == record.account_id || debit_is_system)
 }
 
 fn request_service(view: &impl LedgerView, t: &Transition, now: Timestamp) -> Result<Decision, LedgerError> {
@@ -844,15 +953,14 @@ fn request_service(view: &impl LedgerView, t: &Transition, now: Timestamp) -> Re
     }
     let holds: Vec<&TransferRequest> =
         t.effects.iter().filter_map(|e| if let Effect::PlaceHold(h) = e { Some(h) } else { None }).collect();
-    let [hold] = holds.as_slice() else { return Err(NOT_A_HOLD) };
-    let credit_is_system = SystemAccount::from_id(hold.credit_account).is_some();
+    let Some(first) = holds.first() else { return Err(NOT_A_HOLD) };
+    let ids: Vec<TransferId> = holds.iter().map(|h| h.id).collect();
     if record.status != ServiceStatus::Requested
-        || record.transfers.first() != Some(&hold.id)
-        || hold.debit_account != record.account_id
-        || hold.amount != record.amount
-        || hold.hold_until.is_some()
-        || !credit_is_system
-        || t.effects.iter().any(|e| matches!(e, Effect::PostHold(_) | Effect::VoidHold(_)))
+        || record.transfers != ids
+        || first.debit_account != record.account_id
+        || first.amount != record.amount
+        || !holds.iter().all(|h| is_service_hold(record, h))
+        || t.effects.iter().any(|e| !matches!(e, Effect::PlaceHold(_) | Effect::Emit(_)))
     {
         return Err(NOT_A_HOLD);
     }
@@ -860,17 +968,22 @@ fn request_service(view: &impl LedgerView, t: &Transition, now: Timestamp) -> Re
     if payer.customer_id() != Some(record.customer_id) {
         return Err(LedgerError::InvalidField { field: "account_id", reason: "is not the customer's account" });
     }
-    let mut effects = match view.transfer(hold.id) {
-        None => new_transfer(view, hold, Movement::Hold, now)?.effects,
-        Some(existing) => adopt_hold(existing, hold, now)?,
-    };
+    let mut overlay = Overlay::new(view);
+    for hold in holds {
+        let step = match overlay.transfer(hold.id) {
+            None => new_transfer(&overlay, hold, Movement::Hold, now)?.effects,
+            Some(existing) => adopt_hold(existing, hold, now)?,
+        };
+        overlay.absorb(step);
+    }
     for effect in &t.effects {
         if let Effect::Emit(body) = effect {
-            emit(view, &mut effects, record.account_id, body.clone(), now)?;
+            overlay.emit(record.account_id, body.clone(), now)?;
         }
     }
     let mut record = record.clone();
     record.version = 1;
+    let mut effects = overlay.effects;
     effects.services.push((Write::Insert, record.clone()));
     Ok(applied(Outcome::Service(Box::new(record)), effects))
 }
@@ -894,15 +1007,20 @@ fn adopt_hold(existing: &Transfer, hold: &TransferRequest, now: Timestamp) -> Re
     Ok(Effects { transfers: vec![(Write::Update, adopted)], ..Effects::default() })
 }
 
-/// Whether `new` keeps what a transition never changes in `stored`.
+/// Whether `new` keeps what a transition never changes in `stored`: its transfers may only grow,
+/// by the ones the transition posts.
 fn same_service(stored: &ServiceRecord, new: &ServiceRecord) -> bool {
     stored.id == new.id
         && stored.customer_id == new.customer_id
         && stored.kind == new.kind
         && stored.account_id == new.account_id
         && stored.amount == new.amount
-        && stored.transfers == new.transfers
+        && new.transfers.starts_with(&stored.transfers)
         && stored.created_at == new.created_at
+}
+
+fn invalid_effects(reason: &'static str) -> LedgerError {
+    LedgerError::InvalidField { field: "effects", reason }
 }
 
 fn apply_service(
@@ -919,44 +1037,51 @@ fn apply_service(
     if !same_service(stored, &t.record) {
         return Err(LedgerError::InvalidField {
             field: "record",
-            reason: "a transition changes only a record's status, schedule, reason and details",
+            reason: "a transition changes only a record's status, schedule, reason and details, and adds transfers",
         });
     }
-    let hold = stored.transfers.first().copied();
-    let mut effects = Effects::default();
+    let posted: Vec<TransferId> =
+        t.effects.iter().filter_map(|e| if let Effect::Post(p) = e { Some(p.id) } else { None }).collect();
+    if t.record.transfers[stored.transfers.len()..] != posted[..] {
+        return Err(invalid_effects("the record's new transfers are exactly the ones the transition posts"));
+    }
+    let mut overlay = Overlay::new(view);
     for effect in &t.effects {
-        let money = match effect {
-            Effect::PostHold(h) | Effect::VoidHold(h) if Some(*h) != hold => {
-                return Err(LedgerError::InvalidField {
-                    field: "effects",
-                    reason: "names another transfer than the hold",
-                });
+        let step = match effect {
+            Effect::PostHold(h) | Effect::VoidHold(h) if !stored.transfers.contains(h) => {
+                return Err(invalid_effects("names a transfer that is not the record's"));
             }
             Effect::PostHold(h) => {
-                let held = pending_transfer(view, *h)?;
-                post_hold(view, held, Authority::Lifecycle, now)?
+                let held = pending_transfer(&overlay, *h)?;
+                post_hold(&overlay, held, Authority::Lifecycle, now)?
             }
-            Effect::VoidHold(h) => release_hold(view, pending_transfer(view, *h)?, VoidReason::Rejected, now)?,
-            Effect::PlaceHold(_) => {
-                return Err(LedgerError::InvalidField {
-                    field: "effects",
-                    reason: "the hold is placed once, by the request",
-                });
+            Effect::VoidHold(h) => release_hold(&overlay, pending_transfer(&overlay, *h)?, VoidReason::Rejected, now)?,
+            Effect::Post(request) => {
+                if request.hold_until.is_some() || overlay.transfer(request.id).is_some() {
+                    return Err(invalid_effects("a transition posts new transfers at once"));
+                }
+                new_transfer(&overlay, request, Movement::Post, now)?
             }
+            Effect::OpenReceivable(account) => {
+                overlay.open_receivable(&t.record, *account, now)?;
+                continue;
+            }
+            Effect::PlaceHold(_) => return Err(invalid_effects("holds are placed once, by the request")),
             Effect::Emit(body) => {
-                emit(view, &mut effects, t.record.account_id, body.clone(), now)?;
+                overlay.emit(t.record.account_id, body.clone(), now)?;
                 continue;
             }
             // The caller's to do once the write is durable.
             Effect::Submit(_) | Effect::QueryStatus(_) => continue,
         };
-        if !effects.is_empty() || money.effects.is_empty() {
-            return Err(LedgerError::InvalidField { field: "effects", reason: "a transition moves money once, first" });
+        if step.executed.replayed {
+            return Err(invalid_effects("a transition moves each transfer once"));
         }
-        effects = money.effects;
+        overlay.absorb(step.effects);
     }
     let mut record = t.record.clone();
     record.version = expected_version + 1;
+    let mut effects = overlay.effects;
     effects.services.push((Write::Update, record.clone()));
     Ok(applied(Outcome::Service(Box::new(record)), effects))
 }

@@ -38,14 +38,22 @@ pub enum ServiceStatus {
     Accepted,
     /// Final: settled.
     Settled,
-    /// Final: the party refused or rejected it: the held funds are released.
+    /// Final: the party refused or rejected it: the held funds are released (a loan: declined).
     Rejected,
+    /// A loan the provider approved: its offer awaits the customer's acceptance.
+    Offered,
+    /// A loan disbursed and being repaid, every instalment collected when due.
+    Active,
+    /// A loan with an instalment due and not collected (insufficient funds): retried.
+    InArrears,
+    /// Final: a loan repaid in full.
+    Closed,
 }
 
 impl ServiceStatus {
     /// Whether nothing can change it any more (a late report that disagrees is a conflict).
     pub fn is_final(self) -> bool {
-        matches!(self, ServiceStatus::Settled | ServiceStatus::Rejected)
+        matches!(self, ServiceStatus::Settled | ServiceStatus::Rejected | ServiceStatus::Closed)
     }
 
     /// Whether the money is decided: posted (accepted, settled) or released (rejected).

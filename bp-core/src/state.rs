@@ -64,9 +64,10 @@ impl LedgerState {
         self.customers.insert(c.id, c);
     }
 
-    /// Adds or replaces an account, keeping the next serial above every customer account's.
+    /// Adds or replaces an account, keeping the next serial above every number given from the
+    /// customers' range (customer accounts and loans' receivables).
     pub fn insert_account(&mut self, a: Account) {
-        if !a.is_system() {
+        if a.number.serial() < crate::account::SYSTEM_SERIAL_BASE {
             self.next_account_serial = self.next_account_serial.max(a.number.serial() + 1);
         }
         self.accounts.insert(a.id, a);

@@ -28,6 +28,11 @@ pub enum TransferKind {
     Loan,
     /// A fee charged to a customer, credited to the fees account.
     Fee,
+    /// A currency conversion leg: a customer's money sold to the bank's FX position in its
+    /// currency.
+    Fx,
+    /// Loan interest paid by a customer, credited to the interest income account.
+    Interest,
 }
 
 /// Where a transfer is in its life.

@@ -93,6 +93,12 @@ pub enum Effect {
     PostHold(TransferId),
     /// Release the hold (`VoidReason::Rejected`): the money stays.
     VoidHold(TransferId),
+    /// Post a new transfer at once (a loan's disbursement, an instalment, a repayment); its id
+    /// is appended to the record's transfers.
+    Post(TransferRequest),
+    /// Open a loan's receivable account under this id, in the loan's currency
+    /// ([`crate::account::SystemAccount::LoanReceivable`]), before the postings that use it.
+    OpenReceivable(AccountId),
     /// After the write, send the order under this key (the first time, or again with the same
     /// key: the rail never received it).
     Submit(CallKey),
@@ -266,8 +272,8 @@ pub fn transition(
     policy: &Policy,
     random: u64,
 ) -> Result<Transition, TransitionError> {
-    if record.kind != ServiceKind::InterbankTransfer {
-        return Err(TransitionError::NotExternalPayment("not an interbank transfer"));
+    if !matches!(record.kind, ServiceKind::InterbankTransfer | ServiceKind::InternationalTransfer) {
+        return Err(TransitionError::NotExternalPayment("not a payment to another bank"));
     }
     let hold = *record.transfers.first().ok_or(TransitionError::NotExternalPayment("no hold"))?;
     let mut step = Step { record: record.clone(), effects: Vec::new(), hold, now, policy, random };
@@ -282,6 +288,10 @@ pub fn transition(
         Input::StatusFailed(_) => {}
     }
     Ok(step.finish(record))
+}
+
+fn not_a_payment() -> TransitionError {
+    TransitionError::NotExternalPayment("in a loan's status")
 }
 
 /// One transition in the making.
@@ -325,14 +335,15 @@ impl Step<'_> {
         self.effects.push(call);
     }
 
-    /// Moves to a decided status with its money effect.
+    /// Moves to a decided status with its money effect: every hold of the payment (an
+    /// international payment's linked legs) posted, or every one released.
     fn decide(&mut self, status: ServiceStatus) {
-        let money = match status {
-            ServiceStatus::Rejected => Effect::VoidHold(self.hold),
-            _ => Effect::PostHold(self.hold),
-        };
         if !self.record.status.money_decided() {
-            self.effects.push(money);
+            let money = |&hold| match status {
+                ServiceStatus::Rejected => Effect::VoidHold(hold),
+                _ => Effect::PostHold(hold),
+            };
+            self.effects.extend(self.record.transfers.iter().map(money));
         }
         self.record.status = status;
         self.record.checks = 0;
@@ -360,6 +371,7 @@ impl Step<'_> {
             (S::Accepted | S::Settled, RailAnswer::Rejected { .. }) => return Err(self.conflict("rejected")),
             (S::Rejected, RailAnswer::Accepted) => return Err(self.conflict("accepted")),
             (S::Rejected, RailAnswer::Settled) => return Err(self.conflict("settled")),
+            (S::Offered | S::Active | S::InArrears | S::Closed, _) => return Err(not_a_payment()),
         }
         Ok(())
     }
@@ -374,6 +386,9 @@ impl Step<'_> {
             }
             ServiceStatus::Accepted | ServiceStatus::Settled => Err(self.conflict("not found")),
             ServiceStatus::Rejected => Ok(()),
+            ServiceStatus::Offered | ServiceStatus::Active | ServiceStatus::InArrears | ServiceStatus::Closed => {
+                Err(not_a_payment())
+            }
         }
     }
 

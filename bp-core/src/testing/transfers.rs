@@ -195,6 +195,9 @@ pub async fn funding_and_internal_transfer<F: StoreFactory>(f: &F) {
         (TransferKind::International, a.id, sys(SystemAccount::InternationalClearing), 3_00),
         (TransferKind::Loan, sys(SystemAccount::LoanFunding), b.id, 50_00),
         (TransferKind::Loan, b.id, sys(SystemAccount::LoanFunding), 10_00),
+        (TransferKind::Fx, a.id, sys(SystemAccount::FxPosition), 4_00),
+        (TransferKind::Fx, sys(SystemAccount::FxPosition), b.id, 1_00),
+        (TransferKind::Interest, b.id, sys(SystemAccount::InterestIncome), 2_00),
     ];
     for (kind, debit, credit, amount) in moves {
         h.advance_secs(1);
@@ -202,13 +205,15 @@ pub async fn funding_and_internal_transfer<F: StoreFactory>(f: &F) {
         assert_eq!((t.kind, t.state), (kind, TransferState::Posted));
     }
     let expect = [
-        (a.id, 51_00),
-        (b.id, 72_00),
+        (a.id, 47_00),
+        (b.id, 71_00),
         (sys(SystemAccount::Funding), -90_00),
         (sys(SystemAccount::Fees), 1_00),
         (sys(SystemAccount::InterbankClearing), 3_00),
         (sys(SystemAccount::InternationalClearing), 3_00),
         (sys(SystemAccount::LoanFunding), -40_00),
+        (sys(SystemAccount::FxPosition), 3_00),
+        (sys(SystemAccount::InterestIncome), 2_00),
     ];
     for (id, posted) in expect {
         assert_eq!(h.get_account(id).await.posted_minor, posted, "balance of {id}");
@@ -220,7 +225,7 @@ pub async fn funding_and_internal_transfer<F: StoreFactory>(f: &F) {
     assert_eq!(
         sorted(ok("totals", h.store().totals().await)),
         vec![
-            CurrencyTotal { currency: EUR, posted_minor: 0, accounts: 7 },
+            CurrencyTotal { currency: EUR, posted_minor: 0, accounts: 9 },
             CurrencyTotal { currency: Currency::USD, posted_minor: 0, accounts: 2 },
         ]
     );

@@ -75,6 +75,8 @@ const KINDS = {
   international: 'International transfer',
   loan: 'Loan',
   fee: 'Fee',
+  fx: 'Currency exchange',
+  interest: 'Interest',
 };
 
 /** @param {string} kind a transfer kind of the API */

@@ -50,6 +50,7 @@ int_enum!(account_kind_to, account_kind_from, AccountKind, "account kind", {
 int_enum!(system_to, system_from, SystemAccount, "system account", {
     SystemAccount::Funding => 0, SystemAccount::InterbankClearing => 1,
     SystemAccount::InternationalClearing => 2, SystemAccount::LoanFunding => 3, SystemAccount::Fees => 4,
+    SystemAccount::FxPosition => 5, SystemAccount::InterestIncome => 6, SystemAccount::LoanReceivable => 7,
 });
 int_enum!(status_to, status_from, AccountStatus, "account status", {
     AccountStatus::Active => 0, AccountStatus::Frozen => 1, AccountStatus::Closed => 2,
@@ -57,7 +58,7 @@ int_enum!(status_to, status_from, AccountStatus, "account status", {
 int_enum!(transfer_kind_to, transfer_kind_from, TransferKind, "transfer kind", {
     TransferKind::Internal => 0, TransferKind::Deposit => 1, TransferKind::Withdrawal => 2,
     TransferKind::Interbank => 3, TransferKind::International => 4, TransferKind::Loan => 5,
-    TransferKind::Fee => 6,
+    TransferKind::Fee => 6, TransferKind::Fx => 7, TransferKind::Interest => 8,
 });
 int_enum!(state_to, state_from, TransferState, "transfer state", {
     TransferState::Pending => 0, TransferState::Posted => 1, TransferState::Voided => 2,
