@@ -383,4 +383,25 @@ mod tests {
             assert_eq!(div_half_even(n, d), want, "{n}/{d}");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn convert_is_the_nearest_minor_unit(
+            minor in -1_000_000_000_000_i64..=1_000_000_000_000,
+            units in 1_u64..=RATE_MAX_UNITS / 1_000,
+            to_kwd in proptest::bool::ANY,
+        ) {
+            let to = if to_kwd { Currency::KWD } else { Currency::JPY };
+            let got = convert(Money::new(minor, Currency::EUR), Rate { units }, to).unwrap();
+            // Exact value in 10^-(2 + SCALE) of a unit; the result must be within half a minor
+            // unit of it, and the parity rule decides an exact half.
+            let exact = i128::from(minor) * i128::from(units);
+            let per_minor = 10_i128.pow(2 + u32::from(Rate::SCALE) - u32::from(to.exponent()));
+            let gap = (i128::from(got.amount_minor()) * per_minor - exact).abs();
+            proptest::prop_assert!(2 * gap <= per_minor);
+            if 2 * gap == per_minor {
+                proptest::prop_assert_eq!(got.amount_minor() % 2, 0);
+            }
+        }
+    }
 }
