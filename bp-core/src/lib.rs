@@ -28,6 +28,7 @@ pub mod memory;
 pub mod money;
 pub mod payments;
 pub mod random;
+pub mod rate;
 pub mod rules;
 pub mod sca;
 pub mod security;

@@ -26,6 +26,7 @@ pub mod incoming;
 pub mod lifecycle;
 pub mod payee;
 pub mod rail;
+pub mod schedule;
 
 use std::borrow::Cow;
 use std::fmt;
