@@ -919,7 +919,8 @@ impl<'a, V: LedgerView> Overlay<'a, V> {
 
 const NOT_A_HOLD: LedgerError = LedgerError::InvalidField {
     field: "effects",
-    reason: "a service request places its holds, without a deadline, the first from its account of its amount",
+    reason: "a payment's request places its holds, without a deadline, the first from its account of its \
+             amount; a loan's places none",
 };
 
 /// Whether `stored` was made by the same request as `new` (a retry of it).
@@ -953,13 +954,21 @@ fn request_service(view: &impl LedgerView, t: &Transition, now: Timestamp) -> Re
     }
     let holds: Vec<&TransferRequest> =
         t.effects.iter().filter_map(|e| if let Effect::PlaceHold(h) = e { Some(h) } else { None }).collect();
-    let Some(first) = holds.first() else { return Err(NOT_A_HOLD) };
     let ids: Vec<TransferId> = holds.iter().map(|h| h.id).collect();
+    // A payment holds its money from the start; a loan application moves none until it is
+    // accepted.
+    let holds_ok = match (record.kind, holds.first()) {
+        (ServiceKind::Loan, None) => true,
+        (ServiceKind::Loan, Some(_)) | (_, None) => false,
+        (_, Some(first)) => {
+            first.debit_account == record.account_id
+                && first.amount == record.amount
+                && holds.iter().all(|h| is_service_hold(record, h))
+        }
+    };
     if record.status != ServiceStatus::Requested
         || record.transfers != ids
-        || first.debit_account != record.account_id
-        || first.amount != record.amount
-        || !holds.iter().all(|h| is_service_hold(record, h))
+        || !holds_ok
         || t.effects.iter().any(|e| !matches!(e, Effect::PlaceHold(_) | Effect::Emit(_)))
     {
         return Err(NOT_A_HOLD);
@@ -1059,6 +1068,13 @@ fn apply_service(
             Effect::Post(request) => {
                 if request.hold_until.is_some() || overlay.transfer(request.id).is_some() {
                     return Err(invalid_effects("a transition posts new transfers at once"));
+                }
+                let customers_account = |id: AccountId| overlay.account(id).is_some_and(|a| !a.is_system());
+                if [request.debit_account, request.credit_account]
+                    .into_iter()
+                    .any(|a| a != t.record.account_id && customers_account(a))
+                {
+                    return Err(invalid_effects("a transition moves money only on the record's own account"));
                 }
                 new_transfer(&overlay, request, Movement::Post, now)?
             }
