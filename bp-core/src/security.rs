@@ -187,6 +187,16 @@ pub enum ChallengePurpose {
         /// The payee: IBAN, name and BIC, each part of the signed text.
         payee: crate::external::ExternalAccount,
     },
+    /// Paying abroad with a currency conversion (its text is `bp-sca-v3`): what leaves the
+    /// account, what arrives, the rate and the fee, and the payee, each part of the signed text.
+    InternationalPayment {
+        /// The payment's first leg, pending until the challenge is answered.
+        transfer_id: TransferId,
+        /// The quote accepted: source amount, fee, total debit, rate, target amount, expiry.
+        quote: crate::external::fx::FxQuote,
+        /// The payee: IBAN, name and BIC.
+        payee: crate::external::ExternalAccount,
+    },
     /// Trusting a beneficiary (exempting later payments to it).
     Beneficiary {
         /// The beneficiary, pending until the challenge is answered.

@@ -169,7 +169,7 @@ pub trait ServiceStore: Store {
         if let Some(existing) = self.transfer(id).await? {
             let same = account.as_ref().is_some_and(|a| a.id == existing.credit_account)
                 && existing.amount == credit.amount
-                && existing.debit_account == rail.clearing_account();
+                && existing.debit_account == rail.clearing_account(credit.amount.currency());
             return if same {
                 Ok(IncomingOutcome::Credited { transfer: existing, replayed: true })
             } else {

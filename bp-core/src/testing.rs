@@ -48,6 +48,7 @@ pub mod conformance;
 mod customers;
 mod events;
 pub mod fixtures;
+pub mod fx;
 mod harness;
 mod history;
 pub mod payments;

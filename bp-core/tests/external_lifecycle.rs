@@ -101,7 +101,10 @@ fn a_request_holds_the_funds_against_the_rails_clearing_account() {
     let details = bp_core::external::lifecycle::InterbankDetails::of(&t.record).expect("details");
     assert_eq!((details.key, details.creditor), (key(), new_payment().creditor));
     let usd = NewExternalPayment { amount: Money::new(1, Currency::USD), ..new_payment() };
-    assert_eq!(request(&usd, t0()), Err(RequestError::Currency { expected: Currency::EUR }));
+    assert_eq!(
+        request(&usd, t0()),
+        Err(RequestError::Currency { rail: RailId::SepaCreditTransfer, currency: Currency::USD })
+    );
     let zero = NewExternalPayment { amount: Money::new(0, Currency::EUR), ..new_payment() };
     assert_eq!(request(&zero, t0()), Err(RequestError::Amount));
     let long = NewExternalPayment { remittance: Some("x".repeat(141)), ..new_payment() };
@@ -346,7 +349,10 @@ fn an_incoming_credit_is_posted_from_clearing_once_or_returned_with_a_reason() {
     assert_eq!(incoming_account_number(&bank, &credit), Ok(AccountNumber::from_serial(42).expect("number")));
     let active = account(AccountStatus::Active, Currency::EUR);
     let t = credit_incoming(rail, &credit, Some(&active)).expect("credit");
-    assert_eq!((t.debit_account, t.credit_account, t.amount), (rail.clearing_account(), active.id, credit.amount));
+    assert_eq!(
+        (t.debit_account, t.credit_account, t.amount),
+        (rail.clearing_account(Currency::EUR), active.id, credit.amount)
+    );
     assert_eq!((t.kind, t.hold_until, t.reference.as_deref()), (TransferKind::Interbank, None, Some("rent march")));
     assert_eq!(t.id, incoming_transfer_id(rail, &credit));
     assert_eq!(

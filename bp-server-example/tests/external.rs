@@ -86,7 +86,7 @@ async fn balances(server: &Server, id: AccountId) -> (i64, i64) {
 }
 
 fn clearing() -> AccountId {
-    RailId::SepaCreditTransfer.clearing_account()
+    RailId::SepaCreditTransfer.clearing_account(Currency::EUR)
 }
 
 fn status_report(key: &CallKey, status: Status, message_id: &str) -> String {

@@ -12,7 +12,7 @@ use crate::account_number::AccountNumber;
 use crate::iban::Iban;
 use crate::ids::TransferId;
 use crate::money::Money;
-use crate::transfer::{REFERENCE_CHARS_MAX, TransferKind, TransferRequest};
+use crate::transfer::{REFERENCE_CHARS_MAX, TransferRequest};
 
 /// Namespace of transfer ids derived from incoming payments.
 const INCOMING_NAMESPACE: Uuid = Uuid::from_u128(0x9c3b_7e10_2d4a_4c85_b6f1_07e2_5a93_d1c4);
@@ -75,8 +75,8 @@ pub fn credit_incoming(
         AccountStatus::Closed => return Err(ReasonCode::closed_account()),
         AccountStatus::Frozen => return Err(ReasonCode::blocked_account()),
     }
-    let currency = rail.currency();
-    if credit.amount.currency() != currency || account.currency != currency {
+    let currency = credit.amount.currency();
+    if !rail.carries(currency) || account.currency != currency {
         return Err(ReasonCode::currency_not_allowed());
     }
     if !credit.amount.is_positive() {
@@ -89,8 +89,8 @@ pub fn credit_incoming(
         .map(|r| r.chars().map(|c| if c.is_control() { ' ' } else { c }).take(REFERENCE_CHARS_MAX).collect::<String>());
     Ok(TransferRequest {
         id: incoming_transfer_id(rail, credit),
-        kind: TransferKind::Interbank,
-        debit_account: rail.clearing_account(),
+        kind: rail.transfer_kind(),
+        debit_account: rail.clearing_account(currency),
         credit_account: account.id,
         amount: credit.amount,
         reference: reference.filter(|r| !r.trim().is_empty()),

@@ -27,7 +27,7 @@ use crate::event::EventBody;
 use crate::ids::{AccountId, CustomerId, ServiceRecordId, TransferId};
 use crate::money::Money;
 use crate::service_record::{ServiceKind, ServiceRecord, ServiceStatus};
-use crate::transfer::{REFERENCE_CHARS_MAX, TransferKind, TransferRequest};
+use crate::transfer::{REFERENCE_CHARS_MAX, TransferRequest};
 
 /// Namespace of service record ids derived from their hold's transfer id.
 const RECORD_NAMESPACE: Uuid = Uuid::from_u128(0x5e7a_41c2_0b9d_4f63_8e15_c2a7_d904_36fb);
@@ -158,11 +158,13 @@ pub struct NewExternalPayment {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RequestError {
-    /// The rail carries another currency.
-    #[error("the rail carries {expected} only")]
+    /// The rail does not carry the amount's currency.
+    #[error("the {rail} rail does not carry {currency}", rail = rail.name())]
     Currency {
-        /// The rail's currency.
-        expected: crate::money::Currency,
+        /// The rail.
+        rail: RailId,
+        /// The amount's currency.
+        currency: crate::money::Currency,
     },
     /// The amount is not positive.
     #[error("the amount must be positive")]
@@ -203,8 +205,8 @@ pub fn record_id(hold: TransferId) -> ServiceRecordId {
 /// (the intent to submit) in one atomic write (`ServiceStore::request`); the worker then
 /// submits it.
 pub fn request(p: &NewExternalPayment, now: Timestamp) -> Result<Transition, RequestError> {
-    if p.amount.currency() != p.rail.currency() {
-        return Err(RequestError::Currency { expected: p.rail.currency() });
+    if !p.rail.carries(p.amount.currency()) {
+        return Err(RequestError::Currency { rail: p.rail, currency: p.amount.currency() });
     }
     if !p.amount.is_positive() {
         return Err(RequestError::Amount);
@@ -240,9 +242,9 @@ pub fn request(p: &NewExternalPayment, now: Timestamp) -> Result<Transition, Req
     };
     let hold = TransferRequest {
         id: p.hold,
-        kind: TransferKind::Interbank,
+        kind: p.rail.transfer_kind(),
         debit_account: p.account,
-        credit_account: p.rail.clearing_account(),
+        credit_account: p.rail.clearing_account(p.amount.currency()),
         amount: p.amount,
         reference: p.remittance.clone(),
         hold_until: None,

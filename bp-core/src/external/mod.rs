@@ -22,6 +22,7 @@
 //! and answers its `status(key)`. Their lifecycles reuse [`BackOff`] and the reconcile-by-key
 //! rule.
 
+pub mod fx;
 pub mod incoming;
 pub mod lifecycle;
 pub mod payee;

@@ -19,51 +19,63 @@ pub enum RailId {
     /// SEPA credit transfers (EPC SCT rulebook): ISO 20022 pacs.008.001.08 out, pacs.002.001.10
     /// status reports back, euro only.
     SepaCreditTransfer,
+    /// Cross-border credit transfers through the bank's correspondent (ISO 20022 pacs.008 over
+    /// the correspondent's network), in the payee's currency: the last leg of an international
+    /// payment ([`crate::external::fx`]). Booked against the international clearing account of
+    /// each currency.
+    Correspondent,
 }
 
 impl RailId {
     /// Every rail.
-    pub const ALL: [RailId; 1] = [RailId::SepaCreditTransfer];
+    pub const ALL: [RailId; 2] = [RailId::SepaCreditTransfer, RailId::Correspondent];
 
     /// The rail's name in records and configuration.
     pub fn name(self) -> &'static str {
         match self {
             RailId::SepaCreditTransfer => "sepa_credit_transfer",
+            RailId::Correspondent => "correspondent",
         }
     }
 
-    /// The only currency the rail carries.
-    pub fn currency(self) -> Currency {
+    /// Whether the rail carries payments in `currency`: SEPA euro only, the correspondent any.
+    pub fn carries(self, currency: Currency) -> bool {
         match self {
-            RailId::SepaCreditTransfer => Currency::EUR,
+            RailId::SepaCreditTransfer => currency == Currency::EUR,
+            RailId::Correspondent => true,
         }
     }
 
-    /// The system account that the rail's payments are booked against: an outgoing payment's
-    /// hold posts to it, an incoming payment is credited from it; its balance is what the bank
-    /// owes to, or is owed by, the rail until settlement. One per rail and currency, with a
-    /// fixed id ([`SystemAccount::id`]), so the ledger stays closed.
-    pub fn clearing_account(self) -> AccountId {
-        self.clearing_system_account().id(self.currency())
+    /// The system account that the rail's payments in `currency` are booked against: an
+    /// outgoing payment's hold posts to it, an incoming payment is credited from it; its balance
+    /// is what the bank owes to, or is owed by, the rail until settlement. One per rail kind and
+    /// currency, with a fixed id ([`SystemAccount::id`]), so the ledger stays closed.
+    pub fn clearing_account(self, currency: Currency) -> AccountId {
+        self.clearing_system_account().id(currency)
     }
 
-    /// Which system account kind [`RailId::clearing_account`] is (today the one domestic
-    /// interbank clearing account; a second rail gets a kind of its own).
+    /// Which system account kind [`RailId::clearing_account`] is.
     pub fn clearing_system_account(self) -> SystemAccount {
         match self {
             RailId::SepaCreditTransfer => SystemAccount::InterbankClearing,
+            RailId::Correspondent => SystemAccount::InternationalClearing,
+        }
+    }
+
+    /// The transfer kind of the rail's postings.
+    pub fn transfer_kind(self) -> crate::transfer::TransferKind {
+        match self {
+            RailId::SepaCreditTransfer => crate::transfer::TransferKind::Interbank,
+            RailId::Correspondent => crate::transfer::TransferKind::International,
         }
     }
 }
 
-/// The clearing accounts of every rail, with their currency: what a store opens (at zero) when
-/// it starts, so that operators see each rail's position from the first day. The ledger would
-/// also open each on first use.
+/// The clearing accounts a store opens (at zero) when it starts, so that operators see the
+/// domestic rail's position from the first day: SEPA's, in euro. Every other clearing account
+/// (the correspondent's, one per currency) is opened by the ledger on first use.
 pub fn clearing_accounts() -> Vec<(SystemAccount, Currency)> {
-    let mut all: Vec<_> = RailId::ALL.iter().map(|r| (r.clearing_system_account(), r.currency())).collect();
-    all.sort();
-    all.dedup();
-    all
+    vec![(RailId::SepaCreditTransfer.clearing_system_account(), Currency::EUR)]
 }
 
 /// What the rail is asked to carry: one credit transfer.
@@ -135,12 +147,16 @@ mod tests {
     #[test]
     fn each_rail_books_against_a_fixed_clearing_account() {
         let sct = RailId::SepaCreditTransfer;
-        assert_eq!(sct.clearing_account(), SystemAccount::InterbankClearing.id(Currency::EUR));
+        assert_eq!(sct.clearing_account(Currency::EUR), SystemAccount::InterbankClearing.id(Currency::EUR));
         assert_eq!(
-            SystemAccount::from_id(sct.clearing_account()),
+            SystemAccount::from_id(sct.clearing_account(Currency::EUR)),
             Some((SystemAccount::InterbankClearing, Currency::EUR))
         );
         assert_eq!(clearing_accounts(), vec![(SystemAccount::InterbankClearing, Currency::EUR)]);
         assert_eq!(serde_json::to_value(sct).expect("json"), sct.name());
+        let corr = RailId::Correspondent;
+        assert!(corr.carries(Currency::USD) && !sct.carries(Currency::USD));
+        assert_eq!(corr.clearing_account(Currency::USD), SystemAccount::InternationalClearing.id(Currency::USD));
+        assert_eq!(serde_json::to_value(corr).expect("json"), corr.name());
     }
 }

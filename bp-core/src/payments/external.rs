@@ -37,7 +37,7 @@ pub(super) struct ExternalPayments {
 fn is_hold_of(p: &NewExternalPayment, existing: &Transfer) -> bool {
     existing.kind == TransferKind::Interbank
         && existing.debit_account == p.account
-        && existing.credit_account == p.rail.clearing_account()
+        && existing.credit_account == p.rail.clearing_account(p.amount.currency())
         && existing.amount == p.amount
         && existing.reference == p.remittance
 }

@@ -25,6 +25,7 @@
 //! they decide on and writes their effects.
 
 mod external;
+mod international;
 pub mod rules;
 
 use std::sync::Arc;
@@ -51,6 +52,7 @@ use crate::service_store::ServiceStore;
 use crate::store::Store;
 use crate::transfer::{Transfer, TransferKind, TransferRequest, TransferState};
 
+pub use international::InternationalRequest;
 use rules::InternalPayment;
 pub use rules::{IDEMPOTENCY_KEY_LEN_MAX, IdempotencyKey, InvalidIdempotencyKey, external_relation, transfer_id};
 
@@ -206,6 +208,13 @@ pub enum PaymentError {
         /// The account the IBAN names.
         number: AccountNumber,
     },
+    /// The FX quote cannot be given or accepted (unknown, changed, expired, or not one the
+    /// bank offers): nothing was held.
+    #[error(transparent)]
+    Quote(crate::external::fx::QuoteError),
+    /// The FX provider did not answer, or refused: nothing was held; ask again later.
+    #[error("the FX provider: {0}")]
+    Provider(crate::external::CallError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -286,6 +295,7 @@ pub struct Payments {
     ledger: Ledger<dyn Store>,
     sca: Sca,
     external: Option<external::ExternalPayments>,
+    fx: Option<Arc<dyn crate::external::fx::FxProvider>>,
 }
 
 impl std::fmt::Debug for Payments {
@@ -298,7 +308,7 @@ impl Payments {
     /// The flow over `ledger`, authenticating with `sca` (whose store, clock, rules and hooks
     /// it uses).
     pub fn new(ledger: Ledger<dyn Store>, sca: Sca) -> Self {
-        Self { ledger, sca, external: None }
+        Self { ledger, sca, external: None, fx: None }
     }
 
     /// The flow with payments to other banks, over `store`, which becomes the ledger's store
@@ -401,6 +411,9 @@ impl Payments {
         let challenge = self.sca.challenge_of(customer, challenge_id(transfer.id.as_uuid())).await?;
         if transfer.kind == TransferKind::Interbank {
             return self.confirm_external(customer, &transfer, challenge, answer).await;
+        }
+        if transfer.kind == TransferKind::Fx {
+            return self.confirm_international(customer, &transfer, challenge, answer).await;
         }
         let payee = Payee::Account(self.ledger.account(transfer.credit_account).await?.number);
         if !payee.links(&challenge, &transfer) {

@@ -260,6 +260,7 @@ pub fn answer_methods(rules: &ScaRules, factors: Factors, purpose: &ChallengePur
         ChallengePurpose::Payment { amount, .. } | ChallengePurpose::ExternalPayment { amount, .. } => {
             within_totp_limit(rules, amount)
         }
+        ChallengePurpose::InternationalPayment { quote, .. } => within_totp_limit(rules, &quote.debit),
         // Trusted by TOTP, a beneficiary's payments are exempt only within the TOTP limit; a
         // first device's registration by TOTP needs a recent sign-in (`recently_signed_in`).
         ChallengePurpose::Beneficiary { .. } | ChallengePurpose::Device { .. } => true,
@@ -284,9 +285,9 @@ pub fn new_challenge(
     expires_at: Timestamp,
 ) -> ScaChallenge {
     let of = match &purpose {
-        ChallengePurpose::Payment { transfer_id, .. } | ChallengePurpose::ExternalPayment { transfer_id, .. } => {
-            *transfer_id.as_uuid()
-        }
+        ChallengePurpose::Payment { transfer_id, .. }
+        | ChallengePurpose::ExternalPayment { transfer_id, .. }
+        | ChallengePurpose::InternationalPayment { transfer_id, .. } => *transfer_id.as_uuid(),
         ChallengePurpose::Beneficiary { beneficiary_id, .. } => *beneficiary_id.as_uuid(),
         ChallengePurpose::Device { device_id, .. } => *device_id.as_uuid(),
     };
@@ -341,6 +342,20 @@ pub fn links_external(challenge: &ScaChallenge, transfer: &Transfer, payee: &Ext
             if *transfer_id == transfer.id && *amount == transfer.amount && signed == payee)
 }
 
+/// Dynamic linking for a payment abroad: whether `challenge` authorizes exactly `transfer` (the
+/// payment's first leg, of the quote's source amount) under exactly `quote` to exactly `payee`.
+pub fn links_international(
+    challenge: &ScaChallenge,
+    transfer: &Transfer,
+    quote: &crate::external::fx::FxQuote,
+    payee: &ExternalAccount,
+) -> bool {
+    matches!(&challenge.purpose,
+        ChallengePurpose::InternationalPayment { transfer_id, quote: signed, payee: signed_payee }
+            if *transfer_id == transfer.id && transfer.amount == quote.source && signed == quote
+                && signed_payee == payee)
+}
+
 /// An answer to an SCA challenge.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
@@ -381,10 +396,14 @@ impl ScaAnswer {
 /// devices, unchanged since it was first signed. Version 2 (`bp-sca-v2`) is a payment to
 /// another bank: its payee lines are `iban:` (electronic form), `name:` (the holder's name,
 /// which has no control character, so it is one line and cannot forge the next) and `bic:`
-/// (empty when none was given), and its values may be any Unicode. A device shows every line.
+/// (empty when none was given), and its values may be any Unicode. Version 3 (`bp-sca-v3`) is a
+/// payment abroad: `amount:`/`currency:` what is converted, `fee:` (same currency), `total:`
+/// what leaves the account, `rate:` (exact decimal), `receive:`/`receive_currency:` what the
+/// payee gets, `quote:` the quote's id, then the payee as in version 2. A device shows every line.
 pub fn signing_message(challenge: &ScaChallenge) -> String {
     let version = match challenge.purpose {
         ChallengePurpose::ExternalPayment { .. } => "bp-sca-v2",
+        ChallengePurpose::InternationalPayment { .. } => "bp-sca-v3",
         _ => "bp-sca-v1",
     };
     let mut out = format!("{version}\n");
@@ -402,6 +421,21 @@ pub fn signing_message(challenge: &ScaChallenge) -> String {
             let _ = writeln!(out, "transfer:{transfer_id}");
             let _ = writeln!(out, "amount:{}", amount.to_decimal_string());
             let _ = writeln!(out, "currency:{}", amount.currency());
+            let _ = writeln!(out, "iban:{}", payee.iban.as_str());
+            let _ = writeln!(out, "name:{}", payee.name);
+            let _ = writeln!(out, "bic:{}", payee.bic.as_ref().map_or("", |b| b.as_str()));
+        }
+        ChallengePurpose::InternationalPayment { transfer_id, quote, payee } => {
+            let _ = writeln!(out, "purpose:international_payment");
+            let _ = writeln!(out, "transfer:{transfer_id}");
+            let _ = writeln!(out, "amount:{}", quote.source.to_decimal_string());
+            let _ = writeln!(out, "currency:{}", quote.source.currency());
+            let _ = writeln!(out, "fee:{}", quote.fee.to_decimal_string());
+            let _ = writeln!(out, "total:{}", quote.debit.to_decimal_string());
+            let _ = writeln!(out, "rate:{}", quote.rate);
+            let _ = writeln!(out, "receive:{}", quote.target.to_decimal_string());
+            let _ = writeln!(out, "receive_currency:{}", quote.target.currency());
+            let _ = writeln!(out, "quote:{}", quote.id);
             let _ = writeln!(out, "iban:{}", payee.iban.as_str());
             let _ = writeln!(out, "name:{}", payee.name);
             let _ = writeln!(out, "bic:{}", payee.bic.as_ref().map_or("", |b| b.as_str()));

@@ -125,6 +125,8 @@ macro_rules! __payments_conformance_cases {
             external_refusals
             external_crash_recovery
             external_concurrent_retries
+            international_confirmed
+            international_refusals
         }
     };
 }
@@ -217,7 +219,10 @@ impl Bank {
             .with_randomness(Arc::new(SeededRandomness::new(0x5eed)))
             .with_hooks(recorded.clone());
         let ledger: Arc<dyn Store> = stores.ledger.clone();
-        let payments = Payments::new(Ledger::new(ledger), sca).with_external(Arc::clone(&stores.ledger), bank_ibans());
+        let desk: Arc<dyn Clock> = clock.clone();
+        let payments = Payments::new(Ledger::new(ledger), sca)
+            .with_external(Arc::clone(&stores.ledger), bank_ibans())
+            .with_fx(Arc::new(super::fx::QuoteDesk::new(desk)));
         Self {
             clock,
             payments,
@@ -365,7 +370,9 @@ impl Bank {
         let store = self.stores.ledger.as_ref();
         let outbox = read_outbox(store, PAGE_LEN_MAX).await;
         let mut accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        accounts.extend(SystemAccount::ALL.iter().map(|s| s.id(Currency::EUR)));
+        for total in ok("totals", store.totals().await) {
+            accounts.extend(SystemAccount::ALL.iter().map(|s| s.id(total.currency)));
+        }
         accounts.extend(outbox.iter().map(|e| e.event.account_id));
         let mut seen = std::collections::HashSet::new();
         accounts.retain(|a| seen.insert(*a));
@@ -1060,7 +1067,7 @@ fn assert_requested(record: &ServiceRecord, hold: &crate::transfer::Transfer, fr
     assert_eq!((details.creditor, details.remittance.as_deref()), (erika(), Some(INVOICE)));
     assert_eq!(
         (hold.kind, hold.debit_account, hold.credit_account),
-        (TransferKind::Interbank, from.id, RailId::SepaCreditTransfer.clearing_account())
+        (TransferKind::Interbank, from.id, RailId::SepaCreditTransfer.clearing_account(Currency::EUR))
     );
     assert!(hold.awaits_external_party(), "the hold is pending without a deadline: {hold:?}");
 }
@@ -1255,7 +1262,10 @@ pub async fn external_refusals<F: PaymentsFactory>(factory: &F) {
     assert_eq!(bank.audits(AuditKind::ScaExempted), 0, "a refused payment is not counted");
     let usd = Money::new(5_00, Currency::USD);
     bank.refuses("dollars over SEPA", bank.pay_out(&ada, &erika(), usd, "x-usd"), |e| {
-        matches!(e, PaymentError::Rail(crate::external::lifecycle::RequestError::Currency { expected: Currency::EUR }))
+        matches!(
+            e,
+            PaymentError::Rail(crate::external::lifecycle::RequestError::Currency { currency: Currency::USD, .. })
+        )
     })
     .await;
     let ours = ExternalAccount { iban: bank_ibans().iban_of(bob.account.number), ..erika() };
@@ -1293,7 +1303,7 @@ pub async fn external_crash_recovery<F: PaymentsFactory>(factory: &F) {
         id,
         kind: TransferKind::Interbank,
         debit_account: ada.account.id,
-        credit_account: RailId::SepaCreditTransfer.clearing_account(),
+        credit_account: RailId::SepaCreditTransfer.clearing_account(Currency::EUR),
         amount: eur(200_00),
         reference: Some(INVOICE.to_owned()),
         hold_until: Some(bank.clock.now() + ScaRules::default().challenge_ttl()),
@@ -1336,5 +1346,195 @@ pub async fn external_concurrent_retries<F: PaymentsFactory>(factory: &F) {
     assert_eq!(records.len(), 1, "one record");
     assert_eq!(bank.held_minor(&ada.account).await, 10_00, "held once");
     assert_eq!(bank.audits(AuditKind::ScaExempted), 1, "counted once");
+    bank.check_invariants().await;
+}
+
+/// The payee abroad of the international cases.
+fn jane() -> ExternalAccount {
+    ok("payee", ExternalAccount::parse("GB33BUKB20201555555555", "Jane Doe", None))
+}
+
+impl Bank {
+    async fn quote(&self, p: &Person, source_minor: i64, target: Currency) -> crate::external::fx::FxQuote {
+        let quote = self.payments.quote_international(p.id, p.account.id, eur(source_minor), target).await;
+        ok("quote", quote)
+    }
+
+    async fn pay_abroad(
+        &self,
+        p: &Person,
+        quote: &crate::external::fx::FxQuote,
+        key: &str,
+    ) -> Result<PayReceipt, PaymentError> {
+        let request = crate::payments::InternationalRequest {
+            from_account: p.account.id,
+            quote: quote.clone(),
+            payee: jane(),
+            reference: Some("rent".to_owned()),
+        };
+        self.payments.pay_international(p.id, &key_of(key), &request).await
+    }
+}
+
+/// A payment abroad: the quote's amounts are exact; paying with it holds the amount and the
+/// fee until the challenge expires and opens a `bp-sca-v3` challenge naming both amounts, the
+/// fee, the rate and the payee; the answer writes the record with every leg (the FX position
+/// legs and the correspondent's clearing leg), taking the held ones over; a retry answers the
+/// record; every currency sums to zero.
+pub async fn international_confirmed<F: PaymentsFactory>(factory: &F) {
+    use crate::account::SystemAccount::{Fees, FxPosition, InternationalClearing};
+    let bank = Bank::new(factory).await;
+    let ada = bank.person("ada", 2_000_00).await;
+    let phone = bank.phone(&ada, 7).await;
+    let quote = bank.quote(&ada, 1_000_00, Currency::USD).await;
+    assert_eq!(
+        (quote.source, quote.fee, quote.debit, quote.target),
+        (eur(1_000_00), eur(4_50), eur(1_004_50), Money::new(1_084_20, Currency::USD))
+    );
+    let receipt = ok("pay abroad", bank.pay_abroad(&ada, &quote, "fx-1").await);
+    let (transfer, challenge, methods) = challenged(&receipt);
+    assert_eq!(methods, [ScaMethod::DeviceSignature]);
+    assert_eq!(
+        (transfer.kind, transfer.amount, transfer.state),
+        (TransferKind::Fx, eur(1_000_00), TransferState::Pending)
+    );
+    let until = (bank.clock.now() + ScaRules::default().challenge_ttl()).min(quote.expires_at);
+    assert_eq!((transfer.hold_until, challenge.expires_at), (Some(until), until));
+    assert_eq!(bank.held_minor(&ada.account).await, 1_004_50, "the amount and the fee are held");
+    let text = crate::sca::signing_message(challenge);
+    assert!(text.starts_with("bp-sca-v3\n"), "{text}");
+    for part in [
+        "purpose:international_payment",
+        &format!("transfer:{}", transfer.id),
+        "amount:1000.00",
+        "currency:EUR",
+        "fee:4.50",
+        "total:1004.50",
+        "rate:1.0842",
+        "receive:1084.20",
+        "receive_currency:USD",
+        &format!("quote:{}", quote.id),
+        "iban:GB33BUKB20201555555555",
+        "name:Jane Doe",
+        "bic:",
+    ] {
+        assert!(text.lines().any(|l| l == part), "the text names {part}: {text}");
+    }
+    let again = ok("a retry before the answer", bank.pay_abroad(&ada, &quote, "fx-1").await);
+    assert_eq!((challenged(&again).1.id, again.replayed), (challenge.id, true));
+    // Another quote under the same key is another payment.
+    let other = bank.quote(&ada, 500_00, Currency::USD).await;
+    bank.refuses("another quote, same key", bank.pay_abroad(&ada, &other, "fx-1"), is_conflict).await;
+
+    let confirmed = ok("confirm", bank.payments.confirm(ada.id, transfer.id, &phone.answer(challenge)).await);
+    let record = confirmed.service.clone().expect("the record");
+    assert_eq!(
+        (record.kind, record.status, record.transfers.len()),
+        (ServiceKind::InternationalTransfer, ServiceStatus::Requested, 3)
+    );
+    assert_eq!(record.transfers[0], transfer.id);
+    for id in &record.transfers {
+        let leg = bank.transfer(*id).await.expect("a leg");
+        assert!(leg.awaits_external_party(), "every leg waits for the rail: {leg:?}");
+    }
+    let details = crate::external::fx::InternationalDetails::of(&record).expect("details");
+    assert_eq!((details.quote, details.creditor), (quote.clone(), jane()));
+    assert_eq!(crate::external::fx::rail_amount(&record), Money::new(1_084_20, Currency::USD));
+    assert_eq!(bank.held_minor(&ada.account).await, 1_004_50, "held once, taken over");
+    let fx_usd = ok("read", bank.ledger().account(FxPosition.id(Currency::USD)).await);
+    let clearing_usd = ok("read", bank.ledger().account(InternationalClearing.id(Currency::USD)).await);
+    assert_eq!(
+        (fx_usd.held_minor, clearing_usd.held_minor),
+        (1_084_20, 0),
+        "the target leg is held on the FX position"
+    );
+    assert!(ok("read", bank.ledger().account(Fees.id(Currency::EUR)).await).posted_minor == 0);
+    let replay = ok("a retry after the answer", bank.pay_abroad(&ada, &quote, "fx-1").await);
+    assert_eq!((submitted(&replay).1, replay.replayed), (&record, true));
+    // Even after the quote's expiry, the accepted payment stands.
+    bank.advance_secs(super::fx::QUOTE_TTL_S + 1);
+    assert_eq!(ok("expire holds", bank.ledger().expire_holds(bank.clock.now(), 10).await), 0);
+    assert_eq!(bank.held_minor(&ada.account).await, 1_004_50);
+    for total in ok("totals", bank.stores.ledger.totals().await) {
+        assert_eq!(total.posted_minor, 0, "{} sums to zero", total.currency);
+    }
+    bank.check_invariants().await;
+}
+
+/// A quote that is unknown, changed or expired is refused and holds nothing; a fee that does
+/// not fit the balance holds nothing; a quote that expires before the answer releases the legs
+/// and writes no record.
+pub async fn international_refusals<F: PaymentsFactory>(factory: &F) {
+    use crate::external::fx::{QuoteError, QuoteId};
+    let bank = Bank::new(factory).await;
+    let ada = bank.person("ada", 1_002_00).await;
+    let phone = bank.phone(&ada, 7).await;
+    let quote = bank.quote(&ada, 1_000_00, Currency::USD).await;
+    let rate = |r: &str| ok("rate", crate::rate::Rate::parse(r));
+    let tampered = [
+        crate::external::fx::FxQuote { rate: rate("1.2"), ..quote.clone() },
+        crate::external::fx::FxQuote { target: Money::new(1_200_00, Currency::USD), ..quote.clone() },
+        crate::external::fx::FxQuote { expires_at: quote.expires_at + TimeDelta::hours(1), ..quote.clone() },
+    ];
+    for (n, q) in tampered.iter().enumerate() {
+        bank.refuses("a changed quote", bank.pay_abroad(&ada, q, &format!("t-{n}")), |e| {
+            matches!(e, PaymentError::Quote(QuoteError::Changed))
+        })
+        .await;
+    }
+    let unknown = crate::external::fx::FxQuote { id: ok("id", QuoteId::parse("q-404")), ..quote.clone() };
+    bank.refuses("an unknown quote", bank.pay_abroad(&ada, &unknown, "t-u"), |e| {
+        matches!(e, PaymentError::Quote(QuoteError::Unknown))
+    })
+    .await;
+    // The amount fits the balance (1,002.00) but not with the fee (4.50): nothing stays held.
+    bank.refuses("no money for the fee", bank.pay_abroad(&ada, &quote, "t-fee"), |e| {
+        matches!(e, PaymentError::Ledger(crate::LedgerError::InsufficientFunds { .. }))
+    })
+    .await;
+    assert_eq!(bank.held_minor(&ada.account).await, 0, "nothing was held");
+    let bea = bank.person("bea", 10_00).await;
+    let before = bank.money().await;
+    bank.refuses(
+        "dollars from a euro account",
+        bank.payments.quote_international(ada.id, ada.account.id, Money::new(1_00, Currency::USD), Currency::GBP),
+        |e| matches!(e, PaymentError::Ledger(crate::LedgerError::CurrencyMismatch { .. })),
+    )
+    .await;
+    bank.refuses(
+        "euro to euro",
+        bank.payments.quote_international(ada.id, ada.account.id, eur(1_00), Currency::EUR),
+        |e| matches!(e, PaymentError::Quote(QuoteError::SameCurrency)),
+    )
+    .await;
+    bank.refuses(
+        "another customer's account",
+        bank.payments.quote_international(bea.id, ada.account.id, eur(1_00), Currency::USD),
+        |e| matches!(e, PaymentError::NotFound("account")),
+    )
+    .await;
+
+    // Expired before it is paid with.
+    let small = bank.quote(&ada, 100_00, Currency::GBP).await;
+    bank.advance_secs(super::fx::QUOTE_TTL_S);
+    bank.refuses("an expired quote", bank.pay_abroad(&ada, &small, "t-exp"), |e| {
+        matches!(e, PaymentError::Quote(QuoteError::Expired { .. }))
+    })
+    .await;
+    assert_eq!(bank.money().await, before, "no refusal moved or held anything");
+
+    // Expired between the payment and the answer: the legs are released, no record is written.
+    let small = bank.quote(&ada, 100_00, Currency::JPY).await;
+    let receipt = ok("pay abroad", bank.pay_abroad(&ada, &small, "t-late").await);
+    let (transfer, challenge, _) = challenged(&receipt);
+    assert_eq!(bank.held_minor(&ada.account).await, 101_00);
+    bank.advance_secs(super::fx::QUOTE_TTL_S - 1);
+    let answer = phone.answer(challenge);
+    bank.advance_secs(1);
+    // Refused, and (unlike a refusal that changes nothing) the legs are released at once.
+    let late = bank.payments.confirm(ada.id, transfer.id, &answer).await;
+    assert!(matches!(late, Err(PaymentError::Quote(QuoteError::Expired { .. }))), "{late:?}");
+    assert_eq!(bank.held_minor(&ada.account).await, 0, "every leg released");
+    assert_eq!(bank.record(record_id(transfer.id)).await, None);
     bank.check_invariants().await;
 }

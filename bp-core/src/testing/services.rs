@@ -18,6 +18,7 @@ use crate::account::Account;
 use crate::command::Command;
 use crate::error::LedgerError;
 use crate::event::EventBody;
+use crate::external::fx::{self, FxQuote, NewInternationalPayment, ProviderQuote, QuoteId};
 use crate::external::incoming::IncomingCredit;
 use crate::external::lifecycle::{self, Input, NewExternalPayment, Policy, Transition};
 use crate::external::rail::{RailAnswer, RailId};
@@ -67,6 +68,7 @@ macro_rules! __services_conformance_cases {
             service_due_and_stuck
             service_incoming_once
             service_history
+            service_international_legs
         }
     };
 }
@@ -165,7 +167,7 @@ pub async fn service_request_is_atomic<F: ServicesFactory>(f: &F) {
 pub async fn service_transitions<F: ServicesFactory>(f: &F) {
     let h = Harness::new(f).await;
     let a = funded(&h, "ada", 100_00).await;
-    let clearing = SEPA.clearing_account();
+    let clearing = SEPA.clearing_account(EUR);
     let r = request(&h, new_payment(&a, 30_00, h.now())).await;
     let submitted = step(&h, &r, Input::Due).await;
     assert_eq!((submitted.status, submitted.version), (ServiceStatus::Submitted, 2));
@@ -274,7 +276,7 @@ pub async fn service_incoming_once<F: ServicesFactory>(f: &F) {
     let second = h.unchanged("again", h.store().credit_incoming(&bank, SEPA, &credit)).await;
     assert_eq!(second, IncomingOutcome::Credited { transfer: transfer.clone(), replayed: true });
     assert_eq!(h.get_account(a.id).await.posted_minor, 35_00);
-    assert_eq!(h.get_account(SEPA.clearing_account()).await.posted_minor, -25_00);
+    assert_eq!(h.get_account(SEPA.clearing_account(EUR)).await.posted_minor, -25_00);
     let nobody = crate::account_number::AccountNumber::from_serial(999_999).expect("a number");
     let unknown =
         IncomingCredit { end_to_end_id: "E2E-2".to_owned(), creditor_iban: bank.iban_of(nobody), ..credit.clone() };
@@ -363,5 +365,97 @@ pub async fn service_history<F: ServicesFactory>(f: &F) {
             .map_err(crate::Error::from),
         &LedgerError::InvalidField { field: "limit", reason: "must be between 1 and 500" },
     );
+    h.check_invariants().await;
+}
+
+/// A new international payment of `source_minor` EUR into USD at 1.0842 with a 4.50 EUR fee.
+fn new_international(account: &Account, source_minor: i64, now: Timestamp) -> NewInternationalPayment {
+    let quote = ProviderQuote {
+        id: ok("quote id", QuoteId::parse("q-1")),
+        source: Money::new(source_minor, EUR),
+        target_currency: Currency::USD,
+        rate: ok("rate", crate::rate::Rate::parse("1.0842")),
+        fee: Money::new(4_50, EUR),
+        expires_at: now + TimeDelta::minutes(1),
+    };
+    NewInternationalPayment {
+        customer: account.customer_id().expect("a customer account"),
+        account: account.id,
+        hold: TransferId::new_v7(),
+        quote: ok("quote", FxQuote::of(&quote)),
+        creditor: ok("payee", ExternalAccount::parse("GB33BUKB20201555555555", "Jane Doe", None)),
+        remittance: Some("rent".to_owned()),
+    }
+}
+
+/// An international payment's legs (source amount, fee, target amount) are held with its
+/// record in one write, or not at all; accepted, every leg posts and each currency still sums
+/// to zero; rejected, every leg is released. Legs held while the customer answered SCA are
+/// taken over.
+pub async fn service_international_legs<F: ServicesFactory>(f: &F) {
+    use crate::account::SystemAccount::{Fees, FxPosition, InternationalClearing};
+    let h = Harness::new(f).await;
+    let usd = Currency::USD;
+    let a = funded(&h, "ada", 1_100_00).await;
+    let p = new_international(&a, 1_000_00, h.now());
+    let r = request(&h, ok("request", fx::request(&p, h.now()))).await;
+    assert_eq!((r.kind, r.transfers.len()), (ServiceKind::InternationalTransfer, 3));
+    for id in &r.transfers {
+        let t = h.get_transfer(*id).await;
+        assert_eq!((t.state, t.hold_until), (TransferState::Pending, None), "every leg is held");
+    }
+    let payer = h.get_account(a.id).await;
+    assert_eq!((payer.posted_minor, payer.held_minor), (1_100_00, 1_004_50), "source and fee held");
+
+    // Enough for the amount but not the fee: nothing at all is written.
+    let b = funded(&h, "bea", 1_002_00).await;
+    let short = new_international(&b, 1_000_00, h.now());
+    h.rejects(
+        "no money for the fee",
+        h.store().request(ok("request", fx::request(&short, h.now()))),
+        LedgerError::InsufficientFunds { account: b.id },
+    )
+    .await;
+    assert_eq!(ok("read", h.store().transfer(short.hold).await), None, "no first leg without the rest");
+    assert_eq!(ok("read", h.store().service_record(fx::request(&short, h.now()).expect("r").record.id).await), None);
+
+    // Accepted by the rail: every leg posts.
+    let submitted = step(&h, &r, Input::Due).await;
+    let accepted = step(&h, &submitted, Input::Answered(RailAnswer::Accepted)).await;
+    assert_eq!(accepted.status, ServiceStatus::Accepted);
+    let h = &h;
+    let balance = |id| async move { h.get_account(id).await.posted_minor };
+    assert_eq!(balance(a.id).await, 95_50);
+    assert_eq!(balance(FxPosition.id(EUR)).await, 1_000_00);
+    assert_eq!(balance(Fees.id(EUR)).await, 4_50);
+    assert_eq!(balance(FxPosition.id(usd)).await, -1_084_20);
+    assert_eq!(balance(InternationalClearing.id(usd)).await, 1_084_20);
+    for total in ok("totals", h.store().totals().await) {
+        assert_eq!(total.posted_minor, 0, "{} sums to zero", total.currency);
+    }
+
+    // Legs held while the customer answered SCA (with a deadline) are taken over; rejected by
+    // the rail, every leg is released.
+    h.fund(&a, 1_000_00).await;
+    let p2 = new_international(&a, 900_00, h.now());
+    let t2 = ok("request", fx::request(&p2, h.now()));
+    for leg in fx::legs(&p2).into_iter().filter(|l| l.debit_account == a.id) {
+        let pending = crate::transfer::TransferRequest { hold_until: Some(h.now() + TimeDelta::minutes(5)), ..leg };
+        ok("pending leg", h.transfer(pending).await);
+    }
+    let r2 = request(h, t2).await;
+    for id in &r2.transfers {
+        assert_eq!(h.get_transfer(*id).await.hold_until, None, "taken over without its deadline");
+    }
+    assert_eq!(h.get_account(a.id).await.held_minor, 904_50);
+    let rejected = step(h, &r2, Input::Answered(RailAnswer::Rejected { reason: None })).await;
+    assert_eq!(rejected.status, ServiceStatus::Rejected);
+    for id in &r2.transfers {
+        let t = h.get_transfer(*id).await;
+        assert_eq!((t.state, t.void_reason), (TransferState::Failed, Some(VoidReason::Rejected)));
+    }
+    let payer = h.get_account(a.id).await;
+    assert_eq!((payer.posted_minor, payer.held_minor), (1_095_50, 0));
+    assert_eq!(balance(FxPosition.id(usd)).await, -1_084_20, "the rejected legs left no trace");
     h.check_invariants().await;
 }
