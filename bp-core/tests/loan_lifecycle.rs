@@ -228,6 +228,7 @@ fn an_approval_makes_an_offer_that_expires() {
     // 12,000.00 at 6% over 12 months: 1,032.80 a month (a published annuity figure).
     assert_eq!(offer.instalment, eur(1_032_80));
     assert_eq!(Some(offer.total_interest), preview.total_interest());
+    assert_eq!(offer.total_interest, eur(393_58), "computed independently (Python's Decimal, half-even)");
     let expires = at(1) + TimeDelta::days(7);
     assert_eq!((offer.expires_at, t.record.next_check_at), (expires, Some(expires)));
     // The same decision again (a retried call, a status query) changes nothing; another one is
