@@ -136,7 +136,12 @@ pub fn keys(cmd: &Command, view: &impl LedgerView) -> Keys {
                         k.accounts.extend([t.debit_account, t.credit_account]);
                     }
                     Effect::OpenReceivable(a) => k.accounts.push(*a),
-                    Effect::PlaceHold(_) | Effect::Submit(_) | Effect::QueryStatus(_) | Effect::Emit(_) => {}
+                    Effect::PlaceHold(_)
+                    | Effect::Submit(_)
+                    | Effect::QueryStatus(_)
+                    | Effect::Decide(_)
+                    | Effect::QueryDecision(_)
+                    | Effect::Emit(_) => {}
                 }
             }
         }
@@ -1088,7 +1093,7 @@ fn apply_service(
                 continue;
             }
             // The caller's to do once the write is durable.
-            Effect::Submit(_) | Effect::QueryStatus(_) => continue,
+            Effect::Submit(_) | Effect::QueryStatus(_) | Effect::Decide(_) | Effect::QueryDecision(_) => continue,
         };
         if step.executed.replayed {
             return Err(invalid_effects("a transition moves each transfer once"));

@@ -104,6 +104,12 @@ pub enum Effect {
     Submit(CallKey),
     /// After the write, ask the rail about the order sent under this key.
     QueryStatus(CallKey),
+    /// After the write, send a loan's application to the loan provider under this key (the
+    /// first time, or again with the same key: the provider never received it).
+    Decide(CallKey),
+    /// After the write, ask the loan provider for its decision on the application sent under
+    /// this key.
+    QueryDecision(CallKey),
     /// Append this event to the record's account.
     Emit(EventBody),
 }

@@ -1,7 +1,7 @@
 //! The bank's outside parties (FR6) as the pure layer sees them: the vocabulary every call to
 //! one of them shares, the payment rail ([`rail::PaymentRail`]), external payees
-//! ([`payee`]), the lifecycle of an external payment ([`lifecycle`]) and payments coming in
-//! from the rail ([`incoming`]). Nothing here does I/O: the HTTP adapters, the store and the
+//! ([`payee`]), the lifecycle of an external payment ([`lifecycle`]) and of a loan
+//! ([`loan`]), and payments coming in from the rail ([`incoming`]). Nothing here does I/O: the HTTP adapters, the store and the
 //! reconciler worker plug into these types (`docs/external-services.md`).
 //!
 //! # One pattern for every outside party
@@ -18,13 +18,14 @@
 //!
 //! Part 2's parties fit the same pattern: an `FxProvider` quotes (a read, no key needed) and
 //! executes a quote with a key (`execute(quote, key) -> Result<FxAnswer, CallError>`,
-//! `status(key)`); a `LoanProvider` takes an application with a key (`apply(application, key)`)
-//! and answers its `status(key)`. Their lifecycles reuse [`BackOff`] and the reconcile-by-key
-//! rule.
+//! `status(key)`); a [`loan::LoanProvider`] decides an application under a key
+//! (`decide(application, key)`) and answers its `status(key)`. Their lifecycles reuse
+//! [`BackOff`] and the reconcile-by-key rule ([`loan`]: the loan's life).
 
 pub mod fx;
 pub mod incoming;
 pub mod lifecycle;
+pub mod loan;
 pub mod payee;
 pub mod rail;
 pub mod schedule;

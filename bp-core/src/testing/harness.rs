@@ -205,8 +205,11 @@ impl<S: Store + ?Sized> Harness<S> {
                 self.track_currency(t.record.amount.currency());
                 self.track_transfers(t.record.transfers.iter().copied());
                 for effect in &t.effects {
-                    if let crate::external::lifecycle::Effect::PlaceHold(hold) = effect {
-                        self.track_request(hold);
+                    use crate::external::lifecycle::Effect;
+                    match effect {
+                        Effect::PlaceHold(request) | Effect::Post(request) => self.track_request(request),
+                        Effect::OpenReceivable(account) => self.track_account(*account),
+                        _ => {}
                     }
                 }
             }

@@ -11,24 +11,25 @@
 use chrono::TimeDelta;
 
 use super::conformance::Factory;
-use super::fixtures::ok;
+use super::fixtures::{ok, request as transfer_request};
 use super::harness::{Harness, expect_rule};
 use crate::Timestamp;
-use crate::account::Account;
+use crate::account::{Account, AccountOwner, SystemAccount};
 use crate::command::Command;
 use crate::error::LedgerError;
 use crate::event::EventBody;
 use crate::external::fx::{self, FxQuote, NewInternationalPayment, ProviderQuote, QuoteId};
 use crate::external::incoming::IncomingCredit;
 use crate::external::lifecycle::{self, Input, NewExternalPayment, Policy, Transition};
+use crate::external::loan::{self, LoanDecision, LoanDetails, LoanInput, LoanPolicy, NewLoan};
 use crate::external::rail::{RailAnswer, RailId};
 use crate::external::{BackOff, BankIbans, ExternalAccount};
-use crate::ids::TransferId;
+use crate::ids::{ServiceRecordId, TransferId};
 use crate::money::{Currency, Money};
 use crate::service_record::{ServiceKind, ServiceRecord, ServiceStatus};
 use crate::service_store::{IncomingOutcome, ServiceQuery, ServiceStore};
 use crate::store::{PAGE_LEN_MAX, Store};
-use crate::transfer::{TransferState, VoidReason};
+use crate::transfer::{TransferKind, TransferState, VoidReason};
 
 const EUR: Currency = Currency::EUR;
 const SEPA: RailId = RailId::SepaCreditTransfer;
@@ -69,6 +70,7 @@ macro_rules! __services_conformance_cases {
             service_incoming_once
             service_history
             service_international_legs
+            service_loan_disbursed_and_collected
         }
     };
 }
@@ -457,5 +459,93 @@ pub async fn service_international_legs<F: ServicesFactory>(f: &F) {
     let payer = h.get_account(a.id).await;
     assert_eq!((payer.posted_minor, payer.held_minor), (1_095_50, 0));
     assert_eq!(balance(FxPosition.id(usd)).await, -1_084_20, "the rejected legs left no trace");
+    h.check_invariants().await;
+}
+
+/// `record` after loan input `input` at the harness's time, written.
+async fn loan_step<S: ServiceStore + ?Sized>(
+    h: &Harness<S>,
+    record: &ServiceRecord,
+    input: LoanInput,
+) -> ServiceRecord {
+    let t = ok("loan transition", loan::transition(record, &input, h.now(), &LoanPolicy::default(), 7));
+    let cmd = Command::ApplyService { id: record.id, expected_version: record.version, transition: Box::new(t) };
+    match ok("apply", h.execute(cmd).await).outcome {
+        crate::command::Outcome::Service(r) => *r,
+        other => panic!("a service record, not {other:?}"),
+    }
+}
+
+/// A loan: the application holds nothing; acceptance opens the loan's receivable and posts the
+/// disbursement, the receivable and the fee; an instalment is collected on its due date (principal
+/// to the receivable, interest to interest income); a collection the balance no longer covers is
+/// refused whole. Every leg passes the store's rules and the books stay closed.
+pub async fn service_loan_disbursed_and_collected<F: ServicesFactory>(f: &F) {
+    let h = Harness::new(f).await;
+    let a = funded(&h, "ada", 10_00).await;
+    let new = NewLoan {
+        id: ServiceRecordId::new_v7(),
+        customer: a.customer_id().expect("a customer account"),
+        account: a.id,
+        amount: Money::new(1_200_00, EUR),
+        term_months: 12,
+        purpose: "a cargo bike".to_owned(),
+    };
+    let r = request(&h, ok("apply", loan::apply(&new, h.now()))).await;
+    assert_eq!((r.status, r.version, r.transfers.len()), (ServiceStatus::Requested, 1, 0));
+    assert_eq!(h.get_account(a.id).await.held_minor, 0, "an application holds nothing");
+    assert_eq!(ok("due", h.store().due(h.now(), 10).await).first().map(|d| d.id), Some(r.id));
+    let r = loan_step(&h, &r, LoanInput::Due).await;
+    assert_eq!(r.status, ServiceStatus::Submitted);
+    let rate = ok("rate", crate::rate::Rate::parse("0.12"));
+    let decision = LoanDecision::Approved { annual_rate: rate, fee: Money::new(25_00, EUR), term_months: 12 };
+    let r = loan_step(&h, &r, LoanInput::Decided(decision)).await;
+    assert_eq!(r.status, ServiceStatus::Offered);
+    h.advance_secs(60);
+    let r = loan_step(&h, &r, LoanInput::Accept).await;
+    assert_eq!((r.status, r.transfers.len()), (ServiceStatus::Active, 3));
+    let d = LoanDetails::of(&r).expect("a loan's details");
+    let posted = |id| {
+        let h = &h;
+        async move { h.get_account(id).await.posted_minor }
+    };
+    assert_eq!(posted(a.id).await, 10_00 + 1_200_00 - 25_00);
+    assert_eq!(posted(d.receivable).await, -1_200_00, "what the customer owes");
+    assert_eq!(posted(SystemAccount::LoanFunding.id(EUR)).await, 0);
+    assert_eq!(posted(SystemAccount::Fees.id(EUR)).await, 25_00);
+    let receivable = h.get_account(d.receivable).await;
+    assert_eq!(receivable.owner, AccountOwner::Bank { system: SystemAccount::LoanReceivable });
+    for id in &r.transfers {
+        assert_eq!(h.get_transfer(*id).await.state, TransferState::Posted);
+    }
+    // Not due before its date; collected on it.
+    let first = d.schedule[0].clone();
+    assert!(!ok("due", h.store().due(h.now(), 10).await).iter().any(|x| x.id == r.id));
+    h.clock.set(loan::start_of(first.due_on) + TimeDelta::hours(1));
+    assert!(ok("due", h.store().due(h.now(), 10).await).iter().any(|x| x.id == r.id));
+    let available_minor = h.get_account(a.id).await.available_minor();
+    let paid = loan_step(&h, &r, LoanInput::Collect { available_minor }).await;
+    assert_eq!((paid.status, paid.transfers.len()), (ServiceStatus::Active, 5));
+    assert_eq!(posted(a.id).await, 10_00 + 1_200_00 - 25_00 - first.total.amount_minor());
+    assert_eq!(posted(d.receivable).await, -first.outstanding_after.amount_minor());
+    assert_eq!(posted(SystemAccount::InterestIncome.id(EUR)).await, first.interest.amount_minor());
+    // The balance read for the next instalment is gone by the write: refused whole.
+    let second = LoanDetails::of(&paid).expect("details").schedule[1].clone();
+    h.clock.set(loan::start_of(second.due_on) + TimeDelta::hours(1));
+    let read = h.get_account(a.id).await.available_minor();
+    let spend = transfer_request(TransferKind::Withdrawal, a.id, SystemAccount::Funding.id(EUR), read, EUR);
+    ok("spend", h.transfer(spend).await);
+    let stale = ok(
+        "t",
+        loan::transition(&paid, &LoanInput::Collect { available_minor: read }, h.now(), &LoanPolicy::default(), 7),
+    );
+    h.rejects(
+        "collect",
+        h.store().apply(paid.id, paid.version, stale),
+        LedgerError::InsufficientFunds { account: a.id },
+    )
+    .await;
+    let arrears = loan_step(&h, &paid, LoanInput::Collect { available_minor: 0 }).await;
+    assert_eq!(arrears.status, ServiceStatus::InArrears);
     h.check_invariants().await;
 }
