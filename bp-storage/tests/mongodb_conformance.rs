@@ -1,0 +1,93 @@
+//! Runs bp-core's store, services and payments conformance suites against the MongoDB store on
+//! the real server that `BP_MONGODB_URI` names (scripts/test.sh starts FerretDB with
+//! scripts/ferretdb.sh and sets it). Each case gets a database of its own. The tests are
+//! `#[ignore]`d, so a plain `cargo test` skips them, and fail loudly when the variable is unset:
+//!
+//! ```text
+//! BP_MONGODB_URI=mongodb://127.0.0.1:PORT/ cargo test -p bp-storage --features mongodb \
+//!     --test mongodb_conformance -- --ignored
+//! ```
+//!
+//! The payments suite runs the ledger on MongoDB beside the memory security store until the
+//! MongoDB security store exists.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bp_core::clock::ManualClock;
+use bp_core::security::MemorySecurityStore;
+use bp_core::testing::conformance::Factory;
+use bp_core::testing::factory_fn;
+use bp_core::testing::payments::PaymentStores;
+use bp_storage::mongodb::{MongoConfig, MongoStore};
+
+/// The server's URI; panics naming the variable when it is unset.
+pub fn uri() -> String {
+    std::env::var("BP_MONGODB_URI").unwrap_or_else(|_| {
+        panic!(
+            "BP_MONGODB_URI is not set: these tests need a MongoDB-protocol server \
+             (scripts/test.sh starts FerretDB with scripts/ferretdb.sh and sets it)"
+        )
+    })
+}
+
+/// A database name no other test of this run, or of an earlier run, uses.
+fn database(label: &str, n: usize) -> String {
+    format!(
+        "bp_{label}_{}_{n}_{}",
+        std::process::id(),
+        uuid::Uuid::now_v7().simple().to_string().get(..12).unwrap_or("")
+    )
+}
+
+/// Stores, each in a new database, made into what a suite runs on by `make`.
+fn stores<T: ?Sized + Send + Sync + 'static>(
+    label: &'static str,
+    tune: fn(&mut MongoConfig),
+    make: fn(Arc<MongoStore>) -> Arc<T>,
+) -> impl Factory<S = T> {
+    let uri = uri();
+    let cases = AtomicUsize::new(0);
+    factory_fn(move |clock: Arc<ManualClock>| {
+        let uri = uri.clone();
+        let name = database(label, cases.fetch_add(1, Ordering::Relaxed));
+        async move {
+            let mut config = MongoConfig { clock, ..MongoConfig::default() };
+            tune(&mut config);
+            let store = MongoStore::connect(&uri, &name, config)
+                .await
+                .unwrap_or_else(|e| panic!("cannot open a MongoDB store in {name} at BP_MONGODB_URI: {e}"));
+            make(Arc::new(store))
+        }
+    })
+}
+
+// bp-core's public suite macros take no attributes; their case lists (hidden, exported) take
+// the `#[ignore]` that keeps these tests out of a plain `cargo test`.
+
+mod store {
+    bp_core::__store_conformance_cases!(@tests (super::stores("store", |_| {}, |s| s))
+        #[ignore = "needs a MongoDB-protocol server: BP_MONGODB_URI (scripts/test.sh starts FerretDB)"]);
+}
+
+/// One command per batch: every command is its own race for the log's next number.
+mod store_batch_of_one {
+    bp_core::__store_conformance_cases!(@tests (super::stores("one", |c| c.batch_len_max = 1, |s| s))
+        #[ignore = "needs a MongoDB-protocol server: BP_MONGODB_URI (scripts/test.sh starts FerretDB)"]);
+}
+
+mod services {
+    bp_core::__services_conformance_cases!(@tests (super::stores("services", |_| {}, |s| s))
+        #[ignore = "needs a MongoDB-protocol server: BP_MONGODB_URI (scripts/test.sh starts FerretDB)"]);
+}
+
+mod payments {
+    use super::*;
+
+    fn ledger_on_mongodb(store: Arc<MongoStore>) -> Arc<PaymentStores> {
+        Arc::new(PaymentStores { ledger: store, security: Arc::new(MemorySecurityStore::new()) })
+    }
+
+    bp_core::__payments_conformance_cases!(@tests (super::stores("payments", |_| {}, ledger_on_mongodb))
+        #[ignore = "needs a MongoDB-protocol server: BP_MONGODB_URI (scripts/test.sh starts FerretDB)"]);
+}
