@@ -185,8 +185,8 @@ mod tests {
         let (e, o) = run(&mut state, Command::OpenAccount(open(acme_id, AccountKind::Current)), 4);
         let acme_acc = account_of(o);
         all.push(e);
-        all.push(run(&mut state, Command::Transfer(deposit(&ada_acc, 1_000_00)), 5).0);
-        let mut held = request(TransferKind::Internal, ada_acc.id, acme_acc.id, 12_34, Currency::EUR);
+        all.push(run(&mut state, Command::Transfer(deposit(&ada_acc, 100_000)), 5).0);
+        let mut held = request(TransferKind::Internal, ada_acc.id, acme_acc.id, 1_234, Currency::EUR);
         held.reference = Some("invoice 7".to_owned());
         held.hold_until = Some(at(3600));
         let held_id = held.id;
@@ -203,7 +203,7 @@ mod tests {
             customer: ada_id,
             account: ada_acc.id,
             hold: TransferId::new_v7(),
-            amount: Money::new(50_00, Currency::EUR),
+            amount: Money::new(5_000, Currency::EUR),
             creditor: ExternalAccount::parse("DE89370400440532013000", "Erika Mustermann", Some("COBADEFFXXX"))
                 .expect("a payee"),
             remittance: Some("invoice 42".to_owned()),

@@ -107,18 +107,19 @@ impl Shared {
         let _turn = self.catching_up.lock().await;
         loop {
             let after = self.read().applied;
-            let limit = i64::from(self.catch_up_len_max);
-            let batches: Vec<BatchDoc> = self
+            // The range is bounded by number rather than by `sort` and `limit`, and sorted here:
+            // the log's order must not depend on how a server plans the query.
+            let last = after.saturating_add(u64::from(self.catch_up_len_max));
+            let mut batches: Vec<BatchDoc> = self
                 .colls
                 .batches
-                .find(doc! { "_id": { "$gt": to_i64(after)? } })
-                .sort(doc! { "_id": 1 })
-                .limit(limit)
+                .find(doc! { "_id": { "$gt": to_i64(after)?, "$lte": to_i64(last)? } })
                 .await
                 .map_err(mongo_err)?
                 .try_collect()
                 .await
                 .map_err(mongo_err)?;
+            batches.sort_by_key(|b| b.number);
             let got = batches.len();
             let mut replica = self.replica.write().unwrap_or_else(PoisonError::into_inner);
             for b in batches {
@@ -127,7 +128,7 @@ impl Shared {
                 }
                 replica.apply(b)?;
             }
-            if usize::try_from(limit).unwrap_or(usize::MAX) > got || replica.applied == after {
+            if got < usize::try_from(self.catch_up_len_max).unwrap_or(usize::MAX) || replica.applied == after {
                 return Ok(replica.applied);
             }
         }
@@ -292,7 +293,7 @@ impl Store for MongoStore {
         let start = usize::try_from(after).unwrap_or(usize::MAX).min(r.outbox.len());
         Ok(r.outbox[start..]
             .iter()
-            .zip(after + 1..)
+            .zip(after.saturating_add(1)..)
             .take(limit_of(limit))
             .map(|(e, position)| OutboxEntry { position, event: e.clone() })
             .collect())
