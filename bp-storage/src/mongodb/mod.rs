@@ -35,7 +35,6 @@ use bp_core::service_record::ServiceRecord;
 use bp_core::service_store::{ServiceQuery, ServiceStore};
 use bp_core::store::{CurrencyTotal, HistoryQuery, OutboxEntry, PAGE_LEN_MAX, Page, Store, check_cursor_name};
 use bp_core::transfer::{Posting, Transfer, TransferState};
-use futures_util::TryStreamExt;
 use mongodb::bson::doc;
 use mongodb::options::{Acknowledgment, ClientOptions, DatabaseOptions, ReadConcern, WriteConcern};
 use mongodb::{Client, Collection, Database};
@@ -59,8 +58,6 @@ pub struct MongoConfig {
     /// Most times a batch is decided again after losing its number to another writer before its
     /// commands are answered `Overloaded`.
     pub attempts_max: u32,
-    /// Most batches read from the log in one query while catching up.
-    pub catch_up_len_max: u32,
     /// The bound of every server operation (`wtimeout` of the majority write concern, and the
     /// driver's server selection and connection timeouts).
     pub timeout_ms: u64,
@@ -73,7 +70,6 @@ impl Default for MongoConfig {
             batch_len_max: 256,
             queue_len_max: 4096,
             attempts_max: 64,
-            catch_up_len_max: 64,
             timeout_ms: 10_000,
         }
     }
@@ -93,7 +89,6 @@ pub(crate) struct Shared {
     pub(crate) replica: RwLock<Replica>,
     catching_up: tokio::sync::Mutex<()>,
     pub(crate) colls: Collections,
-    catch_up_len_max: u32,
 }
 
 impl Shared {
@@ -103,33 +98,19 @@ impl Shared {
 
     /// Applies every batch of the log after the last one applied, up to the first gap (a gap is
     /// a batch not yet visible; none is ever skipped). Answers the last batch applied.
+    ///
+    /// Batches are read one by one by `_id`: a point lookup that both MongoDB and FerretDB
+    /// answer from the `_id` index. (A range with `sort` and `limit` made FerretDB 1.24 scan
+    /// and decode the whole log on every read, and once answered out of order.)
     pub(crate) async fn catch_up(&self) -> Result<u64, StoreError> {
         let _turn = self.catching_up.lock().await;
         loop {
-            let after = self.read().applied;
-            // The range is bounded by number rather than by `sort` and `limit`, and sorted here:
-            // the log's order must not depend on how a server plans the query.
-            let last = after.saturating_add(u64::from(self.catch_up_len_max));
-            let mut batches: Vec<BatchDoc> = self
-                .colls
-                .batches
-                .find(doc! { "_id": { "$gt": to_i64(after)?, "$lte": to_i64(last)? } })
-                .await
-                .map_err(mongo_err)?
-                .try_collect()
-                .await
-                .map_err(mongo_err)?;
-            batches.sort_by_key(|b| b.number);
-            let got = batches.len();
+            let next = self.read().applied + 1;
+            let found = self.colls.batches.find_one(doc! { "_id": to_i64(next)? }).await.map_err(mongo_err)?;
             let mut replica = self.replica.write().unwrap_or_else(PoisonError::into_inner);
-            for b in batches {
-                if b.number != replica.applied + 1 {
-                    break;
-                }
-                replica.apply(b)?;
-            }
-            if got < usize::try_from(self.catch_up_len_max).unwrap_or(usize::MAX) || replica.applied == after {
-                return Ok(replica.applied);
+            match found {
+                Some(b) => replica.apply(b)?,
+                None => return Ok(replica.applied),
             }
         }
     }
@@ -196,7 +177,6 @@ impl MongoStore {
             replica: RwLock::new(Replica::new()),
             catching_up: tokio::sync::Mutex::new(()),
             colls,
-            catch_up_len_max: config.catch_up_len_max.max(1),
         });
         shared.catch_up().await?;
         let stats = Arc::new(WriterStats::default());
