@@ -70,12 +70,6 @@ mod store {
         #[ignore = "needs a MongoDB-protocol server: BP_MONGODB_URI (scripts/test.sh starts FerretDB)"]);
 }
 
-/// One command per batch: every command is its own race for the log's next number.
-mod store_batch_of_one {
-    bp_core::__store_conformance_cases!(@tests (super::stores("one", |c| c.batch_len_max = 1, |s| s))
-        #[ignore = "needs a MongoDB-protocol server: BP_MONGODB_URI (scripts/test.sh starts FerretDB)"]);
-}
-
 mod services {
     bp_core::__services_conformance_cases!(@tests (super::stores("services", |_| {}, |s| s))
         #[ignore = "needs a MongoDB-protocol server: BP_MONGODB_URI (scripts/test.sh starts FerretDB)"]);

@@ -173,11 +173,8 @@ impl MongoStore {
     pub async fn open(client: &Client, database: &str, config: MongoConfig) -> Result<Self, StoreError> {
         let db = database_of(client, database, config.timeout_ms);
         let colls = Collections { batches: db.collection("batches"), cursors: db.collection("cursors") };
-        let shared = Arc::new(Shared {
-            replica: RwLock::new(Replica::new()),
-            catching_up: tokio::sync::Mutex::new(()),
-            colls,
-        });
+        let shared =
+            Arc::new(Shared { replica: RwLock::new(Replica::new()), catching_up: tokio::sync::Mutex::new(()), colls });
         shared.catch_up().await?;
         let stats = Arc::new(WriterStats::default());
         let (jobs, rx) = mpsc::channel(config.queue_len_max.max(1));
