@@ -130,14 +130,15 @@ mod tests {
     //! Every stored type survives BSON: the effects of each kind of command, decided by the
     //! rules on a real state, written as a batch document and read back unchanged.
 
-    use bp_core::account::{AccountKind, AccountStatus, NewAccount};
+    use bp_core::account::{AccountKind, AccountOwner, AccountStatus, NewAccount, SystemAccount};
     use bp_core::command::{Command, Outcome};
     use bp_core::external::ExternalAccount;
-    use bp_core::external::lifecycle::{self, NewExternalPayment};
+    use bp_core::external::lifecycle::{self, Effect, NewExternalPayment, Transition};
     use bp_core::external::rail::{RailId, clearing_accounts};
-    use bp_core::ids::{AccountId, TransferId};
+    use bp_core::ids::{AccountId, CustomerId, ServiceRecordId, TransferId};
     use bp_core::money::{Currency, Money};
-    use bp_core::rules::{Effects, Write, decide, system_account};
+    use bp_core::rules::{Effects, LedgerView, Write, decide, system_account};
+    use bp_core::service_record::{ServiceKind, ServiceRecord, ServiceStatus};
     use bp_core::state::LedgerState;
     use bp_core::testing::fixtures::{at, company, deposit, person, request};
     use bp_core::transfer::{TransferKind, VoidReason};
@@ -211,6 +212,67 @@ mod tests {
         };
         let transition = lifecycle::request(&payment, at(11)).expect("a request");
         all.push(run(&mut state, Command::RequestService(Box::new(transition)), 11).0);
+        let sys = |s: SystemAccount| s.id(Currency::EUR);
+        for (secs, kind, debit, credit) in [
+            (12, TransferKind::Fx, ada_acc.id, sys(SystemAccount::FxPosition)),
+            (13, TransferKind::Interest, ada_acc.id, sys(SystemAccount::InterestIncome)),
+        ] {
+            all.push(run(&mut state, Command::Transfer(request(kind, debit, credit, 100, Currency::EUR)), secs).0);
+        }
+        all.extend(a_loans_life(&mut state, ada_id, ada_acc.id));
+        all
+    }
+
+    /// A loan through every status a loan has: requested (holding nothing), offered, active (its
+    /// receivable account opened and the principal disbursed), in arrears, closed (repaid).
+    fn a_loans_life(state: &mut LedgerState, customer: CustomerId, account: AccountId) -> Vec<Effects> {
+        let sys = |s: SystemAccount| s.id(Currency::EUR);
+        let mut record = ServiceRecord {
+            id: ServiceRecordId::new_v7(),
+            customer_id: customer,
+            kind: ServiceKind::Loan,
+            status: ServiceStatus::Requested,
+            account_id: account,
+            amount: Money::new(10_000, Currency::EUR),
+            transfers: vec![],
+            checks: 0,
+            next_check_at: None,
+            stuck_since: None,
+            reason: None,
+            details: serde_json::Map::from_iter([("term_months".to_owned(), serde_json::json!(12))]),
+            version: 0,
+            created_at: at(20),
+            updated_at: at(20),
+        };
+        let requested = Transition { record: record.clone(), effects: vec![] };
+        let mut all = vec![run(state, Command::RequestService(Box::new(requested)), 20).0];
+        let receivable = AccountId::new_v7();
+        let disburse = request(TransferKind::Loan, receivable, sys(SystemAccount::LoanFunding), 10_000, Currency::EUR);
+        let pay_out = request(TransferKind::Loan, sys(SystemAccount::LoanFunding), account, 10_000, Currency::EUR);
+        let repay = request(TransferKind::Loan, account, receivable, 10_000, Currency::EUR);
+        let steps = [
+            (ServiceStatus::Offered, vec![]),
+            (
+                ServiceStatus::Active,
+                vec![Effect::OpenReceivable(receivable), Effect::Post(disburse), Effect::Post(pay_out)],
+            ),
+            (ServiceStatus::InArrears, vec![]),
+            (ServiceStatus::Closed, vec![Effect::Post(repay)]),
+        ];
+        for (version, (secs, (status, effects))) in (1..).zip((21..).zip(steps)) {
+            record.status = status;
+            record.version = version;
+            record.updated_at = at(secs);
+            record.transfers.extend(effects.iter().filter_map(|e| match e {
+                Effect::Post(t) => Some(t.id),
+                _ => None,
+            }));
+            let transition = Box::new(Transition { record: record.clone(), effects });
+            all.push(
+                run(state, Command::ApplyService { id: record.id, expected_version: version, transition }, secs).0,
+            );
+        }
+        assert_eq!(state.account(receivable).map(|a| a.posted_minor), Some(0), "the loan is repaid");
         all
     }
 
@@ -219,6 +281,24 @@ mod tests {
         let effects = every_kind_of_effects();
         assert!(effects.iter().any(|e| !e.customers.is_empty()), "customers covered");
         assert!(effects.iter().any(|e| !e.services.is_empty()), "service records covered");
+        for kind in [TransferKind::Fx, TransferKind::Interest, TransferKind::Loan] {
+            assert!(effects.iter().flat_map(|e| &e.transfers).any(|(_, t)| t.kind == kind), "{kind:?} covered");
+        }
+        let statuses: Vec<_> = effects.iter().flat_map(|e| &e.services).map(|(_, s)| s.status).collect();
+        for status in [ServiceStatus::Offered, ServiceStatus::Active, ServiceStatus::InArrears, ServiceStatus::Closed] {
+            assert!(statuses.contains(&status), "{status:?} covered");
+        }
+        let systems: Vec<_> = effects
+            .iter()
+            .flat_map(|e| &e.accounts)
+            .filter_map(|(_, a)| match a.owner {
+                AccountOwner::Bank { system } => Some(system),
+                AccountOwner::Customer { .. } => None,
+            })
+            .collect();
+        for system in [SystemAccount::FxPosition, SystemAccount::InterestIncome, SystemAccount::LoanReceivable] {
+            assert!(systems.contains(&system), "{system:?} covered");
+        }
         assert!(effects.iter().any(|e| !e.events.is_empty() && !e.postings.is_empty()), "postings, events");
         let batch = BatchDoc {
             number: 42,
