@@ -31,13 +31,17 @@ pub fn uri() -> String {
     })
 }
 
-/// A database name no other test of this run, or of an earlier run, uses.
-fn database(label: &str, n: usize) -> String {
-    format!(
-        "bp_{label}_{}_{n}_{}",
-        std::process::id(),
-        uuid::Uuid::now_v7().simple().to_string().get(..12).unwrap_or("")
-    )
+/// A database name no other test of this run, or of an earlier run, uses: the process, a
+/// number no other case of this process took, and a v7 UUID's random bits. (Each case builds
+/// its own factory, so a per-factory count starts at 0 in every case; an earlier version named
+/// databases by that count and the UUID's first 12 digits, its millisecond, so two cases
+/// starting in the same millisecond shared one database, and one saw the other's customers:
+/// `UsernameTaken`.)
+fn database(label: &str) -> String {
+    static CASES: AtomicUsize = AtomicUsize::new(0);
+    let n = CASES.fetch_add(1, Ordering::Relaxed);
+    let random = uuid::Uuid::now_v7().simple().to_string();
+    format!("bp_{label}_{}_{n}_{}", std::process::id(), random.get(16..).unwrap_or(&random))
 }
 
 /// Stores, each in a new database, made into what a suite runs on by `make`.
@@ -47,10 +51,9 @@ fn stores<T: ?Sized + Send + Sync + 'static>(
     make: fn(Arc<MongoStore>) -> Arc<T>,
 ) -> impl Factory<S = T> {
     let uri = uri();
-    let cases = AtomicUsize::new(0);
     factory_fn(move |clock: Arc<ManualClock>| {
         let uri = uri.clone();
-        let name = database(label, cases.fetch_add(1, Ordering::Relaxed));
+        let name = database(label);
         async move {
             let mut config = MongoConfig { clock, ..MongoConfig::default() };
             tune(&mut config);
