@@ -60,8 +60,8 @@ fn unwritten<T>(records: Vec<Written<T>>) -> Vec<(Write, T)> {
 /// inserting batch N is the commit point, and the unique `_id` lets only one writer commit N.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct BatchDoc {
-    /// The batch number.
-    #[serde(rename = "_id")]
+    /// The batch number, stored as its [`batch_id`].
+    #[serde(rename = "_id", with = "batch_id_serde")]
     pub(crate) number: u64,
     /// Which attempt of which writer wrote it: a writer that lost the answer to its insert
     /// (a dropped connection) reads batch N back and knows by this whether it was its own.
@@ -70,6 +70,37 @@ pub(crate) struct BatchDoc {
     pub(crate) decided_at: Timestamp,
     /// The effects of every accepted command of the batch, in order.
     pub(crate) commands: Vec<EffectsDoc>,
+}
+
+/// Digits of a batch's `_id`: every `u64` fits.
+const BATCH_ID_DIGITS: usize = 20;
+
+/// The `_id` of batch `number`: its decimal digits, zero-padded to [`BATCH_ID_DIGITS`], so that
+/// the strings sort as the numbers do. A string and not an Int64 because FerretDB 1.24 over
+/// SQLite passes `{_id: <string>}` down to SQLite as a `WHERE` (SQLite parses each row's JSON
+/// and returns one), but answers `{_id: <number>}` by decoding every document of the
+/// collection in Go and filtering there, many times slower (MongoDB indexes both alike).
+/// Neither uses FerretDB's `_id` index; the log's segments (`log`) bound that scan.
+pub(crate) fn batch_id(number: u64) -> String {
+    format!("{number:0BATCH_ID_DIGITS$}")
+}
+
+mod batch_id_serde {
+    use serde::{Deserialize, Deserializer, Serializer, de};
+
+    use super::{BATCH_ID_DIGITS, batch_id};
+
+    pub(super) fn serialize<S: Serializer>(number: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&batch_id(*number))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let id = String::deserialize(d)?;
+        if id.len() != BATCH_ID_DIGITS || !id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(de::Error::custom(format!("a batch _id is {BATCH_ID_DIGITS} digits, not {id:?}")));
+        }
+        id.parse().map_err(de::Error::custom)
+    }
 }
 
 /// The effects of one command ([`Effects`]).
@@ -144,7 +175,7 @@ mod tests {
     use bp_core::transfer::{TransferKind, VoidReason};
     use mongodb::bson;
 
-    use super::{BatchDoc, CursorDoc, EffectsDoc};
+    use super::{BatchDoc, CursorDoc, EffectsDoc, batch_id};
 
     /// Decides `cmd` on `state` and applies it; answers its effects and outcome.
     fn run(state: &mut LedgerState, cmd: Command, secs: i64) -> (Effects, Outcome) {
@@ -307,11 +338,28 @@ mod tests {
             commands: effects.iter().map(EffectsDoc::from).collect(),
         };
         let doc = bson::to_document(&batch).expect("a batch as BSON");
-        assert_eq!(doc.get_i64("_id"), Ok(42), "the batch number is the _id, an Int64");
+        assert_eq!(doc.get_str("_id"), Ok("00000000000000000042"), "the batch number is the _id, 20 digits");
         let back: BatchDoc = bson::from_document(doc).expect("a batch from BSON");
         assert_eq!(back, batch);
         let back: Vec<Effects> = back.commands.into_iter().map(Effects::from).collect();
         assert_eq!(back, effects, "the rules' effects, the write kinds included");
+    }
+
+    #[test]
+    fn batch_ids_sort_as_numbers_and_refuse_anything_else() {
+        let numbers = [0, 1, 9, 10, 99, 100, 12_345, u64::MAX];
+        let ids: Vec<String> = numbers.iter().map(|n| batch_id(*n)).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "sorted as the numbers: {ids:?}");
+        assert_eq!(ids[numbers.len() - 1], u64::MAX.to_string(), "the widest needs no padding");
+        let back = |id: bson::Bson| {
+            let doc = bson::doc! { "_id": id, "attempt": "w/1", "decided_at": "2026-01-01T00:00:00Z", "commands": [] };
+            bson::from_document::<BatchDoc>(doc).map(|b| b.number)
+        };
+        assert_eq!(back(bson::Bson::String(batch_id(7))).ok(), Some(7));
+        for bad in ["7", "0000000000000000000x", "-0000000000000000007", "99999999999999999999"] {
+            assert!(back(bson::Bson::String(bad.to_owned())).is_err(), "{bad:?} is refused");
+        }
+        assert!(back(bson::Bson::Int64(7)).is_err(), "a numeric _id is refused");
     }
 
     #[test]

@@ -8,15 +8,17 @@
 //! `_id` means two writers cannot both commit the same number. A writer that loses reads the
 //! batches it missed, decides its commands again on the new state and tries the next number.
 //! Every store instance materialises the ledger from the log by batch number ([`replica`]), and
-//! every read first applies the batches it has not seen yet, so a read sees every write
-//! acknowledged before it started, by any process.
+//! every read first reads the log's head and applies the batches up to it that it has not seen
+//! ([`log`]), so a read sees every write acknowledged before it started, by any process.
 //!
 //! Writes use the majority write concern (journaled), reads the majority read concern.
 
 mod docs;
+mod log;
 mod replica;
 mod writer;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
@@ -37,10 +39,10 @@ use bp_core::store::{CurrencyTotal, HistoryQuery, OutboxEntry, PAGE_LEN_MAX, Pag
 use bp_core::transfer::{Posting, Transfer, TransferState};
 use mongodb::bson::doc;
 use mongodb::options::{Acknowledgment, ClientOptions, DatabaseOptions, ReadConcern, WriteConcern};
-use mongodb::{Client, Collection, Database};
+use mongodb::{Client, Database};
 use tokio::sync::{mpsc, oneshot};
 
-use self::docs::{BatchDoc, CursorDoc};
+use self::log::{Log, max_upsert};
 use self::replica::Replica;
 
 pub use self::writer::WriterStats;
@@ -75,20 +77,19 @@ impl Default for MongoConfig {
     }
 }
 
-/// The collections of one database.
-#[derive(Clone, Debug)]
-pub(crate) struct Collections {
-    pub(crate) batches: Collection<BatchDoc>,
-    pub(crate) cursors: Collection<CursorDoc>,
-}
-
 /// The log applied in memory, and the lock that keeps two catch-ups of one process from
 /// reading the same batches twice.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) replica: RwLock<Replica>,
     catching_up: tokio::sync::Mutex<()>,
-    pub(crate) colls: Collections,
+    /// How many catch-ups have begun reading the log (counted under `catching_up`).
+    catch_ups_begun: AtomicU64,
+    /// The count of `catch_ups_begun` that the last catch-up to the head took.
+    last_complete: AtomicU64,
+    /// The highest head this process read or wrote.
+    pub(crate) head_seen: AtomicU64,
+    pub(crate) log: Log,
 }
 
 impl Shared {
@@ -96,21 +97,45 @@ impl Shared {
         self.replica.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Applies every batch of the log after the last one applied, up to the first gap (a gap is
-    /// a batch not yet visible; none is ever skipped). Answers the last batch applied.
+    /// Applies every batch of the log up to its head, so that the replica holds every batch
+    /// with a command answered before the call (`log`). Answers the last batch applied.
     ///
-    /// Batches are read one by one by `_id`: a point lookup that both MongoDB and FerretDB
-    /// answer from the `_id` index. (A range with `sort` and `limit` made FerretDB 1.24 scan
-    /// and decode the whole log on every read, and once answered out of order.)
+    /// Concurrent callers share the work: a caller that waited for another's catch-up which
+    /// *began* after this call began needs no read of its own, since that catch-up read a head
+    /// at or past every batch answered before this call. Under load a read then waits for at
+    /// most about two catch-ups, not for every reader queued before it.
     pub(crate) async fn catch_up(&self) -> Result<u64, StoreError> {
+        let begun_before = self.catch_ups_begun.load(Ordering::Acquire);
+        let _turn = self.catching_up.lock().await;
+        if self.last_complete.load(Ordering::Acquire) > begun_before {
+            return Ok(self.read().applied);
+        }
+        let ticket = self.catch_ups_begun.fetch_add(1, Ordering::AcqRel) + 1;
+        let head = self.log.head().await?;
+        self.head_seen.fetch_max(head, Ordering::AcqRel);
+        while self.read().applied < head {
+            let next = self.read().applied + 1;
+            let Some(batch) = self.log.batch(next).await? else {
+                return Err(StoreError::new(
+                    StoreErrorKind::Unavailable,
+                    format!("batch {next} of the log is not readable yet, though the head is at {head}"),
+                ));
+            };
+            self.replica.write().unwrap_or_else(PoisonError::into_inner).apply(batch)?;
+        }
+        self.last_complete.store(ticket, Ordering::Release);
+        Ok(self.read().applied)
+    }
+
+    /// Applies every batch of the log there is, past the head too, up to the first number
+    /// missing: what a writer that lost its number needs before it decides again.
+    pub(crate) async fn catch_up_to_end(&self) -> Result<u64, StoreError> {
         let _turn = self.catching_up.lock().await;
         loop {
             let next = self.read().applied + 1;
-            let found = self.colls.batches.find_one(doc! { "_id": to_i64(next)? }).await.map_err(mongo_err)?;
-            let mut replica = self.replica.write().unwrap_or_else(PoisonError::into_inner);
-            match found {
-                Some(b) => replica.apply(b)?,
-                None => return Ok(replica.applied),
+            match self.log.batch(next).await? {
+                Some(batch) => self.replica.write().unwrap_or_else(PoisonError::into_inner).apply(batch)?,
+                None => return Ok(self.read().applied),
             }
         }
     }
@@ -172,9 +197,14 @@ impl MongoStore {
     /// Opens the ledger in database `database` of `client`.
     pub async fn open(client: &Client, database: &str, config: MongoConfig) -> Result<Self, StoreError> {
         let db = database_of(client, database, config.timeout_ms);
-        let colls = Collections { batches: db.collection("batches"), cursors: db.collection("cursors") };
-        let shared =
-            Arc::new(Shared { replica: RwLock::new(Replica::new()), catching_up: tokio::sync::Mutex::new(()), colls });
+        let shared = Arc::new(Shared {
+            replica: RwLock::new(Replica::new()),
+            catching_up: tokio::sync::Mutex::new(()),
+            catch_ups_begun: AtomicU64::new(0),
+            last_complete: AtomicU64::new(0),
+            head_seen: AtomicU64::new(0),
+            log: Log::new(db),
+        });
         shared.catch_up().await?;
         let stats = Arc::new(WriterStats::default());
         let (jobs, rx) = mpsc::channel(config.queue_len_max.max(1));
@@ -301,23 +331,13 @@ impl Store for MongoStore {
 
     async fn cursor(&self, name: &str) -> Result<u64, StoreError> {
         check_cursor_name(name)?;
-        let found = self.shared.colls.cursors.find_one(doc! { "_id": name }).await.map_err(mongo_err)?;
+        let found = self.shared.log.cursors.find_one(doc! { "_id": name }).await.map_err(mongo_err)?;
         Ok(found.map_or(0, |c| c.position))
     }
 
     async fn set_cursor(&self, name: &str, position: u64) -> Result<(), StoreError> {
         check_cursor_name(name)?;
-        let update = doc! { "$max": { "position": to_i64(position)? } };
-        // Two first upserts of one name at once: one inserts, the other meets the taken `_id`
-        // and, tried again, updates.
-        for _ in 0..2 {
-            match self.shared.colls.cursors.update_one(doc! { "_id": name }, update.clone()).upsert(true).await {
-                Ok(_) => return Ok(()),
-                Err(e) if is_duplicate_key(&e) => {}
-                Err(e) => return Err(mongo_err(e)),
-            }
-        }
-        Err(StoreError::new(StoreErrorKind::Unavailable, "the cursor's upsert kept meeting a taken id"))
+        max_upsert(&self.shared.log.cursors, name, "position", position).await
     }
 }
 

@@ -11,12 +11,12 @@ use bp_core::command::{Command, Executed};
 use bp_core::error::{Error, StoreError, StoreErrorKind};
 use bp_core::external::rail::clearing_accounts;
 use bp_core::rules::{Effects, LedgerView, Write, decide, system_account};
-use mongodb::bson::doc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::docs::{BatchDoc, EffectsDoc};
+use super::log::Insert;
 use super::replica::Overlay;
-use super::{MongoConfig, Shared, is_duplicate_key, mongo_err, to_i64};
+use super::{MongoConfig, Shared};
 
 /// One queued command and where its answer goes.
 #[derive(Debug)]
@@ -86,20 +86,28 @@ impl Writer {
         }
     }
 
-    /// Decides and commits `jobs`, answering each.
+    /// Decides and commits `jobs`, answering each. The ledger is first brought up to the log's
+    /// head, so that a command that writes nothing (a replay, a refusal) is answered on a
+    /// state no older than any answer given before it arrived.
     async fn commit(&mut self, jobs: &[Job]) -> Vec<Result<Executed, Error>> {
         let fail =
             |e: StoreError| jobs.iter().map(|_| Err(Error::Store(StoreError::new(e.kind(), e.to_string())))).collect();
+        if let Err(e) = self.shared.catch_up().await {
+            return fail(e);
+        }
         for _ in 0..self.config.attempts_max.max(1) {
-            if let Err(e) = self.shared.catch_up().await {
-                return fail(e);
-            }
             let (answers, commands, number) = self.decide(jobs);
-            match self.try_commit(number, commands).await {
-                Ok(Try::Committed) => return answers,
+            let tried = match self.try_commit(number, commands).await {
+                Ok(Try::Committed) => self.publish().await.map(|()| true),
                 Ok(Try::Lost) => {
                     self.stats.races_lost.fetch_add(1, Ordering::Relaxed);
+                    self.shared.catch_up_to_end().await.map(|_| false)
                 }
+                Err(e) => Err(e),
+            };
+            match tried {
+                Ok(true) => return answers,
+                Ok(false) => {}
                 Err(e) => return fail(e),
             }
         }
@@ -107,6 +115,19 @@ impl Writer {
             StoreErrorKind::Overloaded,
             format!("lost the race for the next batch {} times in a row", self.config.attempts_max),
         ))
+    }
+
+    /// Moves the log's head to the last batch applied, before any command decided on it is
+    /// answered, unless this process already saw it there: a read anywhere then sees those
+    /// batches. (Batches past the head that a lost race made this writer read are covered too.)
+    async fn publish(&self) -> Result<(), StoreError> {
+        let applied = self.shared.read().applied;
+        if self.shared.head_seen.load(Ordering::Acquire) >= applied {
+            return Ok(());
+        }
+        self.shared.log.advance_head(applied).await?;
+        self.shared.head_seen.fetch_max(applied, Ordering::AcqRel);
+        Ok(())
     }
 
     /// Decides `jobs` in order on the replica, each after the effects of those before it.
@@ -140,19 +161,8 @@ impl Writer {
         self.attempts += 1;
         let attempt = format!("{}/{}", self.id, self.attempts);
         let batch = BatchDoc { number, attempt: attempt.clone(), decided_at: self.config.clock.now(), commands };
-        match self.shared.colls.batches.insert_one(&batch).await {
-            Ok(_) => {}
-            Err(e) if is_duplicate_key(&e) => return Ok(Try::Lost),
-            Err(e) => {
-                // The insert may have been written though its answer was lost: batch `number`
-                // tells whose it is, once it can be read.
-                let found = self.shared.colls.batches.find_one(doc! { "_id": to_i64(number)? }).await;
-                match found {
-                    Ok(Some(b)) if b.attempt == attempt => {}
-                    Ok(Some(_)) => return Ok(Try::Lost),
-                    Ok(None) | Err(_) => return Err(mongo_err(e)),
-                }
-            }
+        if let Insert::Taken = self.shared.log.insert(&batch).await? {
+            return Ok(Try::Lost);
         }
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.shared.replica.write().unwrap_or_else(std::sync::PoisonError::into_inner).apply(batch)?;
@@ -162,7 +172,7 @@ impl Writer {
     /// Opens every rail's clearing account the log has not opened yet, as a batch of their own.
     pub(crate) async fn open_clearing_accounts(&mut self) -> Result<(), StoreError> {
         for _ in 0..self.config.attempts_max.max(1) {
-            self.shared.catch_up().await?;
+            self.shared.catch_up_to_end().await?;
             let (number, effects) = {
                 let replica = self.shared.read();
                 let now = self.config.clock.now();
@@ -175,10 +185,10 @@ impl Writer {
                 (replica.applied + 1, Effects { accounts, ..Effects::default() })
             };
             if effects.is_empty() {
-                return Ok(());
+                return self.publish().await;
             }
             if let Try::Committed = self.try_commit(number, vec![EffectsDoc::from(&effects)]).await? {
-                return Ok(());
+                return self.publish().await;
             }
         }
         Err(StoreError::new(StoreErrorKind::Overloaded, "could not open the clearing accounts"))
