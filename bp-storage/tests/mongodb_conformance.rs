@@ -1,6 +1,6 @@
-//! Runs bp-core's store, services and payments conformance suites against the MongoDB store on
-//! the real server that `BP_MONGODB_URI` names (scripts/test.sh starts FerretDB with
-//! scripts/ferretdb.sh and sets it). Each case gets a database of its own. The tests are
+//! Runs bp-core's store, services, security store and payments conformance suites against the
+//! MongoDB store on the real server that `BP_MONGODB_URI` names (scripts/test.sh starts
+//! FerretDB with scripts/ferretdb.sh and sets it). Each case gets a database of its own. The tests are
 //! `#[ignore]`d, so a plain `cargo test` skips them, and fail loudly when the variable is unset:
 //!
 //! ```text
@@ -8,14 +8,12 @@
 //!     --test mongodb_conformance -- --ignored
 //! ```
 //!
-//! The payments suite runs the ledger on MongoDB beside the memory security store until the
-//! MongoDB security store exists.
+//! The payments suite runs on one MongoDB store as its ledger and its security store.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bp_core::clock::ManualClock;
-use bp_core::security::MemorySecurityStore;
 use bp_core::testing::conformance::Factory;
 use bp_core::testing::factory_fn;
 use bp_core::testing::payments::PaymentStores;
@@ -78,13 +76,18 @@ mod services {
         #[ignore = "needs a MongoDB-protocol server: BP_MONGODB_URI (scripts/test.sh starts FerretDB)"]);
 }
 
+mod security {
+    bp_core::__security_conformance_cases!(@tests (super::stores("security", |_| {}, |s| s))
+        #[ignore = "needs a MongoDB-protocol server: BP_MONGODB_URI (scripts/test.sh starts FerretDB)"]);
+}
+
 mod payments {
     use super::*;
 
-    fn ledger_on_mongodb(store: Arc<MongoStore>) -> Arc<PaymentStores> {
-        Arc::new(PaymentStores { ledger: store, security: Arc::new(MemorySecurityStore::new()) })
+    fn all_on_mongodb(store: Arc<MongoStore>) -> Arc<PaymentStores> {
+        Arc::new(PaymentStores { ledger: store.clone(), security: store })
     }
 
-    bp_core::__payments_conformance_cases!(@tests (super::stores("payments", |_| {}, ledger_on_mongodb))
+    bp_core::__payments_conformance_cases!(@tests (super::stores("payments", |_| {}, all_on_mongodb))
         #[ignore = "needs a MongoDB-protocol server: BP_MONGODB_URI (scripts/test.sh starts FerretDB)"]);
 }

@@ -9,15 +9,19 @@
 //! `SEGMENT_LEN` documents instead of the whole log. The number still names exactly one
 //! document in exactly one collection, so the unique `_id` is still the commit point.
 //!
-//! **The head.** Collection `head`, one document `{_id: "log", number}`, moved only forward
-//! (`$max`). A writer moves it past its batch after the insert and before answering any
-//! command decided on that batch, so every answered command's batch is at or below the head.
-//! A read therefore needs the head (one document) and only the batches between what it has
-//! applied and the head; with nothing new, that is one small lookup instead of a miss in a
-//! segment. A writer that dies between its insert and the head leaves batches past the head:
-//! no command of theirs was answered, and the next writer to commit past them moves the head.
+//! **The head.** Collection `heads`, one document per writer `{_id: writer, number}`, which only
+//! that writer sets, to the last batch it applied, after its insert and before answering any
+//! command decided on it; the log's head is the highest of them, so every answered command's
+//! batch is at or below it. One document per writer and not one shared `$max`: FerretDB 1.24
+//! makes an update a read, then a write of the whole document, not one atomic step, so two
+//! writers' concurrent `$max` can leave the smaller number, and a read would miss an answered
+//! batch. A read therefore needs the heads (one small document per writer) and only the
+//! batches between what it has applied and the head; with nothing new, that is one small
+//! query instead of a miss in a segment. A writer that dies between its insert and its head
+//! leaves batches past the head: no command of theirs was answered, and the next writer to
+//! commit past them moves its own head past them.
 
-use mongodb::bson::doc;
+use mongodb::bson::{Bson, Document, doc};
 use mongodb::{Collection, Database};
 use serde::{Deserialize, Serialize};
 
@@ -29,18 +33,15 @@ use super::{is_duplicate_key, mongo_err, to_i64};
 /// Batches per segment collection: the most documents a FerretDB lookup parses.
 pub(crate) const SEGMENT_LEN: u64 = 256;
 
-/// The `_id` of the head document.
-const HEAD_ID: &str = "log";
-
 /// Most tries of an upsert that meets a concurrent first insert of the same `_id`.
 const UPSERT_TRIES_MAX: usize = 2;
 
-/// The head document, collection `head`.
+/// A writer's head document, collection `heads`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct HeadDoc {
     #[serde(rename = "_id")]
     pub(crate) id: String,
-    /// Every batch up to this one is in the log.
+    /// Every batch up to this one is in the log; this writer applied it.
     pub(crate) number: u64,
 }
 
@@ -62,7 +63,7 @@ pub(crate) enum Insert {
 
 impl Log {
     pub(crate) fn new(db: Database) -> Self {
-        Self { head: db.collection("head"), cursors: db.collection("cursors"), db }
+        Self { head: db.collection("heads"), cursors: db.collection("cursors"), db }
     }
 
     fn segment(&self, number: u64) -> Collection<BatchDoc> {
@@ -93,31 +94,49 @@ impl Log {
 
     /// The head: every batch up to it is in the log (0 for an empty log).
     pub(crate) async fn head(&self) -> Result<u64, StoreError> {
-        Ok(self.head.find_one(doc! { "_id": HEAD_ID }).await.map_err(mongo_err)?.map_or(0, |h| h.number))
+        let mut cursor = self.head.find(doc! {}).await.map_err(mongo_err)?;
+        let mut head = 0;
+        while cursor.advance().await.map_err(mongo_err)? {
+            head = head.max(cursor.deserialize_current().map_err(mongo_err)?.number);
+        }
+        Ok(head)
     }
 
-    /// Moves the head to `number` unless it is already there or past it.
-    pub(crate) async fn advance_head(&self, number: u64) -> Result<(), StoreError> {
-        max_upsert(&self.head, HEAD_ID, "number", number).await
+    /// Sets `writer`'s head to `number`. Only that writer's task calls it, one call at a time.
+    pub(crate) async fn set_head(&self, writer: &str, number: u64) -> Result<(), StoreError> {
+        let set = doc! { "$set": { "number": to_i64(number)? } };
+        if self.head.update_one(doc! { "_id": writer }, set).await.map_err(mongo_err)?.matched_count == 1 {
+            return Ok(());
+        }
+        self.head.insert_one(HeadDoc { id: writer.to_owned(), number }).await.map_err(mongo_err)?;
+        Ok(())
     }
 }
 
-/// Sets `field` of document `id` to at least `value`, inserting the document if it is missing.
+/// Sets `field` of document `id` to at least `value`, inserting `{_id: id, field: value}` if
+/// the document is missing. Atomic on MongoDB; on FerretDB 1.24 two concurrent calls may leave
+/// the smaller value (an update there is a read and a write), so it only keeps what tolerates
+/// that: outbox cursors (a cursor moved back delivers again, which consumers drop) and hints.
+/// Not an upsert: FerretDB 1.24 answers an upsert that meets a taken
+/// `_id` (two first upserts at once) without the `n` the driver needs, so the driver reports a
+/// bad response instead of the duplicate key; an insert's duplicate key is reported as such.
 pub(crate) async fn max_upsert<T: Send + Sync>(
     coll: &Collection<T>,
     id: &str,
     field: &str,
-    value: u64,
+    value: impl Into<Bson> + Clone,
 ) -> Result<(), StoreError> {
-    let update = doc! { "$max": { field: to_i64(value)? } };
-    // Two first upserts of one `_id` at once: one inserts, the other meets the taken `_id`
-    // and, tried again, updates.
+    let raw = coll.clone_with_type::<Document>();
     for _ in 0..UPSERT_TRIES_MAX {
-        match coll.update_one(doc! { "_id": id }, update.clone()).upsert(true).await {
+        let update = doc! { "$max": { field: value.clone().into() } };
+        if raw.update_one(doc! { "_id": id }, update).await.map_err(mongo_err)?.matched_count == 1 {
+            return Ok(());
+        }
+        match raw.insert_one(doc! { "_id": id, field: value.clone().into() }).await {
             Ok(_) => return Ok(()),
             Err(e) if is_duplicate_key(&e) => {}
             Err(e) => return Err(mongo_err(e)),
         }
     }
-    Err(StoreError::new(StoreErrorKind::Unavailable, format!("the upsert of {id} kept meeting a taken _id")))
+    Err(StoreError::new(StoreErrorKind::Unavailable, format!("the document {id} kept meeting a taken _id")))
 }

@@ -16,6 +16,7 @@
 mod docs;
 mod log;
 mod replica;
+mod security;
 mod writer;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +45,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::log::{Log, max_upsert};
 use self::replica::Replica;
+use self::security::SecurityColls;
 
 pub use self::writer::WriterStats;
 
@@ -90,6 +92,9 @@ pub(crate) struct Shared {
     /// The highest head this process read or wrote.
     pub(crate) head_seen: AtomicU64,
     pub(crate) log: Log,
+    pub(crate) security: SecurityColls,
+    /// The highest audit position this process appended or saw.
+    pub(crate) audit_hint: AtomicU64,
 }
 
 impl Shared {
@@ -197,12 +202,16 @@ impl MongoStore {
     /// Opens the ledger in database `database` of `client`.
     pub async fn open(client: &Client, database: &str, config: MongoConfig) -> Result<Self, StoreError> {
         let db = database_of(client, database, config.timeout_ms);
+        let security = SecurityColls::new(&db);
+        security.create_indexes(&db).await?;
         let shared = Arc::new(Shared {
             replica: RwLock::new(Replica::new()),
             catching_up: tokio::sync::Mutex::new(()),
             catch_ups_begun: AtomicU64::new(0),
             last_complete: AtomicU64::new(0),
             head_seen: AtomicU64::new(0),
+            security,
+            audit_hint: AtomicU64::new(0),
             log: Log::new(db),
         });
         shared.catch_up().await?;
@@ -337,7 +346,7 @@ impl Store for MongoStore {
 
     async fn set_cursor(&self, name: &str, position: u64) -> Result<(), StoreError> {
         check_cursor_name(name)?;
-        max_upsert(&self.shared.log.cursors, name, "position", position).await
+        max_upsert(&self.shared.log.cursors, name, "position", to_i64(position)?).await
     }
 }
 

@@ -125,7 +125,7 @@ impl Writer {
         if self.shared.head_seen.load(Ordering::Acquire) >= applied {
             return Ok(());
         }
-        self.shared.log.advance_head(applied).await?;
+        self.shared.log.set_head(&self.id.to_string(), applied).await?;
         self.shared.head_seen.fetch_max(applied, Ordering::AcqRel);
         Ok(())
     }
