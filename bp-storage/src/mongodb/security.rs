@@ -487,7 +487,7 @@ impl SecurityStore for MongoStore {
             return Ok(ChallengeAnswer::Refused(c));
         }
         let answered = ChallengeState::Answered { at: now, method, device_id };
-        if self.sec().end(&c, answered.clone()).await? {
+        if self.sec().end(&c, answered).await? {
             c.state = answered;
             return Ok(ChallengeAnswer::Accepted(c));
         }
