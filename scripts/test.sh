@@ -41,16 +41,30 @@ mkdir -p "$BP_CACHE"
 # ISO 20022 schema check, which its own step above runs with its schema) run against a real single-node
 # Apache Kafka broker (its jars are fetched from Maven Central into ~/.cache/bp on first use; needs
 # Java 17+ and Maven). The fault tests stop and start it through BP_KAFKA_BROKER_SCRIPT.
-echo "== cargo test against a real Kafka broker (the ignored tests)"
+#
+# The tests marked `#[ignore = "needs a MongoDB-protocol server: ..."]` run in the same step
+# against FerretDB (MongoDB's wire protocol over SQLite), which scripts/ferretdb.sh builds with
+# the machine's Go into ~/.cache/bp on first use (about 3 minutes, then cached) and starts on a
+# loopback port with a temporary data folder; it installs nothing else. The MongoDB
+# conformance suites (64 cases) take about a minute on 2 cores; they fail, naming
+# BP_MONGODB_URI, if run with --ignored without it.
+echo "== cargo test against a real Kafka broker and FerretDB (the ignored tests)"
+FERRETDB_SCRIPT="$(pwd)/scripts/ferretdb.sh"
+FERRETDB_STATE="$(mktemp -d "${TMPDIR:-/tmp}/bp-ferretdb.XXXXXX")"
 KAFKA_SCRIPT="$(pwd)/scripts/kafka-broker.sh"
 KAFKA_STATE="$(mktemp -d "${TMPDIR:-/tmp}/bp-kafka.XXXXXX")"
-trap '"$KAFKA_SCRIPT" stop "$KAFKA_STATE"; rm -rf "$KAFKA_STATE"' EXIT
+trap '"$KAFKA_SCRIPT" stop "$KAFKA_STATE"; rm -rf "$KAFKA_STATE"; "$FERRETDB_SCRIPT" stop "$FERRETDB_STATE"; rm -rf "$FERRETDB_STATE"' EXIT
+FERRETDB_STARTED_AT=$(date +%s)
+BP_MONGODB_URI="$("$FERRETDB_SCRIPT" start "$FERRETDB_STATE")"
+export BP_MONGODB_URI
+echo "FerretDB on $BP_MONGODB_URI, built if needed and started in $(($(date +%s) - FERRETDB_STARTED_AT)) s"
 KAFKA_STARTED_AT=$(date +%s)
 KAFKA_BOOTSTRAP="$("$KAFKA_SCRIPT" start "$KAFKA_STATE")"
 echo "Kafka broker on $KAFKA_BOOTSTRAP, started in $(($(date +%s) - KAFKA_STARTED_AT)) s"
 BP_KAFKA_BOOTSTRAP="$KAFKA_BOOTSTRAP" BP_KAFKA_BROKER_SCRIPT="$KAFKA_SCRIPT" BP_KAFKA_STATE_DIR="$KAFKA_STATE" \
   cargo test --workspace --all-features -- --ignored --skip xsd_valid_pacs008
 "$KAFKA_SCRIPT" stop "$KAFKA_STATE"
+"$FERRETDB_SCRIPT" stop "$FERRETDB_STATE"
 
 echo "== schemathesis against the live reference server (every check)"
 SCHEMATHESIS_VERSION="4.32.5"
