@@ -146,7 +146,7 @@ pub fn record_of_key(key: &CallKey) -> Option<ServiceRecordId> {
 #[derive(Debug)]
 pub enum Applied {
     /// Written: the record as stored, and the calls to make now (`Submit`, `QueryStatus`).
-    Written(ServiceRecord, Vec<Effect>),
+    Written(Box<ServiceRecord>, Vec<Effect>),
     /// Nothing to change (a repeated or stale report, a check not yet due).
     Unchanged,
     /// The input contradicts a decided outcome: not applied, logged and counted.
@@ -186,7 +186,7 @@ pub async fn apply_input(
             .cloned()
             .collect();
         match services.apply(id, record.version, transition).await {
-            Ok(stored) => return Ok(Applied::Written(stored, calls)),
+            Ok(stored) => return Ok(Applied::Written(Box::new(stored), calls)),
             Err(e @ Error::Ledger(LedgerError::VersionConflict { .. })) => stale = Some(e),
             Err(e) => return Err(e),
         }
