@@ -1,7 +1,8 @@
 //! Adapters of the bank's outside parties (FR6), as bp-storage holds the storage adapters and
-//! bp-notify the bus adapters: the HTTP adapter of bp-core's `PaymentRail`
-//! ([`rail_http::HttpRail`], one per rail), over one way of calling a party over HTTP
-//! ([`http_party`]) with its circuit breaker ([`breaker`]); the authentication of the
+//! bp-notify the bus adapters: the HTTP adapters of bp-core's `PaymentRail`
+//! ([`rail_http::HttpRail`], one per rail), `FxProvider` ([`fx_http::HttpFxProvider`]) and
+//! `LoanProvider` ([`loan_http::HttpLoanProvider`]), sharing one way of calling a party over
+//! HTTP ([`http_party`]) with its circuit breaker ([`breaker`]); the authentication of the
 //! rail's signed webhooks ([`webhook`]); and, behind the `simulator` feature, the simulator of
 //! the outside parties that development mode and the tests run on loopback (`simulator`), so
 //! that the real HTTP adapters are the code path everywhere.
@@ -12,13 +13,17 @@
 
 pub mod breaker;
 pub mod contract;
+pub mod fx_http;
 pub mod http_party;
+pub mod loan_http;
 pub mod rail_http;
 #[cfg(feature = "simulator")]
 pub mod simulator;
 pub mod webhook;
 
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
+pub use fx_http::HttpFxProvider;
 pub use http_party::{ConfigError, HttpPartyConfig};
+pub use loan_http::HttpLoanProvider;
 pub use rail_http::{HttpRail, HttpRailConfig};
 pub use webhook::{WebhookError, WebhookSecret, WebhookVerifier};
