@@ -9,7 +9,7 @@
 //! - A 5xx or 429: retried with the same key and the very same body; on the last attempt
 //!   `Unknown(ServerError)`.
 //! - A timeout or a connection lost after the request left → `Unknown`, retried only when the
-//!   call is a read ([`RetryLost::Yes`]).
+//!   call is a read (a status query, a quote read by id).
 //! - Any other answer proves the party is up: the adapter's `classify` decides what it means
 //!   (an answer, a refusal of the contract's problem type, or `Unknown(MalformedAnswer)`).
 //!

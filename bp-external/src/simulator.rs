@@ -1,5 +1,5 @@
-//! The simulator of the outside parties: the payment rails, the FX provider ([`fx`]) and the
-//! loan provider ([`loans`]) speaking their HTTP contracts on one loopback listener, for
+//! The simulator of the outside parties: the payment rails, the FX provider ([`FxRules`]) and
+//! the loan provider ([`LoanRules`]) speaking their HTTP contracts on one loopback listener, for
 //! development mode and tests, so that the real HTTP adapters ([`crate::HttpRail`],
 //! [`crate::HttpFxProvider`], [`crate::HttpLoanProvider`]) are the code path even offline. It is
 //! none of these parties: it keeps everything in memory, and it moves no money anywhere.

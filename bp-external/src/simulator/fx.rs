@@ -47,7 +47,10 @@ pub const FX_FEE_RATE: &str = "0.0045";
 /// The longest quote validity the simulator gives, in seconds (a day).
 pub const QUOTE_TTL_S_MAX: u64 = 86_400;
 
-/// How the simulated provider quotes.
+/// How the simulated FX provider quotes: from the rates of [`FX_RATES_FROM_EUR`] (and their
+/// inverses to the euro, to [`INVERSE_RATE_DECIMALS`] decimals, no other pair), with a fee of
+/// [`FX_FEE_RATE`] (at least one unit of the source currency); every quote kept by id, the
+/// same key giving the same quote.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FxRules {
     /// How long a quote is valid, in seconds (at most [`QUOTE_TTL_S_MAX`]; more is cut to it).

@@ -44,7 +44,10 @@ pub const LOAN_FEE_RATE: &str = "0.01";
 /// A purpose containing this word (any case) is declined.
 pub const LOAN_DECLINE_WORD: &str = "decline";
 
-/// How the simulated provider decides.
+/// How the simulated loan provider decides, from the application alone: a purpose containing
+/// [`LOAN_DECLINE_WORD`] is declined (`MS03`), an amount above `approve_up_to_minor` too
+/// (`AM02`); otherwise approved for the term asked at its band's rate ([`LOAN_RATE_BANDS`]),
+/// with a fee of [`LOAN_FEE_RATE`] capped at `fee_max_minor`. One decision per key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoanRules {
     /// The largest principal approved, in minor units of the loan's currency.
