@@ -1,8 +1,14 @@
-//! The rail's HTTP contract, as constants and the one JSON body it has (the problem document
-//! of a refusal or a miss), shared by the adapter and the simulator so that they cannot drift.
-//! `docs/external-services.md`, "The rail's HTTP contract", is the prose with examples.
+//! The outside parties' HTTP contracts, as constants and JSON bodies shared by the adapters and
+//! the simulator so that they cannot drift: the rail's here (its bodies are ISO 20022, its one
+//! JSON body the problem document of a refusal or a miss), the FX provider's in [`fx`] and the
+//! loan provider's in [`loan`]. `docs/external-services.md` ("The rail's HTTP contract", "The
+//! FX provider's HTTP contract", "The loan provider's HTTP contract") is the prose with
+//! examples.
 
 use serde::{Deserialize, Serialize};
+
+pub mod fx;
+pub mod loan;
 
 /// The header carrying our idempotency key (`CallKey`) on every submission.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
@@ -12,6 +18,13 @@ pub const SIGNATURE_HEADER: &str = "Rail-Signature";
 
 /// The media type of every ISO 20022 body.
 pub const XML: &str = "application/xml";
+
+/// The media type of the FX and loan providers' bodies.
+pub const JSON: &str = "application/json";
+
+/// The largest JSON answer the adapters read (a longer one is unreadable: `Unknown`). A quote
+/// or a decision is a few hundred bytes.
+pub const JSON_BYTES_MAX: usize = 16 * 1024;
 
 /// The media type of a problem document (RFC 9457).
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -30,7 +43,7 @@ pub const PROBLEM_ORDER_NOT_FOUND: &str = "urn:bp:rail:order-not-found";
 /// The problem type of a 409: the key was used before with another order.
 pub const PROBLEM_KEY_CONFLICT: &str = "urn:bp:rail:key-conflict";
 
-/// A problem document (RFC 9457) with the rail's reason code, when it gives one.
+/// A problem document (RFC 9457) with the party's reason code, when it gives one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Problem {
     /// One of the `PROBLEM_*` types.
@@ -39,7 +52,8 @@ pub struct Problem {
     /// A short human-readable summary.
     #[serde(default)]
     pub title: String,
-    /// An ISO 20022 status reason code (`FF01`, `AM12`, …), for a refusal.
+    /// A reason code (ISO 20022 style, 1 to 4 upper-case letters or digits: `FF01`, `AM12`,
+    /// …), for a refusal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }

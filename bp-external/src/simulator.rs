@@ -1,18 +1,26 @@
-//! The simulator of the outside parties: a payment rail speaking the rail's HTTP contract on
-//! its own loopback listener, for development mode and tests, so that the real HTTP adapter
-//! ([`crate::HttpRail`]) is the code path even offline. It is not a rail: it keeps its orders
-//! in memory, and it moves no money anywhere.
+//! The simulator of the outside parties: the payment rails, the FX provider ([`FxRules`]) and
+//! the loan provider ([`LoanRules`]) speaking their HTTP contracts on one loopback listener, for
+//! development mode and tests, so that the real HTTP adapters ([`crate::HttpRail`],
+//! [`crate::HttpFxProvider`], [`crate::HttpLoanProvider`]) are the code path even offline. It is
+//! none of these parties: it keeps everything in memory, and it moves no money anywhere.
+//!
+//! Each rail has its own base URL ([`SimulatorHandle::rail_base_url`]): SEPA at the root
+//! (`/orders`), the correspondent under `/correspondent/` (`/correspondent/orders`), so that
+//! the server runs one [`crate::HttpRail`] per rail against one simulator. The FX and loan
+//! providers are at the root ([`SimulatorHandle::base_url`]): `/fx/quotes`, `/loans/decisions`.
 //!
 //! - `POST /orders` (a pacs.008, `Idempotency-Key`): the order is kept under its key; after
 //!   `answer_delay_ms` it answers `202` with a pacs.002 (the same key and the same order again:
 //!   `200` with the very same report; the same key with another order: `409`; an unreadable
-//!   one: `400` refused, `FF01`).
+//!   one: `400` refused, `FF01`; a currency the rail does not carry: `400` refused, `AM03` —
+//!   SEPA takes euro only, the correspondent any currency).
 //! - `GET /orders/{key}`: a pacs.002 with the order's status now, or `404` order-not-found.
 //! - Outcomes follow [`OutcomeRules`], by amount: cents equal to `reject_cents` → `RJCT` with
 //!   `reject_reason`; at least `pending_from_minor` → `PDNG`, settled (`ACSC`) after
 //!   `settle_after_ms`; otherwise `ACCP`, settled after `settle_after_ms`.
 //! - Each status an order takes (the first included) is pushed as a signed webhook (a pacs.002)
-//!   to `webhook_url`, retried with back-off, signed again on each attempt.
+//!   to the rail's webhook URL (`webhook_url` for SEPA, `correspondent_webhook_url`), retried
+//!   with back-off, signed again on each attempt.
 //! - [`SimulatorHandle::originate_incoming`] sends a payment in: a signed pacs.008 to
 //!   `incoming_url`.
 //!
@@ -25,17 +33,23 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+mod fx;
+mod loans;
+
+pub use fx::{FX_FEE_RATE, FX_RATES_FROM_EUR, FxRules, INVERSE_RATE_DECIMALS, QUOTE_TTL_S_MAX};
+pub use loans::{LOAN_DECLINE_WORD, LOAN_FEE_RATE, LOAN_RATE_BANDS, LoanRules};
+
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bp_core::clock::{Clock, SystemClock};
-use bp_core::external::{BackOff, Bic, CallKey, ExternalAccount, RailOrder, ReasonCode};
+use bp_core::external::{BackOff, Bic, CallKey, ExternalAccount, RailId, RailOrder, ReasonCode};
 use bp_core::iso20022::pacs002::{self, NewStatusReport, Reported, Status};
 use bp_core::iso20022::pacs008::{self, CreditTransferTx};
 use bp_core::iso20022::{Iso20022Error, MESSAGE_BYTES_MAX};
-use bp_core::money::{Currency, Money};
+use bp_core::money::Money;
 use bp_core::random::{Randomness, SeededRandomness};
 use reqwest::Url;
 use tokio::net::TcpListener;
@@ -44,8 +58,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::contract::{
-    IDEMPOTENCY_KEY_HEADER, PROBLEM_JSON, PROBLEM_KEY_CONFLICT, PROBLEM_ORDER_NOT_FOUND, PROBLEM_REFUSED, Problem,
-    SIGNATURE_HEADER, XML,
+    IDEMPOTENCY_KEY_HEADER, JSON, PROBLEM_JSON, PROBLEM_KEY_CONFLICT, PROBLEM_ORDER_NOT_FOUND, PROBLEM_REFUSED,
+    Problem, SIGNATURE_HEADER, XML,
 };
 use crate::webhook::{WebhookSecret, signature_header};
 
@@ -100,8 +114,10 @@ pub struct SimulatorConfig {
     pub answer_delay_ms: u64,
     /// How orders end.
     pub rules: OutcomeRules,
-    /// Where status webhooks go (none: not sent).
+    /// Where the SEPA rail's status webhooks go (none: not sent).
     pub webhook_url: Option<Url>,
+    /// Where the correspondent rail's status webhooks go (none: not sent).
+    pub correspondent_webhook_url: Option<Url>,
     /// Where incoming payments go (none: [`SimulatorHandle::originate_incoming`] refuses).
     pub incoming_url: Option<Url>,
     /// The secret webhooks and incoming payments are signed with.
@@ -114,18 +130,24 @@ pub struct SimulatorConfig {
     pub seed: u64,
     /// The simulated paying bank's BIC, for incoming payments whose payer has none.
     pub payer_bank: Bic,
-    /// Most orders kept (then `503`).
+    /// Most orders kept, and most quotes and loan decisions (then `503`).
     pub orders_max: usize,
+    /// How the FX provider quotes.
+    pub fx: FxRules,
+    /// How the loan provider decides.
+    pub loans: LoanRules,
 }
 
 impl SimulatorConfig {
-    /// On a free loopback port, answering at once, the default rules, no webhooks.
+    /// On a free loopback port, answering at once, the default rules of every party, no
+    /// webhooks.
     pub fn new(webhook_secret: WebhookSecret, seed: u64) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             answer_delay_ms: 0,
             rules: OutcomeRules::default(),
             webhook_url: None,
+            correspondent_webhook_url: None,
             incoming_url: None,
             webhook_secret,
             webhook_attempts_max: 5,
@@ -133,6 +155,8 @@ impl SimulatorConfig {
             seed,
             payer_bank: Bic::parse("SIMUDEFFXXX").unwrap_or_else(|_| unreachable!("a valid BIC")),
             orders_max: 100_000,
+            fx: FxRules::default(),
+            loans: LoanRules::default(),
         }
     }
 }
@@ -203,7 +227,10 @@ impl Order {
 #[derive(Debug)]
 struct Shared {
     config: SimulatorConfig,
-    orders: Mutex<HashMap<CallKey, Order>>,
+    /// Each rail's orders, by our key.
+    orders: Mutex<HashMap<(RailId, CallKey), Order>>,
+    fx: Mutex<fx::Desk>,
+    loans: Mutex<loans::Book>,
     tasks: Mutex<JoinSet<()>>,
     random: SeededRandomness,
     clock: SystemClock,
@@ -212,7 +239,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn lock_orders(&self) -> std::sync::MutexGuard<'_, HashMap<CallKey, Order>> {
+    fn lock_orders(&self) -> std::sync::MutexGuard<'_, HashMap<(RailId, CallKey), Order>> {
         self.orders.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -229,6 +256,20 @@ impl Shared {
 
     fn report(&self, key: &CallKey, status: &Reported) -> Result<String, Iso20022Error> {
         pacs002::build(&NewStatusReport::for_key(key, self.message_id(), self.clock.now(), status.clone()))
+    }
+
+    /// Where the status webhooks of `rail`'s orders go.
+    fn webhook_url(&self, rail: RailId) -> Option<Url> {
+        match rail {
+            RailId::SepaCreditTransfer => self.config.webhook_url.clone(),
+            RailId::Correspondent => self.config.correspondent_webhook_url.clone(),
+            _ => None,
+        }
+    }
+
+    /// Waits `answer_delay_ms`: every party answers that late.
+    async fn answer_delay(&self) {
+        tokio::time::sleep(Duration::from_millis(self.config.answer_delay_ms)).await;
     }
 
     fn settle_after(&self) -> Duration {
@@ -306,16 +347,22 @@ impl Simulator {
             random: SeededRandomness::new(config.seed),
             config,
             orders: Mutex::new(HashMap::new()),
+            fx: Mutex::default(),
+            loans: Mutex::default(),
             tasks: Mutex::new(JoinSet::new()),
             clock: SystemClock,
             client,
             order_posts: Mutex::new(0),
         });
-        let router = Router::new()
-            .route("/orders", post(submit))
-            .route("/orders/{key}", get(status))
-            .layer(DefaultBodyLimit::max(MESSAGE_BYTES_MAX))
-            .with_state(shared.clone());
+        let mut router = Router::new().merge(fx::routes(shared.clone())).merge(loans::routes(shared.clone()));
+        for rail in RailId::ALL {
+            let rail_routes = rail_routes(RailState { shared: shared.clone(), rail });
+            router = match rail_prefix(rail) {
+                None => router.merge(rail_routes),
+                Some(prefix) => router.nest(&format!("/{prefix}"), rail_routes),
+            };
+        }
+        let router = router.layer(DefaultBodyLimit::max(MESSAGE_BYTES_MAX));
         let (shutdown, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             let serve = axum::serve(listener, router).with_graceful_shutdown(async {
@@ -336,14 +383,42 @@ impl SimulatorHandle {
         self.addr
     }
 
-    /// Its base URL (`http://127.0.0.1:<port>/`), for [`crate::HttpRailConfig`].
+    /// Its base URL (`http://127.0.0.1:<port>/`): the SEPA rail's, the FX provider's and the
+    /// loan provider's, for [`crate::HttpRailConfig::new`] and [`crate::HttpPartyConfig::new`].
     pub fn base_url(&self) -> Url {
         Url::parse(&format!("http://{}/", self.addr)).unwrap_or_else(|_| unreachable!("an address is a URL"))
     }
 
-    /// How many orders it keeps (distinct keys).
+    /// The base URL of `rail`, for [`crate::HttpRailConfig::for_rail`]: the root for SEPA,
+    /// `/correspondent/` for the correspondent.
+    pub fn rail_base_url(&self, rail: RailId) -> Url {
+        let base = self.base_url();
+        match rail_prefix(rail) {
+            None => base,
+            Some(prefix) => {
+                base.join(&format!("{prefix}/")).unwrap_or_else(|_| unreachable!("a rail's name is a path"))
+            }
+        }
+    }
+
+    /// How many orders it keeps (distinct keys, every rail).
     pub fn orders_len(&self) -> usize {
         self.shared.lock_orders().len()
+    }
+
+    /// How many orders of `rail` it keeps.
+    pub fn rail_orders_len(&self, rail: RailId) -> usize {
+        self.shared.lock_orders().keys().filter(|(r, _)| *r == rail).count()
+    }
+
+    /// How many quotes it gave (distinct keys).
+    pub fn quotes_len(&self) -> usize {
+        self.shared.fx.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    /// How many loan applications it decided (distinct keys).
+    pub fn decisions_len(&self) -> usize {
+        self.shared.loans.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 
     /// How many order submissions it received (repeats included).
@@ -387,6 +462,23 @@ impl Drop for SimulatorHandle {
     }
 }
 
+/// The path prefix of `rail`'s orders: none for SEPA (where it has always been), the rail's
+/// name for every other.
+fn rail_prefix(rail: RailId) -> Option<&'static str> {
+    (rail != RailId::SepaCreditTransfer).then(|| rail.name())
+}
+
+/// What a rail's handlers know: the simulator, and which rail they serve.
+#[derive(Clone, Debug)]
+struct RailState {
+    shared: Arc<Shared>,
+    rail: RailId,
+}
+
+fn rail_routes(state: RailState) -> Router {
+    Router::new().route("/orders", post(submit)).route("/orders/{key}", get(status)).with_state(state)
+}
+
 fn problem(status: StatusCode, kind: &str, title: &str, reason: Option<&str>) -> Response {
     let body = serde_json::to_vec(&Problem::new(kind, title, reason)).unwrap_or_default();
     (status, [(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON))], body).into_response()
@@ -400,36 +492,42 @@ fn refused(reason: &str, title: &str) -> Response {
     problem(StatusCode::BAD_REQUEST, PROBLEM_REFUSED, title, Some(reason))
 }
 
-/// The one transaction of a pacs.008, or why it is refused (reason code, title).
-fn read_order(body: &str) -> Result<CreditTransferTx, (&'static str, &'static str)> {
+/// The one transaction of a pacs.008 to `rail`, or why it is refused (reason code, title).
+fn read_order(body: &str, rail: RailId) -> Result<CreditTransferTx, (&'static str, &'static str)> {
     let message = pacs008::parse(body).map_err(|_| ("FF01", "not a pacs.008.001.08"))?;
     let [tx] =
         <[CreditTransferTx; 1]>::try_from(message.transactions).map_err(|_| ("FF01", "one transaction per message"))?;
-    if tx.amount.currency() != Currency::EUR {
-        return Err(("AM03", "euro only"));
+    if !rail.carries(tx.amount.currency()) {
+        return Err(("AM03", "a currency this rail does not carry"));
     }
     Ok(tx)
 }
 
+/// The key in the `Idempotency-Key` header, if there is a valid one.
+fn idempotency_key(headers: &HeaderMap) -> Option<CallKey> {
+    headers.get(IDEMPOTENCY_KEY_HEADER).and_then(|v| v.to_str().ok()).and_then(|k| CallKey::parse(k).ok())
+}
+
 /// Takes an order, then answers after `answer_delay_ms`: the order is kept whether or not the
 /// caller is still there to read the answer (as a real rail that received it would).
-async fn submit(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: String) -> Response {
-    let answer = take_order(&shared, &headers, &body);
-    tokio::time::sleep(Duration::from_millis(shared.config.answer_delay_ms)).await;
+async fn submit(State(state): State<RailState>, headers: HeaderMap, body: String) -> Response {
+    let answer = take_order(&state.shared, state.rail, &headers, &body);
+    state.shared.answer_delay().await;
     answer
 }
 
-fn take_order(shared: &Arc<Shared>, headers: &HeaderMap, body: &str) -> Response {
+fn take_order(shared: &Arc<Shared>, rail: RailId, headers: &HeaderMap, body: &str) -> Response {
     *shared.order_posts.lock().unwrap_or_else(PoisonError::into_inner) += 1;
-    let key = headers.get(IDEMPOTENCY_KEY_HEADER).and_then(|v| v.to_str().ok()).map(CallKey::parse);
-    let Some(Ok(key)) = key else { return refused("FF01", "an Idempotency-Key of 1 to 35 letters, digits or '-'") };
-    let tx = match read_order(body) {
+    let Some(key) = idempotency_key(headers) else {
+        return refused("FF01", "an Idempotency-Key of 1 to 35 letters, digits or '-'");
+    };
+    let tx = match read_order(body, rail) {
         Ok(tx) => tx,
         Err((reason, title)) => return refused(reason, title),
     };
     let fingerprint = Fingerprint(tx);
     let mut orders = shared.lock_orders();
-    if let Some(order) = orders.get(&key) {
+    if let Some(order) = orders.get(&(rail, key.clone())) {
         if order.fingerprint != fingerprint {
             return problem(StatusCode::CONFLICT, PROBLEM_KEY_CONFLICT, "key used with another order", None);
         }
@@ -445,9 +543,9 @@ fn take_order(shared: &Arc<Shared>, headers: &HeaderMap, body: &str) -> Response
     };
     let order = Order { fingerprint, received: Instant::now(), first: first.clone(), then: then.clone(), first_answer };
     let answer = order.first_answer.clone();
-    orders.insert(key.clone(), order);
+    orders.insert((rail, key.clone()), order);
     drop(orders);
-    if let Some(url) = shared.config.webhook_url.clone() {
+    if let Some(url) = shared.webhook_url(rail) {
         let task_shared = shared.clone();
         shared.spawn(async move { push_statuses(task_shared, url, key, first, then).await });
     }
@@ -468,17 +566,25 @@ async fn push_statuses(shared: Arc<Shared>, url: Url, key: CallKey, first: Repor
     }
 }
 
-async fn status(State(shared): State<Arc<Shared>>, Path(key): Path<String>) -> Response {
+async fn status(State(RailState { shared, rail }): State<RailState>, Path(key): Path<String>) -> Response {
     let Ok(key) = CallKey::parse(&key) else {
         return problem(StatusCode::NOT_FOUND, PROBLEM_ORDER_NOT_FOUND, "no such order", None);
     };
     let now = Instant::now();
-    let status = shared.lock_orders().get(&key).map(|o| o.status_at(now, shared.settle_after()).clone());
+    let status =
+        shared.lock_orders().get(&(rail, key.clone())).map(|o| o.status_at(now, shared.settle_after()).clone());
     match status {
         None => problem(StatusCode::NOT_FOUND, PROBLEM_ORDER_NOT_FOUND, "no such order", None),
         Some(status) => match shared.report(&key, &status) {
             Ok(report) => xml(StatusCode::OK, report),
             Err(_) => problem(StatusCode::INTERNAL_SERVER_ERROR, "about:blank", "report not built", None),
         },
+    }
+}
+
+fn json(status: StatusCode, body: &impl serde::Serialize) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(body) => (status, [(header::CONTENT_TYPE, HeaderValue::from_static(JSON))], body).into_response(),
+        Err(_) => problem(StatusCode::INTERNAL_SERVER_ERROR, "about:blank", "answer not written", None),
     }
 }

@@ -241,3 +241,14 @@ async fn the_breaker_opens_fails_fast_and_closes_after_a_successful_probe() {
     assert_eq!(rail.submit(&order(100), &k).await, Ok(RailAnswer::Accepted));
     assert_eq!(rail.breaker().stats().opened_total, 1);
 }
+
+#[tokio::test]
+async fn an_order_in_a_currency_the_rail_does_not_carry_is_refused_unsent() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(500)).mount(&server).await;
+    let mut in_dollars = order(100);
+    in_dollars.amount = bp_core::Money::new(100, bp_core::Currency::USD);
+    let code = Some(ReasonCode::currency_not_allowed());
+    assert_eq!(rail(&base(&server)).submit(&in_dollars, &key(13)).await, Err(CallError::Refused(Refusal { code })));
+    assert!(received(&server, "POST").await.is_empty(), "SEPA is euro only: nothing was sent");
+}
