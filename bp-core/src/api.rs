@@ -253,6 +253,45 @@ pub struct NewInterbankTransfer {
     pub reference: Option<String>,
 }
 
+/// A request for a currency conversion quote: converting `amount` (in the account's currency)
+/// into `target_currency`, for a payment abroad. Nothing is held.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewFxQuote {
+    /// The customer's account the money would leave.
+    pub from_account: AccountId,
+    /// The amount to convert, in the account's currency (the fee comes on top).
+    pub amount: Money,
+    /// The payee's currency (ISO 4217).
+    pub target_currency: Currency,
+}
+
+/// A payment abroad at an accepted quote: the quote exactly as `POST /v1/fx-quotes` gave it,
+/// before its `expires_at`. It always takes SCA; its challenge names both amounts, the fee and
+/// the rate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewInternationalTransfer {
+    /// The customer's account the money leaves (the quote's source currency).
+    pub from_account: AccountId,
+    /// The quote accepted, unchanged.
+    pub quote: crate::external::fx::FxQuote,
+    /// The payee's IBAN (spaces allowed, letters in any case).
+    #[schemars(length(min = 15, max = 42))]
+    pub to_iban: String,
+    /// The payee's name, as their bank knows it (1 to 70 characters).
+    #[schemars(length(min = 1, max = 70))]
+    pub to_name: String,
+    /// The payee's bank's BIC (8 or 11 characters), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 8, max = 11))]
+    pub to_bic: Option<String>,
+    /// Remittance information for the payee (at most 140 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 140))]
+    pub reference: Option<String>,
+}
+
 /// A transfer as its payer sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TransferView {

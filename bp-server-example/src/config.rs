@@ -53,6 +53,39 @@ pub struct Config {
 pub struct ExternalConfig {
     /// The SEPA credit-transfer rail.
     pub sepa: SepaConfig,
+    /// Payments abroad: the FX provider and the correspondent rail (with the SEPA rail's
+    /// timeouts, retries, breaker and webhook secrets). In development mode with
+    /// `sepa.simulate`, the simulator answers both when these are not set.
+    pub abroad: AbroadConfig,
+}
+
+/// Where payments abroad go (`[external.abroad]`): both or neither.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AbroadConfig {
+    /// The FX provider's base URL.
+    pub fx_base_url: Option<String>,
+    /// The correspondent rail's base URL.
+    pub correspondent_base_url: Option<String>,
+}
+
+impl AbroadConfig {
+    fn validate(&self) -> Result<(), String> {
+        for (name, url) in
+            [("fx_base_url", &self.fx_base_url), ("correspondent_base_url", &self.correspondent_base_url)]
+        {
+            if let Some(url) = url {
+                let parsed = url::Url::parse(url).map_err(|e| format!("external.abroad.{name}: {e}"))?;
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    return Err(format!("external.abroad.{name} must be an http or https URL"));
+                }
+            }
+        }
+        if self.fx_base_url.is_some() != self.correspondent_base_url.is_some() {
+            return Err("external.abroad: set both fx_base_url and correspondent_base_url, or neither".to_owned());
+        }
+        Ok(())
+    }
 }
 
 /// A secret from the configuration: its `Debug` and its serialisation (`print-config`) never
@@ -553,6 +586,7 @@ impl Config {
             }
         }
         self.external.sepa.validate().map_err(ConfigError::Invalid)?;
+        self.external.abroad.validate().map_err(ConfigError::Invalid)?;
         if self.mode == Mode::Development && !self.tls() && !self.server.listen.ip().is_loopback() {
             return bad("development mode serves plain HTTP on loopback addresses only: configure TLS \
                  (server.tls_cert_path, server.tls_key_path) or listen on 127.0.0.1");

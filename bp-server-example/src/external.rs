@@ -10,13 +10,16 @@ use std::sync::Arc;
 
 use bp_core::clock::Clock;
 use bp_core::error::{Error, LedgerError};
+use bp_core::external::fx::{self, FxProvider};
 use bp_core::external::lifecycle::{self, Effect, Input, InterbankDetails, Policy, TransitionError};
-use bp_core::external::{BankIbans, Bic, CallKey, ExternalAccount, PayeeName, PaymentRail, RailOrder};
+use bp_core::external::{BankIbans, Bic, CallKey, ExternalAccount, PayeeName, PaymentRail, RailId, RailOrder};
 use bp_core::ids::{ServiceRecordId, TransferId};
 use bp_core::service_record::ServiceRecord;
 use bp_core::service_store::ServiceStore;
 use bp_external::simulator::{OutcomeRules, Simulator, SimulatorConfig, SimulatorHandle};
-use bp_external::{BreakerConfig, HttpRail, HttpRailConfig, WebhookSecret, WebhookVerifier};
+use bp_external::{
+    BreakerConfig, HttpFxProvider, HttpPartyConfig, HttpRail, HttpRailConfig, WebhookSecret, WebhookVerifier,
+};
 use rand::Rng as _;
 
 use crate::config::{Config, Mode};
@@ -33,6 +36,10 @@ pub const APPLY_ATTEMPTS_MAX: u32 = 16;
 pub struct External {
     /// The rail (the real HTTP adapter).
     pub rail: Arc<dyn PaymentRail>,
+    /// The correspondent rail that carries payments abroad, when connected.
+    pub correspondent: Option<Arc<dyn PaymentRail>>,
+    /// The FX provider that quotes payments abroad, when connected.
+    pub fx: Option<Arc<dyn FxProvider>>,
     /// Authenticates the rail's webhooks.
     pub verifier: WebhookVerifier,
     /// How this bank's accounts are written as IBANs.
@@ -53,6 +60,18 @@ impl std::fmt::Debug for External {
             .field("rail", &self.rail.id())
             .field("simulator", &self.simulator.as_ref().map(SimulatorHandle::addr))
             .finish_non_exhaustive()
+    }
+}
+
+impl External {
+    /// The connected rail that carries `record`'s payment (`None`: its rail is not connected
+    /// here, or the record is not a payment's).
+    pub fn rail_of(&self, record: &ServiceRecord) -> Option<&Arc<dyn PaymentRail>> {
+        match InterbankDetails::of(record)?.rail {
+            RailId::SepaCreditTransfer => Some(&self.rail),
+            RailId::Correspondent => self.correspondent.as_ref(),
+            _ => None,
+        }
     }
 }
 
@@ -101,13 +120,49 @@ pub async fn connect(config: &Config, public_base: &str) -> Result<Option<Extern
         breaker: BreakerConfig { failures_max: sepa.breaker_failures_max, cool_down_ms: sepa.breaker_cool_down_ms },
         ..HttpRailConfig::new(base_url.clone())
     };
-    let rail = HttpRail::new(rail_config).map_err(|e| e.to_string())?;
+    let rail = HttpRail::new(rail_config.clone()).map_err(|e| e.to_string())?;
+    let abroad = &config.external.abroad;
+    let abroad_urls = match (&abroad.fx_base_url, &abroad.correspondent_base_url, &simulator) {
+        (Some(fx), Some(rail), _) => Some((
+            url::Url::parse(fx).map_err(|e| format!("external.abroad.fx_base_url: {e}"))?,
+            url::Url::parse(rail).map_err(|e| format!("external.abroad.correspondent_base_url: {e}"))?,
+        )),
+        (_, _, Some(sim)) => Some((sim.base_url(), sim.rail_base_url(RailId::Correspondent))),
+        _ => None,
+    };
+    let abroad: Option<(Arc<dyn PaymentRail>, Arc<dyn FxProvider>)> = match abroad_urls {
+        Some((fx_url, rail_url)) => {
+            // The SEPA rail's timeouts, retries and breaker settings, each party with its own
+            // breaker.
+            let party = HttpPartyConfig {
+                connect_timeout_ms: rail_config.connect_timeout_ms,
+                request_timeout_ms: rail_config.request_timeout_ms,
+                attempts_max: rail_config.attempts_max,
+                retry_back_off: rail_config.retry_back_off,
+                breaker: rail_config.breaker,
+                ..HttpPartyConfig::new(fx_url)
+            };
+            let correspondent =
+                HttpRailConfig { rail: RailId::Correspondent, base_url: rail_url, ..rail_config.clone() };
+            Some((
+                Arc::new(HttpRail::new(correspondent).map_err(|e| e.to_string())?),
+                Arc::new(HttpFxProvider::new(party).map_err(|e| e.to_string())?),
+            ))
+        }
+        None => {
+            tracing::info!("payments abroad are off: no external.abroad URLs (nor the simulator)");
+            None
+        }
+    };
+    let (correspondent, fx) = abroad.unzip();
     let verifier = WebhookVerifier::new(secrets, sepa.webhook_tolerance_s).map_err(|e| e.to_string())?;
     if simulator.is_none() {
         tracing::info!(rail = %base_url, "external payments through the SEPA rail");
     }
     Ok(Some(External {
         rail: Arc::new(rail),
+        correspondent,
+        fx,
         verifier,
         bank,
         bic,
@@ -130,6 +185,9 @@ async fn start_simulator(
         .unwrap_or(0);
     let mut config = SimulatorConfig::new(secret.clone(), seed);
     config.webhook_url = Some(url(STATUS_WEBHOOK_PATH).map_err(|e| e.to_string())?);
+    // One receiver for both rails' status reports: a report names our key, which names the
+    // record, whatever the rail.
+    config.correspondent_webhook_url = config.webhook_url.clone();
     config.incoming_url = Some(url(INCOMING_WEBHOOK_PATH).map_err(|e| e.to_string())?);
     config.rules = OutcomeRules { settle_after_ms: sepa.simulator_settle_after_ms, ..OutcomeRules::default() };
     Simulator::start(config).await.map_err(|e| format!("starting the rail simulator: {e}"))
@@ -209,7 +267,8 @@ pub async fn order_of(
     let name = PayeeName::parse(&customer.display_name()).map_err(|e| e.to_string())?;
     let debtor = ExternalAccount { iban: external.bank.iban_of(account.number), name, bic: Some(external.bic.clone()) };
     Ok(RailOrder {
-        amount: record.amount,
+        // An international payment's rail carries the converted amount.
+        amount: fx::rail_amount(record),
         debtor,
         creditor: details.creditor,
         remittance: details.remittance,

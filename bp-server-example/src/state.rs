@@ -117,6 +117,10 @@ impl AppState {
     pub fn with_external(mut self, external: Option<External>) -> Self {
         if let Some(external) = &external {
             self.payments = self.payments.with_external(Arc::clone(&self.services), external.bank.clone());
+            // Payments abroad need the quotes and the rail that carries them.
+            if let (Some(fx), Some(_)) = (&external.fx, &external.correspondent) {
+                self.payments = self.payments.with_fx(Arc::clone(fx));
+            }
         }
         self.external = external.map(Arc::new);
         self

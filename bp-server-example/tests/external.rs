@@ -586,3 +586,90 @@ async fn payments_to_an_iban_over_http_are_handed_to_the_rail_and_settle() {
     assert_eq!(balances(&server, bob.eur).await, (100_000, 100_000));
     server.stop().await;
 }
+
+/// A payment abroad over HTTP (within the TOTP limit: 100.00 EUR, fee 1.00): a quote with exact
+/// amounts; a changed quote refused (409) and an
+/// unknown one (422) holding nothing; paying holds the amount and the fee and opens a challenge
+/// whose text names both amounts, the fee and the rate; the answer hands it to the
+/// correspondent rail (the real `HttpRail` against the simulator), which settles it in dollars:
+/// every leg posted, every currency at zero; `GET /v1/services` shows the quote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_abroad_converts_at_its_quote_and_settles_in_the_target_currency() {
+    use bp_core::account::SystemAccount;
+    let mut server = Server::start_with(simulated).await;
+    let ada = server.customer("ada-abroad", 200_000, 0).await;
+    let api = Api::new(&server, &server.login(&ada, ALL).await);
+    let ask = serde_json::json!({
+        "from_account": ada.eur, "amount": { "amount": "100.00", "currency": "EUR" }, "target_currency": "USD",
+    });
+    let (status, quote) = api.post("/v1/fx-quotes", &ask, None).await;
+    assert_eq!(status, StatusCode::CREATED, "{quote}");
+    assert_eq!(quote["rate"], "1.0842", "{quote}");
+    assert_eq!(quote["target"], serde_json::json!({ "amount": "108.42", "currency": "USD" }), "{quote}");
+    assert_eq!(quote["fee"], serde_json::json!({ "amount": "1.00", "currency": "EUR" }), "{quote}");
+    assert_eq!(quote["debit"], serde_json::json!({ "amount": "101.00", "currency": "EUR" }), "{quote}");
+    let pay = |quote: &Value| {
+        serde_json::json!({
+            "from_account": ada.eur, "quote": quote, "to_iban": "GB33 BUKB 2020 1555 5555 55", "to_name": "Jane Doe",
+            "reference": "rent",
+        })
+    };
+
+    // A better rate than quoted, or a quote the provider never gave: refused, nothing held.
+    let mut better = quote.clone();
+    better["rate"] = Value::from("1.2");
+    let (status, problem) = api.post("/v1/international-transfers", &pay(&better), Some("abroad-tampered")).await;
+    assert_problem(status, &problem, StatusCode::CONFLICT, "fx-quote-stale");
+    let mut unknown = quote.clone();
+    unknown["id"] = Value::from("no-such-quote");
+    let (status, problem) = api.post("/v1/international-transfers", &pay(&unknown), Some("abroad-unknown")).await;
+    assert_problem(status, &problem, StatusCode::UNPROCESSABLE_ENTITY, "fx-quote-unknown");
+    let (status, problem) = api
+        .post(
+            "/v1/fx-quotes",
+            &serde_json::json!({
+                "from_account": ada.eur, "amount": { "amount": "1.00", "currency": "EUR" }, "target_currency": "EUR",
+            }),
+            None,
+        )
+        .await;
+    assert_problem(status, &problem, StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    assert_eq!(balances(&server, ada.eur).await, (200_000, 200_000), "no refusal held anything");
+
+    // Paid: the amount and the fee held, a challenge naming both amounts, the fee and the rate.
+    let (status, paid) = api.post("/v1/international-transfers", &pay(&quote), Some("abroad-1")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{paid}");
+    let message = paid["sca"]["message"].as_str().expect("message");
+    for line in
+        ["amount:100.00", "fee:1.00", "total:101.00", "rate:1.0842", "receive:108.42", "receive_currency:USD"]
+    {
+        assert!(message.lines().any(|l| l == line), "the challenge names {line}: {message}");
+    }
+    assert_eq!(balances(&server, ada.eur).await, (200_000, 189_900), "amount and fee held");
+    let answer =
+        serde_json::json!({ "method": "totp", "challenge_id": paid["sca"]["id"], "code": server.totp(&ada).await });
+    let id = paid["transfer"]["id"].as_str().expect("id");
+    let (status, confirmed) = api.post(&format!("/v1/transfers/{id}/confirm"), &answer, None).await;
+    assert_eq!(status, StatusCode::OK, "{confirmed}");
+    let service: ServiceRecordId = confirmed["service"].as_str().expect("service").parse().expect("id");
+    let settled = until_status(&server, service, ServiceStatus::Settled).await;
+    assert_eq!(settled.transfers.len(), 3, "amount, fee and the dollar leg");
+    assert_eq!(balances(&server, ada.eur).await, (189_900, 189_900));
+    let usd = Currency::USD;
+    assert_eq!(balances(&server, SystemAccount::InternationalClearing.id(usd)).await.0, 10_842);
+    assert_eq!(balances(&server, SystemAccount::FxPosition.id(usd)).await.0, -10_842);
+    for total in server.state.ledger.store().totals().await.expect("totals") {
+        assert_eq!(total.posted_minor, 0, "{} sums to zero", total.currency);
+    }
+    let (_, list) = api.get("/v1/services").await;
+    let record = &list["services"][0];
+    assert_eq!(
+        (record["kind"].as_str(), record["details"]["quote"]["rate"].as_str()),
+        (Some("international_transfer"), Some("1.0842")),
+        "{list}"
+    );
+    // A retry answers the same record.
+    let (status, again) = api.post("/v1/international-transfers", &pay(&quote), Some("abroad-1")).await;
+    assert_eq!((status, &again["service"]), (StatusCode::ACCEPTED, &confirmed["service"]), "{again}");
+    server.stop().await;
+}

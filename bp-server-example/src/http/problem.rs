@@ -7,6 +7,8 @@ use aide::openapi::{MediaType, Operation, Response, SchemaObject};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response as AxumResponse};
 use bp_core::api::Problem;
+use bp_core::external::CallError;
+use bp_core::external::fx::QuoteError;
 use bp_core::payments::{InvalidIdempotencyKey, PaymentError};
 use bp_core::sca::ScaError;
 use bp_core::{Error, LedgerError, StoreError, StoreErrorKind};
@@ -142,6 +144,15 @@ pub enum ApiError {
     /// Passkeys are off on this server: why (its RP ID would be an IP address).
     #[error("{0}")]
     PasskeysUnavailable(String),
+    /// The FX quote accepted is not the provider's any more, or expired: ask for a new one.
+    #[error("{0}")]
+    QuoteStale(String),
+    /// The FX quote accepted is unknown to the provider.
+    #[error("{0}")]
+    QuoteUnknown(String),
+    /// An outside party (the FX provider) did not answer or refused: nothing was held.
+    #[error("the outside party did not answer; try again later")]
+    PartyUnavailable,
     /// Payments to other banks need a payment rail, and this server has none configured.
     #[error("this server has no payment rail configured")]
     ExternalUnavailable,
@@ -202,6 +213,11 @@ impl ApiError {
             ApiError::PasskeyRefused(_) => (S::UNPROCESSABLE_ENTITY, "passkey-refused", "Passkey refused"),
             ApiError::PasskeysUnavailable(_) => {
                 (S::NOT_IMPLEMENTED, "passkeys-unavailable", "Passkeys are not available on this server")
+            }
+            ApiError::QuoteStale(_) => (S::CONFLICT, "fx-quote-stale", "The quote changed or expired"),
+            ApiError::QuoteUnknown(_) => (S::UNPROCESSABLE_ENTITY, "fx-quote-unknown", "No such quote"),
+            ApiError::PartyUnavailable => {
+                (S::SERVICE_UNAVAILABLE, "external-party-unavailable", "An outside party did not answer")
             }
             ApiError::ExternalUnavailable => {
                 (S::SERVICE_UNAVAILABLE, "external-services-unavailable", "External services are not connected")
@@ -283,6 +299,9 @@ impl IntoResponse for ApiError {
             }
             ApiError::Unavailable => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::PartyUnavailable => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             _ => {}
         }
@@ -414,6 +433,22 @@ impl From<PaymentError> for ApiError {
             PaymentError::ChallengeMismatch => ApiError::Conflict(e.to_string()),
             PaymentError::Rail(_) | PaymentError::OwnIban { .. } => ApiError::Unprocessable(e.to_string()),
             PaymentError::NotSupported(_) => ApiError::ExternalUnavailable,
+            PaymentError::Quote(q) => match q {
+                QuoteError::Changed | QuoteError::Expired { .. } => ApiError::QuoteStale(q.to_string()),
+                QuoteError::Unknown => ApiError::QuoteUnknown(q.to_string()),
+                QuoteError::Provider(_) => {
+                    tracing::warn!(error = %q, "the FX provider gave a quote the bank does not offer");
+                    ApiError::PartyUnavailable
+                }
+                other => ApiError::Unprocessable(other.to_string()),
+            },
+            PaymentError::Provider(CallError::Refused(_)) => {
+                ApiError::Unprocessable("the FX provider does not quote this conversion".to_owned())
+            }
+            PaymentError::Provider(call) => {
+                tracing::warn!(error = %call, "the FX provider failed");
+                ApiError::PartyUnavailable
+            }
             PaymentError::Store(s) => s.into(),
             other => {
                 tracing::error!(error = %other, "unexpected payment refusal");

@@ -139,6 +139,33 @@ fn documented() -> ApiRouter<Arc<AppState>> {
                     .response::<202, Json<TransferResponse>>()
             }),
         )
+        .api_route(
+            "/v1/fx-quotes",
+            post_with(transfers::create_fx_quote, |o| {
+                o.tag("transfers")
+                    .summary("Quote a currency conversion for a payment abroad")
+                    .description(
+                        "201: the provider's rate and fee, with every amount computed exactly (target = amount × rate, \
+                         rounded half-even to the target's minor unit; the fee in the source currency, on top). Nothing \
+                         is held. Pay with it, unchanged, before `expires_at` at /v1/international-transfers.",
+                    )
+                    .response::<201, Json<bp_core::external::fx::FxQuote>>()
+            }),
+        )
+        .api_route(
+            "/v1/international-transfers",
+            post_with(transfers::create_international_transfer, |o| {
+                o.tag("transfers")
+                    .summary("Pay an account abroad at an accepted FX quote")
+                    .description(
+                        "202: pending; answer `sca` (whose text names both amounts, the fee and the rate) at \
+                         /v1/transfers/{id}/confirm before the quote expires, whose answer then names the service. \
+                         409 fx-quote-stale: the quote changed or expired (ask for a new one); 422 fx-quote-unknown. \
+                         Every leg is held until the rail settles (posted) or rejects (released) the payment.",
+                    )
+                    .response::<202, Json<TransferResponse>>()
+            }),
+        )
         .api_route("/v1/transfers/{transfer_id}", get_with(transfers::get_transfer, |o| o.tag("transfers").summary("One transfer")))
         .api_route(
             "/v1/transfers/{transfer_id}/confirm",

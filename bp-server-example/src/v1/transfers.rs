@@ -14,10 +14,14 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use bp_core::account::Account;
-use bp_core::api::{ChallengeView, NewInterbankTransfer, NewTransfer, ScaAnswer, TransferResponse, TransferView};
+use bp_core::api::{
+    ChallengeView, NewFxQuote, NewInterbankTransfer, NewInternationalTransfer, NewTransfer, ScaAnswer,
+    TransferResponse, TransferView,
+};
 use bp_core::external::ExternalAccount;
+use bp_core::external::fx::FxQuote;
 use bp_core::ids::{CustomerId, TransferId};
-use bp_core::payments::{IDEMPOTENCY_KEY_LEN_MAX, Payee, Payment, PaymentRequest};
+use bp_core::payments::{IDEMPOTENCY_KEY_LEN_MAX, InternationalRequest, PayReceipt, Payee, Payment, PaymentRequest};
 use bp_core::transfer::{Transfer, TransferState};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -101,6 +105,36 @@ pub(super) async fn create_interbank_transfer(
     pay(&state, auth.0.customer_id, &key, &request).await
 }
 
+/// `POST /v1/fx-quotes`: the provider's rate and fee for converting an amount of the customer's
+/// account into another currency, every amount computed exactly; nothing is held.
+pub(super) async fn create_fx_quote(
+    State(state): State<Arc<AppState>>,
+    Payer(auth): Payer,
+    ApiJson(body): ApiJson<NewFxQuote>,
+) -> ApiResult<(StatusCode, Json<FxQuote>)> {
+    let quote = state
+        .payments
+        .quote_international(auth.0.customer_id, body.from_account, body.amount, body.target_currency)
+        .await?;
+    Ok((StatusCode::CREATED, Json(quote)))
+}
+
+/// `POST /v1/international-transfers`: a payment abroad at an accepted quote, over the
+/// correspondent rail.
+pub(super) async fn create_international_transfer(
+    State(state): State<Arc<AppState>>,
+    Payer(auth): Payer,
+    key: IdempotencyKey,
+    ApiJson(body): ApiJson<NewInternationalTransfer>,
+) -> ApiResult<(StatusCode, Json<TransferResponse>)> {
+    let payee = ExternalAccount::parse(&body.to_iban, &body.to_name, body.to_bic.as_deref())
+        .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    let request =
+        InternationalRequest { from_account: body.from_account, quote: body.quote, payee, reference: body.reference };
+    let receipt = state.payments.pay_international(auth.0.customer_id, &key.0, &request).await?;
+    Ok(answer(receipt))
+}
+
 /// Pays `request` under `key` and answers as the façade decided: 201 posted (with its
 /// exemption), 202 waiting for SCA (with the challenge), or 202 handed to the rail (with the
 /// service record). A retry gets the first attempt's status, with the transfer as it is now.
@@ -111,6 +145,11 @@ async fn pay(
     request: &PaymentRequest,
 ) -> ApiResult<(StatusCode, Json<TransferResponse>)> {
     let receipt = state.payments.pay(customer, &key.0, request).await?;
+    Ok(answer(receipt))
+}
+
+/// The status and body of a payment's receipt.
+fn answer(receipt: PayReceipt) -> (StatusCode, Json<TransferResponse>) {
     let (status, response) = match receipt.payment {
         Payment::Posted { transfer, exemption } => (
             StatusCode::CREATED,
@@ -140,7 +179,7 @@ async fn pay(
             },
         ),
     };
-    Ok((status, Json(response)))
+    (status, Json(response))
 }
 
 pub(super) async fn confirm_transfer(
