@@ -203,6 +203,7 @@ pub async fn seed(state: &AppState, credentials_file: &Path) -> Result<Option<Ve
         }
         let eur = AccountId::from_uuid(demo_uuid(&format!("{}/{}", c.username, Currency::EUR)));
         seed_interbank(state, c.username, id, eur).await?;
+        seed_international(state, c.username, id, eur).await?;
         enrolled.push(enrol(state, id, c.username, &random_token(12)).await?);
     }
     write_credentials(credentials_file, &enrolled)
@@ -253,6 +254,39 @@ async fn seed_interbank(state: &AppState, username: &str, customer: CustomerId, 
             record = state.services.apply(record.id, record.version, t).await.map_err(|e| err(&e))?;
         }
     }
+    Ok(())
+}
+
+/// A payment abroad of a demo customer, when payments abroad are connected: 250.00 EUR to a
+/// payee in the United Kingdom at a quote asked of the FX provider now, requested with all its
+/// legs and handed to the worker, which sends it to the correspondent rail (in development
+/// mode, the simulator, which settles it within seconds: the Services view shows it live).
+async fn seed_international(
+    state: &AppState,
+    username: &str,
+    customer: CustomerId,
+    eur: AccountId,
+) -> Result<(), String> {
+    use bp_core::external::fx::{self, FxQuote, NewInternationalPayment, QuoteRequest};
+    use bp_core::external::{CallKey, ExternalAccount};
+
+    let Some(external) = &state.external else { return Ok(()) };
+    let (Some(provider), Some(_)) = (&external.fx, &external.correspondent) else { return Ok(()) };
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let hold = TransferId::from_uuid(demo_uuid(&format!("{username}/international/out")));
+    let ask = QuoteRequest { source: Money::new(25_000, Currency::EUR), target_currency: Currency::GBP };
+    let quote = provider.quote(&ask, &CallKey::of_transfer(hold)).await.map_err(|e| err(&e))?;
+    let payment = NewInternationalPayment {
+        customer,
+        account: eur,
+        hold,
+        quote: FxQuote::of(&quote).map_err(|e| err(&e))?,
+        creditor: ExternalAccount::parse("GB33BUKB20201555555555", "Jane Doe", None).map_err(|e| err(&e))?,
+        remittance: Some("Flat deposit".to_owned()),
+    };
+    let requested = fx::request(&payment, state.now()).map_err(|e| err(&e))?;
+    state.services.request(requested).await.map_err(|e| err(&e))?;
+    state.external_wake.notify_one();
     Ok(())
 }
 

@@ -640,9 +640,7 @@ async fn a_payment_abroad_converts_at_its_quote_and_settles_in_the_target_curren
     let (status, paid) = api.post("/v1/international-transfers", &pay(&quote), Some("abroad-1")).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{paid}");
     let message = paid["sca"]["message"].as_str().expect("message");
-    for line in
-        ["amount:100.00", "fee:1.00", "total:101.00", "rate:1.0842", "receive:108.42", "receive_currency:USD"]
-    {
+    for line in ["amount:100.00", "fee:1.00", "total:101.00", "rate:1.0842", "receive:108.42", "receive_currency:USD"] {
         assert!(message.lines().any(|l| l == line), "the challenge names {line}: {message}");
     }
     assert_eq!(balances(&server, ada.eur).await, (200_000, 189_900), "amount and fee held");

@@ -401,6 +401,14 @@ test('an API error is shown in plain words with its problem type', async () => {
 test('services list the demo interbank payment (the simulator is the rail); the profile masks documents', async () => {
   await page.getByRole('link', { name: 'Services' }).click();
   await page.locator('tr[data-service]').first().waitFor();
+  // The demo's payment abroad: 250.00 EUR at 0.8571 with a 1.12 fee (0.45%) is 251.12 EUR out
+  // and 214.28 GBP in (214.275 rounded half-even).
+  const abroad = page.locator('tr[data-service]', { hasText: 'International transfer' });
+  await abroad.first().waitFor();
+  const fx = await abroad.first().locator('[data-fx]').innerText();
+  assert.match(fx, /251\.12/, fx);
+  assert.match(fx, /214\.28/, fx);
+  assert.match(fx, /at 0\.8571, fee .*1\.12/, fx);
   // A payment to another bank, made while the view is open, appears and settles without reload.
   await page.evaluate(() => { /** @type {any} */ (window).__sameDocument = true; });
   const paid = await H.api(server.base, ada, 'POST', '/v1/interbank-transfers', {

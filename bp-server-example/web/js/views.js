@@ -63,7 +63,18 @@ import { creationOptions, credentialJSON, failureText } from './webauthn.js';
  * @property {Money} amount
  * @property {string} created_at
  * @property {string} updated_at
- * @property {{ creditor?: { iban?: string, name?: string } }} [details]
+ * @property {ServiceDetails} [details]
+ */
+
+/**
+ * What the list reads of a record's details: an external payment's payee, an international
+ * payment's quote, a loan's purpose and schedule.
+ * @typedef {object} ServiceDetails
+ * @property {{ iban?: string, name?: string }} [creditor]
+ * @property {{ source: Money, fee: Money, debit: Money, rate: string, target: Money }} [quote]
+ * @property {string} [purpose]
+ * @property {Money} [outstanding]
+ * @property {{ number: number, due_on: string, principal: Money, interest: Money, total: Money, state: string, paid_on?: string }[]} [schedule]
  */
 
 /**
@@ -72,10 +83,48 @@ import { creationOptions, credentialJSON, failureText } from './webauthn.js';
  * @param {ServiceRecord} s
  */
 function servicePayee(s) {
+  if (s.kind === 'loan') return s.details?.purpose ?? '—';
   const c = s.details?.creditor;
   if (!c?.name) return '—';
   const iban = (c.iban ?? '').replace(/\s+/g, '');
   return iban.length > 8 ? `${c.name} · ${iban.slice(0, 2)} … ${iban.slice(-4)}` : c.name;
+}
+
+/**
+ * A service's amount as the list shows it: an international payment's debit and what arrives,
+ * with the rate and the fee; otherwise its amount.
+ * @param {ServiceRecord} s
+ */
+function serviceAmount(s) {
+  const q = s.details?.quote;
+  if (s.kind !== 'international_transfer' || !q) return fmt.money(s.amount);
+  return h('span', { 'data-fx': '' },
+    h('span', { 'data-debit': '' }, fmt.money(q.debit)), ' → ', h('span', { 'data-target': '' }, fmt.money(q.target)),
+    h('br'), h('small', { class: 'muted' }, `at ${q.rate}, fee ${fmt.money(q.fee)}`));
+}
+
+/**
+ * A loan's schedule: every instalment, paid or due (overdue once its date has passed).
+ * @param {ServiceRecord} s
+ */
+function loanSchedule(s) {
+  const schedule = s.details?.schedule ?? [];
+  if (schedule.length === 0) return null;
+  const today = new Date().toISOString().slice(0, 10);
+  const state = (/** @type {{ state: string, due_on: string }} */ i) =>
+    i.state === 'paid' ? 'paid' : i.due_on < today ? 'overdue' : 'due';
+  return h('details', { 'data-schedule': s.id },
+    h('summary', {}, `Schedule: ${schedule.filter((i) => i.state === 'paid').length} of ${schedule.length} paid`,
+      s.details?.outstanding ? `, ${fmt.money(s.details.outstanding)} outstanding` : ''),
+    h('table', { class: 'schedule' },
+      h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, '#'), h('th', { scope: 'col' }, 'Due'),
+        h('th', { scope: 'col', class: 'amount' }, 'Principal'), h('th', { scope: 'col', class: 'amount' }, 'Interest'),
+        h('th', { scope: 'col', class: 'amount' }, 'Instalment'), h('th', { scope: 'col' }, 'State'))),
+      h('tbody', {}, schedule.map((i) => h('tr', { 'data-instalment': String(i.number), 'data-state': state(i) },
+        h('td', {}, String(i.number)), h('td', {}, fmt.day(i.due_on)),
+        h('td', { class: 'amount' }, fmt.money(i.principal)), h('td', { class: 'amount' }, fmt.money(i.interest)),
+        h('td', { class: 'amount' }, fmt.money(i.total)),
+        h('td', {}, h('span', { class: 'badge' }, state(i) === 'paid' && i.paid_on ? `Paid ${fmt.day(i.paid_on)}` : fmt.words(state(i)))))))));
 }
 
 /**
@@ -554,9 +603,9 @@ export function services(ctx) {
           h('th', { scope: 'col', class: 'amount' }, 'Amount'), h('th', { scope: 'col' }, 'Requested'), h('th', { scope: 'col' }, 'Updated'))),
         h('tbody', {}, list.services.map((s) => h('tr', { 'data-service': s.id, 'data-status': s.status },
           h('td', {}, SERVICE_KINDS[s.kind] ?? fmt.words(s.kind)),
-          h('td', {}, servicePayee(s)),
+          h('td', {}, servicePayee(s), loanSchedule(s)),
           h('td', {}, h('span', { class: 'badge' }, fmt.words(s.status))),
-          h('td', { class: 'amount' }, fmt.money(s.amount)),
+          h('td', { class: 'amount' }, serviceAmount(s)),
           h('td', {}, fmt.when(s.created_at)),
           h('td', {}, fmt.when(s.updated_at)))))));
     }
