@@ -236,11 +236,20 @@ fn an_incoming_pacs008_credits_once_by_its_ids() {
 fn xsd_valid_pacs008() {
     let xsd = std::env::var("BP_PACS008_XSD").expect("BP_PACS008_XSD names the pacs.008.001.08 XSD");
     let dir = tempfile::tempdir().expect("temp dir");
-    for (i, o) in [order("Zoë & Söhne <\"Ο'Brien\">", Some("Invoice & more")), {
-        let mut o = order("Bob", None);
-        o.creditor.bic = None;
-        o
-    }]
+    for (i, o) in [
+        order("Zoë & Söhne <\"Ο'Brien\">", Some("Invoice & more")),
+        {
+            let mut o = order("Bob", None);
+            o.creditor.bic = None;
+            o
+        },
+        {
+            // A correspondent's order in another currency: no SEPA service level.
+            let mut o = order("Jane Doe", Some("rent"));
+            o.amount = Money::new(10_842, Currency::USD);
+            o
+        },
+    ]
     .iter()
     .enumerate()
     {
@@ -253,4 +262,16 @@ fn xsd_valid_pacs008() {
             .expect("xmllint runs");
         assert!(out.status.success(), "not valid: {}", String::from_utf8_lossy(&out.stderr));
     }
+}
+
+#[test]
+fn only_a_euro_order_claims_the_sepa_service_level() {
+    let sepa = pacs008::build(&order("Erika", None), &key(), at()).expect("build");
+    assert!(sepa.contains("<SvcLvl><Cd>SEPA</Cd></SvcLvl>"), "{sepa}");
+    let mut abroad = order("Jane Doe", None);
+    abroad.amount = Money::new(10_842, Currency::USD);
+    let xml = pacs008::build(&abroad, &key(), at()).expect("build");
+    assert!(!xml.contains("SEPA") && xml.contains("Ccy=\"USD\""), "{xml}");
+    let read = pacs008::parse(&xml).expect("parse");
+    assert_eq!(read.transactions[0].amount, Money::new(10_842, Currency::USD));
 }

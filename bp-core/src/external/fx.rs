@@ -47,7 +47,7 @@ const LEG_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2d8e_93a4_4b07_a1e5_58c0_7d2f
 /// Longest quote id a provider may give.
 pub const QUOTE_ID_LEN_MAX: usize = 64;
 
-/// A provider's id of a quote: 1 to 64 ASCII letters, digits, `-`, `_` or `.`.
+/// A provider's id of a quote: 1 to 64 ASCII letters, digits, `-`, `_` or `.`, not dots only.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct QuoteId(String);
@@ -60,7 +60,9 @@ impl JsonSchema for QuoteId {
     fn json_schema(_generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
             "type": "string",
-            "pattern": "^[A-Za-z0-9._-]{1,64}$",
+            "minLength": 1,
+            "maxLength": QUOTE_ID_LEN_MAX,
+            "pattern": "^[A-Za-z0-9._-]*[A-Za-z0-9_-][A-Za-z0-9._-]*$",
             "description": "The FX provider's id of a quote",
         })
     }
@@ -76,7 +78,9 @@ impl QuoteId {
     pub fn parse(id: &str) -> Result<Self, InvalidQuoteId> {
         let ok = !id.is_empty()
             && id.len() <= QUOTE_ID_LEN_MAX
-            && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            // `.` and `..` would name another path in the provider's URL.
+            && !id.bytes().all(|b| b == b'.');
         if ok { Ok(Self(id.to_owned())) } else { Err(InvalidQuoteId) }
     }
 

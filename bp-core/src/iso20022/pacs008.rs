@@ -178,7 +178,10 @@ pub fn build(order: &RailOrder, key: &CallKey, created_at: Timestamp) -> Result<
             end_to_end: key.as_str().to_owned(),
             transaction: Some(key.as_str().to_owned()),
         },
-        payment_type: Some(PaymentType { service_level: Code { code: "SEPA".to_owned() } }),
+        // Service level SEPA for euro (the SEPA rail's); none for another currency, which goes
+        // through the correspondent and is no SEPA payment.
+        payment_type: (order.amount.currency() == crate::money::Currency::EUR)
+            .then(|| PaymentType { service_level: Code { code: "SEPA".to_owned() } }),
         amount: amount.clone(),
         charges: Some("SLEV".to_owned()),
         debtor: Party { name: Some(order.debtor.name.as_str().to_owned()) },

@@ -70,7 +70,10 @@ fn a_quote_that_cannot_be_offered_says_why() {
     let mut other_fee = provider(1_00, USD, "1.1", 0);
     other_fee.fee = Money::new(1, USD);
     assert!(matches!(FxQuote::of(&other_fee), Err(QuoteError::Provider(_))));
-    assert!(QuoteId::parse("").is_err() && QuoteId::parse("a b").is_err() && QuoteId::parse(&"x".repeat(65)).is_err());
+    for bad in ["", "a b", ".", "..", &"x".repeat(65)] {
+        assert!(QuoteId::parse(bad).is_err(), "{bad:?}");
+    }
+    assert!(QuoteId::parse("q-1.v2").is_ok());
 }
 
 #[test]
