@@ -6,7 +6,7 @@
 // Amounts are written as major_minor units: `100_00` is 100.00 EUR.
 #![allow(clippy::inconsistent_digit_grouping)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -48,10 +48,25 @@ fn file_name(name: &str) -> String {
 }
 
 /// The committed form: pretty-printed, with a trailing newline.
+/// The schema as committed: pretty JSON with every object's keys sorted, whatever order
+/// `serde_json`'s maps keep (`preserve_order`, which a dependency may switch on in a build of
+/// every feature, keeps insertion order).
 fn render(schema: &Schema) -> String {
-    let mut text = serde_json::to_string_pretty(schema).expect("a schema serialises");
+    let value = sorted(serde_json::to_value(schema).expect("a schema serialises"));
+    let mut text = serde_json::to_string_pretty(&value).expect("a value serialises");
     text.push('\n');
     text
+}
+
+fn sorted(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let entries: BTreeMap<String, serde_json::Value> = map.into_iter().map(|(k, v)| (k, sorted(v))).collect();
+            serde_json::Value::Object(entries.into_iter().collect())
+        }
+        serde_json::Value::Array(items) => serde_json::Value::Array(items.into_iter().map(sorted).collect()),
+        other => other,
+    }
 }
 
 fn blessing() -> bool {

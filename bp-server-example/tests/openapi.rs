@@ -5,7 +5,11 @@ use std::path::PathBuf;
 
 #[test]
 fn committed_openapi_matches_the_code() {
-    let generated = serde_json::to_string_pretty(&bp_server_example::v1::api_description()).expect("serialise") + "\n";
+    // Every object's keys (and an operation's parameters) sorted, whatever order serde_json's
+    // maps keep (`preserve_order`, which a dependency may switch on in a build of every feature,
+    // keeps insertion order).
+    let description = serde_json::to_value(bp_server_example::v1::api_description()).expect("serialise");
+    let generated = serde_json::to_string_pretty(&sorted(description)).expect("serialise") + "\n";
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/api/openapi.json");
     if std::env::var_os("BP_BLESS").is_some() {
         std::fs::write(&path, &generated).expect("write");
@@ -29,5 +33,22 @@ fn committed_openapi_matches_the_code() {
         "/v1/services",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} is described");
+    }
+}
+
+fn sorted(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: std::collections::BTreeMap<String, serde_json::Value> =
+                map.into_iter().map(|(k, v)| (k, sorted(v))).collect();
+            // An operation's parameters come in the order of its query struct's schema
+            // properties, which `preserve_order` changes too: listed by name.
+            if let Some(serde_json::Value::Array(params)) = entries.get_mut("parameters") {
+                params.sort_by_key(|p| (p["in"].to_string(), p["name"].to_string()));
+            }
+            serde_json::Value::Object(entries.into_iter().collect())
+        }
+        serde_json::Value::Array(items) => serde_json::Value::Array(items.into_iter().map(sorted).collect()),
+        other => other,
     }
 }
