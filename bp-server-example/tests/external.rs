@@ -671,3 +671,32 @@ async fn a_payment_abroad_converts_at_its_quote_and_settles_in_the_target_curren
     assert_eq!((status, &again["service"]), (StatusCode::ACCEPTED, &confirmed["service"]), "{again}");
     server.stop().await;
 }
+
+/// The worker sends a loan application to the loan provider (the real `HttpLoanProvider`
+/// against the simulator) and applies its decision: an offer at the band's rate, with the fee.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loan_application_is_decided_by_the_worker() {
+    use bp_core::external::loan::{self, LoanDetails, NewLoan};
+    let mut server = Server::start_with(simulated).await;
+    let ada = server.customer("ada-apply", 100_000, 0).await;
+    let key = bp_core::payments::IdempotencyKey::parse("apply-1").expect("key");
+    let new = NewLoan {
+        id: loan::loan_id(ada.id, &key),
+        customer: ada.id,
+        account: ada.eur,
+        amount: Money::new(300_000, Currency::EUR),
+        term_months: 24,
+        purpose: "a kitchen".to_owned(),
+    };
+    let t = loan::apply(&new, server.state.now()).expect("an application");
+    server.state.services.request(t).await.expect("stored");
+    server.state.external_wake.notify_one();
+    let offered = until_status(&server, new.id, ServiceStatus::Offered).await;
+    let offer = LoanDetails::of(&offered).and_then(|d| d.offer).expect("an offer");
+    assert_eq!((offer.annual_rate.to_string(), offer.term_months), ("0.059".to_owned(), 24));
+    assert_eq!(offer.fee, Money::new(3_000, Currency::EUR));
+    let simulator = server.state.external.as_ref().and_then(|e| e.simulator.as_ref()).expect("simulator");
+    assert_eq!(simulator.decisions_len(), 1, "decided once");
+    assert_eq!(balances(&server, ada.eur).await, (100_000, 100_000), "nothing moves before acceptance");
+    server.stop().await;
+}
