@@ -871,3 +871,35 @@ async fn a_declined_loan_is_rejected_and_another_customers_loan_is_not_found() {
     assert_problem(code, &problem, StatusCode::NOT_FOUND, "not-found");
     server.stop().await;
 }
+
+/// The demo data, with the simulator connected, gives each demo customer a running loan with its
+/// first instalment collected, and the books still sum to zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_customers_have_a_running_loan() {
+    use bp_core::external::loan::LoanDetails;
+    use bp_core::service_record::ServiceKind;
+    use bp_core::service_store::ServiceQuery;
+    let mut server = Server::start_with(simulated).await;
+    let file = server.dir.path().join("demo-credentials.txt");
+    let enrolled = bp_server_example::demo::seed(&server.state, &file).await.expect("seeded").expect("enrolled");
+    assert!(!enrolled.is_empty());
+    let query = ServiceQuery { kind: Some(ServiceKind::Loan), ..ServiceQuery::default() };
+    let mut loans = 0;
+    for e in &enrolled {
+        let username = bp_core::customer::Username::parse(&e.username).expect("username");
+        let customer = server.state.ledger.store().customer_by_username(&username).await.expect("read");
+        let customer = customer.expect("a demo customer");
+        let page = server.state.services.service_records_of(customer.id, &query).await.expect("loans");
+        for record in page.items {
+            assert_eq!(record.status, ServiceStatus::Active, "{record:?}");
+            let details = LoanDetails::of(&record).expect("a loan");
+            assert!(details.schedule[0].is_paid() && !details.schedule[1].is_paid(), "{details:?}");
+            loans += 1;
+        }
+    }
+    assert_eq!(loans, enrolled.len(), "one loan per demo customer");
+    for total in server.state.ledger.store().totals().await.expect("totals") {
+        assert_eq!(total.posted_minor, 0, "{} sums to zero", total.currency);
+    }
+    server.stop().await;
+}
