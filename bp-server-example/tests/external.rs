@@ -903,3 +903,57 @@ async fn the_demo_customers_have_a_running_loan() {
     }
     server.stop().await;
 }
+
+/// The worker's turn on a due date finds a frozen account (available balance 0): the loan falls
+/// into arrears, nothing is taken; once the account is usable again, the turn after the arrears
+/// back-off collects the instalment and the loan is active again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loan_in_arrears_recovers_when_the_account_can_pay() {
+    use bp_core::account::AccountStatus;
+    use bp_core::clock::ManualClock;
+    let mut server = Server::start_with(simulated).await;
+    let ada = server.customer("ada-arrears", 10_000, 0).await;
+    let api = Api::new(&server, &server.login(&ada, ALL).await);
+    let ask = serde_json::json!({
+        "account": ada.eur, "amount": { "amount": "600.00", "currency": "EUR" }, "term_months": 6,
+        "purpose": "a sofa",
+    });
+    let offered = loan_decided(&server, &api, &ask, "arrears-1", ServiceStatus::Offered).await;
+    let id = offered["id"].as_str().expect("id").to_owned();
+    let (code, active) = api.post(&format!("/v1/loans/{id}/accept"), &Value::Null, None).await;
+    assert_eq!(code, StatusCode::OK, "{active}");
+    let due_on: chrono::NaiveDate = active["loan"]["schedule"][0]["due_on"].as_str().expect("d").parse().expect("d");
+    let start = bp_core::external::loan::start_of(due_on);
+
+    let external = server.state.external.as_ref().expect("connected");
+    let provider = external.loans.as_deref().expect("the loan provider");
+    let loan_id: ServiceRecordId = id.parse().expect("id");
+    let services = server.state.services.as_ref();
+    let turn = |at: bp_core::Timestamp| async move {
+        let clock = ManualClock::new(at);
+        bp_server_example::loans::turn(services, &clock, &external.loan_policy, provider, loan_id, &|| {}).await
+    };
+    server.state.ledger.set_account_status(ada.eur, AccountStatus::Frozen).await.expect("frozen");
+    let before = balances(&server, ada.eur).await.0;
+    turn(start + chrono::TimeDelta::hours(1)).await;
+    let arrears = record(&server, loan_id).await;
+    assert_eq!(arrears.status, ServiceStatus::InArrears);
+    assert_eq!(balances(&server, ada.eur).await.0, before, "nothing taken from a frozen account");
+    let (_, seen) = api.get(&format!("/v1/loans/{id}")).await;
+    assert_eq!(seen["loan"]["arrears"]["attempts"], 1, "{seen}");
+    // Repaying early waits until the instalment is collected.
+    let repay = serde_json::json!({ "amount": { "amount": "1.00", "currency": "EUR" } });
+    let (code, problem) = api.post(&format!("/v1/loans/{id}/repayments"), &repay, Some("arrears-early")).await;
+    assert_problem(code, &problem, StatusCode::CONFLICT, "loan-not-active");
+
+    server.state.ledger.set_account_status(ada.eur, AccountStatus::Active).await.expect("active");
+    turn(start + chrono::TimeDelta::days(2)).await;
+    let (_, recovered) = api.get(&format!("/v1/loans/{id}")).await;
+    assert_eq!(recovered["status"], "active", "{recovered}");
+    assert_eq!(recovered["loan"]["schedule"][0]["state"], "paid", "{recovered}");
+    assert!(recovered["loan"].get("arrears").is_none(), "{recovered}");
+    for total in server.state.ledger.store().totals().await.expect("totals") {
+        assert_eq!(total.posted_minor, 0, "{} sums to zero", total.currency);
+    }
+    server.stop().await;
+}
