@@ -57,6 +57,29 @@ pub struct ExternalConfig {
     /// timeouts, retries, breaker and webhook secrets). In development mode with
     /// `sepa.simulate`, the simulator answers both when these are not set.
     pub abroad: AbroadConfig,
+    /// Loans: the loan provider (with the SEPA rail's timeouts, retries and breaker). In
+    /// development mode with `sepa.simulate`, the simulator answers when this is not set.
+    pub loans: LoansConfig,
+}
+
+/// Where loan applications are decided (`[external.loans]`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoansConfig {
+    /// The loan provider's base URL.
+    pub base_url: Option<String>,
+}
+
+impl LoansConfig {
+    fn validate(&self) -> Result<(), String> {
+        if let Some(url) = &self.base_url {
+            let parsed = url::Url::parse(url).map_err(|e| format!("external.loans.base_url: {e}"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err("external.loans.base_url must be an http or https URL".to_owned());
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Where payments abroad go (`[external.abroad]`): both or neither.
@@ -587,6 +610,7 @@ impl Config {
         }
         self.external.sepa.validate().map_err(ConfigError::Invalid)?;
         self.external.abroad.validate().map_err(ConfigError::Invalid)?;
+        self.external.loans.validate().map_err(ConfigError::Invalid)?;
         if self.mode == Mode::Development && !self.tls() && !self.server.listen.ip().is_loopback() {
             return bad("development mode serves plain HTTP on loopback addresses only: configure TLS \
                  (server.tls_cert_path, server.tls_key_path) or listen on 127.0.0.1");

@@ -204,6 +204,7 @@ pub async fn seed(state: &AppState, credentials_file: &Path) -> Result<Option<Ve
         let eur = AccountId::from_uuid(demo_uuid(&format!("{}/{}", c.username, Currency::EUR)));
         seed_interbank(state, c.username, id, eur).await?;
         seed_international(state, c.username, id, eur).await?;
+        seed_loan(state, c.username, id, eur).await?;
         enrolled.push(enrol(state, id, c.username, &random_token(12)).await?);
     }
     write_credentials(credentials_file, &enrolled)
@@ -286,6 +287,58 @@ async fn seed_international(
     };
     let requested = fx::request(&payment, state.now()).map_err(|e| err(&e))?;
     state.services.request(requested).await.map_err(|e| err(&e))?;
+    state.external_wake.notify_one();
+    Ok(())
+}
+
+/// A running loan of a demo customer, when loans are connected: 3,000.00 EUR over 24 months,
+/// applied for and accepted 40 days ago at the simulator's terms (5.9 %, a 1 % fee), its first
+/// instalment collected from the account; the worker collects the next ones on their due dates.
+/// Through the loan's own steps, each written with `ServiceStore::apply`; a seed run again
+/// leaves a loan that exists to the worker.
+async fn seed_loan(state: &AppState, username: &str, customer: CustomerId, eur: AccountId) -> Result<(), String> {
+    use bp_core::external::loan::{self, LoanDecision, LoanInput, LoanPolicy, NewLoan};
+
+    let Some(external) = &state.external else { return Ok(()) };
+    if external.loans.is_none() {
+        return Ok(());
+    }
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let key = bp_core::payments::IdempotencyKey::parse(&format!("{username}-demo-loan")).map_err(|e| err(&e))?;
+    let new = NewLoan {
+        id: loan::loan_id(customer, &key),
+        customer,
+        account: eur,
+        amount: Money::new(300_000, Currency::EUR),
+        term_months: 24,
+        purpose: "A new kitchen".to_owned(),
+    };
+    if state.services.service_record(new.id).await.map_err(|e| err(&e))?.is_some() {
+        return Ok(());
+    }
+    let applied_at = state.now() - chrono::Duration::days(40);
+    let requested = loan::apply(&new, applied_at).map_err(|e| err(&e))?;
+    let mut record = state.services.request(requested).await.map_err(|e| err(&e))?.record;
+    let decision = LoanDecision::Approved {
+        annual_rate: bp_core::rate::Rate::parse("0.059").map_err(|e| err(&e))?,
+        fee: Money::new(3_000, Currency::EUR),
+        term_months: 24,
+    };
+    let account = state.ledger.store().account(eur).await.map_err(|e| err(&e))?.ok_or("no demo account")?;
+    let steps = [
+        (LoanInput::Due, applied_at),
+        (LoanInput::Decided(decision), applied_at + chrono::Duration::seconds(2)),
+        (LoanInput::Accept, applied_at + chrono::Duration::minutes(5)),
+        // The principal came in, less the fee, at acceptance.
+        (LoanInput::Collect { available_minor: account.available_minor() + 300_000 - 3_000 }, state.now()),
+    ];
+    let policy = LoanPolicy::default();
+    for (input, at) in steps {
+        let t = loan::transition(&record, &input, at, &policy, 0).map_err(|e| err(&e))?;
+        if t.record != record {
+            record = state.services.apply(record.id, record.version, t).await.map_err(|e| err(&e))?;
+        }
+    }
     state.external_wake.notify_one();
     Ok(())
 }

@@ -12,13 +12,15 @@ use bp_core::clock::Clock;
 use bp_core::error::{Error, LedgerError};
 use bp_core::external::fx::{self, FxProvider};
 use bp_core::external::lifecycle::{self, Effect, Input, InterbankDetails, Policy, TransitionError};
+use bp_core::external::loan::{LoanPolicy, LoanProvider};
 use bp_core::external::{BankIbans, Bic, CallKey, ExternalAccount, PayeeName, PaymentRail, RailId, RailOrder};
 use bp_core::ids::{ServiceRecordId, TransferId};
 use bp_core::service_record::ServiceRecord;
 use bp_core::service_store::ServiceStore;
 use bp_external::simulator::{OutcomeRules, Simulator, SimulatorConfig, SimulatorHandle};
 use bp_external::{
-    BreakerConfig, HttpFxProvider, HttpPartyConfig, HttpRail, HttpRailConfig, WebhookSecret, WebhookVerifier,
+    BreakerConfig, HttpFxProvider, HttpLoanProvider, HttpPartyConfig, HttpRail, HttpRailConfig, WebhookSecret,
+    WebhookVerifier,
 };
 use rand::Rng as _;
 
@@ -40,6 +42,10 @@ pub struct External {
     pub correspondent: Option<Arc<dyn PaymentRail>>,
     /// The FX provider that quotes payments abroad, when connected.
     pub fx: Option<Arc<dyn FxProvider>>,
+    /// The loan provider that decides applications, when connected.
+    pub loans: Option<Arc<dyn LoanProvider>>,
+    /// Back-off, stuck bound, offer validity and arrears retries of every loan.
+    pub loan_policy: LoanPolicy,
     /// Authenticates the rail's webhooks.
     pub verifier: WebhookVerifier,
     /// How this bank's accounts are written as IBANs.
@@ -155,6 +161,29 @@ pub async fn connect(config: &Config, public_base: &str) -> Result<Option<Extern
         }
     };
     let (correspondent, fx) = abroad.unzip();
+    let loans_url = match (&config.external.loans.base_url, &simulator) {
+        (Some(url), _) => Some(url::Url::parse(url).map_err(|e| format!("external.loans.base_url: {e}"))?),
+        (None, Some(sim)) => Some(sim.base_url()),
+        (None, None) => None,
+    };
+    let loans: Option<Arc<dyn LoanProvider>> = match loans_url {
+        Some(url) => {
+            // The SEPA rail's timeouts, retries and breaker settings, with a breaker of its own.
+            let party = HttpPartyConfig {
+                connect_timeout_ms: rail_config.connect_timeout_ms,
+                request_timeout_ms: rail_config.request_timeout_ms,
+                attempts_max: rail_config.attempts_max,
+                retry_back_off: rail_config.retry_back_off,
+                breaker: rail_config.breaker,
+                ..HttpPartyConfig::new(url)
+            };
+            Some(Arc::new(HttpLoanProvider::new(party).map_err(|e| e.to_string())?))
+        }
+        None => {
+            tracing::info!("loans are off: no external.loans.base_url (nor the simulator)");
+            None
+        }
+    };
     let verifier = WebhookVerifier::new(secrets, sepa.webhook_tolerance_s).map_err(|e| e.to_string())?;
     if simulator.is_none() {
         tracing::info!(rail = %base_url, "external payments through the SEPA rail");
@@ -163,6 +192,13 @@ pub async fn connect(config: &Config, public_base: &str) -> Result<Option<Extern
         rail: Arc::new(rail),
         correspondent,
         fx,
+        loans,
+        // The payments' back-off; offers and arrears retries as bp-core sets them.
+        loan_policy: LoanPolicy {
+            back_off: sepa.check_back_off(),
+            stuck_after_s: sepa.stuck_after_s,
+            ..LoanPolicy::default()
+        },
         verifier,
         bank,
         bic,

@@ -2,7 +2,7 @@
 //! (committed events, store → bus) with the bridge it starts first (bus → this process's
 //! streams), the audit log's tail (security events → streams), the sweeper of payments whose
 //! SCA was not answered in time, the end of sessions past their idle deadline, and the worker
-//! of external payments ([`external_worker`]), when a rail is connected.
+//! of external payments and loans ([`external_worker`]), when a rail is connected.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,8 +51,9 @@ const WORKER_IDLE_MS_MAX: u64 = 1_000;
 /// Longest stuck list read for the `bp_external_stuck` gauge.
 const STUCK_LEN_MAX: u32 = 500;
 
-/// The worker and reconciler of external payments: takes the records that are due (new ones
-/// to submit, unknown or submitted ones to ask about), runs the lifecycle on each, makes the
+/// The worker and reconciler of external payments and loans: takes the records that are due
+/// (new ones to submit, unknown or submitted ones to ask about, loans to decide or to collect an
+/// instalment of), runs the lifecycle (a loan's: `loans::turn`) on each, makes the
 /// call it asks for (with the record's own key: an unknown outcome is asked about, never sent
 /// again under a new key) and applies the answer, at most `concurrency_max` payments at once.
 /// Woken by `AppState::external_wake` (a payment was handed to the rail) and by the earliest `next_check_at`
@@ -71,15 +72,19 @@ pub async fn external_worker(state: Arc<AppState>, external: Arc<crate::external
         let full = u32::try_from(due.len()).unwrap_or(u32::MAX) >= DUE_BATCH_LEN_MAX;
         let mut checks = tokio::task::JoinSet::new();
         for record in due {
-            if record.kind == bp_core::service_record::ServiceKind::Loan {
-                // Not a payment: a loan's steps are bp-core's `external::loan`, which no job of
-                // this server drives yet (no route creates a loan here yet either).
+            let is_loan = record.kind == bp_core::service_record::ServiceKind::Loan;
+            if is_loan && external.loans.is_none() {
+                // No provider to decide it: it waits, due, until one is configured.
                 continue;
             }
             let Ok(permit) = Arc::clone(&limit).acquire_owned().await else { return };
             let (state, external) = (Arc::clone(&state), Arc::clone(&external));
             checks.spawn(async move {
-                let next = check(&state, &external, record.id).await;
+                let next = if is_loan {
+                    loan_turn(&state, &external, record.id).await
+                } else {
+                    check(&state, &external, record.id).await
+                };
                 drop(permit);
                 next
             });
@@ -167,6 +172,19 @@ async fn check(
         }
     }
     next
+}
+
+/// One turn of the loan `id` (`loans::turn`): its application sent or asked about, its
+/// instalments due collected. Returns when it is to be checked next.
+async fn loan_turn(
+    state: &AppState,
+    external: &crate::external::External,
+    id: bp_core::ids::ServiceRecordId,
+) -> Option<bp_core::Timestamp> {
+    let provider = external.loans.as_deref()?;
+    let written = || state.relay_waker.notify_one();
+    crate::loans::turn(state.services.as_ref(), state.clock.as_ref(), &external.loan_policy, provider, id, &written)
+        .await
 }
 
 /// Runs the bridge from the bus to this server's streams, then the outbox relay from the store to

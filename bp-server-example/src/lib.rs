@@ -14,9 +14,10 @@
 //! 1. `config`: the configuration (defaults, TOML file, environment).
 //! 2. `http`: HTTP plumbing: problems, extractors, middleware, serving, the web app's files.
 //! 3. `auth`: the OAuth2/OIDC provider, tokens, bearer extractors, lockout, the audit log.
-//! 4. `events`, `external`: the event-stream engine: hub, client streams, cursors, tickets,
-//!    bridge, pumps; the outside parties: the rail connected from the configuration (or the
-//!    simulator in development mode) and applying what is learnt about a payment to its record.
+//! 4. `events`, `external`, `loans`: the event-stream engine: hub, client streams, cursors,
+//!    tickets, bridge, pumps; the outside parties: the rail connected from the configuration (or
+//!    the simulator in development mode) and applying what is learnt about a payment to its
+//!    record; a loan's steps (the provider's decision, collecting instalments) on its record.
 //! 5. `state`: `AppState`, which composes the store, the provider and the engine.
 //! 6. `v1`, `rail_webhooks`, `jobs`, `demo`: the v1 resources; the rail's webhook receivers;
 //!    the background jobs (the external payments' worker among them); the demo data.
@@ -36,6 +37,7 @@ pub mod events;
 pub mod external;
 pub mod http;
 pub mod jobs;
+pub mod loans;
 pub mod rail_webhooks;
 pub mod state;
 #[cfg(feature = "testkit")]

@@ -671,3 +671,289 @@ async fn a_payment_abroad_converts_at_its_quote_and_settles_in_the_target_curren
     assert_eq!((status, &again["service"]), (StatusCode::ACCEPTED, &confirmed["service"]), "{again}");
     server.stop().await;
 }
+
+/// The worker sends a loan application to the loan provider (the real `HttpLoanProvider`
+/// against the simulator) and applies its decision: an offer at the band's rate, with the fee.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loan_application_is_decided_by_the_worker() {
+    use bp_core::external::loan::{self, LoanDetails, NewLoan};
+    let mut server = Server::start_with(simulated).await;
+    let ada = server.customer("ada-apply", 100_000, 0).await;
+    let key = bp_core::payments::IdempotencyKey::parse("apply-1").expect("key");
+    let new = NewLoan {
+        id: loan::loan_id(ada.id, &key),
+        customer: ada.id,
+        account: ada.eur,
+        amount: Money::new(300_000, Currency::EUR),
+        term_months: 24,
+        purpose: "a kitchen".to_owned(),
+    };
+    let t = loan::apply(&new, server.state.now()).expect("an application");
+    server.state.services.request(t).await.expect("stored");
+    server.state.external_wake.notify_one();
+    let offered = until_status(&server, new.id, ServiceStatus::Offered).await;
+    let offer = LoanDetails::of(&offered).and_then(|d| d.offer).expect("an offer");
+    assert_eq!((offer.annual_rate.to_string(), offer.term_months), ("0.059".to_owned(), 24));
+    assert_eq!(offer.fee, Money::new(3_000, Currency::EUR));
+    let simulator = server.state.external.as_ref().and_then(|e| e.simulator.as_ref()).expect("simulator");
+    assert_eq!(simulator.decisions_len(), 1, "decided once");
+    assert_eq!(balances(&server, ada.eur).await, (100_000, 100_000), "nothing moves before acceptance");
+    server.stop().await;
+}
+
+/// Applies for a loan over HTTP and waits until the loan provider (the simulator) decided it.
+async fn loan_decided(server: &Server, api: &Api, body: &Value, key: &str, status: ServiceStatus) -> Value {
+    let (code, applied) = api.post("/v1/loans", body, Some(key)).await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{applied}");
+    assert_eq!(applied["status"], "requested", "{applied}");
+    let id: ServiceRecordId = applied["id"].as_str().expect("id").parse().expect("id");
+    until_status(server, id, status).await;
+    let (code, loan) = api.get(&format!("/v1/loans/{id}")).await;
+    assert_eq!(code, StatusCode::OK, "{loan}");
+    loan
+}
+
+fn sum_minor(loan: &Value, field: &str) -> i64 {
+    let minor = |v: &Value| {
+        let text = v["amount"].as_str().expect("an amount").replace('.', "");
+        text.parse::<i64>().expect("minor units")
+    };
+    loan["loan"]["schedule"].as_array().expect("schedule").iter().map(|i| minor(&i[field])).sum()
+}
+
+/// A loan over HTTP, end to end with the simulated loan provider: applied for, decided by the
+/// worker (offered: 4.9 % for 12 months, a 1 % fee), accepted (the principal paid in less the
+/// fee, the receivable opened, a schedule that sums to the principal), the first instalment
+/// collected by the worker's turn on its due date (run at a clock a month ahead), repaid early
+/// in part (the rest recomputed) and in full (closed, the receivable at zero); every currency
+/// sums to zero throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loan_is_decided_accepted_collected_and_repaid_early() {
+    use bp_core::account::SystemAccount;
+    use bp_core::clock::ManualClock;
+    let mut server = Server::start_with(simulated).await;
+    let ada = server.customer("ada-loan", 100_000, 0).await;
+    let api = Api::new(&server, &server.login(&ada, ALL).await);
+    let ask = serde_json::json!({
+        "account": ada.eur, "amount": { "amount": "1200.00", "currency": "EUR" }, "term_months": 12,
+        "purpose": "a new bicycle",
+    });
+    let offered = loan_decided(&server, &api, &ask, "loan-1", ServiceStatus::Offered).await;
+    let offer = &offered["loan"]["offer"];
+    assert_eq!((offer["annual_rate"].as_str(), offer["term_months"].as_u64()), (Some("0.049"), Some(12)), "{offered}");
+    assert_eq!(offer["fee"], serde_json::json!({ "amount": "12.00", "currency": "EUR" }), "{offered}");
+    let id = offered["id"].as_str().expect("id").to_owned();
+    // The same key answers the same application; another body under it is a conflict.
+    let (code, again) = api.post("/v1/loans", &ask, Some("loan-1")).await;
+    assert_eq!((code, again["id"].as_str()), (StatusCode::ACCEPTED, Some(id.as_str())), "{again}");
+    let mut other = ask.clone();
+    other["term_months"] = Value::from(24);
+    let (code, problem) = api.post("/v1/loans", &other, Some("loan-1")).await;
+    assert_problem(code, &problem, StatusCode::CONFLICT, "idempotency-conflict");
+    // Not active yet: nothing to repay.
+    let repay = |minor: &str| serde_json::json!({ "amount": { "amount": minor, "currency": "EUR" } });
+    let (code, problem) = api.post(&format!("/v1/loans/{id}/repayments"), &repay("1.00"), Some("early-0")).await;
+    assert_problem(code, &problem, StatusCode::CONFLICT, "loan-not-active");
+
+    let (code, active) = api.post(&format!("/v1/loans/{id}/accept"), &Value::Null, None).await;
+    assert_eq!(code, StatusCode::OK, "{active}");
+    assert_eq!(active["status"], "active", "{active}");
+    assert_eq!(balances(&server, ada.eur).await.0, 100_000 + 120_000 - 1_200, "paid in, less the fee");
+    let receivable: AccountId = active["loan"]["receivable"].as_str().expect("receivable").parse().expect("id");
+    assert_eq!(balances(&server, receivable).await.0, -120_000, "the principal owed");
+    assert_eq!(balances(&server, SystemAccount::LoanFunding.id(Currency::EUR)).await.0, 0);
+    assert_eq!(active["loan"]["schedule"].as_array().map(Vec::len), Some(12), "{active}");
+    assert_eq!(sum_minor(&active, "principal"), 120_000, "the schedule repays the principal exactly");
+    assert!(active["loan"]["schedule"].as_array().expect("schedule").iter().all(|i| i["state"] == "due"));
+    let (code, same) = api.post(&format!("/v1/loans/{id}/accept"), &Value::Null, None).await;
+    assert_eq!((code, &same["loan"]), (StatusCode::OK, &active["loan"]), "accepting again changes nothing");
+
+    // The worker's turn on the first due date collects the first instalment.
+    let first = active["loan"]["schedule"][0].clone();
+    let due_on: chrono::NaiveDate = first["due_on"].as_str().expect("due_on").parse().expect("date");
+    let clock = ManualClock::new(bp_core::external::loan::start_of(due_on) + chrono::TimeDelta::hours(1));
+    let external = server.state.external.as_ref().expect("connected");
+    let provider = external.loans.as_deref().expect("the loan provider");
+    let loan_id: ServiceRecordId = id.parse().expect("id");
+    let services = server.state.services.as_ref();
+    let before = balances(&server, ada.eur).await.0;
+    let next = bp_server_example::loans::turn(services, &clock, &external.loan_policy, provider, loan_id, &|| {}).await;
+    let (_, collected) = api.get(&format!("/v1/loans/{id}")).await;
+    assert_eq!(collected["loan"]["schedule"][0]["state"], "paid", "{collected}");
+    assert_eq!(collected["loan"]["schedule"][1]["state"], "due", "{collected}");
+    let total = first["total"]["amount"].as_str().expect("total").replace('.', "").parse::<i64>().expect("minor");
+    assert_eq!(balances(&server, ada.eur).await.0, before - total, "one instalment collected");
+    assert_eq!(collected["loan"]["outstanding"], first["outstanding_after"], "{collected}");
+    let second_due: chrono::NaiveDate =
+        collected["loan"]["schedule"][1]["due_on"].as_str().expect("d").parse().expect("d");
+    assert_eq!(next, Some(bp_core::external::loan::start_of(second_due)), "looked at again on the next due date");
+
+    // In part: the remaining 11 instalments are recomputed over what is left.
+    let outstanding = collected["loan"]["outstanding"]["amount"].as_str().expect("o").replace('.', "");
+    let outstanding: i64 = outstanding.parse().expect("minor");
+    let (code, problem) = api.post(&format!("/v1/loans/{id}/repayments"), &repay("99999.00"), Some("early-x")).await;
+    assert_problem(code, &problem, StatusCode::UNPROCESSABLE_ENTITY, "repayment-amount");
+    let (code, partial) = api.post(&format!("/v1/loans/{id}/repayments"), &repay("200.00"), Some("early-1")).await;
+    assert_eq!(code, StatusCode::OK, "{partial}");
+    let schedule = partial["loan"]["schedule"].as_array().expect("schedule");
+    assert_eq!(schedule.len(), 12, "{partial}");
+    assert_eq!(sum_minor(&partial, "principal"), 120_000 - 20_000, "what is paid and what is left add up");
+    let rest: i64 = schedule[1..]
+        .iter()
+        .map(|i| i["principal"]["amount"].as_str().expect("p").replace('.', "").parse::<i64>().expect("minor"))
+        .sum();
+    assert_eq!(rest, outstanding - 20_000, "the rest repays exactly what is left");
+    assert!(schedule[1]["total"] != collected["loan"]["schedule"][1]["total"], "a lower instalment");
+    let (code, replay) = api.post(&format!("/v1/loans/{id}/repayments"), &repay("200.00"), Some("early-1")).await;
+    assert_eq!((code, &replay["loan"]), (StatusCode::OK, &partial["loan"]), "a retry repays once");
+
+    // In full: closed, nothing owed.
+    let left = format!("{}.{:02}", (outstanding - 20_000) / 100, (outstanding - 20_000) % 100);
+    let (code, closed) = api.post(&format!("/v1/loans/{id}/repayments"), &repay(&left), Some("early-2")).await;
+    assert_eq!(code, StatusCode::OK, "{closed}");
+    assert_eq!(closed["status"], "closed", "{closed}");
+    assert_eq!(closed["loan"]["outstanding"]["amount"], "0.00", "{closed}");
+    assert_eq!(balances(&server, receivable).await.0, 0, "nothing owed");
+    let (code, problem) = api.post(&format!("/v1/loans/{id}/accept"), &Value::Null, None).await;
+    assert_eq!((code, problem["status"].as_str()), (StatusCode::OK, Some("closed")), "{problem}");
+    for total in server.state.ledger.store().totals().await.expect("totals") {
+        assert_eq!(total.posted_minor, 0, "{} sums to zero", total.currency);
+    }
+    let (_, list) = api.get("/v1/services?kind=loan").await;
+    assert_eq!(list["services"][0]["status"], "closed", "{list}");
+    server.stop().await;
+}
+
+/// A declined application ends `rejected` with the provider's reason; refused steps answer
+/// their problems; another customer's loan is not found, whatever is asked of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declined_loan_is_rejected_and_another_customers_loan_is_not_found() {
+    let mut server = Server::start_with(simulated).await;
+    let ada = server.customer("ada-decl", 100_000, 0).await;
+    let bob = server.customer("bob-decl", 100_000, 0).await;
+    let api = Api::new(&server, &server.login(&ada, ALL).await);
+    let ask = |purpose: &str, term: u32| {
+        serde_json::json!({
+            "account": ada.eur, "amount": { "amount": "500.00", "currency": "EUR" }, "term_months": term,
+            "purpose": purpose,
+        })
+    };
+    let declined = loan_decided(&server, &api, &ask("please decline me", 6), "decl-1", ServiceStatus::Rejected).await;
+    assert_eq!(declined["reason"], "MS03", "{declined}");
+    assert_eq!(declined["loan"]["rejection"], "declined", "{declined}");
+    let id = declined["id"].as_str().expect("id");
+    let (code, problem) = api.post(&format!("/v1/loans/{id}/accept"), &Value::Null, None).await;
+    assert_problem(code, &problem, StatusCode::CONFLICT, "loan-not-offered");
+
+    let (code, problem) = api.post("/v1/loans", &ask("a car", 0), Some("decl-2")).await;
+    assert_problem(code, &problem, StatusCode::UNPROCESSABLE_ENTITY, "loan-application");
+    let (code, problem) = api.post("/v1/loans", &ask("", 12), Some("decl-3")).await;
+    assert_problem(code, &problem, StatusCode::UNPROCESSABLE_ENTITY, "loan-application");
+    let mut usd = ask("a car", 12);
+    usd["amount"]["currency"] = Value::from("USD");
+    let (code, problem) = api.post("/v1/loans", &usd, Some("decl-4")).await;
+    assert_problem(code, &problem, StatusCode::UNPROCESSABLE_ENTITY, "account-unusable");
+    let mut bobs_account = ask("a car", 12);
+    bobs_account["account"] = Value::from(bob.eur.to_string());
+    let (code, problem) = api.post("/v1/loans", &bobs_account, Some("decl-5")).await;
+    assert_problem(code, &problem, StatusCode::NOT_FOUND, "not-found");
+
+    // Bob sees none of Ada's loan.
+    let bob_api = Api::new(&server, &server.login(&bob, ALL).await);
+    let (code, problem) = bob_api.get(&format!("/v1/loans/{id}")).await;
+    assert_problem(code, &problem, StatusCode::NOT_FOUND, "not-found");
+    let (code, problem) = bob_api.post(&format!("/v1/loans/{id}/accept"), &Value::Null, None).await;
+    assert_problem(code, &problem, StatusCode::NOT_FOUND, "not-found");
+    let repay = serde_json::json!({ "amount": { "amount": "1.00", "currency": "EUR" } });
+    let (code, problem) = bob_api.post(&format!("/v1/loans/{id}/repayments"), &repay, Some("bob-1")).await;
+    assert_problem(code, &problem, StatusCode::NOT_FOUND, "not-found");
+    let (code, problem) = bob_api.get(&format!("/v1/loans/{}", ServiceRecordId::new_v7())).await;
+    assert_problem(code, &problem, StatusCode::NOT_FOUND, "not-found");
+    server.stop().await;
+}
+
+/// The demo data, with the simulator connected, gives each demo customer a running loan with its
+/// first instalment collected, and the books still sum to zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_customers_have_a_running_loan() {
+    use bp_core::external::loan::LoanDetails;
+    use bp_core::service_record::ServiceKind;
+    use bp_core::service_store::ServiceQuery;
+    let mut server = Server::start_with(simulated).await;
+    let file = server.dir.path().join("demo-credentials.txt");
+    let enrolled = bp_server_example::demo::seed(&server.state, &file).await.expect("seeded").expect("enrolled");
+    assert!(!enrolled.is_empty());
+    let query = ServiceQuery { kind: Some(ServiceKind::Loan), ..ServiceQuery::default() };
+    let mut loans = 0;
+    for e in &enrolled {
+        let username = bp_core::customer::Username::parse(&e.username).expect("username");
+        let customer = server.state.ledger.store().customer_by_username(&username).await.expect("read");
+        let customer = customer.expect("a demo customer");
+        let page = server.state.services.service_records_of(customer.id, &query).await.expect("loans");
+        for record in page.items {
+            assert_eq!(record.status, ServiceStatus::Active, "{record:?}");
+            let details = LoanDetails::of(&record).expect("a loan");
+            assert!(details.schedule[0].is_paid() && !details.schedule[1].is_paid(), "{details:?}");
+            loans += 1;
+        }
+    }
+    assert_eq!(loans, enrolled.len(), "one loan per demo customer");
+    for total in server.state.ledger.store().totals().await.expect("totals") {
+        assert_eq!(total.posted_minor, 0, "{} sums to zero", total.currency);
+    }
+    server.stop().await;
+}
+
+/// The worker's turn on a due date finds a frozen account (available balance 0): the loan falls
+/// into arrears, nothing is taken; once the account is usable again, the turn after the arrears
+/// back-off collects the instalment and the loan is active again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loan_in_arrears_recovers_when_the_account_can_pay() {
+    use bp_core::account::AccountStatus;
+    use bp_core::clock::ManualClock;
+    let mut server = Server::start_with(simulated).await;
+    let ada = server.customer("ada-arrears", 10_000, 0).await;
+    let api = Api::new(&server, &server.login(&ada, ALL).await);
+    let ask = serde_json::json!({
+        "account": ada.eur, "amount": { "amount": "600.00", "currency": "EUR" }, "term_months": 6,
+        "purpose": "a sofa",
+    });
+    let offered = loan_decided(&server, &api, &ask, "arrears-1", ServiceStatus::Offered).await;
+    let id = offered["id"].as_str().expect("id").to_owned();
+    let (code, active) = api.post(&format!("/v1/loans/{id}/accept"), &Value::Null, None).await;
+    assert_eq!(code, StatusCode::OK, "{active}");
+    let due_on: chrono::NaiveDate = active["loan"]["schedule"][0]["due_on"].as_str().expect("d").parse().expect("d");
+    let start = bp_core::external::loan::start_of(due_on);
+
+    let external = server.state.external.as_ref().expect("connected");
+    let provider = external.loans.as_deref().expect("the loan provider");
+    let loan_id: ServiceRecordId = id.parse().expect("id");
+    let services = server.state.services.as_ref();
+    let turn = |at: bp_core::Timestamp| async move {
+        let clock = ManualClock::new(at);
+        bp_server_example::loans::turn(services, &clock, &external.loan_policy, provider, loan_id, &|| {}).await
+    };
+    server.state.ledger.set_account_status(ada.eur, AccountStatus::Frozen).await.expect("frozen");
+    let before = balances(&server, ada.eur).await.0;
+    turn(start + chrono::TimeDelta::hours(1)).await;
+    let arrears = record(&server, loan_id).await;
+    assert_eq!(arrears.status, ServiceStatus::InArrears);
+    assert_eq!(balances(&server, ada.eur).await.0, before, "nothing taken from a frozen account");
+    let (_, seen) = api.get(&format!("/v1/loans/{id}")).await;
+    assert_eq!(seen["loan"]["arrears"]["attempts"], 1, "{seen}");
+    // Repaying early waits until the instalment is collected.
+    let repay = serde_json::json!({ "amount": { "amount": "1.00", "currency": "EUR" } });
+    let (code, problem) = api.post(&format!("/v1/loans/{id}/repayments"), &repay, Some("arrears-early")).await;
+    assert_problem(code, &problem, StatusCode::CONFLICT, "loan-not-active");
+
+    server.state.ledger.set_account_status(ada.eur, AccountStatus::Active).await.expect("active");
+    turn(start + chrono::TimeDelta::days(2)).await;
+    let (_, recovered) = api.get(&format!("/v1/loans/{id}")).await;
+    assert_eq!(recovered["status"], "active", "{recovered}");
+    assert_eq!(recovered["loan"]["schedule"][0]["state"], "paid", "{recovered}");
+    assert!(recovered["loan"].get("arrears").is_none(), "{recovered}");
+    for total in server.state.ledger.store().totals().await.expect("totals") {
+        assert_eq!(total.posted_minor, 0, "{} sums to zero", total.currency);
+    }
+    server.stop().await;
+}

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response as AxumResponse};
 use bp_core::api::Problem;
 use bp_core::external::CallError;
 use bp_core::external::fx::QuoteError;
+use bp_core::external::loan::{LoanRequestError, LoanTransitionError};
 use bp_core::payments::{InvalidIdempotencyKey, PaymentError};
 use bp_core::sca::ScaError;
 use bp_core::{Error, LedgerError, StoreError, StoreErrorKind};
@@ -156,6 +157,9 @@ pub enum ApiError {
     /// Payments to other banks need a payment rail, and this server has none configured.
     #[error("this server has no payment rail configured")]
     ExternalUnavailable,
+    /// A loan's application or step refused by its rules; nothing was written.
+    #[error("{1}")]
+    Loan(LoanProblem, String),
     /// A bug or an unexpected failure; details are in the logs under the request id.
     #[error("an unexpected error occurred")]
     Internal,
@@ -222,6 +226,7 @@ impl ApiError {
             ApiError::ExternalUnavailable => {
                 (S::SERVICE_UNAVAILABLE, "external-services-unavailable", "External services are not connected")
             }
+            ApiError::Loan(kind, _) => kind.parts(),
             ApiError::Internal => (S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
         }
     }
@@ -455,6 +460,75 @@ impl From<PaymentError> for ApiError {
                 ApiError::Internal
             }
         }
+    }
+}
+
+/// Why a loan's application or step was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoanProblem {
+    /// The application's amount, term or purpose is out of bounds.
+    Application,
+    /// Only an offered loan can be accepted.
+    NotOffered,
+    /// The offer expired before it was accepted.
+    OfferExpired,
+    /// Only an active loan can be repaid early.
+    NotActive,
+    /// An instalment is due and not collected yet: it comes first.
+    InstalmentDue,
+    /// An early repayment is more than zero and at most the outstanding principal, in the
+    /// loan's currency.
+    RepaymentAmount,
+    /// A partial repayment would leave too little for the remaining instalments.
+    RemainderTooSmall,
+    /// The schedule cannot be computed for this repayment.
+    Schedule,
+}
+
+impl LoanProblem {
+    fn parts(self) -> (StatusCode, &'static str, &'static str) {
+        use StatusCode as S;
+        match self {
+            LoanProblem::Application => (S::UNPROCESSABLE_ENTITY, "loan-application", "The application is not valid"),
+            LoanProblem::NotOffered => (S::CONFLICT, "loan-not-offered", "The loan is not offered"),
+            LoanProblem::OfferExpired => (S::CONFLICT, "loan-offer-expired", "The loan's offer expired"),
+            LoanProblem::NotActive => (S::CONFLICT, "loan-not-active", "The loan is not being repaid"),
+            LoanProblem::InstalmentDue => (S::CONFLICT, "loan-instalment-due", "An instalment is due first"),
+            LoanProblem::RepaymentAmount => (S::UNPROCESSABLE_ENTITY, "repayment-amount", "Repayment amount refused"),
+            LoanProblem::RemainderTooSmall => {
+                (S::UNPROCESSABLE_ENTITY, "repayment-remainder-too-small", "Repay less, or in full")
+            }
+            LoanProblem::Schedule => (S::UNPROCESSABLE_ENTITY, "loan-schedule", "The schedule cannot be computed"),
+        }
+    }
+}
+
+impl From<LoanRequestError> for ApiError {
+    fn from(e: LoanRequestError) -> Self {
+        ApiError::Loan(LoanProblem::Application, e.to_string())
+    }
+}
+
+impl From<LoanTransitionError> for ApiError {
+    fn from(e: LoanTransitionError) -> Self {
+        use LoanTransitionError as E;
+        let kind = match &e {
+            E::NotOffered { .. } => LoanProblem::NotOffered,
+            E::OfferExpired { .. } => LoanProblem::OfferExpired,
+            E::NotActive { .. } => LoanProblem::NotActive,
+            E::InstalmentDue { .. } => LoanProblem::InstalmentDue,
+            E::RepaymentAmount { .. } => LoanProblem::RepaymentAmount,
+            E::RemainderTooSmall => LoanProblem::RemainderTooSmall,
+            E::Schedule(_) => LoanProblem::Schedule,
+            E::RepaymentConflict { .. } => return ApiError::IdempotencyConflict,
+            // A record that is not a loan's, a provider's report, a worker's input: never the
+            // customer's doing.
+            other => {
+                tracing::error!(error = %other, "unexpected loan refusal");
+                return ApiError::Internal;
+            }
+        };
+        ApiError::Loan(kind, e.to_string())
     }
 }
 

@@ -8,6 +8,7 @@
 //! - [`beneficiaries`]: `/v1/beneficiaries`: trusted payees.
 //! - [`devices`]: `/v1/devices`: device keys.
 //! - [`passkeys`]: `/v1/passkeys`: passkeys (WebAuthn) that sign the customer in.
+//! - [`loans`]: `/v1/loans`: applying for a loan, its schedule, accepting and repaying it.
 //! - [`services`]: `/v1/services`: external services used.
 //! - [`events`]: `/v1/events` and `/v1/events/ticket`: the event stream (not in the description:
 //!   a stream is not a REST resource).
@@ -16,6 +17,7 @@ pub mod accounts;
 pub mod beneficiaries;
 pub mod devices;
 pub mod events;
+pub mod loans;
 pub mod passkeys;
 pub mod profile;
 pub mod services;
@@ -229,6 +231,54 @@ fn documented() -> ApiRouter<Arc<AppState>> {
                     .summary("Finish registering a passkey with the authenticator's credential")
                     .description("The registration is spent by this first answer, right or wrong. 422 passkey-refused: the credential is malformed, made for another site or ceremony, or without user verification; nothing is stored.")
                     .response::<201, Json<PasskeyView>>()
+            }),
+        )
+        .api_route(
+            "/v1/loans",
+            post_with(loans::apply_for_loan, |o| {
+                o.tag("loans")
+                    .summary("Apply for a loan (FR6)")
+                    .description(
+                        "202: the application, `requested`; the loan provider decides it shortly (follow it at \
+                         /v1/loans/{id} or /v1/services): `offered` with the offer, or `rejected`. The same \
+                         Idempotency-Key answers the same application; with another body, 409 idempotency-conflict. \
+                         422 loan-application: the amount, term (1 to 360 months) or purpose is out of bounds.",
+                    )
+                    .response::<202, Json<loans::LoanView>>()
+            }),
+        )
+        .api_route(
+            "/v1/loans/{loan_id}",
+            get_with(loans::get_loan, |o| {
+                o.tag("loans").summary("One loan, with its offer, its schedule (paid and due instalments) and what is owed")
+            }),
+        )
+        .api_route(
+            "/v1/loans/{loan_id}/accept",
+            post_with(loans::accept_loan, |o| {
+                o.tag("loans")
+                    .summary("Accept a loan's offer (needs a recent sign-in)")
+                    .description(
+                        "The principal is paid into the account (less the fee, taken from it), the loan's receivable \
+                         is opened and the schedule starts: the first instalment is due a month from today and \
+                         collected from the account on its due date. Needs a sign-in at most \
+                         `sca.recent_sign_in_max_age_s` old (else 401 insufficient-user-authentication). 409 \
+                         loan-not-offered, 409 loan-offer-expired. Accepting again answers the loan as it is.",
+                    )
+            }),
+        )
+        .api_route(
+            "/v1/loans/{loan_id}/repayments",
+            post_with(loans::repay_loan, |o| {
+                o.tag("loans")
+                    .summary("Repay a loan's principal early, in part or in full")
+                    .description(
+                        "In part: the remaining instalments are recomputed (same count, lower instalment); in full \
+                         the loan closes. No interest is charged for the current period. 409 loan-not-active, 409 \
+                         loan-instalment-due (collected first), 422 repayment-amount (more than zero, at most the \
+                         outstanding principal, in the loan's currency), 422 repayment-remainder-too-small, 422 \
+                         insufficient-funds. The same Idempotency-Key answers the same repayment.",
+                    )
             }),
         )
         .api_route("/v1/services", get_with(services::services, |o| o.tag("services").summary("External services used (FR3)")))

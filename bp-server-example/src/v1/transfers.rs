@@ -33,7 +33,7 @@ use crate::state::AppState;
 
 /// The `Idempotency-Key` header: the client's unique value for one payment, reused on retries.
 #[derive(Debug)]
-pub(super) struct IdempotencyKey(bp_core::payments::IdempotencyKey);
+pub(super) struct IdempotencyKey(pub(super) bp_core::payments::IdempotencyKey);
 
 impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     type Rejection = ApiError;
