@@ -228,16 +228,25 @@ test('the history filters by direction, amount and kind, and marks pending payme
   await page.getByRole('button', { name: 'Apply' }).click();
   const debits = all.filter((/** @type {any} */ t) => t.direction === 'debit');
   await page.locator('[role="status"]', { hasText: `${debits.length} transactions shown` }).waitFor();
-  // The demo's two payments out, and its payment to another bank (settled through the rail).
-  assert.equal(await rows.count(), 3);
-  assert.ok(debits.some((/** @type {any} */ t) => t.kind === 'interbank'), 'the interbank payment is a debit');
+  // The demo's two payments out, its payment to another bank (settled through the rail), its
+  // payment abroad (the amount converted and the fee) and its loan (the fee, the first
+  // instalment's principal and interest).
+  assert.equal(await rows.count(), debits.length);
+  assert.equal(debits.length, 8);
+  for (const kind of ['interbank', 'fx', 'fee', 'loan', 'interest']) {
+    assert.ok(debits.some((/** @type {any} */ t) => t.kind === kind), `a ${kind} debit`);
+  }
   for (const text of await rows.allInnerTexts()) assert.match(text, /−|-/, `a debit: ${text}`);
 
   await page.getByRole('button', { name: 'Clear' }).click();
   await page.getByLabel(/Min amount/).fill('10');
   await page.getByLabel(/Max amount/).fill('20');
   await page.getByRole('button', { name: 'Apply' }).click();
-  await page.locator('[role="status"]', { hasText: '2 transactions shown' }).waitFor();
+  // 10.00 to 20.00, counted in cents from the API's decimal strings.
+  const cents = (/** @type {string} */ s) => { const [i, f = ''] = s.split('.'); return Number(i) * 100 + Number((f + '00').slice(0, 2)); };
+  const between = all.filter((/** @type {any} */ t) => cents(t.amount.amount) >= 1000 && cents(t.amount.amount) <= 2000);
+  assert.ok(between.length >= 2, 'the two demo payments are in the range');
+  await page.locator('[role="status"]', { hasText: `${between.length} transactions shown` }).waitFor();
   const texts = (await rows.allInnerTexts()).join('\n');
   assert.ok(texts.includes('Lunch, split') && texts.includes('Bike repair'), texts);
 
@@ -453,8 +462,17 @@ test('works with the keyboard alone and at phone width', async () => {
   await page.keyboard.press('Enter');
   // Back where the customer was when signing in: the services.
   await page.getByRole('heading', { name: 'Services' }).waitFor();
+  // The view put the focus on its content (main): Tab goes on into it (the loan's schedule),
+  // then around to the top of the page, whose first stop is the skip link.
+  assert.equal(await page.evaluate(() => document.activeElement?.id), 'main');
   await page.keyboard.press('Tab');
-  assert.equal(await page.evaluate(() => document.activeElement?.textContent), 'Skip to content');
+  assert.match(await page.evaluate(() => document.activeElement?.textContent ?? ''), /^Schedule: /);
+  let stop = '';
+  for (let i = 0; i < 10 && stop !== 'Skip to content'; i++) {
+    await page.keyboard.press('Tab');
+    stop = await page.evaluate(() => document.activeElement?.textContent ?? '');
+  }
+  assert.equal(stop, 'Skip to content');
   // Tab to the navigation's Transactions link and follow it.
   let focused = '';
   for (let i = 0; i < 10 && focused !== 'Transactions'; i++) {
