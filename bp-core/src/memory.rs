@@ -236,23 +236,6 @@ impl ServiceStore for MemoryStore {
         query: &ServiceQuery,
     ) -> Result<Page<ServiceRecord>, StoreError> {
         let inner = self.lock();
-        let limit = usize::try_from(query.limit()).unwrap_or(usize::MAX);
-        let end = query.before.map_or(inner.services.len(), |c| usize::try_from(c.saturating_sub(1)).unwrap_or(0));
-        let mut items = Vec::new();
-        let mut last_cursor = None;
-        let mut next_cursor = None;
-        for (i, id) in inner.services.iter().enumerate().take(end).rev() {
-            let Some(r) = inner.state.service_record(*id) else { continue };
-            if r.customer_id != customer || !query.matches(r) {
-                continue;
-            }
-            if items.len() == limit {
-                next_cursor = last_cursor;
-                break;
-            }
-            items.push(r.clone());
-            last_cursor = u64::try_from(i).ok().map(|i| i + 1);
-        }
-        Ok(Page { items, next_cursor })
+        Ok(query.page_of(&inner.services, &inner.state, customer))
     }
 }

@@ -928,14 +928,19 @@ const NOT_A_HOLD: LedgerError = LedgerError::InvalidField {
              amount; a loan's places none",
 };
 
-/// Whether `stored` was made by the same request as `new` (a retry of it).
+/// Whether `stored` was made by the same request as `new` (a retry of it). A payment's record
+/// keeps its request's transfers and details; a loan's grows with its life (the decision, the
+/// schedule, its transfers), so a retry is judged by the application alone.
 fn same_service_request(stored: &ServiceRecord, new: &ServiceRecord) -> bool {
+    let same_request = match new.kind {
+        ServiceKind::Loan => crate::external::loan::same_application(stored, new),
+        _ => stored.transfers == new.transfers && stored.details == new.details,
+    };
     stored.customer_id == new.customer_id
         && stored.kind == new.kind
         && stored.account_id == new.account_id
         && stored.amount == new.amount
-        && stored.transfers == new.transfers
-        && stored.details == new.details
+        && same_request
 }
 
 /// Whether `hold` may be one of a service request's holds: without a deadline, joining a

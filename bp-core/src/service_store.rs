@@ -50,6 +50,35 @@ pub struct ServiceQuery {
 }
 
 impl ServiceQuery {
+    /// The page of `customer`'s records this query asks for, newest first, from `order` (every
+    /// record's id in the order it was first written; the cursor is a 1-based position in it)
+    /// and `view` (the records): the paging of stores that keep their records in memory.
+    pub fn page_of(
+        &self,
+        order: &[ServiceRecordId],
+        view: &impl crate::rules::LedgerView,
+        customer: CustomerId,
+    ) -> Page<ServiceRecord> {
+        let limit = usize::try_from(self.limit()).unwrap_or(usize::MAX);
+        let end = self.before.map_or(order.len(), |c| usize::try_from(c.saturating_sub(1)).unwrap_or(0));
+        let mut items = Vec::new();
+        let mut last_cursor = None;
+        let mut next_cursor = None;
+        for (i, id) in order.iter().enumerate().take(end).rev() {
+            let Some(r) = view.service_record(*id) else { continue };
+            if r.customer_id != customer || !self.matches(r) {
+                continue;
+            }
+            if items.len() == limit {
+                next_cursor = last_cursor;
+                break;
+            }
+            items.push(r.clone());
+            last_cursor = u64::try_from(i).ok().map(|i| i + 1);
+        }
+        Page { items, next_cursor }
+    }
+
     /// Checks the query's bounds.
     pub fn validate(&self) -> Result<(), LedgerError> {
         check_page(self.limit, self.from, self.to)?;

@@ -6,13 +6,12 @@
 //! The worker that drives this is in `jobs`, the routes in `v1::loans`.
 
 use bp_core::Timestamp;
-use bp_core::account::AccountStatus;
 use bp_core::clock::Clock;
 use bp_core::error::{Error, LedgerError};
 use bp_core::external::lifecycle::Effect;
 use bp_core::external::loan::{self, LoanApplication, LoanInput, LoanPolicy, LoanProvider, LoanTransitionError};
 use bp_core::ids::ServiceRecordId;
-use bp_core::service_record::{ServiceRecord, ServiceStatus};
+use bp_core::service_record::ServiceRecord;
 use bp_core::service_store::ServiceStore;
 use rand::Rng as _;
 
@@ -86,19 +85,11 @@ pub async fn apply(
     Err(retried.unwrap_or_else(|| unreachable!("APPLY_ATTEMPTS_MAX is positive")))
 }
 
-/// The worker's input for `record`: `Collect` with the repayment account's available balance
-/// (0 for a frozen or closed account, never into the overdraft) for a loan being repaid, else
-/// `Due`.
+/// The worker's input for `record` (`loan::turn_input`), with its repayment account as it is
+/// now.
 async fn turn_input(services: &dyn ServiceStore, record: &ServiceRecord) -> Result<LoanInput, Error> {
-    if !matches!(record.status, ServiceStatus::Active | ServiceStatus::InArrears) {
-        return Ok(LoanInput::Due);
-    }
     let account = services.account(record.account_id).await?;
-    let available_minor = match account {
-        Some(a) if a.status == AccountStatus::Active => a.available_minor().max(0),
-        _ => 0,
-    };
-    Ok(LoanInput::Collect { available_minor })
+    Ok(loan::turn_input(record, account.as_ref()))
 }
 
 /// One turn of loan `id`: the worker's step, then the call it asks for (with the record's own

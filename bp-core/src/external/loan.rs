@@ -107,6 +107,30 @@ impl LoanApplication {
     }
 }
 
+/// Whether loan records `stored` and `new` hold the same application (term and purpose; the
+/// envelope's customer, account and amount are compared by the caller): what makes a request a
+/// retry, however far the stored loan has come since.
+pub fn same_application(stored: &ServiceRecord, new: &ServiceRecord) -> bool {
+    match (LoanDetails::of(stored), LoanDetails::of(new)) {
+        (Some(s), Some(n)) => s.requested_term_months == n.requested_term_months && s.purpose == n.purpose,
+        _ => false,
+    }
+}
+
+/// What the worker gives a loan's turn: for a loan being repaid, `Collect` with what its
+/// repayment `account` can pay now (its available balance, never into the overdraft; nothing
+/// from a frozen or closed account, or none); otherwise `Due`.
+pub fn turn_input(record: &ServiceRecord, account: Option<&crate::account::Account>) -> LoanInput {
+    if !matches!(record.status, ServiceStatus::Active | ServiceStatus::InArrears) {
+        return LoanInput::Due;
+    }
+    let available_minor = match account {
+        Some(a) if a.status == crate::account::AccountStatus::Active => a.available_minor().max(0),
+        _ => 0,
+    };
+    LoanInput::Collect { available_minor }
+}
+
 /// The loan provider's decision on an application.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "decision", rename_all = "snake_case")]

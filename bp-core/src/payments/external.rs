@@ -8,18 +8,20 @@
 use std::sync::Arc;
 
 use super::rules::{IdempotencyKey, external_relation};
-use super::{Confirmed, PayReceipt, Payee, Payment, PaymentError, PaymentRequest, Payments, transfer_id};
+use super::{
+    Confirmed, PayReceipt, Payee, Payment, PaymentError, PaymentRequest, Payments, awaiting_answer, transfer_id,
+};
 use crate::account::Account;
 use crate::error::{Error, LedgerError, StoreError};
 use crate::external::lifecycle::{self, InterbankDetails, NewExternalPayment};
 use crate::external::{BankIbans, ExternalAccount, RailId};
 use crate::hooks::PaymentOutcome;
 use crate::ids::CustomerId;
-use crate::sca::{Closed, Exemption, ScaAnswer, challenge_id, count_low_value, exemption};
+use crate::sca::{Exemption, ScaAnswer, challenge_id, count_low_value, exemption};
 use crate::security::{AuditKind, ChallengePurpose, ScaChallenge, ScaMethod};
 use crate::service_record::ServiceRecord;
 use crate::service_store::ServiceStore;
-use crate::transfer::{Transfer, TransferKind, TransferState};
+use crate::transfer::{Transfer, TransferKind};
 
 /// The one rail payments to other banks take today.
 const RAIL: RailId = RailId::SepaCreditTransfer;
@@ -250,12 +252,7 @@ impl Payments {
         }
         let _guard = self.sca.lock(customer).await;
         let transfer = self.ledger.store().transfer(transfer.id).await?.ok_or(PaymentError::NotFound("transfer"))?;
-        match transfer.state {
-            TransferState::Pending if transfer.awaits_external_party() => return Err(Closed::PaymentConfirmed.into()),
-            TransferState::Pending => {}
-            TransferState::Posted => return Err(Closed::PaymentConfirmed.into()),
-            TransferState::Voided | TransferState::Failed => return Err(Closed::PaymentEnded.into()),
-        }
+        awaiting_answer(&transfer)?;
         let answered = self.spend_answer(challenge, answer).await?;
         let p = NewExternalPayment {
             customer,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use super::external::ExternalPayments;
 use super::rules::IdempotencyKey;
-use super::{Confirmed, PayReceipt, Payment, PaymentError, Payments, transfer_id};
+use super::{Confirmed, PayReceipt, Payment, PaymentError, Payments, awaiting_answer, transfer_id};
 use crate::error::{Error, LedgerError, StoreError};
 use crate::external::fx::{self, FxProvider, FxQuote, InternationalDetails, NewInternationalPayment, QuoteRequest};
 use crate::external::lifecycle::record_id;
@@ -249,12 +249,7 @@ impl Payments {
         }
         let _guard = self.sca.lock(customer).await;
         let transfer = self.ledger.store().transfer(transfer.id).await?.ok_or(PaymentError::NotFound("transfer"))?;
-        match transfer.state {
-            TransferState::Pending if transfer.awaits_external_party() => return Err(Closed::PaymentConfirmed.into()),
-            TransferState::Pending => {}
-            TransferState::Posted => return Err(Closed::PaymentConfirmed.into()),
-            TransferState::Voided | TransferState::Failed => return Err(Closed::PaymentEnded.into()),
-        }
+        awaiting_answer(&transfer)?;
         let p = NewInternationalPayment {
             customer,
             account: transfer.debit_account,

@@ -288,6 +288,18 @@ impl Submitted {
     }
 }
 
+/// Whether payment `transfer` still waits for its SCA answer: pending with its deadline. Pending
+/// without one it was handed to an outside party, and posted it was confirmed: either way the
+/// answer was given; voided or failed, the payment ended.
+fn awaiting_answer(transfer: &Transfer) -> Result<(), Closed> {
+    match transfer.state {
+        TransferState::Pending if transfer.awaits_external_party() => Err(Closed::PaymentConfirmed),
+        TransferState::Pending => Ok(()),
+        TransferState::Posted => Err(Closed::PaymentConfirmed),
+        TransferState::Voided | TransferState::Failed => Err(Closed::PaymentEnded),
+    }
+}
+
 /// The payment flow over a ledger and strong customer authentication (and, for payments to
 /// other banks, a service store: [`Payments::with_external`]). Cloning shares it.
 #[derive(Clone)]
@@ -420,11 +432,7 @@ impl Payments {
             return Err(PaymentError::ChallengeMismatch);
         }
         let _guard = self.sca.lock(customer).await;
-        match transfer.state {
-            TransferState::Pending => {}
-            TransferState::Posted => return Err(Closed::PaymentConfirmed.into()),
-            TransferState::Voided | TransferState::Failed => return Err(Closed::PaymentEnded.into()),
-        }
+        awaiting_answer(&transfer)?;
         let answered = self.spend_answer(challenge, answer).await?;
         let receipt = self.ledger.post_pending(transfer.id).await?;
         self.hooks().ledger_changed();

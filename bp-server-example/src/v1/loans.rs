@@ -154,15 +154,8 @@ pub(super) async fn apply_for_loan(
         term_months: body.term_months,
         purpose: body.purpose,
     };
-    // A retry: the store replays a request only while its details are as first written, and a
-    // loan's change as soon as it is decided; so the application is compared here.
-    if let Some(stored) = state.services.service_record(new.id).await? {
-        return if same_application(&stored, &new) {
-            Ok((StatusCode::ACCEPTED, Json(LoanView::of(&stored)?)))
-        } else {
-            Err(ApiError::IdempotencyConflict)
-        };
-    }
+    // A retry with the same application is replayed by the store (the loan as it is now);
+    // another application under the same key is an idempotency conflict.
     let transition = loan::apply(&new, state.now())?;
     let receipt = state.services.request(transition).await?;
     if !receipt.replayed {
@@ -170,15 +163,6 @@ pub(super) async fn apply_for_loan(
         state.external_wake.notify_one();
     }
     Ok((StatusCode::ACCEPTED, Json(LoanView::of(&receipt.record)?)))
-}
-
-/// Whether `stored` is the record of application `new`.
-fn same_application(stored: &ServiceRecord, new: &NewLoan) -> bool {
-    let details = LoanDetails::of(stored);
-    stored.customer_id == new.customer
-        && stored.account_id == new.account
-        && stored.amount == new.amount
-        && details.is_some_and(|d| d.requested_term_months == new.term_months && d.purpose == new.purpose)
 }
 
 /// `GET /v1/loans/{loan_id}`: the loan with its schedule.

@@ -381,23 +381,6 @@ impl ServiceStore for MongoStore {
         query: &ServiceQuery,
     ) -> Result<Page<ServiceRecord>, StoreError> {
         let r = self.fresh().await?;
-        let limit = usize::try_from(query.limit()).unwrap_or(usize::MAX);
-        let end = query.before.map_or(r.services.len(), |c| usize::try_from(c.saturating_sub(1)).unwrap_or(0));
-        let mut items = Vec::new();
-        let mut last_cursor = None;
-        let mut next_cursor = None;
-        for (i, id) in r.services.iter().enumerate().take(end).rev() {
-            let Some(s) = r.state.service_record(*id) else { continue };
-            if s.customer_id != customer || !query.matches(s) {
-                continue;
-            }
-            if items.len() == limit {
-                next_cursor = last_cursor;
-                break;
-            }
-            items.push(s.clone());
-            last_cursor = u64::try_from(i).ok().map(|i| i + 1);
-        }
-        Ok(Page { items, next_cursor })
+        Ok(query.page_of(&r.services, &r.state, customer))
     }
 }
