@@ -11,11 +11,13 @@ use crate::Timestamp;
 use crate::account::{Account, AccountKind, AccountStatus, Balances};
 use crate::account_number::AccountNumber;
 use crate::customer::{BiometricEnrolment, Contact, Customer, DocumentKind, KycStatus, Party};
+use crate::external::ReasonCode;
+use crate::external::loan::LoanDetails;
 use crate::ids::{AccountId, BeneficiaryId, ChallengeId, CustomerId, DeviceId, PasskeyId, ServiceRecordId, TransferId};
 use crate::money::{Currency, Money};
 pub use crate::sca::{Exemption, ScaAnswer, device_registration_message, signing_message};
 use crate::security::{Beneficiary, BeneficiaryState, Device, Passkey, ScaChallenge, ScaMethod};
-use crate::service_record::ServiceRecord;
+use crate::service_record::{ServiceRecord, ServiceStatus};
 use crate::transfer::{Direction, Posting, Transfer, TransferKind, TransferState, VoidReason};
 
 /// An RFC 9457 problem: what went wrong, in words a customer or a support desk can act on.
@@ -577,6 +579,80 @@ pub struct ServiceList {
     /// Pass as `cursor` to get the next (older) page; absent on the last page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
+}
+
+/// An application for a loan (FR6).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewLoanRequest {
+    /// The customer's account the loan is paid into and repaid from.
+    pub account: AccountId,
+    /// The principal asked for, in the account's currency.
+    pub amount: Money,
+    /// The term asked for, in monthly instalments.
+    pub term_months: u32,
+    /// What the loan is for (1 to 140 characters, no control characters).
+    pub purpose: String,
+}
+
+/// An early repayment of a loan's principal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewRepayment {
+    /// The principal repaid, in the loan's currency: at most the outstanding principal (all of
+    /// it closes the loan).
+    pub amount: Money,
+}
+
+/// A loan as its customer sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct LoanView {
+    /// The loan's id (its service record's).
+    pub id: ServiceRecordId,
+    /// Where it is: requested, submitted, unknown (being decided), offered, rejected, active,
+    /// in_arrears, closed.
+    pub status: ServiceStatus,
+    /// The account it is paid into and repaid from.
+    pub account_id: AccountId,
+    /// The principal.
+    pub amount: Money,
+    /// The provider's reason code, when declined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<ReasonCode>,
+    /// When the customer applied.
+    pub created_at: Timestamp,
+    /// Its last change.
+    pub updated_at: Timestamp,
+    /// The decision, the offer, the schedule with paid and due instalments, the outstanding
+    /// principal, arrears and early repayments.
+    pub loan: LoanDetails,
+}
+
+impl LoanView {
+    /// The view of loan `record`; `None` when it is not a loan's or its details do not read.
+    pub fn of(record: &ServiceRecord) -> Option<Self> {
+        Some(Self {
+            id: record.id,
+            status: record.status,
+            account_id: record.account_id,
+            amount: record.amount,
+            reason: record.reason.clone(),
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+            loan: LoanDetails::of(record)?,
+        })
+    }
+}
+
+/// The answer to accepting a loan's offer: the challenge that accepts it, whose text names the
+/// principal, the account, the term, the rate, the instalment, the interest, the fee and the
+/// total. Answer it at `/v1/loans/{id}/accept/confirm`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct LoanAcceptance {
+    /// The loan, still offered.
+    pub loan: LoanView,
+    /// The challenge.
+    pub sca: ChallengeView,
 }
 
 /// The OAuth2 token endpoint's answer (RFC 6749 §5.1, OpenID Connect Core §3.1.3.3).

@@ -197,6 +197,19 @@ pub enum ChallengePurpose {
         /// The payee: IBAN, name and BIC.
         payee: crate::external::ExternalAccount,
     },
+    /// Accepting a loan's offer (its text is `bp-sca-v4`): the principal, the account it is
+    /// paid into, the term, the rate, the fee, the instalment and the interest, each part of the
+    /// signed text. Accepting posts the principal and opens the debt.
+    LoanAcceptance {
+        /// The loan (its service record), offered until the challenge is answered.
+        loan_id: crate::ids::ServiceRecordId,
+        /// The principal, paid into `account`.
+        amount: Money,
+        /// The account it is paid into and repaid from.
+        account: AccountNumber,
+        /// The offer, exactly as shown: rate, fee, term, instalment, interest, expiry.
+        offer: crate::external::loan::LoanOffer,
+    },
     /// Trusting a beneficiary (exempting later payments to it).
     Beneficiary {
         /// The beneficiary, pending until the challenge is answered.

@@ -6,56 +6,13 @@ mod common;
 
 use bp_core::api::device_registration_message;
 use bp_server_example::auth::crypto::b64;
-use common::{Api, Customer, Server, assert_problem};
+use common::{Api, Server, assert_problem, new_key, register_phone};
 use p256::ecdsa::signature::Signer as _;
 use p256::ecdsa::{Signature, SigningKey};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const ALL: &str = "openid profile accounts payments offline_access";
-
-struct Phone {
-    key: SigningKey,
-    device_id: String,
-}
-
-impl Phone {
-    fn sign(&self, message: &str) -> String {
-        let sig: Signature = self.key.sign(message.as_bytes());
-        b64(sig.to_der().as_bytes())
-    }
-
-    fn answer(&self, challenge: &Value) -> Value {
-        json!({
-            "method": "device_signature",
-            "challenge_id": challenge["id"],
-            "device_id": self.device_id,
-            "signature": self.sign(challenge["message"].as_str().expect("message")),
-        })
-    }
-}
-
-/// A new key and its proof of possession for `customer`, as a phone sends them.
-fn new_key(customer: &Customer) -> (SigningKey, Value) {
-    let key = SigningKey::random(&mut rand_core::OsRng);
-    let public = b64(key.verifying_key().to_encoded_point(false).as_bytes());
-    let proof: Signature = key.sign(device_registration_message(customer.id, &public).as_bytes());
-    (key, json!({ "name": "Test phone", "public_key": public, "proof": b64(&proof.to_bytes()) }))
-}
-
-/// Registers a first phone of `customer`, from the fresh session of `api`, confirmed by TOTP.
-async fn register_phone(server: &Server, api: &Api, customer: &Customer) -> Phone {
-    let (key, body) = new_key(customer);
-    let (status, begun) = api.post("/v1/devices", &body, None).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{begun}");
-    assert_eq!(begun["sca"]["methods"], json!(["totp"]), "a first device is confirmed by a TOTP code");
-    let device_id = begun["device"]["id"].as_str().expect("id").to_owned();
-    let answer = json!({ "method": "totp", "challenge_id": begun["sca"]["id"], "code": server.totp(customer).await });
-    let (status, body) = api.post(&format!("/v1/devices/{device_id}/confirm"), &answer, None).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert_eq!(body["device"]["id"], json!(device_id));
-    Phone { key, device_id }
-}
 
 async fn number(api: &Api, account: &bp_core::ids::AccountId) -> String {
     let (status, body) = api.get(&format!("/v1/accounts/{account}")).await;

@@ -17,7 +17,7 @@ use bp_external::simulator::IncomingPayment;
 use bp_external::webhook::signature_header;
 use bp_server_example::config::{Config, Secret};
 use common::sse::Stream;
-use common::{Api, Server, assert_problem};
+use common::{Api, Phone, Server, assert_problem, register_phone};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -721,6 +721,18 @@ fn sum_minor(loan: &Value, field: &str) -> i64 {
     loan["loan"]["schedule"].as_array().expect("schedule").iter().map(|i| minor(&i[field])).sum()
 }
 
+/// Asks to accept loan `id` and answers the challenge with `phone`'s signature: the loan, active.
+async fn accept(api: &Api, phone: &Phone, id: &str) -> Value {
+    let (code, begun) = api.post(&format!("/v1/loans/{id}/accept"), &Value::Null, None).await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{begun}");
+    assert_eq!(begun["loan"]["status"], "offered", "nothing moves before the answer: {begun}");
+    let answer = phone.answer(&begun["sca"]);
+    let (code, active) = api.post(&format!("/v1/loans/{id}/accept/confirm"), &answer, None).await;
+    assert_eq!(code, StatusCode::OK, "{active}");
+    assert_eq!(active["status"], "active", "{active}");
+    active
+}
+
 /// A loan over HTTP, end to end with the simulated loan provider: applied for, decided by the
 /// worker (offered: 4.9 % for 12 months, a 1 % fee), accepted (the principal paid in less the
 /// fee, the receivable opened, a schedule that sums to the principal), the first instalment
@@ -755,7 +767,36 @@ async fn a_loan_is_decided_accepted_collected_and_repaid_early() {
     let (code, problem) = api.post(&format!("/v1/loans/{id}/repayments"), &repay("1.00"), Some("early-0")).await;
     assert_problem(code, &problem, StatusCode::CONFLICT, "loan-not-active");
 
-    let (code, active) = api.post(&format!("/v1/loans/{id}/accept"), &Value::Null, None).await;
+    // Accepting takes SCA: the challenge's text shows the whole offer; a signature of anything
+    // else, or a confirmation without the right answer, moves nothing.
+    let phone = register_phone(&server, &api, &ada).await;
+    let (code, begun) = api.post(&format!("/v1/loans/{id}/accept"), &Value::Null, None).await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{begun}");
+    assert_eq!(begun["sca"]["methods"], serde_json::json!(["device_signature"]), "{begun}");
+    let text = begun["sca"]["message"].as_str().expect("message");
+    let number = server.state.ledger.account(ada.eur).await.expect("account").number;
+    for line in [
+        "bp-sca-v4".to_owned(),
+        "purpose:loan_acceptance".to_owned(),
+        format!("loan:{id}"),
+        "amount:1200.00".to_owned(),
+        "currency:EUR".to_owned(),
+        format!("account:{number}"),
+        "term_months:12".to_owned(),
+        "rate:0.049".to_owned(),
+        "instalment:102.67".to_owned(),
+        "interest:32.09".to_owned(),
+        "fee:12.00".to_owned(),
+        "total:1244.09".to_owned(),
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} in {text}");
+    }
+    let mut forged = phone.answer(&begun["sca"]);
+    forged["signature"] = Value::from(phone.sign(&text.replace("amount:1200.00", "amount:12.00")));
+    let (code, problem) = api.post(&format!("/v1/loans/{id}/accept/confirm"), &forged, None).await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{problem}");
+    assert_eq!(balances(&server, ada.eur).await, (100_000, 100_000), "a wrong answer moves nothing");
+    let (code, active) = api.post(&format!("/v1/loans/{id}/accept/confirm"), &phone.answer(&begun["sca"]), None).await;
     assert_eq!(code, StatusCode::OK, "{active}");
     assert_eq!(active["status"], "active", "{active}");
     assert_eq!(balances(&server, ada.eur).await.0, 100_000 + 120_000 - 1_200, "paid in, less the fee");
@@ -765,8 +806,11 @@ async fn a_loan_is_decided_accepted_collected_and_repaid_early() {
     assert_eq!(active["loan"]["schedule"].as_array().map(Vec::len), Some(12), "{active}");
     assert_eq!(sum_minor(&active, "principal"), 120_000, "the schedule repays the principal exactly");
     assert!(active["loan"]["schedule"].as_array().expect("schedule").iter().all(|i| i["state"] == "due"));
-    let (code, same) = api.post(&format!("/v1/loans/{id}/accept"), &Value::Null, None).await;
-    assert_eq!((code, &same["loan"]), (StatusCode::OK, &active["loan"]), "accepting again changes nothing");
+    let confirm = phone.answer(&begun["sca"]);
+    let (code, same) = api.post(&format!("/v1/loans/{id}/accept/confirm"), &confirm, None).await;
+    assert_eq!((code, &same["loan"]), (StatusCode::OK, &active["loan"]), "confirming again changes nothing");
+    let (code, problem) = api.post(&format!("/v1/loans/{id}/accept"), &Value::Null, None).await;
+    assert_problem(code, &problem, StatusCode::CONFLICT, "loan-not-offered");
 
     // The worker's turn on the first due date collects the first instalment.
     let first = active["loan"]["schedule"][0].clone();
@@ -815,7 +859,7 @@ async fn a_loan_is_decided_accepted_collected_and_repaid_early() {
     assert_eq!(closed["loan"]["outstanding"]["amount"], "0.00", "{closed}");
     assert_eq!(balances(&server, receivable).await.0, 0, "nothing owed");
     let (code, problem) = api.post(&format!("/v1/loans/{id}/accept"), &Value::Null, None).await;
-    assert_eq!((code, problem["status"].as_str()), (StatusCode::OK, Some("closed")), "{problem}");
+    assert_problem(code, &problem, StatusCode::CONFLICT, "loan-not-offered");
     for total in server.state.ledger.store().totals().await.expect("totals") {
         assert_eq!(total.posted_minor, 0, "{} sums to zero", total.currency);
     }
@@ -863,6 +907,9 @@ async fn a_declined_loan_is_rejected_and_another_customers_loan_is_not_found() {
     let (code, problem) = bob_api.get(&format!("/v1/loans/{id}")).await;
     assert_problem(code, &problem, StatusCode::NOT_FOUND, "not-found");
     let (code, problem) = bob_api.post(&format!("/v1/loans/{id}/accept"), &Value::Null, None).await;
+    assert_problem(code, &problem, StatusCode::NOT_FOUND, "not-found");
+    let answer = serde_json::json!({ "method": "totp", "challenge_id": ServiceRecordId::new_v7(), "code": "000000" });
+    let (code, problem) = bob_api.post(&format!("/v1/loans/{id}/accept/confirm"), &answer, None).await;
     assert_problem(code, &problem, StatusCode::NOT_FOUND, "not-found");
     let repay = serde_json::json!({ "amount": { "amount": "1.00", "currency": "EUR" } });
     let (code, problem) = bob_api.post(&format!("/v1/loans/{id}/repayments"), &repay, Some("bob-1")).await;
@@ -920,8 +967,8 @@ async fn a_loan_in_arrears_recovers_when_the_account_can_pay() {
     });
     let offered = loan_decided(&server, &api, &ask, "arrears-1", ServiceStatus::Offered).await;
     let id = offered["id"].as_str().expect("id").to_owned();
-    let (code, active) = api.post(&format!("/v1/loans/{id}/accept"), &Value::Null, None).await;
-    assert_eq!(code, StatusCode::OK, "{active}");
+    let phone = register_phone(&server, &api, &ada).await;
+    let active = accept(&api, &phone, &id).await;
     let due_on: chrono::NaiveDate = active["loan"]["schedule"][0]["due_on"].as_str().expect("d").parse().expect("d");
     let start = bp_core::external::loan::start_of(due_on);
 

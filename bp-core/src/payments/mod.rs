@@ -26,6 +26,7 @@
 
 mod external;
 mod international;
+mod loans;
 pub mod rules;
 
 use std::sync::Arc;
@@ -53,6 +54,7 @@ use crate::store::Store;
 use crate::transfer::{Transfer, TransferKind, TransferRequest, TransferState};
 
 pub use international::InternationalRequest;
+pub use loans::LoanChallenge;
 use rules::InternalPayment;
 pub use rules::{IDEMPOTENCY_KEY_LEN_MAX, IdempotencyKey, InvalidIdempotencyKey, external_relation, transfer_id};
 
@@ -212,6 +214,9 @@ pub enum PaymentError {
     /// bank offers): nothing was held.
     #[error(transparent)]
     Quote(crate::external::fx::QuoteError),
+    /// The loan cannot be accepted as it is (not offered, its offer expired): nothing changed.
+    #[error(transparent)]
+    Loan(crate::external::loan::LoanTransitionError),
     /// The FX provider did not answer, or refused: nothing was held; ask again later.
     #[error("the FX provider: {0}")]
     Provider(crate::external::CallError),

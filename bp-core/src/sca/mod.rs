@@ -261,6 +261,8 @@ pub fn answer_methods(rules: &ScaRules, factors: Factors, purpose: &ChallengePur
             within_totp_limit(rules, amount)
         }
         ChallengePurpose::InternationalPayment { quote, .. } => within_totp_limit(rules, &quote.debit),
+        // A loan's principal is money the customer will owe: the same limit as a payment.
+        ChallengePurpose::LoanAcceptance { amount, .. } => within_totp_limit(rules, amount),
         // Trusted by TOTP, a beneficiary's payments are exempt only within the TOTP limit; a
         // first device's registration by TOTP needs a recent sign-in (`recently_signed_in`).
         ChallengePurpose::Beneficiary { .. } | ChallengePurpose::Device { .. } => true,
@@ -288,6 +290,7 @@ pub fn new_challenge(
         ChallengePurpose::Payment { transfer_id, .. }
         | ChallengePurpose::ExternalPayment { transfer_id, .. }
         | ChallengePurpose::InternationalPayment { transfer_id, .. } => *transfer_id.as_uuid(),
+        ChallengePurpose::LoanAcceptance { loan_id, .. } => *loan_id.as_uuid(),
         ChallengePurpose::Beneficiary { beneficiary_id, .. } => *beneficiary_id.as_uuid(),
         ChallengePurpose::Device { device_id, .. } => *device_id.as_uuid(),
     };
@@ -356,6 +359,20 @@ pub fn links_international(
                 && signed_payee == payee)
 }
 
+/// Dynamic linking for a loan: whether `challenge` authorizes accepting exactly `loan` (its
+/// principal) under exactly `offer`, paid into the account numbered `account`. A changed offer
+/// or principal gives another text, so a challenge answered for one never accepts the other.
+pub fn links_loan(
+    challenge: &ScaChallenge,
+    loan: &crate::service_record::ServiceRecord,
+    offer: &crate::external::loan::LoanOffer,
+    account: AccountNumber,
+) -> bool {
+    matches!(&challenge.purpose,
+        ChallengePurpose::LoanAcceptance { loan_id, amount, account: signed_account, offer: signed }
+            if *loan_id == loan.id && *amount == loan.amount && *signed_account == account && signed == offer)
+}
+
 /// An answer to an SCA challenge.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
@@ -399,11 +416,17 @@ impl ScaAnswer {
 /// (empty when none was given), and its values may be any Unicode. Version 3 (`bp-sca-v3`) is a
 /// payment abroad: `amount:`/`currency:` what is converted, `fee:` (same currency), `total:`
 /// what leaves the account, `rate:` (exact decimal), `receive:`/`receive_currency:` what the
-/// payee gets, `quote:` the quote's id, then the payee as in version 2. A device shows every line.
+/// payee gets, `quote:` the quote's id, then the payee as in version 2. Version 4
+/// (`bp-sca-v4`) is accepting a loan: `loan:` its id, `amount:`/`currency:` the principal,
+/// `account:` the account it is paid into and repaid from, `term_months:`, `rate:` (the annual
+/// rate, exact decimal), `instalment:` (monthly; the last absorbs the rounding), `interest:`
+/// (the whole schedule's), `fee:` (taken at disbursement), `total:` (principal, interest and
+/// fee: all the customer pays). A device shows every line.
 pub fn signing_message(challenge: &ScaChallenge) -> String {
     let version = match challenge.purpose {
         ChallengePurpose::ExternalPayment { .. } => "bp-sca-v2",
         ChallengePurpose::InternationalPayment { .. } => "bp-sca-v3",
+        ChallengePurpose::LoanAcceptance { .. } => "bp-sca-v4",
         _ => "bp-sca-v1",
     };
     let mut out = format!("{version}\n");
@@ -439,6 +462,20 @@ pub fn signing_message(challenge: &ScaChallenge) -> String {
             let _ = writeln!(out, "iban:{}", payee.iban.as_str());
             let _ = writeln!(out, "name:{}", payee.name);
             let _ = writeln!(out, "bic:{}", payee.bic.as_ref().map_or("", |b| b.as_str()));
+        }
+        ChallengePurpose::LoanAcceptance { loan_id, amount, account, offer } => {
+            let _ = writeln!(out, "purpose:loan_acceptance");
+            let _ = writeln!(out, "loan:{loan_id}");
+            let _ = writeln!(out, "amount:{}", amount.to_decimal_string());
+            let _ = writeln!(out, "currency:{}", amount.currency());
+            let _ = writeln!(out, "account:{account}");
+            let _ = writeln!(out, "term_months:{}", offer.term_months);
+            let _ = writeln!(out, "rate:{}", offer.annual_rate);
+            let _ = writeln!(out, "instalment:{}", offer.instalment.to_decimal_string());
+            let _ = writeln!(out, "interest:{}", offer.total_interest.to_decimal_string());
+            let _ = writeln!(out, "fee:{}", offer.fee.to_decimal_string());
+            let total = amount.checked_add(offer.total_interest).and_then(|t| t.checked_add(offer.fee));
+            let _ = writeln!(out, "total:{}", total.map_or_else(|_| String::new(), |t| t.to_decimal_string()));
         }
         ChallengePurpose::Beneficiary { beneficiary_id, payee } => {
             let _ = writeln!(out, "purpose:trust_beneficiary");
@@ -612,6 +649,51 @@ mod tests {
                 trust.id
             )
         );
+    }
+
+    #[test]
+    fn loan_acceptance_signs_the_whole_offer() {
+        use crate::external::loan::LoanOffer;
+        let loan_id = crate::ids::ServiceRecordId::from_uuid(Uuid::from_u128(5));
+        let account = AccountNumber::from_serial(1).expect("serial");
+        let offer = LoanOffer {
+            annual_rate: crate::rate::Rate::parse("0.049").expect("rate"),
+            fee: Money::new(1_200, Currency::EUR),
+            term_months: 12,
+            instalment: Money::new(10_267, Currency::EUR),
+            total_interest: Money::new(3_209, Currency::EUR),
+            expires_at: chrono::DateTime::from_timestamp(1_767_312_000, 0).expect("time"),
+        };
+        let amount = Money::new(120_000, Currency::EUR);
+        let purpose = |amount, offer| ChallengePurpose::LoanAcceptance { loan_id, amount, account, offer };
+        let c = challenge_for(purpose(amount, offer.clone()));
+        assert_eq!(
+            signing_message(&c),
+            format!(
+                "bp-sca-v4\nchallenge:{}\npurpose:loan_acceptance\nloan:00000000-0000-0000-0000-000000000005\n\
+                 amount:1200.00\ncurrency:EUR\naccount:000000000195\nterm_months:12\nrate:0.049\n\
+                 instalment:102.67\ninterest:32.09\nfee:12.00\ntotal:1244.09\nnonce:n0nce",
+                c.id
+            )
+        );
+        // Any change of the offer or the principal changes the text.
+        for changed in [
+            purpose(Money::new(120_001, Currency::EUR), offer.clone()),
+            purpose(
+                amount,
+                LoanOffer { annual_rate: crate::rate::Rate::parse("0.05").expect("rate"), ..offer.clone() },
+            ),
+            purpose(amount, LoanOffer { fee: Money::new(1_201, Currency::EUR), ..offer.clone() }),
+            purpose(amount, LoanOffer { term_months: 24, ..offer.clone() }),
+        ] {
+            assert_ne!(signing_message(&challenge_for(changed)), signing_message(&c));
+        }
+        // TOTP answers it only within the TOTP limit (500 EUR by default), as for a payment.
+        let totp = Factors { device: false, totp: true };
+        assert_eq!(answer_methods(&config(), totp, &c.purpose), Vec::<ScaMethod>::new());
+        let small = challenge_for(purpose(Money::new(50_000, Currency::EUR), offer));
+        assert_eq!(answer_methods(&config(), totp, &small.purpose), vec![ScaMethod::Totp]);
+        assert_eq!(challenge_id(loan_id.as_uuid()), c.id, "one challenge per loan");
     }
 
     #[test]

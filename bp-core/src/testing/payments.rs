@@ -127,6 +127,7 @@ macro_rules! __payments_conformance_cases {
             external_concurrent_retries
             international_confirmed
             international_refusals
+            loan_acceptance
         }
     };
 }
@@ -1536,5 +1537,125 @@ pub async fn international_refusals<F: PaymentsFactory>(factory: &F) {
     assert!(matches!(late, Err(PaymentError::Quote(QuoteError::Expired { .. }))), "{late:?}");
     assert_eq!(bank.held_minor(&ada.account).await, 0, "every leg released");
     assert_eq!(bank.record(record_id(transfer.id)).await, None);
+    bank.check_invariants().await;
+}
+
+/// An offered loan of `p`: `principal_minor` EUR over 12 months at 4.9 %, a 12.00 fee, applied
+/// for and decided through the loan's own transitions, written by the store.
+async fn offered_loan(bank: &Bank, p: &Person, principal_minor: i64, key: &str) -> ServiceRecord {
+    use crate::external::loan::{self, LoanDecision, LoanInput, LoanPolicy, NewLoan};
+    let key = key_of(key);
+    let new = NewLoan {
+        id: loan::loan_id(p.id, &key),
+        customer: p.id,
+        account: p.account.id,
+        amount: eur(principal_minor),
+        term_months: 12,
+        purpose: "a bicycle".to_owned(),
+    };
+    let store = &bank.stores.ledger;
+    let now = bank.clock.now();
+    let mut record = ok("apply", store.request(ok("application", loan::apply(&new, now))).await).record;
+    let decision = LoanDecision::Approved {
+        annual_rate: ok("rate", crate::rate::Rate::parse("0.049")),
+        fee: eur(12_00),
+        term_months: 12,
+    };
+    for input in [LoanInput::Due, LoanInput::Decided(decision)] {
+        let t = ok("transition", loan::transition(&record, &input, now, &LoanPolicy::default(), 0));
+        record = ok("write", store.apply(record.id, record.version, t).await);
+    }
+    assert_eq!(record.status, ServiceStatus::Offered);
+    record
+}
+
+/// Accepting a loan takes SCA ([`Payments::challenge_loan_offer`], then
+/// [`Payments::confirm_loan_offer`]): the one challenge per loan names the whole offer
+/// (`bp-sca-v4`) and expires with the offer at the latest; another customer's loan is not
+/// found; a challenge whose offer no longer matches the loan is refused; above the TOTP limit a
+/// device is needed; a wrong signature is refused, the right one spent once; once answered,
+/// opening again is `Answered`, and confirming the accepted loan again is a replay. Nothing
+/// moves: the caller accepts.
+pub async fn loan_acceptance<F: PaymentsFactory>(factory: &F) {
+    use crate::external::loan::{self, LoanDetails, LoanInput, LoanPolicy, LoanTransitionError};
+    let bank = Bank::new(factory).await;
+    let ada = bank.person("ada", 100_00).await;
+    let bob = bank.person("bob", 100_00).await;
+    let loan = offered_loan(&bank, &ada, 1_200_00, "loan-1").await;
+    let offer = LoanDetails::of(&loan).and_then(|d| d.offer).expect("an offer");
+
+    bank.refuses("another customer's loan", bank.payments.challenge_loan_offer(bob.id, &loan), |e| {
+        matches!(e, PaymentError::NotFound("loan"))
+    })
+    .await;
+    let opened = ok("challenge", bank.payments.challenge_loan_offer(ada.id, &loan).await);
+    assert!(opened.methods.is_empty(), "1,200.00 is above the TOTP limit: a device is needed");
+    let until = (bank.clock.now() + ScaRules::default().challenge_ttl()).min(offer.expires_at);
+    assert_eq!(opened.challenge.expires_at, until);
+    let text = crate::sca::signing_message(&opened.challenge);
+    assert!(text.starts_with("bp-sca-v4\n"), "{text}");
+    for part in [
+        format!("loan:{}", loan.id),
+        "amount:1200.00".to_owned(),
+        format!("account:{}", ada.account.number),
+        "rate:0.049".to_owned(),
+        "fee:12.00".to_owned(),
+        format!("instalment:{}", offer.instalment.to_decimal_string()),
+    ] {
+        assert!(text.lines().any(|l| l == part), "{part:?} in {text}");
+    }
+    let phone = bank.phone(&ada, 9).await;
+    let renewed = ok("renewed", bank.payments.challenge_loan_offer(ada.id, &loan).await);
+    assert_eq!(renewed.challenge.id, opened.challenge.id, "one challenge per loan, renewed while open");
+    assert_eq!(renewed.methods, [ScaMethod::DeviceSignature]);
+
+    // An offer other than the one signed (the loan's record changed since) is not authorized.
+    let mut changed = loan.clone();
+    let mut details = LoanDetails::of(&loan).expect("details");
+    details.offer = Some(loan::LoanOffer { fee: eur(0), ..offer.clone() });
+    let serde_json::Value::Object(map) = ok("details", serde_json::to_value(&details)) else { panic!("an object") };
+    changed.details = map;
+    let right = phone.answer(&renewed.challenge);
+    bank.refuses("a changed offer", bank.payments.confirm_loan_offer(ada.id, &changed, &right), |e| {
+        matches!(e, PaymentError::ChallengeMismatch)
+    })
+    .await;
+    let wrong = phone.answer_text(&renewed.challenge, &text.replace("amount:1200.00", "amount:12.00"));
+    bank.refuses("a signature of another text", bank.payments.confirm_loan_offer(ada.id, &loan, &wrong), |e| {
+        matches!(e, PaymentError::Sca(ScaError::Failed))
+    })
+    .await;
+    bank.refuses("bob confirming", bank.payments.confirm_loan_offer(bob.id, &loan, &right), |e| {
+        matches!(e, PaymentError::NotFound(_))
+    })
+    .await;
+    let answered = ok("confirmed", bank.payments.confirm_loan_offer(ada.id, &loan, &right).await);
+    assert!(matches!(
+        answered.state,
+        crate::security::ChallengeState::Answered { method: ScaMethod::DeviceSignature, .. }
+    ));
+    // Answered, not yet accepted (the caller stopped in between): confirming again goes ahead,
+    // opening again says it is answered.
+    ok("again before acceptance", bank.payments.confirm_loan_offer(ada.id, &loan, &right).await);
+    bank.refuses("opening an answered one", bank.payments.challenge_loan_offer(ada.id, &loan), |e| {
+        is_sca(e, &ScaError::Closed(Closed::Answered))
+    })
+    .await;
+    let t = ok("accept", loan::transition(&loan, &LoanInput::Accept, bank.clock.now(), &LoanPolicy::default(), 0));
+    let active = ok("write", bank.stores.ledger.apply(loan.id, loan.version, t).await);
+    ok("a retry once accepted", bank.payments.confirm_loan_offer(ada.id, &active, &right).await);
+    bank.refuses("opening once accepted", bank.payments.challenge_loan_offer(ada.id, &active), |e| {
+        matches!(e, PaymentError::Loan(LoanTransitionError::NotOffered { .. }))
+    })
+    .await;
+
+    // An offer that expired cannot be challenged.
+    let late = offered_loan(&bank, &ada, 400_00, "loan-2").await;
+    let expires = LoanDetails::of(&late).and_then(|d| d.offer).expect("offer").expires_at;
+    bank.clock.set(expires);
+    bank.refuses("an expired offer", bank.payments.challenge_loan_offer(ada.id, &late), |e| {
+        matches!(e, PaymentError::Loan(LoanTransitionError::OfferExpired { .. }))
+    })
+    .await;
     bank.check_invariants().await;
 }

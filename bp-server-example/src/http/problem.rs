@@ -438,6 +438,7 @@ impl From<PaymentError> for ApiError {
             PaymentError::ChallengeMismatch => ApiError::Conflict(e.to_string()),
             PaymentError::Rail(_) | PaymentError::OwnIban { .. } => ApiError::Unprocessable(e.to_string()),
             PaymentError::NotSupported(_) => ApiError::ExternalUnavailable,
+            PaymentError::Loan(l) => l.into(),
             PaymentError::Quote(q) => match q {
                 QuoteError::Changed | QuoteError::Expired { .. } => ApiError::QuoteStale(q.to_string()),
                 QuoteError::Unknown => ApiError::QuoteUnknown(q.to_string()),

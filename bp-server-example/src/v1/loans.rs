@@ -8,15 +8,13 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use bp_core::Timestamp;
-use bp_core::external::ReasonCode;
-use bp_core::external::loan::{self, LoanDetails, LoanInput, LoanPolicy, NewLoan};
-use bp_core::ids::{AccountId, CustomerId, ServiceRecordId};
-use bp_core::money::Money;
+use bp_core::api::{ChallengeView, LoanAcceptance, LoanView, NewLoanRequest, NewRepayment, ScaAnswer};
+use bp_core::external::loan::{self, LoanInput, LoanPolicy, NewLoan};
+use bp_core::ids::{CustomerId, ServiceRecordId};
 use bp_core::payments::transfer_id;
-use bp_core::service_record::{ServiceKind, ServiceRecord, ServiceStatus};
+use bp_core::service_record::{ServiceKind, ServiceRecord};
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::transfers::IdempotencyKey;
 use crate::auth::{Auth, Payer};
@@ -25,70 +23,12 @@ use crate::http::problem::{ApiError, ApiResult};
 use crate::loans::{LoanApplied, LoanStep};
 use crate::state::AppState;
 
-/// An application for a loan.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct NewLoanRequest {
-    /// The customer's account the loan is paid into and repaid from.
-    account: AccountId,
-    /// The principal asked for, in the account's currency.
-    amount: Money,
-    /// The term asked for, in monthly instalments.
-    term_months: u32,
-    /// What the loan is for (1 to 140 characters, no control characters).
-    purpose: String,
-}
-
-/// An early repayment of principal.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct NewRepayment {
-    /// The principal repaid, in the loan's currency: at most the outstanding principal (all of
-    /// it closes the loan).
-    amount: Money,
-}
-
-/// A loan as its customer sees it.
-#[derive(Debug, Serialize, JsonSchema)]
-pub(super) struct LoanView {
-    /// The loan's id (its service record's).
-    id: ServiceRecordId,
-    /// Where it is: requested, submitted, unknown (being decided), offered, rejected, active,
-    /// in_arrears, closed.
-    status: ServiceStatus,
-    /// The account it is paid into and repaid from.
-    account_id: AccountId,
-    /// The principal.
-    amount: Money,
-    /// The provider's reason code, when declined.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<ReasonCode>,
-    /// When the customer applied.
-    created_at: Timestamp,
-    /// Its last change.
-    updated_at: Timestamp,
-    /// The decision, the offer, the schedule with paid and due instalments, the outstanding
-    /// principal, arrears and early repayments.
-    loan: LoanDetails,
-}
-
-impl LoanView {
-    fn of(record: &ServiceRecord) -> ApiResult<Self> {
-        let Some(loan) = LoanDetails::of(record) else {
-            tracing::error!(service = %record.id, "a loan's details do not read");
-            return Err(ApiError::Internal);
-        };
-        Ok(Self {
-            id: record.id,
-            status: record.status,
-            account_id: record.account_id,
-            amount: record.amount,
-            reason: record.reason.clone(),
-            created_at: record.created_at,
-            updated_at: record.updated_at,
-            loan,
-        })
-    }
+/// The view of loan `record`.
+fn view(record: &ServiceRecord) -> ApiResult<LoanView> {
+    LoanView::of(record).ok_or_else(|| {
+        tracing::error!(service = %record.id, "a loan's details do not read");
+        ApiError::Internal
+    })
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -118,9 +58,9 @@ async fn step(state: &AppState, id: ServiceRecordId, input: LoanInput) -> ApiRes
     match applied {
         LoanApplied::Written(record, _) => {
             state.relay_waker.notify_one();
-            Ok(Json(LoanView::of(&record)?))
+            Ok(Json(view(&record)?))
         }
-        LoanApplied::Unchanged(record) => Ok(Json(LoanView::of(&record)?)),
+        LoanApplied::Unchanged(record) => Ok(Json(view(&record)?)),
         LoanApplied::Refused(e) => Err(e.into()),
         LoanApplied::NotFound => Err(ApiError::NotFound("loan")),
     }
@@ -162,7 +102,7 @@ pub(super) async fn apply_for_loan(
         state.relay_waker.notify_one();
         state.external_wake.notify_one();
     }
-    Ok((StatusCode::ACCEPTED, Json(LoanView::of(&receipt.record)?)))
+    Ok((StatusCode::ACCEPTED, Json(view(&receipt.record)?)))
 }
 
 /// `GET /v1/loans/{loan_id}`: the loan with its schedule.
@@ -174,20 +114,33 @@ pub(super) async fn get_loan(
     if !auth.0.has_scope("payments") {
         auth.require("accounts")?;
     }
-    Ok(Json(LoanView::of(&own_loan(&state, auth.0.customer_id, p.loan_id).await?)?))
+    Ok(Json(view(&own_loan(&state, auth.0.customer_id, p.loan_id).await?)?))
 }
 
-/// `POST /v1/loans/{loan_id}/accept`: the customer accepts the offer, with a recent sign-in;
-/// the principal is paid into the account at once.
+/// `POST /v1/loans/{loan_id}/accept`: the customer asks to accept the offer; the answer is the
+/// challenge whose `bp-sca-v4` text shows the offer. Nothing moves until it is answered.
 pub(super) async fn accept_loan(
     State(state): State<Arc<AppState>>,
     Payer(auth): Payer,
     ApiPath(p): ApiPath<LoanPath>,
+) -> ApiResult<(StatusCode, Json<LoanAcceptance>)> {
+    let loan = own_loan(&state, auth.0.customer_id, p.loan_id).await?;
+    let opened = state.payments.challenge_loan_offer(auth.0.customer_id, &loan).await?;
+    let sca = ChallengeView::of(&opened.challenge, opened.methods);
+    Ok((StatusCode::ACCEPTED, Json(LoanAcceptance { loan: view(&loan)?, sca })))
+}
+
+/// `POST /v1/loans/{loan_id}/accept/confirm`: the answer to the offer's challenge; once it is
+/// right, the loan is accepted: the receivable opened, the principal paid in, the fee taken,
+/// the schedule set. Confirming an accepted loan again answers it as it is.
+pub(super) async fn confirm_loan(
+    State(state): State<Arc<AppState>>,
+    Payer(auth): Payer,
+    ApiPath(p): ApiPath<LoanPath>,
+    ApiJson(answer): ApiJson<ScaAnswer>,
 ) -> ApiResult<Json<LoanView>> {
-    own_loan(&state, auth.0.customer_id, p.loan_id).await?;
-    let rules = state.payments.sca().rules();
-    bp_core::sca::recently_signed_in(rules, auth.0.signed_in_at(), state.now())
-        .map_err(|e| ApiError::from(e).in_scheme(auth.0.scheme()))?;
+    let loan = own_loan(&state, auth.0.customer_id, p.loan_id).await?;
+    state.payments.confirm_loan_offer(auth.0.customer_id, &loan, &answer).await?;
     step(&state, p.loan_id, LoanInput::Accept).await
 }
 

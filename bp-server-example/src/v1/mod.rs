@@ -244,7 +244,7 @@ fn documented() -> ApiRouter<Arc<AppState>> {
                          Idempotency-Key answers the same application; with another body, 409 idempotency-conflict. \
                          422 loan-application: the amount, term (1 to 360 months) or purpose is out of bounds.",
                     )
-                    .response::<202, Json<loans::LoanView>>()
+                    .response::<202, Json<bp_core::api::LoanView>>()
             }),
         )
         .api_route(
@@ -257,13 +257,30 @@ fn documented() -> ApiRouter<Arc<AppState>> {
             "/v1/loans/{loan_id}/accept",
             post_with(loans::accept_loan, |o| {
                 o.tag("loans")
-                    .summary("Accept a loan's offer (needs a recent sign-in)")
+                    .summary("Ask to accept a loan's offer: the challenge that shows it")
+                    .description(
+                        "202: the loan, still offered, and the SCA challenge whose `bp-sca-v4` text names the \
+                         principal, the account, the term, the annual rate, the instalment, the interest, the fee and \
+                         the total; answerable until the offer expires at the latest. Nothing moves yet. Asking again \
+                         renews the open challenge. 409 loan-not-offered (accepted already, declined, still being \
+                         decided), 409 loan-offer-expired, 409 challenge-closed (answered: confirm again; failed: the \
+                         offer can no longer be accepted).",
+                    )
+                    .response::<202, Json<bp_core::api::LoanAcceptance>>()
+            }),
+        )
+        .api_route(
+            "/v1/loans/{loan_id}/accept/confirm",
+            post_with(loans::confirm_loan, |o| {
+                o.tag("loans")
+                    .summary("Accept a loan's offer with the answer to its challenge")
                     .description(
                         "The principal is paid into the account (less the fee, taken from it), the loan's receivable \
                          is opened and the schedule starts: the first instalment is due a month from today and \
-                         collected from the account on its due date. Needs a sign-in at most \
-                         `sca.recent_sign_in_max_age_s` old (else 401 insufficient-user-authentication). 409 \
-                         loan-not-offered, 409 loan-offer-expired. Accepting again answers the loan as it is.",
+                         collected from the account on its due date. The answer is a device signature of the \
+                         challenge's text, or a TOTP code where `methods` allows it (up to the TOTP limit). 409 \
+                         conflict when the offer changed since the challenge was opened. Confirming an \
+                         accepted loan again answers it as it is.",
                     )
             }),
         )

@@ -7,15 +7,18 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use bp_core::api::device_registration_message;
 use bp_core::ids::{AccountId, CustomerId};
 use bp_core::money::Currency;
-use bp_server_example::auth::crypto::{TOTP_STEP_S, totp_code};
+use bp_server_example::auth::crypto::{TOTP_STEP_S, b64, totp_code};
 use bp_server_example::config::{ClientConfig, Config, TokenBinding};
 use bp_server_example::state::AppState;
 use bp_server_example::testkit::{self, CodeFlow, DpopKey, Site};
 use bp_server_example::{Started, start};
+use p256::ecdsa::signature::Signer as _;
+use p256::ecdsa::{Signature, SigningKey};
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 pub mod sse;
 
@@ -315,4 +318,48 @@ pub fn demo_login(base: &str, dir: &std::path::Path, username: &str) -> Value {
         .expect("run the login script");
     assert!(output.status.success(), "demo-login.sh: {}", String::from_utf8_lossy(&output.stderr));
     serde_json::from_slice(&output.stdout).expect("a token response")
+}
+
+/// A phone of a customer: its device key, registered.
+pub struct Phone {
+    pub key: SigningKey,
+    pub device_id: String,
+}
+
+impl Phone {
+    pub fn sign(&self, message: &str) -> String {
+        let sig: Signature = self.key.sign(message.as_bytes());
+        b64(sig.to_der().as_bytes())
+    }
+
+    pub fn answer(&self, challenge: &Value) -> Value {
+        json!({
+            "method": "device_signature",
+            "challenge_id": challenge["id"],
+            "device_id": self.device_id,
+            "signature": self.sign(challenge["message"].as_str().expect("message")),
+        })
+    }
+}
+
+/// A new key and its proof of possession for `customer`, as a phone sends them.
+pub fn new_key(customer: &Customer) -> (SigningKey, Value) {
+    let key = SigningKey::random(&mut rand_core::OsRng);
+    let public = b64(key.verifying_key().to_encoded_point(false).as_bytes());
+    let proof: Signature = key.sign(device_registration_message(customer.id, &public).as_bytes());
+    (key, json!({ "name": "Test phone", "public_key": public, "proof": b64(&proof.to_bytes()) }))
+}
+
+/// Registers a first phone of `customer`, from the fresh session of `api`, confirmed by TOTP.
+pub async fn register_phone(server: &Server, api: &Api, customer: &Customer) -> Phone {
+    let (key, body) = new_key(customer);
+    let (status, begun) = api.post("/v1/devices", &body, None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{begun}");
+    assert_eq!(begun["sca"]["methods"], json!(["totp"]), "a first device is confirmed by a TOTP code");
+    let device_id = begun["device"]["id"].as_str().expect("id").to_owned();
+    let answer = json!({ "method": "totp", "challenge_id": begun["sca"]["id"], "code": server.totp(customer).await });
+    let (status, body) = api.post(&format!("/v1/devices/{device_id}/confirm"), &answer, None).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["device"]["id"], json!(device_id));
+    Phone { key, device_id }
 }
