@@ -477,7 +477,7 @@ async fn devices_need_a_recent_sign_in_or_an_existing_device() {
     assert_eq!(body["type"], "urn:bp:problem:insufficient-user-authentication");
 
     // A second key from the old session: only the phone can approve it (no TOTP code).
-    let (_, body) = new_key(&ada);
+    let (_, body) = new_key(ada.id);
     let (status, begun) = api.post("/v1/devices", &body, None).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{begun}");
     assert_eq!(begun["sca"]["methods"], json!(["device_signature"]));
@@ -494,7 +494,7 @@ async fn devices_need_a_recent_sign_in_or_an_existing_device() {
         assert_eq!(fresh.delete(&format!("/v1/devices/{device}")).await.0, StatusCode::NO_CONTENT);
     }
     tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
-    let (_, body) = new_key(&ada);
+    let (_, body) = new_key(ada.id);
     let (status, problem) = fresh.post("/v1/devices", &body, None).await;
     assert_problem(status, &problem, StatusCode::UNAUTHORIZED, "insufficient-user-authentication");
     assert_eq!(fresh.get("/v1/devices").await.1["devices"], json!([]), "no refused key was registered");

@@ -17,7 +17,7 @@ use bp_external::simulator::IncomingPayment;
 use bp_external::webhook::signature_header;
 use bp_server_example::config::{Config, Secret};
 use common::sse::Stream;
-use common::{Api, Phone, Server, assert_problem, register_phone};
+use common::{Api, Phone, Server, assert_problem, new_key, register_phone};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -672,6 +672,57 @@ async fn a_payment_abroad_converts_at_its_quote_and_settles_in_the_target_curren
     server.stop().await;
 }
 
+/// The cross-customer matrix, abroad: Bob can neither quote nor pay from Ada's account, nor
+/// confirm, read or list Ada's payment abroad (each a 404 like an unknown id, or absent from his
+/// lists), and Ada's payment still confirms afterwards, untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_customers_payment_abroad_is_not_found() {
+    let mut server = Server::start_with(simulated).await;
+    let ada = server.customer("ada-abroad-x", 200_000, 0).await;
+    let bob = server.customer("bob-abroad-x", 200_000, 0).await;
+    let api = Api::new(&server, &server.login(&ada, ALL).await);
+    let bob_api = Api::new(&server, &server.login(&bob, ALL).await);
+    let ask = |from: AccountId| {
+        serde_json::json!({
+            "from_account": from, "amount": { "amount": "100.00", "currency": "EUR" }, "target_currency": "USD",
+        })
+    };
+    let pay = |from: AccountId, quote: &Value| {
+        serde_json::json!({
+            "from_account": from, "quote": quote, "to_iban": "GB33 BUKB 2020 1555 5555 55", "to_name": "Jane Doe",
+        })
+    };
+    let (status, problem) = bob_api.post("/v1/fx-quotes", &ask(ada.eur), None).await;
+    assert_problem(status, &problem, StatusCode::NOT_FOUND, "not-found");
+    let (status, quote) = api.post("/v1/fx-quotes", &ask(ada.eur), None).await;
+    assert_eq!(status, StatusCode::CREATED, "{quote}");
+    let (status, problem) = bob_api.post("/v1/international-transfers", &pay(ada.eur, &quote), Some("x-1")).await;
+    assert_problem(status, &problem, StatusCode::NOT_FOUND, "not-found");
+    assert_eq!(balances(&server, ada.eur).await, (200_000, 200_000), "nothing held from Ada's account");
+
+    let (status, paid) = api.post("/v1/international-transfers", &pay(ada.eur, &quote), Some("abroad-x")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{paid}");
+    let id = paid["transfer"]["id"].as_str().expect("id");
+    let answer =
+        serde_json::json!({ "method": "totp", "challenge_id": paid["sca"]["id"], "code": server.totp(&ada).await });
+    // Bob cannot confirm it (even with Ada's right answer), read it, or see it anywhere.
+    let (status, problem) = bob_api.post(&format!("/v1/transfers/{id}/confirm"), &answer, None).await;
+    assert_problem(status, &problem, StatusCode::NOT_FOUND, "not-found");
+    let (status, problem) = bob_api.get(&format!("/v1/transfers/{id}")).await;
+    assert_problem(status, &problem, StatusCode::NOT_FOUND, "not-found");
+    let (status, problem) = bob_api.get(&format!("/v1/accounts/{}/pending", ada.eur)).await;
+    assert_problem(status, &problem, StatusCode::NOT_FOUND, "not-found");
+    let (status, confirmed) = api.post(&format!("/v1/transfers/{id}/confirm"), &answer, None).await;
+    assert_eq!(status, StatusCode::OK, "Ada's answer still confirms it: {confirmed}");
+    let service = confirmed["service"].as_str().expect("service");
+    let (_, bobs) = bob_api.get("/v1/services").await;
+    assert_eq!(bobs["services"], serde_json::json!([]), "{bobs}");
+    let (_, adas) = api.get("/v1/services").await;
+    assert_eq!(adas["services"][0]["id"].as_str(), Some(service), "{adas}");
+    assert_eq!(balances(&server, bob.eur).await, (200_000, 200_000), "Bob's account untouched");
+    server.stop().await;
+}
+
 /// The worker sends a loan application to the loan provider (the real `HttpLoanProvider`
 /// against the simulator) and applies its decision: an offer at the band's rate, with the fee.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1003,4 +1054,117 @@ async fn a_loan_in_arrears_recovers_when_the_account_can_pay() {
         assert_eq!(total.posted_minor, 0, "{} sums to zero", total.currency);
     }
     server.stop().await;
+}
+
+/// A loan being disbursed when the server is killed: for each of a spread of moments after the
+/// confirmation is sent (from at once to well after), the server is killed with SIGKILL and
+/// started again, and the customer's app sends the same confirmation again. Whatever the
+/// moment (before the answer was spent, between it and the disbursement, after), the loan ends
+/// active, its principal paid in once, less its fee once, its receivable owing exactly the
+/// principal, and every currency sums to zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loan_disbursing_when_the_server_is_killed_is_disbursed_once_after_restart() {
+    use bp_core::Store as _;
+    use bp_core::external::loan::LoanDetails;
+    use bp_core::service_store::ServiceStore as _;
+    use bp_server_example::auth::crypto::{TOTP_STEP_S, totp_code};
+    use bp_server_example::demo::read_credentials;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut base, _, mut child) = common::spawn_binary(dir.path(), &[]);
+    let api = Api::bearer(&base, &common::demo_login(&base, dir.path(), "ada"));
+    let credentials = read_credentials(&dir.path().join("demo-credentials.txt")).expect("credentials");
+    let (_, _, secret) = credentials.iter().find(|(u, _, _)| u == "ada").expect("ada").clone();
+    // A phone, registered with the next TOTP step's code (the sign-in spent this step's).
+    let (_, me) = api.get("/v1/me").await;
+    let customer: bp_core::ids::CustomerId = me["id"].as_str().expect("id").parse().expect("id");
+    let (key, body) = new_key(customer);
+    let (code, begun) = api.post("/v1/devices", &body, None).await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{begun}");
+    let totp = totp_code(&secret, common::now_s() / TOTP_STEP_S + 1);
+    let answer = serde_json::json!({ "method": "totp", "challenge_id": begun["sca"]["id"], "code": totp });
+    let device = begun["device"]["id"].as_str().expect("id").to_owned();
+    let (code, body) = api.post(&format!("/v1/devices/{device}/confirm"), &answer, None).await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    let phone = Phone { key, device_id: device };
+    let (_, accounts) = api.get("/v1/accounts").await;
+    let eur = accounts["accounts"].as_array().expect("accounts").iter().find(|a| a["currency"] == "EUR").expect("EUR");
+    let eur: AccountId = eur["id"].as_str().expect("id").parse().expect("id");
+    let posted = |api: Api| async move {
+        let (_, account) = api.get(&format!("/v1/accounts/{eur}")).await;
+        let text = account["balances"]["posted"]["amount"].as_str().expect("posted").replace('.', "");
+        text.parse::<i64>().expect("minor")
+    };
+
+    let delays_ms = [0_u64, 1, 3, 6, 10, 20, 40];
+    let mut loans = Vec::new();
+    let mut outcomes = std::collections::BTreeMap::new();
+    for (n, delay) in delays_ms.into_iter().enumerate() {
+        let api = Api { base: base.clone(), ..api.clone() };
+        let ask = serde_json::json!({
+            "account": eur, "amount": { "amount": "1000.00", "currency": "EUR" }, "term_months": 12,
+            "purpose": "a kitchen",
+        });
+        let (code, applied) = api.post("/v1/loans", &ask, Some(&format!("crash-loan-{n}"))).await;
+        assert_eq!(code, StatusCode::ACCEPTED, "{applied}");
+        let id = applied["id"].as_str().expect("id").to_owned();
+        let mut offered = Value::Null;
+        for _ in 0..200 {
+            offered = api.get(&format!("/v1/loans/{id}")).await.1;
+            if offered["status"] == "offered" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(offered["status"], "offered", "{offered}");
+        let fee = offered["loan"]["offer"]["fee"]["amount"].as_str().expect("fee").replace('.', "");
+        let fee: i64 = fee.parse().expect("minor");
+        let before = posted(api.clone()).await;
+        let (code, begun) = api.post(&format!("/v1/loans/{id}/accept"), &Value::Null, None).await;
+        assert_eq!(code, StatusCode::ACCEPTED, "{begun}");
+        let answer = phone.answer(&begun["sca"]);
+        let confirm = format!("/v1/loans/{id}/accept/confirm");
+        let in_flight = {
+            let (api, answer, confirm) = (api.clone(), answer.clone(), confirm.clone());
+            tokio::spawn(async move { api.request(reqwest::Method::POST, &confirm).json(&answer).send().await })
+        };
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+        let _ = in_flight.await;
+        // On the same address: the issuer (and so the tokens) stay the same.
+        let listen = base.trim_start_matches("http://").to_owned();
+        let (restarted, _, again) = common::spawn_binary(dir.path(), &[("BP_SERVER__LISTEN", listen.as_str())]);
+        (base, child) = (restarted, again);
+        let api = Api { base: base.clone(), ..api.clone() };
+        let (_, found) = api.get(&format!("/v1/loans/{id}")).await;
+        let found = found["status"].as_str().unwrap_or_default().to_owned();
+        *outcomes.entry(found).or_insert(0_u32) += 1;
+        let (code, active) = api.post(&confirm, &answer, None).await;
+        assert_eq!(code, StatusCode::OK, "killed after {delay} ms, confirmed again: {active}");
+        assert_eq!(active["status"], "active", "{active}");
+        assert_eq!(posted(api.clone()).await, before + 100_000 - fee, "killed after {delay} ms: paid in once");
+        let (code, same) = api.post(&confirm, &answer, None).await;
+        assert_eq!((code, &same["loan"]), (StatusCode::OK, &active["loan"]), "a further retry changes nothing");
+        loans.push(id.parse::<ServiceRecordId>().expect("id"));
+    }
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+
+    let store = open_store(dir.path()).await;
+    for id in &loans {
+        let record = store.service_record(*id).await.expect("read").expect("the loan");
+        let details = LoanDetails::of(&record).expect("a loan");
+        assert_eq!(record.status, ServiceStatus::Active, "{record:?}");
+        let receivable = store.account(details.receivable).await.expect("read").expect("receivable");
+        assert_eq!(receivable.balances().posted.amount_minor(), -100_000, "the receivable owes the principal once");
+    }
+    for total in store.totals().await.expect("totals") {
+        assert_eq!(total.posted_minor, 0, "{} sums to zero", total.currency);
+    }
+    println!(
+        "disbursement crash test: {} kills, found after restart {outcomes:?}; each disbursed once",
+        delays_ms.len()
+    );
+    close_store(store).await;
 }

@@ -343,16 +343,16 @@ impl Phone {
 }
 
 /// A new key and its proof of possession for `customer`, as a phone sends them.
-pub fn new_key(customer: &Customer) -> (SigningKey, Value) {
+pub fn new_key(customer: CustomerId) -> (SigningKey, Value) {
     let key = SigningKey::random(&mut rand_core::OsRng);
     let public = b64(key.verifying_key().to_encoded_point(false).as_bytes());
-    let proof: Signature = key.sign(device_registration_message(customer.id, &public).as_bytes());
+    let proof: Signature = key.sign(device_registration_message(customer, &public).as_bytes());
     (key, json!({ "name": "Test phone", "public_key": public, "proof": b64(&proof.to_bytes()) }))
 }
 
 /// Registers a first phone of `customer`, from the fresh session of `api`, confirmed by TOTP.
 pub async fn register_phone(server: &Server, api: &Api, customer: &Customer) -> Phone {
-    let (key, body) = new_key(customer);
+    let (key, body) = new_key(customer.id);
     let (status, begun) = api.post("/v1/devices", &body, None).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{begun}");
     assert_eq!(begun["sca"]["methods"], json!(["totp"]), "a first device is confirmed by a TOTP code");
