@@ -97,10 +97,31 @@ impl Drop for Relay {
     }
 }
 
-fn stop(mut child: Child) {
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill").success());
-    let status = child.wait().expect("wait");
-    assert!(status.success(), "graceful shutdown exits 0: {status:?}");
+/// The server process, killed if the test fails before it stops it.
+struct Running(Option<Child>);
+
+impl Running {
+    fn spawn(dir: &std::path::Path, env: &[(&str, &str)]) -> (String, Self) {
+        let (base, _, child) = common::spawn_binary(dir, env);
+        (base, Self(Some(child)))
+    }
+
+    /// SIGTERM: a graceful exit.
+    fn stop(mut self) {
+        let mut child = self.0.take().expect("running");
+        assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill").success());
+        let status = child.wait().expect("wait");
+        assert!(status.success(), "graceful shutdown exits 0: {status:?}");
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 async fn readyz(base: &str) -> (StatusCode, String, String) {
@@ -162,7 +183,7 @@ async fn the_binary_on_mongodb_keeps_payments_across_a_restart_and_reports_readi
     ];
 
     // The demo, seeded into the database; a payment between two demo customers.
-    let (base, _, child) = common::spawn_binary(dir.path(), &env);
+    let (base, server) = Running::spawn(dir.path(), &env);
     assert_eq!(readyz(&base).await.0, StatusCode::OK);
     let credentials =
         bp_server_example::demo::read_credentials(&dir.path().join("demo-credentials.txt")).expect("credentials");
@@ -185,12 +206,12 @@ async fn the_binary_on_mongodb_keeps_payments_across_a_restart_and_reports_readi
     let (ada_after, bob_after) = (accounts(&ada).await, accounts(&bob).await);
     assert_ne!(ada_after[0].3, ada_eur.3, "the payer's balance moved");
     assert_ne!(bob_after[0].3, bob_eur.3, "the payee's balance moved");
-    stop(child);
+    server.stop();
 
     // Restarted on the same database (and data folder): the credentials, the payment and the
     // balances are there, the demo is not seeded again, and a retry of the payment moves
     // nothing.
-    let (base, _, child) = common::spawn_binary(dir.path(), &env);
+    let (base, server) = Running::spawn(dir.path(), &env);
     let again =
         bp_server_example::demo::read_credentials(&dir.path().join("demo-credentials.txt")).expect("credentials");
     assert_eq!(again, credentials, "not seeded twice");
@@ -225,7 +246,7 @@ async fn the_binary_on_mongodb_keeps_payments_across_a_restart_and_reports_readi
     let (status, _, problem) = wait_ready(&base, StatusCode::OK, Duration::from_secs(30)).await;
     assert_eq!(status, StatusCode::OK, "ready again once the database is back: {problem}");
     assert_eq!(accounts(&ada).await, ada_after);
-    stop(child);
+    server.stop();
 }
 
 /// A server pointed at a port where no database listens does not start: it says why, naming
