@@ -69,14 +69,33 @@ async fn livez() -> &'static str {
     "ok"
 }
 
+/// How long `/readyz` waits for the stores' answers before it answers 503 (milliseconds): well
+/// under a load balancer's probe timeout, and under the MongoDB driver's own server selection
+/// timeout, which would otherwise hold the probe for `storage.mongodb.timeout_ms`.
+pub const READY_TIMEOUT_MS: u64 = 2_000;
+
+/// Ready when the ledger and the security records each answer a read within
+/// [`READY_TIMEOUT_MS`]: on SQLite a read connection's query, on MongoDB a round trip to the
+/// server (the log's head, then a security record).
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let store = state.ledger.store().customer(bp_core::CustomerId::from_uuid(uuid::Uuid::nil())).await;
-    let security = state.security.security_state(bp_core::CustomerId::from_uuid(uuid::Uuid::nil())).await;
-    match (store, security) {
-        (Ok(_), Ok(_)) => "ready".into_response(),
-        _ => {
+    let nobody = bp_core::CustomerId::from_uuid(uuid::Uuid::nil());
+    let reads = async {
+        let store = state.ledger.store().customer(nobody).await;
+        let security = state.security.security_state(nobody).await;
+        store.is_ok() && security.is_ok()
+    };
+    let timeout = std::time::Duration::from_millis(READY_TIMEOUT_MS);
+    match tokio::time::timeout(timeout, reads).await {
+        Ok(true) => "ready".into_response(),
+        Ok(false) => {
             problem_response(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Not ready", "the store is not reachable")
         }
+        Err(_) => problem_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Not ready",
+            &format!("the store did not answer within {READY_TIMEOUT_MS} ms"),
+        ),
     }
 }
 

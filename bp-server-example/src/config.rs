@@ -343,10 +343,189 @@ pub struct ServerConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
-    /// Folder for the database, the signing key and the demo credentials.
+    /// Where the ledger, the service records and the security records live: `sqlite` (the
+    /// embedded default) or `mongodb` (several servers on one database).
+    #[serde(default)]
+    pub kind: StorageKind,
+    /// Folder for the SQLite database, the signing key and the demo credentials (with
+    /// `kind = "mongodb"` too: the key and the credentials are files).
     pub data_dir: PathBuf,
     /// The SQLite database file; relative paths are inside `data_dir`.
     pub sqlite_file: PathBuf,
+    /// The MongoDB deployment, for `kind = "mongodb"` (`BP_STORAGE__MONGODB__URI`, …).
+    #[serde(default)]
+    pub mongodb: MongoSettings,
+}
+
+/// The kinds of store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageKind {
+    /// The embedded SQLite store, one file in `data_dir`.
+    #[default]
+    Sqlite,
+    /// The MongoDB store (bp-storage's feature `mongodb`), on a MongoDB-protocol server.
+    Mongodb,
+}
+
+/// Where the MongoDB store is (`[storage.mongodb]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MongoSettings {
+    /// The connection string, `mongodb://user:password@host:27017,host2:27017/?replicaSet=rs`
+    /// (no `mongodb+srv://`). Its password is never printed nor logged. Required with
+    /// `kind = "mongodb"`.
+    pub uri: Option<MongoUri>,
+    /// The database the store's collections are in; one database is one ledger.
+    pub database: String,
+    /// The bound of every operation on the server: server selection, connecting, the majority
+    /// write concern's `wtimeout` (milliseconds). An unreachable server at start fails the
+    /// start after this long.
+    pub timeout_ms: u64,
+}
+
+impl Default for MongoSettings {
+    fn default() -> Self {
+        Self { uri: None, database: "bp".to_owned(), timeout_ms: 10_000 }
+    }
+}
+
+impl MongoSettings {
+    /// The longest database name MongoDB takes (bytes).
+    pub const DATABASE_BYTES_MAX: usize = 63;
+
+    fn validate(&self) -> Result<(), String> {
+        let Some(uri) = &self.uri else {
+            return Err("storage.mongodb.uri is required with storage.kind = \"mongodb\"".to_owned());
+        };
+        if !uri.0.starts_with("mongodb://") {
+            return Err(format!("storage.mongodb.uri must start with mongodb:// (it is {uri})"));
+        }
+        let name = &self.database;
+        if name.is_empty()
+            || name.len() > Self::DATABASE_BYTES_MAX
+            || name.chars().any(|c| matches!(c, '/' | '\\' | '.' | ' ' | '"' | '$' | '\0'))
+        {
+            return Err(format!(
+                "storage.mongodb.database must be 1 to {} bytes without / \\ . space \" $",
+                Self::DATABASE_BYTES_MAX
+            ));
+        }
+        if self.timeout_ms == 0 {
+            return Err("storage.mongodb.timeout_ms must be positive".to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// A MongoDB connection string from the configuration: its `Debug`, `Display` and serialisation
+/// (`print-config`, logs, errors) show it with the password and every option naming a password
+/// or a token redacted.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct MongoUri(String);
+
+impl MongoUri {
+    /// A connection string.
+    pub fn new(uri: impl Into<String>) -> Self {
+        Self(uri.into())
+    }
+
+    /// The whole string, for the one place that connects with it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// `text` with every occurrence of the password (as written in the string, and decoded)
+    /// replaced by [`Secret::REDACTED`]: for messages that might quote it.
+    pub fn scrub(&self, text: &str) -> String {
+        let (_, rest) = self.0.split_once("://").unwrap_or(("", &self.0));
+        let before_options = rest.split_once('?').map_or(rest, |(b, _)| b);
+        let password = before_options.rsplit_once('@').and_then(|(user_info, _)| user_info.split_once(':'));
+        let Some((_, password)) = password.filter(|(_, p)| !p.is_empty()) else { return text.to_owned() };
+        let decoded = percent_decoded(password);
+        let mut out = text.replace(password, Secret::REDACTED);
+        if !decoded.is_empty() {
+            out = out.replace(&decoded, Secret::REDACTED);
+        }
+        out
+    }
+
+    /// The string with its secrets replaced by [`Secret::REDACTED`]: the password between the
+    /// user's `:` and the last `@` before the options (as the driver splits it), and the values
+    /// of options whose names hold `password` or `token`.
+    pub fn redacted(&self) -> String {
+        let (scheme, rest) = self.0.split_once("://").unwrap_or(("", &self.0));
+        let (before_options, options) = match rest.split_once('?') {
+            Some((b, o)) => (b, Some(o)),
+            None => (rest, None),
+        };
+        let mut out = if scheme.is_empty() { String::new() } else { format!("{scheme}://") };
+        match before_options.rsplit_once('@') {
+            Some((user_info, hosts)) => {
+                match user_info.split_once(':') {
+                    Some((user, _)) => out.push_str(&format!("{user}:{}", Secret::REDACTED)),
+                    None => out.push_str(user_info),
+                }
+                out.push('@');
+                out.push_str(hosts);
+            }
+            None => out.push_str(before_options),
+        }
+        if let Some(options) = options {
+            let shown: Vec<String> = options
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((name, _)) if ["password", "token"].iter().any(|s| name.to_ascii_lowercase().contains(s)) => {
+                        format!("{name}={}", Secret::REDACTED)
+                    }
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            out.push('?');
+            out.push_str(&shown.join("&"));
+        }
+        out
+    }
+}
+
+/// `%XX` sequences decoded (others kept as they are); invalid UTF-8 becomes U+FFFD.
+fn percent_decoded(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl std::fmt::Debug for MongoUri {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl std::fmt::Display for MongoUri {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl Serialize for MongoUri {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.redacted())
+    }
 }
 
 /// A registered OAuth2 client (public: PKCE, no secret).
@@ -474,7 +653,12 @@ impl Default for Config {
                 trusted_proxies: Vec::new(),
                 metrics_listen: None,
             },
-            storage: StorageConfig { data_dir: PathBuf::from("./data"), sqlite_file: PathBuf::from("bp.sqlite") },
+            storage: StorageConfig {
+                kind: StorageKind::Sqlite,
+                data_dir: PathBuf::from("./data"),
+                sqlite_file: PathBuf::from("bp.sqlite"),
+                mongodb: MongoSettings::default(),
+            },
             auth: AuthConfig {
                 signing_key_file: PathBuf::from("signing-key.pem"),
                 access_token_ttl_s: 300,
@@ -608,6 +792,12 @@ impl Config {
                 return bad("bus.kind = \"kafka\" needs a server built with the `kafka` feature (the default)");
             }
         }
+        if self.storage.kind == StorageKind::Mongodb {
+            self.storage.mongodb.validate().map_err(ConfigError::Invalid)?;
+            if !cfg!(feature = "mongodb") {
+                return bad("storage.kind = \"mongodb\" needs a server built with the `mongodb` feature (the default)");
+            }
+        }
         self.external.sepa.validate().map_err(ConfigError::Invalid)?;
         self.external.abroad.validate().map_err(ConfigError::Invalid)?;
         self.external.loans.validate().map_err(ConfigError::Invalid)?;
@@ -702,6 +892,61 @@ mod tests {
         let printed = toml::to_string_pretty(&c).expect("toml");
         assert!(!printed.contains(secret) && printed.contains(Secret::REDACTED), "{printed}");
         assert!(!format!("{c:?}").contains(secret));
+    }
+
+    #[test]
+    // figment's Jail fixes the closure's error type; it is figment's, and large.
+    #[allow(clippy::result_large_err)]
+    fn the_mongodb_store_is_chosen_by_configuration_and_its_password_never_shown() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("BP_STORAGE__KIND", "mongodb");
+            let err = Config::load(None).expect_err("no URI");
+            assert!(err.to_string().contains("storage.mongodb.uri is required"), "{err}");
+            jail.set_env("BP_STORAGE__MONGODB__URI", "mongodb://bank:pa%3Ass@db1:27017,db2/?replicaSet=rs");
+            jail.set_env("BP_STORAGE__MONGODB__DATABASE", "ledger");
+            match Config::load(None) {
+                Ok(c) if cfg!(feature = "mongodb") => {
+                    assert_eq!(c.storage.kind, StorageKind::Mongodb);
+                    assert_eq!(c.storage.mongodb.database, "ledger");
+                    assert_eq!(c.storage.mongodb.timeout_ms, 10_000, "the default");
+                    let uri = c.storage.mongodb.uri.as_ref().expect("uri");
+                    assert_eq!(uri.expose(), "mongodb://bank:pa%3Ass@db1:27017,db2/?replicaSet=rs");
+                    let printed = toml::to_string_pretty(&c).expect("toml");
+                    for shown in [printed, format!("{c:?}"), uri.to_string()] {
+                        assert!(!shown.contains("pa%3Ass"), "{shown}");
+                        assert!(shown.contains("mongodb://bank:(redacted)@db1:27017,db2/?replicaSet=rs"), "{shown}");
+                    }
+                }
+                Err(e) if !cfg!(feature = "mongodb") => {
+                    assert!(e.to_string().contains("needs a server built with the `mongodb` feature"), "{e}");
+                }
+                other => panic!("feature mongodb: {}; loaded: {other:?}", cfg!(feature = "mongodb")),
+            }
+            jail.set_env("BP_STORAGE__MONGODB__DATABASE", "a.b");
+            assert!(Config::load(None).expect_err("a dot").to_string().contains("storage.mongodb.database"));
+            jail.set_env("BP_STORAGE__KIND", "sqlite");
+            Config::load(None).expect("the MongoDB settings are not checked for SQLite");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_mongodb_uri_shows_no_password_nor_secret_option() {
+        let uri = MongoUri::new("mongodb://u:p@ss:w0rd@h:1/db?authSource=admin&proxyPassword=x&tlsCAFile=ca.pem");
+        assert_eq!(
+            uri.redacted(),
+            "mongodb://u:(redacted)@h:1/db?authSource=admin&proxyPassword=(redacted)&tlsCAFile=ca.pem",
+            "the password up to the last @, as the driver reads it"
+        );
+        assert_eq!(MongoUri::new("mongodb://h1,h2/?replicaSet=rs").redacted(), "mongodb://h1,h2/?replicaSet=rs");
+        assert_eq!(MongoUri::new("mongodb://user@h").redacted(), "mongodb://user@h", "no password");
+        let encoded = MongoUri::new("mongodb://u:s%40cret@h/");
+        assert_eq!(
+            encoded.scrub("bad s%40cret, decoded s@cret"),
+            "bad (redacted), decoded (redacted)",
+            "as written and as decoded"
+        );
+        assert_eq!(MongoUri::new("mongodb://h/").scrub("no password"), "no password");
     }
 
     #[test]

@@ -164,6 +164,11 @@ fn avatar(initials: &str) -> Photo {
 
 /// Seeds the demo customers, their accounts and money, and sets new credentials, unless
 /// `credentials_file` exists already (then the demo was seeded before). Returns what to print.
+///
+/// Run again on a database that has the demo (a seed that stopped half-way, or a second data
+/// folder on one MongoDB database), it changes none of the demo's data (the same requests under
+/// the same ids, or skipped when recorded) and only sets new credentials, written to this
+/// `credentials_file`.
 pub async fn seed(state: &AppState, credentials_file: &Path) -> Result<Option<Vec<Enrolled>>, String> {
     if credentials_file.exists() {
         return Ok(None);
@@ -235,11 +240,16 @@ async fn seed_interbank(state: &AppState, username: &str, customer: CustomerId, 
         remittance: Some("Invoice 2026-017".to_owned()),
     };
     state.services.credit_incoming(&bank, rail, &credit).await.map_err(|e| err(&e))?;
+    let hold = TransferId::from_uuid(demo_uuid(&format!("{username}/interbank/out")));
+    // Requested at another time, a seed run again would be another request with the same id.
+    if state.services.service_record(lifecycle::record_id(hold)).await.map_err(|e| err(&e))?.is_some() {
+        return Ok(());
+    }
     let past = state.now() - chrono::Duration::days(2);
     let payment = NewExternalPayment {
         customer,
         account: eur,
-        hold: TransferId::from_uuid(demo_uuid(&format!("{username}/interbank/out"))),
+        hold,
         amount: Money::new(12_000, Currency::EUR),
         creditor: ExternalAccount::parse("DE89370400440532013000", "Erika Mustermann", None).map_err(|e| err(&e))?,
         remittance: Some("Rent".to_owned()),
@@ -275,6 +285,11 @@ async fn seed_international(
     let (Some(provider), Some(_)) = (&external.fx, &external.correspondent) else { return Ok(()) };
     let err = |e: &dyn std::fmt::Display| e.to_string();
     let hold = TransferId::from_uuid(demo_uuid(&format!("{username}/international/out")));
+    // At another quote, a seed run again would be another request with the same id.
+    let recorded = bp_core::external::lifecycle::record_id(hold);
+    if state.services.service_record(recorded).await.map_err(|e| err(&e))?.is_some() {
+        return Ok(());
+    }
     let ask = QuoteRequest { source: Money::new(25_000, Currency::EUR), target_currency: Currency::GBP };
     let quote = provider.quote(&ask, &CallKey::of_transfer(hold)).await.map_err(|e| err(&e))?;
     let payment = NewInternationalPayment {

@@ -1,7 +1,7 @@
 //! bp-server-example: the reference API server of the bp Bank Payments platform. It serves the
 //! v1 REST API, its own OAuth2 authorization server and OpenID provider, and strong customer
-//! authentication, over the embedded SQLite store, with Server-Sent Events of the customers'
-//! accounts and the web app.
+//! authentication, over the embedded SQLite store (or the MongoDB store, `storage.kind`), with
+//! Server-Sent Events of the customers' accounts and the web app.
 //!
 //! [`start`] runs a server from a [`config::Config`]; the binary adds a CLI around it.
 //!
@@ -18,7 +18,8 @@
 //!    tickets, bridge, pumps; the outside parties: the rail connected from the configuration (or
 //!    the simulator in development mode) and applying what is learnt about a payment to its
 //!    record; a loan's steps (the provider's decision, collecting instalments) on its record.
-//! 5. `state`: `AppState`, which composes the store, the provider and the engine.
+//! 5. `state`: `AppState`, which composes the stores (`Stores`, opened from `[storage]`), the
+//!    provider and the engine.
 //! 6. `v1`, `rail_webhooks`, `jobs`, `demo`: the v1 resources; the rail's webhook receivers;
 //!    the background jobs (the external payments' worker among them); the demo data.
 //! 7. `app`, `testkit`: the whole router and serving it with the jobs; (feature `testkit`) a
@@ -47,11 +48,10 @@ pub mod v1;
 use std::sync::Arc;
 
 use bp_core::clock::SystemClock;
-use bp_storage::sqlite::{SqliteConfig, SqliteStore};
 
 use crate::auth::tokens::Keys;
 use crate::config::{Config, Mode};
-use crate::state::AppState;
+use crate::state::{AppState, Stores};
 
 /// A started server and what it seeded.
 #[derive(Debug)]
@@ -93,10 +93,7 @@ async fn serve_on(
 ) -> Result<Started, String> {
     std::fs::create_dir_all(&config.storage.data_dir)
         .map_err(|e| format!("creating {}: {e}", config.storage.data_dir.display()))?;
-    let db = config.data_path(&config.storage.sqlite_file);
-    let store =
-        SqliteStore::open(&db, SqliteConfig::default()).map_err(|e| format!("opening {}: {e}", db.display()))?;
-    let store = Arc::new(store);
+    let stores = Stores::open(&config).await?;
     let key_path = config.data_path(&config.auth.signing_key_file);
     let keys = Keys::load_or_create(&key_path, config.mode == Mode::Development).map_err(|e| e.to_string())?;
     let listener = std::net::TcpListener::bind(config.server.listen)
@@ -111,8 +108,9 @@ async fn serve_on(
     // An ephemeral port (0) becomes the real one, so that the issuer URL is right.
     config.server.listen = listener.local_addr().map_err(|e| e.to_string())?;
     let external = external::connect(&config, &config.issuer()).await?;
-    let state = AppState::new(config, store.clone(), store.clone(), store, keys, Arc::new(SystemClock), bus)?
-        .with_external(external);
+    let state =
+        AppState::new(config, stores.ledger, stores.services, stores.security, keys, Arc::new(SystemClock), bus)?
+            .with_external(external);
     let state = Arc::new(state);
     // Sessions revoked within an access token's lifetime stay refused across restarts.
     let since = state.now() - chrono::Duration::seconds(600);

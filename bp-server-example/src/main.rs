@@ -10,7 +10,8 @@ use bp_core::customer::{KycStatus, NewCustomer, Username};
 use bp_core::ids::{AccountId, CustomerId};
 use bp_core::money::Currency;
 use bp_server_example::auth::crypto;
-use bp_server_example::config::Config;
+use bp_server_example::config::{Config, StorageKind};
+use bp_server_example::state::Stores;
 use bp_server_example::{demo, start};
 use clap::{Parser, Subcommand};
 
@@ -20,7 +21,7 @@ use clap::{Parser, Subcommand};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The bp reference server: banking API, OAuth2/OpenID provider and strong customer
-/// authentication on an embedded SQLite database.
+/// authentication on an embedded SQLite database (or on MongoDB: `storage.kind`).
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
@@ -172,16 +173,14 @@ async fn serve(config: Config) -> Result<(), String> {
 
 /// Prints the stuck external payments of the configured database, one a line.
 async fn list_stuck(config: &Config, limit: u32) -> Result<(), String> {
-    use bp_core::service_store::ServiceStore as _;
-    use bp_storage::sqlite::{SqliteConfig, SqliteStore};
-
-    let db = config.data_path(&config.storage.sqlite_file);
-    if !db.exists() {
-        return Err(format!("no database at {}", db.display()));
+    if config.storage.kind == StorageKind::Sqlite {
+        let db = config.data_path(&config.storage.sqlite_file);
+        if !db.exists() {
+            return Err(format!("no database at {}", db.display()));
+        }
     }
-    let store =
-        SqliteStore::open(&db, SqliteConfig::default()).map_err(|e| format!("opening {}: {e}", db.display()))?;
-    let stuck = store.stuck(limit.clamp(1, bp_core::store::PAGE_LEN_MAX)).await.map_err(|e| e.to_string())?;
+    let stores = Stores::open(config).await?;
+    let stuck = stores.services.stuck(limit.clamp(1, bp_core::store::PAGE_LEN_MAX)).await.map_err(|e| e.to_string())?;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "service\tkind\tstatus\tamount\tcurrency\tstuck_since\trequested_at\tchecks\tcustomer\thold");
     for r in &stuck {

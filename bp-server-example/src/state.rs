@@ -19,9 +19,77 @@ use tokio::sync::Notify;
 use crate::auth::Provider;
 use crate::auth::bearer::HasProvider;
 use crate::auth::tokens::Keys;
-use crate::config::Config;
+use crate::config::{Config, MongoSettings, StorageKind};
 use crate::events::{Hub, Sources, Tickets};
 use crate::external::External;
+
+/// The stores the server runs on, opened from `[storage]`: one SQLite file, or one MongoDB
+/// database, holds all three.
+#[derive(Clone)]
+pub struct Stores {
+    /// The ledger.
+    pub ledger: Arc<dyn Store>,
+    /// The external services' records.
+    pub services: Arc<dyn bp_core::service_store::ServiceStore>,
+    /// Security records.
+    pub security: Arc<dyn SecurityStore>,
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stores").finish_non_exhaustive()
+    }
+}
+
+impl Stores {
+    /// Opens the store `storage.kind` names: the SQLite file in the data folder (created when
+    /// missing), or the MongoDB database (its log read, which fails after
+    /// `storage.mongodb.timeout_ms` when the server cannot be reached).
+    pub async fn open(config: &Config) -> Result<Self, String> {
+        match config.storage.kind {
+            StorageKind::Sqlite => {
+                use bp_storage::sqlite::{SqliteConfig, SqliteStore};
+                let db = config.data_path(&config.storage.sqlite_file);
+                let store = SqliteStore::open(&db, SqliteConfig::default())
+                    .map_err(|e| format!("opening {}: {e}", db.display()))?;
+                Ok(Self::of(Arc::new(store)))
+            }
+            StorageKind::Mongodb => open_mongodb(&config.storage.mongodb).await,
+        }
+    }
+
+    /// One store that is all three.
+    pub fn of<S>(store: Arc<S>) -> Self
+    where
+        S: Store + bp_core::service_store::ServiceStore + SecurityStore + 'static,
+    {
+        Self { ledger: store.clone(), services: store.clone(), security: store }
+    }
+}
+
+#[cfg(feature = "mongodb")]
+async fn open_mongodb(settings: &MongoSettings) -> Result<Stores, String> {
+    use bp_storage::mongodb::{MongoConfig, MongoStore};
+    let uri = settings.uri.as_ref().ok_or("storage.mongodb.uri is required with storage.kind = \"mongodb\"")?;
+    let config = MongoConfig { timeout_ms: settings.timeout_ms, ..MongoConfig::default() };
+    let store = MongoStore::connect(uri.expose(), &settings.database, config).await.map_err(|e| {
+        // The driver's own message is the useful part (a refused connection, a bad option):
+        // the whole chain, with anything of the password scrubbed out.
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            text.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        uri.scrub(&format!("opening the MongoDB store (database {} at {uri}): {text}", settings.database))
+    })?;
+    Ok(Stores::of(Arc::new(store)))
+}
+
+#[cfg(not(feature = "mongodb"))]
+async fn open_mongodb(_: &MongoSettings) -> Result<Stores, String> {
+    Err("storage.kind = \"mongodb\" needs a server built with the `mongodb` feature (the default)".to_owned())
+}
 
 /// Everything the handlers share.
 pub struct AppState {

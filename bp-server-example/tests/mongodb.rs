@@ -1,0 +1,278 @@
+//! The server binary on the MongoDB store (`storage.kind = "mongodb"`), against the real
+//! MongoDB-protocol server that `BP_MONGODB_URI` names (scripts/test.sh starts FerretDB with
+//! scripts/ferretdb.sh and sets it); each test uses a database of its own. `#[ignore]`d, so a
+//! plain `cargo test` skips it; with `--ignored` and no `BP_MONGODB_URI` it fails naming the
+//! variable:
+//!
+//! ```text
+//! BP_MONGODB_URI=mongodb://127.0.0.1:PORT/ cargo test -p bp-server-example --test mongodb -- --ignored
+//! ```
+//!
+//! The server reaches the database through a TCP relay of the test's, so that the test can
+//! take the database away from it (and give it back) without stopping the shared FerretDB.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use common::Api;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// The server's URI; panics naming the variable when it is unset.
+fn uri() -> String {
+    std::env::var("BP_MONGODB_URI").unwrap_or_else(|_| {
+        panic!(
+            "BP_MONGODB_URI is not set: this test needs a MongoDB-protocol server \
+             (scripts/test.sh starts FerretDB with scripts/ferretdb.sh and sets it)"
+        )
+    })
+}
+
+/// A database name no other test of this run, or of an earlier run, uses.
+fn database(label: &str) -> String {
+    let random = uuid::Uuid::now_v7().simple().to_string();
+    format!("bp_server_{label}_{}_{}", std::process::id(), random.get(16..).unwrap_or(&random))
+}
+
+/// `host:port` of a `mongodb://` URI of one host (as scripts/ferretdb.sh prints).
+fn host_of(uri: &str) -> String {
+    let rest = uri.strip_prefix("mongodb://").expect("BP_MONGODB_URI is a mongodb:// URI");
+    let hosts = rest.split(['/', '?']).next().unwrap_or_default();
+    let host = hosts.rsplit_once('@').map_or(hosts, |(_, h)| h);
+    assert!(!host.contains(','), "BP_MONGODB_URI names one host for this test: {host}");
+    host.to_owned()
+}
+
+/// A TCP relay from a loopback port to `upstream`, while it runs: stopping it closes its port
+/// and every connection through it, as a database that went away.
+struct Relay {
+    addr: SocketAddr,
+    upstream: String,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Relay {
+    async fn start(addr: SocketAddr, upstream: &str) -> Self {
+        let listener = TcpListener::bind(addr).await.expect("bind the relay");
+        let addr = listener.local_addr().expect("relay address");
+        let target = upstream.to_owned();
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = target.clone();
+                connections.spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Self { addr, upstream: upstream.to_owned(), task: Some(task) }
+    }
+
+    /// Closes the port and every connection through it.
+    async fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Listens again on the same port.
+    async fn restart(&mut self) {
+        *self = Self::start(self.addr, &self.upstream).await;
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// The server process, killed if the test fails before it stops it.
+struct Running(Option<Child>);
+
+impl Running {
+    fn spawn(dir: &std::path::Path, env: &[(&str, &str)]) -> (String, Self) {
+        let (base, _, child) = common::spawn_binary(dir, env);
+        (base, Self(Some(child)))
+    }
+
+    /// SIGTERM: a graceful exit.
+    fn stop(mut self) {
+        let mut child = self.0.take().expect("running");
+        assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill").success());
+        let status = child.wait().expect("wait");
+        assert!(status.success(), "graceful shutdown exits 0: {status:?}");
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn readyz(base: &str) -> (StatusCode, String, String) {
+    let r = reqwest::get(format!("{base}/readyz")).await.expect("readyz");
+    let status = r.status();
+    let kind = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    (status, kind, r.text().await.unwrap_or_default())
+}
+
+/// Polls `/readyz` until it answers `want`, for at most `within`.
+async fn wait_ready(base: &str, want: StatusCode, within: Duration) -> (StatusCode, String, String) {
+    let deadline = Instant::now() + within;
+    loop {
+        let answer = readyz(base).await;
+        if answer.0 == want || Instant::now() > deadline {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Each of a customer's accounts by currency: (id, number, posted balance).
+async fn accounts(api: &Api) -> Vec<(String, String, String, String)> {
+    let (status, body) = api.get("/v1/accounts").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["accounts"]
+        .as_array()
+        .expect("accounts")
+        .iter()
+        .map(|a| {
+            let s = |v: &Value| v.as_str().expect("a string").to_owned();
+            (s(&a["currency"]), s(&a["id"]), s(&a["number"]), s(&a["balances"]["posted"]["amount"]))
+        })
+        .collect()
+}
+
+/// The token response to `tokens`' refresh token, from the command-line client (as
+/// scripts/demo-login.sh signs in).
+async fn refreshed(base: &str, tokens: &Value) -> Value {
+    let refresh_token = tokens["refresh_token"].as_str().expect("a refresh token");
+    let form = [("grant_type", "refresh_token"), ("refresh_token", refresh_token), ("client_id", "bp-cli")];
+    let r = reqwest::Client::new().post(format!("{base}/oauth2/token")).form(&form).send().await.expect("token");
+    assert_eq!(r.status(), StatusCode::OK, "refreshed");
+    r.json().await.expect("a token response")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a MongoDB-protocol server: BP_MONGODB_URI (scripts/test.sh starts FerretDB)"]
+async fn the_binary_on_mongodb_keeps_payments_across_a_restart_and_reports_readiness() {
+    let upstream = host_of(&uri());
+    let mut relay = Relay::start("127.0.0.1:0".parse().expect("address"), &upstream).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let relayed = format!("mongodb://{}/", relay.addr);
+    let name = database("restart");
+    let env = [
+        ("BP_STORAGE__KIND", "mongodb"),
+        ("BP_STORAGE__MONGODB__URI", relayed.as_str()),
+        ("BP_STORAGE__MONGODB__DATABASE", name.as_str()),
+    ];
+
+    // The demo, seeded into the database; a payment between two demo customers.
+    let (base, server) = Running::spawn(dir.path(), &env);
+    assert_eq!(readyz(&base).await.0, StatusCode::OK);
+    let credentials =
+        bp_server_example::demo::read_credentials(&dir.path().join("demo-credentials.txt")).expect("credentials");
+    assert_eq!(credentials.len(), 3, "the demo customers");
+    let (ada_tokens, bob_tokens) =
+        (common::demo_login(&base, dir.path(), "ada"), common::demo_login(&base, dir.path(), "bob"));
+    let (ada, bob) = (Api::bearer(&base, &ada_tokens), Api::bearer(&base, &bob_tokens));
+    let (ada_before, bob_before) = (accounts(&ada).await, accounts(&bob).await);
+    let (ada_eur, bob_eur) = (&ada_before[0], &bob_before[0]);
+    assert_eq!((ada_eur.0.as_str(), bob_eur.0.as_str()), ("EUR", "EUR"));
+    let body = json!({
+        "from_account": ada_eur.1,
+        "to_account_number": bob_eur.2,
+        "amount": { "amount": "12.34", "currency": "EUR" },
+    });
+    let (status, paid) = ada.post("/v1/transfers", &body, Some("mongodb-restart-1")).await;
+    assert_eq!(status, StatusCode::CREATED, "a low-value payment posts at once: {paid}");
+    let transfer = paid["transfer"]["id"].as_str().expect("transfer id").to_owned();
+    assert_eq!(paid["transfer"]["state"], "posted");
+    let (ada_after, bob_after) = (accounts(&ada).await, accounts(&bob).await);
+    assert_ne!(ada_after[0].3, ada_eur.3, "the payer's balance moved");
+    assert_ne!(bob_after[0].3, bob_eur.3, "the payee's balance moved");
+    server.stop();
+
+    // Restarted on the same database (and data folder): the credentials, the payment and the
+    // balances are there, the demo is not seeded again, and a retry of the payment moves
+    // nothing.
+    let (base, server) = Running::spawn(dir.path(), &env);
+    let again =
+        bp_server_example::demo::read_credentials(&dir.path().join("demo-credentials.txt")).expect("credentials");
+    assert_eq!(again, credentials, "not seeded twice");
+    // The sessions are there too: the refresh tokens give access tokens of the new issuer (the
+    // listener's port is new). (Signing in again could reuse a TOTP code, which is refused.)
+    let ada = Api::bearer(&base, &refreshed(&base, &ada_tokens).await);
+    let bob = Api::bearer(&base, &refreshed(&base, &bob_tokens).await);
+    let (status, found) = ada.get(&format!("/v1/transfers/{transfer}")).await;
+    assert_eq!((status, found["state"].as_str()), (StatusCode::OK, Some("posted")), "{found}");
+    assert_eq!(accounts(&ada).await, ada_after, "the payer's balances after the restart");
+    assert_eq!(accounts(&bob).await, bob_after, "the payee's balances after the restart");
+    let (status, retried) = ada.post("/v1/transfers", &body, Some("mongodb-restart-1")).await;
+    assert!(status.is_success(), "{status} {retried}");
+    assert_eq!(retried["transfer"]["id"].as_str(), Some(transfer.as_str()), "the same payment");
+    assert_eq!(accounts(&ada).await, ada_after, "a retry moves nothing");
+    assert_eq!(readyz(&base).await.0, StatusCode::OK);
+
+    // The database goes away: not ready (problem+json, within the check's bound), while the
+    // server stays up; back again: ready again.
+    relay.stop().await;
+    let started = Instant::now();
+    let (status, kind, problem) = readyz(&base).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
+    assert_eq!(kind, "application/problem+json");
+    let problem: Value = serde_json::from_str(&problem).expect("a problem document");
+    assert_eq!(problem["status"], 503);
+    let bound = Duration::from_millis(bp_server_example::app::READY_TIMEOUT_MS + 1_000);
+    assert!(started.elapsed() < bound, "answered in {:?}", started.elapsed());
+    let live = reqwest::get(format!("{base}/livez")).await.expect("livez");
+    assert_eq!(live.status(), StatusCode::OK, "alive, only not ready");
+    relay.restart().await;
+    let (status, _, problem) = wait_ready(&base, StatusCode::OK, Duration::from_secs(30)).await;
+    assert_eq!(status, StatusCode::OK, "ready again once the database is back: {problem}");
+    assert_eq!(accounts(&ada).await, ada_after);
+    server.stop();
+}
+
+/// A server pointed at a port where no database listens does not start: it says why, naming
+/// the database and the address, and prints no part of the URI's password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a MongoDB-protocol server: BP_MONGODB_URI (scripts/test.sh starts FerretDB)"]
+async fn an_unreachable_database_fails_the_start_clearly_without_the_password() {
+    // The same contract as the other tests of this file, though only a dead port is used.
+    let _ = uri();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let password = "pw-of-the-test-42";
+    let output = Command::new(env!("CARGO_BIN_EXE_bp-server-example"))
+        .env("BP_SERVER__LISTEN", "127.0.0.1:0")
+        .env("BP_STORAGE__DATA_DIR", dir.path())
+        .env("BP_STORAGE__KIND", "mongodb")
+        .env("BP_STORAGE__MONGODB__URI", format!("mongodb://bank:{password}@{dead}/?authSource=admin"))
+        .env("BP_STORAGE__MONGODB__DATABASE", "bp_dead")
+        .env("BP_STORAGE__MONGODB__TIMEOUT_MS", "1000")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run the server");
+    assert!(!output.status.success(), "no start without the database");
+    let (out, err) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(err.contains("opening the MongoDB store (database bp_dead at mongodb://bank:(redacted)@"), "{err}");
+    assert!(err.contains(&dead.to_string()), "names the address: {err}");
+    assert!(!out.contains(password) && !err.contains(password), "the password is never printed:\n{out}\n{err}");
+    assert!(!out.contains("panicked") && !err.contains("panicked"), "{err}");
+}
