@@ -46,7 +46,8 @@ mkdir -p "$BP_CACHE"
 # against FerretDB (MongoDB's wire protocol over SQLite), which scripts/ferretdb.sh builds with
 # the machine's Go into ~/.cache/bp on first use (about 3 minutes, then cached) and starts on a
 # loopback port with a temporary data folder; it installs nothing else. The MongoDB
-# conformance suites (64 cases) take about a minute on 2 cores, the server binary on it
+# conformance suites (69 cases) take about a minute on 2 cores, the multi-process and SIGKILL
+# tests (mongodb_processes, writer processes of their own) about 90 s, the server binary on it
 # (bp-server-example's tests/mongodb.rs) about 15 s; they fail, naming BP_MONGODB_URI, if run
 # with --ignored without it.
 echo "== cargo test against a real Kafka broker and FerretDB (the ignored tests)"

@@ -51,6 +51,7 @@ pub mod fixtures;
 pub mod fx;
 mod harness;
 mod history;
+pub mod model;
 pub mod payments;
 mod pending;
 pub mod security;

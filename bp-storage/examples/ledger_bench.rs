@@ -6,7 +6,9 @@
 //! Prints one `name value` line per figure (see `docs/benchmarks.md`). Environment:
 //! `BP_BENCH_TRANSFERS` (default 400000) group-commit transfers per phase,
 //! `BP_BENCH_BASELINE_TRANSFERS` (default 20000) for the one-transaction-per-transfer baseline,
-//! `BP_BENCH_DIR` where the database files go (default: a temporary folder).
+//! `BP_BENCH_DIR` where the database files go (default: a temporary folder). With the feature
+//! `mongodb` and `BP_BENCH_MONGODB_URI` set, also the MongoDB store: one writer process, then
+//! two on one database, `BP_BENCH_MONGODB_TRANSFERS` (default 10000) transfers each phase.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,9 +49,10 @@ impl Choice {
         Choice::Zipf(Arc::new(sums))
     }
 
-    fn pick(&self, rng: &mut SmallRng) -> usize {
+    /// An index into `len` accounts (Zipf is over `ACCOUNTS`).
+    fn pick(&self, rng: &mut SmallRng, len: usize) -> usize {
         match self {
-            Choice::Uniform => rng.random_range(0..ACCOUNTS),
+            Choice::Uniform => rng.random_range(0..len),
             Choice::Zipf(sums) => {
                 let total = *sums.last().unwrap_or(&1);
                 let x = rng.random_range(0..total);
@@ -58,9 +61,9 @@ impl Choice {
         }
     }
 
-    fn pair(&self, rng: &mut SmallRng) -> (usize, usize) {
+    fn pair(&self, rng: &mut SmallRng, len: usize) -> (usize, usize) {
         loop {
-            let (a, b) = (self.pick(rng), self.pick(rng));
+            let (a, b) = (self.pick(rng, len), self.pick(rng, len));
             if a != b {
                 return (a, b);
             }
@@ -71,8 +74,19 @@ impl Choice {
 async fn setup(path: &std::path::Path, config: SqliteConfig) -> (Ledger<SqliteStore>, Arc<Vec<AccountId>>) {
     let store = SqliteStore::open(path, config).expect("open the store");
     let ledger = Ledger::new(Arc::new(store));
-    let mut customers = Vec::with_capacity(CUSTOMERS);
-    for i in 0..CUSTOMERS {
+    let (_, accounts) = open_accounts(&ledger, CUSTOMERS, ACCOUNTS).await;
+    (ledger, accounts)
+}
+
+/// Opens `customers` customers and `accounts` funded accounts, through group commit. Answers
+/// the customers and the accounts.
+async fn open_accounts<S: Store + ?Sized + 'static>(
+    ledger: &Ledger<S>,
+    customers_len: usize,
+    accounts_len: usize,
+) -> (Vec<CustomerId>, Arc<Vec<AccountId>>) {
+    let mut customers = Vec::with_capacity(customers_len);
+    for i in 0..customers_len {
         let id = CustomerId::new_v7();
         ledger
             .open_customer(NewCustomer::person(
@@ -93,10 +107,10 @@ async fn setup(path: &std::path::Path, config: SqliteConfig) -> (Ledger<SqliteSt
         let customers = customers.clone();
         tasks.push(tokio::spawn(async move {
             let mut ids = Vec::new();
-            for i in (chunk..ACCOUNTS).step_by(64) {
+            for i in (chunk..accounts_len).step_by(64) {
                 let id = AccountId::new_v7();
                 ledger
-                    .open_account(current_account(id, customers[i % CUSTOMERS], Currency::EUR))
+                    .open_account(current_account(id, customers[i % customers.len()], Currency::EUR))
                     .await
                     .expect("open account");
                 ledger
@@ -108,11 +122,11 @@ async fn setup(path: &std::path::Path, config: SqliteConfig) -> (Ledger<SqliteSt
             ids
         }));
     }
-    let mut accounts = Vec::with_capacity(ACCOUNTS);
+    let mut accounts = Vec::with_capacity(accounts_len);
     for t in tasks {
         accounts.extend(t.await.expect("setup task"));
     }
-    (ledger, Arc::new(accounts))
+    (customers, Arc::new(accounts))
 }
 
 struct Run {
@@ -120,17 +134,18 @@ struct Run {
     latencies_us: Vec<u64>,
 }
 
-async fn run(
-    ledger: &Ledger<SqliteStore>,
+async fn run<S: Store + ?Sized + 'static>(
+    ledger: &Ledger<S>,
     accounts: &Arc<Vec<AccountId>>,
     choice: Choice,
     total: usize,
+    submitters: usize,
     seed: u64,
 ) -> Run {
-    let per_task = total.div_ceil(SUBMITTERS);
+    let per_task = total.div_ceil(submitters);
     let start = Instant::now();
-    let mut tasks = Vec::with_capacity(SUBMITTERS);
-    for s in 0..SUBMITTERS {
+    let mut tasks = Vec::with_capacity(submitters);
+    for s in 0..submitters {
         let ledger = ledger.clone();
         let accounts = Arc::clone(accounts);
         let choice = choice.clone();
@@ -138,7 +153,7 @@ async fn run(
             let mut rng = SmallRng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(s as u64));
             let mut latencies = Vec::with_capacity(per_task);
             for _ in 0..per_task {
-                let (a, b) = choice.pair(&mut rng);
+                let (a, b) = choice.pair(&mut rng, accounts.len());
                 let amount = Money::new(rng.random_range(1..=10_000), Currency::EUR);
                 let t0 = Instant::now();
                 ledger
@@ -150,7 +165,7 @@ async fn run(
             latencies
         }));
     }
-    let mut latencies_us = Vec::with_capacity(per_task * SUBMITTERS);
+    let mut latencies_us = Vec::with_capacity(per_task * submitters);
     for t in tasks {
         latencies_us.extend(t.await.expect("submitter"));
     }
@@ -209,6 +224,10 @@ async fn verify(ledger: &Ledger<SqliteStore>) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    #[cfg(feature = "mongodb")]
+    if mongo::is_child() {
+        return mongo::child().await;
+    }
     let transfers = env_usize("BP_BENCH_TRANSFERS", 400_000);
     let baseline_transfers = env_usize("BP_BENCH_BASELINE_TRANSFERS", 20_000);
     let tmp = tempfile::tempdir().expect("temporary folder");
@@ -224,16 +243,16 @@ async fn main() {
 
     let (ledger, accounts) = setup(&group_path, SqliteConfig::default()).await;
     report("setup", &ledger);
-    let mut uniform = run(&ledger, &accounts, Choice::Uniform, transfers, 1).await;
+    let mut uniform = run(&ledger, &accounts, Choice::Uniform, transfers, SUBMITTERS, 1).await;
     report("setup+uniform", &ledger);
-    let hot = run(&ledger, &accounts, Choice::zipf(), transfers, 2).await;
+    let hot = run(&ledger, &accounts, Choice::zipf(), transfers, SUBMITTERS, 2).await;
     report("setup+uniform+hot", &ledger);
     verify(&ledger).await;
     drop(ledger);
 
     let baseline_config = SqliteConfig { batch_len_max: 1, ..SqliteConfig::default() };
     let (baseline_ledger, baseline_accounts) = setup(&baseline_path, baseline_config).await;
-    let baseline = run(&baseline_ledger, &baseline_accounts, Choice::Uniform, baseline_transfers, 3).await;
+    let baseline = run(&baseline_ledger, &baseline_accounts, Choice::Uniform, baseline_transfers, SUBMITTERS, 3).await;
     report("baseline setup+uniform", &baseline_ledger);
     verify(&baseline_ledger).await;
 
@@ -244,4 +263,129 @@ async fn main() {
     println!("baseline_transfers_per_s {}", baseline.transfers_per_s);
     println!("speedup {}.{:02}", speedup_x100 / 100, speedup_x100 % 100);
     println!("p99_commit_latency_ms {}", ms(p99));
+
+    #[cfg(feature = "mongodb")]
+    if std::env::var_os(mongo::URI_ENV).is_some() {
+        mongo::bench().await;
+    }
+}
+
+/// The MongoDB store (feature `mongodb`), when `BP_BENCH_MONGODB_URI` names a server: one
+/// writer process, then two writer processes on one database (this example run again as the
+/// children, started together).
+#[cfg(feature = "mongodb")]
+mod mongo {
+    use std::io::{BufRead, Write};
+    use std::process::{Command, Stdio};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use bp_core::ids::CustomerId;
+    use bp_core::{Ledger, Store};
+    use bp_storage::mongodb::{MongoConfig, MongoStore};
+
+    use super::{Choice, env_usize, ms, open_accounts, per_second, percentile_us, run};
+
+    pub const URI_ENV: &str = "BP_BENCH_MONGODB_URI";
+    /// Set only in a child: the database it writes.
+    const CHILD_DB: &str = "BP_BENCH_MONGODB_CHILD_DB";
+    /// The customers whose accounts a child moves money between, comma-separated.
+    const CHILD_CUSTOMERS: &str = "BP_BENCH_MONGODB_CHILD_CUSTOMERS";
+    const CUSTOMERS: usize = 10;
+    /// Fewer accounts than SQLite's: FerretDB opens them at a few hundred a second.
+    const ACCOUNTS: usize = 1_000;
+    /// Concurrent submitters per process: enough to fill a batch (`batch_len_max` 256).
+    const SUBMITTERS: usize = 256;
+
+    /// Whether this process is a writer the bench started.
+    pub fn is_child() -> bool {
+        std::env::var_os(CHILD_DB).is_some()
+    }
+
+    fn transfers() -> usize {
+        env_usize("BP_BENCH_MONGODB_TRANSFERS", 10_000)
+    }
+
+    async fn connect(db: &str) -> Ledger<MongoStore> {
+        let uri = std::env::var(URI_ENV).expect("BP_BENCH_MONGODB_URI");
+        Ledger::new(Arc::new(MongoStore::connect(&uri, db, MongoConfig::default()).await.expect("connect")))
+    }
+
+    /// A writer process: waits for a line on stdin, runs its half, prints its latencies.
+    pub async fn child() {
+        let db = std::env::var(CHILD_DB).expect("child database");
+        let ledger = connect(&db).await;
+        let mut accounts = Vec::new();
+        for c in std::env::var(CHILD_CUSTOMERS).expect("child customers").split(',') {
+            let c: CustomerId = c.parse().expect("customer id");
+            accounts.extend(ledger.accounts_of(c).await.expect("accounts").into_iter().map(|a| a.id));
+        }
+        println!("READY");
+        let mut go = String::new();
+        std::io::stdin().read_line(&mut go).expect("GO");
+        let seed = u64::from(std::process::id());
+        let r = run(&ledger, &Arc::new(accounts), Choice::Uniform, transfers() / 2, SUBMITTERS, seed).await;
+        let lat: Vec<String> = r.latencies_us.iter().map(u64::to_string).collect();
+        println!("LAT {}", lat.join(","));
+        let stats = ledger.store().stats();
+        eprintln!("child: batches {} races_lost {}", stats.batches(), stats.races_lost());
+    }
+
+    /// One writer process, then two on one database; prints their figures.
+    pub async fn bench() {
+        let db = format!("bp_bench_{}", uuid::Uuid::now_v7().simple());
+        let ledger = connect(&db).await;
+        let t0 = Instant::now();
+        let (customers, accounts) = open_accounts(&ledger, CUSTOMERS, ACCOUNTS).await;
+        eprintln!("mongodb setup: {ACCOUNTS} accounts in {:?}", t0.elapsed());
+        let mut one = run(&ledger, &accounts, Choice::Uniform, transfers(), SUBMITTERS, 4).await;
+        let s = ledger.store().stats();
+        eprintln!("mongodb one writer: batches {} races_lost {}", s.batches(), s.races_lost());
+        drop(ledger);
+        println!("mongodb_one_writer_transfers_per_s {}", one.transfers_per_s);
+        println!("mongodb_one_writer_p99_commit_latency_ms {}", ms(percentile_us(&mut one.latencies_us, 990)));
+
+        let exe = std::env::current_exe().expect("current_exe");
+        let customers: Vec<String> = customers.iter().map(ToString::to_string).collect();
+        let mut children: Vec<_> = (0..2)
+            .map(|_| {
+                Command::new(&exe)
+                    .env(CHILD_DB, &db)
+                    .env(CHILD_CUSTOMERS, customers.join(","))
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .expect("spawn a writer")
+            })
+            .collect();
+        let mut outs: Vec<_> =
+            children.iter_mut().map(|c| std::io::BufReader::new(c.stdout.take().expect("stdout"))).collect();
+        for out in &mut outs {
+            let mut line = String::new();
+            out.read_line(&mut line).expect("READY");
+            assert_eq!(line.trim(), "READY");
+        }
+        let start = Instant::now();
+        for c in &mut children {
+            c.stdin.as_mut().expect("stdin").write_all(b"GO\n").expect("GO");
+        }
+        let mut latencies_us: Vec<u64> = Vec::new();
+        for out in &mut outs {
+            let mut line = String::new();
+            out.read_line(&mut line).expect("LAT");
+            let lat = line.trim().strip_prefix("LAT ").expect("LAT line");
+            latencies_us.extend(lat.split(',').map(|v| v.parse::<u64>().expect("latency")));
+        }
+        let elapsed = start.elapsed();
+        for mut c in children {
+            assert!(c.wait().expect("wait").success(), "a writer failed");
+        }
+        let verify = connect(&db).await;
+        for t in verify.store().totals().await.expect("totals") {
+            assert_eq!(t.posted_minor, 0, "{} must sum to zero", t.currency);
+        }
+        let done = u64::try_from(latencies_us.len()).unwrap_or(u64::MAX);
+        println!("mongodb_two_writers_transfers_per_s {}", per_second(done, elapsed));
+        println!("mongodb_two_writers_p99_commit_latency_ms {}", ms(percentile_us(&mut latencies_us, 990)));
+    }
 }

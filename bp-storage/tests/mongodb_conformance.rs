@@ -10,37 +10,17 @@
 //!
 //! The payments suite runs on one MongoDB store as its ledger and its security store.
 
+#[path = "common/mongodb.rs"]
+mod server;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bp_core::clock::ManualClock;
 use bp_core::testing::conformance::Factory;
 use bp_core::testing::factory_fn;
 use bp_core::testing::payments::PaymentStores;
 use bp_storage::mongodb::{MongoConfig, MongoStore};
-
-/// The server's URI; panics naming the variable when it is unset.
-pub fn uri() -> String {
-    std::env::var("BP_MONGODB_URI").unwrap_or_else(|_| {
-        panic!(
-            "BP_MONGODB_URI is not set: these tests need a MongoDB-protocol server \
-             (scripts/test.sh starts FerretDB with scripts/ferretdb.sh and sets it)"
-        )
-    })
-}
-
-/// A database name no other test of this run, or of an earlier run, uses: the process, a
-/// number no other case of this process took, and a v7 UUID's random bits. (Each case builds
-/// its own factory, so a per-factory count starts at 0 in every case; an earlier version named
-/// databases by that count and the UUID's first 12 digits, its millisecond, so two cases
-/// starting in the same millisecond shared one database, and one saw the other's customers:
-/// `UsernameTaken`.)
-fn database(label: &str) -> String {
-    static CASES: AtomicUsize = AtomicUsize::new(0);
-    let n = CASES.fetch_add(1, Ordering::Relaxed);
-    let random = uuid::Uuid::now_v7().simple().to_string();
-    format!("bp_{label}_{}_{n}_{}", std::process::id(), random.get(16..).unwrap_or(&random))
-}
+use server::{database, uri};
 
 /// Stores, each in a new database, made into what a suite runs on by `make`.
 fn stores<T: ?Sized + Send + Sync + 'static>(

@@ -14,15 +14,15 @@ use tokio::task::JoinSet;
 use super::StoreFactory;
 use super::fixtures::{ok, request};
 use super::harness::Harness;
+use super::model::replay_in_commit_order;
 use crate::account::{AccountKind, NewAccount, SystemAccount};
 use crate::customer::Customer;
 use crate::error::{Error, LedgerError};
-use crate::event::EventBody;
 use crate::ids::{AccountId, TransferId};
 use crate::money::{Currency, Money};
 use crate::service::{Ledger, TransferReceipt};
 use crate::store::Store;
-use crate::transfer::{Direction, Transfer, TransferKind, TransferRequest, TransferState, VoidReason};
+use crate::transfer::{Transfer, TransferKind, TransferRequest, TransferState, VoidReason};
 
 /// The seed used unless `BP_CONFORMANCE_SEED` gives another.
 const SEED_DEFAULT: u64 = 0x5EED_0B0A_2026_0001;
@@ -207,69 +207,12 @@ pub async fn concurrent_transfers<F: StoreFactory>(f: &F) {
         "the hot accounts must both send and receive"
     );
 
-    // The outbox's transfer.posted events, grouped by transfer.
-    type Posted = (u64, AccountId, Direction, Money, i64, i64);
-    let outbox = h.outbox().await;
-    let mut posted: HashMap<TransferId, Vec<Posted>> = HashMap::new();
-    for entry in &outbox {
-        if let EventBody::TransferPosted { transfer_id, direction, amount, balances, .. } = &entry.event.body {
-            assert_eq!(
-                balances.available.amount_minor(),
-                balances.posted.amount_minor() - balances.held.amount_minor()
-            );
-            posted.entry(*transfer_id).or_default().push((
-                entry.position,
-                entry.event.account_id,
-                *direction,
-                *amount,
-                balances.posted.amount_minor(),
-                balances.held.amount_minor(),
-            ));
-        }
-    }
-    let accepted_ids: HashSet<TransferId> = accepted.iter().map(|t| t.id).collect();
-    for id in posted.keys() {
-        assert!(accepted_ids.contains(id), "the outbox posts transfer {id}, which no one was told was accepted");
-    }
-    for req in &rejected {
-        assert!(!posted.contains_key(&req.id), "refused transfer {} has events", req.id);
-        assert_eq!(ok("read", h.store().transfer(req.id).await), None, "refused transfer {} is stored", req.id);
-    }
-
     // Replay the accepted transfers in commit order on a single-threaded model.
-    let mut order: Vec<(u64, &Transfer)> = Vec::with_capacity(accepted.len());
-    for t in &accepted {
-        let events = posted.get(&t.id).map(Vec::as_slice).unwrap_or_default();
-        assert_eq!(events.len(), 2, "accepted transfer {} must have exactly two transfer.posted events", t.id);
-        order.push((events.iter().map(|e| e.0).min().unwrap_or(u64::MAX), t));
-    }
-    order.sort_by_key(|(position, _)| *position);
+    let outbox = h.outbox().await;
     let overdraft: HashMap<AccountId, i64> = slots.iter().map(|s| (s.id, s.overdraft_minor)).collect();
-    let mut model: HashMap<AccountId, i64> = HashMap::new();
-    for (_, t) in order {
-        let amount = t.amount.amount_minor();
-        for (account, direction, delta) in
-            [(t.debit_account, Direction::Debit, -amount), (t.credit_account, Direction::Credit, amount)]
-        {
-            let balance = model.entry(account).or_insert(0);
-            *balance += delta;
-            let events = &posted[&t.id];
-            let event = events
-                .iter()
-                .find(|e| e.1 == account && e.2 == direction)
-                .unwrap_or_else(|| panic!("transfer {}: no {direction:?} event on {account}", t.id));
-            assert_eq!(event.3, t.amount, "transfer {}: event amount", t.id);
-            assert_eq!(
-                (event.4, event.5),
-                (*balance, 0),
-                "transfer {}: the {direction:?} event's balance disagrees with a serial replay \
-                 in commit order",
-                t.id
-            );
-            if let Some(limit) = overdraft.get(&account) {
-                assert!(*balance >= -limit, "account {account} went below its overdraft limit: {balance}");
-            }
-        }
+    let model = replay_in_commit_order(&outbox, &accepted, &overdraft);
+    for req in &rejected {
+        assert_eq!(ok("read", h.store().transfer(req.id).await), None, "refused transfer {} is stored", req.id);
     }
     for s in &slots {
         let account = h.get_account(s.id).await;

@@ -31,7 +31,10 @@ use super::docs::{BatchDoc, CursorDoc, batch_id};
 use super::{is_duplicate_key, mongo_err, to_i64};
 
 /// Batches per segment collection: the most documents a FerretDB lookup parses.
-pub(crate) const SEGMENT_LEN: u64 = 256;
+pub(crate) const SEGMENT_LEN: u64 = 32;
+
+/// Batches read one lookup each before the rest of a segment is read in one query.
+const LOOKUPS_MAX: usize = 4;
 
 /// Most tries of an upsert that meets a concurrent first insert of the same `_id`.
 const UPSERT_TRIES_MAX: usize = 2;
@@ -43,6 +46,19 @@ pub(crate) struct HeadDoc {
     pub(crate) id: String,
     /// Every batch up to this one is in the log; this writer applied it.
     pub(crate) number: u64,
+    /// Since when (wall clock, microseconds) this writer has been losing the race for the next
+    /// number and asks the others for a turn; absent when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) waiting_us: Option<i64>,
+}
+
+/// What the heads say.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Heads {
+    /// Every batch up to this one is in the log.
+    pub(crate) head: u64,
+    /// The latest time another writer began to ask for a turn, if one asks.
+    pub(crate) waiting_us: Option<i64>,
 }
 
 /// The collections of one database.
@@ -75,6 +91,38 @@ impl Log {
         self.segment(number).find_one(doc! { "_id": batch_id(number) }).await.map_err(mongo_err)
     }
 
+    /// The batches from `from` on, in order, up to `to` and at most to the end of `from`'s
+    /// segment, stopping before the first number missing. The first `LOOKUPS_MAX` by `_id`
+    /// (FerretDB's SQLite filters those, parsing each row's JSON), the rest, if wanted, in one
+    /// range query (which FerretDB answers by decoding the whole segment in Go). A lookup per
+    /// batch all the way made FerretDB parse the whole segment once per batch, so a process
+    /// reading behind a busy writer fell further behind with every batch it read: a process
+    /// started beside a busy writer did not finish opening the store in two minutes.
+    pub(crate) async fn batches(&self, from: u64, to: u64) -> Result<Vec<BatchDoc>, StoreError> {
+        let last = to.min((from / SEGMENT_LEN + 1) * SEGMENT_LEN - 1);
+        let mut batches: Vec<BatchDoc> = Vec::new();
+        let mut next = from;
+        while next <= last && batches.len() < LOOKUPS_MAX {
+            let Some(batch) = self.batch(next).await? else { return Ok(batches) };
+            batches.push(batch);
+            next += 1;
+        }
+        if next > last {
+            return Ok(batches);
+        }
+        let filter = doc! { "_id": { "$gte": batch_id(next), "$lte": batch_id(last) } };
+        let mut cursor = self.segment(next).find(filter).sort(doc! { "_id": 1 }).await.map_err(mongo_err)?;
+        while cursor.advance().await.map_err(mongo_err)? {
+            let batch: BatchDoc = cursor.deserialize_current().map_err(mongo_err)?;
+            if batch.number != next {
+                break;
+            }
+            batches.push(batch);
+            next += 1;
+        }
+        Ok(batches)
+    }
+
     /// Inserts `batch` unless its number is taken. A failed insert may still have written it
     /// (a lost answer; the driver's retry of a write it did then meets a taken `_id`), so on
     /// any failure the batch under that number is read back and told by its `attempt`.
@@ -92,23 +140,40 @@ impl Log {
         }
     }
 
-    /// The head: every batch up to it is in the log (0 for an empty log).
-    pub(crate) async fn head(&self) -> Result<u64, StoreError> {
+    /// The heads: every batch up to `head` is in the log (0 for an empty log); and whether a
+    /// writer other than `me` asks for a turn.
+    pub(crate) async fn heads(&self, me: &str) -> Result<Heads, StoreError> {
         let mut cursor = self.head.find(doc! {}).await.map_err(mongo_err)?;
-        let mut head = 0;
+        let mut heads = Heads::default();
         while cursor.advance().await.map_err(mongo_err)? {
-            head = head.max(cursor.deserialize_current().map_err(mongo_err)?.number);
+            let doc = cursor.deserialize_current().map_err(mongo_err)?;
+            heads.head = heads.head.max(doc.number);
+            if doc.id != me {
+                heads.waiting_us = heads.waiting_us.max(doc.waiting_us);
+            }
         }
-        Ok(head)
+        Ok(heads)
     }
 
-    /// Sets `writer`'s head to `number`. Only that writer's task calls it, one call at a time.
+    /// Sets `writer`'s head to `number`, and ends its asking for a turn. Only that writer's
+    /// task calls it, one call at a time.
     pub(crate) async fn set_head(&self, writer: &str, number: u64) -> Result<(), StoreError> {
-        let set = doc! { "$set": { "number": to_i64(number)? } };
+        let set = doc! { "$set": { "number": to_i64(number)? }, "$unset": { "waiting_us": "" } };
         if self.head.update_one(doc! { "_id": writer }, set).await.map_err(mongo_err)?.matched_count == 1 {
             return Ok(());
         }
-        self.head.insert_one(HeadDoc { id: writer.to_owned(), number }).await.map_err(mongo_err)?;
+        self.head.insert_one(HeadDoc { id: writer.to_owned(), number, waiting_us: None }).await.map_err(mongo_err)?;
+        Ok(())
+    }
+
+    /// Marks `writer` as asking for a turn since `since_us`, until its next `set_head`.
+    pub(crate) async fn ask_turn(&self, writer: &str, since_us: i64) -> Result<(), StoreError> {
+        let set = doc! { "$set": { "waiting_us": since_us } };
+        if self.head.update_one(doc! { "_id": writer }, set).await.map_err(mongo_err)?.matched_count == 1 {
+            return Ok(());
+        }
+        let doc = HeadDoc { id: writer.to_owned(), number: 0, waiting_us: Some(since_us) };
+        self.head.insert_one(doc).await.map_err(mongo_err)?;
         Ok(())
     }
 }

@@ -19,7 +19,7 @@ mod replica;
 mod security;
 mod writer;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
@@ -43,7 +43,8 @@ use mongodb::options::{Acknowledgment, ClientOptions, DatabaseOptions, ReadConce
 use mongodb::{Client, Database};
 use tokio::sync::{mpsc, oneshot};
 
-use self::log::{Log, max_upsert};
+use self::docs::BatchDoc;
+use self::log::{Heads, Log, SEGMENT_LEN, max_upsert};
 use self::replica::Replica;
 use self::security::SecurityColls;
 
@@ -62,6 +63,9 @@ pub struct MongoConfig {
     /// Most times a batch is decided again after losing its number to another writer before its
     /// commands are answered `Overloaded`.
     pub attempts_max: u32,
+    /// Longest a writer waits, before deciding its next batch, while another writer that keeps
+    /// losing the race for the next number asks for a turn (see `writer`).
+    pub yield_ms_max: u64,
     /// The bound of every server operation (`wtimeout` of the majority write concern, and the
     /// driver's server selection and connection timeouts).
     pub timeout_ms: u64,
@@ -74,6 +78,7 @@ impl Default for MongoConfig {
             batch_len_max: 256,
             queue_len_max: 4096,
             attempts_max: 64,
+            yield_ms_max: 1_000,
             timeout_ms: 10_000,
         }
     }
@@ -91,6 +96,11 @@ pub(crate) struct Shared {
     last_complete: AtomicU64,
     /// The highest head this process read or wrote.
     pub(crate) head_seen: AtomicU64,
+    /// This process's writer: its head document's `_id`.
+    pub(crate) writer_id: String,
+    /// When another writer last began asking for a turn, as the last read of the heads said
+    /// (wall clock, microseconds; 0 when none asks).
+    pub(crate) others_waiting_us: AtomicI64,
     pub(crate) log: Log,
     pub(crate) security: SecurityColls,
     /// The highest audit position this process appended or saw.
@@ -116,33 +126,45 @@ impl Shared {
             return Ok(self.read().applied);
         }
         let ticket = self.catch_ups_begun.fetch_add(1, Ordering::AcqRel) + 1;
-        let head = self.log.head().await?;
+        let Heads { head, waiting_us } = self.log.heads(&self.writer_id).await?;
         self.head_seen.fetch_max(head, Ordering::AcqRel);
+        self.others_waiting_us.store(waiting_us.unwrap_or(0), Ordering::Release);
         while self.read().applied < head {
             let next = self.read().applied + 1;
-            let Some(batch) = self.log.batch(next).await? else {
+            if self.apply(self.log.batches(next, head).await?)? == 0 {
                 return Err(StoreError::new(
                     StoreErrorKind::Unavailable,
                     format!("batch {next} of the log is not readable yet, though the head is at {head}"),
                 ));
-            };
-            self.replica.write().unwrap_or_else(PoisonError::into_inner).apply(batch)?;
+            }
         }
         self.last_complete.store(ticket, Ordering::Release);
         Ok(self.read().applied)
     }
 
-    /// Applies every batch of the log there is, past the head too, up to the first number
-    /// missing: what a writer that lost its number needs before it decides again.
+    /// Applies the batches of the log past the head too, up to the first number missing when
+    /// each segment was read: what a writer that lost its number needs before it decides
+    /// again. One query per segment, so that it ends even while other writers append.
     pub(crate) async fn catch_up_to_end(&self) -> Result<u64, StoreError> {
         let _turn = self.catching_up.lock().await;
         loop {
             let next = self.read().applied + 1;
-            match self.log.batch(next).await? {
-                Some(batch) => self.replica.write().unwrap_or_else(PoisonError::into_inner).apply(batch)?,
-                None => return Ok(self.read().applied),
+            let applied = self.apply(self.log.batches(next, u64::MAX).await?)?;
+            // Only a read that ended at its segment's end may have more after it.
+            if applied == 0 || (next + applied) % SEGMENT_LEN != 0 {
+                return Ok(self.read().applied);
             }
         }
+    }
+
+    /// Applies `batches` in order; answers how many.
+    fn apply(&self, batches: Vec<BatchDoc>) -> Result<u64, StoreError> {
+        let count = u64::try_from(batches.len()).unwrap_or(u64::MAX);
+        let mut replica = self.replica.write().unwrap_or_else(PoisonError::into_inner);
+        for batch in batches {
+            replica.apply(batch)?;
+        }
+        Ok(count)
     }
 }
 
@@ -210,6 +232,8 @@ impl MongoStore {
             catch_ups_begun: AtomicU64::new(0),
             last_complete: AtomicU64::new(0),
             head_seen: AtomicU64::new(0),
+            writer_id: uuid::Uuid::now_v7().to_string(),
+            others_waiting_us: AtomicI64::new(0),
             security,
             audit_hint: AtomicU64::new(0),
             log: Log::new(db),

@@ -57,14 +57,25 @@ pub(crate) struct Writer {
     shared: Arc<Shared>,
     config: MongoConfig,
     stats: Arc<WriterStats>,
-    /// This writer's id, for the `attempt` of its batches.
-    id: uuid::Uuid,
     attempts: u64,
+    /// When this writer last asked the others for a turn, while it does.
+    waiting_us: Option<i64>,
+}
+
+/// How long an ask for a turn counts, in microseconds of the wall clock.
+const TURN_FRESH_US: i64 = 5_000_000;
+/// How often a writer giving a turn reads the heads again.
+const TURN_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The wall clock in microseconds. Asks for a turn are compared across processes, and only
+/// pace the writers: they are not the ledger's time, which is `MongoConfig::clock`.
+fn wall_clock_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
 }
 
 impl Writer {
     pub(crate) fn new(shared: Arc<Shared>, config: MongoConfig, stats: Arc<WriterStats>) -> Self {
-        Self { shared, config, stats, id: uuid::Uuid::now_v7(), attempts: 0 }
+        Self { shared, config, stats, attempts: 0, waiting_us: None }
     }
 
     /// Serves the queue until every sender is gone.
@@ -95,14 +106,14 @@ impl Writer {
         if let Err(e) = self.shared.catch_up().await {
             return fail(e);
         }
+        if let Err(e) = self.give_turn().await {
+            return fail(e);
+        }
         for _ in 0..self.config.attempts_max.max(1) {
             let (answers, commands, number) = self.decide(jobs);
             let tried = match self.try_commit(number, commands).await {
                 Ok(Try::Committed) => self.publish().await.map(|()| true),
-                Ok(Try::Lost) => {
-                    self.stats.races_lost.fetch_add(1, Ordering::Relaxed);
-                    self.shared.catch_up_to_end().await.map(|_| false)
-                }
+                Ok(Try::Lost) => self.lost().await.map(|()| false),
                 Err(e) => Err(e),
             };
             match tried {
@@ -120,14 +131,53 @@ impl Writer {
     /// Moves the log's head to the last batch applied, before any command decided on it is
     /// answered, unless this process already saw it there: a read anywhere then sees those
     /// batches. (Batches past the head that a lost race made this writer read are covered too.)
-    async fn publish(&self) -> Result<(), StoreError> {
+    /// Ends this writer's asking for a turn.
+    async fn publish(&mut self) -> Result<(), StoreError> {
         let applied = self.shared.read().applied;
-        if self.shared.head_seen.load(Ordering::Acquire) >= applied {
+        if self.waiting_us.is_none() && self.shared.head_seen.load(Ordering::Acquire) >= applied {
             return Ok(());
         }
-        self.shared.log.set_head(&self.id.to_string(), applied).await?;
+        self.shared.log.set_head(&self.shared.writer_id, applied).await?;
         self.shared.head_seen.fetch_max(applied, Ordering::AcqRel);
+        self.waiting_us = None;
         Ok(())
+    }
+
+    /// After another writer took the number: asks the others for a turn (again, if its last
+    /// ask is getting old), and reads the batches it missed.
+    async fn lost(&mut self) -> Result<(), StoreError> {
+        self.stats.races_lost.fetch_add(1, Ordering::Relaxed);
+        let now = wall_clock_us();
+        if self.waiting_us.is_none_or(|since| now - since > TURN_FRESH_US / 2) {
+            self.shared.log.ask_turn(&self.shared.writer_id, now).await?;
+            self.waiting_us = Some(now);
+        }
+        self.shared.catch_up_to_end().await.map(|_| ())
+    }
+
+    /// Waits, up to `yield_ms_max`, while another writer that lost the race for the next
+    /// number asks for a turn. Without it, a writer whose round trip is the shortest takes
+    /// every number: on FerretDB one busy writer process kept two others from committing
+    /// anything for minutes, since a loser must also read what it missed before it tries
+    /// again. A writer that asks for a turn itself does not wait.
+    async fn give_turn(&self) -> Result<(), StoreError> {
+        if self.waiting_us.is_some() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let max = std::time::Duration::from_millis(self.config.yield_ms_max);
+        while self.others_waiting() && started.elapsed() < max {
+            tokio::time::sleep(TURN_POLL).await;
+            self.shared.catch_up().await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the last read of the heads found another writer asking for a turn recently (a
+    /// writer killed while asking is not waited for long).
+    fn others_waiting(&self) -> bool {
+        let since = self.shared.others_waiting_us.load(Ordering::Acquire);
+        since != 0 && wall_clock_us() - since < TURN_FRESH_US
     }
 
     /// Decides `jobs` in order on the replica, each after the effects of those before it.
@@ -159,7 +209,7 @@ impl Writer {
             return Ok(Try::Committed);
         }
         self.attempts += 1;
-        let attempt = format!("{}/{}", self.id, self.attempts);
+        let attempt = format!("{}/{}", self.shared.writer_id, self.attempts);
         let batch = BatchDoc { number, attempt: attempt.clone(), decided_at: self.config.clock.now(), commands };
         if let Insert::Taken = self.shared.log.insert(&batch).await? {
             return Ok(Try::Lost);
