@@ -21,8 +21,8 @@ use crate::rules::{LedgerView, Write, decide, system_account};
 use crate::service_record::ServiceRecord;
 use crate::service_store::{ServiceQuery, ServiceStore};
 use crate::state::LedgerState;
-use crate::store::{CurrencyTotal, HistoryQuery, OutboxEntry, PAGE_LEN_MAX, Page, Store, check_cursor_name};
-use crate::transfer::{Posting, Transfer, TransferState};
+use crate::store::{CurrencyTotal, HistoryQuery, OutboxEntry, PAGE_LEN_MAX, Page, Store, check_cursor_name, in_memory};
+use crate::transfer::{Posting, Transfer};
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -128,62 +128,24 @@ impl Store for MemoryStore {
 
     async fn postings(&self, account: AccountId, query: &HistoryQuery) -> Result<Page<Posting>, StoreError> {
         let inner = self.lock();
-        let limit = usize::try_from(query.limit()).unwrap_or(usize::MAX);
-        let items: Vec<Posting> = inner
-            .postings
-            .get(&account)
-            .map(|lines| lines.iter().rev().filter(|p| query.matches(p)).take(limit + 1).cloned().collect())
-            .unwrap_or_default();
-        Ok(Page::from_overfetch(items, limit))
+        Ok(in_memory::history_page(inner.postings.get(&account).map(Vec::as_slice).unwrap_or_default(), query))
     }
 
     async fn events_after(&self, account: AccountId, after_seq: u64, limit: u32) -> Result<Vec<Event>, StoreError> {
         let inner = self.lock();
-        let limit = usize::try_from(limit.min(PAGE_LEN_MAX)).unwrap_or(usize::MAX);
-        Ok(inner
-            .events
-            .get(&account)
-            .map(|events| events.iter().filter(|e| e.seq > after_seq).take(limit).cloned().collect())
-            .unwrap_or_default())
+        Ok(in_memory::events_after(inner.events.get(&account).map(Vec::as_slice).unwrap_or_default(), after_seq, limit))
     }
 
     async fn outbox_after(&self, after: u64, limit: u32) -> Result<Vec<OutboxEntry>, StoreError> {
-        let inner = self.lock();
-        let start = usize::try_from(after).unwrap_or(usize::MAX);
-        let limit = usize::try_from(limit.min(PAGE_LEN_MAX)).unwrap_or(usize::MAX);
-        Ok(inner
-            .outbox
-            .iter()
-            .enumerate()
-            .skip(start)
-            .take(limit)
-            .map(|(i, e)| OutboxEntry { position: u64::try_from(i).unwrap_or(u64::MAX) + 1, event: e.clone() })
-            .collect())
+        Ok(in_memory::outbox_after(&self.lock().outbox, after, limit))
     }
 
     async fn pending_expired(&self, now: Timestamp, limit: u32) -> Result<Vec<TransferId>, StoreError> {
-        let inner = self.lock();
-        let mut due: Vec<&Transfer> = inner
-            .state
-            .transfers()
-            .filter(|t| t.state == TransferState::Pending && t.hold_until.is_some_and(|u| u < now))
-            .collect();
-        due.sort_by_key(|t| (t.hold_until, t.id));
-        let limit = usize::try_from(limit.min(PAGE_LEN_MAX)).unwrap_or(usize::MAX);
-        Ok(due.into_iter().take(limit).map(|t| t.id).collect())
+        Ok(in_memory::pending_expired(self.lock().state.transfers(), now, limit))
     }
 
     async fn pending_of(&self, account: AccountId, limit: u32) -> Result<Vec<Transfer>, StoreError> {
-        let inner = self.lock();
-        // The memory store is a test double: a scan of every transfer is fine.
-        let mut pending: Vec<&Transfer> = inner
-            .state
-            .transfers()
-            .filter(|t| t.state == TransferState::Pending && t.debit_account == account)
-            .collect();
-        pending.sort_by_key(|t| (t.created_at, t.id));
-        let limit = usize::try_from(limit.min(PAGE_LEN_MAX)).unwrap_or(usize::MAX);
-        Ok(pending.into_iter().take(limit).cloned().collect())
+        Ok(in_memory::pending_of(self.lock().state.transfers(), account, limit))
     }
 
     async fn cursor(&self, name: &str) -> Result<u64, StoreError> {

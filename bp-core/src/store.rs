@@ -252,3 +252,70 @@ pub fn check_cursor_name(name: &str) -> Result<(), StoreError> {
         ))
     }
 }
+
+/// The [`Store`] reads over a ledger kept in memory (the memory store; a replica of the
+/// MongoDB store's shared log), written once so that every in-memory store answers alike:
+/// the page bounds, the order, the expiry rule.
+pub mod in_memory {
+    use super::{HistoryQuery, OutboxEntry, PAGE_LEN_MAX, Page};
+    use crate::Timestamp;
+    use crate::event::Event;
+    use crate::ids::{AccountId, TransferId};
+    use crate::transfer::{Posting, Transfer, TransferState};
+
+    fn limit_of(limit: u32) -> usize {
+        usize::try_from(limit.min(PAGE_LEN_MAX)).unwrap_or(usize::MAX)
+    }
+
+    /// [`Store::postings`](super::Store::postings) of one account's `lines`, oldest first.
+    pub fn history_page(lines: &[Posting], query: &HistoryQuery) -> Page<Posting> {
+        let limit = usize::try_from(query.limit()).unwrap_or(usize::MAX);
+        let items = lines.iter().rev().filter(|p| query.matches(p)).take(limit + 1).cloned().collect();
+        Page::from_overfetch(items, limit)
+    }
+
+    /// [`Store::events_after`](super::Store::events_after) of one account's `events`, in
+    /// sequence order.
+    pub fn events_after(events: &[Event], after_seq: u64, limit: u32) -> Vec<Event> {
+        let start = events.partition_point(|e| e.seq <= after_seq);
+        events[start..].iter().take(limit_of(limit)).cloned().collect()
+    }
+
+    /// [`Store::outbox_after`](super::Store::outbox_after) of the whole `outbox`, in order
+    /// (position `n` is `outbox[n - 1]`).
+    pub fn outbox_after(outbox: &[Event], after: u64, limit: u32) -> Vec<OutboxEntry> {
+        let start = usize::try_from(after).unwrap_or(usize::MAX).min(outbox.len());
+        outbox[start..]
+            .iter()
+            .zip(after.saturating_add(1)..)
+            .take(limit_of(limit))
+            .map(|(e, position)| OutboxEntry { position, event: e.clone() })
+            .collect()
+    }
+
+    /// [`Store::pending_expired`](super::Store::pending_expired) among `transfers`: pending
+    /// with a deadline before `now`, the earliest first.
+    pub fn pending_expired<'a>(
+        transfers: impl Iterator<Item = &'a Transfer>,
+        now: Timestamp,
+        limit: u32,
+    ) -> Vec<TransferId> {
+        let mut due: Vec<&Transfer> =
+            transfers.filter(|t| t.state == TransferState::Pending && t.hold_until.is_some_and(|u| u < now)).collect();
+        due.sort_by_key(|t| (t.hold_until, t.id));
+        due.into_iter().take(limit_of(limit)).map(|t| t.id).collect()
+    }
+
+    /// [`Store::pending_of`](super::Store::pending_of) among `transfers`: `account`'s pending
+    /// debits, oldest first.
+    pub fn pending_of<'a>(
+        transfers: impl Iterator<Item = &'a Transfer>,
+        account: AccountId,
+        limit: u32,
+    ) -> Vec<Transfer> {
+        let mut pending: Vec<&Transfer> =
+            transfers.filter(|t| t.state == TransferState::Pending && t.debit_account == account).collect();
+        pending.sort_by_key(|t| (t.created_at, t.id));
+        pending.into_iter().take(limit_of(limit)).cloned().collect()
+    }
+}

@@ -349,6 +349,21 @@ pub struct LoanOffer {
     pub expires_at: Timestamp,
 }
 
+impl LoanOffer {
+    /// Whether the offer may still be accepted at `now`: `OfferExpired` from its expiry on.
+    pub fn open_at(&self, now: Timestamp) -> Result<(), LoanTransitionError> {
+        if now >= self.expires_at {
+            return Err(LoanTransitionError::OfferExpired { expired_at: self.expires_at });
+        }
+        Ok(())
+    }
+}
+
+/// Whether a loan in `status` was accepted (disbursed): active, in arrears or closed.
+pub fn accepted(status: ServiceStatus) -> bool {
+    matches!(status, ServiceStatus::Active | ServiceStatus::InArrears | ServiceStatus::Closed)
+}
+
 /// The money moved when the loan was accepted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -751,7 +766,7 @@ impl Step<'_> {
             s if deciding(s) => self.call_due(),
             ServiceStatus::Offered => {
                 if let Some(offer) = &self.details.offer
-                    && self.now >= offer.expires_at
+                    && offer.open_at(self.now).is_err()
                 {
                     self.reject(LoanRejection::OfferExpired, None);
                 }
@@ -870,13 +885,11 @@ impl Step<'_> {
         match self.record.status {
             ServiceStatus::Offered => {}
             // Accepted before: a retry changes nothing.
-            ServiceStatus::Active | ServiceStatus::InArrears | ServiceStatus::Closed => return Ok(()),
+            status if accepted(status) => return Ok(()),
             status => return Err(LoanTransitionError::NotOffered { status }),
         }
         let offer = self.details.offer.clone().ok_or(LoanTransitionError::NotALoan("offered without an offer"))?;
-        if self.now >= offer.expires_at {
-            return Err(LoanTransitionError::OfferExpired { expired_at: offer.expires_at });
-        }
+        offer.open_at(self.now)?;
         let first_due = self.today().checked_add_months(Months::new(1)).ok_or(ScheduleError::DueDate);
         let first_due = first_due.map_err(LoanTransitionError::Schedule)?;
         let plan = schedule::annuity(self.record.amount, offer.annual_rate, offer.term_months, first_due)

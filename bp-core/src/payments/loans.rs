@@ -14,7 +14,7 @@
 //! handed in; what is checked here is whose it is and what its challenge says.
 
 use super::{PaymentError, Payments};
-use crate::external::loan::{LoanDetails, LoanOffer, LoanTransitionError};
+use crate::external::loan::{self, LoanDetails, LoanOffer, LoanTransitionError};
 use crate::ids::CustomerId;
 use crate::sca::{Closed, ScaAnswer, challenge_id, links_loan};
 use crate::security::{ChallengePurpose, ChallengeState, ScaChallenge, ScaMethod};
@@ -27,11 +27,6 @@ pub struct LoanChallenge {
     pub challenge: ScaChallenge,
     /// How it may be answered (none: the customer must register a device first).
     pub methods: Vec<ScaMethod>,
-}
-
-/// Whether loan `record` was accepted already (disbursed: active, in arrears or closed).
-fn accepted(record: &ServiceRecord) -> bool {
-    matches!(record.status, ServiceStatus::Active | ServiceStatus::InArrears | ServiceStatus::Closed)
 }
 
 impl Payments {
@@ -58,9 +53,7 @@ impl Payments {
     ) -> Result<LoanChallenge, PaymentError> {
         let offer = self.own_loan_offer(customer, record)?;
         let now = self.sca.now();
-        if now >= offer.expires_at {
-            return Err(PaymentError::Loan(LoanTransitionError::OfferExpired { expired_at: offer.expires_at }));
-        }
+        offer.open_at(now).map_err(PaymentError::Loan)?;
         let account = self.own_account(customer, record.account_id).await?;
         let _guard = self.sca.lock(customer).await;
         // One challenge per loan: answered, the acceptance is under way (confirm again to
@@ -98,7 +91,7 @@ impl Payments {
             return Err(PaymentError::NotFound("loan"));
         }
         let challenge = self.sca.challenge_of(customer, challenge_id(record.id.as_uuid())).await?;
-        if accepted(record) && matches!(challenge.state, ChallengeState::Answered { .. }) {
+        if loan::accepted(record.status) && matches!(challenge.state, ChallengeState::Answered { .. }) {
             return Ok(challenge);
         }
         let offer = self.own_loan_offer(customer, record)?;

@@ -36,8 +36,10 @@ use bp_core::ids::{AccountId, CustomerId, ServiceRecordId, TransferId};
 use bp_core::rules::LedgerView;
 use bp_core::service_record::ServiceRecord;
 use bp_core::service_store::{ServiceQuery, ServiceStore};
-use bp_core::store::{CurrencyTotal, HistoryQuery, OutboxEntry, PAGE_LEN_MAX, Page, Store, check_cursor_name};
-use bp_core::transfer::{Posting, Transfer, TransferState};
+use bp_core::store::{
+    CurrencyTotal, HistoryQuery, OutboxEntry, PAGE_LEN_MAX, Page, Store, check_cursor_name, in_memory,
+};
+use bp_core::transfer::{Posting, Transfer};
 use mongodb::bson::doc;
 use mongodb::options::{Acknowledgment, ClientOptions, DatabaseOptions, ReadConcern, WriteConcern};
 use mongodb::{Client, Database};
@@ -312,50 +314,24 @@ impl Store for MongoStore {
 
     async fn postings(&self, account: AccountId, query: &HistoryQuery) -> Result<Page<Posting>, StoreError> {
         let r = self.fresh().await?;
-        let limit = usize::try_from(query.limit()).unwrap_or(usize::MAX);
-        let items: Vec<Posting> = r
-            .postings
-            .get(&account)
-            .map(|lines| lines.iter().rev().filter(|p| query.matches(p)).take(limit + 1).cloned().collect())
-            .unwrap_or_default();
-        Ok(Page::from_overfetch(items, limit))
+        Ok(in_memory::history_page(r.postings.get(&account).map(Vec::as_slice).unwrap_or_default(), query))
     }
 
     async fn events_after(&self, account: AccountId, after_seq: u64, limit: u32) -> Result<Vec<Event>, StoreError> {
         let r = self.fresh().await?;
-        let events = r.events.get(&account).map(Vec::as_slice).unwrap_or_default();
-        let start = events.partition_point(|e| e.seq <= after_seq);
-        Ok(events[start..].iter().take(limit_of(limit)).cloned().collect())
+        Ok(in_memory::events_after(r.events.get(&account).map(Vec::as_slice).unwrap_or_default(), after_seq, limit))
     }
 
     async fn outbox_after(&self, after: u64, limit: u32) -> Result<Vec<OutboxEntry>, StoreError> {
-        let r = self.fresh().await?;
-        let start = usize::try_from(after).unwrap_or(usize::MAX).min(r.outbox.len());
-        Ok(r.outbox[start..]
-            .iter()
-            .zip(after.saturating_add(1)..)
-            .take(limit_of(limit))
-            .map(|(e, position)| OutboxEntry { position, event: e.clone() })
-            .collect())
+        Ok(in_memory::outbox_after(&self.fresh().await?.outbox, after, limit))
     }
 
     async fn pending_expired(&self, now: Timestamp, limit: u32) -> Result<Vec<TransferId>, StoreError> {
-        let r = self.fresh().await?;
-        let mut due: Vec<&Transfer> = r
-            .state
-            .transfers()
-            .filter(|t| t.state == TransferState::Pending && t.hold_until.is_some_and(|u| u < now))
-            .collect();
-        due.sort_by_key(|t| (t.hold_until, t.id));
-        Ok(due.into_iter().take(limit_of(limit)).map(|t| t.id).collect())
+        Ok(in_memory::pending_expired(self.fresh().await?.state.transfers(), now, limit))
     }
 
     async fn pending_of(&self, account: AccountId, limit: u32) -> Result<Vec<Transfer>, StoreError> {
-        let r = self.fresh().await?;
-        let mut pending: Vec<&Transfer> =
-            r.state.transfers().filter(|t| t.state == TransferState::Pending && t.debit_account == account).collect();
-        pending.sort_by_key(|t| (t.created_at, t.id));
-        Ok(pending.into_iter().take(limit_of(limit)).cloned().collect())
+        Ok(in_memory::pending_of(self.fresh().await?.state.transfers(), account, limit))
     }
 
     async fn totals(&self) -> Result<Vec<CurrencyTotal>, StoreError> {
