@@ -24,6 +24,7 @@ pub mod iban;
 pub mod ids;
 pub mod invariants;
 pub mod iso20022;
+pub mod lease;
 pub mod memory;
 pub mod money;
 pub mod payments;

@@ -17,6 +17,7 @@ use crate::event::Event;
 use crate::external::rail::clearing_accounts;
 use crate::ids::{AccountId, CustomerId, ServiceRecordId, TransferId};
 use crate::invariants::{Books, check};
+use crate::lease::Lease;
 use crate::rules::{LedgerView, Write, decide, system_account};
 use crate::service_record::ServiceRecord;
 use crate::service_store::{ServiceQuery, ServiceStore};
@@ -28,6 +29,7 @@ use crate::transfer::{Posting, Transfer};
 struct Inner {
     state: LedgerState,
     cursors: HashMap<String, u64>,
+    leases: HashMap<String, crate::lease::Lease>,
     postings: HashMap<AccountId, Vec<Posting>>,
     events: HashMap<AccountId, Vec<Event>>,
     outbox: Vec<Event>,
@@ -163,6 +165,14 @@ impl Store for MemoryStore {
 
     async fn totals(&self) -> Result<Vec<CurrencyTotal>, StoreError> {
         Ok(CurrencyTotal::sum_of(self.lock().state.accounts()))
+    }
+
+    async fn acquire_lease(&self, name: &str, holder: &str, now: Timestamp, ms: u32) -> Result<Lease, StoreError> {
+        crate::lease::acquire_in(&mut self.lock().leases, name, holder, now, ms)
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str, token: u64, now: Timestamp) -> Result<bool, StoreError> {
+        crate::lease::release_in(&mut self.lock().leases, name, holder, token, now)
     }
 }
 

@@ -12,6 +12,7 @@ use crate::customer::{Customer, Username};
 use crate::error::{Error, LedgerError, StoreError};
 use crate::event::Event;
 use crate::ids::{AccountId, CustomerId, TransferId};
+use crate::lease::Lease;
 use crate::money::Currency;
 use crate::transfer::{Direction, Posting, Transfer, TransferKind};
 
@@ -233,6 +234,17 @@ pub trait Store: Send + Sync + 'static {
     /// Records, durably, that the consumer `name` is done with the outbox up to `position`. A
     /// cursor only moves forward: an older position than the recorded one changes nothing.
     async fn set_cursor(&self, name: &str, position: u64) -> Result<(), StoreError>;
+
+    /// Grants, renews or refuses the lease `name` to `holder` at `now` for `ms` milliseconds,
+    /// atomically, deciding with [`lease::decide`](crate::lease::decide): the lease as it is
+    /// afterwards (held by another when `lease.holder != holder`). `InvalidRequest` for a
+    /// malformed name, holder or length ([`crate::lease::check_lease_name`], [`crate::lease::check_lease_ms`]).
+    async fn acquire_lease(&self, name: &str, holder: &str, now: Timestamp, ms: u32) -> Result<Lease, StoreError>;
+
+    /// Ends the lease `name` at `now` if `holder` holds it with `token` (deciding with
+    /// [`lease::releases`](crate::lease::releases)), so that another process may take it at once; false, changing
+    /// nothing, otherwise.
+    async fn release_lease(&self, name: &str, holder: &str, token: u64, now: Timestamp) -> Result<bool, StoreError>;
 }
 
 /// Longest consumer name of [`Store::cursor`], in bytes.

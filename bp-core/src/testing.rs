@@ -51,6 +51,7 @@ pub mod fixtures;
 pub mod fx;
 mod harness;
 mod history;
+mod leases;
 pub mod model;
 pub mod payments;
 mod pending;
@@ -64,6 +65,7 @@ pub use conformance::{Factory, FnFactory, factory_fn};
 pub use customers::{customer_open, customer_update, customer_validation};
 pub use events::{events_and_outbox, outbox_cursors};
 pub use history::{history_filters, history_invalid, history_pagination};
+pub use leases::{leases, leases_race};
 pub use pending::{pending_errors, pending_expiry, pending_lifecycle, pending_list};
 pub use transfers::{
     balance_overflow, funding_and_internal_transfer, idempotency, kind_rules, overdraft_boundary, transfer_rejections,
@@ -130,6 +132,8 @@ macro_rules! __store_conformance_cases {
             history_invalid
             events_and_outbox
             outbox_cursors
+            leases
+            leases_race
             concurrent_transfers
             concurrent_idempotency
         }

@@ -14,6 +14,7 @@
 //! Writes use the majority write concern (journaled), reads the majority read concern.
 
 mod docs;
+mod lease;
 mod log;
 mod replica;
 mod security;
@@ -33,6 +34,7 @@ use bp_core::customer::{Customer, Username};
 use bp_core::error::{Error, StoreError, StoreErrorKind};
 use bp_core::event::Event;
 use bp_core::ids::{AccountId, CustomerId, ServiceRecordId, TransferId};
+use bp_core::lease::Lease;
 use bp_core::rules::LedgerView;
 use bp_core::service_record::ServiceRecord;
 use bp_core::service_store::{ServiceQuery, ServiceStore};
@@ -105,6 +107,8 @@ pub(crate) struct Shared {
     pub(crate) others_waiting_us: AtomicI64,
     pub(crate) log: Log,
     pub(crate) security: SecurityColls,
+    /// The lease grants (`lease`).
+    leases: mongodb::Collection<lease::GrantDoc>,
     /// The highest audit position this process appended or saw.
     pub(crate) audit_hint: AtomicU64,
 }
@@ -237,6 +241,7 @@ impl MongoStore {
             writer_id: uuid::Uuid::now_v7().to_string(),
             others_waiting_us: AtomicI64::new(0),
             security,
+            leases: lease::grants(&db),
             audit_hint: AtomicU64::new(0),
             log: Log::new(db),
         });
@@ -347,6 +352,14 @@ impl Store for MongoStore {
     async fn set_cursor(&self, name: &str, position: u64) -> Result<(), StoreError> {
         check_cursor_name(name)?;
         max_upsert(&self.shared.log.cursors, name, "position", to_i64(position)?).await
+    }
+
+    async fn acquire_lease(&self, name: &str, holder: &str, now: Timestamp, ms: u32) -> Result<Lease, StoreError> {
+        lease::acquire(&self.shared.leases, name, holder, now, ms).await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str, token: u64, now: Timestamp) -> Result<bool, StoreError> {
+        lease::release(&self.shared.leases, name, holder, token, now).await
     }
 }
 

@@ -32,12 +32,15 @@ use bp_core::command::{Command, Executed};
 use bp_core::customer::{Customer, Username};
 use bp_core::event::Event;
 use bp_core::ids::{AccountId, CustomerId, ServiceRecordId, TransferId};
+use bp_core::lease::{self, Lease, LeaseDecision};
 use bp_core::service_record::ServiceRecord;
 use bp_core::service_store::{ServiceQuery, ServiceStore};
 use bp_core::store::{CurrencyTotal, HistoryQuery, OutboxEntry, Page, Store, check_cursor_name};
 use bp_core::transfer::{Posting, Transfer};
 use bp_core::{Error, StoreError, StoreErrorKind, Timestamp};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
+
+use codec::micros;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 pub use schema::SCHEMA_VERSION;
@@ -504,6 +507,70 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn acquire_lease(&self, name: &str, holder: &str, now: Timestamp, ms: u32) -> Result<Lease, StoreError> {
+        lease::check_lease_name("lease name", name)?;
+        lease::check_lease_name("lease holder", holder)?;
+        lease::check_lease_ms(ms)?;
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        self.security_write(move |c| match lease::decide(lease_row(c, &name)?.as_ref(), &name, &holder, now, ms) {
+            LeaseDecision::Granted(granted) => {
+                c.execute(
+                    "INSERT INTO leases (name, holder, token, expires_at) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, token = excluded.token, \
+                     expires_at = excluded.expires_at",
+                    rusqlite::params![
+                        granted.name,
+                        granted.holder,
+                        token_to_sql(granted.token)?,
+                        micros(granted.expires_at)
+                    ],
+                )
+                .map_err(sql_err)?;
+                Ok(granted)
+            }
+            LeaseDecision::Held(held) => Ok(held),
+        })
+        .await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str, token: u64, now: Timestamp) -> Result<bool, StoreError> {
+        lease::check_lease_name("lease name", name)?;
+        lease::check_lease_name("lease holder", holder)?;
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        self.security_write(move |c| {
+            if !lease::releases(lease_row(c, &name)?.as_ref(), &holder, token, now) {
+                return Ok(false);
+            }
+            c.execute("UPDATE leases SET expires_at = ?2 WHERE name = ?1", rusqlite::params![name, micros(now)])
+                .map_err(sql_err)?;
+            Ok(true)
+        })
+        .await
+    }
+}
+
+/// The lease `name` as stored.
+fn lease_row(c: &rusqlite::Connection, name: &str) -> Result<Option<Lease>, StoreError> {
+    let row = c
+        .query_row("SELECT holder, token, expires_at FROM leases WHERE name = ?1", [name], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        })
+        .optional()
+        .map_err(sql_err)?;
+    row.map(|(holder, token, expires_at)| {
+        Ok(Lease {
+            name: name.to_owned(),
+            holder,
+            token: u64::try_from(token).map_err(|_| codec::corrupt("lease token"))?,
+            expires_at: codec::time(expires_at)?,
+        })
+    })
+    .transpose()
+}
+
+fn token_to_sql(token: u64) -> Result<i64, StoreError> {
+    i64::try_from(token).map_err(|_| StoreError::new(StoreErrorKind::Corrupt, "a lease token beyond 2^63"))
 }
 
 #[cfg(test)]

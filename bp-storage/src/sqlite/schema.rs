@@ -8,11 +8,11 @@ use bp_core::{StoreError, StoreErrorKind};
 use super::sql_err;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// Each migration takes the schema from version `index` to `index + 1`. A released migration is
 /// never edited: databases that ran it must keep matching it.
-const MIGRATIONS: [&str; 7] = [
+const MIGRATIONS: [&str; 8] = [
     r"
 -- Small named counters of the store itself.
 CREATE TABLE meta (
@@ -243,6 +243,15 @@ CREATE INDEX service_records_of_customer ON service_records(customer_id, key);
 CREATE INDEX service_records_due ON service_records(next_check_at, id) WHERE next_check_at IS NOT NULL;
 CREATE INDEX service_records_stuck ON service_records(stuck_since, id) WHERE stuck_since IS NOT NULL;
 ALTER TABLE journal ADD COLUMN doc TEXT;
+",
+    // 8: leases, so that one process at a time runs each background job (`bp_core::lease`).
+    r"
+CREATE TABLE leases (
+    name       TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    token      INTEGER NOT NULL CHECK (token > 0),
+    expires_at INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
 ",
 ];
 
