@@ -94,6 +94,12 @@ impl Relay {
         Arc::clone(&self.stats)
     }
 
+    /// Counts into `stats` (shared with an earlier relay of the same outbox, such as the one
+    /// this process ran before it last lost the relay's lease).
+    pub fn set_stats(&mut self, stats: Arc<RelayStats>) {
+        self.stats = stats;
+    }
+
     /// Notifying this wakes an idle relay at once (call it after a commit to cut latency).
     pub fn waker(&self) -> Arc<Notify> {
         Arc::clone(&self.wake)

@@ -125,7 +125,11 @@ pub async fn serve(
 ) -> std::io::Result<Running> {
     metrics_handle();
     let metrics = metrics.map(|l| serve_metrics(Arc::clone(&state), l)).transpose()?;
-    let jobs = (crate::jobs::start(&state), metrics);
+    let jobs = crate::jobs::start(&state);
+    let jobs = async move {
+        jobs.stop().await;
+        drop(metrics);
+    };
     let stopping = state.clone();
     // Event streams end once they have sent what their ring holds, so that graceful shutdown
     // does not wait for them (their clients resume elsewhere); new ones are refused.

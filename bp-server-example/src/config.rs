@@ -337,6 +337,11 @@ pub struct ServerConfig {
     /// Unset, it is served on the main listener in development mode (which listens on loopback)
     /// and not at all in production mode.
     pub metrics_listen: Option<SocketAddr>,
+    /// How long a lease on a background job lasts (the outbox relay, the hold sweeper, the
+    /// worker of external payments and loans: one server process runs each at a time). A
+    /// holder renews it every third of that; when the holder dies, another process takes the
+    /// job over within about this long (`bp_core::lease`). 1,000 to 600,000.
+    pub job_lease_ms: u32,
 }
 
 /// Storage settings.
@@ -652,6 +657,7 @@ impl Default for Config {
                 send_timeout_ms: 60_000,
                 trusted_proxies: Vec::new(),
                 metrics_listen: None,
+                job_lease_ms: 5_000,
             },
             storage: StorageConfig {
                 kind: StorageKind::Sqlite,
@@ -773,6 +779,9 @@ impl Config {
             return bad(
                 "server.body_bytes_max, request_timeout_ms, concurrency_max and send_timeout_ms must be positive",
             );
+        }
+        if !(1_000..=bp_core::lease::LEASE_MS_MAX).contains(&self.server.job_lease_ms) {
+            return bad("server.job_lease_ms is 1000 to 600000");
         }
         if self.bus.stream_buffer_events == 0 || self.bus.stream_heartbeat_s == 0 {
             return bad("bus.stream_buffer_events and bus.stream_heartbeat_s must be positive");

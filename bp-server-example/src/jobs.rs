@@ -4,6 +4,7 @@
 //! SCA was not answered in time, the end of sessions past their idle deadline, and the worker
 //! of external payments and loans ([`external_worker`]), when a rail is connected.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,10 +12,46 @@ use tokio::sync::oneshot;
 
 use crate::state::AppState;
 
-/// The running jobs; dropping it aborts them.
+/// The running jobs; dropping it aborts them, [`Jobs::stop`] also gives their leases up.
 #[derive(Debug)]
 pub struct Jobs {
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The leases this process holds, by job name: (token, holder).
+    held: Arc<Held>,
+    state: Arc<AppState>,
+}
+
+/// The leases this process holds now.
+#[derive(Debug, Default)]
+struct Held(std::sync::Mutex<std::collections::BTreeMap<String, (Arc<str>, u64)>>);
+
+impl Held {
+    fn set(&self, job: &str, lease: Option<(Arc<str>, u64)>) {
+        let mut held = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match lease {
+            Some(l) => held.insert(job.to_owned(), l),
+            None => held.remove(job),
+        };
+    }
+}
+
+impl Jobs {
+    /// Stops every job, then gives up the leases it held, so that another process takes its
+    /// jobs over at once rather than after their leases end (a graceful shutdown).
+    pub async fn stop(mut self) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+            let _ = task.await;
+        }
+        let held = std::mem::take(&mut *self.held.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let store = self.state.ledger.store();
+        for (job, (holder, token)) in held {
+            match store.release_lease(&job, &holder, token, self.state.now()).await {
+                Ok(_) => tracing::info!(job = %job, token, "gave the job's lease up"),
+                Err(e) => tracing::warn!(job = %job, error = %e, "giving a job's lease up failed; it ends by itself"),
+            }
+        }
+    }
 }
 
 impl Drop for Jobs {
@@ -25,22 +62,100 @@ impl Drop for Jobs {
     }
 }
 
-/// Starts every job over `state`.
+/// Starts every job over `state`. The outbox relay, the hold sweeper and the external worker
+/// change shared state, so each runs in one server process at a time, the holder of its lease
+/// ([`leased`]); the bridge from the bus, the audit log's tail and the end of idle sessions serve
+/// this process's own streams and run in every process.
 pub fn start(state: &Arc<AppState>) -> Jobs {
-    let sweeper = tokio::spawn(expire_holds(Arc::clone(state)));
+    // Unique per start: a restarted process is a new holder, whose token is new.
+    let holder: Arc<str> = format!("{}:{}", std::process::id(), uuid::Uuid::now_v7().simple()).into();
+    let held = Arc::new(Held::default());
+    let lease = |name: String, job: Job| {
+        tokio::spawn(leased(Arc::clone(state), name, Arc::clone(&holder), Arc::clone(&held), job))
+    };
+    let sweeper = lease("hold-sweeper".to_owned(), Box::new(|state| Box::pin(expire_holds(state))));
     let idle = tokio::spawn(end_idle_sessions(Arc::clone(state)));
-    let relay = spawn_relay(state);
+    let (bridge, relay) = spawn_relay(state);
+    let relay = lease(state.config.bus.relay_cursor_name(), relay);
     let audit_tail = tokio::spawn(crate::events::bridge::tail_audit(
         Arc::clone(&state.security),
         Arc::clone(&state.hub),
         Arc::clone(&state.auth.audit_written),
         Arc::clone(&state.audit_position),
     ));
-    let mut tasks = vec![sweeper, idle, relay, audit_tail];
+    let mut tasks = vec![sweeper, idle, bridge, relay, audit_tail];
     if let Some(external) = &state.external {
-        tasks.push(tokio::spawn(external_worker(Arc::clone(state), Arc::clone(external))));
+        let external = Arc::clone(external);
+        let worker: Job = Box::new(move |state| Box::pin(external_worker(state, Arc::clone(&external))));
+        tasks.push(lease("external-worker".to_owned(), worker));
     }
-    Jobs { tasks }
+    Jobs { tasks, held, state: Arc::clone(state) }
+}
+
+/// A job run under a lease: a new run of it each time this process takes the lease.
+type Job = Box<dyn Fn(Arc<AppState>) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// How long a process that does not hold a lease waits before asking again, as a share of the
+/// lease's length (a third: a dead holder's job runs elsewhere within about 1.33 leases).
+const LEASE_ASK_SHARE: u32 = 3;
+/// How much before its end (as this process counts it) a holder stops, as a share of the
+/// lease's length: room for a clock step between processes and a renewal on its way.
+const LEASE_MARGIN_SHARE: u32 = 5;
+
+/// Runs `job` while this process holds the lease `name`, and only then: asks for the lease
+/// every third of its length; once held, renews it every third of its length and stops the job
+/// (aborting its task) when no renewal was acknowledged before the lease's end as this process
+/// counts it — from *before* it asked, on its monotonic clock, less a fifth of the length — so
+/// that a process paused past its lease cannot go on as if it held it. What a late write of a
+/// stopped holder could still reach is fenced where it is written (`bp_core::lease`).
+async fn leased(state: Arc<AppState>, name: String, holder: Arc<str>, held_here: Arc<Held>, job: Job) {
+    let length = Duration::from_millis(u64::from(state.config.server.job_lease_ms));
+    let (ask_every, margin) = (length / LEASE_ASK_SHARE, length / LEASE_MARGIN_SHARE);
+    let store = Arc::clone(state.ledger.store());
+    let held = metrics::gauge!("bp_job_lease_held", "job" => name.clone());
+    loop {
+        let asked = tokio::time::Instant::now();
+        let token = match store.acquire_lease(&name, &holder, state.now(), state.config.server.job_lease_ms).await {
+            Ok(lease) if *lease.holder == *holder => lease.token,
+            Ok(_) => {
+                tokio::time::sleep(ask_every).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(job = %name, error = %e, "asking for a job's lease failed");
+                tokio::time::sleep(ask_every).await;
+                continue;
+            }
+        };
+        let mut valid_until = asked + length - margin;
+        tracing::info!(job = %name, token, "took the job's lease: running it here");
+        metrics::counter!("bp_job_lease_taken_total", "job" => name.clone()).increment(1);
+        held.set(1.0);
+        held_here.set(&name, Some((Arc::clone(&holder), token)));
+        let run = AbortOnDrop(tokio::spawn(job(Arc::clone(&state))));
+        loop {
+            tokio::time::sleep_until((tokio::time::Instant::now() + ask_every).min(valid_until)).await;
+            let asked = tokio::time::Instant::now();
+            if asked >= valid_until {
+                break;
+            }
+            let renewal = store.acquire_lease(&name, &holder, state.now(), state.config.server.job_lease_ms);
+            match tokio::time::timeout_at(valid_until, renewal).await {
+                Ok(Ok(lease)) if *lease.holder == *holder && lease.token == token => {
+                    valid_until = asked + length - margin;
+                }
+                Ok(Ok(_)) => break,
+                Ok(Err(e)) => tracing::warn!(job = %name, error = %e, "renewing a job's lease failed; trying again"),
+                Err(_) => {}
+            }
+        }
+        drop(run);
+        held.set(0.0);
+        held_here.set(&name, None);
+        tracing::warn!(job = %name, token, "lost the job's lease: stopped the job here");
+        // Ask at once: if another process took it, the answer says so; if the store was
+        // unreachable, this process may be the only one left.
+    }
 }
 
 /// Most records the worker takes from the store per pass.
@@ -187,29 +302,34 @@ async fn loan_turn(
         .await
 }
 
-/// Runs the bridge from the bus to this server's streams, then the outbox relay from the store to
-/// the bus, woken after each commit.
-fn spawn_relay(state: &Arc<AppState>) -> tokio::task::JoinHandle<()> {
-    let config = bp_notify::relay::RelayConfig {
-        name: state.config.bus.relay_cursor_name(),
-        idle_wait_ms: 100,
-        ..Default::default()
-    };
-    let mut relay = bp_notify::relay::Relay::new(Arc::clone(state.ledger.store()), Arc::clone(&state.bus), config);
-    relay.set_waker(Arc::clone(&state.relay_waker));
-    let _ = state.relay_stats.set(relay.stats());
-    let state = Arc::clone(state);
-    tokio::spawn(async move {
-        // The bridge ends with this task (also when it is aborted while waiting for it).
-        let (subscribed, ready) = oneshot::channel();
-        let _bridge = AbortOnDrop(tokio::spawn(crate::events::bridge::bridge(
-            Arc::clone(&state.bus),
-            Arc::clone(&state.hub),
-            subscribed,
-        )));
-        let _ = ready.await;
-        relay.run(Arc::clone(&state.clock), std::future::pending()).await;
-    })
+/// Starts the bridge from the bus to this server's streams, and answers it with the outbox
+/// relay from the store to the bus (woken after each commit), to run under its lease once the
+/// bridge has subscribed: the bridge runs in every process, the relay in one.
+fn spawn_relay(state: &Arc<AppState>) -> (tokio::task::JoinHandle<()>, Job) {
+    let (subscribed, ready) = oneshot::channel();
+    let bridge =
+        tokio::spawn(crate::events::bridge::bridge(Arc::clone(&state.bus), Arc::clone(&state.hub), subscribed));
+    let ready = Arc::new(tokio::sync::Mutex::new(Some(ready)));
+    let stats = Arc::clone(state.relay_stats.get_or_init(Arc::default));
+    let relay: Job = Box::new(move |state| {
+        let (ready, stats) = (Arc::clone(&ready), Arc::clone(&stats));
+        Box::pin(async move {
+            if let Some(ready) = ready.lock().await.take() {
+                let _ = ready.await;
+            }
+            let config = bp_notify::relay::RelayConfig {
+                name: state.config.bus.relay_cursor_name(),
+                idle_wait_ms: 100,
+                ..Default::default()
+            };
+            let mut relay =
+                bp_notify::relay::Relay::new(Arc::clone(state.ledger.store()), Arc::clone(&state.bus), config);
+            relay.set_waker(Arc::clone(&state.relay_waker));
+            relay.set_stats(stats);
+            relay.run(Arc::clone(&state.clock), std::future::pending()).await;
+        })
+    });
+    (bridge, relay)
 }
 
 /// Aborts a task when dropped (with the task that owns it).

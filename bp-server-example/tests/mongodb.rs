@@ -106,6 +106,13 @@ impl Running {
         (base, Self(Some(child)))
     }
 
+    /// SIGKILL: a process that dies without a word.
+    fn kill(mut self) {
+        let mut child = self.0.take().expect("running");
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+    }
+
     /// SIGTERM: a graceful exit.
     fn stop(mut self) {
         let mut child = self.0.take().expect("running");
@@ -275,4 +282,88 @@ async fn an_unreachable_database_fails_the_start_clearly_without_the_password() 
     assert!(err.contains(&dead.to_string()), "names the address: {err}");
     assert!(!out.contains(password) && !err.contains(password), "the password is never printed:\n{out}\n{err}");
     assert!(!out.contains("panicked") && !err.contains("panicked"), "{err}");
+}
+
+/// The value of the gauge `bp_job_lease_held{job="JOB"}` on `base`'s `/metrics` per job (the
+/// jobs this process has asked a lease for).
+async fn leases_held(base: &str) -> std::collections::BTreeMap<String, f64> {
+    let text = reqwest::get(format!("{base}/metrics")).await.expect("metrics").text().await.expect("metrics text");
+    text.lines()
+        .filter_map(|line| line.strip_prefix("bp_job_lease_held{job=\""))
+        .filter_map(|rest| {
+            let (job, value) = rest.split_once("\"}")?;
+            Some((job.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+async fn relay_published(base: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics")).await.expect("metrics").text().await.expect("metrics text");
+    text.lines()
+        .find_map(|line| line.strip_prefix("bp_relay_published_events "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Two server processes on one database run each background job once between them, through
+/// the jobs' leases; when the holder is killed with SIGKILL, the other takes every job over
+/// within about a lease (1 s here) and its relay publishes what is committed afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a MongoDB-protocol server: BP_MONGODB_URI (scripts/test.sh starts FerretDB)"]
+async fn a_killed_replicas_jobs_move_to_the_other_within_a_lease() {
+    let uri = uri();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let name = database("leases");
+    let env = [
+        ("BP_STORAGE__KIND", "mongodb"),
+        ("BP_STORAGE__MONGODB__URI", uri.as_str()),
+        ("BP_STORAGE__MONGODB__DATABASE", name.as_str()),
+        ("BP_SERVER__JOB_LEASE_MS", "1000"),
+    ];
+    let (first_base, first) = Running::spawn(dir.path(), &env);
+    let wait_for = |base: String, want: f64| async move {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let held = leases_held(&base).await;
+            if held.len() >= 2 && held.values().all(|v| *v == want) {
+                return held;
+            }
+            assert!(Instant::now() < deadline, "{base}: leases {held:?}, waiting for all {want}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let jobs = wait_for(first_base.clone(), 1.0).await;
+    assert!(jobs.contains_key("outbox-relay") && jobs.contains_key("hold-sweeper"), "{jobs:?}");
+    let (second_base, second) = Running::spawn(dir.path(), &env);
+    // Two lease lengths: the second has asked for every lease several times by then.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let held = leases_held(&second_base).await;
+    assert_eq!(held.keys().collect::<Vec<_>>(), jobs.keys().collect::<Vec<_>>(), "the same jobs");
+    assert!(held.values().all(|v| *v == 0.0), "the second runs none while the first lives: {held:?}");
+    assert!(leases_held(&first_base).await.values().all(|v| *v == 1.0), "the first keeps them");
+
+    first.kill();
+    let died = Instant::now();
+    wait_for(second_base.clone(), 1.0).await;
+    let moved = died.elapsed();
+    println!("jobs moved to the other replica {} ms after the holder's SIGKILL (lease 1000 ms)", moved.as_millis());
+
+    // What is committed now is published by the survivor's relay.
+    let published = relay_published(&second_base).await;
+    let ada = Api::bearer(&second_base, &common::demo_login(&second_base, dir.path(), "ada"));
+    let bob = Api::bearer(&second_base, &common::demo_login(&second_base, dir.path(), "bob"));
+    let (ada_eur, bob_eur) = (accounts(&ada).await.remove(0), accounts(&bob).await.remove(0));
+    let body = json!({
+        "from_account": ada_eur.1,
+        "to_account_number": bob_eur.2,
+        "amount": { "amount": "1.00", "currency": "EUR" },
+    });
+    let (status, paid) = ada.post("/v1/transfers", &body, Some("leases-after-failover")).await;
+    assert_eq!(status, StatusCode::CREATED, "{paid}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while relay_published(&second_base).await <= published {
+        assert!(Instant::now() < deadline, "the survivor's relay never published the payment's events");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    second.stop();
 }

@@ -59,7 +59,8 @@ impl Running {
 /// Serves `router` on `listener` until [`Running::stop`] (or Ctrl-C / SIGTERM when `signals`),
 /// with TLS when `config` names a certificate. Plain-TCP connections go to `divert` first.
 /// `stopping` runs once when shutting down begins, before the requests in flight are finished;
-/// `jobs` is dropped once serving has ended (the background work that stops with the server).
+/// `jobs` is awaited once serving has ended: it stops the background work that stops with the
+/// server.
 pub async fn serve(
     listener: std::net::TcpListener,
     router: Router,
@@ -67,7 +68,7 @@ pub async fn serve(
     signals: bool,
     divert: impl Divert,
     stopping: impl FnOnce() + Send + 'static,
-    jobs: impl Send + 'static,
+    jobs: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<Running> {
     let addr = listener.local_addr()?;
     let (tx, rx) = oneshot::channel::<()>();
@@ -109,7 +110,7 @@ pub async fn serve(
                 axum_server::from_tcp(listener).acceptor(acceptor).handle(handle).serve(app).await
             }
         };
-        drop(jobs);
+        jobs.await;
         result
     });
     Ok(Running { addr, shutdown: Some(tx), task })
