@@ -20,6 +20,8 @@
 // Amounts are written as major_minor units: `100_00` is 100.00 EUR.
 #![allow(clippy::inconsistent_digit_grouping)]
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
@@ -126,13 +128,7 @@ async fn child(path: PathBuf, customer: CustomerId, seed: u64) {
 async fn send_forever(ledger: Ledger<SqliteStore>, accounts: Vec<AccountId>, seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     loop {
-        let debit = accounts[rng.random_range(0..accounts.len())];
-        let credit = loop {
-            let c = accounts[rng.random_range(0..accounts.len())];
-            if c != debit {
-                break c;
-            }
-        };
+        let [debit, credit] = common::two_accounts(&mut rng, &accounts);
         let amount = rng.random_range(1..=AMOUNT_MAX_MINOR);
         let pending = rng.random_ratio(1, PENDING_ONE_IN);
         let req = TransferRequest {

@@ -13,6 +13,7 @@
 //! # let _ = ledger; Ok(()) }
 //! ```
 
+mod backup;
 mod codec;
 mod reads;
 mod schema;
@@ -40,6 +41,7 @@ use bp_core::{Error, StoreError, StoreErrorKind, Timestamp};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+pub use backup::{BackupReport, backup};
 pub use schema::SCHEMA_VERSION;
 pub use writer::WriterStats;
 
