@@ -1,6 +1,7 @@
 //! Operations: the binary with its demo data, logs that hold no secret or personal datum,
-//! health and metrics endpoints, security headers, graceful shutdown, TLS, and an external
-//! OpenID provider's tokens verified by its JWKS.
+//! health and metrics endpoints, security headers, graceful shutdown, TLS, an external
+//! OpenID provider's tokens verified by its JWKS, the `healthcheck` and `backup` commands, and
+//! the configuration of deploy/kubernetes/ loaded as the server loads it.
 
 mod common;
 
@@ -582,4 +583,76 @@ async fn backup_copies_the_live_database_and_a_server_on_the_copy_serves_it() {
     }
     child.kill().expect("kill");
     child.wait().expect("wait");
+}
+
+/// The configuration of deploy/kubernetes/ is one this server accepts: the ConfigMap's
+/// `config.toml` with the `BP_*` variables of the Deployment (the password put in as Kubernetes
+/// would), in production mode on MongoDB and Kafka; the password is never printed; and the
+/// files and ports it names are the ones the Deployment mounts and opens.
+#[test]
+fn the_kubernetes_configuration_is_one_the_server_accepts() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes");
+    let configmap = std::fs::read_to_string(root.join("configmap.yaml")).expect("configmap.yaml");
+    let deployment = std::fs::read_to_string(root.join("deployment.yaml")).expect("deployment.yaml");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("config.toml");
+    std::fs::write(&file, yaml_block(&configmap, "config.toml:")).expect("write");
+
+    // The Deployment's variables: `- name: BP_…` and the `value:` on the next line.
+    let password = "Sesame-0f-The-Deployment";
+    let lines: Vec<&str> = deployment.lines().map(str::trim).collect();
+    let mut env: Vec<(String, String)> = Vec::new();
+    for pair in lines.windows(2) {
+        if let (Some(name), Some(value)) = (pair[0].strip_prefix("- name: BP_"), pair[1].strip_prefix("value: ")) {
+            let value = value.trim_matches('"').replace("$(MONGODB_PASSWORD)", password);
+            env.push((format!("BP_{name}"), value));
+        }
+    }
+    assert!(env.iter().any(|(k, _)| k == "BP_CONFIG") && env.iter().any(|(k, _)| k == "BP_STORAGE__MONGODB__URI"));
+    let output = Command::new(env!("CARGO_BIN_EXE_bp-server-example"))
+        .arg("print-config")
+        .envs(env.iter().filter(|(k, _)| k != "BP_CONFIG").map(|(k, v)| (k, v)))
+        .env("BP_CONFIG", &file)
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(!text.contains(password), "the password is never printed");
+    let config: toml::Table = text.parse().expect("TOML");
+    assert_eq!(config["mode"].as_str(), Some("production"));
+    assert_eq!(config["demo"].as_bool(), Some(false));
+    assert_eq!(config["storage"]["kind"].as_str(), Some("mongodb"));
+    assert_eq!(config["bus"]["kind"].as_str(), Some("kafka"));
+    assert!(config["storage"]["mongodb"]["uri"].as_str().expect("uri").contains("(redacted)"));
+    let clients: Vec<&str> =
+        config["auth"]["clients"].as_array().expect("clients").iter().filter_map(|c| c["id"].as_str()).collect();
+    assert!(!clients.contains(&"bp-cli"), "the development client is left out: {clients:?}");
+
+    // Every file the configuration names is under a folder the Deployment mounts.
+    let mounted = |path: &str| {
+        let dir = std::path::Path::new(path).parent().expect("a folder").to_str().expect("utf-8");
+        assert!(deployment.contains(&format!("mountPath: {dir}\n")), "{path}: no volume is mounted at {dir}");
+    };
+    mounted(config["server"]["tls_cert_path"].as_str().expect("cert"));
+    mounted(config["server"]["tls_key_path"].as_str().expect("key"));
+    mounted(config["auth"]["signing_key_file"].as_str().expect("signing key"));
+    mounted(&format!("{}/bp.sqlite", config["storage"]["data_dir"].as_str().expect("data dir")));
+    mounted(env.iter().find(|(k, _)| k == "BP_CONFIG").map(|(_, v)| v.as_str()).expect("BP_CONFIG"));
+    // And the ports are the container's.
+    for (setting, port) in [("listen", "https"), ("metrics_listen", "metrics")] {
+        let addr: std::net::SocketAddr = config["server"][setting].as_str().expect("address").parse().expect("address");
+        let declared = format!("- name: {port}\n              containerPort: {}\n", addr.port());
+        assert!(deployment.contains(&declared), "server.{setting} {addr} is not the container's port {port}");
+    }
+}
+
+/// The text of the YAML block scalar (`key: |`) at `key`: its lines, less their indentation.
+fn yaml_block(yaml: &str, key: &str) -> String {
+    let mut lines = yaml.lines().skip_while(|l| !l.trim_start().starts_with(key)).skip(1).peekable();
+    let indent = lines.peek().map(|l| l.len() - l.trim_start().len()).expect("a block after the key");
+    lines
+        .take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() >= indent)
+        .map(|l| l.get(indent..).unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
