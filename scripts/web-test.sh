@@ -27,14 +27,8 @@ if ! command -v cargo >/dev/null 2>&1 && [ -x "${CARGO_HOME:-${HOME:-/root}/.car
   export PATH="${CARGO_HOME:-${HOME:-/root}/.cargo}/bin:$PATH"
 fi
 
-step_name=""
-step_started=$SECONDS
-step() { # step [name]: says how long the previous step took, then starts the next one
-  if [ -n "$step_name" ]; then echo "   ($step_name: $((SECONDS - step_started)) s)"; fi
-  step_name="${1:-}"
-  step_started=$SECONDS
-  if [ -n "$step_name" ]; then echo "-- $step_name"; fi
-}
+# shellcheck source=scripts/steps.sh
+source scripts/steps.sh
 
 # The app and its tests must be there: a check of nothing would pass.
 shopt -s nullglob globstar

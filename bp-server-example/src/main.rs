@@ -1,5 +1,5 @@
 //! The `bp-server-example` command: `serve` (the default), `create-customer`, `external stuck`,
-//! `print-config`, `totp`.
+//! `backup`, `healthcheck`, `print-config`, `totp`.
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::path::PathBuf;
@@ -64,6 +64,33 @@ enum Command {
         /// The base32 secret.
         secret: String,
     },
+    /// Copy a consistent snapshot of the SQLite database to a new file, while the server runs
+    /// (SQLite's online backup), then open the copy as the server would (recovery, the ledger's
+    /// check that every currency sums to zero) and print what it holds. Run it on the machine
+    /// (or in the container) of the server, with its configuration.
+    Backup {
+        /// The new file; refused if it exists.
+        destination: PathBuf,
+    },
+    /// Ask this server's own `/livez` (or `/readyz`) on its listen address and exit 0 if it
+    /// answers 200, 1 otherwise: the container's health check, in an image without curl.
+    Healthcheck {
+        /// Which route to ask.
+        #[arg(long, value_enum, default_value_t = Probe::Live)]
+        probe: Probe,
+        /// Longest wait for the answer (milliseconds).
+        #[arg(long, default_value_t = 2_000)]
+        timeout_ms: u64,
+    },
+}
+
+/// The health routes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Probe {
+    /// `/livez`: the process serves HTTP.
+    Live,
+    /// `/readyz`: and its stores answer.
+    Ready,
 }
 
 #[derive(Debug, Subcommand)]
@@ -109,8 +136,62 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Healthcheck { probe, timeout_ms } => healthcheck(&config, probe, timeout_ms),
         command => run(config, command),
     }
+}
+
+/// The URL of `probe` on the server that `config` describes: its listen address, with a
+/// wildcard address (`0.0.0.0`, `::`) asked on the loopback address of its family.
+fn probe_url(config: &Config, probe: Probe) -> String {
+    let mut addr = config.server.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let scheme = if config.tls() { "https" } else { "http" };
+    let path = match probe {
+        Probe::Live => "/livez",
+        Probe::Ready => "/readyz",
+    };
+    format!("{scheme}://{addr}{path}")
+}
+
+/// Asks the probe's route once and says the verdict on standard output (which Docker keeps in
+/// the container's health log); 0 for 200, 1 for anything else or no answer in time.
+fn healthcheck(config: &Config, probe: Probe, timeout_ms: u64) -> ExitCode {
+    let url = probe_url(config, probe);
+    let timeout = std::time::Duration::from_millis(timeout_ms.max(1));
+    // The server's own certificate is not checked: the probe asks this host's own listener by
+    // its IP address, which the certificate (made for the public name) does not name, and
+    // sends nothing but the request line, so there is nothing to protect; Kubernetes' HTTPS
+    // probes do the same.
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .danger_accept_invalid_certs(config.tls())
+        .redirect(reqwest::redirect::Policy::none())
+        .build();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let (client, runtime) = match (client, runtime) {
+        (Ok(c), Ok(r)) => (c, r),
+        (Err(e), _) => return unhealthy(&url, &e.to_string()),
+        (_, Err(e)) => return unhealthy(&url, &e.to_string()),
+    };
+    match runtime.block_on(async { client.get(&url).send().await.map(|r| r.status()) }) {
+        Ok(status) if status == reqwest::StatusCode::OK => {
+            println!("healthy: {url} answered {status}");
+            ExitCode::SUCCESS
+        }
+        Ok(status) => unhealthy(&url, &format!("answered {status}")),
+        Err(e) => unhealthy(&url, &e.to_string()),
+    }
+}
+
+fn unhealthy(url: &str, why: &str) -> ExitCode {
+    println!("unhealthy: {url}: {why}");
+    ExitCode::FAILURE
 }
 
 fn run(config: Config, command: Command) -> ExitCode {
@@ -128,6 +209,7 @@ fn run(config: Config, command: Command) -> ExitCode {
                 create_customer(config, &username, &given_name, &family_name, &currencies).await
             }
             Command::External { command: ExternalCommand::Stuck { limit } } => list_stuck(&config, limit).await,
+            Command::Backup { destination } => backup(&config, &destination).await,
             _ => serve(config).await,
         }
     });
@@ -169,6 +251,42 @@ async fn serve(config: Config) -> Result<(), String> {
     }
     tracing::info!(address = %started.running.addr, issuer = %started.state.auth.issuer, "serving");
     started.running.wait().await.map_err(|e| e.to_string())
+}
+
+/// Backs the SQLite database up to `destination` (see `Command::Backup`), then opens the copy
+/// as a store and prints its size and the ledger's totals per currency.
+async fn backup(config: &Config, destination: &std::path::Path) -> Result<(), String> {
+    if config.storage.kind != StorageKind::Sqlite {
+        return Err("backup copies the SQLite store; back a MongoDB store up with mongodump \
+                    (docs/operations.md, \"Backups and restores\")"
+            .to_owned());
+    }
+    let source = config.data_path(&config.storage.sqlite_file);
+    if !source.exists() {
+        return Err(format!("no database at {}", source.display()));
+    }
+    let destination = destination.to_owned();
+    let report = tokio::task::spawn_blocking(move || bp_storage::sqlite::backup(&source, &destination))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("backup failed: {e}"))?;
+    // Opening the copy is what a restore does: recovery, and the refusal of a ledger whose
+    // currencies do not sum to zero. It leaves the copy in WAL mode, closed cleanly.
+    let copy = bp_storage::sqlite::SqliteStore::open(&report.path, bp_storage::sqlite::SqliteConfig::default())
+        .map_err(|e| format!("the copy at {} does not open as a store: {e}", report.path.display()))?;
+    let totals = bp_core::store::Store::totals(&copy).await.map_err(|e| e.to_string());
+    copy.close().await.map_err(|e| e.to_string())?;
+    let mut out = std::io::stdout().lock();
+    let _ =
+        writeln!(out, "backup\t{}\t{} bytes\tschema {}", report.path.display(), report.bytes, report.schema_version);
+    for total in totals? {
+        let _ = writeln!(
+            out,
+            "currency\t{}\tposted_minor {}\taccounts {}",
+            total.currency, total.posted_minor, total.accounts
+        );
+    }
+    Ok(())
 }
 
 /// Prints the stuck external payments of the configured database, one a line.
@@ -248,4 +366,25 @@ async fn create_customer(
     let _ = writeln!(err, "customer {} opened; TOTP secret (shown once): {}", username.as_str(), enrolled.totp_base32);
     let _ = writeln!(err, "  {}", enrolled.totp_uri);
     started.running.stop().await.map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_probe_asks_the_listen_address_and_a_wildcard_on_loopback() {
+        let mut config = Config::default();
+        for (listen, probe, tls, url) in [
+            ("127.0.0.1:8080", Probe::Live, false, "http://127.0.0.1:8080/livez"),
+            ("0.0.0.0:8443", Probe::Ready, true, "https://127.0.0.1:8443/readyz"),
+            ("[::]:8443", Probe::Live, true, "https://[::1]:8443/livez"),
+            ("10.1.2.3:9000", Probe::Ready, false, "http://10.1.2.3:9000/readyz"),
+        ] {
+            config.server.listen = listen.parse().expect("address");
+            config.server.tls_cert_path = tls.then(|| PathBuf::from("cert.pem"));
+            config.server.tls_key_path = tls.then(|| PathBuf::from("key.pem"));
+            assert_eq!(probe_url(&config, probe), url, "{listen}");
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! Operations: the binary with its demo data, logs that hold no secret or personal datum,
-//! health and metrics endpoints, security headers, graceful shutdown, TLS, and an external
-//! OpenID provider's tokens verified by its JWKS.
+//! health and metrics endpoints, security headers, graceful shutdown, TLS, an external
+//! OpenID provider's tokens verified by its JWKS, the `healthcheck` and `backup` commands, and
+//! the configuration of deploy/kubernetes/ loaded as the server loads it.
 
 mod common;
 
@@ -452,4 +453,206 @@ fn print_config_shows_the_effective_settings_and_bad_ones_are_refused() {
         .output()
         .expect("run");
     assert_eq!(output.status.code(), Some(2), "a misspelt setting is an error, not ignored");
+}
+
+/// `healthcheck`, the container's health check: it asks the server its configuration names
+/// (plain HTTP, then TLS with a certificate for another name) and exits 0 on 200, 1 when
+/// nothing answers.
+#[test]
+fn healthcheck_asks_the_configured_servers_own_routes() {
+    let healthcheck = |env: &[(&str, &str)], probe: &str| {
+        let output = Command::new(env!("CARGO_BIN_EXE_bp-server-example"))
+            .args(["healthcheck", "--probe", probe, "--timeout-ms", "5000"])
+            .env_remove("BP_CONFIG")
+            .envs(env.iter().copied())
+            .output()
+            .expect("run healthcheck");
+        (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (base, _lines, mut plain) = common::spawn_binary(dir.path(), &[("BP_DEMO", "false")]);
+    let listen = base.trim_start_matches("http://").to_owned();
+    for probe in ["live", "ready"] {
+        let (code, out) = healthcheck(&[("BP_SERVER__LISTEN", &listen)], probe);
+        assert_eq!(code, Some(0), "{out}");
+        assert!(out.contains(&format!("healthy: http://{listen}/{probe}z answered 200")), "{out}");
+    }
+
+    // TLS with a certificate for "localhost": the probe asks 127.0.0.1 and still gets its answer.
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
+    let tls_dir = tempfile::tempdir().expect("tempdir");
+    let (cert_path, key_path) = (tls_dir.path().join("cert.pem"), tls_dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).expect("write");
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("write");
+    let (cert_path, key_path) = (cert_path.to_str().expect("utf-8"), key_path.to_str().expect("utf-8"));
+    let tls_env =
+        [("BP_DEMO", "false"), ("BP_SERVER__TLS_CERT_PATH", cert_path), ("BP_SERVER__TLS_KEY_PATH", key_path)];
+    let (tls_base, _tls_lines, mut tls) = common::spawn_binary(tls_dir.path(), &tls_env);
+    let tls_listen = tls_base.trim_start_matches("http://").to_owned();
+    let mut env = tls_env.to_vec();
+    env.push(("BP_SERVER__LISTEN", &tls_listen));
+    let (code, out) = healthcheck(&env, "ready");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("https://{tls_listen}/readyz answered 200")), "{out}");
+
+    // Nothing listening: unhealthy, within the timeout.
+    plain.kill().expect("kill");
+    plain.wait().expect("wait");
+    let started = std::time::Instant::now();
+    let (code, out) = healthcheck(&[("BP_SERVER__LISTEN", &listen)], "live");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.starts_with(&format!("unhealthy: http://{listen}/livez")), "{out}");
+    assert!(started.elapsed() < Duration::from_secs(10), "bounded by its timeout");
+    tls.kill().expect("kill");
+    tls.wait().expect("wait");
+}
+
+/// `backup`: a copy of the live database taken while the server runs, checked by the command,
+/// refused over an existing file and for a MongoDB store; a server started on the copy (with the
+/// signing key, as a restore would be) serves the same customers, who sign in with their
+/// passwords of before and find their accounts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_copies_the_live_database_and_a_server_on_the_copy_serves_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (base, _lines, mut child) = common::spawn_binary(dir.path(), &[]);
+    let backups = tempfile::tempdir().expect("tempdir");
+    let destination = backups.path().join("bp-backup.sqlite");
+    let backup = |destination: &std::path::Path, env: &[(&str, &str)]| {
+        Command::new(env!("CARGO_BIN_EXE_bp-server-example"))
+            .arg("backup")
+            .arg(destination)
+            .env("BP_STORAGE__DATA_DIR", dir.path())
+            .env_remove("BP_CONFIG")
+            .envs(env.iter().copied())
+            .output()
+            .expect("run backup")
+    };
+    let output = backup(&destination, &[]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains(&format!("backup\t{}\t", destination.display())), "{stdout}");
+    assert!(stdout.contains("currency\tEUR\tposted_minor 0\t"), "the ledger sums to zero: {stdout}");
+
+    // Ada's accounts as the live server shows them. (Signed in after the backup: a TOTP code is
+    // accepted once, and the copy must not remember this sign-in's code when she signs in to
+    // the restored server within the same 30 s.)
+    let accounts = |base: String, token: String| async move {
+        let r = reqwest::Client::new().get(format!("{base}/v1/accounts")).bearer_auth(token).send().await.expect("get");
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json::<Value>().await.expect("json")["accounts"].clone()
+    };
+    let before: Value = common::demo_login(&base, dir.path(), "ada");
+    let accounts_before = accounts(base.clone(), before["access_token"].as_str().expect("token").to_owned()).await;
+
+    let again = backup(&destination, &[]);
+    assert!(!again.status.success(), "an existing file is never overwritten");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+    let mongo = backup(
+        &backups.path().join("other.sqlite"),
+        &[("BP_STORAGE__KIND", "mongodb"), ("BP_STORAGE__MONGODB__URI", "mongodb://127.0.0.1:1/")],
+    );
+    assert!(!mongo.status.success());
+    assert!(String::from_utf8_lossy(&mongo.stderr).contains("mongodump"));
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+
+    // The restore: the copy as the database of a new data folder, with the signing key.
+    let restored = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(&destination, restored.path().join("bp.sqlite")).expect("copy the backup");
+    std::fs::copy(dir.path().join("signing-key.pem"), restored.path().join("signing-key.pem")).expect("copy the key");
+    let (base, _lines, mut child) = common::spawn_binary(restored.path(), &[("BP_DEMO", "false")]);
+    let after: Value = common::demo_login(&base, dir.path(), "ada");
+    let accounts_after = accounts(base, after["access_token"].as_str().expect("token").to_owned()).await;
+    // The same accounts. Their balances are the backup's: the demo's payment abroad may have
+    // been settled by the live server after the copy was taken (the restored server's worker
+    // then asks its rail again), so the restored events are a prefix of the live ones.
+    let stable = |accounts: &Value| -> Vec<Value> {
+        accounts
+            .as_array()
+            .expect("accounts")
+            .iter()
+            .map(|a| json!([a["id"], a["number"], a["currency"], a["kind"], a["status"], a["opened_at"]]))
+            .collect()
+    };
+    assert_eq!(stable(&accounts_after), stable(&accounts_before), "the restored server has ada's accounts");
+    for (after, before) in
+        accounts_after.as_array().expect("accounts").iter().zip(accounts_before.as_array().expect("a"))
+    {
+        let seq = |a: &Value| a["last_event_seq"].as_u64().expect("seq");
+        assert!(0 < seq(after) && seq(after) <= seq(before), "restored {after} is not a prefix of {before}");
+    }
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+}
+
+/// The configuration of deploy/kubernetes/ is one this server accepts: the ConfigMap's
+/// `config.toml` with the `BP_*` variables of the Deployment (the password put in as Kubernetes
+/// would), in production mode on MongoDB and Kafka; the password is never printed; and the
+/// files and ports it names are the ones the Deployment mounts and opens.
+#[test]
+fn the_kubernetes_configuration_is_one_the_server_accepts() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes");
+    let configmap = std::fs::read_to_string(root.join("configmap.yaml")).expect("configmap.yaml");
+    let deployment = std::fs::read_to_string(root.join("deployment.yaml")).expect("deployment.yaml");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("config.toml");
+    std::fs::write(&file, yaml_block(&configmap, "config.toml:")).expect("write");
+
+    // The Deployment's variables: `- name: BP_…` and the `value:` on the next line.
+    let password = "Sesame-0f-The-Deployment";
+    let lines: Vec<&str> = deployment.lines().map(str::trim).collect();
+    let mut env: Vec<(String, String)> = Vec::new();
+    for pair in lines.windows(2) {
+        if let (Some(name), Some(value)) = (pair[0].strip_prefix("- name: BP_"), pair[1].strip_prefix("value: ")) {
+            let value = value.trim_matches('"').replace("$(MONGODB_PASSWORD)", password);
+            env.push((format!("BP_{name}"), value));
+        }
+    }
+    assert!(env.iter().any(|(k, _)| k == "BP_CONFIG") && env.iter().any(|(k, _)| k == "BP_STORAGE__MONGODB__URI"));
+    let output = Command::new(env!("CARGO_BIN_EXE_bp-server-example"))
+        .arg("print-config")
+        .envs(env.iter().filter(|(k, _)| k != "BP_CONFIG").map(|(k, v)| (k, v)))
+        .env("BP_CONFIG", &file)
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(!text.contains(password), "the password is never printed");
+    let config: toml::Table = text.parse().expect("TOML");
+    assert_eq!(config["mode"].as_str(), Some("production"));
+    assert_eq!(config["demo"].as_bool(), Some(false));
+    assert_eq!(config["storage"]["kind"].as_str(), Some("mongodb"));
+    assert_eq!(config["bus"]["kind"].as_str(), Some("kafka"));
+    assert!(config["storage"]["mongodb"]["uri"].as_str().expect("uri").contains("(redacted)"));
+    let clients: Vec<&str> =
+        config["auth"]["clients"].as_array().expect("clients").iter().filter_map(|c| c["id"].as_str()).collect();
+    assert!(!clients.contains(&"bp-cli"), "the development client is left out: {clients:?}");
+
+    // Every file the configuration names is under a folder the Deployment mounts.
+    let mounted = |path: &str| {
+        let dir = std::path::Path::new(path).parent().expect("a folder").to_str().expect("utf-8");
+        assert!(deployment.contains(&format!("mountPath: {dir}\n")), "{path}: no volume is mounted at {dir}");
+    };
+    mounted(config["server"]["tls_cert_path"].as_str().expect("cert"));
+    mounted(config["server"]["tls_key_path"].as_str().expect("key"));
+    mounted(config["auth"]["signing_key_file"].as_str().expect("signing key"));
+    mounted(&format!("{}/bp.sqlite", config["storage"]["data_dir"].as_str().expect("data dir")));
+    mounted(env.iter().find(|(k, _)| k == "BP_CONFIG").map(|(_, v)| v.as_str()).expect("BP_CONFIG"));
+    // And the ports are the container's.
+    for (setting, port) in [("listen", "https"), ("metrics_listen", "metrics")] {
+        let addr: std::net::SocketAddr = config["server"][setting].as_str().expect("address").parse().expect("address");
+        let declared = format!("- name: {port}\n              containerPort: {}\n", addr.port());
+        assert!(deployment.contains(&declared), "server.{setting} {addr} is not the container's port {port}");
+    }
+}
+
+/// The text of the YAML block scalar (`key: |`) at `key`: its lines, less their indentation.
+fn yaml_block(yaml: &str, key: &str) -> String {
+    let mut lines = yaml.lines().skip_while(|l| !l.trim_start().starts_with(key)).skip(1).peekable();
+    let indent = lines.peek().map(|l| l.len() - l.trim_start().len()).expect("a block after the key");
+    lines
+        .take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() >= indent)
+        .map(|l| l.get(indent..).unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -13,6 +13,7 @@
 //! # let _ = ledger; Ok(()) }
 //! ```
 
+mod backup;
 mod codec;
 mod reads;
 mod schema;
@@ -43,6 +44,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use codec::micros;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+pub use backup::{BackupReport, backup};
 pub use schema::SCHEMA_VERSION;
 pub use writer::WriterStats;
 

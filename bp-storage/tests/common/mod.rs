@@ -33,3 +33,15 @@ pub fn stores<T: ?Sized + Send + Sync + 'static>(
         async move { make(Arc::new(store)) }
     })
 }
+
+/// Two different accounts of `accounts` (at least two), chosen at random: a payer and a payee.
+pub fn two_accounts(rng: &mut impl rand::Rng, accounts: &[bp_core::ids::AccountId]) -> [bp_core::ids::AccountId; 2] {
+    assert!(accounts.len() >= 2, "two accounts are needed");
+    let debit = accounts[rng.random_range(0..accounts.len())];
+    loop {
+        let credit = accounts[rng.random_range(0..accounts.len())];
+        if credit != debit {
+            return [debit, credit];
+        }
+    }
+}
