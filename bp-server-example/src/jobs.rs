@@ -1,8 +1,9 @@
 //! The server's background jobs, which run while it serves and stop with it: the outbox relay
 //! (committed events, store → bus) with the bridge it starts first (bus → this process's
 //! streams), the audit log's tail (security events → streams), the sweeper of payments whose
-//! SCA was not answered in time, the end of sessions past their idle deadline, and the worker
-//! of external payments and loans ([`external_worker`]), when a rail is connected.
+//! SCA was not answered in time, the end of sessions past their idle deadline, the follower of
+//! sessions revoked by other processes, and the worker of external payments and loans
+//! ([`external_worker`]), when a rail is connected.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -64,8 +65,9 @@ impl Drop for Jobs {
 
 /// Starts every job over `state`. The outbox relay, the hold sweeper and the external worker
 /// change shared state, so each runs in one server process at a time, the holder of its lease
-/// ([`leased`]); the bridge from the bus, the audit log's tail and the end of idle sessions serve
-/// this process's own streams and run in every process.
+/// ([`leased`]); the bridge from the bus, the audit log's tail, the end of idle sessions and
+/// the follower of revocations serve this process's own streams and requests and run in every
+/// process.
 pub fn start(state: &Arc<AppState>) -> Jobs {
     // Unique per start: a restarted process is a new holder, whose token is new.
     let holder: Arc<str> = format!("{}:{}", std::process::id(), uuid::Uuid::now_v7().simple()).into();
@@ -75,6 +77,7 @@ pub fn start(state: &Arc<AppState>) -> Jobs {
     };
     let sweeper = lease("hold-sweeper".to_owned(), Box::new(|state| Box::pin(expire_holds(state))));
     let idle = tokio::spawn(end_idle_sessions(Arc::clone(state)));
+    let revocations = tokio::spawn(follow_revocations(Arc::clone(state)));
     let (bridge, relay) = spawn_relay(state);
     let relay = lease(state.config.bus.relay_cursor_name(), relay);
     let audit_tail = tokio::spawn(crate::events::bridge::tail_audit(
@@ -83,7 +86,7 @@ pub fn start(state: &Arc<AppState>) -> Jobs {
         Arc::clone(&state.auth.audit_written),
         Arc::clone(&state.audit_position),
     ));
-    let mut tasks = vec![sweeper, idle, bridge, relay, audit_tail];
+    let mut tasks = vec![sweeper, idle, revocations, bridge, relay, audit_tail];
     if let Some(external) = &state.external {
         let external = Arc::clone(external);
         let worker: Job = Box::new(move |state| Box::pin(external_worker(state, Arc::clone(&external))));
@@ -354,6 +357,35 @@ async fn expire_holds(state: Arc<AppState>) {
                 tracing::info!(voided = n, "expired unconfirmed payments");
             }
             Err(e) => tracing::warn!(error = %e, "expiring holds failed"),
+        }
+    }
+}
+
+/// How often every process reads the sessions revoked by any process (milliseconds): a token
+/// revoked on one replica is refused by all within about this long.
+pub const REVOCATION_POLL_MS: u64 = 1_000;
+/// How far back each read of revocations reaches before the previous one began: room for the
+/// revoking replica's clock being ahead and for its write becoming visible late (seconds).
+const REVOCATION_OVERLAP_S: i64 = 10;
+
+/// Follows the sessions revoked in the store, by this process or any other, so that their
+/// access tokens are refused here too (the store is the one list; a process's own revocations
+/// take effect at once, the others' within [`REVOCATION_POLL_MS`]).
+async fn follow_revocations(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(REVOCATION_POLL_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut since = state.now() - chrono::Duration::seconds(REVOCATION_OVERLAP_S);
+    loop {
+        tick.tick().await;
+        let began = state.now();
+        match state.security.sessions_revoked_since(since).await {
+            Ok(sessions) => {
+                for session in sessions {
+                    state.auth.verifier.revoke(session);
+                }
+                since = began - chrono::Duration::seconds(REVOCATION_OVERLAP_S);
+            }
+            Err(e) => tracing::warn!(error = %e, "reading revoked sessions failed; trying again"),
         }
     }
 }

@@ -367,3 +367,63 @@ async fn a_killed_replicas_jobs_move_to_the_other_within_a_lease() {
     }
     second.stop();
 }
+
+/// A free loopback port (bound, then released for the server to bind).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port()
+}
+
+/// Two replicas of one deployment (one database, one signing key, one public URL): an access
+/// token issued by one is good on the other, and once its session is signed out on one, the
+/// other refuses it too, within about `jobs::REVOCATION_POLL_MS`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a MongoDB-protocol server: BP_MONGODB_URI (scripts/test.sh starts FerretDB)"]
+async fn a_session_signed_out_on_one_replica_is_refused_by_the_other() {
+    let uri = uri();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let name = database("revocation");
+    let (port_a, port_b) = (free_port(), free_port());
+    let public_url = format!("http://127.0.0.1:{port_a}");
+    let env = |port: u16| {
+        vec![
+            ("BP_STORAGE__KIND".to_owned(), "mongodb".to_owned()),
+            ("BP_STORAGE__MONGODB__URI".to_owned(), uri.clone()),
+            ("BP_STORAGE__MONGODB__DATABASE".to_owned(), name.clone()),
+            ("BP_SERVER__LISTEN".to_owned(), format!("127.0.0.1:{port}")),
+            ("BP_SERVER__PUBLIC_URL".to_owned(), public_url.clone()),
+        ]
+    };
+    let (env_a, env_b) = (env(port_a), env(port_b));
+    let (base_a, a) = Running::spawn(dir.path(), &as_refs(&env_a));
+    let (base_b, b) = Running::spawn(dir.path(), &as_refs(&env_b));
+    let tokens = common::demo_login(&base_a, dir.path(), "ada");
+    let (on_a, on_b) = (Api::bearer(&base_a, &tokens), Api::bearer(&base_b, &tokens));
+    assert_eq!(on_b.get("/v1/accounts").await.0, StatusCode::OK, "a token of the deployment is good on every replica");
+
+    let refresh_token = tokens["refresh_token"].as_str().expect("a refresh token");
+    let form = [("token", refresh_token), ("client_id", "bp-cli")];
+    let r = reqwest::Client::new().post(format!("{base_a}/oauth2/revoke")).form(&form).send().await.expect("revoke");
+    assert_eq!(r.status(), StatusCode::OK);
+    let revoked = Instant::now();
+    assert_eq!(on_a.get("/v1/accounts").await.0, StatusCode::UNAUTHORIZED, "refused at once where signed out");
+    let deadline = revoked + Duration::from_secs(30);
+    loop {
+        let (status, body) = on_b.get("/v1/accounts").await;
+        if status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(Instant::now() < deadline, "the other replica still accepts the signed-out session's token");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "the other replica refused the signed-out session {} ms after the sign-out",
+        revoked.elapsed().as_millis()
+    );
+    a.stop();
+    b.stop();
+}
+
+fn as_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
