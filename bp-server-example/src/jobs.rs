@@ -17,7 +17,7 @@ use crate::state::AppState;
 #[derive(Debug)]
 pub struct Jobs {
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    /// The leases this process holds, by job name: (token, holder).
+    /// The leases this process holds, by job name: (holder, fencing token).
     held: Arc<Held>,
     state: Arc<AppState>,
 }
@@ -46,9 +46,9 @@ impl Jobs {
         }
         let held = std::mem::take(&mut *self.held.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         let store = self.state.ledger.store();
-        for (job, (holder, token)) in held {
-            match store.release_lease(&job, &holder, token, self.state.now()).await {
-                Ok(_) => tracing::info!(job = %job, token, "gave the job's lease up"),
+        for (job, (holder, fence)) in held {
+            match store.release_lease(&job, &holder, fence, self.state.now()).await {
+                Ok(_) => tracing::info!(job = %job, fence, "gave the job's lease up"),
                 Err(e) => tracing::warn!(job = %job, error = %e, "giving a job's lease up failed; it ends by itself"),
             }
         }
@@ -118,7 +118,7 @@ async fn leased(state: Arc<AppState>, name: String, holder: Arc<str>, held_here:
     let held = metrics::gauge!("bp_job_lease_held", "job" => name.clone());
     loop {
         let asked = tokio::time::Instant::now();
-        let token = match store.acquire_lease(&name, &holder, state.now(), state.config.server.job_lease_ms).await {
+        let fence = match store.acquire_lease(&name, &holder, state.now(), state.config.server.job_lease_ms).await {
             Ok(lease) if *lease.holder == *holder => lease.token,
             Ok(_) => {
                 tokio::time::sleep(ask_every).await;
@@ -131,10 +131,10 @@ async fn leased(state: Arc<AppState>, name: String, holder: Arc<str>, held_here:
             }
         };
         let mut valid_until = asked + length - margin;
-        tracing::info!(job = %name, token, "took the job's lease: running it here");
+        tracing::info!(job = %name, fence, "took the job's lease: running it here");
         metrics::counter!("bp_job_lease_taken_total", "job" => name.clone()).increment(1);
-        held.set(1.0);
-        held_here.set(&name, Some((Arc::clone(&holder), token)));
+        held.set(1_u32);
+        held_here.set(&name, Some((Arc::clone(&holder), fence)));
         let run = AbortOnDrop(tokio::spawn(job(Arc::clone(&state))));
         loop {
             tokio::time::sleep_until((tokio::time::Instant::now() + ask_every).min(valid_until)).await;
@@ -144,7 +144,7 @@ async fn leased(state: Arc<AppState>, name: String, holder: Arc<str>, held_here:
             }
             let renewal = store.acquire_lease(&name, &holder, state.now(), state.config.server.job_lease_ms);
             match tokio::time::timeout_at(valid_until, renewal).await {
-                Ok(Ok(lease)) if *lease.holder == *holder && lease.token == token => {
+                Ok(Ok(lease)) if *lease.holder == *holder && lease.token == fence => {
                     valid_until = asked + length - margin;
                 }
                 Ok(Ok(_)) => break,
@@ -153,9 +153,9 @@ async fn leased(state: Arc<AppState>, name: String, holder: Arc<str>, held_here:
             }
         }
         drop(run);
-        held.set(0.0);
+        held.set(0_u32);
         held_here.set(&name, None);
-        tracing::warn!(job = %name, token, "lost the job's lease: stopped the job here");
+        tracing::warn!(job = %name, fence, "lost the job's lease: stopped the job here");
         // Ask at once: if another process took it, the answer says so; if the store was
         // unreachable, this process may be the only one left.
     }
@@ -361,8 +361,8 @@ async fn expire_holds(state: Arc<AppState>) {
     }
 }
 
-/// How often every process reads the sessions revoked by any process (milliseconds): a token
-/// revoked on one replica is refused by all within about this long.
+/// How often every process reads the sessions revoked by any process (milliseconds): a session
+/// signed out on one replica is refused by all within about this long.
 pub const REVOCATION_POLL_MS: u64 = 1_000;
 /// How far back each read of revocations reaches before the previous one began: room for the
 /// revoking replica's clock being ahead and for its write becoming visible late (seconds).
