@@ -81,3 +81,9 @@ cargo run --quiet -p bp-server-example --example api_fuzz -- "$VENV/bin/schemath
 # cached under ~/.cache/bp/web-node).
 echo "== web app: type check and end-to-end test in Chromium"
 ./scripts/web-test.sh
+
+# The mobile SDK: its Kotlin, Swift and Python bindings generated from the library the test step
+# above built, the Swift declarations checked, and the Python suite against a live server it
+# starts (pytest in a venv under ~/.cache/bp).
+echo "== mobile SDK: bindings, Swift declarations, pytest against a live server (scripts/ffi-test.sh)"
+./scripts/ffi-test.sh swift python
