@@ -62,8 +62,8 @@ for step in "${STEPS[@]}"; do
       ;;
     kotlin)
       echo "-- Kotlin: JUnit on the JVM (JNA) against a live server"
-      mvn -q -B -f bp-ffi/tests/kotlin/pom.xml test \
-        -Dbp.bindings.dir="$OUT" -Djna.library.path="$OUT" -Dbp.server.bin="$BP_SERVER_BIN"
+      mvn -B -ntp -f bp-ffi/tests/kotlin/pom.xml test \
+        -Dbp.bindings.dir="$OUT" -Djna.library.path="$OUT" -Dbp.server.bin="$BP_SERVER_BIN" -Dbp.build.dir="$OUT/maven"
       ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac

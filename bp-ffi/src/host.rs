@@ -13,16 +13,17 @@ use std::sync::Arc;
 #[derive(Debug, thiserror::Error, uniffi::Error)]
 pub enum HostError {
     /// The operation failed on the device.
-    #[error("the device could not do this: {message}")]
+    #[error("the device could not do this: {reason}")]
     Failed {
-        /// Why, in the app's words (no secret or personal data, please).
-        message: String,
+        /// Why, in the app's words (no secret or personal data, please). Not `message`: that
+        /// would clash with Kotlin's `Throwable.message`.
+        reason: String,
     },
 }
 
 impl From<uniffi::UnexpectedUniFFICallbackError> for HostError {
     fn from(e: uniffi::UnexpectedUniFFICallbackError) -> Self {
-        HostError::Failed { message: format!("unexpected error in the app's callback: {}", e.reason) }
+        HostError::Failed { reason: format!("unexpected error in the app's callback: {}", e.reason) }
     }
 }
 

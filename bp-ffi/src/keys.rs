@@ -144,7 +144,7 @@ impl SoftwareSigner {
     pub fn from_secret(secret: Vec<u8>) -> Result<Arc<Self>, HostError> {
         SigningKey::from_slice(&secret)
             .map(|key| Arc::new(Self { key }))
-            .map_err(|_| HostError::Failed { message: "not a P-256 private key".to_owned() })
+            .map_err(|_| HostError::Failed { reason: "not a P-256 private key".to_owned() })
     }
 
     /// The private key's 32 bytes, to keep it between runs of a test or a tool.

@@ -4,7 +4,6 @@
 // event received live.
 
 import java.io.File
-import java.net.CookieManager
 import java.net.ServerSocket
 import java.net.URI
 import java.net.URLEncoder
@@ -74,7 +73,7 @@ class Server {
         pb.environment()["BP_AUTH__ARGON2_MEMORY_KIB"] = "8192"
         pb.environment()["BP_AUTH__ARGON2_ITERATIONS"] = "1"
         process = pb.start()
-        val http = HttpClient.newHttpClient()
+        val http = HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1).build()
         waitFor("the server", 60_000) {
             check(process.isAlive) { "the server exited; see ${dir.path}/server.log" }
             runCatching {
@@ -115,8 +114,13 @@ class Server {
 
     /** What the system browser and the customer do; returns the redirect to the app. */
     fun browserSignIn(url: String, username: String): String {
-        val http = HttpClient.newBuilder().cookieHandler(CookieManager()).followRedirects(HttpClient.Redirect.NEVER).build()
-        val page = http.send(HttpRequest.newBuilder(URI(url)).build(), HttpResponse.BodyHandlers.ofString()).body()
+        // The login form's cookie, kept by hand: java.net's CookieManager does not send it back
+        // to an IP address host here.
+        val http = HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1)
+            .followRedirects(HttpClient.Redirect.NEVER).build()
+        val first = http.send(HttpRequest.newBuilder(URI(url)).build(), HttpResponse.BodyHandlers.ofString())
+        val cookie = first.headers().allValues("set-cookie").joinToString("; ") { it.substringBefore(';') }
+        val page = first.body()
         val tx = Regex("""name="tx" value="([^"]*)"""").find(page)!!.groupValues[1]
         fun post(path: String, fields: Map<String, String>): HttpResponse<String> {
             val form = fields.entries.joinToString("&") { (k, v) ->
@@ -124,12 +128,14 @@ class Server {
             }
             val request = HttpRequest.newBuilder(URI("$base$path"))
                 .header("content-type", "application/x-www-form-urlencoded")
+                .header("cookie", cookie)
                 .POST(HttpRequest.BodyPublishers.ofString(form)).build()
             return http.send(request, HttpResponse.BodyHandlers.ofString())
         }
-        post("/oauth2/login/password", mapOf("tx" to tx, "username" to username, "password" to credentials.getValue(username).first))
+        val password = post("/oauth2/login/password", mapOf("tx" to tx, "username" to username, "password" to credentials.getValue(username).first))
+        check(password.statusCode() in 200..399) { "the password page answered ${password.statusCode()}" }
         val answer = post("/oauth2/login/second-factor", mapOf("tx" to tx, "code" to totp(username)))
-        val location = answer.headers().firstValue("location").orElseThrow()
+        val location = answer.headers().firstValue("location").orElseThrow { IllegalStateException("the second factor answered ${answer.statusCode()}") }
         check(location.startsWith("bp.mobile://oauth/callback")) { "no redirect to the app" }
         return location
     }
@@ -161,7 +167,7 @@ class SdkTest {
     @AfterAll fun stop() { server.stop() }
 
     @Test
-    fun `sign in, profile, a signed payment, a retry that moves money once, and a live event`() = runBlocking {
+    fun `sign in, profile, a signed payment, a retry that moves money once, and a live event`() = runBlocking<Unit> {
         val bob = App(server)
         bob.signIn("bob")
         val bobEur = eur(bob.sdk.accounts())
