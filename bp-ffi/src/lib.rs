@@ -36,8 +36,8 @@ mod views;
 use std::sync::Arc;
 
 use bp_core::api::{
-    AccountList, DeviceList, DeviceResponse, LoanView, Profile as ProfileWire, ServiceList, TransactionPage,
-    TransferResponse, TransferView,
+    AccountList, DeviceList, DeviceResponse, LoanAcceptance, LoanView, Profile as ProfileWire, ServiceList,
+    TransactionPage, TransferResponse, TransferView,
 };
 
 pub use client::{ClientConfig, DEFAULT_SCOPE};
@@ -57,7 +57,11 @@ type Result<T> = std::result::Result<T, BpError>;
 #[derive(Debug, uniffi::Object)]
 pub struct BpSdk {
     client: Arc<BpClient>,
+    /// Loan offers being accepted: the challenge and the lines it must hold, by loan id.
+    loan_offers: std::sync::Mutex<LoanOffers>,
 }
+
+type LoanOffers = std::collections::HashMap<String, (bp_core::api::ChallengeView, Vec<(String, String)>)>;
 
 #[uniffi::export(async_runtime = "tokio")]
 impl BpSdk {
@@ -72,7 +76,8 @@ impl BpSdk {
         store: Arc<dyn AppStore>,
     ) -> Result<Arc<Self>> {
         let host = host::Host { tokens, dpop_key, sca_key, store };
-        Ok(Arc::new(Self { client: Arc::new(BpClient::new(config, host)?) }))
+        let client = Arc::new(BpClient::new(config, host)?);
+        Ok(Arc::new(Self { client, loan_offers: std::sync::Mutex::new(LoanOffers::new()) }))
     }
 
     // ----- sign-in -----
@@ -313,6 +318,41 @@ impl BpSdk {
             Err(Error::Network(_)) => self.client.post("/v1/loans", &body, Some(&key)).await?,
             other => other?,
         };
+        Ok(Loan::from(view))
+    }
+
+    /// Begins accepting a loan's offer: returns what the customer confirms (principal, term,
+    /// rate, instalment, interest, fee, total); nothing is signed until
+    /// [`BpSdk::confirm_loan_offer`]. Calling it again asks for a new challenge.
+    pub async fn accept_loan_offer(&self, loan_id: String) -> Result<Confirmation> {
+        let path = format!("/v1/loans/{}/accept", views::path_id(&loan_id)?);
+        let acceptance: LoanAcceptance = self.client.post(&path, &serde_json::json!({}), None).await?;
+        let expect = views::expect(
+            &acceptance.loan.amount,
+            &[("loan", loan_id.clone()), ("purpose", "loan_acceptance".to_owned())],
+        );
+        let confirmation = Confirmation {
+            summary: summary(&acceptance.sca.message),
+            text: acceptance.sca.message.clone(),
+            expires_at: acceptance.sca.expires_at.to_rfc3339(),
+        };
+        self.loan_offers.lock().expect("loan offers lock").insert(loan_id, (acceptance.sca, expect));
+        Ok(confirmation)
+    }
+
+    /// The customer confirmed the loan's offer: signs its challenge with the SCA key (the
+    /// biometric prompt) and sends the answer; the loan is then accepted and disbursed.
+    pub async fn confirm_loan_offer(&self, loan_id: String) -> Result<Loan> {
+        let pending = self.loan_offers.lock().expect("loan offers lock").remove(&loan_id);
+        let (challenge, expect) = pending.ok_or(Error::Invalid {
+            field: "loan_id",
+            reason: "no offer of this loan waits for confirmation: accept it first".to_owned(),
+        })?;
+        payments::check_linked(&challenge.message, &expect)?;
+        let answer = self.client.sign_challenge(&challenge).await?;
+        let body = serde_json::to_value(&answer).map_err(|e| Error::Corrupt(e.to_string()))?;
+        let path = format!("/v1/loans/{}/accept/confirm", views::path_id(&loan_id)?);
+        let view: LoanView = self.client.post(&path, &body, None).await?;
         Ok(Loan::from(view))
     }
 

@@ -169,6 +169,26 @@ def test_external_services(server):
         sent = await acme.sdk.services("interbank_transfer", None)
         assert any(s.amount.amount_minor == 2_000 for s in sent.services)
 
+        # A loan: applied for, decided by the provider's simulator, its offer confirmed and
+        # signed by the device key, then disbursed with a schedule.
+        applied = await acme.sdk.apply_for_loan(bp_ffi.LoanApplication(
+            account_id=eur.id, amount=bp_ffi.Amount(amount_minor=120_000, currency=EUR), term_months=12,
+            purpose="a new laptop"))
+        for _ in range(100):
+            offered = await acme.sdk.loan(applied.id)
+            if offered.status == "offered":
+                break
+            await asyncio.sleep(0.2)
+        assert offered.status == "offered" and offered.term_months == 12, offered
+        confirmation = await acme.sdk.accept_loan_offer(applied.id)
+        assert confirmation.summary.startswith("Borrow 1200.00 EUR over 12 months"), confirmation.summary
+        if acme.sdk.device_id() is None:
+            await acme.register_device("acme")
+        accepted = await acme.sdk.confirm_loan_offer(applied.id)
+        assert accepted.status not in ("offered", "rejected"), accepted
+        with pytest.raises(bp_ffi.BpError.InvalidInput):
+            await acme.sdk.confirm_loan_offer(applied.id)
+
         quote = await acme.sdk.fx_quote(eur.id, bp_ffi.Amount(amount_minor=10_000, currency=EUR), "CHF")
         assert quote.debit.amount_minor == quote.source.amount_minor + quote.fee.amount_minor
         assert quote.target.currency == "CHF"
