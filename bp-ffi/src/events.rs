@@ -106,12 +106,13 @@ async fn run(
             Ok(response) => {
                 failures = 0;
                 listener.on_status(StreamStatus::Connected);
-                let read = tokio::select! {
-                    read = read_events(response, listener.as_ref(), &mut last_event_id) => read,
+                // However the stream ends (the server closed it, the connection failed, it went
+                // silent), it is opened again below, from the last event's id; a stream the
+                // server ended because its session was revoked reopens as signed out.
+                tokio::select! {
+                    _ = read_events(response, listener.as_ref(), &mut last_event_id) => {}
                     _ = stopped.wait_for(|s| *s) => break StreamEnd::Stopped,
-                };
-                // A stream the server ended (its session revoked) reopens as signed out below.
-                drop(read);
+                }
             }
             Err(Error::SignedOut) => break StreamEnd::SignedOut,
             Err(e) if e.is_final_answer() || e.problem_slug() == Some("unauthorized") => break StreamEnd::SignedOut,

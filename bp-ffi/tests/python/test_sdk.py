@@ -249,7 +249,8 @@ def test_an_event_received_live_then_refresh_and_sign_out(server):
         # token would be a reuse, and the server would end the session.
         saved = bob.tokens.session
         await asyncio.gather(bob.sdk.refresh(), bob.sdk.refresh())
-        assert bob.tokens.session != saved, "the refresh token rotated"
+        rotated = bob.tokens.session != saved  # compared apart, so a failure prints no token
+        assert rotated, "the refresh token rotated"
         assert eur_account(await bob.sdk.accounts()).id == bob_eur.id
 
         await bob.sdk.sign_out()
