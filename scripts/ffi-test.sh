@@ -34,6 +34,11 @@ else
   cargo test --quiet --workspace --all-features --no-run
   # A test build leaves the cdylib in deps/ (it is uplifted only by `cargo build`).
   LIB="$TARGET/debug/deps/libbp_ffi.so"
+  if [ ! -e "$LIB" ] || [ ! -x "$TARGET/debug/uniffi-bindgen" ]; then
+    echo "ffi-test: the test build left no libbp_ffi.so or uniffi-bindgen; building them" >&2
+    cargo build --quiet -p bp-ffi --features bindgen --lib --bin uniffi-bindgen
+    LIB="$TARGET/debug/libbp_ffi.so"
+  fi
 fi
 export BP_SERVER_BIN="$(cd "$TARGET/debug" && pwd)/bp-server-example"
 for built in "$LIB" "$TARGET/debug/uniffi-bindgen" "$BP_SERVER_BIN"; do
