@@ -6,6 +6,7 @@ library, generates the bindings next to it and sets BP_SERVER_BIN."""
 import asyncio
 import json
 import threading
+import urllib.parse
 
 import pytest
 
@@ -73,6 +74,17 @@ def test_a_redirect_of_another_sign_in_is_refused(server):
         # The pending sign-in is spent by the refused redirect: the genuine one is refused too.
         with pytest.raises(bp_ffi.BpError.SignedOut):
             await app.sdk.complete_sign_in(redirect)
+        assert not await app.sdk.is_signed_in()
+
+        # A genuine code and state, but the redirect names another issuer (a mix-up, RFC 9207):
+        # refused, so the code is never exchanged.
+        url = await app.sdk.begin_sign_in()
+        redirect = server.browser_sign_in(url, "acme")
+        iss = urllib.parse.parse_qs(urllib.parse.urlparse(redirect).query)["iss"][0]
+        mixed_up = redirect.replace(urllib.parse.quote(iss, safe=""), urllib.parse.quote("http://127.0.0.1:1", safe=""))
+        assert mixed_up != redirect
+        with pytest.raises(bp_ffi.BpError.SignedOut):
+            await app.sdk.complete_sign_in(mixed_up)
         assert not await app.sdk.is_signed_in()
 
     run(go())
