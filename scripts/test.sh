@@ -88,3 +88,11 @@ cargo run --quiet -p bp-server-example --example api_fuzz -- "$VENV/bin/schemath
 # cached under ~/.cache/bp/web-node).
 echo "== web app: type check and end-to-end test in Chromium"
 ./scripts/web-test.sh
+
+# The mobile SDK: its Kotlin, Swift and Python bindings generated from the library the test step
+# above built, the Swift declarations checked, and the Python and Kotlin suites each against a
+# live server they start (pytest in a venv under ~/.cache/bp; the Kotlin compiler, JNA and JUnit
+# fetched by Maven into ~/.m2). About 4 minutes, most of it waiting for fresh TOTP codes and
+# compiling the generated Kotlin.
+echo "== mobile SDK: bindings, Swift declarations, pytest and Kotlin JUnit against a live server (scripts/ffi-test.sh)"
+./scripts/ffi-test.sh
