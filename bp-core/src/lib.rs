@@ -41,6 +41,7 @@ pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod transfer;
+pub mod transient;
 
 /// A point in time, UTC, kept to the microsecond.
 pub type Timestamp = chrono::DateTime<chrono::Utc>;

@@ -20,6 +20,7 @@ use crate::account_number::AccountNumber;
 use crate::error::StoreError;
 use crate::ids::{BeneficiaryId, ChallengeId, CustomerId, DeviceId, PasskeyId, SessionId, TransferId};
 use crate::money::{Currency, Money};
+use crate::transient::{Spend, Transient, TransientKind, spend_of};
 
 /// Upper bound of a device's or beneficiary's display name, in characters.
 pub const NAME_CHARS_MAX: usize = 100;
@@ -537,6 +538,18 @@ pub trait SecurityStore: Send + Sync + 'static {
     async fn audit_of(&self, customer: CustomerId, position: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
     /// The position of the latest audit entry; 0 for an empty log.
     async fn audit_end(&self) -> Result<u64, StoreError>;
+
+    /// Stores a new transient record ([`crate::transient`]); `Conflict`, changing nothing, when
+    /// one of its kind and key exists; `InvalidRequest` when [`crate::transient::check_new`]
+    /// refuses it.
+    async fn put_transient(&self, record: Transient) -> Result<(), StoreError>;
+    /// The transient record of `kind` and `key`, spent or not, until it is swept.
+    async fn transient(&self, kind: TransientKind, key: [u8; 32]) -> Result<Option<Transient>, StoreError>;
+    /// Spends the transient record of `kind` and `key` at `now`, atomically, deciding with
+    /// [`crate::transient::spend_of`]: of concurrent spends, one is `First`.
+    async fn spend_transient(&self, kind: TransientKind, key: [u8; 32], now: Timestamp) -> Result<Spend, StoreError>;
+    /// Deletes the transient records that ended before `before`; returns how many.
+    async fn sweep_transients(&self, before: Timestamp) -> Result<u64, StoreError>;
 }
 
 #[derive(Debug, Default)]
@@ -552,6 +565,7 @@ struct Inner {
     passkeys: Vec<Passkey>,
     photos: HashMap<CustomerId, Photo>,
     audit: Vec<AuditEntry>,
+    transients: HashMap<(TransientKind, [u8; 32]), Transient>,
 }
 
 /// A [`SecurityStore`] in memory. Cloning shares the same records.
@@ -897,5 +911,37 @@ impl SecurityStore for MemorySecurityStore {
 
     async fn audit_end(&self) -> Result<u64, StoreError> {
         Ok(self.lock().audit.last().map_or(0, |e| e.position))
+    }
+
+    async fn put_transient(&self, record: Transient) -> Result<(), StoreError> {
+        crate::transient::check_new(&record)?;
+        let mut inner = self.lock();
+        match inner.transients.entry((record.kind, record.key)) {
+            std::collections::hash_map::Entry::Occupied(_) => Err(conflict("a transient record with this key exists")),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(record);
+                Ok(())
+            }
+        }
+    }
+
+    async fn transient(&self, kind: TransientKind, key: [u8; 32]) -> Result<Option<Transient>, StoreError> {
+        Ok(self.lock().transients.get(&(kind, key)).cloned())
+    }
+
+    async fn spend_transient(&self, kind: TransientKind, key: [u8; 32], now: Timestamp) -> Result<Spend, StoreError> {
+        let mut inner = self.lock();
+        let spend = spend_of(inner.transients.get(&(kind, key)), now);
+        if let Spend::First(spent) = &spend {
+            inner.transients.insert((kind, key), spent.clone());
+        }
+        Ok(spend)
+    }
+
+    async fn sweep_transients(&self, before: Timestamp) -> Result<u64, StoreError> {
+        let mut inner = self.lock();
+        let len = inner.transients.len();
+        inner.transients.retain(|_, t| t.expires_at >= before);
+        Ok(u64::try_from(len - inner.transients.len()).unwrap_or(u64::MAX))
     }
 }

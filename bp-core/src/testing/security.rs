@@ -44,6 +44,7 @@ use crate::security::{
     Credentials, Device, PHOTO_BYTES_MAX, Passkey, Photo, RefreshToken, RefreshTokenState, Rotation, ScaChallenge,
     ScaMethod, SecurityState, SecurityStore,
 };
+use crate::transient::{Spend, Transient, TransientKind};
 
 /// A [`Factory`] of security stores: the factory of this suite. Every [`Factory`] whose value
 /// is a [`SecurityStore`] is one.
@@ -104,7 +105,9 @@ macro_rules! __security_conformance_cases {
             audit_log
             audit_of_a_customer
             passkeys
+            transients
             concurrent_rotation
+            concurrent_spend
         }
     };
 }
@@ -1061,4 +1064,83 @@ pub async fn concurrent_rotation<F: SecurityStoreFactory>(f: &F) {
     }
     assert_eq!(revoked_since(&*store, at(0)).await, vec![session]);
     assert!(!ok("the session is revoked", store.revoke_session(session, at(20)).await));
+}
+
+fn transient(kind: TransientKind, key: u8, value: &[u8], ends_s: i64) -> Transient {
+    Transient { kind, key: [key; 32], value: value.to_vec(), expires_at: at(ends_s), spent: false }
+}
+
+/// Transient records: stored once per kind and key, read back, spent once, known as spent
+/// afterwards (also after their end), expired unspent, swept after their end; kinds are
+/// separate; a bad record changes nothing.
+pub async fn transients<F: SecurityStoreFactory>(f: &F) {
+    let store = fresh(f).await;
+    let (code, ticket) = (TransientKind::AuthorizationCode, TransientKind::StreamTicket);
+    let one = transient(code, 1, b"the code's grant", 60);
+    assert_eq!(ok("unknown", store.transient(code, [1; 32]).await), None);
+    assert_eq!(ok("spend unknown", store.spend_transient(code, [1; 32], at(0)).await), Spend::Unknown);
+    ok("put", store.put_transient(one.clone()).await);
+    assert_eq!(ok("read back", store.transient(code, [1; 32]).await), Some(one.clone()));
+    let e = store.put_transient(transient(code, 1, b"another", 90)).await.expect_err("a taken key");
+    assert_eq!(e.kind(), StoreErrorKind::Conflict);
+    assert_eq!(ok("unchanged", store.transient(code, [1; 32]).await), Some(one.clone()));
+    assert_eq!(ok("another kind", store.transient(ticket, [1; 32]).await), None);
+    let same_key = transient(ticket, 1, b"a ticket", 30);
+    ok("the same key of another kind", store.put_transient(same_key.clone()).await);
+
+    let spent = Transient { spent: true, ..one.clone() };
+    assert_eq!(ok("spend", store.spend_transient(code, [1; 32], at(59)).await), Spend::First(spent.clone()));
+    assert_eq!(ok("spend again", store.spend_transient(code, [1; 32], at(59)).await), Spend::Again(spent.clone()));
+    assert_eq!(ok("after its end", store.spend_transient(code, [1; 32], at(120)).await), Spend::Again(spent.clone()));
+    assert_eq!(ok("read spent", store.transient(code, [1; 32]).await), Some(spent));
+    assert_eq!(ok("the other kind unspent", store.transient(ticket, [1; 32]).await), Some(same_key.clone()));
+    assert_eq!(ok("expired", store.spend_transient(ticket, [1; 32], at(30)).await), Spend::Expired);
+    assert_eq!(ok("still unspent", store.transient(ticket, [1; 32]).await), Some(same_key));
+
+    let large = transient(code, 2, &vec![0; crate::transient::TRANSIENT_BYTES_MAX + 1], 60);
+    assert_eq!(store.put_transient(large).await.expect_err("too large").kind(), StoreErrorKind::InvalidRequest);
+    let pre_spent = Transient { spent: true, ..transient(code, 3, b"x", 60) };
+    assert_eq!(store.put_transient(pre_spent).await.expect_err("spent").kind(), StoreErrorKind::InvalidRequest);
+    assert_eq!(ok("nothing stored", store.transient(code, [2; 32]).await), None);
+    assert_eq!(ok("nothing stored", store.transient(code, [3; 32]).await), None);
+
+    let late = transient(code, 4, b"later", 600);
+    ok("put a later one", store.put_transient(late.clone()).await);
+    assert_eq!(ok("sweep before any end", store.sweep_transients(at(30)).await), 0);
+    assert_eq!(ok("sweep the ended", store.sweep_transients(at(61)).await), 2, "the code (60) and the ticket (30)");
+    assert_eq!(ok("swept", store.transient(code, [1; 32]).await), None);
+    assert_eq!(ok("swept", store.transient(ticket, [1; 32]).await), None);
+    assert_eq!(ok("kept", store.transient(code, [4; 32]).await), Some(late));
+    assert_eq!(ok("swept is unknown", store.spend_transient(code, [1; 32], at(62)).await), Spend::Unknown);
+}
+
+/// Spends of one transient record at once: one is the first, every other learns it was spent.
+pub async fn concurrent_spend<F: SecurityStoreFactory>(f: &F) {
+    let store = fresh(f).await;
+    let record = transient(TransientKind::StreamTicket, 9, b"one stream", 60);
+    ok("put", store.put_transient(record.clone()).await);
+    let barrier = Arc::new(Barrier::new(ROTATION_TASKS));
+    let mut tasks = JoinSet::new();
+    for _ in 0..ROTATION_TASKS {
+        let (store, barrier) = (Arc::clone(&store), Arc::clone(&barrier));
+        tasks.spawn(async move {
+            barrier.wait().await;
+            store.spend_transient(TransientKind::StreamTicket, [9; 32], at(10)).await
+        });
+    }
+    let (mut first, mut again) = (0, 0);
+    while let Some(joined) = tasks.join_next().await {
+        match ok("concurrent spend", joined.unwrap_or_else(|e| panic!("a spender failed: {e}"))) {
+            Spend::First(t) => {
+                assert_eq!(t.value, record.value);
+                first += 1;
+            }
+            Spend::Again(t) => {
+                assert_eq!(t.value, record.value);
+                again += 1;
+            }
+            other => panic!("a spend of a live record: {other:?}"),
+        }
+    }
+    assert_eq!((first, again), (1, ROTATION_TASKS - 1), "one first spend");
 }

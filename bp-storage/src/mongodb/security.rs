@@ -28,6 +28,7 @@ use bp_core::security::{
     Passkey, Photo, RefreshToken, RefreshTokenState, Rotation, ScaChallenge, ScaMethod, SecurityState, SecurityStore,
     answer_of, count_failure, rotation_of, successor_fits,
 };
+use bp_core::transient::{Spend, Transient, TransientKind};
 use mongodb::bson::{self, Bson, Document, doc, spec::BinarySubtype};
 use mongodb::options::{FindOptions, IndexOptions, ReturnDocument};
 use mongodb::{Collection, Database, IndexModel};
@@ -110,6 +111,16 @@ struct EndDoc {
     state: ChallengeState,
 }
 
+/// A transient record, collection `transients`, `_id` = `<kind>/<key in hex>`; it is spent
+/// when `transient_spends` holds its `_id` (that insert is the spend).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct TransientDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    value: bson::Binary,
+    expires_us: i64,
+}
+
 /// The security collections of one database.
 #[derive(Clone, Debug)]
 pub(crate) struct SecurityColls {
@@ -128,6 +139,8 @@ pub(crate) struct SecurityColls {
     states: Collection<Rec<SecurityState>>,
     photos: Collection<PhotoDoc>,
     audit: Collection<Rec<AuditEntry>>,
+    transients: Collection<TransientDoc>,
+    spends: Collection<ClaimDoc>,
 }
 
 fn us(t: Timestamp) -> i64 {
@@ -206,6 +219,8 @@ impl SecurityColls {
             states: db.collection("security_states"),
             photos: db.collection("photos"),
             audit: db.collection("audit"),
+            transients: db.collection("transients"),
+            spends: db.collection("transient_spends"),
         }
     }
 
@@ -222,6 +237,7 @@ impl SecurityColls {
             (self.tokens.name(), doc! { "key": 1 }),
             (self.revoked.name(), doc! { "revoked_us": 1 }),
             (self.audit.name(), doc! { "customer": 1, "_id": 1 }),
+            (self.transients.name(), doc! { "expires_us": 1 }),
         ] {
             let model = IndexModel::builder().keys(keys).build();
             db.collection::<Document>(name).create_index(model).await.map_err(mongo_err)?;
@@ -674,6 +690,62 @@ impl SecurityStore for MongoStore {
         self.shared.audit_hint.fetch_max(end, Ordering::AcqRel);
         Ok(end)
     }
+
+    async fn put_transient(&self, record: Transient) -> Result<(), StoreError> {
+        bp_core::transient::check_new(&record)?;
+        let d = TransientDoc {
+            id: transient_id(record.kind, record.key),
+            value: bson::Binary { subtype: BinarySubtype::Generic, bytes: record.value },
+            expires_us: us(record.expires_at),
+        };
+        match self.sec().transients.insert_one(&d).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_duplicate_key(&e) => Err(conflict("a transient record with this key exists")),
+            Err(e) => Err(mongo_err(e)),
+        }
+    }
+
+    async fn transient(&self, kind: TransientKind, key: [u8; 32]) -> Result<Option<Transient>, StoreError> {
+        let id = transient_id(kind, key);
+        let Some(d) = self.sec().transients.find_one(doc! { "_id": &id }).await.map_err(mongo_err)? else {
+            return Ok(None);
+        };
+        let spent = self.sec().spends.find_one(doc! { "_id": &id }).await.map_err(mongo_err)?.is_some();
+        Ok(Some(Transient { kind, key, value: d.value.bytes, expires_at: from_us(d.expires_us)?, spent }))
+    }
+
+    async fn spend_transient(&self, kind: TransientKind, key: [u8; 32], now: Timestamp) -> Result<Spend, StoreError> {
+        let current = self.transient(kind, key).await?;
+        let spend = bp_core::transient::spend_of(current.as_ref(), now);
+        let Spend::First(spent) = spend else { return Ok(spend) };
+        // The claim's insert is the spend: of concurrent spenders, one inserts it.
+        if insert_claim(&self.sec().spends, &ClaimDoc { id: transient_id(kind, key) }).await? {
+            Ok(Spend::First(spent))
+        } else {
+            Ok(Spend::Again(spent))
+        }
+    }
+
+    async fn sweep_transients(&self, before: Timestamp) -> Result<u64, StoreError> {
+        let filter = doc! { "expires_us": { "$lt": us(before) } };
+        let mut ended = self.sec().transients.find(filter).await.map_err(mongo_err)?;
+        let mut ids = Vec::new();
+        while ended.advance().await.map_err(mongo_err)? {
+            ids.push(ended.deserialize_current().map_err(mongo_err)?.id);
+        }
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        // The records first: a record is never seen unspent after it was spent (a spend whose
+        // record is gone is only an orphan claim, deleted next).
+        let deleted = self.sec().transients.delete_many(doc! { "_id": { "$in": &ids } }).await.map_err(mongo_err)?;
+        self.sec().spends.delete_many(doc! { "_id": { "$in": &ids } }).await.map_err(mongo_err)?;
+        Ok(deleted.deleted_count)
+    }
+}
+
+fn transient_id(kind: TransientKind, key: [u8; 32]) -> String {
+    format!("{}/{}", kind.as_str(), hex(&key))
 }
 
 /// The entries of a page that follow `position` without a hole: a hole would be an entry not

@@ -8,11 +8,11 @@ use bp_core::{StoreError, StoreErrorKind};
 use super::sql_err;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
 
 /// Each migration takes the schema from version `index` to `index + 1`. A released migration is
 /// never edited: databases that ran it must keep matching it.
-const MIGRATIONS: [&str; 8] = [
+const MIGRATIONS: [&str; 9] = [
     r"
 -- Small named counters of the store itself.
 CREATE TABLE meta (
@@ -252,6 +252,19 @@ CREATE TABLE leases (
     token      INTEGER NOT NULL CHECK (token > 0),
     expires_at INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
+",
+    // 9: transient records (authorization codes, stream tickets: `bp_core::transient`), so
+    // that any server process on the file serves the request that spends them.
+    r"
+CREATE TABLE transients (
+    kind       TEXT NOT NULL,
+    key        BLOB NOT NULL,
+    value      BLOB NOT NULL,
+    expires_at INTEGER NOT NULL,
+    spent      INTEGER NOT NULL CHECK (spent IN (0, 1)),
+    PRIMARY KEY (kind, key)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX transients_by_end ON transients(expires_at);
 ",
 ];
 

@@ -28,6 +28,7 @@ use bp_core::security::{
     Passkey, Photo, RefreshToken, RefreshTokenState, Rotation, ScaChallenge, ScaMethod, SecurityState, SecurityStore,
     answer_of, count_failure, rotation_of, successor_fits,
 };
+use bp_core::transient::{Spend, Transient, TransientKind, spend_of};
 use bp_core::{StoreError, StoreErrorKind, Timestamp};
 use rusqlite::{Connection, Row, TransactionBehavior, params};
 use serde_json::{Map, Value};
@@ -835,4 +836,63 @@ impl SecurityStore for SqliteStore {
         })
         .await
     }
+
+    async fn put_transient(&self, record: Transient) -> Result<(), StoreError> {
+        bp_core::transient::check_new(&record)?;
+        // A taken (kind, key) meets the primary key: `sql_err` answers `Conflict`.
+        self.security_write(move |c| {
+            execute(
+                c,
+                "INSERT INTO transients (kind, key, value, expires_at, spent) VALUES (?1, ?2, ?3, ?4, 0)",
+                params![record.kind.as_str(), record.key, record.value, micros(record.expires_at)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn transient(&self, kind: TransientKind, key: [u8; 32]) -> Result<Option<Transient>, StoreError> {
+        self.read(move |c, _| transient_row(c, kind, key)).await
+    }
+
+    async fn spend_transient(&self, kind: TransientKind, key: [u8; 32], now: Timestamp) -> Result<Spend, StoreError> {
+        self.security_write(move |c| {
+            let spend = spend_of(transient_row(c, kind, key)?.as_ref(), now);
+            if matches!(spend, Spend::First(_)) {
+                execute(
+                    c,
+                    "UPDATE transients SET spent = 1 WHERE kind = ?1 AND key = ?2",
+                    params![kind.as_str(), key],
+                )?;
+            }
+            Ok(spend)
+        })
+        .await
+    }
+
+    async fn sweep_transients(&self, before: Timestamp) -> Result<u64, StoreError> {
+        self.security_write(move |c| {
+            let n = execute(c, "DELETE FROM transients WHERE expires_at < ?1", params![micros(before)])?;
+            Ok(u64::try_from(n).unwrap_or(u64::MAX))
+        })
+        .await
+    }
+}
+
+/// The transient record of `kind` and `key`.
+fn transient_row(c: &Connection, kind: TransientKind, key: [u8; 32]) -> Result<Option<Transient>, StoreError> {
+    row(
+        c,
+        "SELECT value, expires_at, spent FROM transients WHERE kind = ?1 AND key = ?2",
+        params![kind.as_str(), key],
+        |r| {
+            Ok(Transient {
+                kind,
+                key,
+                value: r.get(0).map_err(sql_err)?,
+                expires_at: time(r.get(1).map_err(sql_err)?)?,
+                spent: r.get::<_, i64>(2).map_err(sql_err)? == 1,
+            })
+        },
+    )
 }

@@ -1,0 +1,157 @@
+//! Transient records: what one request leaves for a later one of the same flow — an
+//! authorization code for the token request, a stream ticket for the stream it opens — which
+//! another server process may serve. They live seconds to minutes, are spent once, and are kept
+//! in the security store ([`SecurityStore::put_transient`]) so that every process sees them.
+//!
+//! A record is keyed by its kind and the SHA-256 of the secret the client holds (never the
+//! secret itself). Spending is the one atomic step ([`spend_of`] is its rule): the first spend
+//! gets the record; a later one learns that it was spent (an authorization code presented
+//! twice revokes what the first gave).
+//!
+//! [`SecurityStore::put_transient`]: crate::security::SecurityStore::put_transient
+
+use serde::{Deserialize, Serialize};
+
+use crate::{StoreError, StoreErrorKind, Timestamp};
+
+/// Largest value of a transient record, in bytes.
+pub const TRANSIENT_BYTES_MAX: usize = 16 * 1024;
+
+/// What a transient record is for: part of its key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransientKind {
+    /// An authorization code, until the token request redeems it.
+    AuthorizationCode,
+    /// An event-stream ticket, until the stream it opens.
+    StreamTicket,
+}
+
+impl TransientKind {
+    /// Its stable name in stores.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AuthorizationCode => "authorization_code",
+            Self::StreamTicket => "stream_ticket",
+        }
+    }
+
+    /// The kind named `name` by [`Self::as_str`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::AuthorizationCode, Self::StreamTicket].into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+/// A transient record as stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Transient {
+    /// What it is for.
+    pub kind: TransientKind,
+    /// The SHA-256 of the secret its client holds.
+    pub key: [u8; 32],
+    /// What the later request needs (the server's own encoding), at most [`TRANSIENT_BYTES_MAX`].
+    pub value: Vec<u8>,
+    /// From when it can no longer be spent.
+    pub expires_at: Timestamp,
+    /// Whether it was spent.
+    pub spent: bool,
+}
+
+impl std::fmt::Debug for Transient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The value may name a customer and a session: only its size is shown.
+        f.debug_struct("Transient")
+            .field("kind", &self.kind)
+            .field("value_len", &self.value.len())
+            .field("expires_at", &self.expires_at)
+            .field("spent", &self.spent)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What spending a transient record found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Spend {
+    /// This spend is its first: the record, now spent.
+    First(Transient),
+    /// It had been spent before (by whoever): the record.
+    Again(Transient),
+    /// It ended unspent.
+    Expired,
+    /// There is no such record (never made, or swept).
+    Unknown,
+}
+
+/// The spending rule every store applies atomically: a spent record stays spent and says so
+/// (also once it has expired), an unspent one is spent if it has not expired.
+pub fn spend_of(current: Option<&Transient>, now: Timestamp) -> Spend {
+    match current {
+        None => Spend::Unknown,
+        Some(t) if t.spent => Spend::Again(t.clone()),
+        Some(t) if t.expires_at <= now => Spend::Expired,
+        Some(t) => Spend::First(Transient { spent: true, ..t.clone() }),
+    }
+}
+
+/// Checks a record to be put: `InvalidRequest` for a value over [`TRANSIENT_BYTES_MAX`] or a
+/// record already spent.
+pub fn check_new(t: &Transient) -> Result<(), StoreError> {
+    if t.value.len() > TRANSIENT_BYTES_MAX {
+        return Err(StoreError::new(StoreErrorKind::InvalidRequest, "a transient record over 16 KiB"));
+    }
+    if t.spent {
+        return Err(StoreError::new(StoreErrorKind::InvalidRequest, "a new transient record is unspent"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: i64) -> Timestamp {
+        chrono::DateTime::from_timestamp(1_800_000_000 + s, 0).expect("time")
+    }
+
+    #[test]
+    fn spent_once_then_known_as_spent_even_after_its_end() {
+        let t = Transient {
+            kind: TransientKind::AuthorizationCode,
+            key: [7; 32],
+            value: b"v".to_vec(),
+            expires_at: at(60),
+            spent: false,
+        };
+        assert_eq!(spend_of(None, at(0)), Spend::Unknown);
+        let Spend::First(spent) = spend_of(Some(&t), at(59)) else { panic!("first") };
+        assert!(spent.spent);
+        assert_eq!(spend_of(Some(&spent), at(10)), Spend::Again(spent.clone()));
+        assert_eq!(spend_of(Some(&spent), at(600)), Spend::Again(spent.clone()));
+        assert_eq!(spend_of(Some(&t), at(60)), Spend::Expired);
+    }
+
+    #[test]
+    fn kinds_have_stable_names() {
+        for kind in [TransientKind::AuthorizationCode, TransientKind::StreamTicket] {
+            assert_eq!(TransientKind::from_name(kind.as_str()), Some(kind));
+        }
+        assert_eq!(TransientKind::from_name("code"), None);
+    }
+
+    #[test]
+    fn new_records_are_bounded_and_unspent() {
+        let mut t = Transient {
+            kind: TransientKind::StreamTicket,
+            key: [1; 32],
+            value: vec![0; 16 * 1024],
+            expires_at: at(1),
+            spent: false,
+        };
+        assert!(check_new(&t).is_ok());
+        t.value.push(0);
+        assert_eq!(check_new(&t).expect_err("too large").kind(), StoreErrorKind::InvalidRequest);
+        t.value.pop();
+        t.spent = true;
+        assert_eq!(check_new(&t).expect_err("spent").kind(), StoreErrorKind::InvalidRequest);
+    }
+}
