@@ -63,8 +63,8 @@ impl Drop for Jobs {
     }
 }
 
-/// Starts every job over `state`. The outbox relay, the hold sweeper and the external worker
-/// change shared state, so each runs in one server process at a time, the holder of its lease
+/// Starts every job over `state`. The outbox relay, the hold sweeper, the sweeper of transient
+/// records and the external worker change shared state, so each runs in one server process at a time, the holder of its lease
 /// ([`leased`]); the bridge from the bus, the audit log's tail, the end of idle sessions and
 /// the follower of revocations serve this process's own streams and requests and run in every
 /// process.
@@ -76,6 +76,7 @@ pub fn start(state: &Arc<AppState>) -> Jobs {
         tokio::spawn(leased(Arc::clone(state), name, Arc::clone(&holder), Arc::clone(&held), job))
     };
     let sweeper = lease("hold-sweeper".to_owned(), Box::new(|state| Box::pin(expire_holds(state))));
+    let transients = lease("transient-sweeper".to_owned(), Box::new(|state| Box::pin(sweep_transients(state))));
     let idle = tokio::spawn(end_idle_sessions(Arc::clone(state)));
     let revocations = tokio::spawn(follow_revocations(Arc::clone(state)));
     let (bridge, relay) = spawn_relay(state);
@@ -86,7 +87,7 @@ pub fn start(state: &Arc<AppState>) -> Jobs {
         Arc::clone(&state.auth.audit_written),
         Arc::clone(&state.audit_position),
     ));
-    let mut tasks = vec![sweeper, idle, revocations, bridge, relay, audit_tail];
+    let mut tasks = vec![sweeper, transients, idle, revocations, bridge, relay, audit_tail];
     if let Some(external) = &state.external {
         let external = Arc::clone(external);
         let worker: Job = Box::new(move |state| Box::pin(external_worker(state, Arc::clone(&external))));
@@ -357,6 +358,25 @@ async fn expire_holds(state: Arc<AppState>) {
                 tracing::info!(voided = n, "expired unconfirmed payments");
             }
             Err(e) => tracing::warn!(error = %e, "expiring holds failed"),
+        }
+    }
+}
+
+/// How long a transient record (an authorization code, a stream ticket) is kept after it ended,
+/// so that a code presented again is still known as used (minutes).
+const TRANSIENT_KEPT_MIN: i64 = 10;
+
+/// Deletes, every minute, the transient records that ended more than [`TRANSIENT_KEPT_MIN`]
+/// ago.
+async fn sweep_transients(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let before = state.now() - chrono::Duration::minutes(TRANSIENT_KEPT_MIN);
+        match state.security.sweep_transients(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(deleted = n, "swept ended transient records"),
+            Err(e) => tracing::warn!(error = %e, "sweeping transient records failed"),
         }
     }
 }

@@ -374,8 +374,9 @@ fn free_port() -> u16 {
 }
 
 /// Two replicas of one deployment (one database, one signing key, one public URL): an access
-/// token issued by one is good on the other, and once its session is signed out on one, the
-/// other refuses it too, within about `jobs::REVOCATION_POLL_MS`.
+/// token issued by one is good on the other, a stream ticket made by one opens a stream on the
+/// other (once), and once its session is signed out on one, the other refuses it too, within
+/// about `jobs::REVOCATION_POLL_MS`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a MongoDB-protocol server: BP_MONGODB_URI (scripts/test.sh starts FerretDB)"]
 async fn a_session_signed_out_on_one_replica_is_refused_by_the_other() {
@@ -399,6 +400,20 @@ async fn a_session_signed_out_on_one_replica_is_refused_by_the_other() {
     let tokens = common::demo_login(&base_a, dir.path(), "ada");
     let (on_a, on_b) = (Api::bearer(&base_a, &tokens), Api::bearer(&base_b, &tokens));
     assert_eq!(on_b.get("/v1/accounts").await.0, StatusCode::OK, "a token of the deployment is good on every replica");
+    // A stream ticket made on one replica opens the stream on the other, once.
+    let (status, ticket) = on_a.post("/v1/events/ticket", &json!({}), None).await;
+    assert_eq!(status, StatusCode::OK, "{ticket}");
+    let ticket = ticket["ticket"].as_str().expect("a ticket").to_owned();
+    let open = |ticket: String| {
+        let base = base_b.clone();
+        async move { reqwest::get(format!("{base}/v1/events?ticket={ticket}")).await.expect("stream") }
+    };
+    let stream = open(ticket.clone()).await;
+    assert_eq!(stream.status(), StatusCode::OK);
+    let kind = stream.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    assert!(kind.starts_with("text/event-stream"), "{kind}");
+    drop(stream);
+    assert_eq!(open(ticket).await.status(), StatusCode::UNAUTHORIZED, "a ticket opens one stream");
 
     let refresh_token = tokens["refresh_token"].as_str().expect("a refresh token");
     let form = [("token", refresh_token), ("client_id", "bp-cli")];

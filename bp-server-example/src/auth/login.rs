@@ -2,8 +2,8 @@
 //! starts: a page of plain HTML forms, password first, then a TOTP code or a device key's
 //! signature (asked whether the password was right or not: a failed sign-in gets one verdict at
 //! the end, which names no element); on success an authorization code goes back to the client's registered redirect URI
-//! with the issuer (RFC 9207). Sign-ins and codes in progress live in memory ([`Flows`]): both
-//! last seconds to minutes.
+//! with the issuer (RFC 9207). Sign-ins in progress live in memory ([`Flows`]) for minutes; the
+//! authorization codes, in the security store, so that any server process redeems them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -17,8 +17,9 @@ use bp_core::customer::Username;
 use bp_core::ids::{CustomerId, DeviceId, SessionId};
 use bp_core::sca::{CustomerGuard, ScaError, SecondFactor, Verified};
 use bp_core::security::{AuditKind, ScaMethod};
+use bp_core::transient::{Transient, TransientKind};
 use chrono::Duration;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::auth::crypto::{ct_eq, random_token, sha256, unb64};
 use crate::auth::oauth::SCOPES;
@@ -38,8 +39,6 @@ const LOGINS_PER_SOURCE_MAX: usize = 20;
 /// signature — so that none tells which element was wrong (RTS art. 4(3)(a)).
 const SIGN_IN_FAILED: &str = "The sign-in failed: the username, password, code or signature was not right. \
      Please start again. After several failed attempts, sign-in is paused for a while.";
-/// Unredeemed authorization codes at most.
-const CODES_MAX: usize = 10_000;
 /// The cookie binding a login form to the browser that opened it.
 const LOGIN_COOKIE: &str = "bp_login";
 /// The `prompt` values `/oauth2/authorize` takes (OpenID Connect Core §3.1.2.1). This provider
@@ -96,8 +95,9 @@ impl LoginTx {
     }
 }
 
-/// An issued authorization code.
-#[derive(Clone, Debug)]
+/// An issued authorization code, kept in the security store as a transient record (so that
+/// the token request may reach another server process than the sign-in) until it is redeemed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(super) struct AuthCode {
     pub(super) client_id: String,
     pub(super) redirect_uri: String,
@@ -109,23 +109,18 @@ pub(super) struct AuthCode {
     pub(super) auth_time: Timestamp,
     pub(super) expires_at: Timestamp,
     pub(super) session: SessionId,
-    pub(super) redeemed: bool,
 }
 
-/// Sign-ins and codes in progress (in memory: both live for seconds to minutes).
+/// Sign-ins in progress (in memory: they live for minutes). Authorization codes are in the
+/// security store ([`bp_core::transient`]).
 #[derive(Debug, Default)]
 pub struct Flows {
     logins: Mutex<HashMap<String, LoginTx>>,
-    pub(super) codes: Mutex<HashMap<[u8; 32], AuthCode>>,
 }
 
 impl Flows {
     fn sweep(&self, now: Timestamp) {
         self.logins.lock().unwrap_or_else(PoisonError::into_inner).retain(|_, t| t.expires_at > now);
-        self.codes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|_, c| c.expires_at + Duration::minutes(10) > now);
     }
 }
 
@@ -478,14 +473,14 @@ pub async fn login_second_factor(
     if let Err(e) = state.sca.signed_in(customer_id, verified, detail).await {
         return ApiError::from(e).into_response();
     }
-    complete(&state, &form.tx, &tx, customer_id, vec!["pwd".to_owned(), amr.to_owned()], now)
+    complete(&state, &form.tx, &tx, customer_id, vec!["pwd".to_owned(), amr.to_owned()], now).await
 }
 
 /// Ends sign-in `tx_id` of `customer_id`, who signed in at `auth_time` with the methods `amr`
 /// (both factors checked, and the success recorded, by the caller): redirects to the client
 /// with a new authorization code, or, when `amr` falls short of the client's `acr_values`,
 /// with `unmet_authentication_requirements` (OpenID Connect Core errata §3.1.2.6).
-pub(super) fn complete(
+pub(super) async fn complete(
     state: &Provider,
     tx_id: &str,
     tx: &LoginTx,
@@ -517,14 +512,21 @@ pub(super) fn complete(
             auth_time,
             expires_at: auth_time + Duration::seconds(secs(state.config.code_ttl_s)),
             session: SessionId::new_v7(),
-            redeemed: false,
         };
-        {
-            let mut codes = state.flows.codes.lock().unwrap_or_else(PoisonError::into_inner);
-            if codes.len() >= CODES_MAX {
-                return error_page(StatusCode::SERVICE_UNAVAILABLE, "Busy", "Please try again in a minute.");
-            }
-            codes.insert(sha256(code.as_bytes()), auth);
+        let record = serde_json::to_vec(&auth).map(|value| Transient {
+            kind: TransientKind::AuthorizationCode,
+            key: sha256(code.as_bytes()),
+            value,
+            expires_at: auth.expires_at,
+            spent: false,
+        });
+        let stored = match record {
+            Ok(record) => state.security.put_transient(record).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = stored {
+            tracing::error!(error = %e, "storing an authorization code failed");
+            return error_page(StatusCode::SERVICE_UNAVAILABLE, "Busy", "Please try again in a minute.");
         }
         let mut params = vec![("code", code.as_str()), ("iss", state.issuer.as_str())];
         if let Some(s) = tx.state.as_deref() {

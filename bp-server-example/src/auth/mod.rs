@@ -87,7 +87,7 @@ pub struct Provider {
     /// Rung after each audit write (by the hooks of `sca`), for whoever reads the log as it
     /// grows (the event streams' audit tail).
     pub audit_written: Arc<tokio::sync::Notify>,
-    /// Sign-in flows and authorization codes in progress.
+    /// Sign-in flows in progress (authorization codes are in the security store).
     flows: Flows,
     /// Passkeys: the Relying Party and its ceremonies in progress.
     pub passkeys: passkey::Passkeys,

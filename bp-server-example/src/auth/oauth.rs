@@ -2,7 +2,7 @@
 //! (the authorization-code grant with PKCE, and rotating refresh tokens with reuse detection,
 //! RFC 9700 §4.14), revocation (RFC 7009) and userinfo.
 
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 
 use axum::Form;
 use axum::extract::State;
@@ -12,6 +12,7 @@ use bp_core::Timestamp;
 use bp_core::api::TokenResponse;
 use bp_core::ids::{CustomerId, SessionId};
 use bp_core::security::{AuditKind, RefreshToken, RefreshTokenState, Rotation};
+use bp_core::transient::{Spend, TransientKind};
 use chrono::Duration;
 use serde::Deserialize;
 
@@ -133,9 +134,15 @@ async fn redeem_code(state: &Provider, client: &ClientConfig, form: &TokenForm) 
         return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "code and code_verifier are required"));
     };
     let hash = sha256(code.as_bytes());
-    let issued = state.flows.codes.lock().unwrap_or_else(PoisonError::into_inner).get(&hash).cloned();
-    let Some(issued) = issued else {
-        return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown or expired code"));
+    let unknown = || oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown or expired code");
+    let stored = match state.security.transient(TransientKind::AuthorizationCode, hash).await {
+        Ok(Some(stored)) => stored,
+        Ok(None) => return Err(unknown()),
+        Err(e) => return Err(ApiError::from(e).into_response()),
+    };
+    let Ok(issued) = serde_json::from_slice::<AuthCode>(&stored.value) else {
+        tracing::error!("a stored authorization code does not decode");
+        return Err(unknown());
     };
     if issued.client_id != client.id || form.redirect_uri.as_deref() != Some(issued.redirect_uri.as_str()) {
         return Err(oauth_error(
@@ -148,22 +155,11 @@ async fn redeem_code(state: &Provider, client: &ClientConfig, form: &TokenForm) 
         let why = "the code_verifier does not match the code_challenge";
         return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", why));
     }
-    let now = state.now();
-    let redeemed = {
-        let mut codes = state.flows.codes.lock().unwrap_or_else(PoisonError::into_inner);
-        match codes.get_mut(&hash) {
-            None => None,
-            Some(auth) if auth.redeemed => Some(Err(())),
-            Some(auth) if auth.expires_at <= now => Some(Ok(None)),
-            Some(auth) => {
-                auth.redeemed = true;
-                Some(Ok(Some(auth.clone())))
-            }
-        }
-    };
-    match redeemed {
-        None => Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown or expired code")),
-        Some(Err(())) => {
+    match state.security.spend_transient(TransientKind::AuthorizationCode, hash, state.now()).await {
+        Ok(Spend::First(_)) => Ok(issued),
+        Ok(Spend::Unknown) => Err(unknown()),
+        Ok(Spend::Expired) => Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "the code has expired")),
+        Ok(Spend::Again(_)) => {
             let (session, customer) = (issued.session, issued.customer_id);
             let detail = serde_json::json!({ "client_id": client.id });
             if let Err(e) = revoke_session(state, session, Some(customer), AuditKind::RefreshTokenReuse, detail).await {
@@ -171,8 +167,7 @@ async fn redeem_code(state: &Provider, client: &ClientConfig, form: &TokenForm) 
             }
             Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "the code was already used"))
         }
-        Some(Ok(None)) => Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "the code has expired")),
-        Some(Ok(Some(auth))) => Ok(auth),
+        Err(e) => Err(ApiError::from(e).into_response()),
     }
 }
 

@@ -352,7 +352,7 @@ pub async fn sign_in(
     if let Err(e) = state.sca.signed_in_with_passkey(customer_id, passkey_id, record, detail).await {
         return ApiError::from(e).into_response();
     }
-    complete(&state, &form.tx, &tx, customer_id, amr, now)
+    complete(&state, &form.tx, &tx, customer_id, amr, now).await
 }
 
 /// Why a passkey sign-in was refused.

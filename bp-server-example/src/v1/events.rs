@@ -54,7 +54,8 @@ pub async fn ticket(
 ) -> Result<axum::Json<Ticket>, ApiError> {
     auth.require("accounts")?;
     let until = authority_until(&state, &auth.0);
-    let ticket = state.tickets.issue(state.now(), (auth.0.customer_id, auth.0.session), until)?;
+    let ticket =
+        state.tickets.issue(state.security.as_ref(), state.now(), (auth.0.customer_id, auth.0.session), until).await?;
     Ok(axum::Json(Ticket { ticket, expires_in: TICKET_TTL_S }))
 }
 
@@ -76,10 +77,8 @@ pub async fn stream(State(state): State<Arc<AppState>>, headers: HeaderMap, Quer
 
 async fn open(state: &Arc<AppState>, headers: &HeaderMap, q: &StreamQuery) -> Result<Response, ApiError> {
     let (customer, session, authority_until) = match (&q.ticket, headers.get(axum::http::header::AUTHORIZATION)) {
-        (Some(t), _) => match state.tickets.spend(t) {
-            Some(t) if t.until > state.now() && !state.auth.verifier.is_revoked(t.session) => {
-                (t.customer, t.session, t.authority_until)
-            }
+        (Some(t), _) => match state.tickets.spend(state.security.as_ref(), t, state.now()).await? {
+            Some(t) if !state.auth.verifier.is_revoked(t.session) => (t.customer, t.session, t.authority_until),
             _ => return Err(ApiError::Unauthorized("unknown, used or expired stream ticket")),
         },
         (None, Some(_)) => {
