@@ -362,8 +362,8 @@ async fn expire_holds(state: Arc<AppState>) {
     }
 }
 
-/// How long a transient record (an authorization code, a stream ticket) is kept after it ended,
-/// so that a code presented again is still known as used (minutes).
+/// How long a transient record is kept after it ended, so that one presented again is still
+/// known as spent (minutes).
 const TRANSIENT_KEPT_MIN: i64 = 10;
 
 /// Deletes, every minute, the transient records that ended more than [`TRANSIENT_KEPT_MIN`]
