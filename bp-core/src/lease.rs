@@ -66,6 +66,15 @@ pub fn check_lease_name(what: &'static str, name: &str) -> Result<(), StoreError
     }
 }
 
+/// Checks what a store is asked for a lease: its name and holder ([`check_lease_name`]) and,
+/// when it is a request for the lease, its length ([`check_lease_ms`]). Every store calls this
+/// first, so that all refuse the same requests.
+pub fn check_request(name: &str, holder: &str, ms: Option<u32>) -> Result<(), StoreError> {
+    check_lease_name("lease name", name)?;
+    check_lease_name("lease holder", holder)?;
+    ms.map_or(Ok(()), check_lease_ms)
+}
+
 /// Checks a lease length in milliseconds.
 pub fn check_lease_ms(ms: u32) -> Result<(), StoreError> {
     if (LEASE_MS_MIN..=LEASE_MS_MAX).contains(&ms) {
@@ -104,9 +113,7 @@ pub fn acquire_in(
     now: Timestamp,
     ms: u32,
 ) -> Result<Lease, StoreError> {
-    check_lease_name("lease name", name)?;
-    check_lease_name("lease holder", holder)?;
-    check_lease_ms(ms)?;
+    check_request(name, holder, Some(ms))?;
     match decide(leases.get(name), name, holder, now, ms) {
         LeaseDecision::Granted(lease) => {
             leases.insert(name.to_owned(), lease.clone());
@@ -125,8 +132,7 @@ pub fn release_in(
     token: u64,
     now: Timestamp,
 ) -> Result<bool, StoreError> {
-    check_lease_name("lease name", name)?;
-    check_lease_name("lease holder", holder)?;
+    check_request(name, holder, None)?;
     let Some(lease) = leases.get_mut(name).filter(|l| releases(Some(l), holder, token, now)) else {
         return Ok(false);
     };

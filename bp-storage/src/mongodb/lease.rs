@@ -78,9 +78,7 @@ pub(crate) async fn acquire(
     now: Timestamp,
     ms: u32,
 ) -> Result<Lease, StoreError> {
-    lease::check_lease_name("lease name", name)?;
-    lease::check_lease_name("lease holder", holder)?;
-    lease::check_lease_ms(ms)?;
+    lease::check_request(name, holder, Some(ms))?;
     for _ in 0..LEASE_STEPS_MAX {
         let current = newest(grants, name).await?;
         let granted = match lease::decide(current.as_ref(), name, holder, now, ms) {
@@ -123,8 +121,7 @@ pub(crate) async fn release(
     token: u64,
     now: Timestamp,
 ) -> Result<bool, StoreError> {
-    lease::check_lease_name("lease name", name)?;
-    lease::check_lease_name("lease holder", holder)?;
+    lease::check_request(name, holder, None)?;
     if !lease::releases(newest(grants, name).await?.as_ref(), holder, token, now) {
         return Ok(false);
     }

@@ -511,9 +511,7 @@ impl Store for SqliteStore {
     }
 
     async fn acquire_lease(&self, name: &str, holder: &str, now: Timestamp, ms: u32) -> Result<Lease, StoreError> {
-        lease::check_lease_name("lease name", name)?;
-        lease::check_lease_name("lease holder", holder)?;
-        lease::check_lease_ms(ms)?;
+        lease::check_request(name, holder, Some(ms))?;
         let (name, holder) = (name.to_owned(), holder.to_owned());
         self.security_write(move |c| match lease::decide(lease_row(c, &name)?.as_ref(), &name, &holder, now, ms) {
             LeaseDecision::Granted(granted) => {
@@ -537,8 +535,7 @@ impl Store for SqliteStore {
     }
 
     async fn release_lease(&self, name: &str, holder: &str, token: u64, now: Timestamp) -> Result<bool, StoreError> {
-        lease::check_lease_name("lease name", name)?;
-        lease::check_lease_name("lease holder", holder)?;
+        lease::check_request(name, holder, None)?;
         let (name, holder) = (name.to_owned(), holder.to_owned());
         self.security_write(move |c| {
             if !lease::releases(lease_row(c, &name)?.as_ref(), &holder, token, now) {
