@@ -676,3 +676,23 @@ async fn totals_stay_zero_under_concurrent_writes() {
     let polls = ok("poller", poller.await);
     assert!(polls > 10, "only {polls} polls ran during the traffic");
 }
+
+/// A migration that fails says which, and why, and leaves the database at the version before.
+#[tokio::test]
+async fn a_failed_migration_names_its_version_and_changes_nothing() {
+    let dir = ok("tempdir", tempfile::tempdir());
+    let path = dir.path().join("v7.db");
+    let clock = Arc::new(ManualClock::new(start_time()));
+    ok("close", open(&path, config(&clock)).close().await);
+    {
+        // Version 7 as a careless hand left it: the table of version 8 is already there.
+        let conn = ok("open with rusqlite", rusqlite::Connection::open(&path));
+        ok("downgrade", conn.execute_batch("DROP TABLE transients; PRAGMA user_version = 7;"));
+    }
+    let e = SqliteStore::open(&path, config(&clock)).expect_err("migration 8 meets its table");
+    let message = e.to_string();
+    assert!(message.contains("schema version 8") && message.contains("leases"), "{message}");
+    let conn = ok("open with rusqlite", rusqlite::Connection::open(&path));
+    let version: i64 = ok("user_version", conn.query_row("PRAGMA user_version", [], |r| r.get(0)));
+    assert_eq!(version, 7, "the failed migration rolled back");
+}

@@ -287,10 +287,17 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let start =
         usize::try_from(version).map_err(|_| StoreError::new(StoreErrorKind::Corrupt, "negative schema version"))?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(start) {
-        let tx = conn.transaction().map_err(sql_err)?;
-        tx.execute_batch(sql).map_err(sql_err)?;
-        tx.pragma_update(None, "user_version", i64::try_from(i + 1).unwrap_or(i64::MAX)).map_err(sql_err)?;
-        tx.commit().map_err(sql_err)?;
+        let to = i64::try_from(i + 1).unwrap_or(i64::MAX);
+        // SQLite's own message names what was in the way (a table, a column): the schema's
+        // words, never a row's values.
+        let failed = |e: rusqlite::Error| {
+            let message = format!("migrating the database to schema version {to} failed: {e}");
+            StoreError::new(sql_err(e).kind(), message)
+        };
+        let tx = conn.transaction().map_err(failed)?;
+        tx.execute_batch(sql).map_err(failed)?;
+        tx.pragma_update(None, "user_version", to).map_err(failed)?;
+        tx.commit().map_err(failed)?;
     }
     Ok(())
 }
