@@ -20,7 +20,7 @@ use crate::account_number::AccountNumber;
 use crate::error::StoreError;
 use crate::ids::{BeneficiaryId, ChallengeId, CustomerId, DeviceId, PasskeyId, SessionId, TransferId};
 use crate::money::{Currency, Money};
-use crate::transient::{Spend, Transient, TransientKind, spend_of};
+use crate::transient::{SharedState, Spend, StateKind, Transient, TransientKind, spend_of};
 
 /// Upper bound of a device's or beneficiary's display name, in characters.
 pub const NAME_CHARS_MAX: usize = 100;
@@ -548,8 +548,25 @@ pub trait SecurityStore: Send + Sync + 'static {
     /// Spends the transient record of `kind` and `key` at `now`, atomically, deciding with
     /// [`crate::transient::spend_of`]: of concurrent spends, one is `First`.
     async fn spend_transient(&self, kind: TransientKind, key: [u8; 32], now: Timestamp) -> Result<Spend, StoreError>;
-    /// Deletes the transient records that ended before `before`; returns how many.
+    /// Deletes the transient records and shared states that ended before `before`; returns
+    /// how many (a shared state counts once, however its store keeps its versions).
     async fn sweep_transients(&self, before: Timestamp) -> Result<u64, StoreError>;
+
+    /// The shared state of `kind` and `key` ([`crate::transient::SharedState`]), ended or not,
+    /// until it is swept.
+    async fn shared_state(&self, kind: StateKind, key: [u8; 32]) -> Result<Option<SharedState>, StoreError>;
+    /// Makes `value`, ending at `expires_at`, the shared state of `kind` and `key`, with version
+    /// `expected + 1`, if its version is still `expected` (0: there is none), atomically
+    /// ([`crate::transient::swaps`]); false, changing nothing, when another swap came first
+    /// (read again and retry). `InvalidRequest` when [`crate::transient::check_swap`] refuses.
+    async fn swap_shared_state(
+        &self,
+        kind: StateKind,
+        key: [u8; 32],
+        expected: u64,
+        value: Vec<u8>,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError>;
 }
 
 #[derive(Debug, Default)]
@@ -566,6 +583,7 @@ struct Inner {
     photos: HashMap<CustomerId, Photo>,
     audit: Vec<AuditEntry>,
     transients: HashMap<(TransientKind, [u8; 32]), Transient>,
+    shared_states: HashMap<(StateKind, [u8; 32]), SharedState>,
 }
 
 /// A [`SecurityStore`] in memory. Cloning shares the same records.
@@ -942,6 +960,31 @@ impl SecurityStore for MemorySecurityStore {
         let mut inner = self.lock();
         let len = inner.transients.len();
         inner.transients.retain(|_, t| t.expires_at >= before);
-        Ok(u64::try_from(len - inner.transients.len()).unwrap_or(u64::MAX))
+        let states = inner.shared_states.len();
+        inner.shared_states.retain(|_, s| s.expires_at >= before);
+        let swept = len - inner.transients.len() + states - inner.shared_states.len();
+        Ok(u64::try_from(swept).unwrap_or(u64::MAX))
+    }
+
+    async fn shared_state(&self, kind: StateKind, key: [u8; 32]) -> Result<Option<SharedState>, StoreError> {
+        Ok(self.lock().shared_states.get(&(kind, key)).cloned())
+    }
+
+    async fn swap_shared_state(
+        &self,
+        kind: StateKind,
+        key: [u8; 32],
+        expected: u64,
+        value: Vec<u8>,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        crate::transient::check_swap(expected, &value)?;
+        let mut inner = self.lock();
+        if !crate::transient::swaps(inner.shared_states.get(&(kind, key)), expected) {
+            return Ok(false);
+        }
+        let state = SharedState { kind, key, version: expected + 1, value, expires_at };
+        inner.shared_states.insert((kind, key), state);
+        Ok(true)
     }
 }

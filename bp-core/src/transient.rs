@@ -8,7 +8,14 @@
 //! gets the record; a later one learns that it was spent (an authorization code presented
 //! twice revokes what the first gave).
 //!
+//! A [`SharedState`] is the other kind of short-lived shared record: a value that processes
+//! change in turn — a sign-in going from stage to stage, a count of attempts, a throttle —
+//! rather than spend. It changes only by a
+//! swap from the version read ([`SecurityStore::swap_shared_state`], ruled by [`swaps`]), so of
+//! two processes changing it at once, one wins and the other reads again.
+//!
 //! [`SecurityStore::put_transient`]: crate::security::SecurityStore::put_transient
+//! [`SecurityStore::swap_shared_state`]: crate::security::SecurityStore::swap_shared_state
 
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +32,8 @@ pub enum TransientKind {
     AuthorizationCode,
     /// An event-stream ticket, until the stream it opens.
     StreamTicket,
+    /// A passkey registration, between its options and the authenticator's answer.
+    PasskeyRegistration,
 }
 
 impl TransientKind {
@@ -33,13 +42,108 @@ impl TransientKind {
         match self {
             Self::AuthorizationCode => "authorization_code",
             Self::StreamTicket => "stream_ticket",
+            Self::PasskeyRegistration => "passkey_registration",
         }
     }
 
+    /// Every kind.
+    pub const ALL: [Self; 3] = [Self::AuthorizationCode, Self::StreamTicket, Self::PasskeyRegistration];
+
     /// The kind named `name` by [`Self::as_str`].
     pub fn from_name(name: &str) -> Option<Self> {
-        [Self::AuthorizationCode, Self::StreamTicket].into_iter().find(|k| k.as_str() == name)
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
     }
+}
+
+/// What a shared state is for: part of its key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateKind {
+    /// A sign-in in progress: the authorization request it answers and how far it got.
+    SignIn,
+    /// Sign-in attempts from one client source in one minute.
+    SourceAttempts,
+    /// Password attempts for one username in one minute.
+    UsernameAttempts,
+    /// Failed passwords for one (username, source) pair, as the lockout rule counts them.
+    PasswordThrottle,
+    /// The sign-ins in progress started from one client source.
+    SourceSignIns,
+    /// A customer's passkey registrations in progress.
+    PasskeyRegistrations,
+}
+
+impl StateKind {
+    /// Its stable name in stores.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SignIn => "sign_in",
+            Self::SourceAttempts => "source_attempts",
+            Self::UsernameAttempts => "username_attempts",
+            Self::PasswordThrottle => "password_throttle",
+            Self::SourceSignIns => "source_sign_ins",
+            Self::PasskeyRegistrations => "passkey_registrations",
+        }
+    }
+
+    /// Every kind.
+    pub const ALL: [Self; 6] = [
+        Self::SignIn,
+        Self::SourceAttempts,
+        Self::UsernameAttempts,
+        Self::PasswordThrottle,
+        Self::SourceSignIns,
+        Self::PasskeyRegistrations,
+    ];
+
+    /// The kind named `name` by [`Self::as_str`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+/// A shared state as stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SharedState {
+    /// What it is for.
+    pub kind: StateKind,
+    /// The SHA-256 of what it is about (a sign-in's id, a source, a username): never that itself.
+    pub key: [u8; 32],
+    /// Its version: 1 when made, one more at each swap.
+    pub version: u64,
+    /// The value (the server's own encoding), at most [`TRANSIENT_BYTES_MAX`].
+    pub value: Vec<u8>,
+    /// From when it is over: the caller reads an ended state as none, and the sweep deletes it.
+    pub expires_at: Timestamp,
+}
+
+impl std::fmt::Debug for SharedState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedState")
+            .field("kind", &self.kind)
+            .field("version", &self.version)
+            .field("value_len", &self.value.len())
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The swapping rule every store applies atomically: a swap expecting version `expected` (0: no
+/// state) replaces `current` when that is its version, ended or not.
+pub fn swaps(current: Option<&SharedState>, expected: u64) -> bool {
+    current.map_or(0, |s| s.version) == expected
+}
+
+/// Checks a swap's value: `InvalidRequest` over [`TRANSIENT_BYTES_MAX`], or when `expected` is
+/// the last version there can be.
+pub fn check_swap(expected: u64, value: &[u8]) -> Result<(), StoreError> {
+    if value.len() > TRANSIENT_BYTES_MAX {
+        return Err(StoreError::new(StoreErrorKind::InvalidRequest, "a shared state over 16 KiB"));
+    }
+    if expected >= i64::MAX as u64 {
+        return Err(StoreError::new(StoreErrorKind::InvalidRequest, "a shared state has no version after this"));
+    }
+    Ok(())
 }
 
 /// A transient record as stored.
@@ -132,10 +236,31 @@ mod tests {
 
     #[test]
     fn kinds_have_stable_names() {
-        for kind in [TransientKind::AuthorizationCode, TransientKind::StreamTicket] {
+        for kind in TransientKind::ALL {
             assert_eq!(TransientKind::from_name(kind.as_str()), Some(kind));
         }
         assert_eq!(TransientKind::from_name("code"), None);
+        for kind in StateKind::ALL {
+            assert_eq!(StateKind::from_name(kind.as_str()), Some(kind));
+        }
+        assert_eq!(StateKind::from_name("authorization_code"), None);
+    }
+
+    #[test]
+    fn a_swap_expects_the_current_version() {
+        let state =
+            SharedState { kind: StateKind::SourceAttempts, key: [2; 32], version: 3, value: vec![], expires_at: at(0) };
+        assert!(swaps(None, 0));
+        assert!(!swaps(None, 1));
+        assert!(swaps(Some(&state), 3), "ended or not");
+        assert!(!swaps(Some(&state), 2));
+        assert!(!swaps(Some(&state), 0));
+        assert!(check_swap(0, &[0; TRANSIENT_BYTES_MAX]).is_ok());
+        assert_eq!(
+            check_swap(0, &[0; TRANSIENT_BYTES_MAX + 1]).expect_err("large").kind(),
+            StoreErrorKind::InvalidRequest
+        );
+        assert_eq!(check_swap(i64::MAX as u64, b"").expect_err("last").kind(), StoreErrorKind::InvalidRequest);
     }
 
     #[test]

@@ -441,14 +441,16 @@ async fn version_2_upgrades_with_its_pending_transfers() {
 
     // Back to what version 2 left: the same tables and rows, without the indexes of versions 3
     // and 4, the passkeys of version 5, the session activity of version 6, the service records
-    // of version 7, the leases of version 8 and the transient records of version 9.
+    // of version 7, the leases of version 8, the transient records of version 9 and the shared
+    // states of version 10.
     let index = "SELECT count(*) FROM sqlite_schema WHERE type = 'index' \
                  AND name IN ('transfers_pending_by_debit', 'audit_by_customer')";
     {
         let conn = ok("open with rusqlite", rusqlite::Connection::open(&path));
         let downgrade = "DROP INDEX transfers_pending_by_debit; DROP INDEX audit_by_customer; DROP TABLE passkeys; \
                          DROP TABLE session_activity; DROP TABLE service_records; DROP TABLE leases; \
-                         DROP TABLE transients; ALTER TABLE journal DROP COLUMN doc; PRAGMA user_version = 2;";
+                         DROP TABLE transients; DROP TABLE shared_states; ALTER TABLE journal DROP COLUMN doc; \
+                         PRAGMA user_version = 2;";
         ok("downgrade", conn.execute_batch(downgrade));
     }
 

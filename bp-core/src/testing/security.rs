@@ -44,7 +44,7 @@ use crate::security::{
     Credentials, Device, PHOTO_BYTES_MAX, Passkey, Photo, RefreshToken, RefreshTokenState, Rotation, ScaChallenge,
     ScaMethod, SecurityState, SecurityStore,
 };
-use crate::transient::{Spend, Transient, TransientKind};
+use crate::transient::{SharedState, Spend, StateKind, Transient, TransientKind};
 
 /// A [`Factory`] of security stores: the factory of this suite. Every [`Factory`] whose value
 /// is a [`SecurityStore`] is one.
@@ -106,8 +106,10 @@ macro_rules! __security_conformance_cases {
             audit_of_a_customer
             passkeys
             transients
+            shared_states
             concurrent_rotation
             concurrent_spend
+            concurrent_swap
         }
     };
 }
@@ -1143,4 +1145,85 @@ pub async fn concurrent_spend<F: SecurityStoreFactory>(f: &F) {
         }
     }
     assert_eq!((first, again), (1, ROTATION_TASKS - 1), "one first spend");
+}
+
+/// Shared states: made at version 1 by a swap expecting none, replaced only by a swap expecting
+/// the current version (ended or not), read back whole; kinds are separate; a refused swap or a
+/// bad one changes nothing; swept after their end with the transient records.
+pub async fn shared_states<F: SecurityStoreFactory>(f: &F) {
+    let store = fresh(f).await;
+    let (attempts, throttle) = (StateKind::SourceAttempts, StateKind::PasswordThrottle);
+    let state = |version: u64, value: &[u8], ends_s: i64| SharedState {
+        kind: attempts,
+        key: [5; 32],
+        version,
+        value: value.to_vec(),
+        expires_at: at(ends_s),
+    };
+    assert_eq!(ok("none yet", store.shared_state(attempts, [5; 32]).await), None);
+    assert!(!ok(
+        "expecting a version of none",
+        store.swap_shared_state(attempts, [5; 32], 1, b"1".to_vec(), at(60)).await
+    ));
+    assert_eq!(ok("still none", store.shared_state(attempts, [5; 32]).await), None);
+    assert!(ok("make", store.swap_shared_state(attempts, [5; 32], 0, b"1".to_vec(), at(60)).await));
+    assert_eq!(ok("read back", store.shared_state(attempts, [5; 32]).await), Some(state(1, b"1", 60)));
+    assert!(!ok("make again", store.swap_shared_state(attempts, [5; 32], 0, b"x".to_vec(), at(60)).await));
+    assert!(ok("swap", store.swap_shared_state(attempts, [5; 32], 1, b"2".to_vec(), at(90)).await));
+    assert!(!ok("a stale swap", store.swap_shared_state(attempts, [5; 32], 1, b"x".to_vec(), at(90)).await));
+    assert!(!ok("a version ahead", store.swap_shared_state(attempts, [5; 32], 3, b"x".to_vec(), at(90)).await));
+    assert_eq!(ok("the swap's", store.shared_state(attempts, [5; 32]).await), Some(state(2, b"2", 90)));
+    assert_eq!(ok("another kind", store.shared_state(throttle, [5; 32]).await), None);
+    assert!(ok(
+        "the same key of another kind",
+        store.swap_shared_state(throttle, [5; 32], 0, b"t".to_vec(), at(30)).await
+    ));
+
+    let large = vec![0; crate::transient::TRANSIENT_BYTES_MAX + 1];
+    let e = store.swap_shared_state(attempts, [5; 32], 2, large, at(90)).await.expect_err("too large");
+    assert_eq!(e.kind(), StoreErrorKind::InvalidRequest);
+    assert_eq!(ok("unchanged", store.shared_state(attempts, [5; 32]).await), Some(state(2, b"2", 90)));
+
+    // An ended state is still there to be swapped (the caller reads it as none) until swept.
+    assert!(ok("swap an ended one", store.swap_shared_state(throttle, [5; 32], 1, b"u".to_vec(), at(20)).await));
+    ok("a transient that ends later", store.put_transient(transient(TransientKind::StreamTicket, 6, b"", 600)).await);
+    assert_eq!(ok("sweep the ended", store.sweep_transients(at(40)).await), 1, "the throttle (20)");
+    assert_eq!(ok("swept", store.shared_state(throttle, [5; 32]).await), None);
+    assert_eq!(ok("kept", store.shared_state(attempts, [5; 32]).await), Some(state(2, b"2", 90)));
+    assert!(ok(
+        "made anew after the sweep",
+        store.swap_shared_state(throttle, [5; 32], 0, b"n".to_vec(), at(90)).await
+    ));
+    assert_eq!(ok("sweep both kinds", store.sweep_transients(at(601)).await), 3);
+    assert_eq!(ok("swept", store.shared_state(attempts, [5; 32]).await), None);
+}
+
+/// Swaps of one shared state at once, each retried from a fresh read: every one lands exactly
+/// once, so a counter counted this way loses no count.
+pub async fn concurrent_swap<F: SecurityStoreFactory>(f: &F) {
+    let store = fresh(f).await;
+    let barrier = Arc::new(Barrier::new(ROTATION_TASKS));
+    let mut tasks = JoinSet::new();
+    for _ in 0..ROTATION_TASKS {
+        let (store, barrier) = (Arc::clone(&store), Arc::clone(&barrier));
+        tasks.spawn(async move {
+            barrier.wait().await;
+            for round in 0.. {
+                assert!(round < 10 * ROTATION_TASKS, "a swap kept losing");
+                let current = store.shared_state(StateKind::UsernameAttempts, [8; 32]).await?;
+                let (version, count) = current.map_or((0, 0), |s| (s.version, s.value.len()));
+                let value = vec![1; count + 1];
+                if store.swap_shared_state(StateKind::UsernameAttempts, [8; 32], version, value, at(60)).await? {
+                    return Ok::<_, StoreError>(());
+                }
+            }
+            Ok(())
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        ok("a counting task", joined.unwrap_or_else(|e| panic!("a counting task failed: {e}")));
+    }
+    let counted = ok("the count", store.shared_state(StateKind::UsernameAttempts, [8; 32]).await).expect("counted");
+    assert_eq!(counted.value.len(), ROTATION_TASKS, "every swap counted once");
+    assert_eq!(counted.version, u64::try_from(ROTATION_TASKS).expect("small"));
 }

@@ -28,7 +28,7 @@ use bp_core::security::{
     Passkey, Photo, RefreshToken, RefreshTokenState, Rotation, ScaChallenge, ScaMethod, SecurityState, SecurityStore,
     answer_of, count_failure, rotation_of, successor_fits,
 };
-use bp_core::transient::{Spend, Transient, TransientKind};
+use bp_core::transient::{SharedState, Spend, StateKind, Transient, TransientKind};
 use mongodb::bson::{self, Bson, Document, doc, spec::BinarySubtype};
 use mongodb::options::{FindOptions, IndexOptions, ReturnDocument};
 use mongodb::{Collection, Database, IndexModel};
@@ -121,6 +121,18 @@ struct TransientDoc {
     expires_us: i64,
 }
 
+/// One version of a shared state, collection `shared_states`, `_id` =
+/// `<kind>/<key in hex>/<version, 20 digits>`: a swap inserts the next version, the one write
+/// made atomic by the unique `_id`, so of two swaps from one version one lands. Versions are kept
+/// until they end; the newest is the state.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct StateDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    value: bson::Binary,
+    expires_us: i64,
+}
+
 /// The security collections of one database.
 #[derive(Clone, Debug)]
 pub(crate) struct SecurityColls {
@@ -141,6 +153,7 @@ pub(crate) struct SecurityColls {
     audit: Collection<Rec<AuditEntry>>,
     transients: Collection<TransientDoc>,
     spends: Collection<ClaimDoc>,
+    states_shared: Collection<StateDoc>,
 }
 
 fn us(t: Timestamp) -> i64 {
@@ -221,6 +234,7 @@ impl SecurityColls {
             audit: db.collection("audit"),
             transients: db.collection("transients"),
             spends: db.collection("transient_spends"),
+            states_shared: db.collection("shared_states"),
         }
     }
 
@@ -238,6 +252,7 @@ impl SecurityColls {
             (self.revoked.name(), doc! { "revoked_us": 1 }),
             (self.audit.name(), doc! { "customer": 1, "_id": 1 }),
             (self.transients.name(), doc! { "expires_us": 1 }),
+            (self.states_shared.name(), doc! { "expires_us": 1 }),
         ] {
             let model = IndexModel::builder().keys(keys).build();
             db.collection::<Document>(name).create_index(model).await.map_err(mongo_err)?;
@@ -728,20 +743,75 @@ impl SecurityStore for MongoStore {
 
     async fn sweep_transients(&self, before: Timestamp) -> Result<u64, StoreError> {
         let filter = doc! { "expires_us": { "$lt": us(before) } };
+        // Shared states: their ended versions, each state counted once.
+        let versions = all(&self.sec().states_shared, filter.clone(), doc! { "_id": 1 }, None).await?;
+        let ended_states: Vec<String> = versions.into_iter().map(|d| d.id).collect();
+        let states = ended_states
+            .iter()
+            .filter_map(|id| id.rsplit_once('/').map(|(chain, _)| chain))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        if !ended_states.is_empty() {
+            self.sec().states_shared.delete_many(doc! { "_id": { "$in": &ended_states } }).await.map_err(mongo_err)?;
+        }
+        let states = u64::try_from(states).unwrap_or(u64::MAX);
         let mut ended = self.sec().transients.find(filter).await.map_err(mongo_err)?;
         let mut ids = Vec::new();
         while ended.advance().await.map_err(mongo_err)? {
             ids.push(ended.deserialize_current().map_err(mongo_err)?.id);
         }
         if ids.is_empty() {
-            return Ok(0);
+            return Ok(states);
         }
         // The records first: a record is never seen unspent after it was spent (a spend whose
         // record is gone is only an orphan claim, deleted next).
         let deleted = self.sec().transients.delete_many(doc! { "_id": { "$in": &ids } }).await.map_err(mongo_err)?;
         self.sec().spends.delete_many(doc! { "_id": { "$in": &ids } }).await.map_err(mongo_err)?;
-        Ok(deleted.deleted_count)
+        Ok(deleted.deleted_count + states)
     }
+
+    async fn shared_state(&self, kind: StateKind, key: [u8; 32]) -> Result<Option<SharedState>, StoreError> {
+        let chain = state_chain(kind, key);
+        // The chain's ids sort by version: `/` < `0`, so the range holds this chain's only.
+        let filter = doc! { "_id": { "$gt": format!("{chain}/"), "$lt": format!("{chain}0") } };
+        let newest = all(&self.sec().states_shared, filter, doc! { "_id": -1 }, Some(1)).await?;
+        let Some(d) = newest.into_iter().next() else { return Ok(None) };
+        let version =
+            d.id.rsplit('/')
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| StoreError::new(StoreErrorKind::Corrupt, "a malformed shared state id"))?;
+        Ok(Some(SharedState { kind, key, version, value: d.value.bytes, expires_at: from_us(d.expires_us)? }))
+    }
+
+    /// A swap that read an old version inserts a version that exists, and loses; a state swept
+    /// whole (every version ended) starts again at version 1. Versions are swept one by one as
+    /// they end, so a swap could land on a swept older version only if it read that version
+    /// after it ended, and then it was as good as none.
+    async fn swap_shared_state(
+        &self,
+        kind: StateKind,
+        key: [u8; 32],
+        expected: u64,
+        value: Vec<u8>,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        bp_core::transient::check_swap(expected, &value)?;
+        let current = self.shared_state(kind, key).await?;
+        if !bp_core::transient::swaps(current.as_ref(), expected) {
+            return Ok(false);
+        }
+        let d = StateDoc {
+            id: format!("{}/{:020}", state_chain(kind, key), expected + 1),
+            value: bson::Binary { subtype: BinarySubtype::Generic, bytes: value },
+            expires_us: us(expires_at),
+        };
+        insert_claim(&self.sec().states_shared, &d).await
+    }
+}
+
+fn state_chain(kind: StateKind, key: [u8; 32]) -> String {
+    format!("{}/{}", kind.as_str(), hex(&key))
 }
 
 fn transient_id(kind: TransientKind, key: [u8; 32]) -> String {

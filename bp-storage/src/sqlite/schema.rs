@@ -8,11 +8,11 @@ use bp_core::{StoreError, StoreErrorKind};
 use super::sql_err;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 9;
+pub const SCHEMA_VERSION: i64 = 10;
 
 /// Each migration takes the schema from version `index` to `index + 1`. A released migration is
 /// never edited: databases that ran it must keep matching it.
-const MIGRATIONS: [&str; 9] = [
+const MIGRATIONS: [&str; 10] = [
     r"
 -- Small named counters of the store itself.
 CREATE TABLE meta (
@@ -265,6 +265,19 @@ CREATE TABLE transients (
     PRIMARY KEY (kind, key)
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX transients_by_end ON transients(expires_at);
+",
+    // 10: shared states (attempt counts, password throttles: `bp_core::transient::SharedState`),
+    // so that every server process on the file counts the same attempts.
+    r"
+CREATE TABLE shared_states (
+    kind       TEXT NOT NULL,
+    key        BLOB NOT NULL,
+    version    INTEGER NOT NULL CHECK (version > 0),
+    value      BLOB NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (kind, key)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX shared_states_by_end ON shared_states(expires_at);
 ",
 ];
 

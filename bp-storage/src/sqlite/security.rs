@@ -28,7 +28,7 @@ use bp_core::security::{
     Passkey, Photo, RefreshToken, RefreshTokenState, Rotation, ScaChallenge, ScaMethod, SecurityState, SecurityStore,
     answer_of, count_failure, rotation_of, successor_fits,
 };
-use bp_core::transient::{Spend, Transient, TransientKind, spend_of};
+use bp_core::transient::{SharedState, Spend, StateKind, Transient, TransientKind, spend_of};
 use bp_core::{StoreError, StoreErrorKind, Timestamp};
 use rusqlite::{Connection, Row, TransactionBehavior, params};
 use serde_json::{Map, Value};
@@ -873,10 +873,60 @@ impl SecurityStore for SqliteStore {
     async fn sweep_transients(&self, before: Timestamp) -> Result<u64, StoreError> {
         self.security_write(move |c| {
             let n = execute(c, "DELETE FROM transients WHERE expires_at < ?1", params![micros(before)])?;
-            Ok(u64::try_from(n).unwrap_or(u64::MAX))
+            let m = execute(c, "DELETE FROM shared_states WHERE expires_at < ?1", params![micros(before)])?;
+            Ok(u64::try_from(n + m).unwrap_or(u64::MAX))
         })
         .await
     }
+
+    async fn shared_state(&self, kind: StateKind, key: [u8; 32]) -> Result<Option<SharedState>, StoreError> {
+        self.read(move |c, _| shared_state_row(c, kind, key)).await
+    }
+
+    async fn swap_shared_state(
+        &self,
+        kind: StateKind,
+        key: [u8; 32],
+        expected: u64,
+        value: Vec<u8>,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        bp_core::transient::check_swap(expected, &value)?;
+        let version = i64::try_from(expected + 1).map_err(|_| corrupt("shared state version"))?;
+        self.security_write(move |c| {
+            if !bp_core::transient::swaps(shared_state_row(c, kind, key)?.as_ref(), expected) {
+                return Ok(false);
+            }
+            execute(
+                c,
+                "INSERT INTO shared_states (kind, key, version, value, expires_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (kind, key) DO UPDATE SET version = excluded.version, value = excluded.value, \
+                 expires_at = excluded.expires_at",
+                params![kind.as_str(), key, version, value, micros(expires_at)],
+            )?;
+            Ok(true)
+        })
+        .await
+    }
+}
+
+/// The shared state of `kind` and `key`.
+fn shared_state_row(c: &Connection, kind: StateKind, key: [u8; 32]) -> Result<Option<SharedState>, StoreError> {
+    row(
+        c,
+        "SELECT version, value, expires_at FROM shared_states WHERE kind = ?1 AND key = ?2",
+        params![kind.as_str(), key],
+        |r| {
+            Ok(SharedState {
+                kind,
+                key,
+                version: u64::try_from(r.get::<_, i64>(0).map_err(sql_err)?)
+                    .map_err(|_| corrupt("shared state version"))?,
+                value: r.get(1).map_err(sql_err)?,
+                expires_at: time(r.get(2).map_err(sql_err)?)?,
+            })
+        },
+    )
 }
 
 /// The transient record of `kind` and `key`.
