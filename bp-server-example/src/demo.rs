@@ -348,10 +348,32 @@ async fn seed_loan(state: &AppState, username: &str, customer: CustomerId, eur: 
         (LoanInput::Collect { available_minor: account.available_minor() + 300_000 - 3_000 }, state.now()),
     ];
     let policy = LoanPolicy::default();
+    // The external worker (of this process or another) may take a step of the loan between two
+    // of ours (the record is due from its request on): on a version conflict the step is
+    // computed again from the record as the worker left it, and a step the worker already took
+    // (refused by the state machine, or changing nothing) is skipped.
+    let mut raced = false;
     for (input, at) in steps {
-        let t = loan::transition(&record, &input, at, &policy, 0).map_err(|e| err(&e))?;
-        if t.record != record {
-            record = state.services.apply(record.id, record.version, t).await.map_err(|e| err(&e))?;
+        loop {
+            let t = match loan::transition(&record, &input, at, &policy, 0) {
+                Ok(t) => t,
+                Err(_) if raced => break,
+                Err(e) => return Err(err(&e)),
+            };
+            if t.record == record {
+                break;
+            }
+            match state.services.apply(record.id, record.version, t).await {
+                Ok(applied) => {
+                    record = applied;
+                    break;
+                }
+                Err(bp_core::Error::Ledger(bp_core::LedgerError::VersionConflict { .. })) => {
+                    raced = true;
+                    record = state.services.service_record(record.id).await.map_err(|e| err(&e))?.ok_or("no loan")?;
+                }
+                Err(e) => return Err(err(&e)),
+            }
         }
     }
     state.external_wake.notify_one();

@@ -425,6 +425,9 @@ async fn a_payment_in_flight_when_the_server_is_killed_is_submitted_once_after_r
         ("BP_EXTERNAL__SEPA__WEBHOOK_SECRETS", "[\"bp-test-webhook-secret-0123456789abcdef\"]"),
         ("BP_EXTERNAL__SEPA__CHECK_FIRST_MS", "50"),
         ("BP_EXTERNAL__SEPA__CHECK_MAX_MS", "200"),
+        // The killed process's lease on the external worker ends within this after its last
+        // renewal; the restarted one waits for that end before it runs the worker.
+        ("BP_SERVER__JOB_LEASE_MS", "1000"),
     ];
     let unreachable = [env.as_slice(), &[("BP_EXTERNAL__SEPA__BASE_URL", "http://127.0.0.1:1/")]].concat();
     let (_, _, mut child) = common::spawn_binary(dir.path(), &unreachable);
@@ -1071,7 +1074,8 @@ async fn a_loan_disbursing_when_the_server_is_killed_is_disbursed_once_after_res
     use bp_server_example::demo::read_credentials;
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut base, _, mut child) = common::spawn_binary(dir.path(), &[]);
+    // Each restart waits for the killed process's lease on the jobs to end: a short one.
+    let (mut base, _, mut child) = common::spawn_binary(dir.path(), &[("BP_SERVER__JOB_LEASE_MS", "1000")]);
     let api = Api::bearer(&base, &common::demo_login(&base, dir.path(), "ada"));
     let credentials = read_credentials(&dir.path().join("demo-credentials.txt")).expect("credentials");
     let (_, _, secret) = credentials.iter().find(|(u, _, _)| u == "ada").expect("ada").clone();
@@ -1134,7 +1138,10 @@ async fn a_loan_disbursing_when_the_server_is_killed_is_disbursed_once_after_res
         let _ = in_flight.await;
         // On the same address: the issuer (and so the tokens) stay the same.
         let listen = base.trim_start_matches("http://").to_owned();
-        let (restarted, _, again) = common::spawn_binary(dir.path(), &[("BP_SERVER__LISTEN", listen.as_str())]);
+        let (restarted, _, again) = common::spawn_binary(
+            dir.path(),
+            &[("BP_SERVER__LISTEN", listen.as_str()), ("BP_SERVER__JOB_LEASE_MS", "1000")],
+        );
         (base, child) = (restarted, again);
         let api = Api { base: base.clone(), ..api.clone() };
         let (_, found) = api.get(&format!("/v1/loans/{id}")).await;

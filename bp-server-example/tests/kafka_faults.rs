@@ -207,6 +207,8 @@ async fn a_killed_server_publishes_on_restart_and_another_process_gets_every_eve
         ("BP_BUS__KAFKA__BOOTSTRAP_SERVERS", kafka.bootstrap_servers.as_str()),
         ("BP_BUS__KAFKA__TOPIC", kafka.topic.as_str()),
         ("BP_BUS__KAFKA__PARTITIONS", partitions.as_str()),
+        // The restarted process waits for the killed one's lease on the relay to end.
+        ("BP_SERVER__JOB_LEASE_MS", "1000"),
     ];
     let (base, _logs, mut child) = common::spawn_binary(dir.path(), &env);
     let ada = common::demo_login(&base, dir.path(), "ada");
