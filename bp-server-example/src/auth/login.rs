@@ -2,11 +2,12 @@
 //! starts: a page of plain HTML forms, password first, then a TOTP code or a device key's
 //! signature (asked whether the password was right or not: a failed sign-in gets one verdict at
 //! the end, which names no element); on success an authorization code goes back to the client's registered redirect URI
-//! with the issuer (RFC 9207). Sign-ins in progress live in memory ([`Flows`]) for minutes; the
-//! authorization codes, in the security store, so that any server process redeems them.
+//! with the issuer (RFC 9207). Sign-ins in progress are shared states of the security store
+//! (`StateKind::SignIn`, keyed by the SHA-256 of the page's id), each stage a swap from the
+//! version read; the authorization codes are transient records there: any server process serves
+//! any step, and a sign-in completes once.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use axum::Form;
 use axum::extract::{Query, State};
@@ -17,28 +18,27 @@ use bp_core::customer::Username;
 use bp_core::ids::{CustomerId, DeviceId, SessionId};
 use bp_core::sca::{CustomerGuard, ScaError, SecondFactor, Verified};
 use bp_core::security::{AuditKind, ScaMethod};
-use bp_core::transient::{Transient, TransientKind};
+use bp_core::transient::{StateKind, Transient, TransientKind};
 use chrono::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::crypto::{ct_eq, random_token, sha256, unb64};
 use crate::auth::oauth::SCOPES;
 use crate::auth::pages::{error_page, password_page, second_factor_page};
+use crate::auth::passkey::{SigningIn, slot};
 use crate::auth::tokens::Acr;
 use crate::auth::{Provider, secs};
 use crate::http::client::{ClientAddr, Source};
 use crate::http::problem::ApiError;
 
-/// Sign-ins in progress at most (beyond, new ones are refused until some finish or expire).
-const LOGINS_MAX: usize = 10_000;
-/// Sign-ins in progress at most per client source, so that one source cannot fill the whole
-/// store of them (an unauthenticated `GET /oauth2/authorize` makes one).
-const LOGINS_PER_SOURCE_MAX: usize = 20;
 /// What every failed sign-in answers, once both stages are done — a wrong password, an unknown
 /// username, a username throttled from this source, a customer locked out, a wrong code or
 /// signature — so that none tells which element was wrong (RTS art. 4(3)(a)).
 const SIGN_IN_FAILED: &str = "The sign-in failed: the username, password, code or signature was not right. \
      Please start again. After several failed attempts, sign-in is paused for a while.";
+/// Sign-ins in progress at most per client source, so that one source cannot fill the store
+/// with them (an unauthenticated `GET /oauth2/authorize` makes one).
+const LOGINS_PER_SOURCE_MAX: usize = 20;
 /// The cookie binding a login form to the browser that opened it.
 const LOGIN_COOKIE: &str = "bp_login";
 /// The `prompt` values `/oauth2/authorize` takes (OpenID Connect Core §3.1.2.1). This provider
@@ -49,7 +49,7 @@ pub const PROMPTS: [&str; 2] = ["none", "login"];
 const ACR_UNMET: &str = "This application asks for a sign-in with a passkey. Use a passkey to sign in.";
 
 /// Where a sign-in is.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 enum Stage {
     /// Waiting for username and password.
     Password,
@@ -62,10 +62,12 @@ enum Stage {
         /// The username typed, to fill the field again after a failed sign-in.
         username: String,
     },
+    /// Completed: its code was issued (or its failure told to the client); its page is spent.
+    Done,
 }
 
 /// A sign-in in progress: the validated authorization request and how far it got.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(super) struct LoginTx {
     client_id: String,
     redirect_uri: String,
@@ -81,17 +83,15 @@ pub(super) struct LoginTx {
     source: Source,
     /// The least class of sign-in the client accepts (its `acr_values`).
     acr: Acr,
+    /// The passkey ceremony begun on this page, if any.
+    #[serde(default)]
+    pub(super) passkey: Option<SigningIn>,
 }
 
 impl LoginTx {
     /// The client signing in.
     pub(super) fn client_id(&self) -> &str {
         &self.client_id
-    }
-
-    /// When the sign-in page expires.
-    pub(super) fn expires_at(&self) -> Timestamp {
-        self.expires_at
     }
 }
 
@@ -111,17 +111,26 @@ pub(super) struct AuthCode {
     pub(super) session: SessionId,
 }
 
-/// Sign-ins in progress (in memory: they live for minutes). Authorization codes are in the
-/// security store ([`bp_core::transient`]).
-#[derive(Debug, Default)]
-pub struct Flows {
-    logins: Mutex<HashMap<String, LoginTx>>,
+/// The sign-in of page `tx_id` as stored, with its version; none once it ended.
+async fn load(state: &Provider, tx_id: &str) -> Result<Option<(u64, LoginTx)>, ApiError> {
+    let Some(stored) = state.security.shared_state(StateKind::SignIn, sha256(tx_id.as_bytes())).await? else {
+        return Ok(None);
+    };
+    let tx: LoginTx = serde_json::from_slice(&stored.value).map_err(|_| ApiError::Internal)?;
+    Ok((tx.expires_at > state.now()).then_some((stored.version, tx)))
 }
 
-impl Flows {
-    fn sweep(&self, now: Timestamp) {
-        self.logins.lock().unwrap_or_else(PoisonError::into_inner).retain(|_, t| t.expires_at > now);
-    }
+/// Stores `tx` as the sign-in of page `tx_id` if it is still at `version` (0: new); false when
+/// another request changed it first.
+pub(super) async fn save(state: &Provider, tx_id: &str, version: u64, tx: &LoginTx) -> Result<bool, ApiError> {
+    let value = serde_json::to_vec(tx).map_err(|_| ApiError::Internal)?;
+    let key = sha256(tx_id.as_bytes());
+    Ok(state.security.swap_shared_state(StateKind::SignIn, key, version, value, tx.expires_at).await?)
+}
+
+/// The page shown when storing a sign-in failed.
+fn busy_page() -> Response {
+    error_page(StatusCode::SERVICE_UNAVAILABLE, "Busy", "Please try again in a minute.")
 }
 
 /// The query of `/oauth2/authorize`.
@@ -178,7 +187,7 @@ pub async fn authorize(
     Query(q): Query<AuthorizeQuery>,
 ) -> Response {
     let source = client_addr.source();
-    if let Err(e) = state.rate_limit(source) {
+    if let Err(e) = state.rate_limit(source).await {
         return e.into_response();
     }
     // Until client and redirect URI are known good, errors are shown, never redirected
@@ -228,7 +237,6 @@ pub async fn authorize(
         Err(description) => return fail("invalid_request", description),
     };
     let now = state.now();
-    state.flows.sweep(now);
     let tx_id = random_token(24);
     let cookie = random_token(24);
     let tx = LoginTx {
@@ -244,24 +252,30 @@ pub async fn authorize(
         stage: Stage::Password,
         source,
         acr,
+        passkey: None,
     };
+    let key = sha256(tx_id.as_bytes());
+    match state
+        .take_slot(StateKind::SourceSignIns, &source.key_bytes(), slot(&key), tx.expires_at, LOGINS_PER_SOURCE_MAX)
+        .await
     {
-        let mut logins = state.flows.logins.lock().unwrap_or_else(PoisonError::into_inner);
-        if logins.values().filter(|t| t.source == source).count() >= LOGINS_PER_SOURCE_MAX {
+        Ok(true) => {}
+        Ok(false) => {
             return error_page(
                 StatusCode::TOO_MANY_REQUESTS,
                 "Too many sign-ins",
                 "Too many sign-ins were started from your address. Finish one, or try again in a few minutes.",
             );
         }
-        if logins.len() >= LOGINS_MAX {
-            return error_page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Busy",
-                "Too many sign-ins are in progress. Please try again in a minute.",
-            );
+        Err(e) => return e.into_response(),
+    }
+    match save(&state, &tx_id, 0, &tx).await {
+        Ok(true) => {}
+        Ok(false) => return busy_page(),
+        Err(e) => {
+            tracing::error!(error = %e, "storing a sign-in failed");
+            return busy_page();
         }
-        logins.insert(tx_id.clone(), tx);
     }
     let note = (acr > Acr::TwoFactor).then_some(ACR_UNMET);
     let mut response = Html(password_page(&client.name, &tx_id, None, note)).into_response();
@@ -294,10 +308,21 @@ pub fn login_message(tx: &str, nonce: &str) -> String {
     format!("bp-login-v1\ntx:{tx}\nnonce:{nonce}")
 }
 
-pub(super) fn take_tx(state: &Provider, headers: &HeaderMap, tx_id: &str) -> Result<LoginTx, Box<Response>> {
-    let now = state.now();
-    let logins = state.flows.logins.lock().unwrap_or_else(PoisonError::into_inner);
-    let Some(tx) = logins.get(tx_id).filter(|t| t.expires_at > now) else {
+/// The sign-in of page `tx_id` and its version, when it is in progress and was started in this
+/// browser (its cookie); else the page to show.
+pub(super) async fn take_tx(
+    state: &Provider,
+    headers: &HeaderMap,
+    tx_id: &str,
+) -> Result<(u64, LoginTx), Box<Response>> {
+    let found = match load(state, tx_id).await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::error!(error = %e, "reading a sign-in failed");
+            return Err(Box::new(busy_page()));
+        }
+    };
+    let Some((version, tx)) = found.filter(|(_, t)| !matches!(t.stage, Stage::Done)) else {
         return Err(Box::new(error_page(
             StatusCode::BAD_REQUEST,
             "Sign-in expired",
@@ -312,7 +337,7 @@ pub(super) fn take_tx(state: &Provider, headers: &HeaderMap, tx_id: &str) -> Res
             "This sign-in was started in another browser or its cookie was blocked. Start again from the application.",
         )));
     }
-    Ok(tx.clone())
+    Ok((version, tx))
 }
 
 /// `POST /oauth2/login/password`. Right or wrong — a wrong password, an unknown username, a
@@ -325,13 +350,13 @@ pub async fn login_password(
     headers: HeaderMap,
     Form(form): Form<PasswordForm>,
 ) -> Response {
-    let tx = match take_tx(&state, &headers, &form.tx) {
-        Ok(tx) => tx,
+    let (version, mut tx) = match take_tx(&state, &headers, &form.tx).await {
+        Ok(found) => found,
         Err(page) => return *page,
     };
     let client_name = state.client(&tx.client_id).map(|c| c.name.clone()).unwrap_or_default();
     let source = client_addr.source();
-    if let Err(e) = state.rate_limit(source) {
+    if let Err(e) = state.rate_limit(source).await {
         return e.into_response();
     }
     if tx.acr > Acr::TwoFactor {
@@ -344,7 +369,9 @@ pub async fn login_password(
         Err(e) => return e.into_response(),
     };
     if right {
-        state.password_passed(&form.username, source);
+        if let Err(e) = state.password_passed(&form.username, source).await {
+            return e.into_response();
+        }
     } else {
         metrics::counter!("bp_logins_total", "outcome" => "failed").increment(1);
         let detail = serde_json::json!({ "client_id": tx.client_id });
@@ -352,35 +379,47 @@ pub async fn login_password(
             state.audit(AuditKind::LockedOutAttempt, customer_id, detail).await.ok();
         } else {
             state.audit(AuditKind::PasswordFailed, customer_id, detail).await.ok();
-            if let Some(lock_s) = state.password_failed(&form.username, source) {
-                let detail = serde_json::json!({ "scope": "username_and_source", "lock_s": lock_s });
-                state.audit(AuditKind::LockedOut, customer_id, detail).await.ok();
+            match state.password_failed(&form.username, source).await {
+                Ok(Some(lock_s)) => {
+                    let detail = serde_json::json!({ "scope": "username_and_source", "lock_s": lock_s });
+                    state.audit(AuditKind::LockedOut, customer_id, detail).await.ok();
+                }
+                Ok(None) => {}
+                Err(e) => return e.into_response(),
             }
         }
     }
     // The second-factor page either way: whether the password was right is told only with the
     // verdict on both factors.
     let passed = customer_id.filter(|_| right);
-    let mut logins = state.flows.logins.lock().unwrap_or_else(PoisonError::into_inner);
-    let Some(stored) = logins.get_mut(&form.tx) else {
-        return error_page(StatusCode::BAD_REQUEST, "Sign-in expired", "Start again from the application.");
-    };
-    stored.stage = Stage::SecondFactor { customer_id: passed, username: form.username.trim().to_owned() };
-    let nonce = stored.device_nonce.clone();
-    drop(logins);
-    Html(second_factor_page(&client_name, &form.tx, &nonce, None)).into_response()
+    tx.stage = Stage::SecondFactor { customer_id: passed, username: form.username.trim().to_owned() };
+    match save(&state, &form.tx, version, &tx).await {
+        Ok(true) => {}
+        // The form was sent twice (a double click, another replica): the first to land decided
+        // the stage; this answer shows the same page, whose form that stage takes.
+        Ok(false) => match take_tx(&state, &headers, &form.tx).await {
+            Ok((_, now_stored)) if matches!(now_stored.stage, Stage::SecondFactor { .. }) => {}
+            Ok(_) => {
+                return error_page(StatusCode::BAD_REQUEST, "Sign-in expired", "Start again from the application.");
+            }
+            Err(page) => return *page,
+        },
+        Err(e) => return e.into_response(),
+    }
+    Html(second_factor_page(&client_name, &form.tx, &tx.device_nonce, None)).into_response()
 }
 
-/// The verdict on a failed sign-in, whichever element failed: sign-in `tx_id` goes back to its
-/// password stage, with the one message of every failure.
-fn sign_in_failed(state: &Provider, tx_id: &str, client_name: &str) -> Response {
-    let mut logins = state.flows.logins.lock().unwrap_or_else(PoisonError::into_inner);
-    let username =
-        logins.get_mut(tx_id).and_then(|stored| match std::mem::replace(&mut stored.stage, Stage::Password) {
-            Stage::SecondFactor { username, .. } => Some(username),
-            Stage::Password => None,
-        });
-    drop(logins);
+/// The verdict on a failed sign-in, whichever element failed: sign-in `tx_id` (at `version`)
+/// goes back to its password stage, with the one message of every failure. (A swap lost to a
+/// concurrent request of the same page leaves that request's stage.)
+async fn sign_in_failed(state: &Provider, tx_id: &str, version: u64, mut tx: LoginTx, client_name: &str) -> Response {
+    let username = match std::mem::replace(&mut tx.stage, Stage::Password) {
+        Stage::SecondFactor { username, .. } => Some(username),
+        Stage::Password | Stage::Done => None,
+    };
+    if let Err(e) = save(state, tx_id, version, &tx).await {
+        return e.into_response();
+    }
     Html(password_page(client_name, tx_id, username.as_deref(), Some(SIGN_IN_FAILED))).into_response()
 }
 
@@ -396,7 +435,9 @@ pub(super) struct Claimant<'a> {
 }
 
 pub(super) async fn claimant<'a>(state: &'a Provider, username: &str, source: Source) -> Claimant<'a> {
-    let refused = !state.username_within_budget(username) || state.throttled(username, source);
+    // A store failing to count refuses the attempt (counted as refused, never as allowed).
+    let within = state.username_within_budget(username).await.unwrap_or(false);
+    let refused = !within || state.throttled(username, source).await.unwrap_or(true);
     let customer = match Username::parse(username.trim()) {
         Ok(u) => state.ledger.customer_by_username(&u).await.ok().flatten(),
         Err(_) => None,
@@ -435,8 +476,8 @@ pub async fn login_second_factor(
     headers: HeaderMap,
     Form(form): Form<SecondFactorForm>,
 ) -> Response {
-    let tx = match take_tx(&state, &headers, &form.tx) {
-        Ok(tx) => tx,
+    let (version, tx) = match take_tx(&state, &headers, &form.tx).await {
+        Ok(found) => found,
         Err(page) => return *page,
     };
     let client_name = state.client(&tx.client_id).map(|c| c.name.clone()).unwrap_or_default();
@@ -444,11 +485,13 @@ pub async fn login_second_factor(
         return Html(password_page(&client_name, &form.tx, None, Some("Enter your username and password first.")))
             .into_response();
     };
-    if let Err(e) = state.rate_limit(client_addr.source()) {
+    if let Err(e) = state.rate_limit(client_addr.source()).await {
         return e.into_response();
     }
     // The password stage failed (and was counted there): the verdict, whatever was entered here.
-    let Some(customer_id) = customer_id else { return sign_in_failed(&state, &form.tx, &client_name) };
+    let Some(customer_id) = customer_id else {
+        return sign_in_failed(&state, &form.tx, version, tx, &client_name).await;
+    };
     let _guard = state.sca.lock(customer_id).await;
     let verified = match check_second_factor(&state, customer_id, &form, &tx).await {
         Ok(Some(verified)) => verified,
@@ -457,11 +500,11 @@ pub async fn login_second_factor(
             if let Err(e) = state.sca.record_failure(customer_id, AuditKind::SecondFactorFailed).await {
                 return ApiError::from(e).into_response();
             }
-            return sign_in_failed(&state, &form.tx, &client_name);
+            return sign_in_failed(&state, &form.tx, version, tx, &client_name).await;
         }
         Err(ApiError::LockedOut { .. }) => {
             state.audit(AuditKind::LockedOutAttempt, Some(customer_id), serde_json::json!({})).await.ok();
-            return sign_in_failed(&state, &form.tx, &client_name);
+            return sign_in_failed(&state, &form.tx, version, tx, &client_name).await;
         }
         Err(e) => return e.into_response(),
     };
@@ -473,22 +516,38 @@ pub async fn login_second_factor(
     if let Err(e) = state.sca.signed_in(customer_id, verified, detail).await {
         return ApiError::from(e).into_response();
     }
-    complete(&state, &form.tx, &tx, customer_id, vec!["pwd".to_owned(), amr.to_owned()], now).await
+    complete(&state, &form.tx, version, tx, customer_id, vec!["pwd".to_owned(), amr.to_owned()], now).await
 }
 
-/// Ends sign-in `tx_id` of `customer_id`, who signed in at `auth_time` with the methods `amr`
-/// (both factors checked, and the success recorded, by the caller): redirects to the client
-/// with a new authorization code, or, when `amr` falls short of the client's `acr_values`,
-/// with `unmet_authentication_requirements` (OpenID Connect Core errata §3.1.2.6).
+/// Ends sign-in `tx_id` (at `version`) of `customer_id`, who signed in at `auth_time` with the
+/// methods `amr` (both factors checked, and the success recorded, by the caller): redirects to
+/// the client with a new authorization code, or, when `amr` falls short of the client's
+/// `acr_values`, with `unmet_authentication_requirements` (OpenID Connect Core errata
+/// §3.1.2.6). The sign-in is marked done first: of two requests completing it, one gets a code.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn complete(
     state: &Provider,
     tx_id: &str,
-    tx: &LoginTx,
+    version: u64,
+    mut tx: LoginTx,
     customer_id: CustomerId,
     amr: Vec<String>,
     auth_time: Timestamp,
 ) -> Response {
-    state.flows.logins.lock().unwrap_or_else(PoisonError::into_inner).remove(tx_id);
+    tx.stage = Stage::Done;
+    tx.passkey = None;
+    match save(state, tx_id, version, &tx).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return error_page(StatusCode::BAD_REQUEST, "Sign-in expired", "Start again from the application.");
+        }
+        Err(e) => return e.into_response(),
+    }
+    // Its source may start another (a failure to say so leaves the slot to end with the page).
+    let key = sha256(tx_id.as_bytes());
+    if let Err(e) = state.free_slot(StateKind::SourceSignIns, &tx.source.key_bytes(), slot(&key)).await {
+        tracing::warn!(error = %e, "freeing a sign-in's slot failed");
+    }
     let mut response = if Acr::of_amr(&amr).is_none_or(|acr| acr < tx.acr) {
         let description = "the sign-in does not reach the class acr_values asks for";
         redirect_error(
@@ -526,7 +585,7 @@ pub(super) async fn complete(
         };
         if let Err(e) = stored {
             tracing::error!(error = %e, "storing an authorization code failed");
-            return error_page(StatusCode::SERVICE_UNAVAILABLE, "Busy", "Please try again in a minute.");
+            return busy_page();
         }
         let mut params = vec![("code", code.as_str()), ("iss", state.issuer.as_str())];
         if let Some(s) = tx.state.as_deref() {

@@ -47,11 +47,8 @@ use bp_core::{Ledger, Store, Timestamp};
 pub use crate::auth::bearer::{Auth, Passive, Payer, authenticate, authenticate_request};
 use crate::auth::crypto::PasswordHasherConfig;
 use crate::auth::dpop::{Dpop, Proof, ProofError, Target};
-use crate::auth::guard::{Budget, Throttle};
-use crate::auth::login::Flows;
 use crate::auth::tokens::{External, Keys, Verifier};
 use crate::config::{AuthConfig, ClientConfig, Config};
-use crate::http::client::Source;
 
 /// The provider's state: what its endpoints, the token checks and the security bookkeeping share.
 pub struct Provider {
@@ -87,18 +84,10 @@ pub struct Provider {
     /// Rung after each audit write (by the hooks of `sca`), for whoever reads the log as it
     /// grows (the event streams' audit tail).
     pub audit_written: Arc<tokio::sync::Notify>,
-    /// Sign-in flows in progress (authorization codes are in the security store).
-    flows: Flows,
     /// Passkeys: the Relying Party and its ceremonies in progress.
     pub passkeys: passkey::Passkeys,
     /// Lockout after failed passwords, per (username, source).
     pub lockout: LockoutRules,
-    /// Sign-in attempts per client source in the current minute.
-    rate: Budget<Source>,
-    /// Password attempts per username in the current minute.
-    usernames: Budget<String>,
-    /// Failed passwords per (username, source).
-    throttle: Throttle,
 }
 
 impl std::fmt::Debug for Provider {
@@ -140,12 +129,8 @@ impl Provider {
             clock,
             sca,
             audit_written,
-            flows: Flows::default(),
             passkeys: passkey::Passkeys::new(&config.issuer(), config.sca.challenge_ttl()),
             lockout: config.lockout.clone(),
-            rate: Budget::default(),
-            usernames: Budget::default(),
-            throttle: Throttle::default(),
         })
     }
 

@@ -304,7 +304,7 @@ async fn refresh_grant(
     let stored = match state.security.refresh_token(old_hash).await {
         Ok(Some(t)) => t,
         Ok(None) => {
-            if let Err(e) = state.rate_limit(client_addr.source()) {
+            if let Err(e) = state.rate_limit(client_addr.source()).await {
                 return e.into_response();
             }
             return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown refresh token");

@@ -19,21 +19,20 @@
 //! discoverable), so they tell nothing about whether a username exists or has passkeys; the
 //! answer is checked against the typed username's passkeys, and every refusal reads the same.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use axum::Form;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{Html, IntoResponse, Response};
-use bp_core::Timestamp;
 use bp_core::api::{PasskeyCredential, PasskeyRegistration};
 use bp_core::customer::Customer;
 use bp_core::ids::{CustomerId, PasskeyId};
 use bp_core::sca::{Sca, ScaError};
 use bp_core::security::{AuditKind, Passkey};
-use serde::Deserialize;
+use bp_core::transient::{Spend, StateKind, Transient, TransientKind};
+use serde::{Deserialize, Serialize};
 use url::{Host, Url};
 use webauthn_rs::prelude::{
     DiscoverableAuthentication, PasskeyRegistration as RegistrationState, PublicKeyCredential,
@@ -41,17 +40,14 @@ use webauthn_rs::prelude::{
 };
 
 use crate::auth::Provider;
-use crate::auth::login::{Claimant, claimant, complete, take_tx};
+use crate::auth::crypto::sha256;
+use crate::auth::login::{Claimant, claimant, complete, save, take_tx};
 use crate::auth::pages::password_page;
 use crate::http::client::ClientAddr;
 use crate::http::problem::ApiError;
 
-/// Passkey registrations in progress at most, all customers together.
-const REGISTRATIONS_MAX: usize = 10_000;
 /// Passkey registrations in progress at most per customer.
-const REGISTRATIONS_PER_CUSTOMER_MAX: usize = 3;
-/// Passkey sign-in ceremonies in progress at most (one per sign-in page, which are bounded too).
-const SIGN_INS_MAX: usize = 10_000;
+const REGISTRATIONS_MAX: usize = 3;
 /// Bytes of a credential JSON the sign-in form takes at most (an assertion is well under 4 KiB;
 /// a registration's attestation under 16 KiB, bounded by the API's body limit).
 const ASSERTION_JSON_BYTES_MAX: usize = 16 * 1024;
@@ -64,30 +60,37 @@ pub const PASSKEY_FAILED: &str = "That passkey was not accepted for this usernam
 /// (the authenticator's user verification).
 pub const PASSKEY_AMR: [&str; 2] = ["hwk", "mfa"];
 
-/// A registration waiting for its credential.
-#[derive(Debug)]
+/// The slot of a ceremony whose record is keyed `key` among its owner's in progress.
+pub(super) fn slot(key: &[u8; 32]) -> [u8; 8] {
+    let mut slot = [0; 8];
+    slot.copy_from_slice(&key[..8]);
+    slot
+}
+
+/// A registration waiting for its credential, kept in the security store as a transient
+/// record (`TransientKind::PasskeyRegistration`, keyed by the SHA-256 of its id) so that any
+/// server process finishes it, once. The verifier's state holds the challenge: it stays on the
+/// server side (the reason webauthn-rs guards its serialisation behind a feature).
+#[derive(Debug, Serialize, Deserialize)]
 struct Registering {
     customer: CustomerId,
     name: String,
     state: RegistrationState,
-    expires_at: Timestamp,
 }
 
-/// A sign-in ceremony waiting for its assertion, for one sign-in page.
-#[derive(Debug)]
-struct SigningIn {
+/// A sign-in ceremony waiting for its assertion, for one sign-in page: kept in the page's
+/// sign-in (`login::LoginTx`), in the security store.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct SigningIn {
     username: String,
     state: DiscoverableAuthentication,
-    expires_at: Timestamp,
 }
 
-/// The Relying Party and its ceremonies in progress.
+/// The Relying Party. Its ceremonies in progress are in the security store.
 #[derive(Debug)]
 pub struct Passkeys {
     /// The verifier, or why passkeys are off (the RP ID would be an IP literal).
     rp: Result<Webauthn, String>,
-    registrations: Mutex<HashMap<PasskeyId, Registering>>,
-    sign_ins: Mutex<HashMap<String, SigningIn>>,
 }
 
 /// The RP ID of a server reached at `public_url`: its host, when that is a domain name.
@@ -113,7 +116,7 @@ impl Passkeys {
                 .and_then(|b| b.rp_name("bp").timeout(timeout).build())
                 .map_err(|e| format!("passkeys: {e}"))
         });
-        Self { rp, registrations: Mutex::default(), sign_ins: Mutex::default() }
+        Self { rp }
     }
 
     fn rp(&self) -> Result<&Webauthn, ApiError> {
@@ -126,6 +129,7 @@ impl Passkeys {
     /// customer's passkeys are excluded (an authenticator holding one refuses to make another).
     pub async fn begin_registration(
         &self,
+        guard: &Provider,
         sca: &Sca,
         customer: &Customer,
         name: String,
@@ -153,20 +157,26 @@ impl Passkeys {
         let now = sca.now();
         let expires_at = now + sca.rules().challenge_ttl();
         let id = PasskeyId::new_v7();
+        let key = sha256(id.as_uuid().as_bytes());
+        let customer_key = customer.id.as_uuid().as_bytes().to_vec();
+        if !guard
+            .take_slot(StateKind::PasskeyRegistrations, &customer_key, slot(&key), expires_at, REGISTRATIONS_MAX)
+            .await?
         {
-            let mut pending = self.registrations.lock().unwrap_or_else(PoisonError::into_inner);
-            pending.retain(|_, r| r.expires_at > now);
-            if pending.values().filter(|r| r.customer == customer.id).count() >= REGISTRATIONS_PER_CUSTOMER_MAX {
-                return Err(ScaError::TooMany(format!(
-                    "at most {REGISTRATIONS_PER_CUSTOMER_MAX} passkey registrations at a time; finish one first"
-                ))
-                .into());
-            }
-            if pending.len() >= REGISTRATIONS_MAX {
-                return Err(ApiError::Unavailable);
-            }
-            pending.insert(id, Registering { customer: customer.id, name: name.clone(), state, expires_at });
+            return Err(ScaError::TooMany(format!(
+                "at most {REGISTRATIONS_MAX} passkey registrations at a time; finish one first"
+            ))
+            .into());
         }
+        let registering = Registering { customer: customer.id, name: name.clone(), state };
+        let record = Transient {
+            kind: TransientKind::PasskeyRegistration,
+            key,
+            value: serde_json::to_vec(&registering).map_err(|_| ApiError::Internal)?,
+            expires_at,
+            spent: false,
+        };
+        sca.store().put_transient(record).await?;
         Ok(PasskeyRegistration { id, name, expires_at, options })
     }
 
@@ -176,6 +186,7 @@ impl Passkeys {
     /// [`Sca::add_passkey`].
     pub async fn finish_registration(
         &self,
+        guard: &Provider,
         sca: &Sca,
         customer: CustomerId,
         id: PasskeyId,
@@ -183,17 +194,19 @@ impl Passkeys {
     ) -> Result<Passkey, ApiError> {
         let rp = self.rp()?;
         let now = sca.now();
-        let registering = {
-            let mut pending = self.registrations.lock().unwrap_or_else(PoisonError::into_inner);
-            match pending.get(&id) {
-                Some(r) if r.customer == customer => pending.remove(&id),
-                _ => None,
-            }
-        };
-        let Some(registering) = registering else { return Err(ApiError::NotFound("passkey registration")) };
-        if registering.expires_at <= now {
-            return Err(ApiError::ChallengeClosed("the passkey registration expired; start again"));
+        let key = sha256(id.as_uuid().as_bytes());
+        let decode = |t: &Transient| serde_json::from_slice::<Registering>(&t.value).map_err(|_| ApiError::Internal);
+        // Another customer's registration is not found, and not spent by this answer.
+        let theirs = sca.store().transient(TransientKind::PasskeyRegistration, key).await?;
+        if theirs.as_ref().map(decode).transpose()?.is_none_or(|r| r.customer != customer) {
+            return Err(ApiError::NotFound("passkey registration"));
         }
+        let registering = match sca.store().spend_transient(TransientKind::PasskeyRegistration, key, now).await? {
+            Spend::First(t) => decode(&t)?,
+            Spend::Expired => return Err(ApiError::ChallengeClosed("the passkey registration expired; start again")),
+            Spend::Again(_) | Spend::Unknown => return Err(ApiError::NotFound("passkey registration")),
+        };
+        guard.free_slot(StateKind::PasskeyRegistrations, customer.as_uuid().as_bytes(), slot(&key)).await?;
         let response: RegisterPublicKeyCredential = serde_json::from_value(credential.0.clone())
             .map_err(|_| ApiError::PasskeyRefused("the credential is not a WebAuthn registration response"))?;
         let made = rp
@@ -212,31 +225,13 @@ impl Passkeys {
         Ok(sca.add_passkey(passkey).await?)
     }
 
-    /// Options for a passkey sign-in on sign-in page `tx` by `username`, replacing any earlier
-    /// ones of that page.
-    fn begin_sign_in(
-        &self,
-        tx: &str,
-        username: &str,
-        expires_at: Timestamp,
-        now: Timestamp,
-    ) -> Result<serde_json::Value, ApiError> {
+    /// Options for a passkey sign-in by `username`, and the ceremony to keep with the page.
+    fn begin_sign_in(&self, username: &str) -> Result<(serde_json::Value, SigningIn), ApiError> {
         let (mut options, state) = self.rp()?.start_discoverable_authentication().map_err(|_| ApiError::Internal)?;
         // A button press, not the browser's autofill (conditional mediation).
         options.mediation = None;
-        let mut sign_ins = self.sign_ins.lock().unwrap_or_else(PoisonError::into_inner);
-        sign_ins.retain(|_, s| s.expires_at > now);
-        if sign_ins.len() >= SIGN_INS_MAX && !sign_ins.contains_key(tx) {
-            return Err(ApiError::Unavailable);
-        }
-        sign_ins.insert(tx.to_owned(), SigningIn { username: username.to_owned(), state, expires_at });
-        serde_json::to_value(&options).map_err(|_| ApiError::Internal)
-    }
-
-    /// The sign-in ceremony of page `tx`, spent.
-    fn take_sign_in(&self, tx: &str, now: Timestamp) -> Option<SigningIn> {
-        let taken = self.sign_ins.lock().unwrap_or_else(PoisonError::into_inner).remove(tx);
-        taken.filter(|s| s.expires_at > now)
+        let options = serde_json::to_value(&options).map_err(|_| ApiError::Internal)?;
+        Ok((options, SigningIn { username: username.to_owned(), state }))
     }
 }
 
@@ -269,15 +264,23 @@ pub async fn sign_in_options(
     headers: HeaderMap,
     Form(form): Form<OptionsForm>,
 ) -> Response {
-    let tx = match take_tx(&state, &headers, &form.tx) {
-        Ok(tx) => tx,
+    let (version, mut tx) = match take_tx(&state, &headers, &form.tx).await {
+        Ok(found) => found,
         Err(page) => return *page,
     };
-    if let Err(e) = state.rate_limit(client_addr.source()) {
+    if let Err(e) = state.rate_limit(client_addr.source()).await {
         return e.into_response();
     }
-    match state.passkeys.begin_sign_in(&form.tx, form.username.trim(), tx.expires_at(), state.now()) {
-        Ok(options) => ([(header::CACHE_CONTROL, "no-store")], Json(options)).into_response(),
+    let (options, ceremony) = match state.passkeys.begin_sign_in(form.username.trim()) {
+        Ok(begun) => begun,
+        Err(e) => return e.into_response(),
+    };
+    // Replaces any earlier ceremony of the page; a swap lost to another request of the page
+    // (which changed it first) is refused, and the page asks again.
+    tx.passkey = Some(ceremony);
+    match save(&state, &form.tx, version, &tx).await {
+        Ok(true) => ([(header::CACHE_CONTROL, "no-store")], Json(options)).into_response(),
+        Ok(false) => ApiError::Unavailable.into_response(),
         Err(e) => e.into_response(),
     }
 }
@@ -301,17 +304,24 @@ pub async fn sign_in(
     headers: HeaderMap,
     Form(form): Form<PasskeyForm>,
 ) -> Response {
-    let tx = match take_tx(&state, &headers, &form.tx) {
-        Ok(tx) => tx,
+    let (version, mut tx) = match take_tx(&state, &headers, &form.tx).await {
+        Ok(found) => found,
         Err(page) => return *page,
     };
     let client_name = state.client(tx.client_id()).map(|c| c.name.clone()).unwrap_or_default();
     let source = client_addr.source();
-    if let Err(e) = state.rate_limit(source) {
+    if let Err(e) = state.rate_limit(source).await {
         return e.into_response();
     }
     let now = state.now();
-    let ceremony = state.passkeys.take_sign_in(&form.tx, now);
+    // The ceremony is spent by this answer, right or wrong: taken out of the page's sign-in by a
+    // swap, which one of two concurrent answers wins.
+    let ceremony = tx.passkey.take();
+    let version = match save(&state, &form.tx, version, &tx).await {
+        Ok(true) => version + 1,
+        Ok(false) => return ApiError::Unavailable.into_response(),
+        Err(e) => return e.into_response(),
+    };
     let typed = ceremony.as_ref().map(|c| c.username.clone());
     let failed = || Html(password_page(&client_name, &form.tx, typed.as_deref(), Some(PASSKEY_FAILED))).into_response();
     let Some(ceremony) = ceremony else { return failed() };
@@ -338,21 +348,27 @@ pub async fn sign_in(
             } else {
                 state.audit(AuditKind::SecondFactorFailed, customer_id, detail).await.ok();
             }
-            if let Some(lock_s) = state.password_failed(&username, source) {
-                let detail = serde_json::json!({ "scope": "username_and_source", "lock_s": lock_s });
-                state.audit(AuditKind::LockedOut, customer_id, detail).await.ok();
+            match state.password_failed(&username, source).await {
+                Ok(Some(lock_s)) => {
+                    let detail = serde_json::json!({ "scope": "username_and_source", "lock_s": lock_s });
+                    state.audit(AuditKind::LockedOut, customer_id, detail).await.ok();
+                }
+                Ok(None) => {}
+                Err(e) => return e.into_response(),
             }
             return failed();
         }
     };
     let Some(customer_id) = customer_id else { return failed() };
-    state.password_passed(&username, source);
+    if let Err(e) = state.password_passed(&username, source).await {
+        return e.into_response();
+    }
     let amr: Vec<String> = PASSKEY_AMR.iter().map(|m| (*m).to_owned()).collect();
     let detail = serde_json::json!({ "client_id": tx.client_id(), "amr": amr, "passkey": passkey_id.to_string() });
     if let Err(e) = state.sca.signed_in_with_passkey(customer_id, passkey_id, record, detail).await {
         return ApiError::from(e).into_response();
     }
-    complete(&state, &form.tx, &tx, customer_id, amr, now).await
+    complete(&state, &form.tx, version, tx, customer_id, amr, now).await
 }
 
 /// Why a passkey sign-in was refused.

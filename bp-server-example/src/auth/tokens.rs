@@ -34,7 +34,7 @@ pub enum TokenError {
 /// An authentication context class (OpenID Connect `acr`) of our sign-ins, weakest first: what
 /// `acr_values` asks for and the tokens tell. It follows from the sign-in's methods (`amr`), so
 /// that refreshed tokens keep it without storing it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Acr {
     /// Two factors: a password and a TOTP code or a device key's signature (RTS art. 4).
     TwoFactor,

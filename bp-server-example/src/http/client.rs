@@ -26,8 +26,18 @@ const IPV6_SOURCE_PREFIX_LEN: u8 = 64;
 pub struct ClientAddr(pub IpAddr);
 
 /// What requests are counted against: an IPv4 address or an IPv6 /64.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Source(IpAddr);
+
+impl Source {
+    /// Its bytes, as the shared counts key it (hashed with what they count).
+    pub fn key_bytes(self) -> Vec<u8> {
+        match self.0 {
+            IpAddr::V4(v4) => v4.octets().to_vec(),
+            IpAddr::V6(v6) => v6.octets().to_vec(),
+        }
+    }
+}
 
 impl ClientAddr {
     /// The client of a connection from `peer` that sent `headers`, trusting the forwarding

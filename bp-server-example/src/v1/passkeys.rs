@@ -64,7 +64,7 @@ pub(super) async fn add_passkey(
         .await
         .map_err(|e| ApiError::from(e).in_scheme(auth.0.scheme()))?;
     let customer = state.ledger.customer(customer).await?;
-    let begun = state.auth.passkeys.begin_registration(sca, &customer, name).await?;
+    let begun = state.auth.passkeys.begin_registration(&state.auth, sca, &customer, name).await?;
     Ok((StatusCode::ACCEPTED, Json(begun)))
 }
 
@@ -80,7 +80,11 @@ pub(super) async fn confirm_passkey(
     ApiJson(credential): ApiJson<PasskeyCredential>,
 ) -> ApiResult<(StatusCode, Json<PasskeyView>)> {
     let sca = state.payments.sca();
-    let passkey = state.auth.passkeys.finish_registration(sca, auth.0.customer_id, p.passkey_id, &credential).await?;
+    let passkey = state
+        .auth
+        .passkeys
+        .finish_registration(&state.auth, sca, auth.0.customer_id, p.passkey_id, &credential)
+        .await?;
     Ok((StatusCode::CREATED, Json(PasskeyView::from(&passkey))))
 }
 
