@@ -283,13 +283,14 @@ fn sequence_problem(start: u64, got: &[&bp_core::event::Event], want: &[&bp_core
 }
 
 /// The requests' outcomes: no `500` nor any 4xx; nginx's `502` or a broken connection only for a
-/// request in flight when the replica was killed; a server's `503` only as a problem document
+/// request in flight while the killed replica died (from the signal until it was gone); a server's `503` only as a problem document
 /// and only for a request in flight during the database outage, where there must be some (else
 /// the outage was not seen); no request longer than the server's own timeout (a hang); some
 /// requests in every phase.
 pub fn requests(attempts: &[Attempt], marks: &Marks, config: &Config) -> Vec<String> {
     let hang = Duration::from_millis(config.server.request_timeout_ms) + HANG_MARGIN;
-    let killed = marks.killed.get().copied();
+    let dying = marks.killed.get().copied().zip(marks.dead.get().copied());
+    let cut_by_kill = |a: &Attempt| dying.is_some_and(|(killed, dead)| a.at <= dead && a.ended() >= killed);
     let outage = marks.db_stopped.get().copied().zip(marks.db_started.get().copied());
     let in_outage = |a: &Attempt| outage.is_some_and(|(stop, start)| a.at <= start && a.ended() >= stop);
     let mut failures = Vec::new();
@@ -304,7 +305,7 @@ pub fn requests(attempts: &[Attempt], marks: &Marks, config: &Config) -> Vec<Str
                 outage_503 += 1;
                 true
             }
-            Outcome::Status { code: 502, .. } | Outcome::Network(_) => killed.is_some_and(|k| a.spans(k)),
+            Outcome::Status { code: 502, .. } | Outcome::Network(_) => cut_by_kill(a),
             _ => false,
         };
         if !expected {

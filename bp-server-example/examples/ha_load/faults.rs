@@ -23,11 +23,14 @@ pub async fn run(env: &Env, marks: &Marks) -> Result<FaultReport, String> {
     let killed = Instant::now();
     let _ = marks.killed.set(killed);
     rustix::process::kill_process(pid, rustix::process::Signal::KILL).map_err(|e| format!("SIGKILL: {e}"))?;
+    let dead = wait_dead(env.replicas[victim].pid).await?;
+    let _ = marks.dead.set(dead);
     println!(
-        "ha_load: {:>6} ms: SIGKILL to replica {} (pid {}), holder of {jobs:?}",
-        began.elapsed().as_millis(),
+        "ha_load: {:>6} ms: SIGKILL to replica {} (pid {}), holder of {jobs:?}; gone {} ms later",
+        killed.duration_since(began).as_millis(),
         victim + 1,
-        env.replicas[victim].pid
+        env.replicas[victim].pid,
+        dead.duration_since(killed).as_millis()
     );
     let moved = jobs_moved(env, victim, &jobs, killed).await;
     match moved {
@@ -46,6 +49,22 @@ pub async fn run(env: &Env, marks: &Marks) -> Result<FaultReport, String> {
     println!("ha_load: {:>6} ms: the database is started again", began.elapsed().as_millis());
     tokio::time::sleep_until((started + env.phase).into()).await;
     Ok(FaultReport { killed: Some(victim), jobs, jobs_moved: moved })
+}
+
+/// When the process `pid` (not this one's child) has exited: no longer in /proc, or a zombie
+/// (its sockets are closed then).
+async fn wait_dead(pid: i32) -> Result<Instant, String> {
+    let stat = format!("/proc/{pid}/stat");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        match std::fs::read_to_string(&stat) {
+            // The state follows the command's closing parenthesis.
+            Ok(text) if !text.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')) => {}
+            _ => return Ok(Instant::now()),
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Err(format!("process {pid} still runs 10 s after its SIGKILL"))
 }
 
 /// The replica holding the most jobs' leases, and those jobs.

@@ -2,9 +2,9 @@
 //! server processes on one database and one Kafka broker behind nginx, which that script
 //! starts. It opens customers, signs them in through nginx, then runs paying clients (each
 //! payment retried with its Idempotency-Key after a network error, 502, 503 or 504) and one
-//! event-stream client per customer (resuming with `Last-Event-ID`), all through nginx, while
-//! it kills the replica that holds the background jobs with SIGKILL and later stops the
-//! database for ten seconds. Then it checks what must hold (`check`), prints the report of each
+//! event-stream client per customer (resuming with `Last-Event-ID`) and a reader of balances,
+//! all through nginx, while it kills the replica that holds the background jobs with SIGKILL
+//! and later stops the database for ten seconds. Then it checks what must hold (`check`), prints the report of each
 //! phase (`report`) and exits 1 if any check failed.
 //!
 //! Its environment, as the script sets it:
@@ -143,7 +143,10 @@ impl Phase {
 /// When each fault began and ended, as the fault driver marks it.
 #[derive(Debug, Default)]
 pub struct Marks {
+    /// Just before the SIGKILL was sent, and once the process was gone (a zombie, or reaped):
+    /// a request in flight between the two may be cut by the kill.
     pub killed: OnceLock<Instant>,
+    pub dead: OnceLock<Instant>,
     pub db_stopped: OnceLock<Instant>,
     pub db_started: OnceLock<Instant>,
 }
@@ -176,11 +179,6 @@ impl Attempt {
     /// When its answer came.
     pub fn ended(&self) -> Instant {
         self.at + self.took
-    }
-
-    /// Whether it was in flight at `instant`.
-    pub fn spans(&self, instant: Instant) -> bool {
-        self.at <= instant && instant <= self.ended()
     }
 }
 
@@ -252,6 +250,7 @@ async fn run() -> Result<Vec<String>, String> {
     let stop_paying = Arc::new(AtomicBool::new(false));
     let followers = sse::start_all(&env, &sessions, record.clone()).await?;
     let payers = pay::start_all(&env, &sessions, record.clone(), stop_paying.clone());
+    let reader = pay::start_reader(&env, &sessions, record.clone(), stop_paying.clone());
 
     let t0 = Instant::now();
     let faults = faults::run(&env, &marks).await;
@@ -260,6 +259,7 @@ async fn run() -> Result<Vec<String>, String> {
     for payer in payers {
         payments.extend(payer.await.map_err(|e| format!("a paying client panicked: {e}"))?);
     }
+    reader.await.map_err(|e| format!("the reader panicked: {e}"))?;
     let load_s = t0.elapsed();
     let faults = faults?;
 

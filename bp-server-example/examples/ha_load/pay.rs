@@ -2,7 +2,8 @@
 //! or to another customer's, low-value amounts (exempt from SCA), through nginx. A payment's
 //! Idempotency-Key is made before its first sending and sent again, with the same body, on
 //! every retry: after a network error or a 502, 503 or 504, until it is answered or
-//! `RETRY_FOR` has passed. Every fifth payment is followed by a read of the accounts.
+//! `RETRY_FOR` has passed. Every fifth payment is followed by a read of the accounts, and one
+//! reader reads a customer's accounts every `READER_PAUSE`, whatever the payments do.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +32,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const AMOUNT_MINOR_MAX: i64 = 500;
 /// Payments between two reads of the accounts.
 const READ_EVERY: usize = 5;
+/// The reader's pause between two reads.
+const READER_PAUSE: Duration = Duration::from_millis(100);
 
 /// One payment as its client made it, and how it ended.
 #[derive(Clone, Debug)]
@@ -88,6 +91,28 @@ pub fn start_all(
             })
         })
         .collect()
+}
+
+/// Starts the reader: `GET /v1/accounts` of each customer in turn until `stop` is set (reads
+/// are what nginx may retry on another replica by itself).
+pub fn start_reader(
+    env: &Env,
+    sessions: &[Session],
+    record: Arc<Record>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    let sessions = sessions.to_vec();
+    let client = crate::session::client(env, REQUEST_TIMEOUT);
+    tokio::spawn(async move {
+        let http = client.expect("an HTTPS client");
+        for session in sessions.iter().cycle() {
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            read_accounts(&http, session, &record).await;
+            tokio::time::sleep(READER_PAUSE).await;
+        }
+    })
 }
 
 /// A new payment of `session`'s customer, and the number of the account it goes to: from one
