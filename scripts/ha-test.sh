@@ -134,6 +134,9 @@ cleanup() {
   exit "$status"
 }
 trap cleanup EXIT
+# Stopped from outside (a cancelled CI run, Ctrl-C): exit, which runs the cleanup.
+trap 'exit 143' TERM
+trap 'exit 130' INT
 
 # --- PostgreSQL: a cluster of its own, on a free port. PostgreSQL refuses to run as root, so as
 # root its files belong to, and it runs as, Debian's `postgres` user.

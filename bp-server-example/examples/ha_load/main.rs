@@ -52,11 +52,21 @@ pub struct Env {
     pub db_start: String,
     pub client_id: String,
     pub redirect_uri: String,
-    pub sign_in_direct: bool,
+    pub sign_in: SignIn,
     pub customers: usize,
     pub think: Duration,
     pub phase: Duration,
     pub outage: Duration,
+}
+
+/// Where the customers sign in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignIn {
+    /// Through nginx, as everything else: each step may reach another replica.
+    ThroughNginx,
+    /// At the first replica, while sign-ins in progress live in the memory of the replica that
+    /// began them (`BP_HA_SIGN_IN=direct`).
+    AtTheFirstReplica,
 }
 
 /// One server process.
@@ -95,10 +105,11 @@ impl Env {
             return Err("BP_HA_REPLICAS: the test needs at least two replicas".to_owned());
         }
         let ca = var("BP_HA_CA")?;
-        let sign_in = std::env::var("BP_HA_SIGN_IN").unwrap_or_else(|_| "nginx".to_owned());
-        if sign_in != "nginx" && sign_in != "direct" {
-            return Err(format!("BP_HA_SIGN_IN={sign_in}: nginx or direct"));
-        }
+        let sign_in = match std::env::var("BP_HA_SIGN_IN").as_deref() {
+            Err(_) | Ok("nginx") => SignIn::ThroughNginx,
+            Ok("direct") => SignIn::AtTheFirstReplica,
+            Ok(other) => return Err(format!("BP_HA_SIGN_IN={other}: nginx or direct")),
+        };
         Ok(Self {
             config_path: var("BP_CONFIG")?.into(),
             nginx: var("BP_HA_NGINX")?,
@@ -108,7 +119,7 @@ impl Env {
             db_start: var("BP_HA_DB_START")?,
             client_id: var("BP_HA_CLIENT_ID")?,
             redirect_uri: var("BP_HA_REDIRECT_URI")?,
-            sign_in_direct: sign_in == "direct",
+            sign_in,
             customers: usize::try_from(number("BP_HA_CUSTOMERS", CUSTOMERS_DEFAULT)?.max(2)).unwrap_or(2),
             think: Duration::from_millis(number("BP_HA_THINK_MS", THINK_MS_DEFAULT)?),
             phase: Duration::from_secs(number("BP_HA_PHASE_S", PHASE_S_DEFAULT)?.max(5)),

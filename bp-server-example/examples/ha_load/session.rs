@@ -8,8 +8,8 @@ use bp_server_example::auth::crypto::{TOTP_STEP_S, b64, random_token, sha256, to
 use bp_server_example::testkit::{DpopKey, hidden};
 use reqwest::StatusCode;
 
-use crate::Env;
 use crate::setup::Customer;
+use crate::{Env, SignIn};
 
 /// The scopes the clients ask for.
 const SCOPE: &str = "openid accounts payments";
@@ -70,7 +70,10 @@ pub fn client_for_streams(env: &Env) -> Result<reqwest::Client, String> {
 
 /// Where the sign-ins go.
 pub fn where_signed_in(env: &Env) -> String {
-    if env.sign_in_direct { format!("replica 1 directly ({})", env.replicas[0].base) } else { "nginx".to_owned() }
+    match env.sign_in {
+        SignIn::ThroughNginx => "nginx".to_owned(),
+        SignIn::AtTheFirstReplica => format!("replica 1 directly ({})", env.replicas[0].base),
+    }
 }
 
 /// Signs every customer in, one after the other (each spends one TOTP code of its own).
@@ -108,7 +111,10 @@ fn cookies(r: &reqwest::Response, jar: &mut Vec<String>) {
 
 /// One sign-in of `c`; its access token.
 async fn sign_in(env: &Env, http: &reqwest::Client, c: &Customer, key: &DpopKey) -> Result<String, String> {
-    let base = if env.sign_in_direct { env.replicas[0].base.as_str() } else { env.nginx.as_str() };
+    let base = match env.sign_in {
+        SignIn::ThroughNginx => env.nginx.as_str(),
+        SignIn::AtTheFirstReplica => env.replicas[0].base.as_str(),
+    };
     let (verifier, state) = (random_token(48), random_token(8));
     let query = serde_urlencoded::to_string([
         ("response_type", "code"),
