@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Runs FerretDB (a server speaking the MongoDB wire protocol, here over SQLite) on a free loopback
-# port, for the MongoDB store's tests. See docs/storage-mongodb.md.
+# Runs FerretDB (a server speaking the MongoDB wire protocol, over SQLite or PostgreSQL) on a free
+# loopback port, for the MongoDB store's tests and the HA test. See docs/storage-mongodb.md.
 #
 #   scripts/ferretdb.sh build              # builds the server into the cache (also done by start)
-#   scripts/ferretdb.sh start <state-dir>  # prints the URI, e.g. mongodb://127.0.0.1:40123/
+#   scripts/ferretdb.sh start <state-dir>  # over SQLite in <state-dir>; prints the URI, e.g.
+#                                          # mongodb://127.0.0.1:40123/
+#   scripts/ferretdb.sh start-pg <state-dir> <postgresql-url>
+#                                          # over a running PostgreSQL database (scripts/ha-test.sh);
+#                                          # prints the URI
 #   scripts/ferretdb.sh stop <state-dir>   # idempotent; safe in a `trap ... EXIT`
 #
 # The server is our own Go main over FerretDB's embeddable package (scripts/ferretdb/: the
@@ -12,7 +16,8 @@
 # rebuilt only when go.mod, go.sum or main.go change. The Go module and build caches are kept
 # under the same folder. About 3 minutes on a cold cache; then none.
 #
-# <state-dir> holds one server: its SQLite files (sqlite/), port, server.pid and server.log.
+# <state-dir> holds one server: its SQLite files (sqlite/, SQLite only), port, server.pid and
+# server.log.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "$0")" && pwd)"
@@ -24,7 +29,7 @@ START_TIMEOUT_S=30
 STOP_TIMEOUT_S=15
 
 usage() {
-  echo "usage: $0 build | start <state-dir> | stop <state-dir>" >&2
+  echo "usage: $0 build | start <state-dir> | start-pg <state-dir> <postgresql-url> | stop <state-dir>" >&2
   exit 2
 }
 
@@ -70,10 +75,11 @@ running() {
   [ -f "$1/server.pid" ] && kill -0 "$(cat "$1/server.pid")" 2>/dev/null
 }
 
+# start <state-dir> [<postgresql-url>]: over SQLite in the state dir, or over PostgreSQL.
 start() {
-  local dir="$1" port pid
+  local dir="$1" postgresql_url="${2:-}" port pid backend
   ensure_built
-  mkdir -p "$dir/sqlite"
+  mkdir -p "$dir"
   dir="$(cd "$dir" && pwd)"
   if running "$dir"; then
     echo "mongodb://127.0.0.1:$(cat "$dir/port")/"
@@ -81,8 +87,9 @@ start() {
   fi
   [ -f "$dir/port" ] || free_port >"$dir/port"
   port="$(cat "$dir/port")"
-  setsid "$BIN" -listen "127.0.0.1:$port" -handler sqlite -sqlite-dir "$dir/sqlite" \
-    >>"$dir/server.log" 2>&1 </dev/null &
+  backend=(-handler sqlite -sqlite-dir "$dir/sqlite")
+  [ -z "$postgresql_url" ] || backend=(-handler postgresql -postgresql-url "$postgresql_url")
+  setsid "$BIN" -listen "127.0.0.1:$port" "${backend[@]}" >>"$dir/server.log" 2>&1 </dev/null &
   pid=$!
   echo "$pid" >"$dir/server.pid"
   for _ in $(seq $((START_TIMEOUT_S * 10))); do
@@ -120,6 +127,7 @@ stop() {
 case "${1:-}" in
   build) [ $# -eq 1 ] || usage; ensure_built ;;
   start) [ $# -eq 2 ] || usage; start "$2" ;;
+  start-pg) [ $# -eq 3 ] || usage; start "$2" "$3" ;;
   stop) [ $# -eq 2 ] || usage; stop "$2" ;;
   *) usage ;;
 esac
