@@ -596,6 +596,13 @@ pub struct AuthConfig {
     /// PKCS#8 PEM file of the Ed25519 token-signing key; relative paths are inside `data_dir`.
     /// Generated on first start in development mode.
     pub signing_key_file: PathBuf,
+    /// Further keys whose tokens are accepted and which the JWKS lists, PEM files (a public key,
+    /// or a PKCS#8 private key of which only the public half is used); relative paths are inside
+    /// `data_dir`. A rotation with overlap: first the next key here on every replica, then it
+    /// signs and the former one is here, until the former one's tokens have expired
+    /// (docs/operations.md, "Key rotation").
+    #[serde(default)]
+    pub accepted_key_files: Vec<PathBuf>,
     /// Access-token lifetime (at most 300).
     pub access_token_ttl_s: u64,
     /// Refresh-token lifetime (of each token; each use rotates it).
@@ -667,6 +674,7 @@ impl Default for Config {
             },
             auth: AuthConfig {
                 signing_key_file: PathBuf::from("signing-key.pem"),
+                accepted_key_files: Vec::new(),
                 access_token_ttl_s: 300,
                 refresh_token_ttl_s: 8 * 3600,
                 session_ttl_s: 24 * 3600,

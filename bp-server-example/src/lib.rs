@@ -96,6 +96,8 @@ async fn serve_on(
     let stores = Stores::open(&config).await?;
     let key_path = config.data_path(&config.auth.signing_key_file);
     let keys = Keys::load_or_create(&key_path, config.mode == Mode::Development).map_err(|e| e.to_string())?;
+    let accepted: Vec<_> = config.auth.accepted_key_files.iter().map(|p| config.data_path(p)).collect();
+    let keys = keys.accepting(&accepted).map_err(|e| e.to_string())?;
     let listener = std::net::TcpListener::bind(config.server.listen)
         .map_err(|e| format!("binding {}: {e}", config.server.listen))?;
     let metrics = match config.server.metrics_listen {

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use bp_core::ids::{CustomerId, SessionId};
 use ed25519_dalek::SigningKey;
-use ed25519_dalek::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _, spki::der::pem::LineEnding};
+use ed25519_dalek::pkcs8::{
+    DecodePrivateKey as _, DecodePublicKey as _, EncodePrivateKey as _, spki::der::pem::LineEnding,
+};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -80,7 +82,8 @@ impl Acr {
 pub struct Keys {
     kid: String,
     encoding: EncodingKey,
-    decoding: DecodingKey,
+    /// The keys tokens are checked with, by `kid`: the signing key's and the accepted ones.
+    decoding: HashMap<String, DecodingKey>,
     jwks: serde_json::Value,
     nonce_secret: [u8; 32],
 }
@@ -112,17 +115,36 @@ impl Keys {
     /// Keys from an Ed25519 signing key.
     pub fn from_signing_key(key: &SigningKey) -> Result<Self, TokenError> {
         let der = key.to_pkcs8_der().map_err(|e| TokenError::Key(e.to_string()))?;
-        let public = key.verifying_key().to_bytes();
-        let x = b64(&public);
-        let kid = b64(&sha256(&public)[..12]);
-        let decoding = DecodingKey::from_ed_components(&x).map_err(|e| TokenError::Key(e.to_string()))?;
-        let jwks = serde_json::json!({
-            "keys": [{ "kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "use": "sig", "alg": "EdDSA" }]
-        });
+        let (kid, decoding, jwk) = public_key(&key.verifying_key())?;
+        let jwks = serde_json::json!({ "keys": [jwk] });
         // The DPoP nonces' MAC key: derived from the signing key, so that every replica that
         // shares the key file accepts the others' nonces, and nothing more to keep secret.
         let nonce_secret = sha256(&[b"bp-dpop-nonce-secret-v1\n".as_slice(), key.to_bytes().as_slice()].concat());
+        let decoding = HashMap::from([(kid.clone(), decoding)]);
         Ok(Self { kid, encoding: EncodingKey::from_ed_der(der.as_bytes()), decoding, jwks, nonce_secret })
+    }
+
+    /// These keys, also accepting the tokens of the keys in the PEM files `paths` (each a public
+    /// key, or a PKCS#8 private key of which only the public half is kept) and listing them in
+    /// the JWKS: the overlap of a rotation.
+    pub fn accepting(mut self, paths: &[std::path::PathBuf]) -> Result<Self, TokenError> {
+        for path in paths {
+            let pem = std::fs::read_to_string(path)
+                .map_err(|e| TokenError::Key(format!("accepted key {}: {e}", path.display())))?;
+            let public = match ed25519_dalek::VerifyingKey::from_public_key_pem(&pem) {
+                Ok(public) => public,
+                Err(_) => SigningKey::from_pkcs8_pem(&pem)
+                    .map_err(|_| TokenError::Key(format!("accepted key {}: not an Ed25519 PEM key", path.display())))?
+                    .verifying_key(),
+            };
+            let (kid, decoding, jwk) = public_key(&public)?;
+            if self.decoding.insert(kid, decoding).is_none()
+                && let Some(keys) = self.jwks.get_mut("keys").and_then(|k| k.as_array_mut())
+            {
+                keys.push(jwk);
+            }
+        }
+        Ok(self)
     }
 
     /// The secret of the server's DPoP nonces.
@@ -402,11 +424,26 @@ pub struct TokenSession {
     pub client_id: String,
 }
 
+/// The key id, the checking key and the JWK of an Ed25519 public key.
+fn public_key(public: &ed25519_dalek::VerifyingKey) -> Result<(String, DecodingKey, serde_json::Value), TokenError> {
+    let bytes = public.to_bytes();
+    let x = b64(&bytes);
+    let kid = b64(&sha256(&bytes)[..12]);
+    let decoding = DecodingKey::from_ed_components(&x).map_err(|e| TokenError::Key(e.to_string()))?;
+    let jwk = serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "use": "sig", "alg": "EdDSA" });
+    Ok((kid, decoding, jwk))
+}
+
+/// The key that checks `token`: the one its header's `kid` names.
+fn key_of<'a>(keys: &'a HashMap<String, DecodingKey>, token: &str) -> Option<&'a DecodingKey> {
+    keys.get(&jsonwebtoken::decode_header(token).ok()?.kid?)
+}
+
 /// Checks access tokens and remembers revoked sessions.
 pub struct Verifier {
     issuer: String,
     audience: String,
-    decoding: DecodingKey,
+    decoding: HashMap<String, DecodingKey>,
     cache: Mutex<HashMap<[u8; 32], Caller>>,
     revoked: RwLock<HashSet<SessionId>>,
 }
@@ -473,8 +510,9 @@ impl Verifier {
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = 0;
-        let data = jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &validation)
-            .map_err(|_| TokenError::Invalid("the access token is not valid"))?;
+        let invalid = || TokenError::Invalid("the access token is not valid");
+        let key = key_of(&self.decoding, token).ok_or_else(invalid)?;
+        let data = jsonwebtoken::decode::<AccessClaims>(token, key, &validation).map_err(|_| invalid())?;
         if data.header.typ.as_deref() != Some("at+jwt") {
             return Err(TokenError::Invalid("not an access token"));
         }
@@ -500,7 +538,8 @@ impl Verifier {
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
         validation.validate_exp = false;
-        let claims = jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &validation).ok()?.claims;
+        let key = key_of(&self.decoding, token)?;
+        let claims = jsonwebtoken::decode::<AccessClaims>(token, key, &validation).ok()?.claims;
         Some(TokenSession {
             session: claims.sid.parse().ok()?,
             customer: claims.sub.parse().ok(),
@@ -511,6 +550,8 @@ impl Verifier {
 
 #[cfg(test)]
 mod tests {
+    use ed25519_dalek::pkcs8::EncodePublicKey as _;
+
     use super::*;
 
     fn claims(exp: u64) -> AccessClaims {
@@ -568,5 +609,49 @@ mod tests {
         assert!(Verifier::new(&keys, "http://issuer".into(), "bp-api".into()).verify(&tampered, now).is_err());
         let other = Verifier::new(&keys, "http://other".into(), "bp-api".into());
         assert!(other.verify(&token, now).is_err(), "another issuer");
+    }
+
+    /// A rotation with overlap: the next key accepted before it signs, the former one after.
+    #[test]
+    fn accepted_keys_verify_and_are_listed_until_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (former, next) = (SigningKey::generate(&mut rand_core::OsRng), SigningKey::generate(&mut rand_core::OsRng));
+        let former_public = dir.path().join("former.pub.pem");
+        let pem = former.verifying_key().to_public_key_pem(LineEnding::LF).expect("pem");
+        std::fs::write(&former_public, pem).expect("write");
+        let next_private = dir.path().join("next.pem");
+        std::fs::write(&next_private, next.to_pkcs8_pem(LineEnding::LF).expect("pem").as_bytes()).expect("write");
+        let now = 2_000_000_000;
+        let by_former =
+            Keys::from_signing_key(&former).expect("keys").sign(&claims(now + 300), "at+jwt").expect("sign");
+
+        // Phase 1: the former key signs and accepts the next one's tokens.
+        let phase1 = Keys::from_signing_key(&former).expect("keys").accepting(&[next_private]).expect("accepting");
+        let by_next = Keys::from_signing_key(&next).expect("keys").sign(&claims(now + 300), "at+jwt").expect("sign");
+        let kids = |k: &Keys| k.jwks()["keys"].as_array().expect("keys").len();
+        assert_eq!(kids(&phase1), 2);
+        let v = Verifier::new(&phase1, "http://issuer".into(), "bp-api".into());
+        assert!(v.verify(&by_former, now).is_ok() && v.verify(&by_next, now).is_ok());
+
+        // Phase 2: the next key signs, the former one's tokens are still accepted.
+        let phase2 = Keys::from_signing_key(&next)
+            .expect("keys")
+            .accepting(std::slice::from_ref(&former_public))
+            .expect("accepting");
+        assert_eq!(kids(&phase2), 2);
+        let v = Verifier::new(&phase2, "http://issuer".into(), "bp-api".into());
+        assert!(v.verify(&by_former, now).is_ok() && v.verify(&by_next, now).is_ok());
+
+        // Phase 3: the former key removed: its tokens are refused, and the JWKS lists one key.
+        let phase3 = Keys::from_signing_key(&next).expect("keys");
+        assert_eq!(kids(&phase3), 1);
+        let v = Verifier::new(&phase3, "http://issuer".into(), "bp-api".into());
+        assert!(v.verify(&by_former, now).is_err() && v.verify(&by_next, now).is_ok());
+
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a key").expect("write");
+        let e = Keys::from_signing_key(&next).expect("keys").accepting(&[junk]).expect_err("junk");
+        assert!(e.to_string().contains("not an Ed25519 PEM key"), "{e}");
+        assert!(Keys::from_signing_key(&next).expect("keys").accepting(&[dir.path().join("none.pem")]).is_err());
     }
 }
