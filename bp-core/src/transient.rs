@@ -34,6 +34,8 @@ pub enum TransientKind {
     StreamTicket,
     /// A passkey registration, between its options and the authenticator's answer.
     PasskeyRegistration,
+    /// A DPoP proof seen, so that no other process accepts it again (its `jti`, RFC 9449 §11.1).
+    DpopProof,
 }
 
 impl TransientKind {
@@ -43,11 +45,13 @@ impl TransientKind {
             Self::AuthorizationCode => "authorization_code",
             Self::StreamTicket => "stream_ticket",
             Self::PasskeyRegistration => "passkey_registration",
+            Self::DpopProof => "dpop_proof",
         }
     }
 
     /// Every kind.
-    pub const ALL: [Self; 3] = [Self::AuthorizationCode, Self::StreamTicket, Self::PasskeyRegistration];
+    pub const ALL: [Self; 4] =
+        [Self::AuthorizationCode, Self::StreamTicket, Self::PasskeyRegistration, Self::DpopProof];
 
     /// The kind named `name` by [`Self::as_str`].
     pub fn from_name(name: &str) -> Option<Self> {

@@ -415,6 +415,23 @@ async fn a_session_signed_out_on_one_replica_is_refused_by_the_other() {
     drop(stream);
     assert_eq!(open(ticket).await.status(), StatusCode::UNAUTHORIZED, "a ticket opens one stream");
 
+    // A DPoP proof of a request that changes something, accepted by one replica, is refused by
+    // the other: the token endpoint's (the grant is wrong, so only the proof is at stake).
+    let key = bp_server_example::testkit::DpopKey::generate();
+    let proof = key.proof("POST", &format!("{public_url}/oauth2/token"), None);
+    let token_request = |base: String| {
+        let proof = proof.clone();
+        async move {
+            let form =
+                [("grant_type", "refresh_token"), ("refresh_token", "not-a-refresh-token"), ("client_id", "bp-cli")];
+            let r = reqwest::Client::new().post(format!("{base}/oauth2/token")).header("DPoP", proof).form(&form);
+            r.send().await.expect("token request").json::<Value>().await.expect("an OAuth error")
+        }
+    };
+    assert_eq!(token_request(base_a.clone()).await["error"], "invalid_grant", "the proof was accepted");
+    let replayed = token_request(base_b.clone()).await;
+    assert_eq!(replayed["error"], "invalid_dpop_proof", "{replayed}");
+
     let refresh_token = tokens["refresh_token"].as_str().expect("a refresh token");
     let form = [("token", refresh_token), ("client_id", "bp-cli")];
     let r = reqwest::Client::new().post(format!("{base_a}/oauth2/revoke")).form(&form).send().await.expect("revoke");

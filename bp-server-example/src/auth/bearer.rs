@@ -141,6 +141,7 @@ async fn proven_caller(
         (AuthScheme::Dpop, Some(jkt)) => {
             let proof = provider
                 .dpop_proof(headers, method.as_str(), path, Some(token))
+                .await
                 .map_err(|e| proof_refused(provider, e))?
                 .ok_or(refused(AuthScheme::Dpop, Refusal::InvalidDpopProof, "a DPoP proof is required"))?;
             if proof.jkt != jkt {

@@ -57,6 +57,11 @@ pub enum ProofError {
 pub struct Proof {
     /// The JWK SHA-256 thumbprint of its key (RFC 7638), base64url: what tokens are bound to.
     pub jkt: String,
+    /// The SHA-256 of its URL and `jti`: what says it was seen.
+    pub seen_key: [u8; 32],
+    /// Until when it would be accepted (seconds since the epoch): how long it must be
+    /// remembered.
+    pub accepted_until_s: i64,
 }
 
 /// The request a proof must name.
@@ -115,10 +120,11 @@ impl Dpop {
             return Err(ProofError::NonceRequired("the proof must carry the server's current nonce"));
         }
         parsed.verify_signature()?;
+        let seen_key = sha256(format!("{htu}\n{}", c.jti).as_bytes());
         let mut key = [0u8; 16];
-        key.copy_from_slice(&sha256(format!("{htu}\n{}", c.jti).as_bytes())[..16]);
+        key.copy_from_slice(&seen_key[..16]);
         self.replay.lock().unwrap_or_else(PoisonError::into_inner).remember(c.iat, key, now_s)?;
-        Ok(Proof { jkt: parsed.key.thumbprint() })
+        Ok(Proof { jkt: parsed.key.thumbprint(), seen_key, accepted_until_s: c.iat + PROOF_AGE_MAX_S })
     }
 
     /// Proofs remembered now (for tests and metrics).

@@ -42,7 +42,8 @@ use axum::routing::{get, post};
 use bp_core::clock::Clock;
 use bp_core::sca::{LockoutRules, Sca};
 use bp_core::security::SecurityStore;
-use bp_core::{Ledger, Store, Timestamp};
+use bp_core::transient::{Transient, TransientKind};
+use bp_core::{Ledger, Store, StoreErrorKind, Timestamp};
 
 pub use crate::auth::bearer::{Auth, Passive, Payer, authenticate, authenticate_request};
 use crate::auth::crypto::PasswordHasherConfig;
@@ -88,6 +89,9 @@ pub struct Provider {
     pub passkeys: passkey::Passkeys,
     /// Lockout after failed passwords, per (username, source).
     pub lockout: LockoutRules,
+    /// Whether other server processes share the store (MongoDB): DPoP proofs are then
+    /// recorded there too.
+    shared_store: bool,
 }
 
 impl std::fmt::Debug for Provider {
@@ -131,6 +135,7 @@ impl Provider {
             audit_written,
             passkeys: passkey::Passkeys::new(&config.issuer(), config.sca.challenge_ttl()),
             lockout: config.lockout.clone(),
+            shared_store: config.storage.kind == crate::config::StorageKind::Mongodb,
         })
     }
 
@@ -156,7 +161,15 @@ impl Provider {
     /// The DPoP proof of a request to `path` (of this server's public URL, the issuer: not the
     /// `Host` it was sent to, which a proxy may change) with `method`, checked, when it has one;
     /// `access_token`, the token it must be made for (its `ath`). Two `DPoP` headers are refused.
-    pub fn dpop_proof(
+    ///
+    /// A proof is accepted once by this process (its replay cache). On a store that several
+    /// processes share (MongoDB), the proof of a request that changes something (any method but
+    /// `GET`, `HEAD` and `OPTIONS`) is also recorded in the store as a transient record, whose
+    /// insert fails for a proof another replica accepted: a captured proof cannot be replayed
+    /// to another replica with a body of the attacker's (a proof does not cover the body). Reads
+    /// are left out: a replayed read answers what the first one did, and a store write per
+    /// read would double the store's load.
+    pub async fn dpop_proof(
         &self,
         headers: &HeaderMap,
         method: &str,
@@ -170,7 +183,28 @@ impl Provider {
         }
         let proof = value.to_str().map_err(|_| ProofError::Invalid("the DPoP proof is not a JWT"))?;
         let url = format!("{}{path}", self.issuer);
-        self.dpop.check(proof, Target { method, url: &url, access_token }, self.now().timestamp()).map(Some)
+        let proof = self.dpop.check(proof, Target { method, url: &url, access_token }, self.now().timestamp())?;
+        if self.shared_store && !matches!(method, "GET" | "HEAD" | "OPTIONS") {
+            let seen = Transient {
+                kind: TransientKind::DpopProof,
+                key: proof.seen_key,
+                value: Vec::new(),
+                expires_at: chrono::DateTime::from_timestamp(proof.accepted_until_s.saturating_add(1), 0)
+                    .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC),
+                spent: false,
+            };
+            match self.security.put_transient(seen).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == StoreErrorKind::Conflict => {
+                    return Err(ProofError::Invalid("the proof was used before (jti)"));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "recording a DPoP proof failed");
+                    return Err(ProofError::Busy);
+                }
+            }
+        }
+        Ok(Some(proof))
     }
 
     /// The registered client `id`.

@@ -101,7 +101,7 @@ async fn token_answer(state: &Provider, client_addr: ClientAddr, headers: &Heade
     let Some(client) = form.client_id.as_deref().and_then(|id| state.client(id)).cloned() else {
         return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "unknown client_id");
     };
-    let proof = match state.dpop_proof(headers, "POST", TOKEN_PATH, None) {
+    let proof = match state.dpop_proof(headers, "POST", TOKEN_PATH, None).await {
         Ok(proof) => proof,
         Err(ProofError::Invalid(why)) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_dpop_proof", why),
         Err(ProofError::NonceRequired(why)) => return oauth_error(StatusCode::BAD_REQUEST, "use_dpop_nonce", why),
