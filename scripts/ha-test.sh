@@ -123,6 +123,7 @@ cleanup() {
   [ -z "$NGINX_PID" ] || wait "$NGINX_PID" 2>/dev/null
   "$ROOT/scripts/kafka-broker.sh" stop "$STATE/kafka"
   "$ROOT/scripts/ferretdb.sh" stop "$STATE/ferretdb"
+  "$ROOT/scripts/ferretdb.sh" stop "$STATE/ferretdb-restored"
   [ ! -f "$PG_DIR/data/postmaster.pid" ] ||
     "${PG_USER[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate -w stop >/dev/null
   if [ "$status" -ne 0 ]; then
@@ -157,6 +158,17 @@ echo "PostgreSQL on 127.0.0.1:$PG_PORT"
 PG_CTL="${PG_USER[*]} $PG_BIN/pg_ctl -D $PG_DIR/data"
 export BP_HA_DB_STOP="$PG_CTL -m immediate -w stop"
 export BP_HA_DB_START="$PG_CTL -l $PG_DIR/server.log -w -o '-c listen_addresses=127.0.0.1 -p $PG_PORT -c unix_socket_directories=$PG_DIR' start"
+
+# The backup under load and its restore (docs/operations.md, "Backups and restores"): ha_load
+# runs BP_HA_BACKUP while the clients pay (pg_dump of FerretDB's PostgreSQL database: one
+# consistent snapshot, taken while the servers write), and afterwards BP_HA_RESTORE, which
+# restores it into a new database, starts a second FerretDB on it and prints its URI; ha_load
+# opens the ledger there and checks it.
+BACKUP="$PG_DIR/backup.dump"
+export BP_HA_BACKUP="${PG_USER[*]} $PG_BIN/pg_dump -h 127.0.0.1 -p $PG_PORT -U bp -Fc -f $BACKUP ferretdb"
+export BP_HA_RESTORE="${PG_USER[*]} $PG_BIN/createdb -h 127.0.0.1 -p $PG_PORT -U bp restored && \
+${PG_USER[*]} $PG_BIN/pg_restore -h 127.0.0.1 -p $PG_PORT -U bp -d restored $BACKUP && \
+$ROOT/scripts/ferretdb.sh start-pg $STATE/ferretdb-restored postgres://bp@127.0.0.1:$PG_PORT/restored"
 
 step "FerretDB on PostgreSQL"
 MONGODB_URI="$("$ROOT/scripts/ferretdb.sh" start-pg "$STATE/ferretdb" "postgres://bp@127.0.0.1:$PG_PORT/ferretdb")"

@@ -84,7 +84,7 @@ fn unfinished(p: &Payment) -> Option<String> {
 /// The whole ledger's books: every account (the customers' and the system's of each currency
 /// the ledger has, which must be all of them: their count is the store's), their histories, the
 /// outbox, the totals, and every transfer a posting names.
-async fn ledger_books(ledger: &dyn Store, customers: &[Customer]) -> Result<Books, String> {
+pub async fn ledger_books(ledger: &dyn Store, customers: &[Customer]) -> Result<Books, String> {
     let totals = ledger.totals().await.map_err(|e| format!("reading the totals: {e}"))?;
     let mut accounts: Vec<AccountId> = customers.iter().flat_map(|c| c.accounts).collect();
     for total in &totals {
@@ -282,15 +282,24 @@ fn sequence_problem(start: u64, got: &[&bp_core::event::Event], want: &[&bp_core
     (got.len() < want.len()).then(|| format!("received {} of the {} events after {start}", got.len(), want.len()))
 }
 
+/// How long after a replica is gone nginx may still send a request to it on a kept-alive
+/// connection it has not yet seen closed.
+const NGINX_NOTICES: Duration = Duration::from_secs(1);
+
 /// The requests' outcomes: no `500` nor any 4xx; nginx's `502` or a broken connection only for a
-/// request in flight while the killed replica died (from the signal until it was gone); a server's `503` only as a problem document
+/// request in flight while the killed replica died (from the signal until it was gone, and
+/// [`NGINX_NOTICES`] after); a server's `503` only as a problem document
 /// and only for a request in flight during the database outage, where there must be some (else
 /// the outage was not seen); no request longer than the server's own timeout (a hang); some
 /// requests in every phase.
 pub fn requests(attempts: &[Attempt], marks: &Marks, config: &Config) -> Vec<String> {
     let hang = Duration::from_millis(config.server.request_timeout_ms) + HANG_MARGIN;
     let dying = marks.killed.get().copied().zip(marks.dead.get().copied());
-    let cut_by_kill = |a: &Attempt| dying.is_some_and(|(killed, dead)| a.at <= dead && a.ended() >= killed);
+    // Sent before the replica was gone, or within NGINX_NOTICES after: nginx may send a request
+    // on a kept-alive connection to the dead replica before it has seen that connection closed,
+    // and does not resend a POST (see deploy/nginx/bp.conf.template).
+    let cut_by_kill =
+        |a: &Attempt| dying.is_some_and(|(killed, dead)| a.at <= dead + NGINX_NOTICES && a.ended() >= killed);
     let outage = marks.db_stopped.get().copied().zip(marks.db_started.get().copied());
     let in_outage = |a: &Attempt| outage.is_some_and(|(stop, start)| a.at <= start && a.ended() >= stop);
     let mut failures = Vec::new();

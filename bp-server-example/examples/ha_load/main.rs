@@ -17,8 +17,10 @@
 //! | `BP_HA_DB_STOP`, `BP_HA_DB_START` | shell commands that stop and start the database |
 //! | `BP_HA_CLIENT_ID`, `BP_HA_REDIRECT_URI` | the OAuth2 client to sign in as (DPoP-bound tokens) |
 //! | `BP_HA_SIGN_IN` | `nginx` (the default) or `direct`: sign in at the first replica |
+//! | `BP_HA_BACKUP`, `BP_HA_RESTORE` | shell commands that back the database up under load, and restore the backup and print the URI of a MongoDB-protocol server on it |
 //! | `BP_HA_CUSTOMERS`, `BP_HA_THINK_MS`, `BP_HA_PHASE_S`, `BP_HA_OUTAGE_S` | the load's size and timing |
 
+mod backup;
 mod check;
 mod faults;
 mod pay;
@@ -264,6 +266,7 @@ async fn run() -> Result<Vec<String>, String> {
     let reader = pay::start_reader(&env, &sessions, record.clone(), stop_paying.clone());
 
     let t0 = Instant::now();
+    let backup = backup::start(env.phase / 2);
     let faults = faults::run(&env, &marks).await;
     stop_paying.store(true, Ordering::SeqCst);
     let mut payments = Vec::new();
@@ -279,5 +282,9 @@ async fn run() -> Result<Vec<String>, String> {
     let mut failures = check::all(&config, &env, &customers, &sessions, &payments, &streams).await;
     failures.extend(check::requests(&attempts, &marks, &config));
     report::print(&attempts, &marks, &payments, &streams, &faults, load_s, &env);
+    if let Some(backup) = backup {
+        let taken = backup.await.map_err(|e| format!("the backup task panicked: {e}"))?;
+        failures.extend(backup::check(&config, &customers, &payments, taken).await);
+    }
     Ok(failures)
 }

@@ -45,6 +45,8 @@ pub struct Payment {
     pub amount_minor: i64,
     pub attempts: u32,
     pub ended: Ended,
+    /// When its last answer came.
+    pub ended_at: Option<Instant>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -144,6 +146,7 @@ fn next_payment(
         amount_minor: rng.random_range(1..=AMOUNT_MINOR_MAX),
         attempts: 0,
         ended: Ended::GaveUp("never sent".to_owned()),
+        ended_at: None,
     };
     (payment, to_number)
 }
@@ -163,6 +166,7 @@ async fn pay(http: &reqwest::Client, session: &Session, record: &Record, p: &mut
         let sent = session.request(http, Method::POST, "/v1/transfers").header("idempotency-key", &p.key).json(&body);
         let (outcome, text) = outcome_of(sent.send().await).await;
         record.push(Attempt { at, took: at.elapsed(), what: "POST /v1/transfers", outcome: outcome.clone() });
+        p.ended_at = Some(Instant::now());
         match outcome {
             Outcome::Status { code: 201, .. } => {
                 p.ended = match serde_json::from_str::<TransferResponse>(&text) {
