@@ -213,6 +213,55 @@ pub fn check_new(t: &Transient) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The things of one kind in progress at once (sign-ins of a source, passkey registrations of a
+/// customer), kept as a shared state's value: each an 8-byte id and its end. The rule of
+/// "at most so many at a time": ended ones do not count.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Slots(Vec<([u8; 8], Timestamp)>);
+
+impl Slots {
+    /// The slots a shared state's value holds (its trailing bytes, if any, are not a slot).
+    pub fn decode(value: &[u8]) -> Self {
+        let slots = value
+            .chunks_exact(16)
+            .filter_map(|c| {
+                let id = <[u8; 8]>::try_from(&c[..8]).ok()?;
+                let end = i64::from_be_bytes(<[u8; 8]>::try_from(&c[8..]).ok()?);
+                Some((id, chrono::DateTime::from_timestamp_micros(end)?))
+            })
+            .collect();
+        Self(slots)
+    }
+
+    /// The value that keeps them.
+    pub fn encode(&self) -> Vec<u8> {
+        self.0.iter().flat_map(|(id, end)| id.iter().copied().chain(end.timestamp_micros().to_be_bytes())).collect()
+    }
+
+    /// Takes `slot` until `ends`, unless `max` slots that have not ended at `now` are taken;
+    /// whether it was taken. Ended slots are dropped either way.
+    pub fn take(&mut self, slot: [u8; 8], ends: Timestamp, max: usize, now: Timestamp) -> bool {
+        self.0.retain(|(_, end)| *end > now);
+        if self.0.len() >= max {
+            return false;
+        }
+        self.0.push((slot, ends));
+        true
+    }
+
+    /// Frees `slot`; whether it was taken.
+    pub fn free(&mut self, slot: [u8; 8]) -> bool {
+        let before = self.0.len();
+        self.0.retain(|(id, _)| *id != slot);
+        self.0.len() < before
+    }
+
+    /// When the last of them ends (the state may be swept then), not before `now`.
+    pub fn ends(&self, now: Timestamp) -> Timestamp {
+        self.0.iter().map(|(_, end)| *end).max().map_or(now, |last| last.max(now))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +297,19 @@ mod tests {
             assert_eq!(StateKind::from_name(kind.as_str()), Some(kind));
         }
         assert_eq!(StateKind::from_name("authorization_code"), None);
+    }
+
+    #[test]
+    fn slots_bound_what_is_in_progress_and_ended_ones_free_themselves() {
+        let mut slots = Slots::default();
+        assert!(slots.take([1; 8], at(60), 2, at(0)));
+        assert!(slots.take([2; 8], at(30), 2, at(0)));
+        assert!(!slots.take([3; 8], at(60), 2, at(10)), "two at a time");
+        assert_eq!(Slots::decode(&slots.encode()), slots);
+        assert_eq!(slots.ends(at(0)), at(60));
+        assert!(slots.take([3; 8], at(90), 2, at(30)), "the one that ended at 30 no longer counts");
+        assert!(slots.free([1; 8]) && !slots.free([1; 8]));
+        assert_eq!(slots.ends(at(100)), at(100));
     }
 
     #[test]

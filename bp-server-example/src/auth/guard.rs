@@ -19,7 +19,7 @@ use bp_core::Timestamp;
 use bp_core::ids::CustomerId;
 use bp_core::sca::lockout;
 use bp_core::security::{AuditKind, SecurityState};
-use bp_core::transient::StateKind;
+use bp_core::transient::{SharedState, Slots, StateKind};
 
 use crate::auth::Provider;
 use crate::auth::crypto::sha256;
@@ -47,27 +47,55 @@ fn state_key(parts: &[&[u8]]) -> [u8; 32] {
     sha256(&joined)
 }
 
+/// What a change of a shared state does with the state it read.
+enum Step<T> {
+    /// Nothing to write: the answer.
+    Keep(T),
+    /// Write this value, ending then; the answer once it is written.
+    Write(Vec<u8>, Timestamp, T),
+}
+
 impl Provider {
-    /// Counts one attempt of `key` in `minute` in the shared store: the attempts of `key` in it
-    /// so far, this one included. The count is the state's version.
-    async fn count_attempt(&self, kind: StateKind, key: &[u8], minute: i64) -> Result<u32, ApiError> {
-        let state_key = state_key(&[key, &minute.to_be_bytes()]);
-        // Kept a minute past its own, for processes whose clocks lag.
-        let ends = chrono::DateTime::from_timestamp(minute.saturating_add(2).saturating_mul(60), 0)
-            .ok_or(ApiError::Internal)?;
+    /// Changes the shared state of `kind` and `key` by `step` (given the state read, ended or
+    /// not), swapping from the version read and reading again when another request changed it
+    /// first; `503` after [`SWAPS_LOST_MAX`] losses in a row.
+    async fn change<T>(
+        &self,
+        kind: StateKind,
+        key: [u8; 32],
+        mut step: impl FnMut(Option<&SharedState>) -> Result<Step<T>, ApiError>,
+    ) -> Result<T, ApiError> {
         for _ in 0..SWAPS_LOST_MAX {
-            let version = self.security.shared_state(kind, state_key).await?.map_or(0, |s| s.version);
-            if self.security.swap_shared_state(kind, state_key, version, Vec::new(), ends).await? {
-                return Ok(u32::try_from(version + 1).unwrap_or(u32::MAX));
+            let current = self.security.shared_state(kind, key).await?;
+            let version = current.as_ref().map_or(0, |s| s.version);
+            match step(current.as_ref())? {
+                Step::Keep(answer) => return Ok(answer),
+                Step::Write(value, ends, answer) => {
+                    if self.security.swap_shared_state(kind, key, version, value, ends).await? {
+                        return Ok(answer);
+                    }
+                }
             }
         }
         Err(ApiError::Unavailable)
     }
 
+    /// Counts one attempt of `key` in `minute` in the shared store: the attempts of `key` in it
+    /// so far, this one included. The count is the state's version.
+    async fn count_attempt(&self, kind: StateKind, key: &[u8], minute: i64) -> Result<u32, ApiError> {
+        // Kept a minute past its own, for processes whose clocks lag.
+        let ends = chrono::DateTime::from_timestamp(minute.saturating_add(2).saturating_mul(60), 0)
+            .ok_or(ApiError::Internal)?;
+        self.change(kind, state_key(&[key, &minute.to_be_bytes()]), |current| {
+            let count = current.map_or(0, |s| s.version) + 1;
+            Ok(Step::Write(Vec::new(), ends, u32::try_from(count).unwrap_or(u32::MAX)))
+        })
+        .await
+    }
+
     /// Takes one of at most `max` slots of `key` (the things of a kind in progress: sign-ins of a
     /// source, registrations of a customer) for `slot` until `ends`: false, changing nothing,
-    /// when all are taken by slots that have not ended. The state is the list of slots (each 8
-    /// bytes of its id and its end in microseconds).
+    /// when all are taken by slots that have not ended ([`Slots::take`]).
     pub async fn take_slot(
         &self,
         kind: StateKind,
@@ -76,64 +104,28 @@ impl Provider {
         ends: Timestamp,
         max: usize,
     ) -> Result<bool, ApiError> {
-        let key = state_key(&[key]);
-        for _ in 0..SWAPS_LOST_MAX {
-            let now = self.now();
-            let (version, mut slots) = self.slots(kind, key).await?;
-            slots.retain(|(_, end)| *end > now.timestamp_micros());
-            if slots.len() >= max {
-                return Ok(false);
-            }
-            slots.push((slot, ends.timestamp_micros()));
-            if self.swap_slots(kind, key, version, &slots).await? {
-                return Ok(true);
-            }
-        }
-        Err(ApiError::Unavailable)
+        let now = self.now();
+        self.change(kind, state_key(&[key]), |current| {
+            let mut slots = current.map(|s| Slots::decode(&s.value)).unwrap_or_default();
+            Ok(match slots.take(slot, ends, max, now) {
+                true => Step::Write(slots.encode(), slots.ends(now), true),
+                false => Step::Keep(false),
+            })
+        })
+        .await
     }
 
     /// Gives back `slot` of `key` (its thing finished); nothing when it is not taken.
     pub async fn free_slot(&self, kind: StateKind, key: &[u8], slot: [u8; 8]) -> Result<(), ApiError> {
-        let key = state_key(&[key]);
-        for _ in 0..SWAPS_LOST_MAX {
-            let (version, mut slots) = self.slots(kind, key).await?;
-            let before = slots.len();
-            slots.retain(|(id, _)| *id != slot);
-            if slots.len() == before || self.swap_slots(kind, key, version, &slots).await? {
-                return Ok(());
-            }
-        }
-        Err(ApiError::Unavailable)
-    }
-
-    async fn slots(&self, kind: StateKind, key: [u8; 32]) -> Result<(u64, Vec<([u8; 8], i64)>), ApiError> {
-        let Some(stored) = self.security.shared_state(kind, key).await? else { return Ok((0, Vec::new())) };
-        let slots = stored
-            .value
-            .chunks_exact(16)
-            .map(|c| {
-                let mut id = [0; 8];
-                id.copy_from_slice(&c[..8]);
-                let mut end = [0; 8];
-                end.copy_from_slice(&c[8..]);
-                (id, i64::from_be_bytes(end))
+        let now = self.now();
+        self.change(kind, state_key(&[key]), |current| {
+            let mut slots = current.map(|s| Slots::decode(&s.value)).unwrap_or_default();
+            Ok(match slots.free(slot) {
+                true => Step::Write(slots.encode(), slots.ends(now), ()),
+                false => Step::Keep(()),
             })
-            .collect();
-        Ok((stored.version, slots))
-    }
-
-    async fn swap_slots(
-        &self,
-        kind: StateKind,
-        key: [u8; 32],
-        version: u64,
-        slots: &[([u8; 8], i64)],
-    ) -> Result<bool, ApiError> {
-        let value: Vec<u8> = slots.iter().flat_map(|(id, end)| id.iter().copied().chain(end.to_be_bytes())).collect();
-        // Kept until its last slot ends.
-        let last = slots.iter().map(|(_, end)| *end).max().unwrap_or(0);
-        let ends = chrono::DateTime::from_timestamp_micros(last).ok_or(ApiError::Internal)?.max(self.now());
-        Ok(self.security.swap_shared_state(kind, key, version, value, ends).await?)
+        })
+        .await
     }
 
     /// Counts one sign-in attempt from `source` against its per-minute budget.
@@ -159,17 +151,18 @@ impl Provider {
         state_key(&[username_key(username).as_bytes(), &source.key_bytes()])
     }
 
-    /// The throttle of (`username`, `source`) and its version (0: none); an ended one reads as
-    /// none.
-    async fn throttle(&self, key: [u8; 32]) -> Result<(u64, SecurityState), ApiError> {
-        let Some(stored) = self.security.shared_state(StateKind::PasswordThrottle, key).await? else {
-            return Ok((0, SecurityState::default()));
-        };
-        if stored.expires_at <= self.now() {
-            return Ok((stored.version, SecurityState::default()));
+    /// The throttle a shared state holds; an ended one, or none, reads as a clean one.
+    fn throttle_of(&self, stored: Option<&SharedState>) -> Result<SecurityState, ApiError> {
+        match stored {
+            Some(s) if s.expires_at > self.now() => serde_json::from_slice(&s.value).map_err(|_| ApiError::Internal),
+            _ => Ok(SecurityState::default()),
         }
-        let state = serde_json::from_slice(&stored.value).map_err(|_| ApiError::Internal)?;
-        Ok((stored.version, state))
+    }
+
+    /// The throttle of (`username`, `source`) as stored, and its version (0: none).
+    async fn throttle(&self, key: [u8; 32]) -> Result<(u64, SecurityState), ApiError> {
+        let stored = self.security.shared_state(StateKind::PasswordThrottle, key).await?;
+        Ok((stored.as_ref().map_or(0, |s| s.version), self.throttle_of(stored.as_ref())?))
     }
 
     /// Whether passwords for `username` from `source` are refused for now.
@@ -181,20 +174,17 @@ impl Provider {
     /// Counts a failed password for `username` from `source`; when that locks the pair out, for
     /// how long, in seconds.
     pub async fn password_failed(&self, username: &str, source: Source) -> Result<Option<u64>, ApiError> {
-        let key = Self::throttle_key(username, source);
         let decay = chrono::Duration::seconds(i64::try_from(self.lockout.decay_s).unwrap_or(i64::MAX / 1_000_000));
-        for _ in 0..SWAPS_LOST_MAX {
-            let now = self.now();
-            let (version, mut state) = self.throttle(key).await?;
+        let now = self.now();
+        self.change(StateKind::PasswordThrottle, Self::throttle_key(username, source), |current| {
+            let mut state = self.throttle_of(current)?;
             let failure = lockout::count_failure(&mut state, &self.lockout, now);
             // Kept while it locks and until its failures decay.
             let ends = state.locked_until.map_or(now + decay, |until| until.max(now + decay));
             let value = serde_json::to_vec(&state).map_err(|_| ApiError::Internal)?;
-            if self.security.swap_shared_state(StateKind::PasswordThrottle, key, version, value, ends).await? {
-                return Ok(failure.locked_for_s);
-            }
-        }
-        Err(ApiError::Unavailable)
+            Ok(Step::Write(value, ends, failure.locked_for_s))
+        })
+        .await
     }
 
     /// A right password for `username` from `source`: its failures there are forgotten.
