@@ -462,6 +462,9 @@ test('works with the keyboard alone and at phone width', async () => {
   await page.keyboard.press('Enter');
   // Back where the customer was when signing in: the services.
   await page.getByRole('heading', { name: 'Services' }).waitFor();
+  // The heading comes before the list, which loads after it: wait for the loan's schedule as a
+  // customer would before tabbing into it.
+  await page.locator('tr[data-service] summary').first().waitFor();
   // The view put the focus on its content (main): Tab goes on into it (the loan's schedule),
   // then around to the top of the page, whose first stop is the skip link.
   assert.equal(await page.evaluate(() => document.activeElement?.id), 'main');
