@@ -36,6 +36,9 @@ pub enum TransientKind {
     PasskeyRegistration,
     /// A DPoP proof seen, so that no other process accepts it again (its `jti`, RFC 9449 §11.1).
     DpopProof,
+    /// An FX quote a payment abroad took: no other payment may convert at it
+    /// ([`crate::external::fx::quote_key`]; the value is the payment's first leg's id).
+    FxQuoteUsed,
 }
 
 impl TransientKind {
@@ -46,12 +49,13 @@ impl TransientKind {
             Self::StreamTicket => "stream_ticket",
             Self::PasskeyRegistration => "passkey_registration",
             Self::DpopProof => "dpop_proof",
+            Self::FxQuoteUsed => "fx_quote_used",
         }
     }
 
     /// Every kind.
-    pub const ALL: [Self; 4] =
-        [Self::AuthorizationCode, Self::StreamTicket, Self::PasskeyRegistration, Self::DpopProof];
+    pub const ALL: [Self; 5] =
+        [Self::AuthorizationCode, Self::StreamTicket, Self::PasskeyRegistration, Self::DpopProof, Self::FxQuoteUsed];
 
     /// The kind named `name` by [`Self::as_str`].
     pub fn from_name(name: &str) -> Option<Self> {

@@ -591,7 +591,7 @@ async fn payments_to_an_iban_over_http_are_handed_to_the_rail_and_settle() {
 }
 
 /// A payment abroad over HTTP (within the TOTP limit: 100.00 EUR, fee 1.00): a quote with exact
-/// amounts; a changed quote refused (409) and an
+/// amounts; a changed quote, or one another payment took, refused (409) and an
 /// unknown one (422) holding nothing; paying holds the amount and the fee and opens a challenge
 /// whose text names both amounts, the fee and the rate; the answer hands it to the
 /// correspondent rail (the real `HttpRail` against the simulator), which settles it in dollars:
@@ -672,6 +672,10 @@ async fn a_payment_abroad_converts_at_its_quote_and_settles_in_the_target_curren
     // A retry answers the same record.
     let (status, again) = api.post("/v1/international-transfers", &pay(&quote), Some("abroad-1")).await;
     assert_eq!((status, &again["service"]), (StatusCode::ACCEPTED, &confirmed["service"]), "{again}");
+    // The quote converted once: paying with it again, under another key, is refused.
+    let (status, problem) = api.post("/v1/international-transfers", &pay(&quote), Some("abroad-2")).await;
+    assert_problem(status, &problem, StatusCode::CONFLICT, "fx-quote-stale");
+    assert_eq!(balances(&server, ada.eur).await, (189_900, 189_900), "nothing more held");
     server.stop().await;
 }
 

@@ -189,6 +189,10 @@ pub enum QuoteError {
     /// expiry): the customer must look at the current one.
     #[error("the quote differs from the one the provider gave")]
     Changed,
+    /// Another payment converted at this quote: a quote is taken once, so that the bank's rate
+    /// risk is the one amount it quoted.
+    #[error("the quote was used for another payment")]
+    Used,
 }
 
 /// An outside party that quotes currency conversions. Adapters (HTTP, the development
@@ -248,6 +252,13 @@ pub fn check_accepted(shown: &FxQuote, current: Option<&ProviderQuote>, now: Tim
         return Err(QuoteError::Changed);
     }
     check_not_expired(shown, now)
+}
+
+/// The key of the mark that a payment took the quote `id`
+/// ([`crate::transient::TransientKind::FxQuoteUsed`]): its SHA-256.
+pub fn quote_key(id: &QuoteId) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(id.as_str().as_bytes()).into()
 }
 
 /// Whether `quote` may still be accepted at `now`.

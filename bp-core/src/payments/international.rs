@@ -9,16 +9,18 @@
 //!    and the fee and sign them). The customer's legs (source amount and fee) are held until
 //!    the challenge's or the quote's expiry, whichever comes first, and the challenge's
 //!    `bp-sca-v3` text names both amounts, the fee, the rate and the payee.
-//! 3. [`Payments::confirm`] checks the quote has not expired, spends the answer and writes the
-//!    record with every leg in one command ([`ServiceStore::request`]), taking the held legs
-//!    over; the worker then sends the order to the correspondent rail.
+//! 3. [`Payments::confirm`] checks the quote has not expired, spends the answer, takes the quote
+//!    for this payment alone (a quote converts once: another payment with it is refused, from
+//!    any process, and its legs are released) and writes the record with every leg in one
+//!    command ([`ServiceStore::request`]), taking the held legs over; the worker then sends the
+//!    order to the correspondent rail.
 
 use std::sync::Arc;
 
 use super::external::ExternalPayments;
 use super::rules::IdempotencyKey;
 use super::{Confirmed, PayReceipt, Payment, PaymentError, Payments, awaiting_answer, transfer_id};
-use crate::error::{Error, LedgerError, StoreError};
+use crate::error::{Error, LedgerError, StoreError, StoreErrorKind};
 use crate::external::fx::{self, FxProvider, FxQuote, InternationalDetails, NewInternationalPayment, QuoteRequest};
 use crate::external::lifecycle::record_id;
 use crate::external::{CallKey, ExternalAccount};
@@ -29,6 +31,7 @@ use crate::sca::{Closed, ScaAnswer, challenge_id, links_international};
 use crate::security::{ChallengePurpose, ScaChallenge, ScaMethod};
 use crate::service_record::ServiceRecord;
 use crate::transfer::{Transfer, TransferRequest, TransferState, VoidReason};
+use crate::transient::{Transient, TransientKind};
 
 /// A payment abroad a customer asks for, with the quote they accepted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -146,6 +149,11 @@ impl Payments {
         }
         let current = provider.quote_by_id(&p.quote.id).await.map_err(PaymentError::Provider)?;
         fx::check_accepted(&p.quote, current.as_ref(), self.sca.now()).map_err(PaymentError::Quote)?;
+        // Refused before anything is held when another payment took the quote already;
+        // `confirm_international` takes it for this one.
+        if self.quote_taken_by_another(&p).await? {
+            return Err(PaymentError::Quote(fx::QuoteError::Used));
+        }
         // Refused before anything is held when the amount and the fee together do not fit;
         // `hold_customer_legs` still releases what it held if a payment in between takes the
         // room.
@@ -263,6 +271,12 @@ impl Payments {
             return Err(PaymentError::Quote(expired));
         }
         let answered = self.spend_answer(challenge, answer).await?;
+        // Another payment took the quote: this one's legs are released. (A store error leaves
+        // them held: the confirm's retry goes on from the answer already given.)
+        if let Err(used @ PaymentError::Quote(fx::QuoteError::Used)) = self.take_quote(&p).await? {
+            self.release_customer_legs(&p).await?;
+            return Err(used);
+        }
         let transition = fx::request(&p, self.sca.now()).map_err(PaymentError::Rail)?;
         let receipt = ext.store.request(transition).await?;
         self.hooks().ledger_changed();
@@ -270,6 +284,36 @@ impl Payments {
         let methods = self.sca.methods(customer, &answered.purpose).await?;
         let first = self.ledger.store().transfer(p.hold).await?.ok_or(PaymentError::NotFound("transfer"))?;
         Ok(Confirmed { transfer: first, challenge: answered, methods, service: Some(receipt.record) })
+    }
+
+    /// Takes `p`'s quote for `p`, once for every payment: the mark that it was taken
+    /// ([`TransientKind::FxQuoteUsed`], naming `p`'s first leg) is put in the security store,
+    /// which refuses a second one of the same quote from any process. `Ok` when `p` holds it
+    /// (now, or since a retry's earlier attempt); `Ok(Err(`[`fx::QuoteError::Used`]`))` when
+    /// another payment does; `Err` when the store could not say. The mark lasts as long as the quote: after that the quote is refused as
+    /// expired.
+    async fn take_quote(&self, p: &NewInternationalPayment) -> Result<Result<(), PaymentError>, StoreError> {
+        let mark = Transient {
+            kind: TransientKind::FxQuoteUsed,
+            key: fx::quote_key(&p.quote.id),
+            value: p.hold.as_uuid().as_bytes().to_vec(),
+            expires_at: p.quote.expires_at,
+            spent: false,
+        };
+        match self.sca.store().put_transient(mark).await {
+            Ok(()) => Ok(Ok(())),
+            Err(e) if e.kind() == StoreErrorKind::Conflict => match self.quote_taken_by_another(p).await? {
+                true => Ok(Err(PaymentError::Quote(fx::QuoteError::Used))),
+                false => Ok(Ok(())),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether a payment other than `p` took `p`'s quote.
+    async fn quote_taken_by_another(&self, p: &NewInternationalPayment) -> Result<bool, StoreError> {
+        let mark = self.sca.store().transient(TransientKind::FxQuoteUsed, fx::quote_key(&p.quote.id)).await?;
+        Ok(mark.is_some_and(|m| m.value != p.hold.as_uuid().as_bytes()))
     }
 
     /// Releases the customer's legs of `p` that are still pending with a deadline.

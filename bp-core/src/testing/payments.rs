@@ -127,6 +127,7 @@ macro_rules! __payments_conformance_cases {
             external_concurrent_retries
             international_confirmed
             international_refusals
+            international_quote_once
             loan_acceptance
         }
     };
@@ -1537,6 +1538,45 @@ pub async fn international_refusals<F: PaymentsFactory>(factory: &F) {
     assert!(matches!(late, Err(PaymentError::Quote(QuoteError::Expired { .. }))), "{late:?}");
     assert_eq!(bank.held_minor(&ada.account).await, 0, "every leg released");
     assert_eq!(bank.record(record_id(transfer.id)).await, None);
+    bank.check_invariants().await;
+}
+
+/// A quote converts once: of two payments held with the same quote, the first answered takes
+/// it and the other's answer is refused with every leg released; a later payment with it,
+/// also another customer's, is refused before anything is held; the payment that took it still
+/// answers its retries.
+pub async fn international_quote_once<F: PaymentsFactory>(factory: &F) {
+    use crate::external::fx::QuoteError;
+    let bank = Bank::new(factory).await;
+    let ada = bank.person("ada", 3_000_00).await;
+    let bob = bank.person("bob", 3_000_00).await;
+    let phone = bank.phone(&ada, 7).await;
+    let quote = bank.quote(&ada, 1_000_00, Currency::USD).await;
+    let first = ok("pay abroad", bank.pay_abroad(&ada, &quote, "q-1").await);
+    let second = ok("pay abroad again, another key", bank.pay_abroad(&ada, &quote, "q-2").await);
+    assert_eq!(bank.held_minor(&ada.account).await, 2 * 1_004_50, "both are held until answered");
+    let (t2, c2, _) = challenged(&second);
+    let taken = ok("confirm the second", bank.payments.confirm(ada.id, t2.id, &phone.answer(c2)).await);
+    let record = taken.service.expect("the record");
+    let (t1, c1, _) = challenged(&first);
+    let refused = bank.payments.confirm(ada.id, t1.id, &phone.answer(c1)).await;
+    assert!(matches!(refused, Err(PaymentError::Quote(QuoteError::Used))), "{refused:?}");
+    assert_eq!(bank.held_minor(&ada.account).await, 1_004_50, "the refused payment's legs are released");
+    assert_eq!(bank.record(record_id(t1.id)).await, None, "and it has no record");
+
+    bank.refuses("a third payment with the quote", bank.pay_abroad(&ada, &quote, "q-3"), |e| {
+        matches!(e, PaymentError::Quote(QuoteError::Used))
+    })
+    .await;
+    bank.refuses("another customer with the quote", bank.pay_abroad(&bob, &quote, "q-bob"), |e| {
+        matches!(e, PaymentError::Quote(QuoteError::Used))
+    })
+    .await;
+    let replay = ok("a retry of the payment that took it", bank.pay_abroad(&ada, &quote, "q-2").await);
+    assert_eq!((submitted(&replay).1, replay.replayed), (&record, true));
+    for total in ok("totals", bank.stores.ledger.totals().await) {
+        assert_eq!(total.posted_minor, 0, "{} sums to zero", total.currency);
+    }
     bank.check_invariants().await;
 }
 

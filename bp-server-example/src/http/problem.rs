@@ -145,7 +145,8 @@ pub enum ApiError {
     /// Passkeys are off on this server: why (its RP ID would be an IP address).
     #[error("{0}")]
     PasskeysUnavailable(String),
-    /// The FX quote accepted is not the provider's any more, or expired: ask for a new one.
+    /// The FX quote accepted is not the provider's any more, expired, or another payment took it:
+    /// ask for a new one.
     #[error("{0}")]
     QuoteStale(String),
     /// The FX quote accepted is unknown to the provider.
@@ -218,7 +219,7 @@ impl ApiError {
             ApiError::PasskeysUnavailable(_) => {
                 (S::NOT_IMPLEMENTED, "passkeys-unavailable", "Passkeys are not available on this server")
             }
-            ApiError::QuoteStale(_) => (S::CONFLICT, "fx-quote-stale", "The quote changed or expired"),
+            ApiError::QuoteStale(_) => (S::CONFLICT, "fx-quote-stale", "The quote changed, expired or was used"),
             ApiError::QuoteUnknown(_) => (S::UNPROCESSABLE_ENTITY, "fx-quote-unknown", "No such quote"),
             ApiError::PartyUnavailable => {
                 (S::SERVICE_UNAVAILABLE, "external-party-unavailable", "An outside party did not answer")
@@ -440,7 +441,9 @@ impl From<PaymentError> for ApiError {
             PaymentError::NotSupported(_) => ApiError::ExternalUnavailable,
             PaymentError::Loan(l) => l.into(),
             PaymentError::Quote(q) => match q {
-                QuoteError::Changed | QuoteError::Expired { .. } => ApiError::QuoteStale(q.to_string()),
+                QuoteError::Changed | QuoteError::Expired { .. } | QuoteError::Used => {
+                    ApiError::QuoteStale(q.to_string())
+                }
                 QuoteError::Unknown => ApiError::QuoteUnknown(q.to_string()),
                 QuoteError::Provider(_) => {
                     tracing::warn!(error = %q, "the FX provider gave a quote the bank does not offer");

@@ -162,7 +162,7 @@ fn documented() -> ApiRouter<Arc<AppState>> {
                     .description(
                         "202: pending; answer `sca` (whose text names both amounts, the fee and the rate) at \
                          /v1/transfers/{id}/confirm before the quote expires, whose answer then names the service. \
-                         409 fx-quote-stale: the quote changed or expired (ask for a new one); 422 fx-quote-unknown. \
+                         409 fx-quote-stale: the quote changed, expired or was taken by another payment (a quote converts once; ask for a new one); 422 fx-quote-unknown. \
                          Every leg is held until the rail settles (posted) or rejects (released) the payment.",
                     )
                     .response::<202, Json<TransferResponse>>()
