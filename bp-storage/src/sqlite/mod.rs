@@ -337,19 +337,27 @@ impl SqliteStore {
     /// threads panicked.
     pub async fn close(self) -> Result<(), StoreError> {
         let Self { jobs, reads, security, rotations, threads, .. } = self;
-        drop(jobs);
         drop(reads);
         drop(security);
         drop(rotations);
         let Some(mut threads) = Arc::into_inner(threads) else { return Ok(()) };
         threads.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let handles = [threads.writer.take(), threads.checkpointer.take()];
-        tokio::task::spawn_blocking(move || handles.into_iter().flatten().all(|h| h.join().is_ok()))
-            .await
-            .ok()
-            .filter(|joined| *joined)
-            .map(|_| ())
-            .ok_or_else(|| StoreError::new(StoreErrorKind::Unavailable, "a thread of the store panicked"))
+        let (checkpointer, writer) = (threads.checkpointer.take(), threads.writer.take());
+        // One connection after the other: the last to close removes the WAL, and SQLite knows
+        // it is the last only when no other connection is open, so two closing at once can
+        // each see the other and leave the WAL behind. The checkpointer's goes first; then the
+        // writer, its queue closed, answers what is queued and closes its own.
+        tokio::task::spawn_blocking(move || {
+            let checkpointed = checkpointer.is_none_or(|h| h.join().is_ok());
+            drop(jobs);
+            let written = writer.is_none_or(|h| h.join().is_ok());
+            checkpointed && written
+        })
+        .await
+        .ok()
+        .filter(|joined| *joined)
+        .map(|_| ())
+        .ok_or_else(|| StoreError::new(StoreErrorKind::Unavailable, "a thread of the store panicked"))
     }
 
     /// The writer's cumulative counters.
