@@ -9,6 +9,13 @@
 //! `BP_BENCH_DIR` where the database files go (default: a temporary folder). With the feature
 //! `mongodb` and `BP_BENCH_MONGODB_URI` set, also the MongoDB store: one writer process, then
 //! two on one database, `BP_BENCH_MONGODB_TRANSFERS` (default 10000) transfers each phase.
+//!
+//! The ratio to a PostgreSQL ledger measured in the same run (issue 19's measure, which the
+//! machine's load moves less than either figure): `BP_BENCH_PG_UNIFORM_TPS` and
+//! `BP_BENCH_PG_HOT_TPS` give the baseline's figures, or `BP_BENCH_PG_BASELINE=<script>` runs
+//! the script (`../shared/tools/pg-baseline/run.sh`, which prints `pg_uniform_tps N` and
+//! `pg_hot_tps N`) right after the SQLite phases; then `pg_ratio_uniform` and `pg_ratio_hot`
+//! follow.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -222,6 +229,38 @@ async fn verify(ledger: &Ledger<SqliteStore>) {
     }
 }
 
+/// A PostgreSQL ledger's figures, transactions per second.
+struct PgBaseline {
+    uniform_tps: u64,
+    hot_tps: u64,
+}
+
+/// The baseline's figures: given (`BP_BENCH_PG_UNIFORM_TPS`, `BP_BENCH_PG_HOT_TPS`), or
+/// measured now by the script `BP_BENCH_PG_BASELINE` names; `None` when neither is set.
+fn pg_baseline() -> Option<PgBaseline> {
+    let given = |name: &str| std::env::var(name).ok().map(|v| v.trim().parse::<u64>().expect(name));
+    if let (Some(uniform_tps), Some(hot_tps)) = (given("BP_BENCH_PG_UNIFORM_TPS"), given("BP_BENCH_PG_HOT_TPS")) {
+        return Some(PgBaseline { uniform_tps, hot_tps });
+    }
+    let script = std::env::var_os("BP_BENCH_PG_BASELINE")?;
+    eprintln!("measuring the PostgreSQL baseline with {}…", script.to_string_lossy());
+    let out = std::process::Command::new(&script).output().expect("run the PostgreSQL baseline script");
+    assert!(out.status.success(), "the PostgreSQL baseline failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let figure = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("the baseline printed no {name}: {text}"))
+    };
+    Some(PgBaseline { uniform_tps: figure("pg_uniform_tps "), hot_tps: figure("pg_hot_tps ") })
+}
+
+/// `ours ÷ theirs` with two decimals, in integers.
+fn ratio(ours: u64, theirs: u64) -> String {
+    let x100 = ours * 100 / theirs.max(1);
+    format!("{}.{:02}", x100 / 100, x100 % 100)
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     #[cfg(feature = "mongodb")]
@@ -257,12 +296,17 @@ async fn main() {
     verify(&baseline_ledger).await;
 
     let p99 = percentile_us(&mut uniform.latencies_us, 990);
-    let speedup_x100 = uniform.transfers_per_s * 100 / baseline.transfers_per_s.max(1);
     println!("group_commit_transfers_per_s {}", uniform.transfers_per_s);
     println!("hot_account_transfers_per_s {}", hot.transfers_per_s);
     println!("baseline_transfers_per_s {}", baseline.transfers_per_s);
-    println!("speedup {}.{:02}", speedup_x100 / 100, speedup_x100 % 100);
+    println!("speedup {}", ratio(uniform.transfers_per_s, baseline.transfers_per_s));
     println!("p99_commit_latency_ms {}", ms(p99));
+    if let Some(pg) = pg_baseline() {
+        println!("pg_uniform_tps {}", pg.uniform_tps);
+        println!("pg_hot_tps {}", pg.hot_tps);
+        println!("pg_ratio_uniform {}", ratio(uniform.transfers_per_s, pg.uniform_tps));
+        println!("pg_ratio_hot {}", ratio(hot.transfers_per_s, pg.hot_tps));
+    }
 
     #[cfg(feature = "mongodb")]
     if std::env::var_os(mongo::URI_ENV).is_some() {
