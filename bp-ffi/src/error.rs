@@ -21,8 +21,8 @@ pub enum Error {
     /// The server answered a problem (RFC 9457).
     #[error("the server answered {} {}", .problem.status, .problem.type_uri)]
     Problem {
-        /// The problem document.
-        problem: Problem,
+        /// The problem document (boxed: with its `errors`, it is most of the error's size).
+        problem: Box<Problem>,
         /// `Retry-After`, in seconds, when the server sent one.
         retry_after_s: Option<u64>,
     },
@@ -183,8 +183,9 @@ mod tests {
             status,
             detail: Some("Ada Lovelace's account 1234 was refused".to_owned()),
             instance: None,
+            errors: Vec::new(),
         };
-        Error::Problem { problem, retry_after_s: Some(7) }
+        Error::Problem { problem: Box::new(problem), retry_after_s: Some(7) }
     }
 
     #[test]
