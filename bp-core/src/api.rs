@@ -22,6 +22,18 @@ use crate::transfer::{Direction, Posting, Transfer, TransferKind, TransferState,
 
 /// An RFC 9457 problem: what went wrong, in words a customer or a support desk can act on.
 /// `type` is a stable URI per kind of problem; nothing internal is ever in it.
+///
+/// When the server knows which part of the request is at fault, `errors` names it (the
+/// extension member of RFC 9457 §3): each entry has a `detail` and either a `pointer`, an RFC
+/// 6901 JSON Pointer into the request body (`/amount`, `/contact/email`), or a `parameter`, the
+/// name of a query parameter or header as the OpenAPI document spells it (`limit`,
+/// `Idempotency-Key`):
+///
+/// ```json
+/// { "type": "urn:bp:problem:invalid-request", "title": "Invalid request", "status": 422,
+///   "detail": "the amount must be positive",
+///   "errors": [{ "pointer": "/amount", "detail": "the amount must be positive" }] }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Problem {
     /// Stable URI naming the kind of problem.
@@ -37,6 +49,57 @@ pub struct Problem {
     /// The request id, for support.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
+    /// The parts of the request at fault, when the server knows them (absent otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ProblemError>,
+}
+
+/// One part of a request at fault, in a [`Problem`]'s `errors`: exactly one of `pointer` (a
+/// member of the JSON body) and `parameter` (a query parameter or a header) is present.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ProblemError {
+    /// An RFC 6901 JSON Pointer to the member of the request body at fault (`/amount`,
+    /// `/contact/email`, `/documents/0/number`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pointer: Option<String>,
+    /// The query parameter (`limit`) or header (`Idempotency-Key`) at fault, named as in the
+    /// OpenAPI document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameter: Option<String>,
+    /// What is wrong with it.
+    pub detail: String,
+}
+
+impl ProblemError {
+    /// The body member at `pointer` (an RFC 6901 JSON Pointer, `/amount`).
+    pub fn at_pointer(pointer: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self { pointer: Some(pointer.into()), parameter: None, detail: detail.into() }
+    }
+
+    /// The query parameter or header `name`.
+    pub fn at_parameter(name: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self { pointer: None, parameter: Some(name.into()), detail: detail.into() }
+    }
+
+    /// The name of what is at fault: the pointer without its leading `/` (`amount`,
+    /// `contact/email`), or the parameter.
+    pub fn member(&self) -> Option<&str> {
+        match (&self.pointer, &self.parameter) {
+            (Some(pointer), _) => Some(pointer.strip_prefix('/').unwrap_or(pointer)),
+            (None, Some(parameter)) => Some(parameter),
+            (None, None) => None,
+        }
+    }
+}
+
+/// The RFC 6901 JSON Pointer of the member reached through `keys` (`["contact", "email"]` →
+/// `/contact/email`), with `~` and `/` inside a key escaped.
+pub fn json_pointer<'a>(keys: impl IntoIterator<Item = &'a str>) -> String {
+    keys.into_iter().fold(String::new(), |mut pointer, key| {
+        pointer.push('/');
+        pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
+        pointer
+    })
 }
 
 /// The signed-in customer's profile (FR1, FR4).

@@ -403,3 +403,39 @@ async fn records_of_a_real_run() {
     let replay = store.execute(Command::PostPending { id: p1.id }).await.expect("replay");
     roundtrip("a replay's Executed", &replay);
 }
+
+#[test]
+fn problems_with_and_without_the_members_at_fault() {
+    use bp_core::api::{Problem, ProblemError, json_pointer};
+    let mut problem = Problem {
+        type_uri: "urn:bp:problem:invalid-request".to_owned(),
+        title: "Invalid request".to_owned(),
+        status: 422,
+        detail: Some("the amount must be positive".to_owned()),
+        instance: None,
+        errors: Vec::new(),
+    };
+    roundtrip("a problem without errors", &problem);
+    let text = serde_json::to_value(&problem).expect("json");
+    assert!(text.get("errors").is_none(), "an empty list is not sent: {text}");
+    problem.errors = vec![
+        ProblemError::at_pointer("/amount", "the amount must be positive"),
+        ProblemError::at_parameter("Idempotency-Key", "must be printable ASCII"),
+    ];
+    roundtrip("a problem with errors", &problem);
+    assert_eq!(
+        serde_json::to_value(&problem).expect("json")["errors"],
+        serde_json::json!([
+            { "pointer": "/amount", "detail": "the amount must be positive" },
+            { "parameter": "Idempotency-Key", "detail": "must be printable ASCII" },
+        ])
+    );
+    assert_eq!(problem.errors[0].member(), Some("amount"));
+    assert_eq!(problem.errors[1].member(), Some("Idempotency-Key"));
+    // A client reads the problems of a server that does not send `errors` yet.
+    let old: Problem = serde_json::from_str(r#"{"type":"urn:bp:problem:x","title":"t","status":400}"#).expect("old");
+    assert!(old.errors.is_empty());
+    assert_eq!(json_pointer(["contact", "email"]), "/contact/email");
+    assert_eq!(json_pointer(["a/b", "c~d"]), "/a~1b/c~0d", "RFC 6901 escapes");
+    assert_eq!(json_pointer([]), "");
+}

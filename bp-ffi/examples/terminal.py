@@ -65,7 +65,11 @@ def parse_cents(text):
 async def main():
     base = sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8080"
     username = sys.argv[2] if len(sys.argv) > 2 else "ada"
-    server = DemoServer(base, os.environ.get("BP_CREDENTIALS", "data/demo-credentials.txt"), os.environ["BP_SERVER_BIN"])
+    credentials = os.environ.get("BP_CREDENTIALS", "data/demo-credentials.txt")
+    if not os.path.exists(credentials):
+        raise SystemExit(f"no demo credentials at {credentials}: set BP_CREDENTIALS to the demo-credentials.txt "
+                         "in the data folder of the server you started")
+    server = DemoServer(base, credentials, os.environ["BP_SERVER_BIN"])
     app = App(server)
 
     print(f"Signing in to {base} as {username} (PKCE, DPoP-bound tokens)…")
@@ -78,16 +82,30 @@ async def main():
 
     listener = Printer()
     stream = await app.sdk.watch_events(listener, None)
+    # The stream calls back into Python from the SDK's threads: it is stopped before the
+    # interpreter exits, whatever happens (an exit with it running can abort the process).
+    try:
+        await pay_and_watch(app, username, accounts)
+    except bp_ffi.BpError as e:
+        print(f"The bank refused: {e}")
+    finally:
+        stream.stop()
+        await app.sdk.sign_out()
+        print("Signed out.")
 
+
+async def pay_and_watch(app, username, accounts):
     payee = input("Pay to account number (empty to skip): ").strip()
     if payee:
         eur = next(a for a in accounts if a.posted.currency == "EUR")
         cents = parse_cents(input("Amount in EUR (e.g. 250.00): "))
-        print("Registering this terminal's software device key (a TOTP code confirms it)…")
-        await app.register_device(username)
+        # Checked and stored first, so a wrong account number registers no device key.
         intent = app.sdk.prepare_transfer(bp_ffi.TransferDraft(
             from_account_id=eur.id, to_account_number=payee,
             amount=bp_ffi.Amount(amount_minor=cents, currency="EUR"), reference="from the terminal"))
+        if app.sdk.device_id() is None:
+            print("Registering this terminal's software device key (a TOTP code confirms it)…")
+            await app.register_device(username)
         outcome = await app.sdk.send_payment(intent.id)
         if isinstance(outcome, bp_ffi.PaymentOutcome.NEEDS_CONFIRMATION):
             print("Confirm with your device key:\n  " + outcome.confirmation.summary)
@@ -103,12 +121,7 @@ async def main():
 
     seconds = int(os.environ.get("BP_EXAMPLE_EVENTS_S", "0"))
     print(f"Live events ({f'for {seconds} s' if seconds else 'Ctrl-C to stop'})…")
-    try:
-        await asyncio.sleep(seconds or 10**9)
-    finally:
-        stream.stop()
-        await app.sdk.sign_out()
-        print("Signed out.")
+    await asyncio.sleep(seconds or 10**9)
 
 
 if __name__ == "__main__":

@@ -533,7 +533,7 @@ pub(crate) async fn problem_of(response: reqwest::Response) -> Error {
         response.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
     match read_body(response).await {
         Ok(body) => match serde_json::from_slice::<Problem>(&body) {
-            Ok(problem) => Error::Problem { problem, retry_after_s },
+            Ok(problem) => Error::Problem { problem: Box::new(problem), retry_after_s },
             Err(_) => Error::Status(status),
         },
         Err(e) => e,

@@ -21,8 +21,8 @@ pub enum Error {
     /// The server answered a problem (RFC 9457).
     #[error("the server answered {} {}", .problem.status, .problem.type_uri)]
     Problem {
-        /// The problem document.
-        problem: Problem,
+        /// The problem document (boxed: with its `errors`, it is most of the error's size).
+        problem: Box<Problem>,
         /// `Retry-After`, in seconds, when the server sent one.
         retry_after_s: Option<u64>,
     },
@@ -108,10 +108,12 @@ pub enum BpError {
     /// payment, a challenge no longer answerable, a stale quote): refresh and try again.
     #[error("the request conflicts with the current state")]
     Conflict,
-    /// Input refused; `field` names the field when it is known (`request` otherwise).
+    /// Input refused; `field` names the field when it is known (`request` otherwise): the
+    /// SDK's own check, or the member the server's problem names in its `errors`.
     #[error("invalid input: {field}")]
     InvalidInput {
-        /// The field of the SDK's record, or `request`.
+        /// The field of the SDK's record (`amount_minor`), the request member the server named
+        /// (`amount`, `amount/currency`, `to_iban`, `term_months`, `limit`), or `request`.
         field: String,
     },
     /// Too many requests or attempts: wait `retry_after_s` seconds.
@@ -144,10 +146,29 @@ impl From<Error> for BpError {
             Error::Status(_) | Error::Decode(_) | Error::Corrupt(_) => BpError::Server,
             Error::Problem { ref problem, retry_after_s } => {
                 let slug = problem.type_uri.strip_prefix(PROBLEM_PREFIX).unwrap_or("");
-                of_problem(slug, problem.status, retry_after_s)
+                match (of_problem(slug, problem.status, retry_after_s), member_at_fault(problem)) {
+                    (BpError::InvalidInput { .. }, Some(field)) => BpError::InvalidInput { field },
+                    (mapped, _) => mapped,
+                }
             }
         }
     }
+}
+
+/// Longest member name the SDK passes on from a problem's `errors`.
+const MEMBER_LEN_MAX: usize = 64;
+
+/// The request member a problem names first in its `errors` (RFC 9457 §3): the JSON Pointer
+/// without its leading `/` (`amount`, `contact/email`) or the parameter (`limit`,
+/// `Idempotency-Key`). Only a name of the API's own shape passes (letters, digits, `_`, `-`,
+/// `/`, at most [`MEMBER_LEN_MAX`]): a member the client made up, as a key of a free-form map,
+/// could hold what the customer typed, and it would then show in the error's message.
+fn member_at_fault(problem: &Problem) -> Option<String> {
+    let member = problem.errors.first()?.member()?;
+    let api_shaped = !member.is_empty()
+        && member.len() <= MEMBER_LEN_MAX
+        && member.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'/'));
+    api_shaped.then(|| member.to_owned())
 }
 
 /// The app's error for the server's problem `slug` (status `status`).
@@ -174,17 +195,68 @@ fn of_problem(slug: &str, status: u16, retry_after_s: Option<u64>) -> BpError {
 
 #[cfg(test)]
 mod tests {
+    use bp_core::api::ProblemError;
+
     use super::*;
 
     fn problem(slug: &str, status: u16) -> Error {
+        problem_at(slug, status, Vec::new())
+    }
+
+    fn problem_at(slug: &str, status: u16, errors: Vec<ProblemError>) -> Error {
         let problem = Problem {
             type_uri: format!("{PROBLEM_PREFIX}{slug}"),
             title: "t".to_owned(),
             status,
             detail: Some("Ada Lovelace's account 1234 was refused".to_owned()),
             instance: None,
+            errors,
         };
-        Error::Problem { problem, retry_after_s: Some(7) }
+        Error::Problem { problem: Box::new(problem), retry_after_s: Some(7) }
+    }
+
+    fn field_of(e: Error) -> Option<String> {
+        match BpError::from(e) {
+            BpError::InvalidInput { field } => Some(field),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn invalid_input_names_the_member_the_server_names() {
+        let detail = "Ada Lovelace's amount";
+        let at = |pointer: &str| vec![ProblemError::at_pointer(pointer, detail)];
+        let parameter = |name: &str| vec![ProblemError::at_parameter(name, detail)];
+        let cases = [
+            (problem_at("invalid-request", 422, at("/amount")), "amount"),
+            (problem_at("invalid-request", 422, at("/contact/email")), "contact/email"),
+            (problem_at("repayment-amount", 422, at("/amount")), "amount"),
+            (problem_at("bad-request", 400, parameter("limit")), "limit"),
+            (problem_at("bad-request", 400, parameter("Idempotency-Key")), "Idempotency-Key"),
+            // The first member named, when there are more.
+            (problem_at("invalid-request", 422, [at("/to_iban"), at("/amount")].concat()), "to_iban"),
+            // Without `errors`, today's guesses.
+            (problem("invalid-request", 422), "request"),
+            (problem("account-unusable", 422), "account"),
+            (problem("fx-quote-unknown", 422), "quote"),
+            (problem_at("account-unusable", 422, at("/amount/currency")), "amount/currency"),
+            // A member that is not of the API's shape (a key of free-form extra fields, say) is
+            // not passed on.
+            (problem_at("invalid-request", 422, at("/extra/Ada Lovelace")), "request"),
+            (problem_at("invalid-request", 422, at(&format!("/{}", "a".repeat(MEMBER_LEN_MAX + 1)))), "request"),
+            (problem_at("invalid-request", 422, at("")), "request"),
+        ];
+        for (error, field) in cases {
+            let described = error.to_string();
+            assert_eq!(field_of(error).as_deref(), Some(field), "{described}");
+        }
+        // A problem that is not about input stays what it is, whatever it names.
+        let funds = problem_at("insufficient-funds", 422, at("/amount"));
+        assert!(matches!(BpError::from(funds), BpError::InsufficientFunds));
+        let conflict = problem_at("fx-quote-stale", 409, at("/quote"));
+        assert!(matches!(BpError::from(conflict), BpError::Conflict));
+        let text = BpError::from(problem_at("invalid-request", 422, at("/amount"))).to_string();
+        assert_eq!(text, "invalid input: amount", "no detail of the server");
     }
 
     #[test]

@@ -31,6 +31,7 @@ mod events;
 mod host;
 mod keys;
 mod payments;
+mod requests;
 mod views;
 
 use std::sync::Arc;
@@ -312,12 +313,40 @@ impl BpSdk {
             "term_months": application.term_months,
             "purpose": application.purpose,
         });
-        // An application moves no money; its key makes a retry of this call safe.
-        let key = uuid::Uuid::now_v7().to_string();
-        let view: LoanView = match self.client.post("/v1/loans", &body, Some(&key)).await {
-            Err(Error::Network(_)) => self.client.post("/v1/loans", &body, Some(&key)).await?,
+        // The key is stored with the application before it is sent: the same application
+        // made again (after a lost answer, or an app restart) is the same loan, not a second.
+        let what = requests::loan_application(&body);
+        let view: LoanView = match self.client.post_once(&what, "/v1/loans", body.clone()).await {
+            Err(Error::Network(_)) => self.client.post_once(&what, "/v1/loans", body).await?,
             other => other?,
         };
+        Ok(Loan::from(view))
+    }
+
+    /// Repays a loan early, in part (the remaining instalments are recomputed, same count) or in
+    /// full (the loan closes), from the loan's account; no confirmation is asked. Like a
+    /// payment, the repayment's idempotency key is stored before it is sent, and the same
+    /// repayment made again after a failure or an app restart is sent with it: money moves once.
+    pub async fn repay_loan(&self, loan_id: String, repayment: LoanRepayment) -> Result<Loan> {
+        let loan_path = format!("/v1/loans/{}", views::path_id(&loan_id)?);
+        let path = format!("{loan_path}/repayments");
+        let amount = match &repayment {
+            LoanRepayment::Partial { amount } => Some(money(amount.amount_minor, &amount.currency)?),
+            LoanRepayment::Full => None,
+        };
+        let what = requests::loan_repayment(&loan_id, amount.as_ref());
+        let request = match self.client.keyed_request(&what)? {
+            Some(stored) => stored,
+            None => {
+                let amount = match amount {
+                    Some(amount) => amount,
+                    // In full: what is owed now, read before the first attempt only.
+                    None => self.client.get::<LoanView>(&loan_path).await?.loan.outstanding,
+                };
+                self.client.store_request(&what, &path, serde_json::json!({ "amount": amount }))?
+            }
+        };
+        let view: LoanView = self.client.send_request(&what, &request).await?;
         Ok(Loan::from(view))
     }
 

@@ -568,6 +568,18 @@ pub struct LoanApplication {
     pub purpose: String,
 }
 
+/// An early repayment of a loan's principal.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Enum)]
+pub enum LoanRepayment {
+    /// Part of the principal, in the loan's currency: the remaining instalments are recomputed.
+    Partial {
+        /// The principal repaid (less than what is owed).
+        amount: Amount,
+    },
+    /// All the principal still owed: the loan closes.
+    Full,
+}
+
 /// An instalment of a loan's schedule.
 #[derive(Clone, Debug, uniffi::Record)]
 pub struct Instalment {

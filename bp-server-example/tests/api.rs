@@ -6,7 +6,7 @@ mod common;
 
 use bp_core::api::device_registration_message;
 use bp_server_example::auth::crypto::b64;
-use common::{Api, Server, assert_problem, new_key, register_phone};
+use common::{Api, Server, assert_parameter, assert_pointer, assert_problem, new_key, register_phone};
 use p256::ecdsa::signature::Signer as _;
 use p256::ecdsa::{Signature, SigningKey};
 use reqwest::StatusCode;
@@ -205,15 +205,35 @@ async fn retries_with_the_same_key_move_money_once() {
     // No key: refused.
     let (status, body) = api.post("/v1/transfers", &pay(&ada.eur, &to, "1.00"), None).await;
     assert_problem(status, &body, StatusCode::BAD_REQUEST, "idempotency-key-missing");
+    assert_parameter(&body, "Idempotency-Key");
     // Unknown fields of a payment are refused, not ignored.
     let mut extra = pay(&ada.eur, &to, "1.00");
     extra["amount_eur"] = json!("1000000");
     let (status, body) = api.post("/v1/transfers", &extra, Some("x")).await;
     assert_problem(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    assert_pointer(&body, "/amount_eur");
     // Floats are not amounts.
     let float =
         json!({ "from_account": ada.eur, "to_account_number": to, "amount": { "amount": 1.5, "currency": "EUR" } });
-    assert_eq!(api.post("/v1/transfers", &float, Some("f")).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, body) = api.post("/v1/transfers", &float, Some("f")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_pointer(&body, "/amount/amount");
+    // Amounts that are not this payment's: too many decimals, nothing, the payer's own account.
+    let (status, body) = api.post("/v1/transfers", &pay(&ada.eur, &to, "1.001"), Some("decimals")).await;
+    assert_problem(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    assert_pointer(&body, "/amount");
+    let (status, body) = api.post("/v1/transfers", &pay(&ada.eur, &to, "0.00"), Some("zero")).await;
+    assert_problem(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    assert_pointer(&body, "/amount");
+    let (status, body) = api.post("/v1/transfers", &pay(&ada.eur, "0000000000", "1.00"), Some("nobody")).await;
+    assert_problem(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    assert_pointer(&body, "/to_account_number");
+    // A missing member is the whole body's fault: no member is named.
+    let mut missing = pay(&ada.eur, &to, "1.00");
+    missing.as_object_mut().expect("object").remove("to_account_number");
+    let (status, body) = api.post("/v1/transfers", &missing, Some("missing")).await;
+    assert_problem(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    assert!(body.get("errors").is_none(), "{body}");
     // Too much money, a wrong currency.
     let (status, body) = api.post("/v1/transfers", &pay(&ada.eur, &to, "5000.00"), Some("big")).await;
     assert_problem(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "insufficient-funds");
@@ -221,6 +241,7 @@ async fn retries_with_the_same_key_move_money_once() {
         json!({ "from_account": ada.eur, "to_account_number": to, "amount": { "amount": "1.00", "currency": "USD" } });
     let (status, body) = api.post("/v1/transfers", &usd, Some("usd")).await;
     assert_problem(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "account-unusable");
+    assert_pointer(&body, "/amount/currency");
     assert_eq!(balance(&api, &ada.eur).await, "988.50");
     server.stop().await;
 }
@@ -381,14 +402,23 @@ async fn history_filters_and_pages_and_errors_are_problems() {
     assert_eq!(ranged["items"].as_array().expect("items").len(), 2);
     let (_, deposits) = api.get(&format!("{path}?kind=deposit")).await;
     assert_eq!(deposits["items"].as_array().expect("items").len(), 1);
-    for bad in ["?limit=0", "?cursor=zz", "?direction=sideways", "?colour=red", "?from=yesterday"] {
+    for (bad, parameter) in [
+        ("?limit=0", "limit"),
+        ("?cursor=zz", "cursor"),
+        ("?direction=sideways", "direction"),
+        ("?colour=red", "colour"),
+        ("?from=yesterday", "from"),
+        ("?kind=deposit&limit=x", "limit"),
+    ] {
         let (status, body) = api.get(&format!("{path}{bad}")).await;
         assert_problem(status, &body, StatusCode::BAD_REQUEST, "bad-request");
+        assert_parameter(&body, parameter);
     }
     // Amounts are read in the account's currency: EUR has two decimals.
-    for bad in ["?amount_min=abc", "?amount_max=1.001"] {
+    for (bad, parameter) in [("?amount_min=abc", "amount_min"), ("?amount_max=1.001", "amount_max")] {
         let (status, body) = api.get(&format!("{path}{bad}")).await;
         assert_problem(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+        assert_parameter(&body, parameter);
     }
     // An empty range is an empty answer.
     let (status, empty) = api.get(&format!("{path}?amount_min=3.00&amount_max=2.00")).await;

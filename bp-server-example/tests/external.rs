@@ -17,7 +17,7 @@ use bp_external::simulator::IncomingPayment;
 use bp_external::webhook::signature_header;
 use bp_server_example::config::{Config, Secret};
 use common::sse::Stream;
-use common::{Api, Phone, Server, assert_problem, new_key, register_phone};
+use common::{Api, Phone, Server, assert_pointer, assert_problem, new_key, register_phone};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -553,20 +553,28 @@ async fn payments_to_an_iban_over_http_are_handed_to_the_rail_and_settle() {
     assert_eq!(list["services"].as_array().map(Vec::len), Some(2), "{list}");
 
     // Refused, nothing held: a malformed IBAN, an empty name, dollars, an IBAN of this bank.
-    for (body, why) in [
-        (pay("5.00", "DE00 3704 0044 0532 0130 00"), "check digits"),
+    for (body, why, pointer) in [
+        (pay("5.00", "DE00 3704 0044 0532 0130 00"), "check digits", "/to_iban"),
         (
             serde_json::json!({ "from_account": ada.eur, "to_iban": iban, "to_name": "", "amount": { "amount": "5.00", "currency": "EUR" } }),
             "no name",
+            "/to_name",
+        ),
+        (
+            serde_json::json!({ "from_account": ada.eur, "to_iban": iban, "to_name": "Erika", "to_bic": "NOT A BIC", "amount": { "amount": "5.00", "currency": "EUR" } }),
+            "bad BIC",
+            "/to_bic",
         ),
         (
             serde_json::json!({ "from_account": ada.usd, "to_iban": iban, "to_name": "Erika", "amount": { "amount": "5.00", "currency": "USD" } }),
             "USD",
+            "/amount/currency",
         ),
     ] {
         let (status, problem) =
             api.post("/v1/interbank-transfers", &body, Some(&format!("bad-{}", why.replace(' ', "-")))).await;
         assert_problem(status, &problem, StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+        assert_pointer(&problem, pointer);
     }
     assert_eq!(balances(&server, ada.eur).await, (73_500, 73_500));
     let (_, list) = api.get("/v1/services").await;
@@ -627,6 +635,7 @@ async fn a_payment_abroad_converts_at_its_quote_and_settles_in_the_target_curren
     unknown["id"] = Value::from("no-such-quote");
     let (status, problem) = api.post("/v1/international-transfers", &pay(&unknown), Some("abroad-unknown")).await;
     assert_problem(status, &problem, StatusCode::UNPROCESSABLE_ENTITY, "fx-quote-unknown");
+    assert_pointer(&problem, "/quote");
     let (status, problem) = api
         .post(
             "/v1/fx-quotes",
@@ -637,6 +646,7 @@ async fn a_payment_abroad_converts_at_its_quote_and_settles_in_the_target_curren
         )
         .await;
     assert_problem(status, &problem, StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    assert_pointer(&problem, "/target_currency");
     assert_eq!(balances(&server, ada.eur).await, (200_000, 200_000), "no refusal held anything");
 
     // Paid: the amount and the fee held, a challenge naming both amounts, the fee and the rate.
@@ -895,6 +905,7 @@ async fn a_loan_is_decided_accepted_collected_and_repaid_early() {
     let outstanding: i64 = outstanding.parse().expect("minor");
     let (code, problem) = api.post(&format!("/v1/loans/{id}/repayments"), &repay("99999.00"), Some("early-x")).await;
     assert_problem(code, &problem, StatusCode::UNPROCESSABLE_ENTITY, "repayment-amount");
+    assert_pointer(&problem, "/amount");
     let (code, partial) = api.post(&format!("/v1/loans/{id}/repayments"), &repay("200.00"), Some("early-1")).await;
     assert_eq!(code, StatusCode::OK, "{partial}");
     let schedule = partial["loan"]["schedule"].as_array().expect("schedule");
@@ -949,12 +960,20 @@ async fn a_declined_loan_is_rejected_and_another_customers_loan_is_not_found() {
 
     let (code, problem) = api.post("/v1/loans", &ask("a car", 0), Some("decl-2")).await;
     assert_problem(code, &problem, StatusCode::UNPROCESSABLE_ENTITY, "loan-application");
+    assert_pointer(&problem, "/term_months");
     let (code, problem) = api.post("/v1/loans", &ask("", 12), Some("decl-3")).await;
     assert_problem(code, &problem, StatusCode::UNPROCESSABLE_ENTITY, "loan-application");
+    assert_pointer(&problem, "/purpose");
+    let mut nothing = ask("a car", 12);
+    nothing["amount"]["amount"] = Value::from("0.00");
+    let (code, problem) = api.post("/v1/loans", &nothing, Some("decl-0")).await;
+    assert_problem(code, &problem, StatusCode::UNPROCESSABLE_ENTITY, "loan-application");
+    assert_pointer(&problem, "/amount");
     let mut usd = ask("a car", 12);
     usd["amount"]["currency"] = Value::from("USD");
     let (code, problem) = api.post("/v1/loans", &usd, Some("decl-4")).await;
     assert_problem(code, &problem, StatusCode::UNPROCESSABLE_ENTITY, "account-unusable");
+    assert_pointer(&problem, "/amount/currency");
     let mut bobs_account = ask("a car", 12);
     bobs_account["account"] = Value::from(bob.eur.to_string());
     let (code, problem) = api.post("/v1/loans", &bobs_account, Some("decl-5")).await;

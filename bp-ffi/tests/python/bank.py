@@ -148,12 +148,15 @@ class MemoryAppStore(bp_ffi.AppStore):
 
     def __init__(self):
         self.values = {}
+        # Every value put, in order: a test rebuilds the store as a crash would have left it.
+        self.written = []
 
     def get(self, key):
         return self.values.get(key)
 
     def put(self, key, value):
         self.values[key] = value
+        self.written.append((key, value))
 
     def remove(self, key):
         self.values.pop(key, None)
@@ -182,6 +185,17 @@ class App:
         url = await self.sdk.begin_sign_in()
         redirect = self.server.browser_sign_in(url, username)
         return await self.sdk.complete_sign_in(redirect)
+
+    def crashed_after(self, written_before, prefix):
+        """The app died after the bank answered the request stored (under `prefix`) since
+        `len(store.written)` was `written_before`, before it forgot it: the store holds the
+        record again, and a restarted app finds it. Returns the restarted app."""
+        stored = [(k, v) for k, v in self.store.written[written_before:] if k.startswith(prefix)]
+        assert len(stored) == 1, stored
+        key, value = stored[0]
+        assert key not in self.store.values, "forgotten after the final answer"
+        self.store.values[key] = value
+        return self.restarted()
 
     async def register_device(self, username):
         enrolment = await self.sdk.register_device("Test phone")

@@ -181,11 +181,27 @@ def test_external_services(server):
         sent = await acme.sdk.services("interbank_transfer", None)
         assert any(s.amount.amount_minor == 2_000 for s in sent.services)
 
+        # The server names the member at fault, and the SDK passes its name on.
+        with pytest.raises(bp_ffi.BpError.InvalidInput) as e:
+            await acme.sdk.apply_for_loan(bp_ffi.LoanApplication(
+                account_id=eur.id, amount=bp_ffi.Amount(amount_minor=120_000, currency=EUR), term_months=0,
+                purpose="a new laptop"))
+        assert e.value.field == "term_months"
+        assert not acme.store.keys("bp.request."), "a final answer: nothing kept for a retry"
+
         # A loan: applied for, decided by the provider's simulator, its offer confirmed and
-        # signed by the device key, then disbursed with a schedule.
-        applied = await acme.sdk.apply_for_loan(bp_ffi.LoanApplication(
+        # signed by the device key, then disbursed with a schedule. The application's key was
+        # stored before it was sent: made again by the app restarted after a lost answer, it
+        # is the same loan.
+        application = bp_ffi.LoanApplication(
             account_id=eur.id, amount=bp_ffi.Amount(amount_minor=120_000, currency=EUR), term_months=12,
-            purpose="a new laptop"))
+            purpose="a new laptop")
+        written = len(acme.store.written)
+        applied = await acme.sdk.apply_for_loan(application)
+        restarted = acme.crashed_after(written, "bp.request.")
+        again = await restarted.sdk.apply_for_loan(application)
+        assert again.id == applied.id, "the same application, not a second one"
+        assert not acme.store.keys("bp.request.")
         for _ in range(100):
             offered = await acme.sdk.loan(applied.id)
             if offered.status == "offered":
@@ -200,6 +216,25 @@ def test_external_services(server):
         assert accepted.status not in ("offered", "rejected"), accepted
         with pytest.raises(bp_ffi.BpError.InvalidInput):
             await acme.sdk.confirm_loan_offer(applied.id)
+
+        # Repaid early: more than is owed is refused naming the amount; a repayment retried
+        # after a restart moves money once; in full, the loan closes.
+        too_much = bp_ffi.Amount(amount_minor=accepted.outstanding.amount_minor + 1, currency=EUR)
+        with pytest.raises(bp_ffi.BpError.InvalidInput) as e:
+            await acme.sdk.repay_loan(applied.id, bp_ffi.LoanRepayment.PARTIAL(too_much))
+        assert e.value.field == "amount"
+        part = bp_ffi.LoanRepayment.PARTIAL(bp_ffi.Amount(amount_minor=10_000, currency=EUR))
+        written = len(acme.store.written)
+        repaid = await acme.sdk.repay_loan(applied.id, part)
+        assert repaid.outstanding.amount_minor == accepted.outstanding.amount_minor - 10_000, repaid
+        restarted = acme.crashed_after(written, "bp.request.")
+        again = await restarted.sdk.repay_loan(applied.id, part)
+        assert again.outstanding == repaid.outstanding, "repaid once"
+        now = await restarted.sdk.loan(applied.id)
+        assert now.outstanding.amount_minor == accepted.outstanding.amount_minor - 10_000, "money moved once"
+        closed = await restarted.sdk.repay_loan(applied.id, bp_ffi.LoanRepayment.FULL())
+        assert closed.status == "closed" and closed.outstanding.amount_minor == 0, closed
+        assert not acme.store.keys("bp.request.")
 
         quote = await acme.sdk.fx_quote(eur.id, bp_ffi.Amount(amount_minor=10_000, currency=EUR), "CHF")
         assert quote.debit.amount_minor == quote.source.amount_minor + quote.fee.amount_minor

@@ -33,6 +33,8 @@ EXPECTED = [
     r"open func pendingPayments\(\)\s*throws\s*-> \[PaymentIntent\]",
     r"open func fxQuote\(fromAccountId: String, amount: Amount, targetCurrency: String\)\s*async throws\s*-> FxQuote",
     r"open func loan\(loanId: String\)\s*async throws\s*-> Loan",
+    r"open func applyForLoan\(application: LoanApplication\)\s*async throws\s*-> Loan",
+    r"open func repayLoan\(loanId: String, repayment: LoanRepayment\)\s*async throws\s*-> Loan",
     r"open func watchEvents\(listener: EventListener, lastEventId: String\?\)\s*async\s*-> EventStream",
     r"open func stop\(\)",
     # What the app implements.
@@ -50,6 +52,9 @@ EXPECTED = [
     r"public enum PaymentOutcome\b",
     r"case needsConfirmation\(",
     r"public enum StreamStatus\b",
+    r"public enum LoanRepayment\b",
+    r"case partial\(",
+    r"case full\b",
     # The error enum, every case an app acts on.
     r"public enum BpError\b",
     r"case Network\b",

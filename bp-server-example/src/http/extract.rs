@@ -6,6 +6,7 @@ use aide::generate::GenContext;
 use aide::openapi::Operation;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
+use bp_core::api::json_pointer;
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 
@@ -32,9 +33,46 @@ fn json_rejection(rejection: &axum::extract::rejection::JsonRejection) -> ApiErr
         J::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
         J::BytesRejection(_) => ApiError::PayloadTooLarge,
         // serde's message names the field and what is wrong with it, never a value.
-        J::JsonDataError(e) => ApiError::Unprocessable(clip(&e.body_text())),
+        J::JsonDataError(e) => {
+            let error = ApiError::Unprocessable(clip(&e.body_text()));
+            match data_error_path(e) {
+                Some(path) => error.at_pointer(&path),
+                None => error,
+            }
+        }
         J::JsonSyntaxError(e) => ApiError::BadRequest(clip(&e.body_text())),
         _ => ApiError::BadRequest("the body is not valid JSON".to_owned()),
+    }
+}
+
+/// The JSON Pointer of the member a JSON body's data error is about, from the path axum's `Json`
+/// tracked while reading it (serde_path_to_error, the version axum uses: the error is found by
+/// its type, so another version's names none). None for an error of the whole body (a missing
+/// field of it) or a path with a segment it could not follow.
+fn data_error_path(e: &axum::extract::rejection::JsonDataError) -> Option<String> {
+    use serde_path_to_error::Segment;
+    let tracked = std::error::Error::source(e)?.source()?;
+    let tracked = tracked.downcast_ref::<serde_path_to_error::Error<serde_json::Error>>()?;
+    let keys = tracked
+        .path()
+        .iter()
+        .map(|segment| match segment {
+            Segment::Map { key } | Segment::Enum { variant: key } => Some(key.clone()),
+            Segment::Seq { index } => Some(index.to_string()),
+            Segment::Unknown => None,
+        })
+        .collect::<Option<Vec<String>>>()?;
+    (!keys.is_empty()).then(|| json_pointer(keys.iter().map(String::as_str)))
+}
+
+/// The query parameter a query string's error is about: the string read again with its path
+/// tracked (axum's `Query` does not track it). None when it names no single parameter.
+fn query_error_parameter<T: DeserializeOwned>(query: &str) -> Option<String> {
+    let form = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    let tracked = serde_path_to_error::deserialize::<_, T>(form).err()?;
+    match tracked.path().iter().collect::<Vec<_>>().as_slice() {
+        [serde_path_to_error::Segment::Map { key }] => Some(key.clone()),
+        _ => None,
     }
 }
 
@@ -60,7 +98,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(Self(v)),
-            Err(e) => Err(ApiError::BadRequest(clip(&e.body_text()))),
+            Err(e) => {
+                let error = ApiError::BadRequest(clip(&e.body_text()));
+                match query_error_parameter::<T>(parts.uri.query().unwrap_or_default()) {
+                    Some(parameter) => Err(error.at_parameter(&parameter)),
+                    None => Err(error),
+                }
+            }
         }
     }
 }

@@ -6,9 +6,10 @@ use aide::generate::GenContext;
 use aide::openapi::{MediaType, Operation, Response, SchemaObject};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response as AxumResponse};
-use bp_core::api::Problem;
+use bp_core::api::{Problem, ProblemError, json_pointer};
 use bp_core::external::CallError;
 use bp_core::external::fx::QuoteError;
+use bp_core::external::lifecycle::RequestError;
 use bp_core::external::loan::{LoanRequestError, LoanTransitionError};
 use bp_core::payments::{InvalidIdempotencyKey, PaymentError};
 use bp_core::sca::ScaError;
@@ -164,9 +165,57 @@ pub enum ApiError {
     /// A bug or an unexpected failure; details are in the logs under the request id.
     #[error("an unexpected error occurred")]
     Internal,
+    /// `error`, with the part of the request at fault, which the problem's `errors` names (its
+    /// type, status and detail are `error`'s).
+    #[error("{error}")]
+    At {
+        /// The problem.
+        error: Box<ApiError>,
+        /// The part of the request at fault.
+        at: ProblemError,
+    },
 }
 
 impl ApiError {
+    /// A request body that breaks a rule (422 `invalid-request`) at its member `pointer` (an RFC
+    /// 6901 JSON Pointer, `/amount`).
+    pub fn invalid(pointer: &str, detail: impl Into<String>) -> Self {
+        ApiError::Unprocessable(detail.into()).at_pointer(pointer)
+    }
+
+    /// A malformed query parameter or header `name` (400 `bad-request`).
+    pub fn bad_parameter(name: &str, detail: impl Into<String>) -> Self {
+        ApiError::BadRequest(detail.into()).at_parameter(name)
+    }
+
+    /// The same problem, naming the request body's member at `pointer` as the one at fault.
+    pub fn at_pointer(self, pointer: &str) -> Self {
+        let at = ProblemError::at_pointer(pointer, self.to_string());
+        ApiError::At { error: Box::new(self), at }
+    }
+
+    /// The same problem, naming the request body's member at `pointer` when there is one.
+    pub fn at_pointer_of(self, pointer: Option<&str>) -> Self {
+        match pointer {
+            Some(pointer) => self.at_pointer(pointer),
+            None => self,
+        }
+    }
+
+    /// The same problem, naming the query parameter or header `name` as the one at fault.
+    pub fn at_parameter(self, name: &str) -> Self {
+        let at = ProblemError::at_parameter(name, self.to_string());
+        ApiError::At { error: Box::new(self), at }
+    }
+
+    /// The problem itself, without the parts at fault.
+    fn kind(&self) -> &ApiError {
+        match self {
+            ApiError::At { error, .. } => error.kind(),
+            other => other,
+        }
+    }
+
     /// The same problem, a step-up's challenge in `scheme`, the scheme of the caller's token.
     pub fn in_scheme(self, scheme: AuthScheme) -> Self {
         match self {
@@ -229,18 +278,28 @@ impl ApiError {
             }
             ApiError::Loan(kind, _) => kind.parts(),
             ApiError::Internal => (S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
+            ApiError::At { error, .. } => error.parts(),
         }
     }
 
     /// The problem document.
     pub fn problem(&self) -> Problem {
         let (status, slug, title) = self.parts();
+        let mut errors = Vec::new();
+        let mut next = self;
+        while let ApiError::At { error, at } = next {
+            errors.push(at.clone());
+            next = error;
+        }
+        // The part named first (the innermost) first.
+        errors.reverse();
         Problem {
             type_uri: type_uri(slug),
             title: title.to_owned(),
             status: status.as_u16(),
             detail: Some(self.to_string()),
             instance: None,
+            errors,
         }
     }
 }
@@ -252,13 +311,19 @@ pub fn type_uri(slug: &str) -> String {
 
 /// A problem response of any status and slug (used by the fallbacks and middleware).
 pub fn problem_response(status: StatusCode, slug: &str, title: &str, detail: &str) -> AxumResponse {
-    let problem = Problem {
+    document_response(Problem {
         type_uri: type_uri(slug),
         title: title.to_owned(),
         status: status.as_u16(),
         detail: Some(detail.to_owned()),
         instance: None,
-    };
+        errors: Vec::new(),
+    })
+}
+
+/// The response of `problem`, with its status.
+fn document_response(problem: Problem) -> AxumResponse {
+    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (status, axum::Json(problem)).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     response
@@ -266,10 +331,10 @@ pub fn problem_response(status: StatusCode, slug: &str, title: &str, detail: &st
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> AxumResponse {
-        let (status, slug, title) = self.parts();
-        let mut response = problem_response(status, slug, title, &self.to_string());
+        let (status, slug, _) = self.parts();
+        let mut response = document_response(self.problem());
         let headers = response.headers_mut();
-        match &self {
+        match self.kind() {
             ApiError::Unauthorized(reason) => {
                 // Either scheme will do: a challenge for each (RFC 9449 §7.2).
                 challenge(headers, AuthScheme::Bearer, Refusal::InvalidToken, reason);
@@ -381,19 +446,19 @@ impl From<LedgerError> for ApiError {
             LedgerError::IdempotencyConflict { .. } => ApiError::IdempotencyConflict,
             LedgerError::CurrencyMismatch { expected, actual, .. } => {
                 ApiError::AccountUnusable(format!("the account is in {expected}, the amount in {actual}"))
+                    .at_pointer("/amount/currency")
             }
             LedgerError::AccountNotActive { status, .. } => {
                 ApiError::AccountUnusable(format!("the account is {}", format!("{status:?}").to_lowercase()))
             }
             LedgerError::SameAccount => ApiError::Unprocessable("payer and payee accounts must differ".to_owned()),
-            LedgerError::NonPositiveAmount => ApiError::Unprocessable("the amount must be positive".to_owned()),
-            LedgerError::Money(m) => ApiError::Unprocessable(m.to_string()),
+            LedgerError::NonPositiveAmount => ApiError::invalid(AMOUNT, "the amount must be positive"),
+            LedgerError::Money(m) => ApiError::invalid(AMOUNT, m.to_string()),
             LedgerError::InvalidField { field, reason } => {
-                ApiError::Unprocessable(format!("invalid {field}: {reason}"))
+                let error = ApiError::Unprocessable(format!("invalid {field}: {reason}"));
+                if LEDGER_FIELDS.contains(&field) { error } else { error.at_pointer(&field_pointer(field)) }
             }
-            LedgerError::BalanceOverflow { .. } => {
-                ApiError::Unprocessable("the amount is too large for the account".to_owned())
-            }
+            LedgerError::BalanceOverflow { .. } => ApiError::invalid(AMOUNT, "the amount is too large for the account"),
             LedgerError::AccountNotFound(_) => ApiError::NotFound("account"),
             LedgerError::TransferNotFound(_) => ApiError::NotFound("transfer"),
             LedgerError::CustomerNotFound(_) => ApiError::NotFound("customer"),
@@ -407,6 +472,37 @@ impl From<LedgerError> for ApiError {
             }
         }
     }
+}
+
+/// The member of every payment, quote, loan and repayment request that holds its amount.
+const AMOUNT: &str = "/amount";
+
+/// Fields of [`LedgerError::InvalidField`] that name the ledger's own records (a transition's
+/// effects, a service record), never a member of a request: such a problem names no member.
+const LEDGER_FIELDS: [&str; 4] = ["effects", "record", "account_id", "number"];
+
+/// The JSON Pointer of a field of [`LedgerError::InvalidField`] (`contact.email` →
+/// `/contact/email`).
+fn field_pointer(field: &str) -> String {
+    json_pointer(field.split('.'))
+}
+
+/// The problem of query filters that break a rule of the ledger: 400, naming the parameter when
+/// the field is one of the query's `parameters` (a rule on two of them, as `amount` bounds that
+/// must not be negative, names none).
+pub fn bad_filter(e: LedgerError, parameters: &[&str]) -> ApiError {
+    match e {
+        LedgerError::InvalidField { field, reason } => {
+            let error = ApiError::BadRequest(format!("{field}: {reason}"));
+            if parameters.contains(&field) { error.at_parameter(field) } else { error }
+        }
+        other => ApiError::from(other),
+    }
+}
+
+/// The problem of a `cursor` parameter that is not one this API gave.
+pub fn bad_cursor() -> ApiError {
+    ApiError::bad_parameter("cursor", "cursor: not a cursor of this API")
 }
 
 impl From<ScaError> for ApiError {
@@ -432,23 +528,40 @@ impl From<ScaError> for ApiError {
 impl From<PaymentError> for ApiError {
     fn from(e: PaymentError) -> Self {
         match e {
+            // Only a payment to an account of this bank can name the payer's own account.
+            PaymentError::Ledger(LedgerError::SameAccount) => {
+                ApiError::invalid("/to_account_number", "payer and payee accounts must differ")
+            }
             PaymentError::Ledger(l) => l.into(),
             PaymentError::Sca(s) => s.into(),
             PaymentError::NotFound(what) => ApiError::NotFound(what),
-            PaymentError::UnknownPayee => ApiError::Unprocessable(e.to_string()),
+            PaymentError::UnknownPayee => ApiError::invalid("/to_account_number", e.to_string()),
             PaymentError::ChallengeMismatch => ApiError::Conflict(e.to_string()),
-            PaymentError::Rail(_) | PaymentError::OwnIban { .. } => ApiError::Unprocessable(e.to_string()),
+            PaymentError::Rail(ref r) => {
+                let pointer = match r {
+                    RequestError::Remittance => Some("/reference"),
+                    RequestError::Currency { .. } => Some("/amount/currency"),
+                    RequestError::Amount => Some(AMOUNT),
+                    _ => None,
+                };
+                ApiError::Unprocessable(e.to_string()).at_pointer_of(pointer)
+            }
+            PaymentError::OwnIban { .. } => ApiError::invalid("/to_iban", e.to_string()),
             PaymentError::NotSupported(_) => ApiError::ExternalUnavailable,
             PaymentError::Loan(l) => l.into(),
             PaymentError::Quote(q) => match q {
-                QuoteError::Changed | QuoteError::Expired { .. } | QuoteError::Used => {
-                    ApiError::QuoteStale(q.to_string())
+                QuoteError::Changed | QuoteError::Expired { .. } => {
+                    ApiError::QuoteStale(q.to_string()).at_pointer("/quote")
                 }
-                QuoteError::Unknown => ApiError::QuoteUnknown(q.to_string()),
+                // Taken by another payment: no member of this request is at fault.
+                QuoteError::Used => ApiError::QuoteStale(q.to_string()),
+                QuoteError::Unknown => ApiError::QuoteUnknown(q.to_string()).at_pointer("/quote"),
                 QuoteError::Provider(_) => {
                     tracing::warn!(error = %q, "the FX provider gave a quote the bank does not offer");
                     ApiError::PartyUnavailable
                 }
+                QuoteError::SameCurrency => ApiError::invalid("/target_currency", q.to_string()),
+                QuoteError::Amount | QuoteError::TooSmall(_) => ApiError::invalid(AMOUNT, q.to_string()),
                 other => ApiError::Unprocessable(other.to_string()),
             },
             PaymentError::Provider(CallError::Refused(_)) => {
@@ -509,7 +622,13 @@ impl LoanProblem {
 
 impl From<LoanRequestError> for ApiError {
     fn from(e: LoanRequestError) -> Self {
-        ApiError::Loan(LoanProblem::Application, e.to_string())
+        let pointer = match e {
+            LoanRequestError::Amount => Some(AMOUNT),
+            LoanRequestError::Term => Some("/term_months"),
+            LoanRequestError::Purpose => Some("/purpose"),
+            _ => None,
+        };
+        ApiError::Loan(LoanProblem::Application, e.to_string()).at_pointer_of(pointer)
     }
 }
 
@@ -532,13 +651,21 @@ impl From<LoanTransitionError> for ApiError {
                 return ApiError::Internal;
             }
         };
-        ApiError::Loan(kind, e.to_string())
+        let error = ApiError::Loan(kind, e.to_string());
+        match kind {
+            // An early repayment's only member is its amount.
+            LoanProblem::RepaymentAmount | LoanProblem::RemainderTooSmall => error.at_pointer(AMOUNT),
+            _ => error,
+        }
     }
 }
 
+/// The header that carries a payment's idempotency key.
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
 impl From<InvalidIdempotencyKey> for ApiError {
     fn from(e: InvalidIdempotencyKey) -> Self {
-        ApiError::BadRequest(e.to_string())
+        ApiError::bad_parameter(IDEMPOTENCY_KEY, e.to_string())
     }
 }
 

@@ -5,19 +5,19 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
+use bp_core::Timestamp;
 use bp_core::account::Account;
 use bp_core::api::{AccountList, AccountView, PendingTransferList, TransactionPage, TransactionView, TransferView};
 use bp_core::ids::{AccountId, CustomerId};
 use bp_core::money::Money;
 use bp_core::store::{HistoryQuery, PAGE_LEN_MAX};
 use bp_core::transfer::{Direction, TransferKind};
-use bp_core::{LedgerError, Timestamp};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::auth::Auth;
 use crate::http::extract::{ApiPath, ApiQuery};
-use crate::http::problem::{ApiError, ApiResult};
+use crate::http::problem::{ApiError, ApiResult, bad_cursor, bad_filter};
 use crate::state::AppState;
 
 /// The caller's account `id`, or 404.
@@ -73,6 +73,11 @@ pub(super) struct TransactionQuery {
     limit: Option<u32>,
 }
 
+impl TransactionQuery {
+    /// The names of the query's parameters, as a problem names them.
+    const PARAMETERS: &[&str] = &["from", "to", "direction", "kind", "amount_min", "amount_max", "cursor", "limit"];
+}
+
 pub(super) async fn transactions(
     State(state): State<Arc<AppState>>,
     auth: Auth,
@@ -86,15 +91,13 @@ pub(super) async fn transactions(
             .map(|s| {
                 Money::parse(s, account.currency)
                     .map(|m| m.amount_minor())
-                    .map_err(|e| ApiError::Unprocessable(format!("{field}: {e}")))
+                    .map_err(|e| ApiError::Unprocessable(format!("{field}: {e}")).at_parameter(field))
             })
             .transpose()
     };
     let before_seq = match q.cursor.as_deref() {
         None => None,
-        Some(c) => {
-            Some(c.parse::<u64>().map_err(|_| ApiError::BadRequest("cursor: not a cursor of this API".to_owned()))?)
-        }
+        Some(c) => Some(c.parse::<u64>().map_err(|_| bad_cursor())?),
     };
     let query = HistoryQuery {
         from: q.from,
@@ -112,10 +115,7 @@ pub(super) async fn transactions(
     if empty_dates || empty_amounts {
         return Ok(Json(TransactionPage { items: Vec::new(), next_cursor: None }));
     }
-    query.validate().map_err(|e| match e {
-        LedgerError::InvalidField { field, reason } => ApiError::BadRequest(format!("{field}: {reason}")),
-        other => ApiError::from(other),
-    })?;
+    query.validate().map_err(|e| bad_filter(e, TransactionQuery::PARAMETERS))?;
     let page = state.ledger.history(account.id, &query).await?;
     Ok(Json(TransactionPage {
         items: page.items.iter().map(TransactionView::from).collect(),

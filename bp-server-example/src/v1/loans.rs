@@ -84,7 +84,8 @@ pub(super) async fn apply_for_loan(
             "the account is in {}, the amount in {}",
             account.currency,
             body.amount.currency()
-        )));
+        ))
+        .at_pointer("/amount/currency"));
     }
     let new = NewLoan {
         id: loan::loan_id(customer, &key.0),

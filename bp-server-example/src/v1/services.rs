@@ -5,16 +5,16 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
+use bp_core::Timestamp;
 use bp_core::api::ServiceList;
 use bp_core::service_record::{ServiceKind, ServiceStatus};
 use bp_core::service_store::ServiceQuery;
-use bp_core::{LedgerError, Timestamp};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::auth::Auth;
 use crate::http::extract::ApiQuery;
-use crate::http::problem::{ApiError, ApiResult};
+use crate::http::problem::{ApiResult, bad_cursor, bad_filter};
 use crate::state::AppState;
 
 /// Filters of the customer's services.
@@ -37,6 +37,11 @@ pub(super) struct ServicesQuery {
     limit: Option<u32>,
 }
 
+impl ServicesQuery {
+    /// The names of the query's parameters, as a problem names them.
+    const PARAMETERS: &[&str] = &["kind", "status", "from", "to", "cursor", "limit"];
+}
+
 pub(super) async fn services(
     State(state): State<Arc<AppState>>,
     auth: Auth,
@@ -46,9 +51,7 @@ pub(super) async fn services(
     let connected = state.external.is_some();
     let before = match q.cursor.as_deref() {
         None => None,
-        Some(c) => {
-            Some(c.parse::<u64>().map_err(|_| ApiError::BadRequest("cursor: not a cursor of this API".to_owned()))?)
-        }
+        Some(c) => Some(c.parse::<u64>().map_err(|_| bad_cursor())?),
     };
     // An empty range is a question with an empty answer, as in an account's history.
     if matches!((q.from, q.to), (Some(f), Some(t)) if f >= t) {
@@ -59,10 +62,7 @@ pub(super) async fn services(
         }));
     }
     let query = ServiceQuery { kind: q.kind, status: q.status, from: q.from, to: q.to, before, limit: q.limit };
-    query.validate().map_err(|e| match e {
-        LedgerError::InvalidField { field, reason } => ApiError::BadRequest(format!("{field}: {reason}")),
-        other => ApiError::from(other),
-    })?;
+    query.validate().map_err(|e| bad_filter(e, ServicesQuery::PARAMETERS))?;
     let page = state.services.service_records_of(auth.0.customer_id, &query).await?;
     Ok(Json(ServiceList {
         services: page.items,

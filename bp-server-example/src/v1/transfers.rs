@@ -18,8 +18,8 @@ use bp_core::api::{
     ChallengeView, NewFxQuote, NewInterbankTransfer, NewInternationalTransfer, NewTransfer, ScaAnswer,
     TransferResponse, TransferView,
 };
-use bp_core::external::ExternalAccount;
 use bp_core::external::fx::FxQuote;
+use bp_core::external::{ExternalAccount, PayeeError};
 use bp_core::ids::{CustomerId, TransferId};
 use bp_core::payments::{IDEMPOTENCY_KEY_LEN_MAX, InternationalRequest, PayReceipt, Payee, Payment, PaymentRequest};
 use bp_core::transfer::{Transfer, TransferState};
@@ -28,7 +28,7 @@ use serde::Deserialize;
 
 use crate::auth::{Auth, Payer};
 use crate::http::extract::{ApiJson, ApiPath};
-use crate::http::problem::{ApiError, ApiResult};
+use crate::http::problem::{ApiError, ApiResult, IDEMPOTENCY_KEY};
 use crate::state::AppState;
 
 /// The `Idempotency-Key` header: the client's unique value for one payment, reused on retries.
@@ -39,8 +39,13 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let value = parts.headers.get("idempotency-key").ok_or(ApiError::IdempotencyKeyMissing)?;
-        let key = value.to_str().map_err(|_| ApiError::BadRequest("Idempotency-Key must be printable ASCII".into()))?;
+        let value = parts
+            .headers
+            .get("idempotency-key")
+            .ok_or(ApiError::IdempotencyKeyMissing.at_parameter(IDEMPOTENCY_KEY))?;
+        let key = value
+            .to_str()
+            .map_err(|_| ApiError::bad_parameter(IDEMPOTENCY_KEY, "Idempotency-Key must be printable ASCII"))?;
         Ok(Self(bp_core::payments::IdempotencyKey::parse(key)?))
     }
 }
@@ -56,7 +61,7 @@ impl OperationInput for IdempotencyKey {
         let _ = ctx;
         operation.parameters.push(aide::openapi::ReferenceOr::Item(Parameter::Header {
             parameter_data: ParameterData {
-                name: "Idempotency-Key".to_owned(),
+                name: IDEMPOTENCY_KEY.to_owned(),
                 description: Some(
                     "A unique value per payment, reused on every retry of it; a UUIDv7 is best (transfer ids then keep its time order)"
                         .to_owned(),
@@ -94,8 +99,7 @@ pub(super) async fn create_interbank_transfer(
     key: IdempotencyKey,
     ApiJson(body): ApiJson<NewInterbankTransfer>,
 ) -> ApiResult<(StatusCode, Json<TransferResponse>)> {
-    let payee = ExternalAccount::parse(&body.to_iban, &body.to_name, body.to_bic.as_deref())
-        .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    let payee = external_payee(&body.to_iban, &body.to_name, body.to_bic.as_deref())?;
     let request = PaymentRequest {
         from_account: body.from_account,
         payee: Payee::External(payee),
@@ -103,6 +107,19 @@ pub(super) async fn create_interbank_transfer(
         reference: body.reference.clone(),
     };
     pay(&state, auth.0.customer_id, &key, &request).await
+}
+
+/// The payee of a payment to another bank, or the problem naming the member at fault.
+fn external_payee(iban: &str, name: &str, bic: Option<&str>) -> ApiResult<ExternalAccount> {
+    ExternalAccount::parse(iban, name, bic).map_err(|e| {
+        let pointer = match e {
+            PayeeError::Iban(_) => Some("/to_iban"),
+            PayeeError::Name => Some("/to_name"),
+            PayeeError::Bic => Some("/to_bic"),
+            _ => None,
+        };
+        ApiError::Unprocessable(e.to_string()).at_pointer_of(pointer)
+    })
 }
 
 /// `POST /v1/fx-quotes`: the provider's rate and fee for converting an amount of the customer's
@@ -127,8 +144,7 @@ pub(super) async fn create_international_transfer(
     key: IdempotencyKey,
     ApiJson(body): ApiJson<NewInternationalTransfer>,
 ) -> ApiResult<(StatusCode, Json<TransferResponse>)> {
-    let payee = ExternalAccount::parse(&body.to_iban, &body.to_name, body.to_bic.as_deref())
-        .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    let payee = external_payee(&body.to_iban, &body.to_name, body.to_bic.as_deref())?;
     let request =
         InternationalRequest { from_account: body.from_account, quote: body.quote, payee, reference: body.reference };
     let receipt = state.payments.pay_international(auth.0.customer_id, &key.0, &request).await?;

@@ -271,6 +271,23 @@ pub fn assert_problem(status: StatusCode, body: &Value, expected: StatusCode, sl
     assert_eq!(body["status"], expected.as_u16());
 }
 
+/// Asserts that problem `body` names the request body's member at `pointer` (`/amount`) as
+/// the only part at fault, with the problem's detail.
+pub fn assert_pointer(body: &Value, pointer: &str) {
+    assert_at(body, serde_json::json!({ "pointer": pointer, "detail": body["detail"] }));
+}
+
+/// Asserts that problem `body` names the query parameter or header `name` as the only part at
+/// fault, with the problem's detail.
+pub fn assert_parameter(body: &Value, name: &str) {
+    assert_at(body, serde_json::json!({ "parameter": name, "detail": body["detail"] }));
+}
+
+fn assert_at(body: &Value, expected: Value) {
+    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "a detail; body {body}");
+    assert_eq!(body["errors"], serde_json::json!([expected]), "errors; body {body}");
+}
+
 /// Runs the real binary in development mode over `dir`, with `env` added; returns its address,
 /// its log lines so far (shared, growing) and the child (stderr piped).
 pub fn spawn_binary(
