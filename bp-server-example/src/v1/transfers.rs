@@ -42,7 +42,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
         let value = parts
             .headers
             .get("idempotency-key")
-            .ok_or(ApiError::IdempotencyKeyMissing.at_parameter(IDEMPOTENCY_KEY))?;
+            .ok_or_else(|| ApiError::IdempotencyKeyMissing.at_parameter(IDEMPOTENCY_KEY))?;
         let key = value
             .to_str()
             .map_err(|_| ApiError::bad_parameter(IDEMPOTENCY_KEY, "Idempotency-Key must be printable ASCII"))?;
