@@ -230,7 +230,9 @@ fn callgrind_dump(when: &str) {
         return;
     }
     let pid = std::process::id().to_string();
-    let status = std::process::Command::new("callgrind_control").args(["--dump", &pid]).status();
+    // Its report goes to stderr: stdout carries only the figures.
+    let status =
+        std::process::Command::new("callgrind_control").args(["--dump", &pid]).stdout(std::io::stderr()).status();
     eprintln!("callgrind dump {when}: {status:?}");
 }
 

@@ -6,7 +6,8 @@
 //! Prints one `name value` line per figure (see `docs/benchmarks.md`). Environment:
 //! `BP_BENCH_TRANSFERS` (default 400000) group-commit transfers per phase,
 //! `BP_BENCH_BASELINE_TRANSFERS` (default 20000) for the one-transaction-per-transfer baseline,
-//! `BP_BENCH_DIR` where the database files go (default: a temporary folder). With the feature
+//! `BP_BENCH_DIR` where the database files go (default: a temporary folder), `BP_BENCH_CALLGRIND=1`
+//! under callgrind to dump the counts before and after the uniform phase. With the feature
 //! `mongodb` and `BP_BENCH_MONGODB_URI` set, also the MongoDB store: one writer process, then
 //! two on one database, `BP_BENCH_MONGODB_TRANSFERS` (default 10000) transfers each phase.
 //!
@@ -229,6 +230,19 @@ async fn verify(ledger: &Ledger<SqliteStore>) {
     }
 }
 
+/// Under `valgrind --tool=callgrind` (`BP_BENCH_CALLGRIND=1`), dumps the instruction counts so
+/// far, so that the second dump holds the uniform phase alone, function by function.
+fn callgrind_dump(when: &str) {
+    if std::env::var_os("BP_BENCH_CALLGRIND").is_none() {
+        return;
+    }
+    let pid = std::process::id().to_string();
+    // Its report goes to stderr: stdout carries only the figures.
+    let status =
+        std::process::Command::new("callgrind_control").args(["--dump", &pid]).stdout(std::io::stderr()).status();
+    eprintln!("callgrind dump {when}: {status:?}");
+}
+
 /// A PostgreSQL ledger's figures, transactions per second.
 struct PgBaseline {
     uniform_tps: u64,
@@ -282,7 +296,9 @@ async fn main() {
 
     let (ledger, accounts) = setup(&group_path, SqliteConfig::default()).await;
     report("setup", &ledger);
+    callgrind_dump("before the uniform phase");
     let mut uniform = run(&ledger, &accounts, Choice::Uniform, transfers, SUBMITTERS, 1).await;
+    callgrind_dump("after the uniform phase");
     report("setup+uniform", &ledger);
     let hot = run(&ledger, &accounts, Choice::zipf(), transfers, SUBMITTERS, 2).await;
     report("setup+uniform+hot", &ledger);
