@@ -1,7 +1,7 @@
 //! `LedgerState`: the records the rules decide on, held in memory. The memory store keeps all of
 //! it; the SQLite writer keeps it as a cache in front of its database.
 
-use std::collections::HashMap;
+use std::collections::HashMap as StdHashMap;
 
 use crate::account::Account;
 use crate::customer::{Customer, Username};
@@ -9,6 +9,10 @@ use crate::ids::{AccountId, CustomerId, ServiceRecordId, TransferId};
 use crate::rules::{Effects, LedgerView};
 use crate::service_record::ServiceRecord;
 use crate::transfer::Transfer;
+
+/// The maps of the state: std's, with foldhash's randomly seeded hasher (ids are 16 bytes that
+/// SipHash would spend most of a lookup on).
+type HashMap<K, V> = StdHashMap<K, V, foldhash::quality::RandomState>;
 
 /// Customers, accounts and transfers by id, plus the next account serial.
 #[derive(Clone, Debug, Default)]

@@ -187,14 +187,14 @@ impl Known {
     }
 }
 
-/// Events in the per-account index and events in the journal (two per posting row), read from the
-/// file directly.
-fn index_and_journal_events(path: &Path) -> (i64, i64) {
+/// Events in the per-account index, read from the file directly, and the events of the accounts
+/// `observed` read (each account's events are numbered 1 on without gaps).
+fn index_and_journal_events(path: &Path, observed: &Observed) -> (i64, i64) {
     let conn = ok("open with rusqlite", rusqlite::Connection::open(path));
     let indexed: i64 =
         ok("count", conn.query_row("SELECT coalesce(sum(len), 0) FROM account_journal", [], |r| r.get(0)));
-    let events: i64 = ok("count", conn.query_row("SELECT count(*) + count(b_key) FROM journal", [], |r| r.get(0)));
-    (indexed, events)
+    let events = observed.accounts.iter().flatten().map(|a| a.last_event_seq).sum::<u64>();
+    (indexed, i64::try_from(events).expect("a count"))
 }
 
 /// Sends random traffic from `tasks` concurrent tasks: internal transfers (some rejected for
@@ -324,7 +324,7 @@ async fn reopen_keeps_everything() {
     );
 
     // The test is only worth its name if the close left events outside the per-account index.
-    let (indexed, journal_events) = index_and_journal_events(&path);
+    let (indexed, journal_events) = index_and_journal_events(&path, &before);
     assert!(indexed < journal_events, "no unindexed tail at the close ({indexed} of {journal_events} indexed)");
 
     let ledger = Ledger::new(Arc::new(open(&path, config(&clock))));
@@ -435,6 +435,8 @@ async fn version_2_upgrades_with_its_pending_transfers() {
         ..request(TransferKind::Internal, a.id, b.id, 4_00, EUR)
     };
     let held = ok("hold", ledger.transfer(hold).await).transfer;
+    let outbox = read_outbox(ledger.store().as_ref(), 7).await;
+    let events_of_a = read_events(ledger.store().as_ref(), a.id, 3).await;
     let store = SqliteStore::clone(ledger.store());
     drop(ledger);
     ok("close", store.close().await);
@@ -442,19 +444,22 @@ async fn version_2_upgrades_with_its_pending_transfers() {
     // Back to what version 2 left: the same tables and rows, without the indexes of versions 3
     // and 4, the passkeys of version 5, the session activity of version 6, the service records
     // of version 7, the leases of version 8, the transient records of version 9 and the shared
-    // states of version 10.
+    // states of version 10, and with the journal one row per entry as before version 11.
     let index = "SELECT count(*) FROM sqlite_schema WHERE type = 'index' \
                  AND name IN ('transfers_pending_by_debit', 'audit_by_customer')";
     {
         let conn = ok("open with rusqlite", rusqlite::Connection::open(&path));
         let downgrade = "DROP INDEX transfers_pending_by_debit; DROP INDEX audit_by_customer; DROP TABLE passkeys; \
                          DROP TABLE session_activity; DROP TABLE service_records; DROP TABLE leases; \
-                         DROP TABLE transients; DROP TABLE shared_states; ALTER TABLE journal DROP COLUMN doc; \
+                         DROP TABLE transients; DROP TABLE shared_states; DROP TABLE journal_blocks; \
                          PRAGMA user_version = 2;";
         ok("downgrade", conn.execute_batch(downgrade));
+        row_journal(&conn, &outbox);
     }
 
     let store = open(&path, config(&clock));
+    assert_eq!(read_outbox(&store, 5).await, outbox, "the packed journal holds every event of the rows");
+    assert_eq!(read_events(&store, a.id, 2).await, events_of_a);
     assert_eq!(ok("pending_of", store.pending_of(a.id, PAGE_LEN_MAX).await), [held]);
     assert!(ok("pending_of", store.pending_of(b.id, PAGE_LEN_MAX).await).is_empty());
     ok("close", store.close().await);
@@ -463,6 +468,66 @@ async fn version_2_upgrades_with_its_pending_transfers() {
     assert_eq!(version, SCHEMA_VERSION);
     let indexes: i64 = ok("index", conn.query_row(index, [], |r| r.get(0)));
     assert_eq!(indexes, 2, "the upgrade made the indexes");
+}
+
+/// Writes the journal as versions 1 to 10 kept it, one row per entry (an event, or the debit and
+/// credit events of a posting), from the events of the outbox. Only the kinds of event the
+/// upgrade test writes.
+fn row_journal(conn: &rusqlite::Connection, outbox: &[OutboxEntry]) {
+    use bp_core::event::EventBody;
+    let create = "CREATE TABLE journal (position INTEGER PRIMARY KEY, kind INTEGER NOT NULL, at INTEGER NOT NULL, \
+                  transfer_id BLOB, amount_minor INTEGER, code INTEGER, a_key INTEGER NOT NULL, \
+                  a_seq INTEGER NOT NULL, a_posted INTEGER NOT NULL, a_held INTEGER NOT NULL, b_key INTEGER, \
+                  b_seq INTEGER, b_posted INTEGER, b_held INTEGER) STRICT";
+    ok("create the row journal", conn.execute_batch(create));
+    let key = |id: AccountId| -> i64 {
+        ok("key", conn.query_row("SELECT key FROM accounts WHERE id = ?1", [id.as_uuid().as_bytes()], |r| r.get(0)))
+    };
+    let balances = |e: &Event| match &e.body {
+        EventBody::AccountOpened { balances }
+        | EventBody::TransferPosted { balances, .. }
+        | EventBody::TransferPending { balances, .. } => (balances.posted.amount_minor(), balances.held.amount_minor()),
+        other => panic!("the upgrade test writes no {other:?}"),
+    };
+    let mut i = 0;
+    while i < outbox.len() {
+        let a = &outbox[i].event;
+        let b = outbox.get(i + 1).filter(|n| n.position == outbox[i].position + 1 && n.position % 2 == 1);
+        let (kind, transfer, amount) = match &a.body {
+            EventBody::AccountOpened { .. } => (1, None, None),
+            EventBody::TransferPosted { transfer_id, amount, .. } => {
+                (3, Some(*transfer_id), Some(amount.amount_minor()))
+            }
+            EventBody::TransferPending { transfer_id, amount, .. } => {
+                (4, Some(*transfer_id), Some(amount.amount_minor()))
+            }
+            other => panic!("the upgrade test writes no {other:?}"),
+        };
+        let (a_posted, a_held) = balances(a);
+        let b_cols = b.map(|b| (key(b.event.account_id), b.event.seq, balances(&b.event)));
+        ok(
+            "a journal row",
+            conn.execute(
+                "INSERT INTO journal VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                rusqlite::params![
+                    i64::try_from(outbox[i].position / 2).expect("a position"),
+                    kind,
+                    a.at.timestamp_micros(),
+                    transfer.map(|t| t.as_uuid().as_bytes().to_vec()),
+                    amount,
+                    key(a.account_id),
+                    i64::try_from(a.seq).expect("a seq"),
+                    a_posted,
+                    a_held,
+                    b_cols.map(|c| c.0),
+                    b_cols.map(|c| i64::try_from(c.1).expect("a seq")),
+                    b_cols.map(|c| c.2.0),
+                    b_cols.map(|c| c.2.1),
+                ],
+            ),
+        );
+        i += 1 + usize::from(b.is_some());
+    }
 }
 
 /// Writes a database with `user_version` above this build's schema version.

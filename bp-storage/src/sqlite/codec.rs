@@ -152,20 +152,8 @@ pub(crate) fn transfer_from_row(row: &Row<'_>) -> Result<Transfer, StoreError> {
     })
 }
 
-/// The columns of [`JournalRow::from_row`]: `journal j` with its side accounts `a` and `b`,
-/// its transfer `t`, and the transfer's credit account `tc`.
-pub(crate) const JOURNAL_COLUMNS: &str = "j.position, j.kind, j.at, j.amount_minor, j.code, \
-     j.a_key, j.a_seq, j.a_posted, j.a_held, a.id, a.currency, \
-     j.b_key, j.b_seq, j.b_posted, j.b_held, b.id, \
-     t.id, t.kind, t.reference, tc.id, j.doc";
-
-/// `FROM journal j` with the joins that [`JOURNAL_COLUMNS`] needs.
-pub(crate) const JOURNAL_JOINS: &str = "FROM journal j JOIN accounts a ON a.key = j.a_key \
-     LEFT JOIN accounts b ON b.key = j.b_key LEFT JOIN transfers t ON t.id = j.transfer_id \
-     LEFT JOIN accounts tc ON tc.key = t.credit_key";
-
-/// One side of a journal row: an event of one account.
-#[derive(Clone, Copy, Debug)]
+/// One side of a journal entry: an event of one account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Side {
     pub key: i64,
     pub seq: u64,
@@ -173,7 +161,7 @@ pub(crate) struct Side {
     pub held: i64,
 }
 
-/// A decoded journal row.
+/// A journal entry with its accounts' ids: what events and postings are rebuilt from.
 #[derive(Clone, Debug)]
 pub(crate) struct JournalRow {
     pub position: i64,
@@ -185,58 +173,38 @@ pub(crate) struct JournalRow {
     pub a_id: AccountId,
     pub currency: Currency,
     pub b: Option<(Side, AccountId)>,
-    pub transfer: Option<(TransferId, TransferKind, Option<String>)>,
+    pub transfer: Option<TransferId>,
+    pub transfer_kind: Option<TransferKind>,
     pub transfer_credit: Option<AccountId>,
     pub doc: Option<String>,
 }
 
-fn opt_id(row: &Row<'_>, i: usize) -> Result<Option<Uuid>, StoreError> {
-    let bytes: Option<Vec<u8>> = row.get(i).map_err(super::sql_err)?;
-    bytes.map(|b| uuid(&b)).transpose()
-}
-
 impl JournalRow {
-    /// Decodes a row of [`JOURNAL_COLUMNS`].
-    pub(crate) fn from_row(row: &Row<'_>) -> Result<Self, StoreError> {
-        let get_err = super::sql_err;
-        let side = |base: usize| -> Result<Option<Side>, StoreError> {
-            let key: Option<i64> = row.get(base).map_err(get_err)?;
-            let Some(key) = key else { return Ok(None) };
-            let seq: i64 = row.get(base + 1).map_err(get_err)?;
-            Ok(Some(Side {
-                key,
-                seq: u64::try_from(seq).map_err(|_| corrupt("journal seq"))?,
-                posted: row.get(base + 2).map_err(get_err)?,
-                held: row.get(base + 3).map_err(get_err)?,
-            }))
-        };
-        let a = side(5)?.ok_or_else(|| corrupt("journal side"))?;
-        let a_id = AccountId::from_uuid(opt_id(row, 9)?.ok_or_else(|| corrupt("journal account"))?);
-        let code: String = row.get(10).map_err(get_err)?;
-        let b = match side(11)? {
-            Some(b) => Some((b, AccountId::from_uuid(opt_id(row, 15)?.ok_or_else(|| corrupt("journal account"))?))),
-            None => None,
-        };
-        let transfer = match opt_id(row, 16)? {
-            Some(id) => {
-                let kind: i64 = row.get(17).map_err(get_err)?;
-                Some((TransferId::from_uuid(id), transfer_kind_from(kind)?, row.get(18).map_err(get_err)?))
-            }
+    /// The entry at `position` with its account keys resolved.
+    pub(crate) fn resolve(
+        position: i64,
+        e: super::journal::Entry,
+        keys: &mut super::journal::AccountKeys<'_>,
+    ) -> Result<Self, StoreError> {
+        let (a_id, currency) = keys.get(e.a.key)?;
+        let b = match e.b {
+            Some(b) => Some((b, keys.get(b.key)?.0)),
             None => None,
         };
         Ok(Self {
-            position: row.get(0).map_err(get_err)?,
-            kind: row.get(1).map_err(get_err)?,
-            at: time(row.get(2).map_err(get_err)?)?,
-            amount_minor: row.get(3).map_err(get_err)?,
-            code: row.get(4).map_err(get_err)?,
-            a,
+            position,
+            kind: e.kind,
+            at: time(e.at)?,
+            amount_minor: e.amount_minor,
+            code: e.code,
+            a: e.a,
             a_id,
-            currency: currency(&code)?,
+            currency,
             b,
-            transfer,
-            transfer_credit: opt_id(row, 19)?.map(AccountId::from_uuid),
-            doc: row.get(20).map_err(get_err)?,
+            transfer: e.transfer_id.map(|id| TransferId::from_uuid(Uuid::from_bytes(id))),
+            transfer_kind: e.transfer_kind.map(transfer_kind_from).transpose()?,
+            transfer_credit: e.counterparty_key.map(|k| keys.get(k).map(|(id, _)| id)).transpose()?,
+            doc: e.doc,
         })
     }
 
@@ -264,7 +232,12 @@ impl JournalRow {
             available: Money::new(side.posted.saturating_sub(side.held), cur),
         };
         let amount = || self.amount_minor.map(|a| Money::new(a, cur)).ok_or_else(|| corrupt("journal amount"));
-        let transfer = || self.transfer.as_ref().ok_or_else(|| corrupt("journal transfer"));
+        let transfer = || {
+            Ok::<_, StoreError>((
+                self.transfer.ok_or_else(|| corrupt("journal transfer"))?,
+                self.transfer_kind.ok_or_else(|| corrupt("journal transfer kind"))?,
+            ))
+        };
         let code = || self.code.ok_or_else(|| corrupt("journal code"));
         let body = match self.kind {
             KIND_OPENED => EventBody::AccountOpened { balances },
@@ -285,7 +258,7 @@ impl JournalRow {
                 balances,
             },
             KIND_VOIDED => EventBody::TransferVoided {
-                transfer_id: transfer()?.0,
+                transfer_id: self.transfer.ok_or_else(|| corrupt("journal transfer"))?,
                 reason: reason_from(code()?)?,
                 amount: amount()?,
                 balances,
@@ -310,8 +283,8 @@ impl JournalRow {
         })
     }
 
-    /// The posting of side `n`, if this row posts money.
-    pub(crate) fn posting(&self, n: u8) -> Result<Option<Posting>, StoreError> {
+    /// The posting of side `n`, if this row posts money, with its transfer's reference.
+    pub(crate) fn posting(&self, n: u8, reference: Option<String>) -> Result<Option<Posting>, StoreError> {
         if self.kind != KIND_POSTED {
             return Ok(None);
         }
@@ -327,7 +300,7 @@ impl JournalRow {
                     amount,
                     balance_after: balances.posted,
                     counterparty,
-                    reference: self.transfer.as_ref().and_then(|t| t.2.clone()),
+                    reference,
                     posted_at: event.at,
                 }))
             }

@@ -15,6 +15,7 @@
 
 mod backup;
 mod codec;
+mod journal;
 mod reads;
 mod schema;
 mod security;

@@ -20,9 +20,10 @@ use bp_core::{StoreError, StoreErrorKind, Timestamp};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::codec::{
-    ACCOUNT_COLUMNS, JOURNAL_COLUMNS, JOURNAL_JOINS, JournalRow, RUN_POSITIONS_MAX, TRANSFER_COLUMNS, account_from_row,
-    corrupt, currency, decode_positions, micros, transfer_from_row, u64_col,
+    ACCOUNT_COLUMNS, JournalRow, KIND_POSTED, RUN_POSITIONS_MAX, TRANSFER_COLUMNS, account_from_row, corrupt, currency,
+    decode_positions, micros, transfer_from_row, u64_col,
 };
+use super::journal::{self, AccountKeys};
 use super::sql_err;
 use super::writer::{LiveAccount, SharedLive};
 
@@ -124,14 +125,28 @@ fn account_key(conn: &Connection, id: AccountId) -> Result<Option<i64>, StoreErr
         .map_err(sql_err)
 }
 
-fn journal_at(conn: &Connection, position: i64) -> Result<JournalRow, StoreError> {
-    let sql = format!("SELECT {JOURNAL_COLUMNS} {JOURNAL_JOINS} WHERE j.position = ?1");
-    let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
-    let mut rows = stmt.query([position]).map_err(sql_err)?;
-    match rows.next().map_err(sql_err)? {
-        Some(row) => JournalRow::from_row(row),
-        None => Err(corrupt("journal position of a published tail")),
+/// Reads journal entries by position for one read, with their accounts' ids.
+struct Entries<'c> {
+    reader: journal::Reader<'c>,
+    keys: AccountKeys<'c>,
+}
+
+impl<'c> Entries<'c> {
+    fn new(conn: &'c Connection) -> Self {
+        Self { reader: journal::Reader::new(conn), keys: AccountKeys::new(conn) }
     }
+
+    fn at(&mut self, position: i64) -> Result<JournalRow, StoreError> {
+        JournalRow::resolve(position, self.reader.entry(position)?, &mut self.keys)
+    }
+}
+
+/// A transfer's reference, for a posting.
+fn reference(conn: &Connection, id: TransferId) -> Result<Option<String>, StoreError> {
+    conn.prepare_cached("SELECT reference FROM transfers WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id.as_uuid().as_bytes()], |r| r.get(0)).optional())
+        .map_err(sql_err)
+        .map(Option::flatten)
 }
 
 /// Where an account's events are: its row key, the last indexed sequence number (`None`: all of
@@ -224,14 +239,19 @@ pub(crate) fn postings(
     let below = q.before_seq.map_or(u64::MAX, |c| c.saturating_sub(1));
     let items = snapshot(conn, || {
         let mut items: Vec<Posting> = Vec::new();
+        let mut entries = Entries::new(conn);
         // Takes one event; false when the page is complete or the walk went past `from`.
         let mut take = |position: i64| -> Result<bool, StoreError> {
-            let row = journal_at(conn, position)?;
+            let row = entries.at(position)?;
             if q.from.is_some_and(|from| row.at < from) {
                 return Ok(false);
             }
             let side = row.side_of(key).ok_or_else(|| corrupt("journal side"))?;
-            if let Some(p) = row.posting(side)?
+            let reference = match row.transfer {
+                Some(id) if row.kind == KIND_POSTED => reference(conn, id)?,
+                _ => None,
+            };
+            if let Some(p) = row.posting(side, reference)?
                 && q.matches(&p)
             {
                 items.push(p);
@@ -271,8 +291,9 @@ pub(crate) fn events_after(
     snapshot(conn, || {
         let mut out = Vec::new();
         let Some(first) = after_seq.checked_add(1) else { return Ok(out) };
+        let mut entries = Entries::new(conn);
         let mut take = |position: i64| -> Result<bool, StoreError> {
-            let j = journal_at(conn, position)?;
+            let j = entries.at(position)?;
             out.push(j.event(j.side_of(key).ok_or_else(|| corrupt("journal side"))?)?);
             Ok(out.len() < limit)
         };
@@ -296,21 +317,23 @@ pub(crate) fn events_after(
 /// Events in commit order: event position = 2 × journal position + side.
 pub(crate) fn outbox_after(conn: &Connection, after: u64, limit: u32) -> Result<Vec<OutboxEntry>, StoreError> {
     let limit = usize::try_from(limit.min(PAGE_LEN_MAX)).unwrap_or(usize::MAX);
-    // The first row may hold only events at or before `after`, so one row more than `limit`.
-    let sql =
-        format!("SELECT {JOURNAL_COLUMNS} {JOURNAL_JOINS} WHERE j.position >= ?1 ORDER BY j.position LIMIT ?2 + 1");
-    let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
-    let mut rows = stmt.query(params![int(after / 2), i64::try_from(limit).unwrap_or(i64::MAX)]).map_err(sql_err)?;
     let mut out = Vec::new();
-    while let Some(row) = rows.next().map_err(sql_err)? {
-        let j = JournalRow::from_row(row)?;
-        for (n, _) in j.sides() {
-            let position = u64::try_from(j.position).map_err(|_| corrupt("position"))? * 2 + u64::from(n);
-            if position > after && out.len() < limit {
-                out.push(OutboxEntry { position, event: j.event(n)? });
-            }
-        }
+    if limit == 0 {
+        return Ok(out);
     }
+    let mut keys = AccountKeys::new(conn);
+    snapshot(conn, || {
+        journal::scan(conn, int(after / 2), |position, entry| {
+            let j = JournalRow::resolve(position, entry, &mut keys)?;
+            for (n, _) in j.sides() {
+                let position = u64::try_from(j.position).map_err(|_| corrupt("position"))? * 2 + u64::from(n);
+                if position > after && out.len() < limit {
+                    out.push(OutboxEntry { position, event: j.event(n)? });
+                }
+            }
+            Ok(out.len() < limit)
+        })
+    })?;
     Ok(out)
 }
 
@@ -440,41 +463,45 @@ fn pending_of_sql() -> String {
 /// The published tails are not used: they and the rows are not read at one instant, and an
 /// index run committed in between would count a transfer on one side only.
 pub(crate) fn totals(conn: &Connection, _live: &SharedLive) -> Result<Vec<CurrencyTotal>, StoreError> {
-    // One statement, so one snapshot. With a single max() aggregate, SQLite takes the bare
-    // column `posted` from the row holding the maximum.
-    let mut stmt = conn
-        .prepare_cached(
-            "WITH low(position) AS (SELECT coalesce((SELECT value FROM meta WHERE name = 'low_water'), 1)), \
-             sides(key, seq, posted) AS ( \
-                 SELECT a_key, a_seq, a_posted FROM journal WHERE position >= (SELECT position FROM low) \
-                 UNION ALL \
-                 SELECT b_key, b_seq, b_posted FROM journal \
-                 WHERE position >= (SELECT position FROM low) AND b_key IS NOT NULL), \
-             latest(key, seq, posted) AS (SELECT key, max(seq), posted FROM sides GROUP BY key) \
-             SELECT a.currency, a.posted_minor, a.last_event_seq, l.seq, l.posted \
-             FROM accounts a LEFT JOIN latest l ON l.key = a.key",
-        )
-        .map_err(sql_err)?;
-    let mut rows = stmt.query([]).map_err(sql_err)?;
-    let mut totals: HashMap<Currency, CurrencyTotal> = HashMap::new();
-    while let Some(row) = rows.next().map_err(sql_err)? {
-        let code: String = row.get(0).map_err(sql_err)?;
-        let row_posted: i64 = row.get(1).map_err(sql_err)?;
-        let row_seq: i64 = row.get(2).map_err(sql_err)?;
-        let tail_seq: Option<i64> = row.get(3).map_err(sql_err)?;
-        let tail_posted: Option<i64> = row.get(4).map_err(sql_err)?;
-        let posted = match (tail_seq, tail_posted) {
-            (Some(seq), Some(posted)) if seq > row_seq => posted,
-            _ => row_posted,
-        };
-        let c = currency(&code)?;
-        let t = totals.entry(c).or_insert(CurrencyTotal { currency: c, posted_minor: 0, accounts: 0 });
-        t.posted_minor += i128::from(posted);
-        t.accounts += 1;
-    }
-    let mut out: Vec<CurrencyTotal> = totals.into_values().collect();
-    out.sort_by_key(|t| t.currency);
-    Ok(out)
+    snapshot(conn, || {
+        let low: i64 = conn
+            .query_row("SELECT value FROM meta WHERE name = 'low_water'", [], |r| r.get(0))
+            .optional()
+            .map_err(sql_err)?
+            .unwrap_or(1);
+        // The latest journal event of each account past the low-water mark: (seq, posted).
+        let mut latest: HashMap<i64, (u64, i64)> = HashMap::new();
+        journal::scan(conn, low, |_, entry| {
+            for (_, side) in entry.sides() {
+                let l = latest.entry(side.key).or_insert((side.seq, side.posted));
+                if side.seq >= l.0 {
+                    *l = (side.seq, side.posted);
+                }
+            }
+            Ok(true)
+        })?;
+        let mut stmt =
+            conn.prepare_cached("SELECT key, currency, posted_minor, last_event_seq FROM accounts").map_err(sql_err)?;
+        let mut rows = stmt.query([]).map_err(sql_err)?;
+        let mut totals: HashMap<Currency, CurrencyTotal> = HashMap::new();
+        while let Some(row) = rows.next().map_err(sql_err)? {
+            let key: i64 = row.get(0).map_err(sql_err)?;
+            let code: String = row.get(1).map_err(sql_err)?;
+            let row_posted: i64 = row.get(2).map_err(sql_err)?;
+            let row_seq = u64_col(row, 3)?;
+            let posted = match latest.get(&key) {
+                Some((seq, posted)) if *seq > row_seq => *posted,
+                _ => row_posted,
+            };
+            let c = currency(&code)?;
+            let t = totals.entry(c).or_insert(CurrencyTotal { currency: c, posted_minor: 0, accounts: 0 });
+            t.posted_minor += i128::from(posted);
+            t.accounts += 1;
+        }
+        let mut out: Vec<CurrencyTotal> = totals.into_values().collect();
+        out.sort_by_key(|t| t.currency);
+        Ok(out)
+    })
 }
 
 /// Refuses to serve a ledger that breaks an invariant its totals show, checked by

@@ -8,11 +8,11 @@ use bp_core::{StoreError, StoreErrorKind};
 use super::sql_err;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 10;
+pub const SCHEMA_VERSION: i64 = 11;
 
 /// Each migration takes the schema from version `index` to `index + 1`. A released migration is
 /// never edited: databases that ran it must keep matching it.
-const MIGRATIONS: [&str; 10] = [
+const MIGRATIONS: [&str; 11] = [
     r"
 -- Small named counters of the store itself.
 CREATE TABLE meta (
@@ -279,7 +279,28 @@ CREATE TABLE shared_states (
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX shared_states_by_end ON shared_states(expires_at);
 ",
+    // 11: the journal packed, a row per up to 64 entries of a batch (`journal.rs` gives the format). The
+    // rows of the old `journal` table are packed into blocks by `journal::pack_rows`, which then
+    // drops it.
+    r"
+-- The journal: every change of every account, in commit order, appended and never updated.
+-- A row is a block of `len` entries at positions first_position.. (of one batch of the writer);
+-- an entry has one or two sides (a and b), each an event of one account with its gap-free
+-- sequence number and its balances after the change; for a posted transfer, side a is the
+-- debit line and side b the credit line of the double-entry posting. It is the outbox the
+-- notification relay publishes from (event position = 2 * position + side). `at` is the time
+-- the entries' own times are counted from.
+CREATE TABLE journal_blocks (
+    first_position INTEGER PRIMARY KEY,
+    len            INTEGER NOT NULL CHECK (len >= 1),
+    at             INTEGER NOT NULL,
+    data           BLOB NOT NULL
+) STRICT;
+",
 ];
+
+/// The version whose migration packs the old journal's rows (see [`MIGRATIONS`]).
+const PACKED_JOURNAL_VERSION: i64 = 11;
 
 /// Refuses a database written by a newer version of bp; returns the database's schema version.
 /// Only reads.
@@ -309,6 +330,11 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         };
         let tx = conn.transaction().map_err(failed)?;
         tx.execute_batch(sql).map_err(failed)?;
+        if to == PACKED_JOURNAL_VERSION {
+            super::journal::pack_rows(&tx).map_err(|e| {
+                StoreError::new(e.kind(), format!("migrating the database to schema version {to} failed: {e}"))
+            })?;
+        }
         tx.pragma_update(None, "user_version", to).map_err(failed)?;
         tx.commit().map_err(failed)?;
     }

@@ -10,7 +10,7 @@
 //! state and the positions of those events are published in memory ([`Live`]) for the readers,
 //! and recovered from the journal on start.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -30,12 +30,17 @@ use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::codec::{
-    ACCOUNT_COLUMNS, JOURNAL_COLUMNS, JOURNAL_JOINS, JournalRow, KIND_OPENED, KIND_PENDING, KIND_POSTED, KIND_SERVICE,
-    KIND_STATUS, KIND_VOIDED, RUN_POSITIONS_MAX, TRANSFER_COLUMNS, account_from_row, account_kind_to, corrupt,
-    encode_positions, micros, reason_to, service_kind_name, service_status_name, state_to, status_from, status_to,
-    system_to, transfer_from_row, transfer_kind_to,
+    ACCOUNT_COLUMNS, KIND_OPENED, KIND_PENDING, KIND_POSTED, KIND_SERVICE, KIND_STATUS, KIND_VOIDED, RUN_POSITIONS_MAX,
+    Side, TRANSFER_COLUMNS, account_from_row, account_kind_to, corrupt, encode_positions, micros, reason_to,
+    service_kind_name, service_status_name, state_to, status_from, status_to, system_to, transfer_from_row,
+    transfer_kind_to,
 };
+use super::journal::{self, AccountKeys, BlockWriter, Entry};
 use super::{WriteTurn, sql_err};
+
+/// The writer's maps, keyed by ids: foldhash, randomly seeded (see the workspace's Cargo.toml).
+pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::quality::RandomState>;
+type HashSet<T> = std::collections::HashSet<T, foldhash::quality::RandomState>;
 
 /// An account with this many unindexed events is indexed in the batch that reaches it.
 const TAIL_LEN_FORCE: usize = 512;
@@ -155,14 +160,8 @@ impl Cache {
             )
             .map_err(sql_err)?;
         state.raise_next_account_serial(u64::try_from(max_serial).map_err(|_| corrupt("serial"))? + 1);
-        let next_position = next("SELECT coalesce(max(position), 0) FROM journal")?;
-        let last_at = conn
-            .query_row("SELECT at FROM journal ORDER BY position DESC LIMIT 1", [], |r| r.get::<_, i64>(0))
-            .optional()
-            .map_err(sql_err)?
-            .map(super::codec::time)
-            .transpose()?
-            .unwrap_or(chrono::DateTime::UNIX_EPOCH);
+        let (next_position, last_at) = journal::end(conn)?;
+        let last_at = last_at.map(super::codec::time).transpose()?.unwrap_or(chrono::DateTime::UNIX_EPOCH);
         let low_water: i64 = conn
             .query_row("SELECT value FROM meta WHERE name = 'low_water'", [], |r| r.get(0))
             .optional()
@@ -190,14 +189,15 @@ impl Cache {
     /// Replays the journal from the low-water mark onto the account rows: every event past an
     /// account's checkpoint becomes part of its tail again.
     fn recover(&mut self, conn: &Connection) -> Result<(), StoreError> {
-        let sql = format!("SELECT {JOURNAL_COLUMNS} {JOURNAL_JOINS} WHERE j.position >= ?1 ORDER BY j.position");
-        let mut stmt = conn.prepare(&sql).map_err(sql_err)?;
-        let mut rows = stmt.query([self.low_water]).map_err(sql_err)?;
-        while let Some(row) = rows.next().map_err(sql_err)? {
-            let j = JournalRow::from_row(row)?;
-            for (n, side) in j.sides() {
-                let id =
-                    if n == 0 { j.a_id } else { j.b.as_ref().map(|(_, id)| *id).ok_or_else(|| corrupt("side"))? };
+        let mut keys = AccountKeys::new(conn);
+        let mut status_changed = Vec::new();
+        journal::scan(conn, self.low_water, |position, e| {
+            status_changed.clear();
+            if e.kind == KIND_STATUS {
+                status_changed.push(status_from(e.code.ok_or_else(|| corrupt("journal code"))?)?);
+            }
+            for (_, side) in e.sides() {
+                let id = keys.get(side.key)?.0;
                 if !self.meta.contains_key(&id) {
                     self.load_account(conn, id)?;
                 }
@@ -205,27 +205,26 @@ impl Cache {
                 if side.seq <= meta.indexed_seq {
                     continue;
                 }
-                let account = self.state.account(id).ok_or_else(|| corrupt("journal account"))?.clone();
+                let mut account = self.state.account(id).ok_or_else(|| corrupt("journal account"))?.clone();
                 if side.seq != account.last_event_seq + 1 {
                     return Err(corrupt("journal sequence (gap)"));
                 }
-                let mut account = account;
                 account.posted_minor = side.posted;
                 account.held_minor = side.held;
                 account.last_event_seq = side.seq;
                 account.version = side.seq;
-                if j.kind == KIND_STATUS {
-                    account.status = status_from(j.code.ok_or_else(|| corrupt("journal code"))?)?;
+                if let Some(status) = status_changed.first() {
+                    account.status = *status;
                 }
                 if meta.tail.is_empty() {
                     self.with_tail.insert(meta.key, id);
                 }
-                meta.tail.push(j.position);
+                meta.tail.push(position);
                 self.tail_rows += 1;
                 self.state.insert_account(account);
             }
-        }
-        Ok(())
+            Ok(true)
+        })
     }
 
     fn load_customer_where(
@@ -355,26 +354,25 @@ struct BatchState<'c> {
     touched: HashSet<AccountId>,
     appended_rows: usize,
     insert_transfer: CachedStatement<'c>,
-    insert_journal: CachedStatement<'c>,
+    /// The batch's journal entries, written in blocks (the last one before the commit).
+    block: BlockWriter,
 }
 
 impl<'c> BatchState<'c> {
-    fn new(conn: &'c Connection) -> Result<Self, StoreError> {
+    fn new(conn: &'c Connection, first_position: i64) -> Result<Self, StoreError> {
+        let mut block = BlockWriter::default();
+        block.start(first_position);
         Ok(Self {
-            touched: HashSet::new(),
+            touched: HashSet::default(),
             appended_rows: 0,
             insert_transfer: conn.prepare_cached(INSERT_TRANSFER).map_err(sql_err)?,
-            insert_journal: conn.prepare_cached(INSERT_JOURNAL).map_err(sql_err)?,
+            block,
         })
     }
 }
 
 const INSERT_TRANSFER: &str = "INSERT INTO transfers (id, kind, debit_key, credit_key, amount_minor, reference, \
      state, hold_until, void_reason, created_at, finished_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
-
-const INSERT_JOURNAL: &str = "INSERT INTO journal (position, kind, at, transfer_id, amount_minor, code, a_key, a_seq, \
-     a_posted, a_held, b_key, b_seq, b_posted, b_held, doc) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
 
 /// Writes one command's effects inside the open transaction, then applies them to the cache.
 fn write_effects(
@@ -482,10 +480,12 @@ fn write_effects(
 
     // Events of accounts opened by this command, indexed at once: (key, positions from seq 1).
     let mut opened: Vec<(i64, Vec<i64>)> = Vec::new();
-    let mut running = HashMap::new();
+    // Each account's balances after the command's events so far: a few accounts at most.
+    let mut running: Vec<(AccountId, (i64, i64))> = Vec::new();
     for row in journal_rows(&effects.events) {
         let position = cache.next_position;
-        insert_journal(&mut batch.insert_journal, cache, &row, position, &key_of, &mut running)?;
+        let entry = journal_entry(cache, &row, &key_of, &mut running)?;
+        assert_eq!(batch.block.push(conn, &entry)?, position, "the block continues the journal");
         cache.next_position += 1;
         for event in row.sides() {
             let key = key_of(cache, event.account_id)?;
@@ -541,11 +541,10 @@ impl<'a> JournalEvents<'a> {
 }
 
 /// Pairs each `transfer.posted` debit event with the credit event that follows it.
-fn journal_rows(events: &[Event]) -> Vec<JournalEvents<'_>> {
-    let mut rows = Vec::with_capacity(events.len());
+fn journal_rows(events: &[Event]) -> impl Iterator<Item = JournalEvents<'_>> {
     let mut i = 0;
-    while i < events.len() {
-        let e = &events[i];
+    std::iter::from_fn(move || {
+        let e = events.get(i)?;
         let pair = match (&e.body, events.get(i + 1).map(|n| &n.body)) {
             (
                 EventBody::TransferPosted { transfer_id: a, direction: Direction::Debit, .. },
@@ -554,18 +553,17 @@ fn journal_rows(events: &[Event]) -> Vec<JournalEvents<'_>> {
             _ => false,
         };
         if pair {
-            rows.push(JournalEvents::Posting(e, &events[i + 1]));
             i += 2;
+            Some(JournalEvents::Posting(e, &events[i - 1]))
         } else {
             assert!(
                 !matches!(e.body, EventBody::TransferPosted { .. }),
                 "a transfer.posted event always comes as a debit-credit pair"
             );
-            rows.push(JournalEvents::One(e));
             i += 1;
+            Some(JournalEvents::One(e))
         }
-    }
-    rows
+    })
 }
 
 /// Writes a service record's row (the whole record as a JSON document, the queried columns
@@ -600,30 +598,31 @@ fn write_service(conn: &Connection, write: Write, r: &ServiceRecord) -> Result<(
     Ok(())
 }
 
-fn insert_journal(
-    insert: &mut CachedStatement<'_>,
+/// The journal entry of one row of events.
+fn journal_entry(
     cache: &Cache,
     row: &JournalEvents<'_>,
-    position: i64,
     key_of: &dyn Fn(&Cache, AccountId) -> Result<i64, StoreError>,
-    running: &mut HashMap<AccountId, (i64, i64)>,
-) -> Result<(), WriteError> {
+    running: &mut Vec<(AccountId, (i64, i64))>,
+) -> Result<Entry, WriteError> {
     let a = match row {
         JournalEvents::One(e) | JournalEvents::Posting(e, _) => *e,
     };
-    let (kind, transfer, amount, code) = match &a.body {
-        EventBody::AccountOpened { .. } => (KIND_OPENED, None, None, None),
-        EventBody::AccountStatusChanged { status } => (KIND_STATUS, None, None, Some(status_to(*status))),
-        EventBody::TransferPosted { transfer_id, amount, .. } => {
-            (KIND_POSTED, Some(*transfer_id), Some(amount.amount_minor()), None)
+    let mut counterparty_key = None;
+    let (kind, transfer, transfer_kind, amount, code) = match &a.body {
+        EventBody::AccountOpened { .. } => (KIND_OPENED, None, None, None, None),
+        EventBody::AccountStatusChanged { status } => (KIND_STATUS, None, None, None, Some(status_to(*status))),
+        EventBody::TransferPosted { transfer_id, kind, amount, .. } => {
+            (KIND_POSTED, Some(*transfer_id), Some(transfer_kind_to(*kind)), Some(amount.amount_minor()), None)
         }
-        EventBody::TransferPending { transfer_id, amount, .. } => {
-            (KIND_PENDING, Some(*transfer_id), Some(amount.amount_minor()), None)
+        EventBody::TransferPending { transfer_id, kind, amount, counterparty, .. } => {
+            counterparty_key = Some(key_of(cache, *counterparty)?);
+            (KIND_PENDING, Some(*transfer_id), Some(transfer_kind_to(*kind)), Some(amount.amount_minor()), None)
         }
         EventBody::TransferVoided { transfer_id, reason, amount, .. } => {
-            (KIND_VOIDED, Some(*transfer_id), Some(amount.amount_minor()), Some(reason_to(*reason)))
+            (KIND_VOIDED, Some(*transfer_id), None, Some(amount.amount_minor()), Some(reason_to(*reason)))
         }
-        EventBody::ServiceUpdated { .. } => (KIND_SERVICE, None, None, None),
+        EventBody::ServiceUpdated { .. } => (KIND_SERVICE, None, None, None, None),
     };
     let doc = match &a.body {
         EventBody::ServiceUpdated { .. } => Some(
@@ -643,8 +642,8 @@ fn insert_journal(
             // A status change or a service event leaves the balances as the account has them
             // after this command's earlier events (a service request's hold comes first).
             EventBody::AccountStatusChanged { .. } | EventBody::ServiceUpdated { .. } => {
-                match running.get(&e.account_id) {
-                    Some(b) => *b,
+                match running.iter().find(|(id, _)| *id == e.account_id) {
+                    Some((_, b)) => *b,
                     None => {
                         let acc = cache.state.account(e.account_id).ok_or_else(|| corrupt("event account"))?;
                         (acc.posted_minor, acc.held_minor)
@@ -652,7 +651,10 @@ fn insert_journal(
                 }
             }
         };
-        running.insert(e.account_id, balances);
+        match running.iter_mut().find(|(id, _)| *id == e.account_id) {
+            Some((_, b)) => *b = balances,
+            None => running.push((e.account_id, balances)),
+        }
         Ok(balances)
     };
     let (a_posted, a_held) = balances(a)?;
@@ -660,35 +662,25 @@ fn insert_journal(
         JournalEvents::Posting(_, c) => Some(*c),
         JournalEvents::One(_) => None,
     };
-    let b_cols = match b {
+    let b = match b {
         Some(c) => {
-            let (p, h) = balances(c)?;
-            (Some(key_of(cache, c.account_id)?), Some(int(c.seq)), Some(p), Some(h))
+            let (posted, held) = balances(c)?;
+            Some(Side { key: key_of(cache, c.account_id)?, seq: c.seq, posted, held })
         }
-        None => (None, None, None, None),
+        None => None,
     };
-    let transfer_id = transfer.map(|t| *t.as_uuid().as_bytes());
-    let a_key = key_of(cache, a.account_id)?;
-    insert
-        .execute(params![
-            position,
-            kind,
-            micros(a.at),
-            transfer_id,
-            amount,
-            code,
-            a_key,
-            int(a.seq),
-            a_posted,
-            a_held,
-            b_cols.0,
-            b_cols.1,
-            b_cols.2,
-            b_cols.3,
-            doc,
-        ])
-        .map_err(sql)?;
-    Ok(())
+    Ok(Entry {
+        kind,
+        at: micros(a.at),
+        transfer_id: transfer.map(|t| *t.as_uuid().as_bytes()),
+        transfer_kind,
+        amount_minor: amount,
+        code,
+        a: Side { key: key_of(cache, a.account_id)?, seq: a.seq, posted: a_posted, held: a_held },
+        b,
+        counterparty_key,
+        doc,
+    })
 }
 
 fn insert_account(conn: &Connection, cache: &Cache, a: &Account, key: i64) -> Result<(), WriteError> {
@@ -1038,7 +1030,7 @@ fn commit_batch(conn: &Connection, mut cache: Cache, batch: &mut Vec<Job>, ctx: 
     let now = clock.now().max(cache.last_now);
     cache.last_now = now;
     let mut answers: Vec<Result<Executed, Error>> = Vec::with_capacity(batch.len());
-    let mut state = match BatchState::new(conn) {
+    let mut state = match BatchState::new(conn, cache.next_position) {
         Ok(state) => state,
         Err(e) => {
             fail_all(batch, &e);
@@ -1054,6 +1046,7 @@ fn commit_batch(conn: &Connection, mut cache: Cache, batch: &mut Vec<Job>, ctx: 
         for job in batch.iter() {
             answers.push(execute_one(conn, &mut cache, &job.cmd, now, &mut state)?);
         }
+        state.block.write(conn)?;
         add_us(&stats.execute_us, start);
         let start = std::time::Instant::now();
         let checkpointed = index_run(conn, &mut cache, &state)?;
