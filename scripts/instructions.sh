@@ -3,15 +3,19 @@
 # of issue 19 that the machine's load does not move (the same binary and inputs give the same
 # count, within a fraction of a percent from thread scheduling).
 #
-#   ledger_instructions_per_transfer  ledger_bench, whole process: the marginal count between a
-#       run of SMALL and one of LARGE transfers per phase (uniform and hot, both counted;
-#       the one-transaction-per-transfer baseline fixed at 500), so setup and start-up cancel.
+#   ledger_instructions_per_transfer  ledger_bench, whole process (every thread), the uniform
+#       and hot phases: the counts between callgrind's dumps just before the uniform phase and
+#       just after the hot one (BP_BENCH_CALLGRIND), over the transfers of both. Setup and the
+#       one-transaction-per-transfer baseline are outside the dumps: their counts move by
+#       ±100 M from run to run (fsync-paced threads polling), which a difference of two whole
+#       runs (issue 19's first method) carries into the figure.
+#   ledger_instructions_per_uniform_transfer, ..._per_hot_transfer   each phase alone.
 #   http_instructions_per_payment     http_bench's SCA-exempt transfers (bearer tokens), load
 #       client included: the counts between the dump just before and the one just after
 #       HTTP_REQUESTS transfers (BP_BENCH_CALLGRIND).
 #
 #   scripts/instructions.sh [ledger|http]...   (default: both)
-#   BP_INSTR_SMALL, BP_INSTR_LARGE   ledger_bench transfers per phase (20000, 60000)
+#   BP_INSTR_TRANSFERS               ledger_bench transfers per phase (20000)
 #   BP_INSTR_HTTP_REQUESTS           http_bench transfers (6400)
 #   BP_INSTR_HTTP_CONNECTIONS        over this many connections (32, http_bench's default)
 #
@@ -41,19 +45,24 @@ for part in "${PARTS[@]}"; do
   case "$part" in
     ledger)
       cargo build --quiet --release -p bp-storage --example ledger_bench
-      small="${BP_INSTR_SMALL:-20000}" large="${BP_INSTR_LARGE:-60000}"
-      for n in "$small" "$large"; do
-        echo "-- ledger_bench under callgrind, $n transfers per phase" >&2
-        BP_BENCH_TRANSFERS="$n" BP_BENCH_BASELINE_TRANSFERS=500 BP_BENCH_DIR="$OUT/db-$n" \
-          valgrind --tool=callgrind --dump-instr=no --callgrind-out-file="$OUT/ledger-$n.out" \
-          "$TARGET/release/examples/ledger_bench" >"$OUT/ledger-$n.txt" 2>"$OUT/ledger-$n.err" ||
-          { cat "$OUT/ledger-$n.err" >&2; exit 1; }
-      done
-      a="$(total "$OUT/ledger-$small.out")" b="$(total "$OUT/ledger-$large.out")"
-      # Two phases of each size: uniform and hot.
-      echo "ledger_instructions_per_transfer $(( (b - a) / (2 * (large - small)) ))"
-      echo "ledger_instructions_small_run $a"
-      echo "ledger_instructions_large_run $b"
+      n="${BP_INSTR_TRANSFERS:-20000}"
+      echo "-- ledger_bench under callgrind, $n transfers per phase" >&2
+      BP_BENCH_TRANSFERS="$n" BP_BENCH_BASELINE_TRANSFERS=500 BP_BENCH_DIR="$OUT/db" BP_BENCH_CALLGRIND=1 \
+        valgrind --tool=callgrind --dump-instr=no --callgrind-out-file="$OUT/ledger.out" \
+        "$TARGET/release/examples/ledger_bench" >"$OUT/ledger.txt" 2>"$OUT/ledger.err" ||
+        { cat "$OUT/ledger.err" >&2; exit 1; }
+      # Dump 1: setup; dump 2: the uniform phase; dump 3: the hot phase.
+      if [ ! -f "$OUT/ledger.out.3" ]; then
+        echo "instructions: ledger_bench left no third callgrind dump" >&2
+        cat "$OUT/ledger.err" >&2
+        exit 1
+      fi
+      u="$(total "$OUT/ledger.out.2")" h="$(total "$OUT/ledger.out.3")"
+      # Each of ledger_bench's 1,024 submitters makes ceil(n / 1024) transfers.
+      done_n=$(( (n + 1023) / 1024 * 1024 ))
+      echo "ledger_instructions_per_transfer $(( (u + h) / (2 * done_n) ))"
+      echo "ledger_instructions_per_uniform_transfer $(( u / done_n ))"
+      echo "ledger_instructions_per_hot_transfer $(( h / done_n ))"
       ;;
     http)
       cargo build --quiet --release -p bp-server-example --example http_bench

@@ -7,7 +7,7 @@
 //! `BP_BENCH_TRANSFERS` (default 400000) group-commit transfers per phase,
 //! `BP_BENCH_BASELINE_TRANSFERS` (default 20000) for the one-transaction-per-transfer baseline,
 //! `BP_BENCH_DIR` where the database files go (default: a temporary folder), `BP_BENCH_CALLGRIND=1`
-//! under callgrind to dump the counts before and after the uniform phase. With the feature
+//! under callgrind to dump the counts before the uniform phase and after each phase. With the feature
 //! `mongodb` and `BP_BENCH_MONGODB_URI` set, also the MongoDB store: one writer process, then
 //! two on one database, `BP_BENCH_MONGODB_TRANSFERS` (default 10000) transfers each phase.
 //!
@@ -231,7 +231,8 @@ async fn verify(ledger: &Ledger<SqliteStore>) {
 }
 
 /// Under `valgrind --tool=callgrind` (`BP_BENCH_CALLGRIND=1`), dumps the instruction counts so
-/// far, so that the second dump holds the uniform phase alone, function by function.
+/// far, so that the second dump holds the uniform phase alone and the third the hot phase,
+/// function by function.
 fn callgrind_dump(when: &str) {
     if std::env::var_os("BP_BENCH_CALLGRIND").is_none() {
         return;
@@ -301,6 +302,7 @@ async fn main() {
     callgrind_dump("after the uniform phase");
     report("setup+uniform", &ledger);
     let hot = run(&ledger, &accounts, Choice::zipf(), transfers, SUBMITTERS, 2).await;
+    callgrind_dump("after the hot phase");
     report("setup+uniform+hot", &ledger);
     verify(&ledger).await;
     drop(ledger);

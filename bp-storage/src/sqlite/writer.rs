@@ -2,8 +2,9 @@
 //! fsync, deciding every command in memory with the rules of bp-core before writing its effects,
 //! so a rejected command never fails its batch.
 //!
-//! What a transfer writes in its batch is only appended: one `transfers` row and one `journal` row
-//! (both sides of the posting). The per-account index of the journal (`account_journal`) and the
+//! What a transfer writes in its batch is only appended: one `transfers` row and one journal entry
+//! (both sides of the posting), encoded into the batch's journal blocks (`journal.rs`), a row per
+//! 64 entries. The per-account index of the journal (`account_journal`) and the
 //! account rows' balances are written later, in deferred runs that visit accounts in key order
 //! and carry each account's pending events at once, so that the random B-tree writes of the
 //! history index are shared by many events. Until an account's events are indexed, its latest
