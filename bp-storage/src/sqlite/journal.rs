@@ -535,6 +535,54 @@ mod tests {
         assert_eq!(seen, vec![(101, service), (102, posted)]);
     }
 
+    /// A batch longer than a block writes several rows; scans and random reads cross them.
+    #[test]
+    fn a_long_batch_spans_blocks_that_read_back_in_order() {
+        let mut conn = rusqlite::Connection::open_in_memory().expect("open");
+        crate::sqlite::schema::migrate(&mut conn).expect("migrate");
+        let entry = |n: i64| Entry {
+            kind: KIND_POSTED,
+            at: 1_000 + n,
+            transfer_id: Some([u8::try_from(n % 200).expect("small"); 16]),
+            transfer_kind: Some(0),
+            amount_minor: Some(n),
+            code: None,
+            a: side(1, u64::try_from(n).expect("positive"), -n),
+            b: Some(side(2, u64::try_from(n).expect("positive"), n)),
+            counterparty_key: None,
+            doc: None,
+        };
+        let len = 2 * super::BLOCK_LEN_MAX + 7;
+        let mut w = BlockWriter::default();
+        w.start(5);
+        for n in 1..=len {
+            assert_eq!(w.push(&conn, &entry(n)).expect("push"), 4 + n);
+        }
+        w.write(&conn).expect("the last block");
+        let rows: i64 = conn.query_row("SELECT count(*) FROM journal_blocks", [], |r| r.get(0)).expect("count");
+        assert_eq!(rows, 3);
+        assert_eq!(super::end(&conn).expect("end"), (5 + len, Some(1_000 + len)));
+
+        let mut seen = Vec::new();
+        super::scan(&conn, 60, |p, e| {
+            seen.push((p, e.amount_minor));
+            Ok(p < 100)
+        })
+        .expect("scan");
+        let expected: Vec<_> = (60..=100).map(|p| (p, Some(p - 4))).collect();
+        assert_eq!(
+            seen, expected,
+            "from a position inside the first block, across into the second, until told to stop"
+        );
+
+        let mut reader = super::Reader::new(&conn);
+        for p in [4 + len, 5, 69, 68, 70, 5 + super::BLOCK_LEN_MAX] {
+            assert_eq!(reader.entry(p).expect("entry"), entry(p - 4), "position {p}");
+        }
+        assert!(reader.entry(5 + len).is_err(), "past the end is no entry");
+        assert!(reader.entry(4).is_err(), "before the start is no entry");
+    }
+
     #[test]
     fn a_cut_block_is_corrupt_not_a_panic() {
         let mut w = BlockWriter::default();
