@@ -171,6 +171,19 @@ async fn client_loop(
         Some(_) => format!("DPoP {}", c.token),
         None => format!("Bearer {}", c.token),
     };
+    // What is the same in every request is made once: the load generator shares the server's
+    // cores (and its instructions are counted with the server's under callgrind). The requests
+    // are the same: these headers, and the two bodies the transfers alternate between.
+    let host = hyper::header::HeaderValue::try_from(addr.to_string()).expect("host");
+    let authorization = hyper::header::HeaderValue::try_from(authorization).expect("authorization");
+    let bodies = [(0, 1), (1, 0)].map(|(from, to)| {
+        let body = json!({
+            "from_account": c.person.accounts[from],
+            "to_account_number": &c.numbers[to],
+            "amount": { "amount": "0.01", "currency": "EUR" },
+        });
+        bytes::Bytes::from(body.to_string())
+    });
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     stream.set_nodelay(true).expect("nodelay");
     let (mut sender, conn) =
@@ -187,14 +200,11 @@ async fn client_loop(
     let (mut latencies, mut signed_late) = (Vec::new(), 0u64);
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) && n < limit {
-        let (from, to) =
-            if n % 2 == 0 { (c.person.accounts[0], &c.numbers[1]) } else { (c.person.accounts[1], &c.numbers[0]) };
-        let body =
-            json!({ "from_account": from, "to_account_number": to, "amount": { "amount": "0.01", "currency": "EUR" } });
+        let body = bodies[usize::from(n % 2 == 1)].clone();
         let mut request = hyper::Request::post("/v1/transfers")
-            .header("host", addr.to_string())
-            .header("authorization", &authorization)
-            .header("content-type", "application/json")
+            .header(hyper::header::HOST, host.clone())
+            .header(hyper::header::AUTHORIZATION, authorization.clone())
+            .header(hyper::header::CONTENT_TYPE, "application/json")
             .header("idempotency-key", uuid::Uuid::now_v7().to_string());
         if let Some(key) = &c.site.dpop {
             let proof = proofs.pop().unwrap_or_else(|| {
@@ -203,7 +213,7 @@ async fn client_loop(
             });
             request = request.header("dpop", proof);
         }
-        let request = request.body(http_body_util::Full::new(bytes::Bytes::from(body.to_string()))).expect("request");
+        let request = request.body(http_body_util::Full::new(body)).expect("request");
         let started = Instant::now();
         sender.ready().await.expect("connection ready");
         let response = sender.send_request(request).await.expect("transfer");

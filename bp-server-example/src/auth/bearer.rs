@@ -215,21 +215,24 @@ impl OperationInput for Passive {
 
 /// The caller of an access token: ours, or the external issuer's when configured.
 pub async fn authenticate(provider: &Provider, token: &str) -> Result<Caller, ApiError> {
+    let refused = |e| match e {
+        TokenError::Invalid(reason) => ApiError::Unauthorized(reason),
+        TokenError::Key(_) => ApiError::Internal,
+    };
+    // A token whose signature was checked before is ours (the verifier caches only its own),
+    // and its header needs no second reading.
+    if let Some(checked) = provider.verifier.verify_cached(token, provider.now_s()) {
+        return checked.map_err(refused);
+    }
     let ours = jsonwebtoken::decode_header(token)
         .map_err(|_| ApiError::Unauthorized("malformed access token"))?
         .kid
         .is_some_and(|kid| kid == provider.keys.kid());
     if ours || provider.external.is_none() {
-        return provider.verifier.verify(token, provider.now_s()).map_err(|e| match e {
-            TokenError::Invalid(reason) => ApiError::Unauthorized(reason),
-            TokenError::Key(_) => ApiError::Internal,
-        });
+        return provider.verifier.verify(token, provider.now_s()).map_err(refused);
     }
     let external = provider.external.as_ref().ok_or(ApiError::Unauthorized("unknown token issuer"))?;
-    let claims = external.verify(token).await.map_err(|e| match e {
-        TokenError::Invalid(reason) => ApiError::Unauthorized(reason),
-        TokenError::Key(_) => ApiError::Internal,
-    })?;
+    let claims = external.verify(token).await.map_err(refused)?;
     let username = claims
         .get(&external.config.username_claim)
         .and_then(|v| v.as_str())

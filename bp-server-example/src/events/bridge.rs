@@ -28,8 +28,8 @@ pub async fn connect_bus(config: &crate::config::BusConfig) -> Result<Option<Arc
     }
 }
 
-/// Forwards every event of the bus to this process's hub, its JSON made once. Subscribes first
-/// (retrying with back-off while the bus is unreachable), then says so on `subscribed`: the
+/// Forwards every event of the bus that a stream of this process follows to its hub, its JSON
+/// made once. Subscribes first (retrying with back-off while the bus is unreachable), then says so on `subscribed`: the
 /// relay starts only then, so that this process misses none of its own events.
 pub async fn bridge(bus: Arc<dyn EventBus>, hub: Arc<Hub>, subscribed: tokio::sync::oneshot::Sender<()>) {
     let mut wait = Duration::from_millis(100);
@@ -47,12 +47,15 @@ pub async fn bridge(bus: Arc<dyn EventBus>, hub: Arc<Hub>, subscribed: tokio::sy
     let mut last_warning: Option<std::time::Instant> = None;
     loop {
         match subscription.next().await {
-            Some(Ok(event)) => {
+            // The JSON of an event no stream follows is not made: most payments have no
+            // stream open on their accounts.
+            Some(Ok(event)) if hub.follows(event.account_id) => {
                 if let Some(out) = Outgoing::ledger(event) {
-                    // No stream open is not an error.
+                    // No stream open by now is not an error.
                     hub.publish(out);
                 }
             }
+            Some(Ok(_)) => {}
             // The bridge fell behind the in-process bus, or Kafka is unreachable for a moment
             // (the adapter reconnects by itself). Streams that miss an event fill the gap from
             // the store when the account's next event arrives.

@@ -182,6 +182,13 @@ impl Hub {
         routes.accounts.clear();
     }
 
+    /// Whether a stream follows `account` now: its events are worth making into frames. Asked
+    /// again when one is sent ([`Hub::publish`]); a stream opened in between reads the event
+    /// from the store, as it does every event committed before it subscribed.
+    pub(super) fn follows(&self, account: AccountId) -> bool {
+        self.routes.read().unwrap_or_else(PoisonError::into_inner).accounts.contains_key(&account)
+    }
+
     /// Sends `out` to its customer's streams, if any are open.
     pub(super) fn publish(&self, out: Arc<Outgoing>) {
         let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);

@@ -9,13 +9,10 @@
 //! one would give it an unbounded budget.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRequestParts, Request};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use axum::middleware::Next;
-use axum::response::Response;
 use ipnet::IpNet;
 
 /// IPv6 addresses of one source share this prefix length.
@@ -114,13 +111,13 @@ fn parse_node(node: &str) -> Option<IpAddr> {
     node.parse::<SocketAddr>().ok().map(|s| s.ip())
 }
 
-/// Puts the [`ClientAddr`] of each request in its extensions, trusting `trusted` proxies.
-pub async fn client_addr_layer(trusted: Arc<[IpNet]>, mut req: Request, next: Next) -> Response {
+/// Puts the [`ClientAddr`] of a request in its extensions, trusting `trusted` proxies (a step of
+/// every request: `crate::http::middleware`).
+pub fn client_addr(trusted: &[IpNet], req: &mut Request) {
     if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied() {
-        let client = ClientAddr::of(peer.ip(), req.headers(), &trusted);
+        let client = ClientAddr::of(peer.ip(), req.headers(), trusted);
         req.extensions_mut().insert(client);
     }
-    next.run(req).await
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {

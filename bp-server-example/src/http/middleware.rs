@@ -5,7 +5,8 @@
 //! and the problem answers of unknown routes and methods. The process's metrics recorder is here
 //! too, since the latency samples are its first use.
 
-use std::sync::OnceLock;
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -18,7 +19,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 
 use crate::config::ServerConfig;
-use crate::http::client::client_addr_layer;
+use crate::http::client::client_addr;
 use crate::http::problem::{ApiError, problem_response};
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -43,7 +44,7 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
 /// `config` says; `hsts` when the server is reached over HTTPS.
 pub fn layered<S: Clone + Send + Sync + 'static>(routes: Router<S>, config: &ServerConfig, hsts: bool) -> Router<S> {
     let timeout = Duration::from_millis(config.request_timeout_ms);
-    let trusted: std::sync::Arc<[ipnet::IpNet]> = config.trusted_proxies.clone().into();
+    let trusted: Arc<[ipnet::IpNet]> = config.trusted_proxies.clone().into();
     routes
         .fallback(|| async { ApiError::NotFound("route").into_response() })
         .method_not_allowed_fallback(|| async {
@@ -55,10 +56,9 @@ pub fn layered<S: Clone + Send + Sync + 'static>(routes: Router<S>, config: &Ser
             )
         })
         .layer(DefaultBodyLimit::max(config.body_bytes_max))
-        .layer(middleware::from_fn(move |req, next| timeout_layer(timeout, req, next)))
-        .layer(middleware::from_fn(move |req, next| headers_layer(hsts, req, next)))
-        .layer(middleware::from_fn(move |req, next| client_addr_layer(trusted.clone(), req, next)))
-        .layer(middleware::from_fn(observe))
+        // One layer for four steps: each `from_fn` layer clones the service inside it and boxes
+        // a future per request.
+        .layer(middleware::from_fn(move |req, next| per_request(Arc::clone(&trusted), hsts, timeout, req, next)))
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("a handler panicked");
             ApiError::Internal.into_response()
@@ -68,8 +68,29 @@ pub fn layered<S: Clone + Send + Sync + 'static>(routes: Router<S>, config: &Ser
         .layer(tower::limit::ConcurrencyLimitLayer::new(config.concurrency_max))
 }
 
-async fn timeout_layer(timeout: Duration, req: Request, next: Next) -> Response {
-    match tokio::time::timeout(timeout, next.run(req)).await {
+/// The steps of every request, outermost first: it is observed ([`observe`]), its client's
+/// address noted ([`client_addr`]), the security headers put on its answer ([`secure`]), and it
+/// is answered within `timeout` ([`within`]).
+async fn per_request(
+    trusted: Arc<[ipnet::IpNet]>,
+    hsts: bool,
+    timeout: Duration,
+    req: Request,
+    next: Next,
+) -> Response {
+    observe(req, |mut req| async move {
+        client_addr(&trusted, &mut req);
+        let is_photo = req.uri().path() == "/v1/me/photo";
+        let mut response = within(timeout, next.run(req)).await;
+        secure(&mut response, hsts, is_photo);
+        response
+    })
+    .await
+}
+
+/// The answer of `run`, or a timeout problem when it takes longer than `timeout`.
+async fn within(timeout: Duration, run: impl Future<Output = Response>) -> Response {
+    match tokio::time::timeout(timeout, run).await {
         Ok(r) => r,
         Err(_) => problem_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -80,9 +101,8 @@ async fn timeout_layer(timeout: Duration, req: Request, next: Next) -> Response 
     }
 }
 
-async fn headers_layer(hsts: bool, req: Request, next: Next) -> Response {
-    let is_photo = req.uri().path() == "/v1/me/photo";
-    let mut response = next.run(req).await;
+/// The security headers of every answer (`is_photo`: the customer's photo, which needs no CSP).
+fn secure(response: &mut Response, hsts: bool, is_photo: bool) {
     let h = response.headers_mut();
     if !is_photo {
         h.insert(
@@ -103,31 +123,32 @@ async fn headers_layer(hsts: bool, req: Request, next: Next) -> Response {
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
-    response
 }
 
 /// One log line and one histogram sample per request: method, route template (never the
 /// query or ids), status, duration, request id. Nothing else of the request is logged.
-async fn observe(req: Request, next: Next) -> Response {
+async fn observe<F: Future<Output = Response>>(req: Request, run: impl FnOnce(Request) -> F) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
-    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
-    let request_id =
-        req.extensions().get::<RequestId>().and_then(|r| r.header_value().to_str().ok()).unwrap_or("-").to_owned();
-    let response = next.run(req).await;
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let request_id = req.extensions().get::<RequestId>().cloned();
+    let response = run(req).await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     metrics::histogram!(
         "bp_http_request_duration_seconds",
         "method" => method.to_string(),
-        "route" => route.clone(),
+        "route" => route.to_owned(),
         "status" => status.to_string()
     )
     .record(elapsed.as_secs_f64());
+    // Fields as `&str`, not `%` (Display): the JSON formatter writes a string as it is, and a
+    // Display value through a `String` of its own first.
     tracing::info!(
-        request_id = %request_id,
-        method = %method,
-        route = %route,
+        request_id = request_id.as_ref().and_then(|r| r.header_value().to_str().ok()).unwrap_or("-"),
+        method = method.as_str(),
+        route,
         status,
         duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         "request"
@@ -148,7 +169,7 @@ mod tests {
         let app: Router = Router::new()
             .route("/slow", get(|| async { tokio::time::sleep(Duration::from_secs(5)).await }))
             .route("/fast", get(|| async { "ok" }))
-            .layer(middleware::from_fn(|req, next| timeout_layer(Duration::from_millis(50), req, next)));
+            .layer(middleware::from_fn(|req, next: Next| within(Duration::from_millis(50), next.run(req))));
         let slow =
             app.clone().oneshot(Request::get("/slow").body(Body::empty()).expect("request")).await.expect("answer");
         assert_eq!(slow.status(), StatusCode::SERVICE_UNAVAILABLE);
