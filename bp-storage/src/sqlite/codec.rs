@@ -319,19 +319,23 @@ pub(crate) fn encode_positions(positions: &[i64]) -> Vec<u8> {
     let mut before = 0i64;
     for &p in positions {
         assert!(p > before, "journal positions increase");
-        let mut v = u64::try_from(p - before).unwrap_or(0);
+        put_varint(&mut out, u64::try_from(p - before).unwrap_or(0));
         before = p;
-        loop {
-            let low = u8::try_from(v & 0x7f).unwrap_or(0);
-            v >>= 7;
-            if v == 0 {
-                out.push(low);
-                break;
-            }
-            out.push(low | 0x80);
-        }
     }
     out
+}
+
+/// Appends `v` as a LEB128 varint: seven bits a byte, high bit set on all but the last byte.
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let low = u8::try_from(v & 0x7f).unwrap_or(0);
+        v >>= 7;
+        if v == 0 {
+            out.push(low);
+            return;
+        }
+        out.push(low | 0x80);
+    }
 }
 
 /// Decodes what [`encode_positions`] wrote; `len` is the number of positions expected.

@@ -23,7 +23,7 @@ use bp_core::ids::AccountId;
 use bp_core::money::Currency;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use super::codec::{KIND_PENDING, KIND_POSTED, Side, corrupt, currency, uuid};
+use super::codec::{KIND_PENDING, KIND_POSTED, Side, corrupt, currency, put_varint, uuid};
 use super::sql_err;
 
 const F_TRANSFER: u8 = 1;
@@ -61,26 +61,14 @@ impl Entry {
     }
 }
 
-fn put_u64(out: &mut Vec<u8>, mut v: u64) {
-    loop {
-        let low = u8::try_from(v & 0x7f).unwrap_or(0);
-        v >>= 7;
-        if v == 0 {
-            out.push(low);
-            return;
-        }
-        out.push(low | 0x80);
-    }
-}
-
 fn put_i64(out: &mut Vec<u8>, v: i64) {
     // Zigzag: small magnitudes of either sign take few bytes.
-    put_u64(out, u64::from_ne_bytes(((v << 1) ^ (v >> 63)).to_ne_bytes()));
+    put_varint(out, u64::from_ne_bytes(((v << 1) ^ (v >> 63)).to_ne_bytes()));
 }
 
 fn put_side(out: &mut Vec<u8>, s: &Side) {
     put_i64(out, s.key);
-    put_u64(out, s.seq);
+    put_varint(out, s.seq);
     put_i64(out, s.posted);
     put_i64(out, s.held);
 }
@@ -243,10 +231,10 @@ impl BlockWriter {
             put_i64(b, k);
         }
         if let Some(doc) = &e.doc {
-            put_u64(b, u64::try_from(doc.len()).unwrap_or(u64::MAX));
+            put_varint(b, u64::try_from(doc.len()).unwrap_or(u64::MAX));
             b.extend_from_slice(doc.as_bytes());
         }
-        put_u64(&mut self.data, u64::try_from(b.len()).unwrap_or(u64::MAX));
+        put_varint(&mut self.data, u64::try_from(b.len()).unwrap_or(u64::MAX));
         self.data.extend_from_slice(b);
         self.len += 1;
         self.first_position + self.len - 1
