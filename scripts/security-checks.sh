@@ -110,11 +110,16 @@ if [ ${#installs[@]} -gt 0 ]; then
   if [ "$install_failed" -ne 0 ]; then exit 1; fi
 fi
 
-# --- 1. cargo-deny. Offline: the crates are in cargo's cache already (clippy fetched them), and
-# the advisory database (a git clone of RustSec) cannot be fetched on these machines, so
-# `advisories` is not run here (docs/security.md says how to run it).
+# --- 1. cargo-deny. Offline: the advisory database (a git clone of RustSec) cannot be fetched on
+# these machines, so `advisories` is not run here (docs/security.md says how to run it). Its
+# `cargo metadata` resolves every platform's dependencies (wasm, Android, Windows), which a
+# build on this host never downloads: `cargo fetch` puts them in cargo's cache first (from the
+# package registry; a no-op once they are there).
 step "cargo deny check licenses bans sources (every feature; deny.toml)"
-check "cargo-deny" "$CARGO_DENY" --locked --offline --color never check --show-stats licenses bans sources
+deny() {
+  cargo fetch --locked --quiet && "$CARGO_DENY" --locked --offline --color never check --show-stats licenses bans sources
+}
+check "cargo-deny" deny
 
 # --- 2. The SBOM of the server binary: its normal and build dependencies with its default
 # features, for Linux x86_64. cargo-cyclonedx writes next to the manifest, so it runs on a copy
