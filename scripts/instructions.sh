@@ -41,23 +41,30 @@ total() {
   awk '/^(totals|summary):/ { print $2; exit }' "$1"
 }
 
+# Runs the release example $1 under callgrind (its environment set by the caller), its files
+# in $OUT/$1.*; fails unless it left dump number $2 (BP_BENCH_CALLGRIND).
+counted() {
+  local name="$1" dump="$2"
+  valgrind --tool=callgrind --dump-instr=no --callgrind-out-file="$OUT/$name.out" \
+    "$TARGET/release/examples/$name" >"$OUT/$name.txt" 2>"$OUT/$name.err" ||
+    { cat "$OUT/$name.err" >&2; exit 1; }
+  if [ ! -f "$OUT/$name.out.$dump" ]; then
+    echo "instructions: $name left no callgrind dump $dump" >&2
+    cat "$OUT/$name.err" >&2
+    exit 1
+  fi
+}
+
 for part in "${PARTS[@]}"; do
   case "$part" in
     ledger)
       cargo build --quiet --release -p bp-storage --example ledger_bench
       n="${BP_INSTR_TRANSFERS:-20000}"
       echo "-- ledger_bench under callgrind, $n transfers per phase" >&2
-      BP_BENCH_TRANSFERS="$n" BP_BENCH_BASELINE_TRANSFERS=500 BP_BENCH_DIR="$OUT/db" BP_BENCH_CALLGRIND=1 \
-        valgrind --tool=callgrind --dump-instr=no --callgrind-out-file="$OUT/ledger.out" \
-        "$TARGET/release/examples/ledger_bench" >"$OUT/ledger.txt" 2>"$OUT/ledger.err" ||
-        { cat "$OUT/ledger.err" >&2; exit 1; }
       # Dump 1: setup; dump 2: the uniform phase; dump 3: the hot phase.
-      if [ ! -f "$OUT/ledger.out.3" ]; then
-        echo "instructions: ledger_bench left no third callgrind dump" >&2
-        cat "$OUT/ledger.err" >&2
-        exit 1
-      fi
-      u="$(total "$OUT/ledger.out.2")" h="$(total "$OUT/ledger.out.3")"
+      BP_BENCH_TRANSFERS="$n" BP_BENCH_BASELINE_TRANSFERS=500 BP_BENCH_DIR="$OUT/db" BP_BENCH_CALLGRIND=1 \
+        counted ledger_bench 3
+      u="$(total "$OUT/ledger_bench.out.2")" h="$(total "$OUT/ledger_bench.out.3")"
       # Each of ledger_bench's 1,024 submitters makes ceil(n / 1024) transfers.
       done_n=$(( (n + 1023) / 1024 * 1024 ))
       echo "ledger_instructions_per_transfer $(( (u + h) / (2 * done_n) ))"
@@ -68,17 +75,10 @@ for part in "${PARTS[@]}"; do
       cargo build --quiet --release -p bp-server-example --example http_bench
       requests="${BP_INSTR_HTTP_REQUESTS:-6400}" connections="${BP_INSTR_HTTP_CONNECTIONS:-32}"
       echo "-- http_bench under callgrind, $requests transfers over $connections connections" >&2
-      BP_BENCH_ONLY=transfers BP_BENCH_CONNECTIONS="$connections" BP_BENCH_REQUESTS="$requests" BP_BENCH_CALLGRIND=1 \
-        valgrind --tool=callgrind --dump-instr=no --callgrind-out-file="$OUT/http.out" \
-        "$TARGET/release/examples/http_bench" >"$OUT/http.txt" 2>"$OUT/http.err" ||
-        { cat "$OUT/http.err" >&2; exit 1; }
       # The first dump holds what came before the transfers, the second the transfers alone.
-      if [ ! -f "$OUT/http.out.2" ]; then
-        echo "instructions: http_bench left no second callgrind dump" >&2
-        cat "$OUT/http.err" >&2
-        exit 1
-      fi
-      echo "http_instructions_per_payment $(( $(total "$OUT/http.out.2") / requests ))"
+      BP_BENCH_ONLY=transfers BP_BENCH_CONNECTIONS="$connections" BP_BENCH_REQUESTS="$requests" BP_BENCH_CALLGRIND=1 \
+        counted http_bench 2
+      echo "http_instructions_per_payment $(( $(total "$OUT/http_bench.out.2") / requests ))"
       ;;
     *)
       echo "instructions: unknown part '$part' (ledger or http)" >&2

@@ -85,6 +85,16 @@ impl ServiceQuery {
         Ok(())
     }
 
+    /// [`validate`](Self::validate) for an API that answers an empty range with an empty page
+    /// instead of an error: every parameter is checked, but `from` ≥ `to` is not refused.
+    /// Answers whether the range is empty (nothing can match).
+    pub fn validate_unless_empty(&self) -> Result<bool, LedgerError> {
+        let empty = matches!((self.from, self.to), (Some(f), Some(t)) if f >= t);
+        let rest = if empty { Self { from: None, to: None, ..self.clone() } } else { self.clone() };
+        rest.validate()?;
+        Ok(empty)
+    }
+
     /// The page length to use.
     pub fn limit(&self) -> u32 {
         page_len(self.limit)

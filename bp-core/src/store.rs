@@ -89,6 +89,24 @@ impl HistoryQuery {
         Ok(())
     }
 
+    /// [`validate`](Self::validate) for an API that answers an empty range with an empty page
+    /// instead of an error: every parameter is checked, but `from` ≥ `to` or `amount_min` >
+    /// `amount_max` is not refused. Answers whether the range is empty (nothing can match).
+    pub fn validate_unless_empty(&self) -> Result<bool, LedgerError> {
+        let empty_dates = matches!((self.from, self.to), (Some(f), Some(t)) if f >= t);
+        let empty_amounts = matches!((self.amount_min_minor, self.amount_max_minor), (Some(a), Some(b)) if a > b);
+        let mut rest = self.clone();
+        if empty_dates {
+            (rest.from, rest.to) = (None, None);
+        }
+        if empty_amounts {
+            // Both bounds are still checked (for sign), in an order that is not empty.
+            std::mem::swap(&mut rest.amount_min_minor, &mut rest.amount_max_minor);
+        }
+        rest.validate()?;
+        Ok(empty_dates || empty_amounts)
+    }
+
     /// The page length to use.
     pub fn limit(&self) -> u32 {
         page_len(self.limit)
@@ -329,5 +347,34 @@ pub mod in_memory {
             transfers.filter(|t| t.state == TransferState::Pending && t.debit_account == account).collect();
         pending.sort_by_key(|t| (t.created_at, t.id));
         pending.into_iter().take(limit_of(limit)).cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HistoryQuery;
+    use crate::error::LedgerError;
+
+    /// An empty range answers "empty" instead of an error, and every other parameter is still
+    /// checked, both amount bounds included.
+    #[test]
+    fn an_empty_range_still_checks_the_rest() {
+        let day = |d: u32| {
+            chrono::NaiveDate::from_ymd_opt(2026, 1, d).expect("a date").and_hms_opt(0, 0, 0).expect("a time").and_utc()
+        };
+        let backwards = HistoryQuery { from: Some(day(2)), to: Some(day(1)), ..HistoryQuery::default() };
+        assert_eq!(backwards.validate_unless_empty(), Ok(true));
+        assert!(backwards.validate().is_err(), "validate itself still refuses it");
+        let amounts =
+            HistoryQuery { amount_min_minor: Some(300), amount_max_minor: Some(200), ..HistoryQuery::default() };
+        assert_eq!(amounts.validate_unless_empty(), Ok(true));
+        assert_eq!(HistoryQuery::default().validate_unless_empty(), Ok(false));
+        for bad in [
+            HistoryQuery { limit: Some(501), ..backwards.clone() },
+            HistoryQuery { limit: Some(0), ..amounts.clone() },
+            HistoryQuery { amount_max_minor: Some(-1), ..amounts.clone() },
+        ] {
+            assert!(matches!(bad.validate_unless_empty(), Err(LedgerError::InvalidField { .. })), "{bad:?}");
+        }
     }
 }

@@ -109,21 +109,11 @@ pub(super) async fn transactions(
         before_seq,
         limit: q.limit,
     };
-    // An empty range (from ≥ to, or min > max) is a question with an empty answer, but every
-    // other parameter is checked all the same: a limit out of bounds, or a negative bound, is
-    // refused either way.
-    let empty_dates = matches!((query.from, query.to), (Some(f), Some(t)) if f >= t);
-    let empty_amounts = matches!((query.amount_min_minor, query.amount_max_minor), (Some(a), Some(b)) if a > b);
-    if empty_dates || empty_amounts {
-        for each_bound in [
-            HistoryQuery { from: None, to: None, amount_max_minor: None, ..query.clone() },
-            HistoryQuery { from: None, to: None, amount_min_minor: None, ..query.clone() },
-        ] {
-            each_bound.validate().map_err(|e| bad_filter(e, TransactionQuery::PARAMETERS))?;
-        }
+    // An empty range (from ≥ to, or min > max) is a question with an empty answer; every other
+    // parameter is checked all the same.
+    if query.validate_unless_empty().map_err(|e| bad_filter(e, TransactionQuery::PARAMETERS))? {
         return Ok(Json(TransactionPage { items: Vec::new(), next_cursor: None }));
     }
-    query.validate().map_err(|e| bad_filter(e, TransactionQuery::PARAMETERS))?;
     let page = state.ledger.history(account.id, &query).await?;
     Ok(Json(TransactionPage {
         items: page.items.iter().map(TransactionView::from).collect(),

@@ -55,18 +55,14 @@ pub(super) async fn services(
     };
     let query = ServiceQuery { kind: q.kind, status: q.status, from: q.from, to: q.to, before, limit: q.limit };
     // An empty range is a question with an empty answer, as in an account's history; the other
-    // parameters are checked all the same (a limit out of bounds is refused either way).
-    if matches!((q.from, q.to), (Some(f), Some(t)) if f >= t) {
-        ServiceQuery { from: None, to: None, ..query }
-            .validate()
-            .map_err(|e| bad_filter(e, ServicesQuery::PARAMETERS))?;
+    // parameters are checked all the same.
+    if query.validate_unless_empty().map_err(|e| bad_filter(e, ServicesQuery::PARAMETERS))? {
         return Ok(Json(ServiceList {
             services: Vec::new(),
             external_services_connected: connected,
             next_cursor: None,
         }));
     }
-    query.validate().map_err(|e| bad_filter(e, ServicesQuery::PARAMETERS))?;
     let page = state.services.service_records_of(auth.0.customer_id, &query).await?;
     Ok(Json(ServiceList {
         services: page.items,

@@ -477,6 +477,23 @@ mod tests {
         Side { key, seq, posted, held: 7 }
     }
 
+    /// The `n`th transfer of accounts 1 and 2, `n` minor units, stamped `1_000 + n`.
+    fn transfer(n: i64) -> Entry {
+        let seq = u64::try_from(n).expect("positive");
+        Entry {
+            kind: KIND_POSTED,
+            at: 1_000 + n,
+            transfer_id: Some([u8::try_from(n % 200).expect("small"); 16]),
+            transfer_kind: Some(0),
+            amount_minor: Some(n),
+            code: None,
+            a: side(1, seq, -n),
+            b: Some(side(2, seq, n)),
+            counterparty_key: None,
+            doc: None,
+        }
+    }
+
     #[test]
     fn entries_round_trip_and_skip() {
         let posted = Entry {
@@ -528,18 +545,7 @@ mod tests {
     fn a_long_batch_spans_blocks_that_read_back_in_order() {
         let mut conn = rusqlite::Connection::open_in_memory().expect("open");
         crate::sqlite::schema::migrate(&mut conn).expect("migrate");
-        let entry = |n: i64| Entry {
-            kind: KIND_POSTED,
-            at: 1_000 + n,
-            transfer_id: Some([u8::try_from(n % 200).expect("small"); 16]),
-            transfer_kind: Some(0),
-            amount_minor: Some(n),
-            code: None,
-            a: side(1, u64::try_from(n).expect("positive"), -n),
-            b: Some(side(2, u64::try_from(n).expect("positive"), n)),
-            counterparty_key: None,
-            doc: None,
-        };
+        let entry = transfer;
         let len = 2 * super::BLOCK_LEN_MAX + 7;
         let mut w = BlockWriter::default();
         w.start(5);
@@ -575,18 +581,7 @@ mod tests {
     fn a_cut_block_is_corrupt_not_a_panic() {
         let mut w = BlockWriter::default();
         w.start(1);
-        w.append(&Entry {
-            kind: KIND_POSTED,
-            at: 5,
-            transfer_id: Some([1; 16]),
-            transfer_kind: Some(0),
-            amount_minor: Some(1),
-            code: None,
-            a: side(1, 1, -1),
-            b: Some(side(2, 1, 1)),
-            counterparty_key: None,
-            doc: None,
-        });
+        w.append(&transfer(1));
         for cut in 0..w.data.len() {
             let mut c = Cursor { data: &w.data[..cut], at: 0 };
             assert!(c.entry(0).is_err(), "cut at {cut}");

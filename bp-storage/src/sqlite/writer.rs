@@ -191,12 +191,11 @@ impl Cache {
     /// account's checkpoint becomes part of its tail again.
     fn recover(&mut self, conn: &Connection) -> Result<(), StoreError> {
         let mut keys = AccountKeys::new(conn);
-        let mut status_changed = Vec::new();
         journal::scan(conn, self.low_water, |position, e| {
-            status_changed.clear();
-            if e.kind == KIND_STATUS {
-                status_changed.push(status_from(e.code.ok_or_else(|| corrupt("journal code"))?)?);
-            }
+            let status_changed = match e.kind {
+                KIND_STATUS => Some(status_from(e.code.ok_or_else(|| corrupt("journal code"))?)?),
+                _ => None,
+            };
             for (_, side) in e.sides() {
                 let id = keys.get(side.key)?.0;
                 if !self.meta.contains_key(&id) {
@@ -214,8 +213,8 @@ impl Cache {
                 account.held_minor = side.held;
                 account.last_event_seq = side.seq;
                 account.version = side.seq;
-                if let Some(status) = status_changed.first() {
-                    account.status = *status;
+                if let Some(status) = status_changed {
+                    account.status = status;
                 }
                 if meta.tail.is_empty() {
                     self.with_tail.insert(meta.key, id);
@@ -353,7 +352,6 @@ fn sql(e: rusqlite::Error) -> WriteError {
 /// statements every transfer runs, prepared once per batch.
 struct BatchState<'c> {
     touched: HashSet<AccountId>,
-    appended_rows: usize,
     insert_transfer: CachedStatement<'c>,
     /// The batch's journal entries, written in blocks (the last one before the commit).
     block: BlockWriter,
@@ -365,7 +363,6 @@ impl<'c> BatchState<'c> {
         block.start(first_position);
         Ok(Self {
             touched: HashSet::default(),
-            appended_rows: 0,
             insert_transfer: conn.prepare_cached(INSERT_TRANSFER).map_err(sql_err)?,
             block,
         })
@@ -374,6 +371,26 @@ impl<'c> BatchState<'c> {
 
 const INSERT_TRANSFER: &str = "INSERT INTO transfers (id, kind, debit_key, credit_key, amount_minor, reference, \
      state, hold_until, void_reason, created_at, finished_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+
+/// The row keys a command's new accounts take, in the order of its effects.
+struct NewKeys(Vec<(AccountId, i64)>);
+
+impl NewKeys {
+    fn of(cache: &Cache, effects: &Effects) -> Self {
+        let inserted = effects.accounts.iter().filter(|(write, _)| *write == Write::Insert);
+        Self(inserted.zip(cache.next_account_key..).map(|((_, a), key)| (a.id, key)).collect())
+    }
+
+    /// The key of a new account.
+    fn get(&self, id: AccountId) -> Option<i64> {
+        self.0.iter().find(|(n, _)| *n == id).map(|(_, k)| *k)
+    }
+
+    /// The key of any account the command names: new, or loaded in the cache.
+    fn key(&self, cache: &Cache, id: AccountId) -> Result<i64, StoreError> {
+        self.get(id).map_or_else(|| cache.key_of(id), Ok)
+    }
+}
 
 /// Writes one command's effects inside the open transaction, then applies them to the cache.
 fn write_effects(
@@ -387,23 +404,15 @@ fn write_effects(
     assert_eq!(net, 0, "a command's postings must balance");
 
     // Keys for new accounts first, so that a transfer row can refer to them.
-    let mut new_keys: Vec<(AccountId, i64)> = Vec::new();
-    for (write, a) in &effects.accounts {
-        if *write == Write::Insert {
-            new_keys.push((a.id, cache.next_account_key + i64::try_from(new_keys.len()).unwrap_or(i64::MAX)));
-        }
-    }
-    let new_key = |id: AccountId| new_keys.iter().find(|(n, _)| *n == id).map(|(_, k)| *k);
-    let key_of =
-        |cache: &Cache, id: AccountId| -> Result<i64, StoreError> { new_key(id).map_or_else(|| cache.key_of(id), Ok) };
+    let new_keys = NewKeys::of(cache, effects);
 
     // The transfer row goes first: if its id exists already, nothing else has been written.
     for (write, t) in &effects.transfers {
         let id = t.id.as_uuid().as_bytes();
         match write {
             Write::Insert => {
-                let debit_key = key_of(cache, t.debit_account)?;
-                let credit_key = key_of(cache, t.credit_account)?;
+                let debit_key = new_keys.key(cache, t.debit_account)?;
+                let credit_key = new_keys.key(cache, t.credit_account)?;
                 let inserted = batch.insert_transfer.execute(params![
                     id,
                     transfer_kind_to(t.kind),
@@ -474,23 +483,47 @@ fn write_effects(
     // are indexed at once.
     for (write, a) in &effects.accounts {
         if *write == Write::Insert {
-            insert_account(conn, cache, a, new_key(a.id).ok_or_else(|| corrupt("new account key"))?)?;
+            insert_account(conn, cache, a, new_keys.get(a.id).ok_or_else(|| corrupt("new account key"))?)?;
         }
     }
-    cache.next_account_key += i64::try_from(new_keys.len()).unwrap_or(0);
+    cache.next_account_key += i64::try_from(new_keys.0.len()).unwrap_or(0);
 
-    // Events of accounts opened by this command, indexed at once: (key, positions from seq 1).
+    append_events(conn, cache, effects, batch, &new_keys)?;
+    for (write, a) in &effects.accounts {
+        if *write == Write::Insert {
+            let key = new_keys.get(a.id).ok_or_else(|| corrupt("new account key"))?;
+            cache.meta.insert(a.id, Meta { key, indexed_seq: a.last_event_seq, tail: Vec::new() });
+        }
+        batch.touched.insert(a.id);
+    }
+    // Assertions catch our bugs: in debug builds every command of the batch is checked against
+    // the invariants of the accounts it touches (balances moved by exactly its postings, events
+    // numbered on from the cached state, holds within bounds) before the cache takes it.
+    debug_assert_eq!(check(&Books::of_effects(&cache.state, effects)), Ok(()), "a command's effects");
+    cache.state.apply(effects);
+    Ok(())
+}
+
+/// Appends a command's events to the batch's journal block, and their positions to the tails of
+/// the accounts they concern; the events of accounts the command opens are indexed at once.
+fn append_events(
+    conn: &Connection,
+    cache: &mut Cache,
+    effects: &Effects,
+    batch: &mut BatchState,
+    new_keys: &NewKeys,
+) -> Result<(), WriteError> {
+    // Events of accounts opened by this command: (key, positions from seq 1).
     let mut opened: Vec<(i64, Vec<i64>)> = Vec::new();
     // Each account's balances after the command's events so far: a few accounts at most.
     let mut running: Vec<(AccountId, (i64, i64))> = Vec::new();
     for row in journal_rows(&effects.events) {
-        let position = cache.next_position;
-        let entry = journal_entry(cache, &row, &key_of, &mut running)?;
-        assert_eq!(batch.block.push(conn, &entry)?, position, "the block continues the journal");
-        cache.next_position += 1;
+        let entry = journal_entry(cache, &row, new_keys, &mut running)?;
+        let position = batch.block.push(conn, &entry)?;
+        cache.next_position = position + 1;
         for event in row.sides() {
-            let key = key_of(cache, event.account_id)?;
-            if new_key(event.account_id).is_some() {
+            let key = new_keys.key(cache, event.account_id)?;
+            if new_keys.get(event.account_id).is_some() {
                 match opened.iter_mut().find(|(k, _)| *k == key) {
                     Some((_, positions)) => positions.push(position),
                     None => opened.push((key, vec![position])),
@@ -502,25 +535,12 @@ fn write_effects(
                 }
                 meta.tail.push(position);
                 cache.tail_rows += 1;
-                batch.appended_rows += 1;
             }
         }
     }
     for (key, positions) in &opened {
         insert_index_rows(conn, *key, 0, positions).map_err(WriteError::Store)?;
     }
-    for (write, a) in &effects.accounts {
-        if *write == Write::Insert {
-            let key = new_key(a.id).ok_or_else(|| corrupt("new account key"))?;
-            cache.meta.insert(a.id, Meta { key, indexed_seq: a.last_event_seq, tail: Vec::new() });
-        }
-        batch.touched.insert(a.id);
-    }
-    // Assertions catch our bugs: in debug builds every command of the batch is checked against
-    // the invariants of the accounts it touches (balances moved by exactly its postings, events
-    // numbered on from the cached state, holds within bounds) before the cache takes it.
-    debug_assert_eq!(check(&Books::of_effects(&cache.state, effects)), Ok(()), "a command's effects");
-    cache.state.apply(effects);
     Ok(())
 }
 
@@ -603,7 +623,7 @@ fn write_service(conn: &Connection, write: Write, r: &ServiceRecord) -> Result<(
 fn journal_entry(
     cache: &Cache,
     row: &JournalEvents<'_>,
-    key_of: &dyn Fn(&Cache, AccountId) -> Result<i64, StoreError>,
+    new_keys: &NewKeys,
     running: &mut Vec<(AccountId, (i64, i64))>,
 ) -> Result<Entry, WriteError> {
     let a = match row {
@@ -617,7 +637,7 @@ fn journal_entry(
             (KIND_POSTED, Some(*transfer_id), Some(transfer_kind_to(*kind)), Some(amount.amount_minor()), None)
         }
         EventBody::TransferPending { transfer_id, kind, amount, counterparty, .. } => {
-            counterparty_key = Some(key_of(cache, *counterparty)?);
+            counterparty_key = Some(new_keys.key(cache, *counterparty)?);
             (KIND_PENDING, Some(*transfer_id), Some(transfer_kind_to(*kind)), Some(amount.amount_minor()), None)
         }
         EventBody::TransferVoided { transfer_id, reason, amount, .. } => {
@@ -666,7 +686,7 @@ fn journal_entry(
     let b = match b {
         Some(c) => {
             let (posted, held) = balances(c)?;
-            Some(Side { key: key_of(cache, c.account_id)?, seq: c.seq, posted, held })
+            Some(Side { key: new_keys.key(cache, c.account_id)?, seq: c.seq, posted, held })
         }
         None => None,
     };
@@ -677,7 +697,7 @@ fn journal_entry(
         transfer_kind,
         amount_minor: amount,
         code,
-        a: Side { key: key_of(cache, a.account_id)?, seq: a.seq, posted: a_posted, held: a_held },
+        a: Side { key: new_keys.key(cache, a.account_id)?, seq: a.seq, posted: a_posted, held: a_held },
         b,
         counterparty_key,
         doc,
