@@ -1,7 +1,7 @@
 //! Tokens: the EdDSA (Ed25519) signing key and its JWKS, issuing access and id tokens, and checking the
 //! access tokens the API receives (our own, or an external issuer's by its JWKS). Verified
-//! tokens are cached by their hash until they expire, so a busy client costs one signature
-//! check per token, not per request; sessions revoked since are refused on every request.
+//! tokens are cached until they expire, so a busy client costs one signature check per token,
+//! not per request; sessions revoked since are refused on every request.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -439,12 +439,30 @@ fn key_of<'a>(keys: &'a HashMap<String, DecodingKey>, token: &str) -> Option<&'a
     keys.get(&jsonwebtoken::decode_header(token).ok()?.kid?)
 }
 
+/// A token of the verifier's cache: its signed part, and its caller.
+struct Verified {
+    signed: Box<str>,
+    caller: Caller,
+}
+
+/// A compact JWS's signed part (`header.claims`) and the SHA-256 of its signature: the token's
+/// cache entry and key. None when it has no signature part.
+fn cache_key(token: &str) -> Option<(&str, [u8; 32])> {
+    let (signed, signature) = token.rsplit_once('.')?;
+    Some((signed, sha256(signature.as_bytes())))
+}
+
 /// Checks access tokens and remembers revoked sessions.
 pub struct Verifier {
     issuer: String,
     audience: String,
     decoding: HashMap<String, DecodingKey>,
-    cache: Mutex<HashMap<[u8; 32], Caller>>,
+    /// Tokens whose signature was checked, by the SHA-256 of their signature: with their signed
+    /// part (header and claims, compared in full on a hit) and their caller. The signed part is
+    /// no secret without the signature, which is kept only as its hash, so the cache holds no
+    /// usable token. Hashing the 86-character signature, not the whole token of 500 to 700,
+    /// saves about 25,000 instructions a request on a CPU without SHA extensions.
+    cache: Mutex<HashMap<[u8; 32], Verified>>,
     revoked: RwLock<HashSet<SessionId>>,
 }
 
@@ -480,30 +498,36 @@ impl Verifier {
     /// (it is in the cache): expiry and revocation checked as [`Verifier::verify`] does. None
     /// for a token not seen yet, or not ours.
     pub fn verify_cached(&self, token: &str, now_s: u64) -> Option<Result<Caller, TokenError>> {
-        let cached = self.cache.lock().unwrap_or_else(PoisonError::into_inner).get(&sha256(token.as_bytes())).cloned();
-        cached.map(|caller| self.usable(caller, now_s))
+        let (signed, key) = cache_key(token)?;
+        self.cached(signed, &key).map(|caller| self.usable(caller, now_s))
     }
 
     /// The caller of one of our access tokens at `now_s`.
     pub fn verify(&self, token: &str, now_s: u64) -> Result<Caller, TokenError> {
-        let hash = sha256(token.as_bytes());
-        let cached = self.cache.lock().unwrap_or_else(PoisonError::into_inner).get(&hash).cloned();
-        let caller = match cached {
+        let (signed, key) = cache_key(token).ok_or(TokenError::Invalid("the access token is not valid"))?;
+        let caller = match self.cached(signed, &key) {
             Some(c) => c,
             None => {
                 let caller = self.verify_signature(token)?;
                 let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
                 if cache.len() >= VERIFIED_CACHE_LEN_MAX {
-                    cache.retain(|_, c| c.exp > now_s);
+                    cache.retain(|_, v| v.caller.exp > now_s);
                     if cache.len() >= VERIFIED_CACHE_LEN_MAX {
                         cache.clear();
                     }
                 }
-                cache.insert(hash, caller.clone());
+                cache.insert(key, Verified { signed: signed.into(), caller: caller.clone() });
                 caller
             }
         };
         self.usable(caller, now_s)
+    }
+
+    /// The caller of the cached token whose signature hashes to `key`, if its signed part is
+    /// `signed`: then the token is the very one that was checked.
+    fn cached(&self, signed: &str, key: &[u8; 32]) -> Option<Caller> {
+        let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        cache.get(key).filter(|v| *v.signed == *signed).map(|v| v.caller.clone())
     }
 
     /// `caller`, unless its token has expired at `now_s` or its session was revoked.
@@ -622,6 +646,32 @@ mod tests {
         assert!(Verifier::new(&keys, "http://issuer".into(), "bp-api".into()).verify(&tampered, now).is_err());
         let other = Verifier::new(&keys, "http://other".into(), "bp-api".into());
         assert!(other.verify(&token, now).is_err(), "another issuer");
+    }
+
+    /// The cache answers only for the very token that was checked: another token's claims under
+    /// a cached token's signature, or a cached token's claims under another signature, are
+    /// checked again, and refused.
+    #[test]
+    fn the_cache_knows_a_token_by_its_claims_and_its_signature() {
+        let keys = Keys::from_signing_key(&SigningKey::generate(&mut rand_core::OsRng)).expect("keys");
+        let verifier = Verifier::new(&keys, "http://issuer".into(), "bp-api".into());
+        let now = 2_000_000_000;
+        let token = keys.sign(&claims(now + 300), "at+jwt").expect("sign");
+        let other = keys.sign(&claims(now + 300), "at+jwt").expect("sign");
+        verifier.verify(&token, now).expect("valid");
+        assert!(verifier.verify_cached(&token, now).is_some_and(|c| c.is_ok()), "cached");
+
+        let (signed, _) = token.rsplit_once('.').expect("jws");
+        let (other_signed, other_signature) = other.rsplit_once('.').expect("jws");
+        assert_ne!(signed, other_signed);
+        let (_, signature) = token.rsplit_once('.').expect("jws");
+        let forged = format!("{other_signed}.{signature}");
+        assert!(verifier.verify_cached(&forged, now).is_none(), "not the cached token");
+        assert!(verifier.verify(&forged, now).is_err(), "a cached signature under other claims");
+        let resigned = format!("{signed}.{other_signature}");
+        assert!(verifier.verify(&resigned, now).is_err(), "cached claims under another signature");
+        assert!(verifier.verify(&token, now).is_ok(), "the cached token still verifies");
+        assert!(verifier.verify("no-signature-part", now).is_err());
     }
 
     /// A rotation with overlap: the next key accepted before it signs, the former one after.
