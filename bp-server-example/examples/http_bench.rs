@@ -37,7 +37,7 @@ fn per_s(count: u64, elapsed: Duration) -> u128 {
 #[tokio::main]
 async fn main() {
     // Request logs as in production, formatted and discarded.
-    tracing_subscriber::fmt().json().with_writer(std::io::sink).with_env_filter("info").init();
+    bp_server_example::logs::init(tracing_subscriber::EnvFilter::new("info"), true, std::io::sink);
     let connections = support::env_u64("BP_BENCH_CONNECTIONS", 32) as usize;
     let seconds = support::env_u64("BP_BENCH_SECONDS", 10);
     let h = support::harness(|c| {

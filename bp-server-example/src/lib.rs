@@ -11,7 +11,7 @@
 //! its own, lowest first (`tests/layers.rs` checks every `crate::` and `super::` path against this
 //! list, so no two of them import each other):
 //!
-//! 1. `config`: the configuration (defaults, TOML file, environment).
+//! 1. `config`, `logs`: the configuration (defaults, TOML file, environment); the log lines.
 //! 2. `http`: HTTP plumbing: problems, extractors, middleware, serving, the web app's files.
 //! 3. `auth`: the OAuth2/OIDC provider, tokens, bearer extractors, lockout, the audit log.
 //! 4. `events`, `external`, `loans`: the event-stream engine: hub, client streams, cursors,
@@ -39,6 +39,7 @@ pub mod external;
 pub mod http;
 pub mod jobs;
 pub mod loans;
+pub mod logs;
 pub mod rail_webhooks;
 pub mod state;
 #[cfg(feature = "testkit")]

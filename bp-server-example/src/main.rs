@@ -226,12 +226,7 @@ fn run(config: Config, command: Command) -> ExitCode {
 fn init_logs(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
-    if config.log.json {
-        builder.json().flatten_event(true).with_current_span(false).init();
-    } else {
-        builder.init();
-    }
+    bp_server_example::logs::init(filter, config.log.json, std::io::stdout);
 }
 
 async fn serve(config: Config) -> Result<(), String> {
