@@ -17,6 +17,7 @@
 //! a reader skip to the entry it wants without decoding the ones before it.
 
 use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
 
 use bp_core::StoreError;
 use bp_core::ids::AccountId;
@@ -25,6 +26,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::codec::{KIND_PENDING, KIND_POSTED, Side, corrupt, currency, put_varint, uuid};
 use super::sql_err;
+use super::writer::SharedLive;
 
 const F_TRANSFER: u8 = 1;
 const F_TRANSFER_KIND: u8 = 2;
@@ -380,28 +382,69 @@ impl<'c> Reader<'c> {
     }
 }
 
-/// Account ids and currencies by row key, read once per key.
+/// Most account keys a [`KeyCache`] remembers (about 48 bytes each); past it, it starts over.
+const KEYS_CACHED_MAX: usize = 1 << 20;
+
+/// Account ids and currencies by row key, shared by the store's readers: decoding a journal
+/// block needs them for every entry, and a read of the `accounts` row costs several thousand
+/// instructions (two per transfer in the relay's outbox reads).
+#[derive(Debug, Default)]
+pub(crate) struct KeyCache(Mutex<HashMap<i64, (AccountId, Currency)>>);
+
+impl KeyCache {
+    fn get(&self, key: i64) -> Option<(AccountId, Currency)> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).get(&key).copied()
+    }
+
+    fn insert(&self, key: i64, value: (AccountId, Currency)) {
+        let mut known = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if known.len() >= KEYS_CACHED_MAX {
+            known.clear();
+        }
+        known.insert(key, value);
+    }
+}
+
+/// Account ids and currencies by row key, read once per key (and, for readers, once per store:
+/// see [`KeyCache`]).
 pub(crate) struct AccountKeys<'c> {
     conn: &'c Connection,
     known: HashMap<i64, (AccountId, Currency)>,
+    shared: Option<&'c SharedLive>,
 }
 
 impl<'c> AccountKeys<'c> {
+    /// For one read (the writer's recovery).
     pub(crate) fn new(conn: &'c Connection) -> Self {
-        Self { conn, known: HashMap::new() }
+        Self { conn, known: HashMap::new(), shared: None }
+    }
+
+    /// For a reader of committed blocks, sharing what it learns with the store's other reads.
+    pub(crate) fn shared(conn: &'c Connection, live: &'c SharedLive) -> Self {
+        Self { conn, known: HashMap::new(), shared: Some(live) }
     }
 
     pub(crate) fn get(&mut self, key: i64) -> Result<(AccountId, Currency), StoreError> {
         if let Some(v) = self.known.get(&key) {
             return Ok(*v);
         }
-        let (id, code): (Vec<u8>, String) = self
-            .conn
-            .prepare_cached("SELECT id, currency FROM accounts WHERE key = ?1")
-            .and_then(|mut s| s.query_row([key], |r| Ok((r.get(0)?, r.get(1)?))).optional())
-            .map_err(sql_err)?
-            .ok_or_else(|| corrupt("journal account"))?;
-        let v = (AccountId::from_uuid(uuid(&id)?), currency(&code)?);
+        let cached = self.shared.and_then(|l| l.read().unwrap_or_else(PoisonError::into_inner).keys.get(key));
+        let v = match cached {
+            Some(v) => v,
+            None => {
+                let (id, code): (Vec<u8>, String) = self
+                    .conn
+                    .prepare_cached("SELECT id, currency FROM accounts WHERE key = ?1")
+                    .and_then(|mut s| s.query_row([key], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+                    .map_err(sql_err)?
+                    .ok_or_else(|| corrupt("journal account"))?;
+                let v = (AccountId::from_uuid(uuid(&id)?), currency(&code)?);
+                if let Some(live) = self.shared {
+                    live.read().unwrap_or_else(PoisonError::into_inner).keys.insert(key, v);
+                }
+                v
+            }
+        };
         self.known.insert(key, v);
         Ok(v)
     }

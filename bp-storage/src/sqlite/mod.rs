@@ -472,7 +472,7 @@ impl Store for SqliteStore {
     }
 
     async fn outbox_after(&self, after: u64, limit: u32) -> Result<Vec<OutboxEntry>, StoreError> {
-        self.read(move |c, _| reads::outbox_after(c, after, limit)).await
+        self.read(move |c, l| reads::outbox_after(c, l, after, limit)).await
     }
 
     async fn pending_expired(&self, now: Timestamp, limit: u32) -> Result<Vec<TransferId>, StoreError> {

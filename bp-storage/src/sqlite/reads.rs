@@ -132,8 +132,8 @@ struct Entries<'c> {
 }
 
 impl<'c> Entries<'c> {
-    fn new(conn: &'c Connection) -> Self {
-        Self { reader: journal::Reader::new(conn), keys: AccountKeys::new(conn) }
+    fn new(conn: &'c Connection, live: &'c SharedLive) -> Self {
+        Self { reader: journal::Reader::new(conn), keys: AccountKeys::shared(conn, live) }
     }
 
     fn at(&mut self, position: i64) -> Result<JournalRow, StoreError> {
@@ -239,7 +239,7 @@ pub(crate) fn postings(
     let below = q.before_seq.map_or(u64::MAX, |c| c.saturating_sub(1));
     let items = snapshot(conn, || {
         let mut items: Vec<Posting> = Vec::new();
-        let mut entries = Entries::new(conn);
+        let mut entries = Entries::new(conn, live);
         // Takes one event; false when the page is complete or the walk went past `from`.
         let mut take = |position: i64| -> Result<bool, StoreError> {
             let row = entries.at(position)?;
@@ -291,7 +291,7 @@ pub(crate) fn events_after(
     snapshot(conn, || {
         let mut out = Vec::new();
         let Some(first) = after_seq.checked_add(1) else { return Ok(out) };
-        let mut entries = Entries::new(conn);
+        let mut entries = Entries::new(conn, live);
         let mut take = |position: i64| -> Result<bool, StoreError> {
             let j = entries.at(position)?;
             out.push(j.event(j.side_of(key).ok_or_else(|| corrupt("journal side"))?)?);
@@ -315,13 +315,18 @@ pub(crate) fn events_after(
 }
 
 /// Events in commit order: event position = 2 × journal position + side.
-pub(crate) fn outbox_after(conn: &Connection, after: u64, limit: u32) -> Result<Vec<OutboxEntry>, StoreError> {
+pub(crate) fn outbox_after(
+    conn: &Connection,
+    live: &SharedLive,
+    after: u64,
+    limit: u32,
+) -> Result<Vec<OutboxEntry>, StoreError> {
     let limit = usize::try_from(limit.min(PAGE_LEN_MAX)).unwrap_or(usize::MAX);
     let mut out = Vec::new();
     if limit == 0 {
         return Ok(out);
     }
-    let mut keys = AccountKeys::new(conn);
+    let mut keys = AccountKeys::shared(conn, live);
     snapshot(conn, || {
         journal::scan(conn, int(after / 2), |position, entry| {
             let j = JournalRow::resolve(position, entry, &mut keys)?;

@@ -81,6 +81,10 @@ pub(crate) struct LiveAccount {
 #[derive(Debug, Default)]
 pub(crate) struct Live {
     pub accounts: HashMap<AccountId, LiveAccount>,
+    /// The accounts' ids and currencies by row key, as readers found them: a key never changes
+    /// account once committed, and readers see only committed journal blocks. Filled by the
+    /// readers (through a read lock of `Live`), never by the writer.
+    pub keys: journal::KeyCache,
 }
 
 pub(crate) type SharedLive = Arc<RwLock<Live>>;
@@ -865,10 +869,10 @@ fn publish(live: &SharedLive, cache: &Cache, batch: &BatchState, checkpointed: &
 
 /// Replaces the published state with the cache's (after loading or recovering).
 fn publish_all(live: &SharedLive, cache: &Cache) {
-    let mut fresh = Live::default();
+    let mut fresh = HashMap::default();
     for id in cache.with_tail.values() {
         if let (Some(meta), Some(account)) = (cache.meta.get(id), cache.state.account(*id)) {
-            fresh.accounts.insert(
+            fresh.insert(
                 *id,
                 LiveAccount {
                     key: meta.key,
@@ -879,7 +883,7 @@ fn publish_all(live: &SharedLive, cache: &Cache) {
             );
         }
     }
-    *live.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+    live.write().unwrap_or_else(PoisonError::into_inner).accounts = fresh;
 }
 
 /// What the writer thread shares with the rest of the store.
