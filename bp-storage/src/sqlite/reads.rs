@@ -24,8 +24,8 @@ use super::codec::{
     decode_positions, micros, transfer_from_row, u64_col,
 };
 use super::journal::{self, AccountKeys};
-use super::sql_err;
 use super::writer::{LiveAccount, SharedLive};
+use super::{run_cached, sql_err};
 
 fn int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -37,9 +37,9 @@ fn live_account(live: &SharedLive, id: AccountId) -> Option<LiveAccount> {
 
 /// Runs `f` inside one read transaction, so that its statements share one snapshot.
 fn snapshot<T>(conn: &Connection, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
-    conn.execute_batch("BEGIN").map_err(sql_err)?;
+    run_cached(conn, "BEGIN")?;
     let result = f();
-    let end = conn.execute_batch("COMMIT").map_err(sql_err);
+    let end = run_cached(conn, "COMMIT");
     let value = result?;
     end?;
     Ok(value)

@@ -37,7 +37,7 @@ use super::codec::{
     transfer_kind_to,
 };
 use super::journal::{self, AccountKeys, BlockWriter, Entry};
-use super::{WriteTurn, sql_err};
+use super::{WriteTurn, run_cached, sql_err};
 
 /// The writer's maps, keyed by ids: foldhash, randomly seeded (see the workspace's Cargo.toml).
 pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::quality::RandomState>;
@@ -1067,7 +1067,7 @@ fn commit_batch(conn: &Connection, mut cache: Cache, batch: &mut Vec<Job>, ctx: 
     let turn = turn.blocking_lock();
     let result = (|| -> Result<Vec<AccountId>, StoreError> {
         let start = std::time::Instant::now();
-        conn.execute_batch("BEGIN IMMEDIATE").map_err(sql_err)?;
+        run_cached(conn, "BEGIN IMMEDIATE")?;
         for job in batch.iter() {
             answers.push(execute_one(conn, &mut cache, &job.cmd, now, &mut state)?);
         }
@@ -1077,7 +1077,7 @@ fn commit_batch(conn: &Connection, mut cache: Cache, batch: &mut Vec<Job>, ctx: 
         let checkpointed = index_run(conn, &mut cache, &state)?;
         add_us(&stats.index_us, start);
         let start = std::time::Instant::now();
-        conn.execute_batch("COMMIT").map_err(sql_err)?;
+        run_cached(conn, "COMMIT")?;
         add_us(&stats.commit_us, start);
         Ok(checkpointed)
     })();
