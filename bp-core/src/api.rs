@@ -246,6 +246,7 @@ pub struct TransactionView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
     /// When it was posted.
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub posted_at: Timestamp,
 }
 
@@ -379,9 +380,10 @@ pub struct TransferView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub void_reason: Option<VoidReason>,
     /// When it was accepted.
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub created_at: Timestamp,
     /// When it reached a final state.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "crate::rfc3339::serialize_option")]
     pub finished_at: Option<Timestamp>,
 }
 

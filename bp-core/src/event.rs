@@ -27,6 +27,7 @@ pub struct Event {
     /// Format version.
     pub version: u32,
     /// When it happened.
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub at: Timestamp,
     /// What happened.
     #[serde(flatten)]

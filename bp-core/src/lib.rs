@@ -30,6 +30,7 @@ pub mod money;
 pub mod payments;
 pub mod random;
 pub mod rate;
+pub mod rfc3339;
 pub mod rules;
 pub mod sca;
 pub mod security;
