@@ -173,7 +173,14 @@ start() {
 
   if [ ! -f "$state/data/meta.properties" ]; then
     local cluster_id
-    cluster_id="$(python3 -c 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("="))')"
+    # 16 random bytes, base64url, as Kafka's own `random-uuid` makes them, and like it never
+    # starting with '-' (1 in 64 does): kafka-storage's argument parser takes such a value for an
+    # option and refuses to format ("--cluster-id/-t: expected one argument").
+    cluster_id="$(python3 -c '
+import base64, os
+while (c := base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")).startswith("-"):
+    pass
+print(c)')"
     "$JAVA" -Dlog4j2.configurationFile="$state/log4j2.properties" -cp "$LIBS/*" kafka.tools.StorageTool \
       format -t "$cluster_id" -c "$state/server.properties" >>"$state/broker.log" 2>&1 || {
       echo "kafka-broker: formatting $state/data failed:" >&2
