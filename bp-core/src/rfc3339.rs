@@ -31,6 +31,18 @@ pub fn serialize_option<S: Serializer>(at: &Option<Timestamp>, serializer: S) ->
 /// `at` as `YYYY-MM-DDTHH:MM:SS[.fff[fff[fff]]]Z` in `buf`; None for a year outside 0..=9999 or
 /// a leap second (nanoseconds past 999,999,999), which chrono writes in forms of its own.
 fn write<'b>(at: &Timestamp, buf: &'b mut [u8; 30]) -> Option<&'b str> {
+    write_fraction(at, buf, None)
+}
+
+/// `at` as `YYYY-MM-DDTHH:MM:SS.ffffffZ` (always six fractional digits, as log lines stamp
+/// their events) in `buf`; None as for [`serialize`]'s own form.
+pub fn write_micros<'b>(at: &Timestamp, buf: &'b mut [u8; 30]) -> Option<&'b str> {
+    write_fraction(at, buf, Some(6))
+}
+
+/// The text of `at` with `fixed` fractional digits, or the fewest of 0, 3, 6, 9 that keep it
+/// whole.
+fn write_fraction<'b>(at: &Timestamp, buf: &'b mut [u8; 30], fixed: Option<u32>) -> Option<&'b str> {
     let (date, time) = (at.date_naive(), at.time());
     let year = u32::try_from(date.year()).ok().filter(|y| *y <= 9999)?;
     let nanos = time.nanosecond();
@@ -49,12 +61,12 @@ fn write<'b>(at: &Timestamp, buf: &'b mut [u8; 30]) -> Option<&'b str> {
     put(11, 2, time.hour());
     put(14, 2, time.minute());
     put(17, 2, time.second());
-    let digits: u32 = match nanos {
+    let digits: u32 = fixed.unwrap_or(match nanos {
         0 => 0,
         n if n % 1_000_000 == 0 => 3,
         n if n % 1_000 == 0 => 6,
         _ => 9,
-    };
+    });
     let (dot, end) = (19, 20 + digits as usize);
     if digits > 0 {
         put(20, digits as usize, nanos / 10u32.pow(9 - digits));

@@ -22,7 +22,7 @@ use crate::external::payee::BankIbans;
 use crate::external::rail::RailId;
 use crate::ids::{CustomerId, ServiceRecordId};
 use crate::service_record::{ServiceKind, ServiceRecord, ServiceStatus};
-use crate::store::{Page, Store, check_page, page_len};
+use crate::store::{Page, Store, check_page, empty_range, page_len};
 use crate::transfer::Transfer;
 
 /// Which of a customer's service records to list, newest first (`GET /v1/services`, FR3).
@@ -89,7 +89,7 @@ impl ServiceQuery {
     /// instead of an error: every parameter is checked, but `from` ≥ `to` is not refused.
     /// Answers whether the range is empty (nothing can match).
     pub fn validate_unless_empty(&self) -> Result<bool, LedgerError> {
-        let empty = matches!((self.from, self.to), (Some(f), Some(t)) if f >= t);
+        let empty = empty_range(self.from, self.to);
         let rest = if empty { Self { from: None, to: None, ..self.clone() } } else { self.clone() };
         rest.validate()?;
         Ok(empty)

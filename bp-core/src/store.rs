@@ -31,12 +31,16 @@ pub(crate) fn check_page(
     if limit.is_some_and(|l| l == 0 || l > PAGE_LEN_MAX) {
         return Err(LedgerError::InvalidField { field: "limit", reason: "must be between 1 and 500" });
     }
-    if let (Some(from), Some(to)) = (from, to)
-        && from >= to
-    {
+    if empty_range(from, to) {
         return Err(LedgerError::InvalidField { field: "from", reason: "must be before 'to'" });
     }
     Ok(())
+}
+
+/// Whether `from`..`to` holds no instant (`from` not before `to`): [`check_page`] refuses it,
+/// and the API answers it with an empty page.
+pub(crate) fn empty_range(from: Option<Timestamp>, to: Option<Timestamp>) -> bool {
+    matches!((from, to), (Some(f), Some(t)) if f >= t)
 }
 
 /// The page length a list uses for `limit`: [`PAGE_LEN_DEFAULT`] when absent, within bounds.
@@ -93,7 +97,7 @@ impl HistoryQuery {
     /// instead of an error: every parameter is checked, but `from` ≥ `to` or `amount_min` >
     /// `amount_max` is not refused. Answers whether the range is empty (nothing can match).
     pub fn validate_unless_empty(&self) -> Result<bool, LedgerError> {
-        let empty_dates = matches!((self.from, self.to), (Some(f), Some(t)) if f >= t);
+        let empty_dates = empty_range(self.from, self.to);
         let empty_amounts = matches!((self.amount_min_minor, self.amount_max_minor), (Some(a), Some(b)) if a > b);
         let mut rest = self.clone();
         if empty_dates {

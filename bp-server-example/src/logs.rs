@@ -10,7 +10,7 @@
 //! The server logs none (floats are kept out of its code, `.semgrep/bp-money-no-float.yaml`).
 
 use std::fmt::{self, Write as _};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
@@ -187,50 +187,15 @@ impl fmt::Write for Escaped<'_, '_> {
 
 /// `at` as `tracing_subscriber`'s system time: `YYYY-MM-DDTHH:MM:SS.ffffffZ`, UTC.
 fn write_timestamp(w: &mut Writer<'_>, at: SystemTime) -> fmt::Result {
-    // Before 1970 or after 9999 only on a broken clock: written as the epoch's start then.
-    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, of_day) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days);
-    if year > 9999 {
-        return w.write_str("9999-12-31T23:59:59.999999Z");
-    }
-    let mut out = *b"0000-00-00T00:00:00.000000Z";
-    let mut put = |at: usize, digits: usize, mut value: u64| {
-        for i in (at..at + digits).rev() {
-            out[i] = b'0' + (value % 10) as u8;
-            value /= 10;
-        }
-    };
-    put(0, 4, year);
-    put(5, 2, month);
-    put(8, 2, day);
-    put(11, 2, of_day / 3600);
-    put(14, 2, of_day / 60 % 60);
-    put(17, 2, of_day % 60);
-    put(20, 6, u64::from(since.subsec_micros()));
-    w.write_str(std::str::from_utf8(&out).map_err(|_| fmt::Error)?)
-}
-
-/// The proleptic Gregorian (year, month, day) of a day count since 1970-01-01 (Howard
-/// Hinnant's `civil_from_days`, for days on or after the epoch).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+    let mut buf = [0u8; 30];
+    // After 9999 only on a broken clock: written as that year's end then.
+    w.write_str(bp_core::rfc3339::write_micros(&at.into(), &mut buf).unwrap_or("9999-12-31T23:59:59.999999Z"))
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex, PoisonError};
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
 
