@@ -15,11 +15,12 @@ use crate::transfer::{Direction, TransferKind, VoidReason};
 pub const EVENT_VERSION: u32 = 1;
 
 /// One event of an account.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+///
+/// Its id is not a field: [`Event::id`] derives it from `account_id` and `seq` when asked. The
+/// ledger's writer makes two events per posting and never needs their ids, so it does not
+/// compute them; the JSON form carries the id as its first member all the same.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
-    /// Stable id, derived from `account_id` and `seq`.
-    pub id: EventId,
     /// The account it concerns.
     pub account_id: AccountId,
     /// Position in the account's events: 1, 2, 3, … without gaps.
@@ -27,11 +28,84 @@ pub struct Event {
     /// Format version.
     pub version: u32,
     /// When it happened.
-    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub at: Timestamp,
     /// What happened.
-    #[serde(flatten)]
     pub body: EventBody,
+}
+
+impl Event {
+    /// Its stable id: a name-based UUID of `account_id` and `seq`, the same on every replay.
+    pub fn id(&self) -> EventId {
+        EventId::derive(self.account_id, self.seq)
+    }
+}
+
+/// An [`Event`] as it is written: borrowed, with its id derived.
+#[derive(Serialize)]
+struct EventOut<'a> {
+    id: EventId,
+    account_id: AccountId,
+    seq: u64,
+    version: u32,
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
+    at: &'a Timestamp,
+    #[serde(flatten)]
+    body: &'a EventBody,
+}
+
+impl Serialize for Event {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let Event { account_id, seq, version, ref at, ref body } = *self;
+        EventOut { id: self.id(), account_id, seq, version, at, body }.serialize(serializer)
+    }
+}
+
+/// One event of an account.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Event")]
+struct EventJson {
+    /// Stable id, derived from `account_id` and `seq`.
+    id: EventId,
+    /// The account it concerns.
+    account_id: AccountId,
+    /// Position in the account's events: 1, 2, 3, … without gaps.
+    seq: u64,
+    /// Format version.
+    version: u32,
+    /// When it happened.
+    at: Timestamp,
+    /// What happened.
+    #[serde(flatten)]
+    body: EventBody,
+}
+
+/// Reads the JSON form, refusing an id that `account_id` and `seq` do not derive: such an event
+/// was not written by a bp ledger, or was changed since.
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let EventJson { id, account_id, seq, version, at, body } = EventJson::deserialize(deserializer)?;
+        let event = Event { account_id, seq, version, at, body };
+        if event.id() != id {
+            return Err(serde::de::Error::custom("the event's id is not the one its account_id and seq derive"));
+        }
+        Ok(event)
+    }
+}
+
+/// The schema of the JSON form, which is [`EventJson`]'s.
+impl JsonSchema for Event {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        EventJson::schema_name()
+    }
+
+    fn schema_id() -> std::borrow::Cow<'static, str> {
+        EventJson::schema_id()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        EventJson::json_schema(generator)
+    }
 }
 
 /// What happened, tagged by `type`.

@@ -98,8 +98,8 @@ impl EventId {
     /// The id of the `seq`-th event of `account`: a name-based (v5) UUID, stable across replays.
     ///
     /// The same UUID as `Uuid::new_v5(namespace, account ‖ seq)`, computed with the RustCrypto
-    /// SHA-1 (which uses the processor's SHA instructions where there are some): every posting
-    /// derives two of these on the writer's hot path.
+    /// SHA-1 (which uses the processor's SHA instructions where there are some). Computed when an
+    /// event is read or written out ([`crate::event::Event::id`]), never by the ledger's writer.
     pub fn derive(account: AccountId, seq: u64) -> Self {
         use sha1::Digest;
         let mut hasher = sha1::Sha1::new();

@@ -15,7 +15,7 @@ use crate::customer::{
 use crate::error::LedgerError;
 use crate::event::{EVENT_VERSION, Event, EventBody};
 use crate::external::lifecycle::{Effect, Transition};
-use crate::ids::{AccountId, CustomerId, EventId, ServiceRecordId, TransferId};
+use crate::ids::{AccountId, CustomerId, ServiceRecordId, TransferId};
 use crate::money::{Currency, Money};
 use crate::service_record::{ServiceKind, ServiceRecord, ServiceStatus};
 use crate::transfer::{
@@ -403,14 +403,7 @@ fn push_event(account: &mut Account, body: EventBody, now: Timestamp, events: &m
     account.last_event_seq += 1;
     account.version += 1;
     let seq = account.last_event_seq;
-    events.push(Event {
-        id: EventId::derive(account.id, seq),
-        account_id: account.id,
-        seq,
-        version: EVENT_VERSION,
-        at: now,
-        body,
-    });
+    events.push(Event { account_id: account.id, seq, version: EVENT_VERSION, at: now, body });
     seq
 }
 

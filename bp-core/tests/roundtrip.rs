@@ -91,7 +91,7 @@ fn balances(posted: i64, held: i64, currency: Currency) -> Balances {
 
 fn event(body: EventBody) -> Event {
     let account_id = AccountId::new_v7();
-    Event { id: EventId::derive(account_id, 9), account_id, seq: 9, version: EVENT_VERSION, at: at(5), body }
+    Event { account_id, seq: 9, version: EVENT_VERSION, at: at(5), body }
 }
 
 fn posting(reference: Option<String>) -> Posting {
@@ -225,6 +225,17 @@ fn events_of_every_type() {
         roundtrip(what, &e);
         let tree = serde_json::to_value(&e).expect("serialise");
         assert_eq!(tree["type"], what, "the wire type of {what}");
+        assert_eq!(tree["id"], e.id().to_string(), "{what}: the id comes first and is derived");
+        let text = serde_json::to_string(&e).expect("serialise");
+        assert!(text.starts_with(&format!(r#"{{"id":"{}","account_id":"#, e.id())), "{what}: {text}");
+        // An id that its account and seq do not derive is refused: the event was not written by
+        // a bp ledger, or was changed since (another seq's id, then an unrelated one).
+        for id in [EventId::derive(e.account_id, e.seq + 1).to_string(), uuid::Uuid::now_v7().to_string()] {
+            let mut forged = tree.clone();
+            forged["id"] = id.into();
+            let err = serde_json::from_value::<Event>(forged).expect_err("a forged id");
+            assert!(err.to_string().contains("id is not the one its account_id and seq derive"), "{what}: {err}");
+        }
         roundtrip("OutboxEntry", &OutboxEntry { position: 17, event: e });
     }
 }

@@ -207,7 +207,7 @@ fn shared_from_env(text: &str) -> Vec<Shared> {
 fn digest(outbox: &[OutboxEntry]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for entry in outbox {
-        for b in entry.event.id.to_string().bytes().chain([b',']) {
+        for b in entry.event.id().to_string().bytes().chain([b',']) {
             h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
         }
     }

@@ -14,7 +14,7 @@ use crate::account_number::AccountNumber;
 use crate::command::{Command, Executed, Outcome};
 use crate::error::LedgerError;
 use crate::event::{EVENT_VERSION, Event, EventBody};
-use crate::ids::{AccountId, CustomerId, EventId};
+use crate::ids::{AccountId, CustomerId};
 use crate::money::{Currency, Money};
 use crate::store::Store;
 use crate::transfer::{TransferKind, TransferRequest, VoidReason};
@@ -57,7 +57,6 @@ pub async fn account_open<F: StoreFactory>(f: &F) {
         assert_eq!(ok("read back", h.store().account(a.id).await).as_ref(), Some(a));
         let zero = Money::zero(a.currency);
         let expected = Event {
-            id: EventId::derive(a.id, 1),
             account_id: a.id,
             seq: 1,
             version: EVENT_VERSION,

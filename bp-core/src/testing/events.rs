@@ -116,7 +116,7 @@ pub async fn events_and_outbox<F: StoreFactory>(f: &F) {
     let last = h.get_account(a.id).await.last_event_seq;
     assert_eq!(last, 8);
     for (i, e) in (1u64..).zip(&a_events) {
-        assert_eq!((e.seq, e.id, e.account_id), (i, EventId::derive(a.id, i), a.id));
+        assert_eq!((e.seq, e.id(), e.account_id), (i, EventId::derive(a.id, i), a.id));
     }
     for after in 0..=last {
         let got = ok("events_after", h.store().events_after(a.id, after, 2).await);
@@ -137,7 +137,7 @@ pub async fn events_and_outbox<F: StoreFactory>(f: &F) {
     for page_len in [1, 2, 3, 500] {
         assert_eq!(read_outbox(h.store(), page_len).await, full, "outbox in pages of {page_len}");
     }
-    let ids: HashSet<EventId> = full.iter().map(|e| e.event.id).collect();
+    let ids: HashSet<EventId> = full.iter().map(|e| e.event.id()).collect();
     assert_eq!(ids.len(), full.len(), "each event once");
     let accounts = [a.id, b.id, c.id, d, funding, clearing];
     let per_account: usize = {

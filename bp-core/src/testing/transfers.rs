@@ -9,7 +9,7 @@ use super::harness::{Harness, invalid, kind_not_allowed};
 use crate::account::{AccountKind, AccountOwner, AccountStatus, Balances, SystemAccount};
 use crate::error::LedgerError;
 use crate::event::{EVENT_VERSION, Event, EventBody};
-use crate::ids::{AccountId, EventId, TransferId};
+use crate::ids::{AccountId, TransferId};
 use crate::money::{Currency, Money, MoneyError};
 use crate::store::Store;
 use crate::store::{CurrencyTotal, HistoryQuery, Page};
@@ -138,7 +138,6 @@ pub async fn funding_and_internal_transfer<F: StoreFactory>(f: &F) {
 
     // Events: one transfer.posted per account, numbered on.
     let posted = |account: AccountId, seq, t: &Transfer, direction, counterparty, b: Balances, at| Event {
-        id: EventId::derive(account, seq),
         account_id: account,
         seq,
         version: EVENT_VERSION,

@@ -216,21 +216,13 @@ impl Hub {
 mod tests {
     use bp_core::account::AccountStatus;
     use bp_core::event::{EVENT_VERSION, EventBody};
-    use bp_core::ids::EventId;
     use bp_core::security::AuditKind;
 
     use super::*;
 
     fn event(account: AccountId) -> Arc<Outgoing> {
         let body = EventBody::AccountStatusChanged { status: AccountStatus::Frozen };
-        let event = Event {
-            id: EventId::derive(account, 2),
-            account_id: account,
-            seq: 2,
-            version: EVENT_VERSION,
-            at: chrono::Utc::now(),
-            body,
-        };
+        let event = Event { account_id: account, seq: 2, version: EVENT_VERSION, at: chrono::Utc::now(), body };
         Outgoing::ledger(event).expect("json")
     }
 

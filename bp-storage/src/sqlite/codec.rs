@@ -5,7 +5,7 @@ use bp_core::Timestamp;
 use bp_core::account::{Account, AccountKind, AccountOwner, AccountStatus, Balances, SystemAccount};
 use bp_core::account_number::AccountNumber;
 use bp_core::event::{EVENT_VERSION, Event, EventBody};
-use bp_core::ids::{AccountId, CustomerId, EventId, TransferId};
+use bp_core::ids::{AccountId, CustomerId, TransferId};
 use bp_core::money::{Currency, Money};
 use bp_core::security::RefreshTokenState;
 use bp_core::transfer::{Direction, Posting, Transfer, TransferKind, TransferState, VoidReason};
@@ -273,14 +273,7 @@ impl JournalRow {
             }
             _ => return Err(corrupt("journal kind")),
         };
-        Ok(Event {
-            id: EventId::derive(account_id, side.seq),
-            account_id,
-            seq: side.seq,
-            version: EVENT_VERSION,
-            at: self.at,
-            body,
-        })
+        Ok(Event { account_id, seq: side.seq, version: EVENT_VERSION, at: self.at, body })
     }
 
     /// The posting of side `n`, if this row posts money, with its transfer's reference.
