@@ -74,6 +74,16 @@ impl Effects {
             && self.events.is_empty()
             && self.services.is_empty()
     }
+
+    /// Empties every list, keeping the memory: for [`decide_reusing`].
+    pub fn clear(&mut self) {
+        self.customers.clear();
+        self.accounts.clear();
+        self.transfers.clear();
+        self.postings.clear();
+        self.events.clear();
+        self.services.clear();
+    }
 }
 
 /// A decided command: its answer, and what to write for it.
@@ -151,6 +161,18 @@ pub fn keys(cmd: &Command, view: &impl LedgerView) -> Keys {
 
 /// Decides `cmd` against `view` at time `now`: the answer and the effects, or the rule it breaks.
 pub fn decide(view: &impl LedgerView, cmd: &Command, now: Timestamp) -> Result<Decision, LedgerError> {
+    decide_reusing(view, cmd, now, Effects::default())
+}
+
+/// [`decide`], filling the effects of a new transfer into `spare`'s lists (emptied first) rather
+/// than new ones: a writer that decides many commands in turn hands back each decision's effects
+/// once written and allocates its lists once. The decision is the same as `decide`'s.
+pub fn decide_reusing(
+    view: &impl LedgerView,
+    cmd: &Command,
+    now: Timestamp,
+    spare: Effects,
+) -> Result<Decision, LedgerError> {
     match cmd {
         Command::OpenCustomer(req) => open_customer(view, req, now),
         Command::UpdateCustomer { id, expected_version, update } => {
@@ -158,7 +180,7 @@ pub fn decide(view: &impl LedgerView, cmd: &Command, now: Timestamp) -> Result<D
         }
         Command::OpenAccount(req) => open_account(view, req, now),
         Command::SetAccountStatus { id, status } => set_account_status(view, *id, *status, now),
-        Command::Transfer(req) => transfer(view, req, now),
+        Command::Transfer(req) => transfer(view, req, now, spare),
         Command::PostPending { id } => post_pending(view, *id, now),
         Command::VoidPending { id, reason } => void_pending(view, *id, *reason, now),
         Command::RequestService(t) => request_service(view, t, now),
@@ -650,12 +672,17 @@ fn post_money(
     Ok(())
 }
 
-fn transfer(view: &impl LedgerView, req: &TransferRequest, now: Timestamp) -> Result<Decision, LedgerError> {
+fn transfer(
+    view: &impl LedgerView,
+    req: &TransferRequest,
+    now: Timestamp,
+    spare: Effects,
+) -> Result<Decision, LedgerError> {
     if let Some(existing) = view.transfer(req.id) {
         return transfer_idempotency(existing, req);
     }
     let movement = if req.hold_until.is_some() { Movement::Hold } else { Movement::Post };
-    new_transfer(view, req, movement, now)
+    new_transfer(view, req, movement, now, spare)
 }
 
 /// Whether a new transfer moves the money at once or holds it.
@@ -674,6 +701,7 @@ fn new_transfer(
     req: &TransferRequest,
     movement: Movement,
     now: Timestamp,
+    spare: Effects,
 ) -> Result<Decision, LedgerError> {
     validate_transfer_request(req, now)?;
     let (debit_write, mut debit) = account_or_system(view, req.debit_account, now)?;
@@ -697,7 +725,8 @@ fn new_transfer(
         created_at: now,
         finished_at: Some(now),
     };
-    let mut effects = Effects::default();
+    let mut effects = spare;
+    effects.clear();
     let holds_only = movement == Movement::Hold;
     if holds_only {
         transfer.state = TransferState::Pending;
@@ -983,7 +1012,7 @@ fn request_service(view: &impl LedgerView, t: &Transition, now: Timestamp) -> Re
     let mut overlay = Overlay::new(view);
     for hold in holds {
         let step = match overlay.transfer(hold.id) {
-            None => new_transfer(&overlay, hold, Movement::Hold, now)?.effects,
+            None => new_transfer(&overlay, hold, Movement::Hold, now, Effects::default())?.effects,
             Some(existing) => adopt_hold(existing, hold, now)?,
         };
         overlay.absorb(step);
@@ -1079,7 +1108,7 @@ fn apply_service(
                 {
                     return Err(invalid_effects("a transition moves money only on the record's own account"));
                 }
-                new_transfer(&overlay, request, Movement::Post, now)?
+                new_transfer(&overlay, request, Movement::Post, now, Effects::default())?
             }
             Effect::OpenReceivable(account) => {
                 overlay.open_receivable(&t.record, *account, now)?;
@@ -1135,5 +1164,68 @@ mod tests {
             Err(LedgerError::InvalidField { field: "hold_until", reason: "must be in the future" })
         );
         assert_eq!(validate_transfer_request(&request(Some(next_microsecond)), now), Ok(()));
+    }
+
+    /// Filling a used `Effects` decides exactly as filling new lists: whatever the spare held
+    /// (here every list non-empty) is gone, and every other command ignores it.
+    #[test]
+    fn deciding_into_used_effects_is_deciding_afresh() {
+        use super::{Effects, decide, decide_reusing};
+        use crate::account::SystemAccount;
+        use crate::command::Command;
+        use crate::customer::{KycStatus, NewCustomer, Username};
+        use crate::ids::CustomerId;
+        use crate::service::current_account;
+        use crate::state::LedgerState;
+
+        let now = chrono::DateTime::from_timestamp(1_767_225_600, 0).expect("a valid time");
+        let customer = CustomerId::new_v7();
+        let username = Username::parse("ada").expect("a valid username");
+        let (a, b) = (AccountId::new_v7(), AccountId::new_v7());
+        let pay = |debit, credit, amount_minor, hold: bool| {
+            Command::Transfer(TransferRequest {
+                amount: Money::new(amount_minor, Currency::EUR),
+                debit_account: debit,
+                credit_account: credit,
+                kind: if debit == SystemAccount::Funding.id(Currency::EUR) {
+                    TransferKind::Deposit
+                } else {
+                    TransferKind::Internal
+                },
+                hold_until: hold.then(|| now + chrono::TimeDelta::hours(1)),
+                ..request(None)
+            })
+        };
+        let mut state = LedgerState::new();
+        let mut spare = Effects::default();
+        for cmd in [
+            Command::OpenCustomer(Box::new(NewCustomer::person(customer, username, "Ada", "L", KycStatus::Verified))),
+            Command::OpenAccount(crate::service::current_account(a, customer, Currency::EUR)),
+            Command::OpenAccount(current_account(b, customer, Currency::EUR)),
+            pay(SystemAccount::Funding.id(Currency::EUR), a, 10_000, false),
+        ] {
+            let effects = decide(&state, &cmd, now).expect("the set-up is accepted").effects;
+            state.apply(&effects);
+            spare.customers.extend(effects.customers);
+            spare.accounts.extend(effects.accounts);
+            spare.transfers.extend(effects.transfers);
+            spare.postings.extend(effects.postings);
+            spare.events.extend(effects.events);
+        }
+        assert!(![spare.customers.len(), spare.accounts.len(), spare.transfers.len(), spare.events.len()].contains(&0));
+        let hold = pay(a, b, 1_000, true);
+        for (what, cmd) in [
+            ("a payment", pay(a, b, 3_000, false)),
+            ("a hold", hold.clone()),
+            ("an overdraft", pay(a, b, 1_000_000, false)),
+            ("an account", Command::OpenAccount(current_account(AccountId::new_v7(), customer, Currency::EUR))),
+        ] {
+            let fresh = decide(&state, &cmd, now);
+            assert_eq!(decide_reusing(&state, &cmd, now, spare.clone()), fresh, "{what}");
+        }
+        let held = decide(&state, &hold, now).expect("a hold").effects;
+        state.apply(&held);
+        assert_eq!(decide_reusing(&state, &hold, now, spare.clone()), decide(&state, &hold, now), "a replay");
+        assert!(decide(&state, &hold, now).is_ok_and(|d| d.effects.is_empty()), "a replay writes nothing");
     }
 }

@@ -22,7 +22,7 @@ use bp_core::customer::Customer;
 use bp_core::event::{Event, EventBody};
 use bp_core::ids::{AccountId, CustomerId, ServiceRecordId, TransferId};
 use bp_core::invariants::{Books, check};
-use bp_core::rules::{Decision, Effects, LedgerView, Write, decide, keys};
+use bp_core::rules::{Decision, Effects, LedgerView, Write, decide, decide_reusing, keys};
 use bp_core::service_record::ServiceRecord;
 use bp_core::state::LedgerState;
 use bp_core::transfer::Direction;
@@ -359,6 +359,8 @@ struct BatchState<'c> {
     insert_transfer: CachedStatement<'c>,
     /// The batch's journal entries, written in blocks (the last one before the commit).
     block: BlockWriter,
+    /// The last written command's effects, whose lists the next transfer's fill again.
+    spare: Effects,
 }
 
 impl<'c> BatchState<'c> {
@@ -369,6 +371,7 @@ impl<'c> BatchState<'c> {
             touched: HashSet::default(),
             insert_transfer: conn.prepare_cached(INSERT_TRANSFER).map_err(sql_err)?,
             block,
+            spare: Effects::default(),
         })
     }
 }
@@ -988,7 +991,7 @@ fn execute_one(
     batch: &mut BatchState,
 ) -> Result<Result<Executed, Error>, StoreError> {
     cache.prefetch(conn, cmd)?;
-    let decision: Decision = match decide(&cache.state, cmd, now) {
+    let decision: Decision = match decide_reusing(&cache.state, cmd, now, std::mem::take(&mut batch.spare)) {
         Ok(d) => d,
         // The rules answer a known transfer id before checking anything else, but the cache may
         // have forgotten the transfer: a retry the rules would now reject (a frozen payer, a
@@ -1006,7 +1009,9 @@ fn execute_one(
             return Ok(Err(Error::Ledger(rejected)));
         }
     };
-    match write_effects(conn, cache, &decision.effects, batch) {
+    let written = write_effects(conn, cache, &decision.effects, batch);
+    batch.spare = decision.effects;
+    match written {
         Ok(()) => Ok(Ok(decision.executed)),
         Err(WriteError::DuplicateTransfer) => {
             // The id is in the database but was not in the cache: decide again knowing it, which
