@@ -698,6 +698,84 @@ async fn queue_of_one_serves_many_senders() {
     assert_eq!(read_outbox(&**store, PAGE_LEN_MAX).await.len(), expected);
 }
 
+/// A batch writes its new transfers' rows together. Retries of transfers the writer's cache has
+/// forgotten, sent at once with new transfers, meet their ids among those rows: the batch is
+/// decided again row by row, the retries replay (or conflict) and the new transfers post, each
+/// exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forgotten_retries_amid_new_transfers_replay_once() {
+    const OLD: usize = 40;
+    let dir = ok("tempdir", tempfile::tempdir());
+    let path = dir.path().join("ledger.db");
+    let clock = Arc::new(ManualClock::new(start_time()));
+    // The cache forgets every transfer after each batch.
+    let config = SqliteConfig { transfer_cache_len_max: 0, ..config(&clock) };
+    let ledger = Ledger::new(Arc::new(open(&path, config)));
+    let owner = customer(&ledger, "fay").await;
+    let (a, b) = (account(&ledger, owner.id, EUR, 0).await, account(&ledger, owner.id, EUR, 0).await);
+    ok("fund", ledger.transfer(deposit(&a, 1_000_00)).await);
+    let mut old = Vec::new();
+    for _ in 0..OLD {
+        let req = request(TransferKind::Internal, a.id, b.id, 1_00, EUR);
+        old.push((req.clone(), ok("old transfer", ledger.transfer(req).await).transfer));
+    }
+    let events_before = read_outbox(&**ledger.store(), PAGE_LEN_MAX).await.len();
+    let retried_before = ledger.store().writer_stats().retried.load(std::sync::atomic::Ordering::Relaxed);
+
+    // Retries, a retry with another amount, and as many new transfers, all at once.
+    let mut set = JoinSet::new();
+    for (req, original) in old.iter().cloned() {
+        let new = request(TransferKind::Internal, a.id, b.id, 1_00, EUR);
+        for (req, original) in [(req, Some(original)), (new, None)] {
+            let ledger = ledger.clone();
+            set.spawn(async move { (original, ledger.transfer(req).await) });
+        }
+    }
+    let changed = TransferRequest { amount: Money::new(2_00, EUR), ..old[0].0.clone() };
+    let conflict = {
+        let ledger = ledger.clone();
+        tokio::spawn(async move { ledger.transfer(changed).await })
+    };
+    let mut new_ids = Vec::new();
+    while let Some(r) = set.join_next().await {
+        match ok("sender", r) {
+            (Some(original), answer) => {
+                let again = ok("retry", answer);
+                assert!(again.replayed, "a retry of {} is a replay", original.id);
+                assert_eq!(again.transfer, original);
+            }
+            (None, answer) => {
+                let new = ok("new transfer", answer);
+                assert!(!new.replayed && new.transfer.state == TransferState::Posted);
+                new_ids.push(new.transfer.id);
+            }
+        }
+    }
+    match ok("conflict task", conflict.await) {
+        Err(Error::Ledger(LedgerError::IdempotencyConflict { .. })) => {}
+        other => panic!("a retry with another amount: expected IdempotencyConflict, got {other:?}"),
+    }
+    let store = ledger.store();
+    let retried = store.writer_stats().retried.load(std::sync::atomic::Ordering::Relaxed) - retried_before;
+    assert!(retried > 0, "no batch met a forgotten id among its rows");
+    new_ids.sort();
+    new_ids.dedup();
+    assert_eq!(new_ids.len(), OLD);
+    for id in &new_ids {
+        assert!(ok("new transfer", store.transfer(*id).await).is_some());
+    }
+    let moved = i64::try_from(2 * OLD).unwrap_or(0) * 1_00;
+    let balance = |acc: &Account| {
+        let store = Arc::clone(store);
+        let id = acc.id;
+        async move { ok("account", store.account(id).await).map(|x| x.posted_minor) }
+    };
+    assert_eq!((balance(&a).await, balance(&b).await), (Some(1_000_00 - moved), Some(moved)));
+    assert_eq!(read_outbox(&**store, PAGE_LEN_MAX).await.len(), events_before + 2 * OLD, "two events per new transfer");
+    let totals = ok("totals", store.totals().await);
+    assert_eq!(totals.iter().map(|t| t.posted_minor).collect::<Vec<_>>(), [0]);
+}
+
 /// `totals()` is one consistent view even while transfers commit: polled during heavy traffic
 /// it never counts a transfer on one side only. (Reading the published tails and the account
 /// rows at two instants did, when an index run committed in between; many accounts with sparse

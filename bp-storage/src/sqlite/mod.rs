@@ -100,7 +100,9 @@ pub struct SqliteConfig {
     pub cache_size_kib: u32,
     /// Transfers the writer keeps in memory between batches before it forgets them. A forgotten
     /// transfer is read back when a command needs it; a retried one is found by the unique index
-    /// on its id, so idempotency never depends on this cache.
+    /// on its id, so idempotency never depends on this cache. (A batch writes its new transfers'
+    /// rows together; when one meets a forgotten id, the batch is rolled back and decided again
+    /// from the database, each row with its command, and the retry replays.)
     pub transfer_cache_len_max: usize,
     /// The clock that stamps every change.
     pub clock: Arc<dyn Clock>,
@@ -195,8 +197,9 @@ impl Drop for Threads {
 /// the busy handler.
 pub(crate) type WriteTurn = Arc<tokio::sync::Mutex<()>>;
 
-/// Prepared statements kept per connection (the store uses about 50 distinct ones).
-const STATEMENT_CACHE_LEN: usize = 64;
+/// Prepared statements kept per connection (the store uses about 50 distinct ones, the writer's
+/// transfer inserts of several rows among them).
+const STATEMENT_CACHE_LEN: usize = 96;
 
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(5);
 

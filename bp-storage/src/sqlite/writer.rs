@@ -27,7 +27,7 @@ use bp_core::service_record::ServiceRecord;
 use bp_core::state::LedgerState;
 use bp_core::transfer::Direction;
 use bp_core::{Error, StoreError, StoreErrorKind};
-use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::codec::{
@@ -104,6 +104,10 @@ pub struct WriterStats {
     pub commit_us: AtomicU64,
     /// Time publishing state to readers and sending answers, in microseconds.
     pub answer_us: AtomicU64,
+    /// Batches decided a second time, their new transfers' rows written one by one, because a
+    /// row written together met an id already in the database (a retry of a transfer the
+    /// writer's cache had forgotten).
+    pub retried: AtomicU64,
 }
 
 fn add_us(counter: &AtomicU64, since: std::time::Instant) {
@@ -337,47 +341,153 @@ impl Cache {
 
 /// Why a command's writes stopped.
 enum WriteError {
-    /// The transfer id is already in the database (the cache had forgotten it).
+    /// The command's transfer id is already in the database (the cache had forgotten it).
     DuplicateTransfer,
-    Store(StoreError),
+    /// The batch's attempt must stop.
+    Batch(BatchError),
 }
 
 impl From<StoreError> for WriteError {
     fn from(e: StoreError) -> Self {
-        WriteError::Store(e)
+        WriteError::Batch(BatchError::Store(e))
     }
 }
 
-fn sql(e: rusqlite::Error) -> WriteError {
-    WriteError::Store(sql_err(e))
+/// Why an attempt at a batch stopped: it is rolled back.
+enum BatchError {
+    /// A transfer id among rows written together ([`Rows::Together`]) is already in the
+    /// database: the cache had forgotten it, and which command it belongs to is unknown. The
+    /// batch is decided again with [`Rows::OneByOne`].
+    DuplicateRows,
+    Store(StoreError),
 }
 
-/// What the current batch changed, for the deferred index run and for publishing, and the two
-/// statements every transfer runs, prepared once per batch.
-struct BatchState<'c> {
+impl From<StoreError> for BatchError {
+    fn from(e: StoreError) -> Self {
+        BatchError::Store(e)
+    }
+}
+
+/// How a batch writes its new transfers' rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Rows {
+    /// Kept, and written several to a statement (chunks of [`ROW_CHUNKS`]) before the batch's
+    /// last journal block: per row, SQLite then runs only the row's own part of an INSERT.
+    /// Every new transfer is in the cache from its command on (the cache forgets transfers only
+    /// between batches), so nothing in the batch looks for a kept row in the table; a transfer
+    /// row to update is written out first all the same.
+    Together,
+    /// Each with its command, first of its writes: an id already in the database is then that
+    /// command's replay or conflict. For a batch whose rows met an id already there.
+    OneByOne,
+}
+
+/// The statement sizes (rows per INSERT) a batch's new transfers are written with, largest first.
+const ROW_CHUNKS: [usize; 4] = [64, 16, 4, 1];
+const TRANSFER_ROW_VALUES: usize = 11;
+
+/// `INSERT INTO transfers` of `rows` rows, each `TRANSFER_ROW_VALUES` parameters.
+fn insert_transfers_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO transfers (id, kind, debit_key, credit_key, amount_minor, reference, state, hold_until, \
+         void_reason, created_at, finished_at) VALUES ",
+    );
+    for row in 0..rows {
+        if row > 0 {
+            sql.push(',');
+        }
+        sql.push_str("(?,?,?,?,?,?,?,?,?,?,?)");
+    }
+    sql
+}
+
+static INSERT_TRANSFERS: std::sync::LazyLock<[String; ROW_CHUNKS.len()]> =
+    std::sync::LazyLock::new(|| ROW_CHUNKS.map(insert_transfers_sql));
+
+/// A new transfer's row, as bound.
+struct TransferRow {
+    id: [u8; 16],
+    kind: i64,
+    debit_key: i64,
+    credit_key: i64,
+    amount_minor: i64,
+    reference: Option<String>,
+    state: i64,
+    hold_until: Option<i64>,
+    void_reason: Option<i64>,
+    created_at: i64,
+    finished_at: Option<i64>,
+}
+
+/// Writes `rows` with as few statements as `ROW_CHUNKS` allow.
+fn insert_transfers(conn: &Connection, mut rows: &[TransferRow]) -> Result<(), WriteError> {
+    for (chunk, text) in ROW_CHUNKS.iter().zip(INSERT_TRANSFERS.iter()) {
+        while rows.len() >= *chunk {
+            let (these, rest) = rows.split_at(*chunk);
+            let mut stmt = conn.prepare_cached(text).map_err(sql)?;
+            for (i, row) in these.iter().enumerate() {
+                bind_transfer_row(&mut stmt, i * TRANSFER_ROW_VALUES, row).map_err(sql)?;
+            }
+            match stmt.raw_execute() {
+                Ok(_) => {}
+                Err(e) if is_duplicate_id(&e) => return Err(WriteError::DuplicateTransfer),
+                Err(e) => return Err(sql(e)),
+            }
+            rows = rest;
+        }
+    }
+    Ok(())
+}
+
+fn bind_transfer_row(stmt: &mut rusqlite::Statement<'_>, at: usize, row: &TransferRow) -> rusqlite::Result<()> {
+    stmt.raw_bind_parameter(at + 1, &row.id[..])?;
+    stmt.raw_bind_parameter(at + 2, row.kind)?;
+    stmt.raw_bind_parameter(at + 3, row.debit_key)?;
+    stmt.raw_bind_parameter(at + 4, row.credit_key)?;
+    stmt.raw_bind_parameter(at + 5, row.amount_minor)?;
+    stmt.raw_bind_parameter(at + 6, row.reference.as_deref())?;
+    stmt.raw_bind_parameter(at + 7, row.state)?;
+    stmt.raw_bind_parameter(at + 8, row.hold_until)?;
+    stmt.raw_bind_parameter(at + 9, row.void_reason)?;
+    stmt.raw_bind_parameter(at + 10, row.created_at)?;
+    stmt.raw_bind_parameter(at + 11, row.finished_at)
+}
+
+fn sql(e: rusqlite::Error) -> WriteError {
+    WriteError::from(sql_err(e))
+}
+
+/// What the current batch changed, for the deferred index run and for publishing, and what it
+/// has yet to write.
+struct BatchState {
     touched: HashSet<AccountId>,
-    insert_transfer: CachedStatement<'c>,
+    rows: Rows,
+    /// New transfers' rows not yet written ([`Rows::Together`]).
+    kept_rows: Vec<TransferRow>,
     /// The batch's journal entries, written in blocks (the last one before the commit).
     block: BlockWriter,
     /// The last written command's effects, whose lists the next transfer's fill again.
     spare: Effects,
 }
 
-impl<'c> BatchState<'c> {
-    fn new(conn: &'c Connection, first_position: i64) -> Result<Self, StoreError> {
+impl BatchState {
+    fn new(first_position: i64, rows: Rows) -> Self {
         let mut block = BlockWriter::default();
         block.start(first_position);
-        Ok(Self {
-            touched: HashSet::default(),
-            insert_transfer: conn.prepare_cached(INSERT_TRANSFER).map_err(sql_err)?,
-            block,
-            spare: Effects::default(),
-        })
+        Self { touched: HashSet::default(), rows, kept_rows: Vec::new(), block, spare: Effects::default() }
+    }
+
+    /// Writes the kept rows. An id already in the database stops the attempt.
+    fn write_rows(&mut self, conn: &Connection) -> Result<(), BatchError> {
+        let written = insert_transfers(conn, &self.kept_rows);
+        self.kept_rows.clear();
+        match written {
+            Ok(()) => Ok(()),
+            Err(WriteError::DuplicateTransfer) => Err(BatchError::DuplicateRows),
+            Err(WriteError::Batch(e)) => Err(e),
+        }
     }
 }
-
-const INSERT_TRANSFER: &str = "INSERT INTO transfers (id, kind, debit_key, credit_key, amount_minor, reference, \
-     state, hold_until, void_reason, created_at, finished_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 
 /// The row keys a command's new accounts take, in the order of its effects.
 struct NewKeys(Vec<(AccountId, i64)>);
@@ -413,33 +523,38 @@ fn write_effects(
     // Keys for new accounts first, so that a transfer row can refer to them.
     let new_keys = NewKeys::of(cache, effects);
 
-    // The transfer row goes first: if its id exists already, nothing else has been written.
+    // One by one, the transfer row goes first: if its id exists already, nothing else has been
+    // written.
     for (write, t) in &effects.transfers {
         let id = t.id.as_uuid().as_bytes();
         match write {
             Write::Insert => {
-                let debit_key = new_keys.key(cache, t.debit_account)?;
-                let credit_key = new_keys.key(cache, t.credit_account)?;
-                let inserted = batch.insert_transfer.execute(params![
-                    id,
-                    transfer_kind_to(t.kind),
-                    debit_key,
-                    credit_key,
-                    t.amount.amount_minor(),
-                    t.reference,
-                    state_to(t.state),
-                    t.hold_until.map(micros),
-                    t.void_reason.map(reason_to),
-                    micros(t.created_at),
-                    t.finished_at.map(micros),
-                ]);
-                match inserted {
-                    Ok(_) => {}
-                    Err(e) if is_duplicate_id(&e) => return Err(WriteError::DuplicateTransfer),
-                    Err(e) => return Err(sql(e)),
+                let row = TransferRow {
+                    id: *id,
+                    kind: transfer_kind_to(t.kind),
+                    debit_key: new_keys.key(cache, t.debit_account)?,
+                    credit_key: new_keys.key(cache, t.credit_account)?,
+                    amount_minor: t.amount.amount_minor(),
+                    reference: t.reference.clone(),
+                    state: state_to(t.state),
+                    hold_until: t.hold_until.map(micros),
+                    void_reason: t.void_reason.map(reason_to),
+                    created_at: micros(t.created_at),
+                    finished_at: t.finished_at.map(micros),
+                };
+                match batch.rows {
+                    Rows::OneByOne => insert_transfers(conn, std::slice::from_ref(&row))?,
+                    Rows::Together => {
+                        batch.kept_rows.push(row);
+                        if batch.kept_rows.len() == ROW_CHUNKS[0] {
+                            batch.write_rows(conn).map_err(WriteError::Batch)?;
+                        }
+                    }
                 }
             }
             Write::Update => {
+                // The row may be one of those kept.
+                batch.write_rows(conn).map_err(WriteError::Batch)?;
                 // `hold_until` changes when a service request adopts a hold placed during SCA.
                 conn.prepare_cached(
                     "UPDATE transfers SET state = ?2, void_reason = ?3, finished_at = ?4, hold_until = ?5 \
@@ -546,7 +661,7 @@ fn append_events(
         }
     }
     for (key, positions) in &opened {
-        insert_index_rows(conn, *key, 0, positions).map_err(WriteError::Store)?;
+        insert_index_rows(conn, *key, 0, positions)?;
     }
     Ok(())
 }
@@ -621,7 +736,7 @@ fn write_service(conn: &Connection, write: Write, r: &ServiceRecord) -> Result<(
     };
     let changed = conn.prepare_cached(statement).and_then(|mut s| s.execute(values)).map_err(sql)?;
     if changed != 1 {
-        return Err(WriteError::Store(corrupt("service record row")));
+        return Err(corrupt("service record row").into());
     }
     Ok(())
 }
@@ -989,7 +1104,7 @@ fn execute_one(
     cmd: &Command,
     now: bp_core::Timestamp,
     batch: &mut BatchState,
-) -> Result<Result<Executed, Error>, StoreError> {
+) -> Result<Result<Executed, Error>, BatchError> {
     cache.prefetch(conn, cmd)?;
     let decision: Decision = match decide_reusing(&cache.state, cmd, now, std::mem::take(&mut batch.spare)) {
         Ok(d) => d,
@@ -1003,7 +1118,7 @@ fn execute_one(
             {
                 cache.load_transfer(conn, t.id)?;
                 if cache.state.has_transfer(t.id) {
-                    return decide_known_transfer(cache, cmd, now);
+                    return Ok(decide_known_transfer(cache, cmd, now)?);
                 }
             }
             return Ok(Err(Error::Ledger(rejected)));
@@ -1019,9 +1134,9 @@ fn execute_one(
             if let Command::Transfer(t) = cmd {
                 cache.load_transfer(conn, t.id)?;
             }
-            decide_known_transfer(cache, cmd, now)
+            Ok(decide_known_transfer(cache, cmd, now)?)
         }
-        Err(WriteError::Store(e)) => Err(e),
+        Err(WriteError::Batch(e)) => Err(e),
     }
 }
 
@@ -1053,29 +1168,64 @@ struct Context<'a> {
 
 /// Decides and writes one batch in one transaction. Returns the cache to keep, or `None` when the
 /// batch failed and the cache may hold effects that never reached the disk.
-fn commit_batch(conn: &Connection, mut cache: Cache, batch: &mut Vec<Job>, ctx: &Context<'_>) -> Option<Cache> {
+///
+/// New transfers' rows are written together; if one of their ids is in the database already (a
+/// retry of a transfer the cache has forgotten), the attempt is rolled back and the batch decided
+/// again from the database with each row written by its command, which then replays.
+fn commit_batch(conn: &Connection, cache: Cache, batch: &mut Vec<Job>, ctx: &Context<'_>) -> Option<Cache> {
+    match attempt_batch(conn, cache, batch, ctx, Rows::Together) {
+        Ok(cache) => cache,
+        Err(RolledBack) => {
+            ctx.stats.retried.fetch_add(1, Ordering::Relaxed);
+            // The cache holds the rolled-back attempt's effects.
+            let cache = match Cache::load(conn) {
+                Ok(cache) => cache,
+                Err(e) => {
+                    fail_all(batch, &e);
+                    return None;
+                }
+            };
+            publish_all(ctx.live, &cache);
+            match attempt_batch(conn, cache, batch, ctx, Rows::OneByOne) {
+                Ok(cache) => cache,
+                Err(RolledBack) => {
+                    fail_all(batch, &corrupt("transfer rows (written one by one, yet together)"));
+                    None
+                }
+            }
+        }
+    }
+}
+
+/// An attempt at a batch rolled back, its commands unanswered: see [`BatchError::DuplicateRows`].
+struct RolledBack;
+
+/// One attempt at a batch: committed and answered (`Some`: the cache to keep), failed and
+/// answered (`None`), or rolled back to be tried again.
+fn attempt_batch(
+    conn: &Connection,
+    mut cache: Cache,
+    batch: &mut Vec<Job>,
+    ctx: &Context<'_>,
+    rows: Rows,
+) -> Result<Option<Cache>, RolledBack> {
     let Context { live, clock, config, stats, turn, answerer } = *ctx;
     // Batch times never go backwards, even if the clock does: readers rely on an account's
     // events being in time order.
     let now = clock.now().max(cache.last_now);
     cache.last_now = now;
     let mut answers: Vec<Result<Executed, Error>> = Vec::with_capacity(batch.len());
-    let mut state = match BatchState::new(conn, cache.next_position) {
-        Ok(state) => state,
-        Err(e) => {
-            fail_all(batch, &e);
-            return None;
-        }
-    };
+    let mut state = BatchState::new(cache.next_position, rows);
     // The transaction holds SQLite's write lock: take turns at it with the security connection,
     // from before it begins until it has ended either way.
     let turn = turn.blocking_lock();
-    let result = (|| -> Result<Vec<AccountId>, StoreError> {
+    let result = (|| -> Result<Vec<AccountId>, BatchError> {
         let start = std::time::Instant::now();
         run_cached(conn, "BEGIN IMMEDIATE")?;
         for job in batch.iter() {
             answers.push(execute_one(conn, &mut cache, &job.cmd, now, &mut state)?);
         }
+        state.write_rows(conn)?;
         state.block.write(conn)?;
         add_us(&stats.execute_us, start);
         let start = std::time::Instant::now();
@@ -1118,11 +1268,12 @@ fn commit_batch(conn: &Connection, mut cache: Cache, batch: &mut Vec<Job>, ctx: 
             if cache.state.transfer_count() > config.transfer_cache_len_max {
                 cache.state.clear_transfers();
             }
-            Some(cache)
+            Ok(Some(cache))
         }
-        Err(e) => {
+        Err(BatchError::DuplicateRows) => Err(RolledBack),
+        Err(BatchError::Store(e)) => {
             fail_all(batch, &e);
-            None
+            Ok(None)
         }
     }
 }
