@@ -64,8 +64,8 @@ for part in "${PARTS[@]}"; do
       n="${BP_INSTR_TRANSFERS:-20000}"
       echo "-- ledger_bench under callgrind, $n transfers per phase" >&2
       # Dump 1: setup; dump 2: the uniform phase; dump 3: the hot phase.
-      BP_BENCH_TRANSFERS="$n" BP_BENCH_BASELINE_TRANSFERS=500 BP_BENCH_DIR="$OUT/db" BP_BENCH_CALLGRIND=1 \
-        counted ledger_bench 3
+      BP_BENCH_TRANSFERS="$n" BP_BENCH_SUBMITTERS=1024 BP_BENCH_BASELINE_TRANSFERS=500 BP_BENCH_DIR="$OUT/db" \
+        BP_BENCH_CALLGRIND=1 counted ledger_bench 3
       u="$(total "$OUT/ledger_bench.out.2")" h="$(total "$OUT/ledger_bench.out.3")"
       # Each of ledger_bench's 1,024 submitters makes ceil(n / 1024) transfers.
       done_n=$(( (n + 1023) / 1024 * 1024 ))

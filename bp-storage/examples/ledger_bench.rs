@@ -6,6 +6,8 @@
 //! Prints one `name value` line per figure (see `docs/benchmarks.md`). Environment:
 //! `BP_BENCH_TRANSFERS` (default 400000) group-commit transfers per phase,
 //! `BP_BENCH_BASELINE_TRANSFERS` (default 20000) for the one-transaction-per-transfer baseline,
+//! `BP_BENCH_SUBMITTERS` (default 1024) concurrent submitters in the two group-commit phases (each
+//! waits for its answer before it sends again, so the latency is about submitters ÷ throughput),
 //! `BP_BENCH_DIR` where the database files go (default: a temporary folder), `BP_BENCH_CALLGRIND=1`
 //! under callgrind to dump the counts before the uniform phase and after each phase. With the feature
 //! `mongodb` and `BP_BENCH_MONGODB_URI` set, also the MongoDB store: one writer process, then
@@ -283,6 +285,7 @@ async fn main() {
         return mongo::child().await;
     }
     let transfers = env_usize("BP_BENCH_TRANSFERS", 400_000);
+    let submitters = env_usize("BP_BENCH_SUBMITTERS", SUBMITTERS).max(1);
     let baseline_transfers = env_usize("BP_BENCH_BASELINE_TRANSFERS", 20_000);
     let tmp = tempfile::tempdir().expect("temporary folder");
     let dir = std::env::var_os("BP_BENCH_DIR").map_or_else(|| tmp.path().to_path_buf(), Into::into);
@@ -298,10 +301,10 @@ async fn main() {
     let (ledger, accounts) = setup(&group_path, SqliteConfig::default()).await;
     report("setup", &ledger);
     callgrind_dump("before the uniform phase");
-    let mut uniform = run(&ledger, &accounts, Choice::Uniform, transfers, SUBMITTERS, 1).await;
+    let mut uniform = run(&ledger, &accounts, Choice::Uniform, transfers, submitters, 1).await;
     callgrind_dump("after the uniform phase");
     report("setup+uniform", &ledger);
-    let hot = run(&ledger, &accounts, Choice::zipf(), transfers, SUBMITTERS, 2).await;
+    let hot = run(&ledger, &accounts, Choice::zipf(), transfers, submitters, 2).await;
     callgrind_dump("after the hot phase");
     report("setup+uniform+hot", &ledger);
     verify(&ledger).await;
@@ -313,11 +316,13 @@ async fn main() {
     report("baseline setup+uniform", &baseline_ledger);
     verify(&baseline_ledger).await;
 
+    let p50 = percentile_us(&mut uniform.latencies_us, 500);
     let p99 = percentile_us(&mut uniform.latencies_us, 990);
     println!("group_commit_transfers_per_s {}", uniform.transfers_per_s);
     println!("hot_account_transfers_per_s {}", hot.transfers_per_s);
     println!("baseline_transfers_per_s {}", baseline.transfers_per_s);
     println!("speedup {}", ratio(uniform.transfers_per_s, baseline.transfers_per_s));
+    println!("p50_commit_latency_ms {}", ms(p50));
     println!("p99_commit_latency_ms {}", ms(p99));
     if let Some(pg) = pg_baseline() {
         println!("pg_uniform_tps {}", pg.uniform_tps);
