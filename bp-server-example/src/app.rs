@@ -110,6 +110,13 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
         metrics::gauge!("bp_relay_oldest_waiting_ms").set(g(&stats.oldest_waiting_ms));
         metrics::gauge!("bp_relay_failures").set(g(&stats.failures));
     }
+    if let Some(stats) = state.sqlite_writer.get() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let g = |v: &std::sync::atomic::AtomicU64| v.load(Relaxed) as f64;
+        metrics::gauge!("bp_sqlite_writer_batches").set(g(&stats.batches));
+        metrics::gauge!("bp_sqlite_writer_commands").set(g(&stats.commands));
+        metrics::gauge!("bp_sqlite_writer_retried_batches").set(g(&stats.retried));
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics_handle().render()).into_response()
 }
 

@@ -114,6 +114,9 @@ async fn serve_on(
     let state =
         AppState::new(config, stores.ledger, stores.services, stores.security, keys, Arc::new(SystemClock), bus)?
             .with_external(external);
+    if let Some(stats) = stores.sqlite_writer {
+        let _ = state.sqlite_writer.set(stats);
+    }
     let state = Arc::new(state);
     // Sessions revoked within an access token's lifetime stay refused across restarts.
     let since = state.now() - chrono::Duration::seconds(600);

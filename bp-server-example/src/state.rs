@@ -33,6 +33,8 @@ pub struct Stores {
     pub services: Arc<dyn bp_core::service_store::ServiceStore>,
     /// Security records.
     pub security: Arc<dyn SecurityStore>,
+    /// The SQLite writer's counters, on SQLite.
+    pub sqlite_writer: Option<Arc<bp_storage::sqlite::WriterStats>>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -52,7 +54,8 @@ impl Stores {
                 let db = config.data_path(&config.storage.sqlite_file);
                 let store = SqliteStore::open(&db, SqliteConfig::default())
                     .map_err(|e| format!("opening {}: {e}", db.display()))?;
-                Ok(Self::of(Arc::new(store)))
+                let sqlite_writer = Some(store.writer_stats_shared());
+                Ok(Self { sqlite_writer, ..Self::of(Arc::new(store)) })
             }
             StorageKind::Mongodb => open_mongodb(&config.storage.mongodb).await,
         }
@@ -63,7 +66,7 @@ impl Stores {
     where
         S: Store + bp_core::service_store::ServiceStore + SecurityStore + 'static,
     {
-        Self { ledger: store.clone(), services: store.clone(), security: store }
+        Self { ledger: store.clone(), services: store.clone(), security: store, sqlite_writer: None }
     }
 }
 
@@ -117,6 +120,8 @@ pub struct AppState {
     pub relay_waker: Arc<Notify>,
     /// The outbox relay's counters, once it runs.
     pub relay_stats: std::sync::OnceLock<Arc<bp_notify::relay::RelayStats>>,
+    /// The SQLite writer's counters, when the ledger is on SQLite.
+    pub sqlite_writer: std::sync::OnceLock<Arc<bp_storage::sqlite::WriterStats>>,
     /// Unspent event-stream tickets.
     pub tickets: Tickets,
     /// The external services' records (the same store as the ledger's).
@@ -170,6 +175,7 @@ impl AppState {
             audit_position: Arc::new(AtomicU64::new(0)),
             relay_waker,
             relay_stats: std::sync::OnceLock::new(),
+            sqlite_writer: std::sync::OnceLock::new(),
             tickets: Tickets::default(),
             services,
             external: None,

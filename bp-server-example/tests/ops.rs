@@ -140,6 +140,11 @@ async fn health_metrics_and_security_headers() {
     assert!(metrics.contains("route=\"/oauth2/token\""), "by route");
     assert!(metrics.contains("bp_logins_total"), "logins");
     assert!(metrics.contains("bp_relay_oldest_waiting_ms"), "the outbox relay's lag");
+    // The SQLite writer's counters: the customer's account and funding went through it.
+    let gauge = |name: &str| metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok());
+    assert!(gauge("bp_sqlite_writer_commands").is_some_and(|n| n >= 2.0), "the writer's commands");
+    assert!(gauge("bp_sqlite_writer_batches").is_some_and(|n| n >= 1.0), "the writer's batches");
+    assert_eq!(gauge("bp_sqlite_writer_retried_batches"), Some(0.0), "no retry was forgotten");
     let api = http.get(server.url("/openapi.json")).send().await.expect("openapi");
     assert_eq!(api.status(), StatusCode::OK);
     assert_eq!(api.json::<Value>().await.expect("json")["openapi"], "3.1.0");

@@ -375,6 +375,11 @@ impl SqliteStore {
         &self.stats
     }
 
+    /// The writer's cumulative counters, to read beyond a borrow of the store (a metrics page).
+    pub fn writer_stats_shared(&self) -> Arc<WriterStats> {
+        Arc::clone(&self.stats)
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
