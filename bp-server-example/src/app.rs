@@ -100,19 +100,16 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
+    // Gauges of integer counts: exact in an f64 below 2^53.
+    let g = |v: &std::sync::atomic::AtomicU64| v.load(std::sync::atomic::Ordering::Relaxed) as f64;
     if let Some(stats) = state.relay_stats.get() {
-        use std::sync::atomic::Ordering::Relaxed;
-        // Gauges of integer counts: exact in an f64 below 2^53.
-        let g = |v: &std::sync::atomic::AtomicU64| v.load(Relaxed) as f64;
         metrics::gauge!("bp_relay_published_events").set(g(&stats.published));
         metrics::gauge!("bp_relay_position").set(g(&stats.position));
         metrics::gauge!("bp_relay_waiting_events").set(g(&stats.waiting));
         metrics::gauge!("bp_relay_oldest_waiting_ms").set(g(&stats.oldest_waiting_ms));
         metrics::gauge!("bp_relay_failures").set(g(&stats.failures));
     }
-    if let Some(stats) = state.sqlite_writer.get() {
-        use std::sync::atomic::Ordering::Relaxed;
-        let g = |v: &std::sync::atomic::AtomicU64| v.load(Relaxed) as f64;
+    if let Some(stats) = &state.sqlite_writer {
         metrics::gauge!("bp_sqlite_writer_batches").set(g(&stats.batches));
         metrics::gauge!("bp_sqlite_writer_commands").set(g(&stats.commands));
         metrics::gauge!("bp_sqlite_writer_retried_batches").set(g(&stats.retried));

@@ -114,10 +114,7 @@ async fn serve_on(
     let state =
         AppState::new(config, stores.ledger, stores.services, stores.security, keys, Arc::new(SystemClock), bus)?
             .with_external(external);
-    if let Some(stats) = stores.sqlite_writer {
-        let _ = state.sqlite_writer.set(stats);
-    }
-    let state = Arc::new(state);
+    let state = Arc::new(AppState { sqlite_writer: stores.sqlite_writer, ..state });
     // Sessions revoked within an access token's lifetime stay refused across restarts.
     let since = state.now() - chrono::Duration::seconds(600);
     for session in state.security.sessions_revoked_since(since).await.map_err(|e| e.to_string())? {

@@ -121,7 +121,7 @@ pub struct AppState {
     /// The outbox relay's counters, once it runs.
     pub relay_stats: std::sync::OnceLock<Arc<bp_notify::relay::RelayStats>>,
     /// The SQLite writer's counters, when the ledger is on SQLite.
-    pub sqlite_writer: std::sync::OnceLock<Arc<bp_storage::sqlite::WriterStats>>,
+    pub sqlite_writer: Option<Arc<bp_storage::sqlite::WriterStats>>,
     /// Unspent event-stream tickets.
     pub tickets: Tickets,
     /// The external services' records (the same store as the ledger's).
@@ -175,7 +175,7 @@ impl AppState {
             audit_position: Arc::new(AtomicU64::new(0)),
             relay_waker,
             relay_stats: std::sync::OnceLock::new(),
-            sqlite_writer: std::sync::OnceLock::new(),
+            sqlite_writer: None,
             tickets: Tickets::default(),
             services,
             external: None,
